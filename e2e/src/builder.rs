@@ -1,0 +1,148 @@
+//! Describing a cluster to start: [`ClusterBuilder`].
+//!
+//! The builder holds the store count, the cluster directory (a temporary one by default), the
+//! TOML config texts for placement and stores, per-store `--labels`, the port plan and whether
+//! children get their own process groups. [`ClusterBuilder::start`] lays out the directories,
+//! starts placement and then each store, and returns the [`Cluster`] once every process listens;
+//! [`ClusterBuilder::must_start`] also waits until the cluster is ready.
+
+use std::path::PathBuf;
+
+use crate::cluster::{Cluster, Member, Role, READY_TIMEOUT};
+use crate::error::{Error, Result};
+use crate::pd_api::PdHttp;
+use crate::ports::PortPlan;
+use crate::process::Binaries;
+
+/// Describes a cluster to start.
+#[derive(Clone, Debug)]
+pub struct ClusterBuilder {
+    stores: usize,
+    dir: Option<PathBuf>,
+    store_config: Option<String>,
+    placement_config: Option<String>,
+    labels: Vec<Option<String>>,
+    ports: PortPlan,
+    own_process_groups: bool,
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> Self {
+        ClusterBuilder {
+            stores: 3,
+            dir: None,
+            store_config: None,
+            placement_config: None,
+            labels: Vec::new(),
+            ports: PortPlan::Free,
+            own_process_groups: false,
+        }
+    }
+}
+
+impl ClusterBuilder {
+    /// Number of stores (default 3).
+    pub fn stores(mut self, n: usize) -> Self {
+        self.stores = n;
+        self
+    }
+
+    /// Cluster directory, kept after the cluster goes (default: a temporary directory).
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// TOML text written to `store-i/store.toml` and passed to every store with `--config`.
+    pub fn store_config(mut self, toml: impl Into<String>) -> Self {
+        self.store_config = Some(toml.into());
+        self
+    }
+
+    /// TOML text written to `placement/placement.toml` and passed with `--config`.
+    pub fn placement_config(mut self, toml: impl Into<String>) -> Self {
+        self.placement_config = Some(toml.into());
+        self
+    }
+
+    /// `--labels` for store `index`, e.g. `zone=z1,host=h1`.
+    pub fn store_labels(mut self, index: usize, labels: impl Into<String>) -> Self {
+        if self.labels.len() <= index {
+            self.labels.resize(index + 1, None);
+        }
+        self.labels[index] = Some(labels.into());
+        self
+    }
+
+    /// Port plan (default: free ports; the playground uses fixed ones).
+    pub fn ports(mut self, ports: PortPlan) -> Self {
+        self.ports = ports;
+        self
+    }
+
+    /// Runs each child in its own process group (see `Node::set_own_process_group`).
+    pub fn own_process_groups(mut self, own: bool) -> Self {
+        self.own_process_groups = own;
+        self
+    }
+
+    /// Starts placement, then each store, and waits until every process listens on its ports.
+    /// Does not wait for readiness: see [`Cluster::wait_ready`].
+    pub async fn start(self) -> Result<Cluster> {
+        let bins = Binaries::locate()?;
+        let (root, temp) = match &self.dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("kv-e2e-")
+                    .tempdir()
+                    .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        let mut placement = Member::new(
+            "placement",
+            &root,
+            bins.placement.clone(),
+            self.placement_config.as_deref(),
+            None,
+        )?;
+        placement.node.set_own_process_group(self.own_process_groups);
+        let mut cluster = Cluster {
+            root,
+            temp,
+            ports: self.ports,
+            placement,
+            stores: Vec::new(),
+            http: PdHttp::default(),
+        };
+        for i in 0..self.stores {
+            let labels = self.labels.get(i).cloned().flatten();
+            let name = format!("store-{i}");
+            let store_config = self.store_config.as_deref();
+            let mut member =
+                Member::new(&name, &cluster.root, bins.store.clone(), store_config, labels)?;
+            member.node.set_own_process_group(self.own_process_groups);
+            cluster.stores.push(member);
+        }
+        cluster.placement.ports = vec![cluster.ports.pd_port()?];
+        cluster.spawn(Role::Placement, true).await?;
+        for i in 0..self.stores {
+            let (port, status) = cluster.ports.store_ports(i)?;
+            cluster.stores[i].ports = vec![port, status];
+            cluster.spawn(Role::Store(i), true).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// [`start`](Self::start) and [`Cluster::must_ready`] with [`READY_TIMEOUT`]; panics on failure.
+    pub async fn must_start(self) -> Cluster {
+        let mut cluster = match self.start().await {
+            Ok(cluster) => cluster,
+            Err(err) => panic!("cluster failed to start: {err}"),
+        };
+        cluster.must_ready(READY_TIMEOUT).await;
+        cluster
+    }
+}
+

@@ -1,0 +1,381 @@
+//! A running local cluster of real processes: one placement and N stores.
+//!
+//! [`Cluster`] is started by [`ClusterBuilder`](crate::builder::ClusterBuilder). Each process
+//! gets a directory under the cluster directory (`placement/`, `store-0/`, ...) holding its data
+//! dir, its config file and its log. The
+//! cluster can kill (SIGKILL), stop (SIGTERM) and restart any process on the same ports and
+//! data, and waits for readiness through placement's PD HTTP API ([`Cluster::must_ready`]).
+//! Dropping a cluster kills every child; a temporary directory is removed unless the thread is
+//! panicking, in which case it is kept and its path printed along with the log tails.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::error::{Error, Result};
+use crate::pd_api::{check_ready, PdHttp};
+use crate::ports::{is_listening, loopback, PortPlan};
+use crate::process::{mentions_addr_in_use, Node};
+use crate::wait::POLL_INTERVAL;
+
+/// How long a process may take to open its ports after it is spawned.
+pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default wait of [`must_start`](crate::builder::ClusterBuilder::must_start) for the whole cluster to be ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Grace period between SIGTERM and SIGKILL in [`Cluster::stop_store`] and friends.
+pub const STOP_GRACE: Duration = Duration::from_secs(15);
+/// Lines of each log shown in error messages.
+const LOG_TAIL_LINES: usize = 30;
+
+/// Which process of the cluster.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Role {
+    Placement,
+    Store(usize),
+}
+
+/// A process slot: its node, directory, ports and static arguments.
+#[derive(Debug)]
+pub(crate) struct Member {
+    pub(crate) node: Node,
+    data_dir: PathBuf,
+    config: Option<PathBuf>,
+    labels: Option<String>,
+    /// Placement: `[client]`; store: `[grpc, status]`.
+    pub(crate) ports: Vec<u16>,
+}
+
+impl Member {
+    pub(crate) fn new(
+        name: &str,
+        root: &Path,
+        program: PathBuf,
+        config: Option<&str>,
+        labels: Option<String>,
+    ) -> Result<Member> {
+        let dir = root.join(name);
+        let data_dir = dir.join("data");
+        std::fs::create_dir_all(&data_dir).map_err(|e| Error::io(&data_dir, e))?;
+        let config = match config {
+            Some(text) => {
+                let file = dir.join(format!("{}.toml", name.split('-').next().unwrap_or(name)));
+                std::fs::write(&file, text).map_err(|e| Error::io(&file, e))?;
+                Some(file)
+            }
+            None => None,
+        };
+        let log = dir.join(format!("{name}.log"));
+        Ok(Member {
+            node: Node::new(name, program, log),
+            data_dir,
+            config,
+            labels,
+            ports: Vec::new(),
+        })
+    }
+
+    fn addr(&self, i: usize) -> String {
+        loopback(self.ports[i])
+    }
+}
+
+/// A running cluster. See the module docs.
+#[derive(Debug)]
+pub struct Cluster {
+    pub(crate) root: PathBuf,
+    pub(crate) temp: Option<TempDir>,
+    pub(crate) ports: PortPlan,
+    pub(crate) placement: Member,
+    pub(crate) stores: Vec<Member>,
+    pub(crate) http: PdHttp,
+}
+
+impl Cluster {
+    /// `127.0.0.1:PORT` of placement, as clients take it.
+    pub fn pd_endpoint(&self) -> String {
+        self.placement.addr(0)
+    }
+
+    /// [`pd_endpoint`](Self::pd_endpoint) as the `Vec` the clients' constructors take.
+    pub fn pd_endpoints(&self) -> Vec<String> {
+        vec![self.pd_endpoint()]
+    }
+
+    /// Number of stores.
+    pub fn store_count(&self) -> usize {
+        self.stores.len()
+    }
+
+    /// gRPC address of store `i`.
+    pub fn store_addr(&self, i: usize) -> String {
+        self.stores[i].addr(0)
+    }
+
+    /// Status (metrics, health) address of store `i`.
+    pub fn store_status_addr(&self, i: usize) -> String {
+        self.stores[i].addr(1)
+    }
+
+    /// The cluster directory.
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// Data directory of store `i`.
+    pub fn store_data_dir(&self, i: usize) -> &Path {
+        &self.stores[i].data_dir
+    }
+
+    /// Whether store `i` has a running process.
+    pub fn store_running(&self, i: usize) -> bool {
+        self.stores.get(i).is_some_and(|m| m.node.is_running())
+    }
+
+    /// The last lines of every process's log.
+    pub fn log_tails(&self) -> String {
+        std::iter::once(&self.placement)
+            .chain(&self.stores)
+            .map(|m| m.node.log_tail(LOG_TAIL_LINES))
+            .collect()
+    }
+
+    fn member(&mut self, role: Role) -> Result<&mut Member> {
+        let count = self.stores.len();
+        match role {
+            Role::Placement => Ok(&mut self.placement),
+            Role::Store(index) => self
+                .stores
+                .get_mut(index)
+                .ok_or(Error::NoSuchStore { index, count }),
+        }
+    }
+
+    fn args(&self, role: Role) -> Vec<String> {
+        let pd = self.pd_endpoint();
+        let m = match role {
+            Role::Placement => &self.placement,
+            Role::Store(i) => &self.stores[i],
+        };
+        let mut args: Vec<String> = match role {
+            Role::Placement => {
+                let url = format!("http://{pd}");
+                vec![
+                    "--name".into(),
+                    "pd1".into(),
+                    "--client-urls".into(),
+                    url.clone(),
+                    "--advertise-client-urls".into(),
+                    url,
+                ]
+            }
+            Role::Store(_) => vec![
+                "--pd-endpoints".into(),
+                pd,
+                "--addr".into(),
+                m.addr(0),
+                "--status-addr".into(),
+                m.addr(1),
+            ],
+        };
+        args.extend(["--data-dir".into(), m.data_dir.display().to_string()]);
+        if let Some(config) = &m.config {
+            args.extend(["--config".into(), config.display().to_string()]);
+        }
+        if let Some(labels) = &m.labels {
+            args.extend(["--labels".into(), labels.clone()]);
+        }
+        args
+    }
+
+    /// Spawns the process of `role` and waits until it listens. On its first start
+    /// (`may_repick`), a log saying a port was taken leads to new free ports and a retry;
+    /// restarts keep their ports, since the others know them.
+    pub(crate) async fn spawn(&mut self, role: Role, may_repick: bool) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let args = self.args(role);
+            let member = self.member(role)?;
+            member.node.spawn(&args)?;
+            let ports = member.ports.clone();
+            match wait_listening(&mut member.node, &ports).await {
+                Ok(()) => return Ok(()),
+                Err(Error::Exited { log_tail, .. })
+                    if may_repick
+                        && attempt < 4
+                        && self.ports.can_repick()
+                        && mentions_addr_in_use(&log_tail) =>
+                {
+                    tracing::warn!(?role, ?ports, "port taken; picking new ports");
+                    let fresh = match role {
+                        Role::Placement => vec![self.ports.pd_port()?],
+                        Role::Store(i) => {
+                            let (a, b) = self.ports.store_ports(i)?;
+                            vec![a, b]
+                        }
+                    };
+                    self.member(role)?.ports = fresh;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Waits until placement is healthy, every running store is registered and `Up` and answers
+    /// on its status port, and every region has a leader. Fails at once if a process exits.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            self.check_alive()?;
+            let last = match self.ready_observation().await {
+                Ok(()) => return Ok(()),
+                Err(observation) => observation,
+            };
+            if start.elapsed() >= timeout {
+                return Err(Error::Timeout {
+                    what: self.ready_description(),
+                    waited: start.elapsed(),
+                    last,
+                    logs: self.log_tails(),
+                });
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    fn running_stores(&self) -> Vec<usize> {
+        (0..self.stores.len()).filter(|&i| self.store_running(i)).collect()
+    }
+
+    fn ready_description(&self) -> String {
+        let expected: Vec<String> = self
+            .running_stores()
+            .into_iter()
+            .map(|i| self.store_addr(i))
+            .collect();
+        format!(
+            "cluster ready: placement {} healthy, stores {expected:?} Up, every region led",
+            self.pd_endpoint()
+        )
+    }
+
+    /// `Ok` when ready, else what is still missing.
+    async fn ready_observation(&self) -> Result<(), String> {
+        let pd = self.pd_endpoint();
+        let running = self.running_stores();
+        let expected: Vec<String> = running.iter().map(|&i| self.store_addr(i)).collect();
+        self.http.health(&pd).await?;
+        let stores = self.http.stores(&pd).await?;
+        let regions = self.http.regions(&pd).await?;
+        check_ready(&stores, &regions, &expected)?;
+        for &i in &running {
+            self.http.store_health(&self.store_status_addr(i)).await?;
+        }
+        Ok(())
+    }
+
+    /// [`wait_ready`](Self::wait_ready), panicking with the logs on failure.
+    pub async fn must_ready(&mut self, timeout: Duration) {
+        if let Err(err) = self.wait_ready(timeout).await {
+            panic!("{err}");
+        }
+    }
+
+    /// SIGKILL store `i`.
+    pub async fn kill_store(&mut self, i: usize) -> Result<()> {
+        self.member(Role::Store(i))?.node.kill().await
+    }
+
+    /// SIGTERM store `i` and wait for it to exit ([`STOP_GRACE`], then SIGKILL). Returns its
+    /// exit status, or `None` if it was not running.
+    pub async fn stop_store(&mut self, i: usize) -> Result<Option<ExitStatus>> {
+        self.member(Role::Store(i))?.node.stop(STOP_GRACE).await
+    }
+
+    /// Starts store `i` again on its ports and data directory (stopping it first if it runs).
+    pub async fn restart_store(&mut self, i: usize) -> Result<()> {
+        self.stop_store(i).await?;
+        self.spawn(Role::Store(i), false).await
+    }
+
+    /// SIGKILL placement.
+    pub async fn kill_placement(&mut self) -> Result<()> {
+        self.placement.node.kill().await
+    }
+
+    /// SIGTERM placement and wait for it to exit; returns its exit status.
+    pub async fn stop_placement(&mut self) -> Result<Option<ExitStatus>> {
+        self.placement.node.stop(STOP_GRACE).await
+    }
+
+    /// Starts placement again on its port and data directory (stopping it first if it runs).
+    pub async fn restart_placement(&mut self) -> Result<()> {
+        self.stop_placement().await?;
+        self.spawn(Role::Placement, false).await
+    }
+
+    /// Errors with the exit status and log tail of the first process that exited on its own.
+    pub fn check_alive(&mut self) -> Result<()> {
+        for m in std::iter::once(&mut self.placement).chain(&mut self.stores) {
+            if let Some(status) = m.node.exited() {
+                return Err(m.node.exited_error(status));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every process cleanly: SIGTERM the stores, then placement, waiting for each.
+    pub async fn stop_all(&mut self) -> Result<()> {
+        for i in 0..self.stores.len() {
+            self.stop_store(i).await?;
+        }
+        self.stop_placement().await.map(drop)
+    }
+}
+
+/// Waits until `node` accepts connections on every port in `ports`, or fails if it exits.
+async fn wait_listening(node: &mut Node, ports: &[u16]) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = node.exited() {
+            return Err(node.exited_error(status));
+        }
+        let mut all = true;
+        for &port in ports {
+            all &= is_listening(port).await;
+        }
+        if all {
+            return Ok(());
+        }
+        if start.elapsed() > LISTEN_TIMEOUT {
+            return Err(Error::Timeout {
+                what: format!("{} to listen on ports {ports:?}", node.name()),
+                waited: start.elapsed(),
+                last: "not all ports accept connections".to_owned(),
+                logs: node.log_tail(LOG_TAIL_LINES),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        if panicking {
+            eprintln!("{}", self.log_tails());
+        }
+        // Kill and reap before the temporary directory goes, so no process writes into it.
+        for m in std::iter::once(&mut self.placement).chain(&mut self.stores) {
+            m.node.kill_blocking();
+        }
+        if panicking {
+            if let Some(temp) = self.temp.take() {
+                let kept = temp.keep();
+                eprintln!("cluster directory kept at {}", kept.display());
+            }
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! End-to-end harness: runs placement and stores as real processes on loopback ports and lets
+//! tests drive them with the official `tikv-client`, as users would.
+//!
+//! Layers, lowest first: [`ports`] (loopback port plans), [`process`] (one child: spawn, signal,
+//! log), [`pd_api`] (placement's PD HTTP API and the readiness rule), [`builder`]
+//! ([`ClusterBuilder`]: what to start), [`cluster`] ([`Cluster`]: kill, stop, restart, wait
+//! ready), [`client`] (client configs per API version, the "serves requests" check) and
+//! [`playground`] (the `playground` command). [`wait`] holds the deadline-bounded polling every layer uses, and
+//! [`testing`] the glue for the suites in `tests/`.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use std::time::Duration;
+//! let mut cluster = e2e::ClusterBuilder::default().stores(1).must_start().await;
+//! let client = e2e::must_raw_client(&cluster, e2e::Api::V2).await;
+//! client.put("k".to_owned(), "v".to_owned()).await.unwrap();
+//! cluster.kill_store(0).await.unwrap();
+//! cluster.restart_store(0).await.unwrap();
+//! cluster.must_ready(Duration::from_secs(30)).await;
+//! # }
+//! ```
+
+pub mod builder;
+pub mod client;
+pub mod cluster;
+pub mod error;
+pub mod pd_api;
+pub mod playground;
+pub mod ports;
+pub mod process;
+pub mod testing;
+pub mod wait;
+
+pub use client::{must_raw_client, must_serve, must_txn_client, wait_serving, Api};
+pub use builder::ClusterBuilder;
+pub use cluster::{Cluster, READY_TIMEOUT};
+pub use error::{Error, Result};
+pub use ports::PortPlan;
+pub use testing::{init_test_tracing, must_single_store_cluster};
+pub use wait::{must_eventually, must_within, wait_for, with_deadline};

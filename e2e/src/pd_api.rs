@@ -1,0 +1,216 @@
+//! Reading the cluster's state the way PD tools do: placement's PD-compatible HTTP API.
+//!
+//! [`PdHttp`] fetches `/pd/api/v1/health`, `/stores` and `/regions` (PD's JSON shapes) and a
+//! store's status `/health`. [`check_ready`] is the pure readiness rule used by
+//! `Cluster::must_ready`: every expected store is registered and `Up`, there is at least one
+//! region, and every region has a leader. Failures are returned as observation strings for the
+//! wait loop to report.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `GET /pd/api/v1/stores`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct StoresInfo {
+    #[serde(default)]
+    pub count: u64,
+    #[serde(default)]
+    pub stores: Option<Vec<StoreInfo>>,
+}
+
+/// One element of `stores`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct StoreInfo {
+    pub store: StoreMeta,
+}
+
+/// `stores[].store`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct StoreMeta {
+    #[serde(default)]
+    pub id: u64,
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub state_name: String,
+}
+
+/// `GET /pd/api/v1/regions`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct RegionsInfo {
+    #[serde(default)]
+    pub count: u64,
+    #[serde(default)]
+    pub regions: Option<Vec<RegionInfo>>,
+}
+
+/// One element of `regions`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct RegionInfo {
+    #[serde(default)]
+    pub id: u64,
+    #[serde(default)]
+    pub leader: Option<PeerInfo>,
+}
+
+/// `regions[].leader`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct PeerInfo {
+    #[serde(default)]
+    pub id: u64,
+    #[serde(default)]
+    pub store_id: u64,
+}
+
+/// An HTTP client for placement's PD API and the stores' status ports.
+#[derive(Clone, Debug)]
+pub struct PdHttp {
+    http: reqwest::Client,
+}
+
+impl Default for PdHttp {
+    fn default() -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("a plain HTTP client always builds");
+        PdHttp { http }
+    }
+}
+
+impl PdHttp {
+    async fn get_text(&self, url: &str) -> Result<String, String> {
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| format!("GET {url}: {e}"))?;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(format!("GET {url}: HTTP {status}: {body}"))
+        }
+    }
+
+    async fn get_json<T: for<'de> Deserialize<'de>>(&self, url: &str) -> Result<T, String> {
+        let body = self.get_text(url).await?;
+        serde_json::from_str(&body).map_err(|e| format!("GET {url}: bad JSON ({e}): {body}"))
+    }
+
+    /// `GET http://{pd}/pd/api/v1/health` answers 2xx.
+    pub async fn health(&self, pd: &str) -> Result<(), String> {
+        self.get_text(&format!("http://{pd}/pd/api/v1/health"))
+            .await
+            .map(drop)
+    }
+
+    /// The registered stores.
+    pub async fn stores(&self, pd: &str) -> Result<Vec<StoreMeta>, String> {
+        let info: StoresInfo = self
+            .get_json(&format!("http://{pd}/pd/api/v1/stores"))
+            .await?;
+        Ok(info.stores.unwrap_or_default().into_iter().map(|s| s.store).collect())
+    }
+
+    /// The regions placement knows.
+    pub async fn regions(&self, pd: &str) -> Result<Vec<RegionInfo>, String> {
+        let info: RegionsInfo = self
+            .get_json(&format!("http://{pd}/pd/api/v1/regions"))
+            .await?;
+        Ok(info.regions.unwrap_or_default())
+    }
+
+    /// `GET http://{status}/health` on a store's status port answers 2xx.
+    pub async fn store_health(&self, status_addr: &str) -> Result<(), String> {
+        self.get_text(&format!("http://{status_addr}/health"))
+            .await
+            .map(drop)
+    }
+}
+
+/// The readiness rule: each address in `expected` is a registered store in state `Up`, and there
+/// is at least one region, each with a leader.
+pub fn check_ready(
+    stores: &[StoreMeta],
+    regions: &[RegionInfo],
+    expected: &[String],
+) -> Result<(), String> {
+    for addr in expected {
+        match stores.iter().find(|s| &s.address == addr) {
+            None => return Err(format!("store {addr} not registered (stores: {stores:?})")),
+            Some(s) if s.state_name != "Up" => {
+                return Err(format!(
+                    "store {addr} (id {}) is {:?}, not Up",
+                    s.id, s.state_name
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    if regions.is_empty() {
+        return Err("no regions yet (cluster not bootstrapped?)".to_owned());
+    }
+    if let Some(r) = regions
+        .iter()
+        .find(|r| r.leader.as_ref().is_none_or(|l| l.store_id == 0))
+    {
+        return Err(format!("region {} has no leader", r.id));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STORES: &str = r#"{"count":2,"stores":[
+        {"store":{"id":1,"address":"127.0.0.1:20160","state_name":"Up","version":"x"},"status":{}},
+        {"store":{"id":4,"address":"127.0.0.1:20161","state_name":"Disconnected"},"status":{}}]}"#;
+    const REGIONS: &str = r#"{"count":1,"regions":[{"id":2,"start_key":"","end_key":"",
+        "leader":{"id":3,"store_id":1},"peers":[{"id":3,"store_id":1}]}]}"#;
+
+    fn parsed() -> (Vec<StoreMeta>, Vec<RegionInfo>) {
+        let stores: StoresInfo = serde_json::from_str(STORES).unwrap();
+        let regions: RegionsInfo = serde_json::from_str(REGIONS).unwrap();
+        assert_eq!((stores.count, regions.count), (2, 1));
+        (
+            stores.stores.unwrap().into_iter().map(|s| s.store).collect(),
+            regions.regions.unwrap(),
+        )
+    }
+
+    #[test]
+    fn ready_when_expected_stores_are_up_and_regions_led() {
+        let (stores, regions) = parsed();
+        check_ready(&stores, &regions, &["127.0.0.1:20160".to_owned()]).unwrap();
+    }
+
+    #[test]
+    fn not_ready_when_a_store_is_not_up_or_missing() {
+        let (stores, regions) = parsed();
+        let err = check_ready(&stores, &regions, &["127.0.0.1:20161".to_owned()]).unwrap_err();
+        assert!(err.contains("Disconnected"), "{err}");
+        let err = check_ready(&stores, &regions, &["127.0.0.1:1".to_owned()]).unwrap_err();
+        assert!(err.contains("not registered"), "{err}");
+    }
+
+    #[test]
+    fn not_ready_without_regions_or_leaders() {
+        let (stores, _) = parsed();
+        assert!(check_ready(&stores, &[], &[]).unwrap_err().contains("no regions"));
+        let leaderless: RegionsInfo =
+            serde_json::from_str(r#"{"count":1,"regions":[{"id":9}]}"#).unwrap();
+        let err = check_ready(&stores, &leaderless.regions.unwrap(), &[]).unwrap_err();
+        assert!(err.contains("region 9"), "{err}");
+    }
+
+    #[test]
+    fn null_lists_parse_as_empty() {
+        let stores: StoresInfo = serde_json::from_str(r#"{"count":0,"stores":null}"#).unwrap();
+        assert!(stores.stores.is_none());
+    }
+}

@@ -1,0 +1,103 @@
+//! Glue for the end-to-end suites in `tests/`: tracing set-up and the per-API test macro.
+//!
+//! [`init_test_tracing`] installs a subscriber once per test process (library code never does).
+//! [`api_tests!`](crate::api_tests) turns `async fn name(api: Api)` into two tests,
+//! `name::api_v1` and `name::api_v2`, each under a deadline, so every scenario runs against
+//! both API versions.
+
+use std::fmt::Debug;
+use std::sync::Once;
+
+use tikv_client::{Key, KvPair};
+
+use crate::builder::ClusterBuilder;
+use crate::cluster::Cluster;
+
+/// Installs a `tracing` subscriber that writes through the test harness's capture, filtered by
+/// `RUST_LOG` (default `info`). Safe to call from every test.
+pub fn init_test_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// A one-store cluster, ready: enough for every test that does not need replicas.
+pub async fn must_single_store_cluster() -> Cluster {
+    ClusterBuilder::default().stores(1).must_start().await
+}
+
+/// `(key, value)` pairs as lossy UTF-8 strings, for readable assertions.
+pub fn kv_strings(pairs: impl IntoIterator<Item = KvPair>) -> Vec<(String, String)> {
+    pairs
+        .into_iter()
+        .map(|pair| {
+            let (key, value): (Key, Vec<u8>) = pair.into();
+            (lossy(key.into()), lossy(value))
+        })
+        .collect()
+}
+
+/// Keys as lossy UTF-8 strings.
+pub fn key_strings(keys: impl IntoIterator<Item = Key>) -> Vec<String> {
+    keys.into_iter().map(|key| lossy(key.into())).collect()
+}
+
+/// `[("a", "1")]` as owned pairs, to compare with [`kv_strings`].
+pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// `["a", "b"]` as owned strings, to compare with [`key_strings`].
+pub fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// A value as a lossy UTF-8 string.
+pub fn lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The `Debug` text of an error, lower-cased, for matching on error kinds such as
+/// `raft_entry_too_large` or `already_exist` wherever the client nests them.
+pub fn error_text(err: &impl Debug) -> String {
+    format!("{err:?}").to_ascii_lowercase()
+}
+
+/// Expands `api_tests!(deadline_secs; name_a, name_b, ...)` into a module per name holding
+/// `api_v1` and `api_v2` tokio tests that call `name(Api::V1)` / `name(Api::V2)` under a deadline.
+#[macro_export]
+macro_rules! api_tests {
+    ($secs:expr; $($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn api_v1() {
+                    $crate::init_test_tracing();
+                    $crate::with_deadline(
+                        ::std::time::Duration::from_secs($secs),
+                        super::$name($crate::Api::V1),
+                    )
+                    .await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn api_v2() {
+                    $crate::init_test_tracing();
+                    $crate::with_deadline(
+                        ::std::time::Duration::from_secs($secs),
+                        super::$name($crate::Api::V2),
+                    )
+                    .await
+                }
+            }
+        )+
+    };
+}

@@ -1,0 +1,395 @@
+//! The region table: [`RegionMap`] holds every known [`RegionInfo`] by id and, for routing, by
+//! start key in a `BTreeMap`.
+//!
+//! Updates follow PD's rules. A report whose epoch is older than what is known for the same
+//! region (lower `version` or `conf_ver`, or a lower raft term) is stale and ignored, and so is
+//! one that overlaps a region with a newer `version`. A newer report removes every region it
+//! overlaps: after a split the left half keeps the id and shrinks, the right halves arrive with
+//! new ids, and merges make the target grow over the source's range.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+
+use proto::{metapb, pdpb};
+
+use crate::error::{Error, Result};
+
+/// What placement knows about one region.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RegionInfo {
+    pub meta: metapb::Region,
+    pub leader: Option<metapb::Peer>,
+    /// Bytes, as reported by the leader.
+    pub approximate_size: u64,
+    pub approximate_keys: u64,
+    pub bytes_written: u64,
+    pub bytes_read: u64,
+    pub keys_written: u64,
+    pub keys_read: u64,
+    pub term: u64,
+    pub down_peers: Vec<pdpb::PeerStats>,
+    pub pending_peers: Vec<metapb::Peer>,
+}
+
+impl RegionInfo {
+    /// A region known only from metadata (bootstrap, split report, disk).
+    pub fn from_meta(meta: metapb::Region, leader: Option<metapb::Peer>) -> Self {
+        RegionInfo {
+            meta,
+            leader,
+            ..RegionInfo::default()
+        }
+    }
+
+    /// Builds the info carried by a region heartbeat.
+    pub fn from_heartbeat(hb: &pdpb::RegionHeartbeatRequest) -> Option<Self> {
+        Some(RegionInfo {
+            meta: hb.region.clone()?,
+            leader: hb.leader.clone(),
+            approximate_size: hb.approximate_size,
+            approximate_keys: hb.approximate_keys,
+            bytes_written: hb.bytes_written,
+            bytes_read: hb.bytes_read,
+            keys_written: hb.keys_written,
+            keys_read: hb.keys_read,
+            term: hb.term,
+            down_peers: hb.down_peers.clone(),
+            pending_peers: hb.pending_peers.clone(),
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.meta.id
+    }
+
+    pub fn epoch(&self) -> metapb::RegionEpoch {
+        self.meta.region_epoch.unwrap_or_default()
+    }
+
+    /// Whether `key` lies in `[start_key, end_key)`.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.meta.start_key.as_slice()
+            && (self.meta.end_key.is_empty() || key < self.meta.end_key.as_slice())
+    }
+}
+
+/// How an accepted update changed the table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegionUpdate {
+    /// Region metadata (range, epoch, peers) or leader differ from before: persist it.
+    pub changed: bool,
+    /// Regions removed because the update covers their range.
+    pub removed: Vec<u64>,
+}
+
+/// Every known region, by id and by start key.
+#[derive(Debug, Clone, Default)]
+pub struct RegionMap {
+    by_id: HashMap<u64, RegionInfo>,
+    by_start: BTreeMap<Vec<u8>, u64>,
+}
+
+fn epoch_str(e: &metapb::RegionEpoch) -> String {
+    format!("{{conf_ver: {}, version: {}}}", e.conf_ver, e.version)
+}
+
+impl RegionMap {
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn get(&self, id: u64) -> Option<&RegionInfo> {
+        self.by_id.get(&id)
+    }
+
+    /// The region whose range holds `key`.
+    pub fn by_key(&self, key: &[u8]) -> Option<&RegionInfo> {
+        let (_, id) = self
+            .by_start
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back()?;
+        self.by_id.get(id).filter(|r| r.contains(key))
+    }
+
+    /// The region that ends where the region holding `key` starts.
+    pub fn prev_of(&self, key: &[u8]) -> Option<&RegionInfo> {
+        let current = self.by_key(key)?;
+        if current.meta.start_key.is_empty() {
+            return None;
+        }
+        let start = current.meta.start_key.as_slice();
+        let (_, id) = self
+            .by_start
+            .range::<[u8], _>((Bound::Unbounded, Bound::Excluded(start)))
+            .next_back()?;
+        self.by_id.get(id).filter(|r| r.meta.end_key == start)
+    }
+
+    /// Regions in key order overlapping `[start, end)` (`end` empty = +inf), beginning with the
+    /// one holding `start`; at most `limit` of them when `limit > 0`.
+    pub fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Vec<&RegionInfo> {
+        let first = self.by_key(start).map(|r| r.meta.start_key.clone());
+        let from = first.unwrap_or_else(|| start.to_vec());
+        let mut out = Vec::new();
+        for (key, id) in self.by_start.range(from..) {
+            if !end.is_empty() && key.as_slice() >= end {
+                break;
+            }
+            if limit > 0 && out.len() >= limit {
+                break;
+            }
+            if let Some(r) = self.by_id.get(id) {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    /// All regions in key order.
+    pub fn iter(&self) -> impl Iterator<Item = &RegionInfo> {
+        self.by_start.values().filter_map(|id| self.by_id.get(id))
+    }
+
+    /// Ids of other regions whose range intersects `region`'s.
+    fn overlaps(&self, region: &metapb::Region) -> Vec<u64> {
+        let start = region.start_key.as_slice();
+        let end = region.end_key.as_slice();
+        let mut out = Vec::new();
+        // A region starting before `start` may still reach into it.
+        if let Some(r) = self.by_key(start) {
+            out.push(r.id());
+        }
+        for (key, id) in self
+            .by_start
+            .range::<[u8], _>((Bound::Excluded(start), Bound::Unbounded))
+        {
+            if !end.is_empty() && key.as_slice() >= end {
+                break;
+            }
+            out.push(*id);
+        }
+        out.retain(|id| *id != region.id);
+        out.dedup();
+        out
+    }
+
+    /// Checks `info` against what is known without changing anything.
+    pub fn check(&self, info: &RegionInfo) -> Result<()> {
+        let new = info.epoch();
+        let stale = |known: &metapb::RegionEpoch| Error::StaleRegion {
+            region_id: info.id(),
+            reported: epoch_str(&new),
+            known: epoch_str(known),
+        };
+        for id in self.overlaps(&info.meta) {
+            let known = self.by_id[&id].epoch();
+            if new.version < known.version {
+                return Err(stale(&known));
+            }
+        }
+        if let Some(origin) = self.by_id.get(&info.id()) {
+            let known = origin.epoch();
+            let term_behind = info.term > 0 && info.term < origin.term;
+            if term_behind || new.version < known.version || new.conf_ver < known.conf_ver {
+                return Err(stale(&known));
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts or refreshes a region after [`RegionMap::check`]; overlapped regions go.
+    pub fn upsert(&mut self, info: RegionInfo) -> Result<RegionUpdate> {
+        self.check(&info)?;
+        let removed = self.overlaps(&info.meta);
+        for id in &removed {
+            if let Some(old) = self.by_id.remove(id) {
+                self.by_start.remove(&old.meta.start_key);
+            }
+        }
+        let changed = match self.by_id.get(&info.id()) {
+            None => true,
+            Some(old) => old.meta != info.meta || old.leader != info.leader,
+        };
+        if let Some(old) = self.by_id.get(&info.id()) {
+            if self.by_start.get(&old.meta.start_key) == Some(&info.id()) {
+                self.by_start.remove(&old.meta.start_key);
+            }
+        }
+        self.by_start.insert(info.meta.start_key.clone(), info.id());
+        self.by_id.insert(info.id(), info);
+        Ok(RegionUpdate { changed, removed })
+    }
+
+    /// Forgets a region.
+    pub fn remove(&mut self, id: u64) -> Option<RegionInfo> {
+        let old = self.by_id.remove(&id)?;
+        if self.by_start.get(&old.meta.start_key) == Some(&id) {
+            self.by_start.remove(&old.meta.start_key);
+        }
+        Some(old)
+    }
+
+    /// Number of regions whose leader is on each store, and of peers per store.
+    pub fn counts_by_store(&self) -> HashMap<u64, (u64, u64)> {
+        let mut out: HashMap<u64, (u64, u64)> = HashMap::new();
+        for r in self.by_id.values() {
+            for p in &r.meta.peers {
+                out.entry(p.store_id).or_default().1 += 1;
+            }
+            if let Some(l) = &r.leader {
+                out.entry(l.store_id).or_default().0 += 1;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(id: u64, start: &str, end: &str, conf_ver: u64, version: u64) -> RegionInfo {
+        let peer = metapb::Peer {
+            id: id * 10,
+            store_id: 1,
+            ..Default::default()
+        };
+        RegionInfo::from_meta(
+            metapb::Region {
+                id,
+                start_key: start.as_bytes().to_vec(),
+                end_key: end.as_bytes().to_vec(),
+                region_epoch: Some(metapb::RegionEpoch { conf_ver, version }),
+                peers: vec![peer],
+                ..Default::default()
+            },
+            Some(peer),
+        )
+    }
+
+    fn ids(map: &RegionMap) -> Vec<u64> {
+        map.iter().map(|r| r.id()).collect()
+    }
+
+    #[test]
+    fn routes_keys_to_regions() {
+        let mut m = RegionMap::default();
+        m.upsert(region(1, "", "b", 1, 2)).unwrap();
+        m.upsert(region(2, "b", "d", 1, 2)).unwrap();
+        m.upsert(region(3, "d", "", 1, 2)).unwrap();
+        let cases: &[(&str, u64)] = &[("", 1), ("a", 1), ("b", 2), ("c", 2), ("d", 3), ("zz", 3)];
+        for (key, want) in cases {
+            assert_eq!(m.by_key(key.as_bytes()).unwrap().id(), *want, "key {key}");
+        }
+        assert!(m.prev_of(b"a").is_none());
+        assert_eq!(m.prev_of(b"c").unwrap().id(), 1);
+        assert_eq!(m.prev_of(b"e").unwrap().id(), 2);
+    }
+
+    #[test]
+    fn gap_is_not_routed() {
+        let mut m = RegionMap::default();
+        m.upsert(region(1, "", "b", 1, 1)).unwrap();
+        m.upsert(region(3, "d", "", 1, 1)).unwrap();
+        assert!(m.by_key(b"c").is_none());
+        assert!(m.prev_of(b"e").is_none(), "previous region does not touch");
+    }
+
+    #[test]
+    fn scan_respects_start_end_and_limit() {
+        let mut m = RegionMap::default();
+        for (id, s, e) in [(1, "", "b"), (2, "b", "d"), (3, "d", "f"), (4, "f", "")] {
+            m.upsert(region(id, s, e, 1, 1)).unwrap();
+        }
+        let scan = |s: &str, e: &str, l| -> Vec<u64> {
+            m.scan(s.as_bytes(), e.as_bytes(), l)
+                .iter()
+                .map(|r| r.id())
+                .collect()
+        };
+        assert_eq!(scan("", "", 0), vec![1, 2, 3, 4]);
+        assert_eq!(scan("c", "", 0), vec![2, 3, 4]);
+        assert_eq!(scan("c", "e", 0), vec![2, 3]);
+        assert_eq!(scan("c", "d", 0), vec![2]);
+        assert_eq!(scan("a", "", 2), vec![1, 2]);
+    }
+
+    #[test]
+    fn stale_epochs_are_ignored() {
+        let mut m = RegionMap::default();
+        m.upsert(region(1, "", "", 2, 5)).unwrap();
+        // (conf_ver, version) pairs older in either component are stale.
+        for (conf_ver, version) in [(1, 5), (2, 4), (1, 1)] {
+            let err = m.upsert(region(1, "", "", conf_ver, version)).unwrap_err();
+            assert!(matches!(err, Error::StaleRegion { region_id: 1, .. }));
+        }
+        assert_eq!(m.get(1).unwrap().epoch().version, 5);
+        // Same epoch refreshes, a newer one replaces.
+        assert!(!m.upsert(region(1, "", "", 2, 5)).unwrap().changed);
+        assert!(m.upsert(region(1, "", "", 3, 5)).unwrap().changed);
+    }
+
+    #[test]
+    fn stale_term_is_ignored() {
+        let mut m = RegionMap::default();
+        let mut r = region(1, "", "", 1, 1);
+        r.term = 5;
+        m.upsert(r.clone()).unwrap();
+        r.term = 4;
+        assert!(m.upsert(r).is_err());
+    }
+
+    #[test]
+    fn split_replaces_parent_range() {
+        let mut m = RegionMap::default();
+        m.upsert(region(1, "", "", 1, 1)).unwrap();
+        // The right half arrives first, with a new id and a bumped version.
+        let up = m.upsert(region(2, "m", "", 1, 2)).unwrap();
+        assert_eq!(up.removed, vec![1], "old full-range region 1 overlaps");
+        assert!(m.by_key(b"a").is_none());
+        // The left half (old id) then reports its shrunken range.
+        m.upsert(region(1, "", "m", 1, 2)).unwrap();
+        assert_eq!(ids(&m), vec![1, 2]);
+        assert_eq!(m.by_key(b"a").unwrap().id(), 1);
+        assert_eq!(m.by_key(b"x").unwrap().id(), 2);
+        // A late heartbeat of the pre-split parent is stale against both halves.
+        assert!(m.upsert(region(1, "", "", 1, 1)).is_err());
+        assert_eq!(ids(&m), vec![1, 2]);
+    }
+
+    #[test]
+    fn left_half_first_keeps_right_routing_after_report() {
+        let mut m = RegionMap::default();
+        m.upsert(region(1, "", "", 1, 1)).unwrap();
+        m.upsert(region(1, "", "m", 1, 2)).unwrap();
+        assert!(m.by_key(b"x").is_none(), "hole until the right half reports");
+        m.upsert(region(2, "m", "", 1, 2)).unwrap();
+        assert_eq!(ids(&m), vec![1, 2]);
+    }
+
+    #[test]
+    fn merge_removes_source() {
+        let mut m = RegionMap::default();
+        m.upsert(region(1, "", "m", 1, 2)).unwrap();
+        m.upsert(region(2, "m", "", 1, 2)).unwrap();
+        let up = m.upsert(region(2, "", "", 1, 3)).unwrap();
+        assert_eq!(up.removed, vec![1]);
+        assert_eq!(ids(&m), vec![2]);
+        assert_eq!(m.by_key(b"a").unwrap().id(), 2);
+    }
+
+    #[test]
+    fn leader_change_counts_as_change() {
+        let mut m = RegionMap::default();
+        let mut r = region(1, "", "", 1, 1);
+        m.upsert(r.clone()).unwrap();
+        r.leader = None;
+        assert!(m.upsert(r).unwrap().changed);
+        let counts = m.counts_by_store();
+        assert_eq!(counts[&1], (0, 1));
+    }
+}

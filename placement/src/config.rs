@@ -1,0 +1,287 @@
+//! Placement configuration: [`Config`], loaded from a TOML file (`--config`) and overridden by
+//! command-line flags, then checked once by [`Config::validate`] at startup.
+//!
+//! Field names are kebab-case as in pd-server's config file. Durations are written the way PD
+//! writes them (`"3s"`, `"30m"`, `"500ms"`) and held as [`ReadableDuration`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+
+/// Placement driver configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    /// Member name, reported by GetMembers and the HTTP API. Default `"pd"`.
+    pub name: String,
+    /// URL to listen on for gRPC, HTTP and etcd clients. Default `"http://127.0.0.1:2379"`.
+    /// Port 0 picks a free port (tests).
+    pub client_urls: String,
+    /// URL that clients are told to use. Default: `client-urls` (with the real port when the
+    /// listen port is 0).
+    pub advertise_client_urls: Option<String>,
+    /// Peer URL, reported in member lists; no peer traffic yet. Default `"http://127.0.0.1:2380"`.
+    pub peer_urls: String,
+    /// Advertised peer URL. Default: `peer-urls`.
+    pub advertise_peer_urls: Option<String>,
+    /// Directory holding the metadata RocksDB. Default `"default.{name}"`, as pd-server.
+    pub data_dir: Option<PathBuf>,
+    /// Cluster id for a new data directory; 0 generates one. Default 0.
+    pub cluster_id: u64,
+    /// Replicas per region. Default 3.
+    pub max_replicas: u64,
+    /// How far ahead of the clock the TSO high-water mark is persisted. Default `"3s"`.
+    pub tso_save_interval: ReadableDuration,
+    /// After this long without a heartbeat a store counts as down. Default `"30m"`.
+    pub max_store_down_time: ReadableDuration,
+    /// Store label keys that describe topology, outermost first (e.g. zone, rack, host).
+    /// Default empty.
+    pub location_labels: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            name: "pd".to_owned(),
+            client_urls: "http://127.0.0.1:2379".to_owned(),
+            advertise_client_urls: None,
+            peer_urls: "http://127.0.0.1:2380".to_owned(),
+            advertise_peer_urls: None,
+            data_dir: None,
+            cluster_id: 0,
+            max_replicas: 3,
+            tso_save_interval: ReadableDuration(Duration::from_secs(3)),
+            max_store_down_time: ReadableDuration(Duration::from_secs(30 * 60)),
+            location_labels: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML config file. Missing fields keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| Error::ConfigParse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field, reason: &str| Error::Config {
+            field,
+            reason: reason.to_owned(),
+        };
+        if self.name.trim().is_empty() {
+            return Err(bad("name", "must not be empty"));
+        }
+        self.listen_addr()?;
+        if let Some(url) = &self.advertise_client_urls {
+            parse_url_addr(first_url(url)).map_err(|r| bad("advertise-client-urls", &r))?;
+        }
+        parse_url_addr(first_url(&self.peer_urls)).map_err(|r| bad("peer-urls", &r))?;
+        if self.max_replicas == 0 {
+            return Err(bad("max-replicas", "must be at least 1"));
+        }
+        if self.tso_save_interval.0 < Duration::from_millis(100) {
+            return Err(bad("tso-save-interval", "must be at least 100ms"));
+        }
+        if self.max_store_down_time.0 < Duration::from_secs(1) {
+            return Err(bad("max-store-down-time", "must be at least 1s"));
+        }
+        for (i, label) in self.location_labels.iter().enumerate() {
+            if label.is_empty() || self.location_labels[..i].contains(label) {
+                return Err(bad("location-labels", "labels must be non-empty and unique"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The socket address from the first of `client-urls`.
+    pub fn listen_addr(&self) -> Result<SocketAddr> {
+        parse_url_addr(first_url(&self.client_urls)).map_err(|reason| Error::Config {
+            field: "client-urls",
+            reason,
+        })
+    }
+
+    /// The data directory, defaulting to `default.{name}` like pd-server.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("default.{}", self.name)))
+    }
+
+    /// Advertised peer URLs.
+    pub fn peer_urls(&self) -> Vec<String> {
+        split_urls(self.advertise_peer_urls.as_deref().unwrap_or(&self.peer_urls))
+    }
+}
+
+/// Splits a comma-separated URL list.
+pub fn split_urls(urls: &str) -> Vec<String> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn first_url(urls: &str) -> &str {
+    urls.split(',').next().unwrap_or("").trim()
+}
+
+/// Parses `http://host:port` (scheme optional) into a socket address.
+fn parse_url_addr(url: &str) -> std::result::Result<SocketAddr, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    let hostport = rest.trim_end_matches('/');
+    let hostport = hostport.replace("localhost:", "127.0.0.1:");
+    hostport
+        .parse()
+        .map_err(|e| format!("`{url}` is not http://ip:port: {e}"))
+}
+
+/// A duration written as `"3s"`, `"30m"`, `"1h"`, `"500ms"` or a combination (`"1m30s"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReadableDuration(pub Duration);
+
+impl FromStr for ReadableDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let mut total = Duration::ZERO;
+        let mut rest = s.trim();
+        if rest.is_empty() {
+            return Err("empty duration".to_owned());
+        }
+        while !rest.is_empty() {
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let n: u64 = rest[..digits]
+                .parse()
+                .map_err(|_| format!("`{s}`: expected a number"))?;
+            rest = &rest[digits..];
+            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit = match &rest[..unit_len] {
+                "ms" => Duration::from_millis(n),
+                "s" => Duration::from_secs(n),
+                "m" => Duration::from_secs(n * 60),
+                "h" => Duration::from_secs(n * 3600),
+                other => return Err(format!("`{s}`: unknown unit `{other}` (ms, s, m, h)")),
+            };
+            total += unit;
+            rest = &rest[unit_len..];
+        }
+        Ok(ReadableDuration(total))
+    }
+}
+
+impl fmt::Display for ReadableDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 != 0 {
+            write!(f, "{ms}ms")
+        } else if ms % 3_600_000 == 0 && ms > 0 {
+            write!(f, "{}h", ms / 3_600_000)
+        } else if ms % 60_000 == 0 && ms > 0 {
+            write!(f, "{}m", ms / 60_000)
+        } else {
+            write!(f, "{}s", ms / 1000)
+        }
+    }
+}
+
+impl Serialize for ReadableDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ReadableDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.listen_addr().unwrap().port(), 2379);
+        assert_eq!(c.data_dir(), PathBuf::from("default.pd"));
+    }
+
+    #[test]
+    fn parses_toml_with_durations() {
+        let c: Config = toml::from_str(
+            "name = \"pd-1\"\nmax-replicas = 1\ntso-save-interval = \"1m30s\"\n\
+             location-labels = [\"zone\", \"host\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.name, "pd-1");
+        assert_eq!(c.max_replicas, 1);
+        assert_eq!(c.tso_save_interval.0, Duration::from_secs(90));
+        assert_eq!(c.max_store_down_time.0, Duration::from_secs(1800));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_fields_by_name() {
+        let cases: Vec<(Config, &str)> = vec![
+            (
+                Config {
+                    max_replicas: 0,
+                    ..Config::default()
+                },
+                "max-replicas",
+            ),
+            (
+                Config {
+                    client_urls: "http://nohost".into(),
+                    ..Config::default()
+                },
+                "client-urls",
+            ),
+            (
+                Config {
+                    location_labels: vec!["zone".into(), "zone".into()],
+                    ..Config::default()
+                },
+                "location-labels",
+            ),
+        ];
+        for (config, field) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{err} should name {field}");
+        }
+        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn duration_round_trip() {
+        for (text, ms) in [("500ms", 500), ("3s", 3000), ("30m", 1_800_000), ("2h", 7_200_000)] {
+            let d: ReadableDuration = text.parse().unwrap();
+            assert_eq!(d.0.as_millis(), ms);
+            assert_eq!(d.to_string(), text);
+        }
+        assert!("3x".parse::<ReadableDuration>().is_err());
+        assert!("".parse::<ReadableDuration>().is_err());
+    }
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: formatting, lints, unit and integration tests,
+# and the end-to-end tests against real placement and store processes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+. scripts/env.sh
+cargo fmt --all -- --check
+cargo build --workspace --bins
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace -- --test-threads 2

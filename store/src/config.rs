@@ -1,0 +1,197 @@
+//! Store configuration: a TOML file (kebab-case keys), overridden by flags,
+//! validated once at startup.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::raftstore::RaftStoreConfig;
+use crate::storage::StorageConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("parsing config file {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid config: {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address (default `127.0.0.1:20160`).
+    pub addr: String,
+    /// Address clients and other stores use to reach this one (default: `addr`).
+    pub advertise_addr: String,
+    /// HTTP status address serving `/metrics` and `/health` (default `127.0.0.1:20180`).
+    pub status_addr: String,
+    /// Where RocksDB keeps this store's data (default `./store-data`).
+    pub data_dir: PathBuf,
+    /// Placement endpoints, `host:port` (default `["127.0.0.1:2379"]`).
+    pub pd_endpoints: Vec<String>,
+    /// Location labels reported to placement, e.g. `zone = "z1"`.
+    pub labels: BTreeMap<String, String>,
+    pub storage: StorageConfig,
+    pub raftstore: RaftstoreSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RaftstoreSection {
+    /// Raft tick, in milliseconds (default 100).
+    pub raft_base_tick_interval_ms: u64,
+    /// Ticks without a leader before an election (default 10).
+    pub raft_election_timeout_ticks: usize,
+    /// Ticks between leader heartbeats (default 2).
+    pub raft_heartbeat_ticks: usize,
+    /// Applied log entries kept before truncation (default 1024).
+    pub raft_log_gc_threshold: u64,
+    /// Interval between region heartbeats to placement, in ms (default 1000).
+    pub region_heartbeat_interval_ms: u64,
+    /// Interval between store heartbeats to placement, in ms (default 2000).
+    pub store_heartbeat_interval_ms: u64,
+}
+
+impl Default for RaftstoreSection {
+    fn default() -> Self {
+        RaftstoreSection {
+            raft_base_tick_interval_ms: 100,
+            raft_election_timeout_ticks: 10,
+            raft_heartbeat_ticks: 2,
+            raft_log_gc_threshold: 1024,
+            region_heartbeat_interval_ms: 1000,
+            store_heartbeat_interval_ms: 2000,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: "127.0.0.1:20160".into(),
+            advertise_addr: String::new(),
+            status_addr: "127.0.0.1:20180".into(),
+            data_dir: PathBuf::from("./store-data"),
+            pd_endpoints: vec!["127.0.0.1:2379".into()],
+            labels: BTreeMap::new(),
+            storage: StorageConfig::default(),
+            raftstore: RaftstoreSection::default(),
+        }
+    }
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl Config {
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Checks every field; call once at startup, after flags are applied.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        self.addr
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("addr", format!("{:?}: {e}", self.addr)))?;
+        self.status_addr
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("status-addr", format!("{:?}: {e}", self.status_addr)))?;
+        if self.advertise_addr.is_empty() {
+            self.advertise_addr = self.addr.clone();
+        }
+        if self.pd_endpoints.is_empty() {
+            return Err(invalid("pd-endpoints", "at least one placement endpoint is needed"));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data-dir", "must not be empty"));
+        }
+        if self.storage.max_key_size == 0 {
+            return Err(invalid("storage.max-key-size", "must be positive"));
+        }
+        if self.storage.raft_entry_max_size < 1024 {
+            return Err(invalid("storage.raft-entry-max-size", "must be at least 1024 bytes"));
+        }
+        let r = &self.raftstore;
+        if r.raft_base_tick_interval_ms == 0 || r.raft_heartbeat_ticks == 0 {
+            return Err(invalid("raftstore", "tick interval and heartbeat ticks must be positive"));
+        }
+        if r.raft_election_timeout_ticks <= r.raft_heartbeat_ticks {
+            return Err(invalid(
+                "raftstore.raft-election-timeout-ticks",
+                "must exceed raft-heartbeat-ticks",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn raftstore_config(&self) -> RaftStoreConfig {
+        let mut c = RaftStoreConfig::default();
+        c.base_tick = Duration::from_millis(self.raftstore.raft_base_tick_interval_ms);
+        c.peer.election_tick = self.raftstore.raft_election_timeout_ticks;
+        c.peer.heartbeat_tick = self.raftstore.raft_heartbeat_ticks;
+        c.log_gc_threshold = self.raftstore.raft_log_gc_threshold;
+        c
+    }
+}
+
+/// Parses `zone=z1,host=h1` into labels.
+pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| invalid("labels", format!("{part:?} is not key=value")))?;
+        if k.trim().is_empty() || v.trim().is_empty() {
+            return Err(invalid("labels", format!("{part:?} has an empty key or value")));
+        }
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_bad_fields_are_named() {
+        let mut c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.advertise_addr, "127.0.0.1:20160");
+        let mut bad = Config {
+            addr: "nope".into(),
+            ..Config::default()
+        };
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("addr"), "{err}");
+        let parsed: Result<Config, _> = toml::from_str("unknown-field = 1");
+        assert!(parsed.is_err());
+        let parsed: Config = toml::from_str("[storage]\nmax-key-size = 100\n").unwrap();
+        assert_eq!(parsed.storage.max_key_size, 100);
+    }
+
+    #[test]
+    fn labels_parse() {
+        let l = parse_labels("zone=z1, host=h1").unwrap();
+        assert_eq!(l.get("zone").map(String::as_str), Some("z1"));
+        assert!(parse_labels("zone").is_err());
+        assert!(parse_labels("=x").is_err());
+        assert!(parse_labels("").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,15 @@
+//! The storage node: serves `tikvpb.Tikv` on top of raft-replicated RocksDB.
+//!
+//! Layers, lowest first, each using only those below it:
+//! `engine` (RocksDB, column families) -> `mvcc` (key codec, Percolator records,
+//! reader) and `txn` (Percolator actions) -> `raftstore` (raft-rs groups per
+//! region) -> `storage` (RawKV and transactional commands, latches) -> `server`
+//! (gRPC, placement client, status HTTP). Nothing below `server` opens sockets.
+
+pub mod config;
+pub mod engine;
+pub mod mvcc;
+pub mod raftstore;
+pub mod server;
+pub mod storage;
+pub mod txn;

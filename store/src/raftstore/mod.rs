@@ -1,0 +1,36 @@
+//! Multi-Raft: every region replica on this store is a raft-rs group, all of
+//! them driven by one batching loop.
+//!
+//! Key types: [`Router`] (the handle upper layers propose through),
+//! [`StoreMeta`] (the regions this store holds and who leads them, read by
+//! `storage` to validate requests), [`RaftStore`] (the loop: ticks, proposals,
+//! readies of all regions persisted with one synced write, then applied in one
+//! batch). Below it: `peer` (one replica), `peer_storage` (its durable log),
+//! `cmd` (what log entries carry), `keys` (local metadata keys).
+
+pub mod cmd;
+mod driver;
+pub mod keys;
+mod logger;
+pub mod peer;
+pub mod peer_storage;
+
+pub use driver::{RaftStore, RaftStoreConfig, RegionMeta, Router, StoreMeta, StoreMsg};
+
+use proto::metapb;
+
+/// Why a proposal did not apply; each maps to a kvproto region error.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProposeError {
+    #[error("region {region_id}: not leader")]
+    NotLeader {
+        region_id: u64,
+        leader: Option<metapb::Peer>,
+    },
+    #[error("region {0} not found on this store")]
+    RegionNotFound(u64),
+    #[error("region {region_id}: stale command")]
+    Stale { region_id: u64 },
+    #[error("raftstore is shutting down")]
+    Shutdown,
+}

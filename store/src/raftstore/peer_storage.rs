@@ -1,0 +1,279 @@
+//! Durable raft state of one region replica, over the engine's `raft` CF.
+//!
+//! raft-rs reads its log through [`MemStorage`], which holds the entries since
+//! the last truncation; this module keeps that cache and the disk in step:
+//! [`load`] rebuilds it at start, [`PeerStorage::append`] and
+//! [`PeerStorage::set_hard_state`] stage writes into the round's shared write
+//! batch, so one synced RocksDB write persists the ready of every region.
+
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::storage::MemStorage;
+use raft::Storage as _;
+use rocksdb::WriteBatch;
+
+use super::keys::{self, ApplyState};
+use crate::engine::{Engine, EngineError, Modify, CF_RAFT};
+use proto::metapb;
+
+/// Index and term a freshly bootstrapped region's log starts at (as TiKV).
+pub const INIT_INDEX: u64 = 5;
+pub const INIT_TERM: u64 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("region {region_id}: corrupt {what}")]
+    Corrupt { region_id: u64, what: &'static str },
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+}
+
+pub struct PeerStorage {
+    pub region_id: u64,
+    pub mem: MemStorage,
+    pub apply_state: ApplyState,
+    pub hard_state: HardState,
+}
+
+/// The writes that create a new region replica on disk at the initial index.
+pub fn bootstrap_writes(region: &metapb::Region) -> Vec<Modify> {
+    let mut hs = HardState::default();
+    hs.term = INIT_TERM;
+    hs.commit = INIT_INDEX;
+    let apply = ApplyState {
+        applied_index: INIT_INDEX,
+        truncated_index: INIT_INDEX,
+        truncated_term: INIT_TERM,
+    };
+    vec![
+        Modify::Put {
+            cf: CF_RAFT,
+            key: keys::region_state_key(region.id),
+            value: region.encode_to_vec(),
+        },
+        Modify::Put {
+            cf: CF_RAFT,
+            key: keys::raft_state_key(region.id),
+            value: hs.write_to_bytes().unwrap_or_default(),
+        },
+        Modify::Put {
+            cf: CF_RAFT,
+            key: keys::apply_state_key(region.id),
+            value: apply.encode(),
+        },
+    ]
+}
+
+pub fn conf_state_of(region: &metapb::Region) -> ConfState {
+    let mut cs = ConfState::default();
+    for p in &region.peers {
+        if p.role == metapb::PeerRole::Learner as i32 {
+            cs.learners.push(p.id);
+        } else {
+            cs.voters.push(p.id);
+        }
+    }
+    cs
+}
+
+/// Every region whose state is stored in the engine.
+pub fn load_regions(engine: &Engine) -> Result<Vec<metapb::Region>, StorageError> {
+    let mut cursor = engine.raw_cursor(CF_RAFT)?;
+    cursor.seek(&[keys::REGION_STATE_PREFIX]);
+    let mut regions = vec![];
+    while cursor.valid()? {
+        let Some(region_id) = keys::region_id_of_state_key(cursor.key()) else {
+            break;
+        };
+        let region = metapb::Region::decode(cursor.value()).map_err(|_| StorageError::Corrupt {
+            region_id,
+            what: "region state",
+        })?;
+        regions.push(region);
+        cursor.next();
+    }
+    Ok(regions)
+}
+
+/// Rebuilds the raft log cache of `region` from disk.
+pub fn load(engine: &Engine, region: &metapb::Region) -> Result<PeerStorage, StorageError> {
+    let region_id = region.id;
+    let corrupt = |what| StorageError::Corrupt { region_id, what };
+    let apply_state = engine
+        .get_cf(CF_RAFT, &keys::apply_state_key(region_id))?
+        .and_then(|v| ApplyState::decode(&v))
+        .ok_or_else(|| corrupt("apply state"))?;
+    let mut hard_state = match engine.get_cf(CF_RAFT, &keys::raft_state_key(region_id))? {
+        Some(v) => HardState::parse_from_bytes(&v).map_err(|_| corrupt("raft state"))?,
+        None => return Err(corrupt("missing raft state")),
+    };
+    // An entry may have been applied before its commit index reached disk.
+    hard_state.commit = hard_state.commit.max(apply_state.applied_index);
+
+    let mem = MemStorage::new();
+    let mut snap = Snapshot::default();
+    snap.mut_metadata().index = apply_state.truncated_index;
+    snap.mut_metadata().term = apply_state.truncated_term;
+    snap.mut_metadata().set_conf_state(conf_state_of(region));
+    mem.wl().apply_snapshot(snap)?;
+
+    let mut entries = vec![];
+    let mut cursor = engine.raw_cursor(CF_RAFT)?;
+    let end = keys::raft_log_key(region_id, u64::MAX);
+    cursor.seek(&keys::raft_log_key(region_id, apply_state.truncated_index + 1));
+    while cursor.valid()? && cursor.key() < end.as_slice() {
+        let e = Entry::parse_from_bytes(cursor.value()).map_err(|_| corrupt("entry"))?;
+        entries.push(e);
+        cursor.next();
+    }
+    mem.wl().append(&entries)?;
+    mem.wl().set_hardstate(hard_state.clone());
+    Ok(PeerStorage {
+        region_id,
+        mem,
+        apply_state,
+        hard_state,
+    })
+}
+
+impl PeerStorage {
+    pub fn last_index(&self) -> u64 {
+        self.mem.last_index().unwrap_or(0)
+    }
+
+    /// Stages `entries` (which may overwrite a conflicting tail) into `wb`.
+    pub fn append(&mut self, entries: &[Entry], engine: &Engine, wb: &mut WriteBatch) -> Result<(), StorageError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let last_before = self.last_index();
+        let mut modifies = Vec::with_capacity(entries.len() + 1);
+        for e in entries {
+            modifies.push(Modify::Put {
+                cf: CF_RAFT,
+                key: keys::raft_log_key(self.region_id, e.index),
+                value: e.write_to_bytes().unwrap_or_default(),
+            });
+        }
+        let last_new = entries[entries.len() - 1].index;
+        if last_new < last_before {
+            // A new leader overwrote our tail: drop the stale entries after it.
+            modifies.push(Modify::DeleteRange {
+                cf: CF_RAFT,
+                start: keys::raft_log_key(self.region_id, last_new + 1),
+                end: keys::raft_log_key(self.region_id, last_before + 1),
+            });
+        }
+        debug_assert!(first.index > 0);
+        engine.fill_batch(wb, &modifies)?;
+        self.mem.wl().append(entries)?;
+        Ok(())
+    }
+
+    pub fn set_hard_state(&mut self, hs: &HardState, engine: &Engine, wb: &mut WriteBatch) -> Result<(), StorageError> {
+        self.hard_state = hs.clone();
+        self.mem.wl().set_hardstate(hs.clone());
+        engine.fill_batch(
+            wb,
+            &[Modify::Put {
+                cf: CF_RAFT,
+                key: keys::raft_state_key(self.region_id),
+                value: hs.write_to_bytes().unwrap_or_default(),
+            }],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_commit(&mut self, commit: u64, engine: &Engine, wb: &mut WriteBatch) -> Result<(), StorageError> {
+        let mut hs = self.hard_state.clone();
+        hs.commit = commit;
+        self.set_hard_state(&hs, engine, wb)
+    }
+
+    pub fn apply_state_modify(&self) -> Modify {
+        Modify::Put {
+            cf: CF_RAFT,
+            key: keys::apply_state_key(self.region_id),
+            value: self.apply_state.encode(),
+        }
+    }
+
+    /// Drops log entries up to `index` (already applied) from memory and disk.
+    pub fn compact_to(&mut self, index: u64, engine: &Engine, wb: &mut WriteBatch) -> Result<(), StorageError> {
+        if index <= self.apply_state.truncated_index || index > self.apply_state.applied_index {
+            return Ok(());
+        }
+        let term = self.mem.term(index)?;
+        let start = keys::raft_log_key(self.region_id, 0);
+        let end = keys::raft_log_key(self.region_id, index + 1);
+        engine.fill_batch(wb, &[Modify::DeleteRange { cf: CF_RAFT, start, end }])?;
+        self.mem.wl().compact(index + 1)?;
+        self.apply_state.truncated_index = index;
+        self.apply_state.truncated_term = term;
+        engine.fill_batch(wb, &[self.apply_state_modify()])?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region() -> metapb::Region {
+        metapb::Region {
+            id: 1,
+            peers: vec![metapb::Peer {
+                id: 2,
+                store_id: 1,
+                ..Default::default()
+            }],
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn entry(index: u64, term: u64) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = vec![index as u8].into();
+        e
+    }
+
+    #[test]
+    fn persisted_log_survives_reload_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        engine.write(&bootstrap_writes(&region()), true).unwrap();
+        let mut ps = load(&engine, &region()).unwrap();
+        assert_eq!(ps.last_index(), INIT_INDEX);
+        let mut wb = WriteBatch::default();
+        let es: Vec<_> = (6..=9).map(|i| entry(i, 6)).collect();
+        ps.append(&es, &engine, &mut wb).unwrap();
+        // A new leader overwrites 8 and 9 with a shorter tail.
+        ps.append(&[entry(8, 7)], &engine, &mut wb).unwrap();
+        ps.set_commit(8, &engine, &mut wb).unwrap();
+        engine.write_batch(wb, true).unwrap();
+
+        let ps = load(&engine, &region()).unwrap();
+        assert_eq!(ps.last_index(), 8);
+        assert_eq!(ps.mem.term(8).unwrap(), 7);
+        assert_eq!(ps.hard_state.commit, 8);
+        assert_eq!(load_regions(&engine).unwrap(), vec![region()]);
+
+        let mut ps = ps;
+        ps.apply_state.applied_index = 8;
+        let mut wb = WriteBatch::default();
+        ps.compact_to(7, &engine, &mut wb).unwrap();
+        engine.write_batch(wb, true).unwrap();
+        let ps = load(&engine, &region()).unwrap();
+        assert_eq!(ps.mem.first_index().unwrap(), 8);
+        assert_eq!(ps.apply_state.truncated_term, 6);
+    }
+}

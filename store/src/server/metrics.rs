@@ -1,0 +1,49 @@
+//! Prometheus metrics of the store, served on the status port.
+
+use std::sync::LazyLock;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+/// Requests handled, by gRPC method and outcome.
+pub static GRPC_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let c = IntCounterVec::new(
+        Opts::new("store_grpc_requests_total", "gRPC requests handled"),
+        &["method", "result"],
+    )
+    .expect("valid metric");
+    REGISTRY.register(Box::new(c.clone())).expect("register once");
+    c
+});
+
+/// Request latency, by gRPC method.
+pub static GRPC_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    let h = HistogramVec::new(
+        HistogramOpts::new("store_grpc_duration_seconds", "gRPC request latency")
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18).expect("valid buckets")),
+        &["method"],
+    )
+    .expect("valid metric");
+    REGISTRY.register(Box::new(h.clone())).expect("register once");
+    h
+});
+
+pub fn observe(method: &str, ok: bool, secs: f64) {
+    GRPC_REQUESTS
+        .with_label_values(&[method, if ok { "ok" } else { "error" }])
+        .inc();
+    GRPC_DURATION.with_label_values(&[method]).observe(secs);
+}
+
+/// The text exposition of every metric.
+pub fn render() -> String {
+    LazyLock::force(&GRPC_REQUESTS);
+    LazyLock::force(&GRPC_DURATION);
+    let mut out = String::new();
+    let encoder = prometheus::TextEncoder::new();
+    if let Err(e) = encoder.encode_utf8(&REGISTRY.gather(), &mut out) {
+        tracing::warn!(error = %e, "metrics encoding failed");
+    }
+    out
+}

@@ -1,0 +1,169 @@
+//! The store process: wires engine, raftstore and storage together, joins the
+//! cluster through placement, and serves gRPC and the status HTTP port.
+//!
+//! [`start`] is what the binary and the tests run: it opens the engine,
+//! registers (and, on a fresh cluster, bootstraps) through placement, starts
+//! the raftstore thread, the `tikvpb.Tikv` + health gRPC server, the status
+//! server and the heartbeat task, and returns a [`RunningStore`].
+
+mod bootstrap;
+mod heartbeat;
+pub mod metrics;
+pub mod pd;
+mod respond;
+mod service;
+mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Notify};
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::Config;
+use crate::engine::{Engine, EngineError};
+use crate::raftstore::peer_storage::StorageError;
+use crate::raftstore::{RaftStore, Router, StoreMeta};
+use crate::storage::Storage;
+use crate::txn::ConcurrencyManager;
+use pd::{PdClient, PdError};
+use proto::tikvpb::tikv_server::TikvServer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("engine: {0}")]
+    Engine(#[from] EngineError),
+    #[error("raft storage: {0}")]
+    RaftStorage(#[from] StorageError),
+    #[error("placement: {0}")]
+    Pd(#[from] PdError),
+    #[error("binding {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("{0}")]
+    Cluster(String),
+}
+
+/// A started store; dropping it does not stop it, call [`RunningStore::stop`].
+pub struct RunningStore {
+    pub store_id: u64,
+    pub addr: SocketAddr,
+    pub status_addr: SocketAddr,
+    router: Router,
+    stop_tx: Vec<oneshot::Sender<()>>,
+    raft_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningStore {
+    /// Stops serving, then stops the raftstore and waits for it.
+    pub async fn stop(mut self) {
+        for tx in self.stop_tx.drain(..) {
+            let _ = tx.send(());
+        }
+        self.router.shutdown();
+        if let Some(t) = self.raft_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind {
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+/// Starts the store described by `cfg` (already validated).
+pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
+    let listener = bind(&cfg.addr).await?;
+    let status_listener = bind(&cfg.status_addr).await?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: cfg.addr.clone(),
+        source,
+    })?;
+    let status_addr = status_listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: cfg.status_addr.clone(),
+        source,
+    })?;
+    let mut cfg = cfg;
+    if cfg.advertise_addr.is_empty() || cfg.advertise_addr.ends_with(":0") {
+        cfg.advertise_addr = addr.to_string();
+    }
+
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| ServerError::Cluster(format!("creating data dir: {e}")))?;
+    let engine = {
+        let path = cfg.data_dir.join("db");
+        tokio::task::spawn_blocking(move || Engine::open(&path))
+            .await
+            .map_err(|e| ServerError::Cluster(e.to_string()))??
+    };
+    let pd = PdClient::connect(&cfg.pd_endpoints, Duration::from_secs(60)).await?;
+    let store = bootstrap::store_meta(&cfg, status_addr, 0);
+    let store_id = bootstrap::join_cluster(&engine, &pd, store).await?;
+    let store = bootstrap::store_meta(&cfg, status_addr, store_id);
+    tracing::info!(store_id, addr = %cfg.advertise_addr, "store joined the cluster");
+
+    let meta = Arc::new(RwLock::new(StoreMeta::default()));
+    let changed = Arc::new(Notify::new());
+    let (raftstore, router) = RaftStore::new(
+        engine.clone(),
+        store_id,
+        cfg.raftstore_config(),
+        meta.clone(),
+        changed.clone(),
+    )?;
+    let raft_thread = std::thread::Builder::new()
+        .name("raftstore".into())
+        .spawn(move || raftstore.run())
+        .map_err(|e| ServerError::Cluster(format!("spawning raftstore: {e}")))?;
+
+    let cm = Arc::new(ConcurrencyManager::new(0));
+    let storage = Storage::new(engine.clone(), router.clone(), meta.clone(), cm, cfg.storage.clone());
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<TikvServer<service::KvService>>()
+        .await;
+    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let (grpc_stop, grpc_stop_rx) = oneshot::channel::<()>();
+    let kv = TikvServer::new(service::KvService::new(storage))
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(kv)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = grpc_stop_rx.await;
+        });
+    tokio::spawn(async move {
+        if let Err(e) = grpc.await {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    });
+
+    let (status_stop, status_stop_rx) = oneshot::channel::<()>();
+    tokio::spawn(status::serve(status_listener, meta.clone(), status_stop_rx));
+
+    let (hb_stop, hb_stop_rx) = oneshot::channel::<()>();
+    let hb_cfg = heartbeat::HeartbeatConfig {
+        region_interval: Duration::from_millis(cfg.raftstore.region_heartbeat_interval_ms),
+        store_interval: Duration::from_millis(cfg.raftstore.store_heartbeat_interval_ms),
+    };
+    tokio::spawn(heartbeat::run(pd, store, engine, meta, changed, hb_cfg, hb_stop_rx));
+
+    Ok(RunningStore {
+        store_id,
+        addr,
+        status_addr,
+        router,
+        stop_tx: vec![grpc_stop, status_stop, hb_stop],
+        raft_thread: Some(raft_thread),
+    })
+}

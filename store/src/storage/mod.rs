@@ -1,0 +1,146 @@
+//! The storage layer: RawKV and transactional commands over the raftstore.
+//!
+//! [`Storage`] validates each request (region, epoch, leadership, key range,
+//! API version, sizes), reads through an engine snapshot on the blocking pool
+//! and writes by proposing engine modifies through the region's raft group.
+//! Write commands hold [`latch::Latches`] from their read to their apply.
+//! `raw` holds the RawKV commands, `txn` the Percolator ones (the actions
+//! themselves are in `crate::txn`), `region` the request checks.
+
+mod error;
+pub mod latch;
+mod raw;
+mod region;
+mod txn;
+
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+pub use error::{Error, Result};
+pub use region::KeyMode;
+
+use crate::engine::{Engine, Modify, Snapshot};
+use crate::raftstore::cmd::RaftCmd;
+use crate::raftstore::{Router, StoreMeta};
+use crate::txn::ConcurrencyManager;
+use latch::Latches;
+use proto::errorpb;
+
+/// Which client API versions the store accepts (TiKV's `api-version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApiMode {
+    /// V1 and V2 clients side by side; V2 data stays inside its keyspace prefix.
+    #[default]
+    Mixed,
+    V1,
+    V2,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct StorageConfig {
+    /// Largest key accepted, in bytes (default 8192, as TiKV).
+    pub max_key_size: usize,
+    /// Largest raft entry a single command may produce, in bytes (default 8 MiB).
+    pub raft_entry_max_size: u64,
+    /// API versions served (default `mixed`).
+    pub api_version: ApiMode,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            max_key_size: 8 * 1024,
+            raft_entry_max_size: 8 * 1024 * 1024,
+            api_version: ApiMode::Mixed,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Storage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    router: Router,
+    meta: Arc<RwLock<StoreMeta>>,
+    cm: Arc<ConcurrencyManager>,
+    latches: Latches,
+    cfg: StorageConfig,
+}
+
+impl Storage {
+    pub fn new(
+        engine: Engine,
+        router: Router,
+        meta: Arc<RwLock<StoreMeta>>,
+        cm: Arc<ConcurrencyManager>,
+        cfg: StorageConfig,
+    ) -> Self {
+        Storage {
+            inner: Arc::new(Inner {
+                engine,
+                router,
+                meta,
+                cm,
+                latches: Latches::new(4096),
+                cfg,
+            }),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub fn concurrency_manager(&self) -> &Arc<ConcurrencyManager> {
+        &self.inner.cm
+    }
+
+    /// Runs `f` on a consistent snapshot, off the async runtime threads.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Snapshot<'_>) -> Result<T> + Send + 'static,
+    {
+        let engine = self.inner.engine.clone();
+        tokio::task::spawn_blocking(move || {
+            let snap = engine.snapshot();
+            f(&snap)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("read task failed: {e}")))?
+    }
+
+    /// Replicates `modifies` through the region's raft group; returns once
+    /// they are applied on this store.
+    async fn propose(&self, region_id: u64, modifies: Vec<Modify>) -> Result<()> {
+        if modifies.is_empty() {
+            return Ok(());
+        }
+        let size: u64 = modifies.iter().map(|m| m.size() as u64).sum();
+        if size > self.inner.cfg.raft_entry_max_size {
+            return Err(Error::region(errorpb::Error {
+                message: format!(
+                    "raft entry is too large: {size} bytes, limit {} bytes",
+                    self.inner.cfg.raft_entry_max_size
+                ),
+                raft_entry_too_large: Some(errorpb::RaftEntryTooLarge {
+                    region_id,
+                    entry_size: size,
+                }),
+                ..Default::default()
+            }));
+        }
+        self.inner
+            .router
+            .propose(region_id, RaftCmd::Write(modifies))
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,360 @@
+//! RawKV commands: plain key-value pairs, optionally with a TTL.
+//!
+//! Raw keys live in the column family the client names, under engine prefix
+//! `r`; transactional data uses prefix `t`, so the two never meet. A stored
+//! raw value is `[flags][expire-at secs, if flagged][value]`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use proto::kvrpcpb;
+
+use super::region::{Checked, KeyMode};
+use super::{Error, Result, Storage};
+use crate::engine::{cf_from_name, CfName, Modify, Snapshot};
+
+const RAW_PREFIX: u8 = b'r';
+const RAW_PREFIX_END: u8 = b'r' + 1;
+const FLAG_TTL: u8 = 1;
+/// Most pairs one scan returns, whatever the client asks.
+const MAX_SCAN_LIMIT: usize = 10240;
+
+pub(crate) fn raw_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(RAW_PREFIX);
+    k.extend_from_slice(key);
+    k
+}
+
+/// Engine bounds `[lower, upper)` of the raw user range (None = unbounded).
+pub(crate) fn raw_bounds(lower: &[u8], upper: Option<&[u8]>) -> (Vec<u8>, Vec<u8>) {
+    let upper = match upper {
+        Some(u) => raw_key(u),
+        None => vec![RAW_PREFIX_END],
+    };
+    (raw_key(lower), upper)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn encode_value(value: &[u8], ttl: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(value.len() + 9);
+    if ttl > 0 {
+        v.push(FLAG_TTL);
+        v.extend_from_slice(&now_secs().saturating_add(ttl).to_be_bytes());
+    } else {
+        v.push(0);
+    }
+    v.extend_from_slice(value);
+    v
+}
+
+/// The live value and its remaining TTL (0 = none); None if expired or corrupt.
+fn decode_value(stored: &[u8]) -> Option<(&[u8], u64)> {
+    let (&flags, rest) = stored.split_first()?;
+    if flags & FLAG_TTL == 0 {
+        return Some((rest, 0));
+    }
+    let expire = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+    let now = now_secs();
+    (expire > now).then(|| (&rest[8..], expire - now))
+}
+
+fn get_value(snap: &Snapshot<'_>, cf: CfName, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
+    Ok(snap
+        .get_cf(cf, &raw_key(key))?
+        .and_then(|v| decode_value(&v).map(|(val, ttl)| (val.to_vec(), ttl))))
+}
+
+fn cf(name: &str) -> Result<CfName> {
+    cf_from_name(name).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// Scans live pairs of `[lower, upper)` in order (or reverse order).
+fn scan(
+    snap: &Snapshot<'_>,
+    cf: CfName,
+    lower: &[u8],
+    upper: Option<&[u8]>,
+    limit: usize,
+    key_only: bool,
+    reverse: bool,
+) -> Result<Vec<kvrpcpb::KvPair>> {
+    let (lo, hi) = raw_bounds(lower, upper);
+    let mut cursor = snap.cursor(cf, Some(lo), Some(hi))?;
+    if reverse {
+        cursor.seek_to_last();
+    } else {
+        cursor.seek_to_first();
+    }
+    let mut out = Vec::new();
+    while out.len() < limit && cursor.valid()? {
+        if let Some((value, _)) = decode_value(cursor.value()) {
+            out.push(kvrpcpb::KvPair {
+                key: cursor.key()[1..].to_vec(),
+                value: if key_only { vec![] } else { value.to_vec() },
+                ..Default::default()
+            });
+        }
+        if reverse {
+            cursor.prev();
+        } else {
+            cursor.next();
+        }
+    }
+    Ok(out)
+}
+
+impl Storage {
+    fn raw_check<'a>(
+        &self,
+        ctx: Option<&kvrpcpb::Context>,
+        keys: impl IntoIterator<Item = &'a [u8]>,
+        allow_empty: bool,
+    ) -> Result<Checked> {
+        let checked = self.check_context(ctx, KeyMode::Raw)?;
+        self.check_keys(&checked, keys, allow_empty)?;
+        Ok(checked)
+    }
+
+    pub async fn raw_get(&self, req: kvrpcpb::RawGetRequest) -> Result<kvrpcpb::RawGetResponse> {
+        self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
+        let cf = cf(&req.cf)?;
+        self.read(move |snap| {
+            let v = get_value(snap, cf, &req.key)?;
+            Ok(kvrpcpb::RawGetResponse {
+                not_found: v.is_none(),
+                value: v.map(|(v, _)| v).unwrap_or_default(),
+                ..Default::default()
+            })
+        })
+        .await
+    }
+
+    pub async fn raw_batch_get(&self, req: kvrpcpb::RawBatchGetRequest) -> Result<kvrpcpb::RawBatchGetResponse> {
+        self.raw_check(req.context.as_ref(), req.keys.iter().map(Vec::as_slice), true)?;
+        let cf = cf(&req.cf)?;
+        self.read(move |snap| {
+            let mut pairs = Vec::with_capacity(req.keys.len());
+            for key in req.keys {
+                if let Some((value, _)) = get_value(snap, cf, &key)? {
+                    pairs.push(kvrpcpb::KvPair {
+                        key,
+                        value,
+                        ..Default::default()
+                    });
+                }
+            }
+            Ok(kvrpcpb::RawBatchGetResponse {
+                pairs,
+                ..Default::default()
+            })
+        })
+        .await
+    }
+
+    pub async fn raw_get_key_ttl(&self, req: kvrpcpb::RawGetKeyTtlRequest) -> Result<kvrpcpb::RawGetKeyTtlResponse> {
+        self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
+        let cf = cf(&req.cf)?;
+        self.read(move |snap| {
+            let v = get_value(snap, cf, &req.key)?;
+            Ok(kvrpcpb::RawGetKeyTtlResponse {
+                not_found: v.is_none(),
+                ttl: v.map(|(_, ttl)| ttl).unwrap_or(0),
+                ..Default::default()
+            })
+        })
+        .await
+    }
+
+    pub async fn raw_scan(&self, req: kvrpcpb::RawScanRequest) -> Result<kvrpcpb::RawScanResponse> {
+        let checked = self.check_context(req.context.as_ref(), KeyMode::Raw)?;
+        let cf = cf(&req.cf)?;
+        let (lower, upper) = if req.reverse {
+            (req.end_key.as_slice(), req.start_key.as_slice())
+        } else {
+            (req.start_key.as_slice(), req.end_key.as_slice())
+        };
+        let (lower, upper) = checked.clip(lower, upper);
+        let limit = (req.limit as usize).min(MAX_SCAN_LIMIT);
+        self.read(move |snap| {
+            let kvs = scan(snap, cf, &lower, upper.as_deref(), limit, req.key_only, req.reverse)?;
+            Ok(kvrpcpb::RawScanResponse {
+                kvs,
+                ..Default::default()
+            })
+        })
+        .await
+    }
+
+    pub async fn raw_batch_scan(&self, req: kvrpcpb::RawBatchScanRequest) -> Result<kvrpcpb::RawBatchScanResponse> {
+        let checked = self.check_context(req.context.as_ref(), KeyMode::Raw)?;
+        let cf = cf(&req.cf)?;
+        let limit = (req.each_limit as usize).min(MAX_SCAN_LIMIT);
+        let ranges: Vec<_> = req
+            .ranges
+            .iter()
+            .map(|r| {
+                let (lo, hi) = if req.reverse {
+                    (r.end_key.as_slice(), r.start_key.as_slice())
+                } else {
+                    (r.start_key.as_slice(), r.end_key.as_slice())
+                };
+                checked.clip(lo, hi)
+            })
+            .collect();
+        self.read(move |snap| {
+            let mut kvs = Vec::new();
+            for (lo, hi) in ranges {
+                kvs.extend(scan(snap, cf, &lo, hi.as_deref(), limit, req.key_only, req.reverse)?);
+            }
+            Ok(kvrpcpb::RawBatchScanResponse {
+                kvs,
+                ..Default::default()
+            })
+        })
+        .await
+    }
+
+    /// Latches `keys`, builds the modifies, replicates them.
+    async fn raw_write(&self, region_id: u64, keys: Vec<Vec<u8>>, modifies: Vec<Modify>) -> Result<()> {
+        let _guard = self.inner.latches.acquire(keys.iter().map(Vec::as_slice)).await;
+        self.propose(region_id, modifies).await
+    }
+
+    pub async fn raw_put(&self, req: kvrpcpb::RawPutRequest) -> Result<kvrpcpb::RawPutResponse> {
+        let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], false)?;
+        let cf = cf(&req.cf)?;
+        let m = Modify::Put {
+            cf,
+            key: raw_key(&req.key),
+            value: encode_value(&req.value, req.ttl),
+        };
+        self.raw_write(checked.region.id, vec![req.key], vec![m]).await?;
+        Ok(kvrpcpb::RawPutResponse::default())
+    }
+
+    pub async fn raw_batch_put(&self, req: kvrpcpb::RawBatchPutRequest) -> Result<kvrpcpb::RawBatchPutResponse> {
+        let checked = self.raw_check(req.context.as_ref(), req.pairs.iter().map(|p| p.key.as_slice()), false)?;
+        let cf = cf(&req.cf)?;
+        if !req.ttls.is_empty() && req.ttls.len() != req.pairs.len() && req.ttls.len() != 1 {
+            return Err(Error::Invalid(format!(
+                "ttls has {} entries for {} pairs",
+                req.ttls.len(),
+                req.pairs.len()
+            )));
+        }
+        let ttl_of = |i: usize| match req.ttls.len() {
+            0 => 0,
+            1 => req.ttls[0],
+            _ => req.ttls[i],
+        };
+        let modifies = req
+            .pairs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Modify::Put {
+                cf,
+                key: raw_key(&p.key),
+                value: encode_value(&p.value, ttl_of(i)),
+            })
+            .collect();
+        let keys = req.pairs.into_iter().map(|p| p.key).collect();
+        self.raw_write(checked.region.id, keys, modifies).await?;
+        Ok(kvrpcpb::RawBatchPutResponse::default())
+    }
+
+    pub async fn raw_delete(&self, req: kvrpcpb::RawDeleteRequest) -> Result<kvrpcpb::RawDeleteResponse> {
+        let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], false)?;
+        let m = Modify::Delete {
+            cf: cf(&req.cf)?,
+            key: raw_key(&req.key),
+        };
+        self.raw_write(checked.region.id, vec![req.key], vec![m]).await?;
+        Ok(kvrpcpb::RawDeleteResponse::default())
+    }
+
+    pub async fn raw_batch_delete(&self, req: kvrpcpb::RawBatchDeleteRequest) -> Result<kvrpcpb::RawBatchDeleteResponse> {
+        let checked = self.raw_check(req.context.as_ref(), req.keys.iter().map(Vec::as_slice), false)?;
+        let cf = cf(&req.cf)?;
+        let modifies = req
+            .keys
+            .iter()
+            .map(|k| Modify::Delete { cf, key: raw_key(k) })
+            .collect();
+        self.raw_write(checked.region.id, req.keys, modifies).await?;
+        Ok(kvrpcpb::RawBatchDeleteResponse::default())
+    }
+
+    pub async fn raw_delete_range(&self, req: kvrpcpb::RawDeleteRangeRequest) -> Result<kvrpcpb::RawDeleteRangeResponse> {
+        let checked = self.raw_check(req.context.as_ref(), [req.start_key.as_slice()], true)?;
+        let cf = cf(&req.cf)?;
+        if !req.end_key.is_empty() && req.end_key < req.start_key {
+            return Err(Error::Invalid("delete range: end key is before start key".into()));
+        }
+        let (lower, upper) = checked.clip(&req.start_key, &req.end_key);
+        let (start, end) = raw_bounds(&lower, upper.as_deref());
+        let _guard = self.inner.latches.acquire_all().await;
+        self.propose(checked.region.id, vec![Modify::DeleteRange { cf, start, end }])
+            .await?;
+        Ok(kvrpcpb::RawDeleteRangeResponse::default())
+    }
+
+    pub async fn raw_compare_and_swap(&self, req: kvrpcpb::RawCasRequest) -> Result<kvrpcpb::RawCasResponse> {
+        let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], false)?;
+        let cf = cf(&req.cf)?;
+        let _guard = self.inner.latches.acquire([req.key.as_slice()]).await;
+        let key = req.key.clone();
+        let current = self.read(move |snap| get_value(snap, cf, &key)).await?.map(|(v, _)| v);
+        let succeed = match &current {
+            None => req.previous_not_exist,
+            Some(v) => !req.previous_not_exist && *v == req.previous_value,
+        };
+        if succeed {
+            let m = Modify::Put {
+                cf,
+                key: raw_key(&req.key),
+                value: encode_value(&req.value, req.ttl),
+            };
+            self.propose(checked.region.id, vec![m]).await?;
+        }
+        Ok(kvrpcpb::RawCasResponse {
+            succeed,
+            previous_not_exist: current.is_none(),
+            previous_value: current.unwrap_or_default(),
+            ..Default::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_encoding_with_and_without_ttl() {
+        assert_eq!(decode_value(&encode_value(b"v", 0)), Some((&b"v"[..], 0)));
+        let stored = encode_value(b"v", 100);
+        let (v, ttl) = decode_value(&stored).unwrap();
+        assert_eq!(v, b"v");
+        assert!(ttl > 90 && ttl <= 100);
+        let mut expired = vec![FLAG_TTL];
+        expired.extend_from_slice(&1u64.to_be_bytes());
+        assert_eq!(decode_value(&expired), None);
+        assert_eq!(decode_value(&[]), None);
+        assert_eq!(decode_value(&[FLAG_TTL, 1, 2]), None);
+    }
+
+    #[test]
+    fn raw_bounds_stay_inside_raw_prefix() {
+        let (lo, hi) = raw_bounds(b"", None);
+        assert_eq!(lo, b"r");
+        assert_eq!(hi, b"s");
+        let (lo, hi) = raw_bounds(b"a", Some(b"b"));
+        assert_eq!((lo.as_slice(), hi.as_slice()), (&b"ra"[..], &b"rb"[..]));
+    }
+}

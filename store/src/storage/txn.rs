@@ -1,0 +1,228 @@
+//! Transactional (Percolator) commands: checks, latches, snapshot, action,
+//! replication. The actions themselves live in `crate::txn`.
+
+use proto::kvrpcpb;
+
+use super::region::{Checked, KeyMode};
+use super::{Result, Storage};
+use crate::engine::Snapshot;
+use crate::txn::{self, ConcurrencyManager, WriteOutcome};
+
+/// Which latches a write command needs.
+enum Latch {
+    Keys(Vec<Vec<u8>>),
+    /// Commands over a whole range exclude every other writer.
+    All,
+}
+
+impl Storage {
+    fn txn_check<'a>(
+        &self,
+        ctx: Option<&kvrpcpb::Context>,
+        keys: impl IntoIterator<Item = &'a [u8]>,
+        allow_empty: bool,
+    ) -> Result<Checked> {
+        let checked = self.check_context(ctx, KeyMode::Txn)?;
+        self.check_keys(&checked, keys, allow_empty)?;
+        Ok(checked)
+    }
+
+    async fn txn_read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Snapshot<'_>, &ConcurrencyManager) -> txn::Result<T> + Send + 'static,
+    {
+        let cm = self.inner.cm.clone();
+        self.read(move |snap| Ok(f(snap, &cm)?)).await
+    }
+
+    /// Runs a write action under latches and replicates what it produced.
+    async fn txn_write<R, F>(&self, checked: Checked, latch: Latch, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Snapshot<'_>, &ConcurrencyManager) -> txn::Result<WriteOutcome<R>> + Send + 'static,
+    {
+        let _latch = match &latch {
+            Latch::Keys(keys) => self.inner.latches.acquire(keys.iter().map(Vec::as_slice)).await,
+            Latch::All => self.inner.latches.acquire_all().await,
+        };
+        let outcome = self.txn_read(f).await?;
+        self.propose(checked.region.id, outcome.modifies).await?;
+        drop(outcome.guards);
+        Ok(outcome.response)
+    }
+
+    pub async fn kv_get(&self, req: kvrpcpb::GetRequest) -> Result<kvrpcpb::GetResponse> {
+        self.txn_check(req.context.as_ref(), [req.key.as_slice()], true)?;
+        self.txn_read(move |snap, cm| txn::kv_get(snap, cm, &req)).await
+    }
+
+    pub async fn kv_batch_get(&self, req: kvrpcpb::BatchGetRequest) -> Result<kvrpcpb::BatchGetResponse> {
+        self.txn_check(req.context.as_ref(), req.keys.iter().map(Vec::as_slice), true)?;
+        self.txn_read(move |snap, cm| txn::kv_batch_get(snap, cm, &req)).await
+    }
+
+    pub async fn kv_scan(&self, req: kvrpcpb::ScanRequest) -> Result<kvrpcpb::ScanResponse> {
+        let checked = self.check_context(req.context.as_ref(), KeyMode::Txn)?;
+        let (lo, hi) = if req.reverse {
+            (req.end_key.as_slice(), req.start_key.as_slice())
+        } else {
+            (req.start_key.as_slice(), req.end_key.as_slice())
+        };
+        let (lower, upper) = checked.clip(lo, hi);
+        self.txn_read(move |snap, cm| txn::kv_scan(snap, cm, &req, &lower, upper.as_deref()))
+            .await
+    }
+
+    pub async fn kv_scan_lock(&self, req: kvrpcpb::ScanLockRequest) -> Result<kvrpcpb::ScanLockResponse> {
+        let checked = self.check_context(req.context.as_ref(), KeyMode::Txn)?;
+        let (lower, upper) = checked.clip(&req.start_key, &req.end_key);
+        self.txn_read(move |snap, _| txn::kv_scan_lock(snap, &req, &lower, upper.as_deref()))
+            .await
+    }
+
+    pub async fn kv_prewrite(&self, req: kvrpcpb::PrewriteRequest) -> Result<kvrpcpb::PrewriteResponse> {
+        let keys: Vec<Vec<u8>> = req.mutations.iter().map(|m| m.key.clone()).collect();
+        let checked = self.txn_check(req.context.as_ref(), keys.iter().map(Vec::as_slice), false)?;
+        self.txn_write(checked, Latch::Keys(keys), move |snap, cm| txn::prewrite(snap, cm, &req))
+            .await
+    }
+
+    pub async fn kv_commit(&self, req: kvrpcpb::CommitRequest) -> Result<kvrpcpb::CommitResponse> {
+        let checked = self.txn_check(req.context.as_ref(), req.keys.iter().map(Vec::as_slice), false)?;
+        let keys = req.keys.clone();
+        self.txn_write(checked, Latch::Keys(keys), move |snap, cm| txn::commit(snap, cm, &req))
+            .await
+    }
+
+    pub async fn kv_cleanup(&self, req: kvrpcpb::CleanupRequest) -> Result<kvrpcpb::CleanupResponse> {
+        let checked = self.txn_check(req.context.as_ref(), [req.key.as_slice()], false)?;
+        let keys = vec![req.key.clone()];
+        self.txn_write(checked, Latch::Keys(keys), move |snap, cm| txn::cleanup(snap, cm, &req))
+            .await
+    }
+
+    pub async fn kv_batch_rollback(&self, req: kvrpcpb::BatchRollbackRequest) -> Result<kvrpcpb::BatchRollbackResponse> {
+        let checked = self.txn_check(req.context.as_ref(), req.keys.iter().map(Vec::as_slice), false)?;
+        let keys = req.keys.clone();
+        self.txn_write(checked, Latch::Keys(keys), move |snap, _| txn::batch_rollback(snap, &req))
+            .await
+    }
+
+    pub async fn kv_check_txn_status(
+        &self,
+        req: kvrpcpb::CheckTxnStatusRequest,
+    ) -> Result<kvrpcpb::CheckTxnStatusResponse> {
+        let checked = self.txn_check(req.context.as_ref(), [req.primary_key.as_slice()], false)?;
+        let keys = vec![req.primary_key.clone()];
+        self.txn_write(checked, Latch::Keys(keys), move |snap, cm| {
+            txn::check_txn_status(snap, cm, &req)
+        })
+        .await
+    }
+
+    pub async fn kv_check_secondary_locks(
+        &self,
+        req: kvrpcpb::CheckSecondaryLocksRequest,
+    ) -> Result<kvrpcpb::CheckSecondaryLocksResponse> {
+        let checked = self.txn_check(req.context.as_ref(), req.keys.iter().map(Vec::as_slice), false)?;
+        let keys = req.keys.clone();
+        self.txn_write(checked, Latch::Keys(keys), move |snap, cm| {
+            txn::check_secondary_locks(snap, cm, &req)
+        })
+        .await
+    }
+
+    pub async fn kv_resolve_lock(&self, req: kvrpcpb::ResolveLockRequest) -> Result<kvrpcpb::ResolveLockResponse> {
+        let checked = self.txn_check(req.context.as_ref(), req.keys.iter().map(Vec::as_slice), false)?;
+        let latch = if req.keys.is_empty() {
+            Latch::All
+        } else {
+            Latch::Keys(req.keys.clone())
+        };
+        let (lower, upper) = checked.user_range();
+        self.txn_write(checked, latch, move |snap, _| {
+            txn::resolve_lock(snap, &req, &lower, upper.as_deref())
+        })
+        .await
+    }
+
+    pub async fn kv_pessimistic_lock(
+        &self,
+        req: kvrpcpb::PessimisticLockRequest,
+    ) -> Result<kvrpcpb::PessimisticLockResponse> {
+        let keys: Vec<Vec<u8>> = req.mutations.iter().map(|m| m.key.clone()).collect();
+        let checked = self.txn_check(req.context.as_ref(), keys.iter().map(Vec::as_slice), false)?;
+        self.txn_write(checked, Latch::Keys(keys), move |snap, cm| {
+            txn::pessimistic_lock(snap, cm, &req)
+        })
+        .await
+    }
+
+    pub async fn kv_pessimistic_rollback(
+        &self,
+        req: kvrpcpb::PessimisticRollbackRequest,
+    ) -> Result<kvrpcpb::PessimisticRollbackResponse> {
+        let checked = self.txn_check(req.context.as_ref(), req.keys.iter().map(Vec::as_slice), false)?;
+        let keys = req.keys.clone();
+        self.txn_write(checked, Latch::Keys(keys), move |snap, _| {
+            txn::pessimistic_rollback(snap, &req)
+        })
+        .await
+    }
+
+    pub async fn kv_txn_heart_beat(&self, req: kvrpcpb::TxnHeartBeatRequest) -> Result<kvrpcpb::TxnHeartBeatResponse> {
+        let checked = self.txn_check(req.context.as_ref(), [req.primary_lock.as_slice()], false)?;
+        let keys = vec![req.primary_lock.clone()];
+        self.txn_write(checked, Latch::Keys(keys), move |snap, _| txn::txn_heartbeat(snap, &req))
+            .await
+    }
+
+    pub async fn kv_delete_range(&self, req: kvrpcpb::DeleteRangeRequest) -> Result<kvrpcpb::DeleteRangeResponse> {
+        let checked = self.txn_check(req.context.as_ref(), [req.start_key.as_slice()], true)?;
+        let _latch = self.inner.latches.acquire_all().await;
+        self.propose(checked.region.id, txn::delete_range(&req)).await?;
+        Ok(kvrpcpb::DeleteRangeResponse::default())
+    }
+
+    pub async fn kv_gc(&self, req: kvrpcpb::GcRequest) -> Result<kvrpcpb::GcResponse> {
+        let checked = self.check_context(req.context.as_ref(), KeyMode::Txn)?;
+        let (lower, upper) = checked.user_range();
+        let _latch = self.inner.latches.acquire_all().await;
+        let safe_point = req.safe_point;
+        let modifies = self
+            .read(move |snap| Ok(txn::gc(snap, safe_point, &lower, upper.as_deref(), usize::MAX)?))
+            .await?;
+        self.propose(checked.region.id, modifies).await?;
+        Ok(kvrpcpb::GcResponse::default())
+    }
+
+    /// Deletes every key of `[start, end)`, raw and transactional, on this
+    /// store's engine directly, bypassing raft, as TiKV does; the client sends
+    /// it to every store.
+    pub async fn unsafe_destroy_range(
+        &self,
+        req: kvrpcpb::UnsafeDestroyRangeRequest,
+    ) -> Result<kvrpcpb::UnsafeDestroyRangeResponse> {
+        let _latch = self.inner.latches.acquire_all().await;
+        let upper = (!req.end_key.is_empty()).then_some(req.end_key.as_slice());
+        let (raw_lo, raw_hi) = super::raw::raw_bounds(&req.start_key, upper);
+        let mut modifies = txn::delete_range(&kvrpcpb::DeleteRangeRequest {
+            start_key: req.start_key.clone(),
+            end_key: req.end_key.clone(),
+            ..Default::default()
+        });
+        for cf in crate::engine::DATA_CFS {
+            modifies.push(crate::engine::Modify::DeleteRange {
+                cf,
+                start: raw_lo.clone(),
+                end: raw_hi.clone(),
+            });
+        }
+        let engine = self.inner.engine.clone();
+        tokio::task::spawn_blocking(move || engine.write(&modifies, true))
+            .await
+            .map_err(|e| super::Error::Internal(e.to_string()))??;
+        Ok(kvrpcpb::UnsafeDestroyRangeResponse::default())
+    }
+}
