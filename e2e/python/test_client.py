@@ -120,4 +120,9 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The 0.0.4 wheel's background runtime threads abort the interpreter during finalization
+    # ("PyGILState_Release: thread state ... must be current"); skip finalization.
+    os._exit(code)

@@ -107,7 +107,9 @@ impl ClusterBuilder {
             self.placement_config.as_deref(),
             None,
         )?;
-        placement.node.set_own_process_group(self.own_process_groups);
+        placement
+            .node
+            .set_own_process_group(self.own_process_groups);
         let mut cluster = Cluster {
             root,
             temp,
@@ -120,8 +122,13 @@ impl ClusterBuilder {
             let labels = self.labels.get(i).cloned().flatten();
             let name = format!("store-{i}");
             let store_config = self.store_config.as_deref();
-            let mut member =
-                Member::new(&name, &cluster.root, bins.store.clone(), store_config, labels)?;
+            let mut member = Member::new(
+                &name,
+                &cluster.root,
+                bins.store.clone(),
+                store_config,
+                labels,
+            )?;
             member.node.set_own_process_group(self.own_process_groups);
             cluster.stores.push(member);
         }
@@ -145,4 +152,3 @@ impl ClusterBuilder {
         cluster
     }
 }
-

@@ -246,7 +246,9 @@ impl Cluster {
     }
 
     fn running_stores(&self) -> Vec<usize> {
-        (0..self.stores.len()).filter(|&i| self.store_running(i)).collect()
+        (0..self.stores.len())
+            .filter(|&i| self.store_running(i))
+            .collect()
     }
 
     fn ready_description(&self) -> String {

@@ -31,8 +31,8 @@ pub mod process;
 pub mod testing;
 pub mod wait;
 
-pub use client::{must_raw_client, must_serve, must_txn_client, wait_serving, Api};
 pub use builder::ClusterBuilder;
+pub use client::{must_raw_client, must_serve, must_txn_client, wait_serving, Api};
 pub use cluster::{Cluster, READY_TIMEOUT};
 pub use error::{Error, Result};
 pub use ports::PortPlan;

@@ -113,7 +113,12 @@ impl PdHttp {
         let info: StoresInfo = self
             .get_json(&format!("http://{pd}/pd/api/v1/stores"))
             .await?;
-        Ok(info.stores.unwrap_or_default().into_iter().map(|s| s.store).collect())
+        Ok(info
+            .stores
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.store)
+            .collect())
     }
 
     /// The regions placement knows.
@@ -178,7 +183,12 @@ mod tests {
         let regions: RegionsInfo = serde_json::from_str(REGIONS).unwrap();
         assert_eq!((stores.count, regions.count), (2, 1));
         (
-            stores.stores.unwrap().into_iter().map(|s| s.store).collect(),
+            stores
+                .stores
+                .unwrap()
+                .into_iter()
+                .map(|s| s.store)
+                .collect(),
             regions.regions.unwrap(),
         )
     }
@@ -201,7 +211,9 @@ mod tests {
     #[test]
     fn not_ready_without_regions_or_leaders() {
         let (stores, _) = parsed();
-        assert!(check_ready(&stores, &[], &[]).unwrap_err().contains("no regions"));
+        assert!(check_ready(&stores, &[], &[])
+            .unwrap_err()
+            .contains("no regions"));
         let leaderless: RegionsInfo =
             serde_json::from_str(r#"{"count":1,"regions":[{"id":9}]}"#).unwrap();
         let err = check_ready(&stores, &leaderless.regions.unwrap(), &[]).unwrap_err();

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::client::wait_serving;
 use crate::builder::ClusterBuilder;
+use crate::client::wait_serving;
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::ports::PortPlan;
@@ -89,7 +89,10 @@ pub async fn run(opts: PlaygroundOptions) -> Result<()> {
         Ok(false) => return shut_down(&mut cluster, Ok(())).await,
         Err(err) => return shut_down(&mut cluster, Err(err)).await,
     }
-    println!("{}", ready_line(&cluster.pd_endpoint(), cluster.store_count()));
+    println!(
+        "{}",
+        ready_line(&cluster.pd_endpoint(), cluster.store_count())
+    );
     let result = watch(&mut cluster, &mut sigint, &mut sigterm).await;
     shut_down(&mut cluster, result).await
 }
@@ -114,8 +117,8 @@ async fn watch(cluster: &mut Cluster, sigint: &mut Signal, sigterm: &mut Signal)
 
 /// Stops every child and returns `result`, or the stop error if `result` was `Ok`.
 async fn shut_down(cluster: &mut Cluster, result: Result<()>) -> Result<()> {
-    if let Err(err) = &result {
-        tracing::error!("{err}");
+    if result.is_err() {
+        tracing::error!("a process failed; stopping the cluster");
     }
     let stopped = cluster.stop_all().await;
     result.and(stopped)
@@ -135,7 +138,10 @@ mod tests {
     #[test]
     fn defaults_are_tikvs() {
         let opts = PlaygroundOptions::default();
-        assert_eq!((opts.pd_port, opts.store_port, opts.status_port), (2379, 20160, 20180));
+        assert_eq!(
+            (opts.pd_port, opts.store_port, opts.status_port),
+            (2379, 20160, 20180)
+        );
         assert_eq!(opts.stores, 3);
         assert_eq!(opts.dir, PathBuf::from("./playground-data"));
     }

@@ -150,7 +150,10 @@ impl Node {
         };
         // `start_kill` sends SIGKILL; it fails only when the child was already reaped.
         let _ = child.start_kill();
-        let status = child.wait().await.map_err(|e| Error::io(&self.log_path, e))?;
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| Error::io(&self.log_path, e))?;
         tracing::info!(node = %self.name, %status, "killed");
         Ok(())
     }
@@ -187,7 +190,10 @@ impl Node {
             Err(_) => {
                 tracing::warn!(node = %self.name, ?grace, "no exit after SIGTERM; sending SIGKILL");
                 let _ = child.start_kill();
-                child.wait().await.map_err(|e| Error::io(&self.log_path, e))?
+                child
+                    .wait()
+                    .await
+                    .map_err(|e| Error::io(&self.log_path, e))?
             }
         };
         tracing::info!(node = %self.name, %status, "stopped");
@@ -245,7 +251,9 @@ mod tests {
 
     #[test]
     fn addr_in_use_is_recognised() {
-        assert!(mentions_addr_in_use("Error: Address already in use (os error 98)"));
+        assert!(mentions_addr_in_use(
+            "Error: Address already in use (os error 98)"
+        ));
         assert!(mentions_addr_in_use("kind: AddrInUse"));
         assert!(!mentions_addr_in_use("listening"));
     }
@@ -260,7 +268,13 @@ mod tests {
         assert!(node.is_running());
         crate::wait::must_eventually("the greeting in the log", Duration::from_secs(5), || {
             let tail = node.log_tail(5);
-            async move { if tail.contains("hello") { Ok(()) } else { Err(tail) } }
+            async move {
+                if tail.contains("hello") {
+                    Ok(())
+                } else {
+                    Err(tail)
+                }
+            }
         })
         .await;
         let status = node.stop(Duration::from_secs(5)).await.unwrap().unwrap();

@@ -129,6 +129,10 @@ mod tests {
     #[tokio::test]
     #[should_panic(expected = "deadline")]
     async fn deadline_panics() {
-        with_deadline(Duration::from_millis(50), tokio::time::sleep(Duration::from_secs(5))).await;
+        with_deadline(
+            Duration::from_millis(50),
+            tokio::time::sleep(Duration::from_secs(5)),
+        )
+        .await;
     }
 }

@@ -52,9 +52,13 @@ async fn put_get_delete(api: Api) {
     assert_eq!(c.get(s("k1")).await.expect("get k1"), v("v2"));
     c.delete(s("k1")).await.expect("delete k1");
     assert_eq!(c.get(s("k1")).await.expect("get deleted k1"), None);
-    c.delete(s("never-written")).await.expect("deleting a missing key succeeds");
+    c.delete(s("never-written"))
+        .await
+        .expect("deleting a missing key succeeds");
     let big = vec![7u8; 64 * 1024];
-    c.put(s("big"), big.clone()).await.expect("put a 64 KiB value");
+    c.put(s("big"), big.clone())
+        .await
+        .expect("put a 64 KiB value");
     assert_eq!(c.get(s("big")).await.expect("get big"), Some(big));
 }
 
@@ -62,48 +66,102 @@ async fn empty_key_and_empty_value(api: Api) {
     let cluster = must_single_store_cluster().await;
     let c = must_raw_client(&cluster, api).await;
     // TiKV stores empty values and tells them apart from missing keys (`not_found`).
-    c.put(s("empty-value"), Vec::<u8>::new()).await.expect("put empty value");
-    assert_eq!(c.get(s("empty-value")).await.expect("get"), Some(Vec::new()));
+    c.put(s("empty-value"), Vec::<u8>::new())
+        .await
+        .expect("put empty value");
+    assert_eq!(
+        c.get(s("empty-value")).await.expect("get"),
+        Some(Vec::new())
+    );
     assert_eq!(
         sorted_batch_get(&c, &["empty-value", "absent"]).await,
         pairs(&[("empty-value", "")])
     );
     // ... and the empty key is a key like any other.
-    c.put(Vec::<u8>::new(), s("value-of-empty-key")).await.expect("put empty key");
-    assert_eq!(c.get(Vec::<u8>::new()).await.expect("get empty key"), v("value-of-empty-key"));
+    c.put(Vec::<u8>::new(), s("value-of-empty-key"))
+        .await
+        .expect("put empty key");
+    assert_eq!(
+        c.get(Vec::<u8>::new()).await.expect("get empty key"),
+        v("value-of-empty-key")
+    );
     c.delete(Vec::<u8>::new()).await.expect("delete empty key");
-    assert_eq!(c.get(Vec::<u8>::new()).await.expect("get deleted empty key"), None);
+    assert_eq!(
+        c.get(Vec::<u8>::new())
+            .await
+            .expect("get deleted empty key"),
+        None
+    );
 }
 
 async fn batch_operations(api: Api) {
     let cluster = must_single_store_cluster().await;
     let c = must_raw_client(&cluster, api).await;
-    must_batch_put(&c, &[("b3", "3"), ("b1", "1"), ("b5", "5"), ("b2", "2"), ("b4", "4")]).await;
+    must_batch_put(
+        &c,
+        &[
+            ("b3", "3"),
+            ("b1", "1"),
+            ("b5", "5"),
+            ("b2", "2"),
+            ("b4", "4"),
+        ],
+    )
+    .await;
     assert_eq!(
         sorted_batch_get(&c, &["b1", "b2", "b9", "b4"]).await,
         pairs(&[("b1", "1"), ("b2", "2"), ("b4", "4")]),
         "batch_get returns the present keys only"
     );
-    c.batch_delete(strings(&["b2", "b4", "b9"])).await.expect("batch_delete");
+    c.batch_delete(strings(&["b2", "b4", "b9"]))
+        .await
+        .expect("batch_delete");
     assert_eq!(
         sorted_batch_get(&c, &["b1", "b2", "b3", "b4", "b5"]).await,
         pairs(&[("b1", "1"), ("b3", "3"), ("b5", "5")])
     );
-    assert!(c.batch_get(Vec::<String>::new()).await.expect("empty batch_get").is_empty());
+    assert!(c
+        .batch_get(Vec::<String>::new())
+        .await
+        .expect("empty batch_get")
+        .is_empty());
 }
 
 async fn scan_forward(api: Api) {
     let cluster = must_single_store_cluster().await;
     let c = must_raw_client(&cluster, api).await;
-    must_batch_put(&c, &[("k1", "1"), ("k2", "2"), ("k3", "3"), ("k4", "4"), ("k5", "5")]).await;
+    must_batch_put(
+        &c,
+        &[
+            ("k1", "1"),
+            ("k2", "2"),
+            ("k3", "3"),
+            ("k4", "4"),
+            ("k5", "5"),
+        ],
+    )
+    .await;
     // Limit reached inside the range.
-    let got = must_within(SCAN_LIMIT, "scan k1..k9 limit 2", c.scan(s("k1")..s("k9"), 2)).await;
-    assert_eq!(kv_strings(got.expect("scan")), pairs(&[("k1", "1"), ("k2", "2")]));
+    let got = must_within(
+        SCAN_LIMIT,
+        "scan k1..k9 limit 2",
+        c.scan(s("k1")..s("k9"), 2),
+    )
+    .await;
+    assert_eq!(
+        kv_strings(got.expect("scan")),
+        pairs(&[("k1", "1"), ("k2", "2")])
+    );
     // End bound reached before the limit. The 0.4 client then moves on to the end of the region
     // holding `k2` and stops only if that is at or past `k5`; with a last region ending at ""
     // it starts over from "" (duplicates, or no return when nothing matches). PD's regions end
     // at the keyspace boundaries (`r...`), which is what this relies on.
-    let got = must_within(SCAN_LIMIT, "scan k2..k5 limit 10", c.scan(s("k2")..s("k5"), 10)).await;
+    let got = must_within(
+        SCAN_LIMIT,
+        "scan k2..k5 limit 10",
+        c.scan(s("k2")..s("k5"), 10),
+    )
+    .await;
     assert_eq!(
         kv_strings(got.expect("scan")),
         pairs(&[("k2", "2"), ("k3", "3"), ("k4", "4")]),
@@ -115,7 +173,12 @@ async fn scan_forward(api: Api) {
         pairs(&[("k2", "2"), ("k3", "3"), ("k4", "4"), ("k5", "5")]),
         "inclusive end bound"
     );
-    let got = must_within(SCAN_LIMIT, "scan k6..k9 (empty)", c.scan(s("k6")..s("k9"), 10)).await;
+    let got = must_within(
+        SCAN_LIMIT,
+        "scan k6..k9 (empty)",
+        c.scan(s("k6")..s("k9"), 10),
+    )
+    .await;
     assert!(got.expect("empty scan").is_empty());
     if api == Api::V2 {
         // Unbounded end: the client maps it to the end of the keyspace.
@@ -126,7 +189,10 @@ async fn scan_forward(api: Api) {
         );
     }
     let too_big = c.scan(s("k1")..s("k9"), 10241).await;
-    assert!(matches!(too_big, Err(Error::MaxScanLimitExceeded { .. })), "{too_big:?}");
+    assert!(
+        matches!(too_big, Err(Error::MaxScanLimitExceeded { .. })),
+        "{too_big:?}"
+    );
 }
 
 async fn scan_key_only(api: Api) {
@@ -134,45 +200,101 @@ async fn scan_key_only(api: Api) {
     let c = must_raw_client(&cluster, api).await;
     must_batch_put(&c, &[("k1", "1"), ("k2", "2"), ("k3", "3"), ("k4", "4")]).await;
     let keys = must_within(SCAN_LIMIT, "scan_keys", c.scan_keys(s("k1")..s("k4"), 10)).await;
-    assert_eq!(key_strings(keys.expect("scan_keys")), strings(&["k1", "k2", "k3"]));
-    let keys = must_within(SCAN_LIMIT, "scan_keys limit", c.scan_keys(s("k1")..=s("k4"), 4)).await;
-    assert_eq!(key_strings(keys.expect("scan_keys")), strings(&["k1", "k2", "k3", "k4"]));
+    assert_eq!(
+        key_strings(keys.expect("scan_keys")),
+        strings(&["k1", "k2", "k3"])
+    );
+    let keys = must_within(
+        SCAN_LIMIT,
+        "scan_keys limit",
+        c.scan_keys(s("k1")..=s("k4"), 4),
+    )
+    .await;
+    assert_eq!(
+        key_strings(keys.expect("scan_keys")),
+        strings(&["k1", "k2", "k3", "k4"])
+    );
 }
 
 async fn scan_reverse(api: Api) {
     let cluster = must_single_store_cluster().await;
     let c = must_raw_client(&cluster, api).await;
-    must_batch_put(&c, &[("k1", "1"), ("k2", "2"), ("k3", "3"), ("k4", "4"), ("k5", "5")]).await;
+    must_batch_put(
+        &c,
+        &[
+            ("k1", "1"),
+            ("k2", "2"),
+            ("k3", "3"),
+            ("k4", "4"),
+            ("k5", "5"),
+        ],
+    )
+    .await;
     // The range is [lower, upper); results come from the top down.
-    let got = must_within(SCAN_LIMIT, "scan_reverse k2..k5", c.scan_reverse(s("k2")..s("k5"), 10))
-        .await;
+    let got = must_within(
+        SCAN_LIMIT,
+        "scan_reverse k2..k5",
+        c.scan_reverse(s("k2")..s("k5"), 10),
+    )
+    .await;
     assert_eq!(
         kv_strings(got.expect("scan_reverse")),
         pairs(&[("k4", "4"), ("k3", "3"), ("k2", "2")])
     );
-    let got = must_within(SCAN_LIMIT, "scan_reverse k2..=k5", c.scan_reverse(s("k2")..=s("k5"), 2))
-        .await;
-    assert_eq!(kv_strings(got.expect("scan_reverse")), pairs(&[("k5", "5"), ("k4", "4")]));
+    let got = must_within(
+        SCAN_LIMIT,
+        "scan_reverse k2..=k5",
+        c.scan_reverse(s("k2")..=s("k5"), 2),
+    )
+    .await;
+    assert_eq!(
+        kv_strings(got.expect("scan_reverse")),
+        pairs(&[("k5", "5"), ("k4", "4")])
+    );
     let keys = must_within(
         SCAN_LIMIT,
         "scan_keys_reverse k1..k4",
         c.scan_keys_reverse(s("k1")..s("k4"), 3),
     )
     .await;
-    assert_eq!(key_strings(keys.expect("scan_keys_reverse")), strings(&["k3", "k2", "k1"]));
+    assert_eq!(
+        key_strings(keys.expect("scan_keys_reverse")),
+        strings(&["k3", "k2", "k1"])
+    );
 }
 
 async fn batch_scan(api: Api) {
     let cluster = must_single_store_cluster().await;
     let c = must_raw_client(&cluster, api).await;
-    must_batch_put(&c, &[("a1", "1"), ("a2", "2"), ("a3", "3"), ("c1", "4"), ("c2", "5")]).await;
+    must_batch_put(
+        &c,
+        &[
+            ("a1", "1"),
+            ("a2", "2"),
+            ("a3", "3"),
+            ("c1", "4"),
+            ("c2", "5"),
+        ],
+    )
+    .await;
     let ranges = vec![s("a1")..s("a9"), s("c0")..s("c9")];
     let got = must_within(SCAN_LIMIT, "batch_scan", c.batch_scan(ranges.clone(), 10)).await;
     assert_eq!(
         kv_strings(got.expect("batch_scan")),
-        pairs(&[("a1", "1"), ("a2", "2"), ("a3", "3"), ("c1", "4"), ("c2", "5")])
+        pairs(&[
+            ("a1", "1"),
+            ("a2", "2"),
+            ("a3", "3"),
+            ("c1", "4"),
+            ("c2", "5")
+        ])
     );
-    let got = must_within(SCAN_LIMIT, "batch_scan each_limit 1", c.batch_scan(ranges, 1)).await;
+    let got = must_within(
+        SCAN_LIMIT,
+        "batch_scan each_limit 1",
+        c.batch_scan(ranges, 1),
+    )
+    .await;
     assert_eq!(
         kv_strings(got.expect("batch_scan")),
         pairs(&[("a1", "1"), ("c1", "4")]),
@@ -180,27 +302,47 @@ async fn batch_scan(api: Api) {
     );
     let ranges = vec![s("a2")..s("a3"), s("b")..s("c")];
     let keys = must_within(SCAN_LIMIT, "batch_scan_keys", c.batch_scan_keys(ranges, 10)).await;
-    assert_eq!(key_strings(keys.expect("batch_scan_keys")), strings(&["a2"]));
+    assert_eq!(
+        key_strings(keys.expect("batch_scan_keys")),
+        strings(&["a2"])
+    );
 }
 
 async fn delete_range(api: Api) {
     let cluster = must_single_store_cluster().await;
     let c = must_raw_client(&cluster, api).await;
-    must_batch_put(&c, &[("d1", "1"), ("d2", "2"), ("d3", "3"), ("d4", "4"), ("e1", "5")]).await;
-    c.delete_range(s("d2")..s("d4")).await.expect("delete_range d2..d4");
+    must_batch_put(
+        &c,
+        &[
+            ("d1", "1"),
+            ("d2", "2"),
+            ("d3", "3"),
+            ("d4", "4"),
+            ("e1", "5"),
+        ],
+    )
+    .await;
+    c.delete_range(s("d2")..s("d4"))
+        .await
+        .expect("delete_range d2..d4");
     assert_eq!(
         sorted_batch_get(&c, &["d1", "d2", "d3", "d4", "e1"]).await,
         pairs(&[("d1", "1"), ("d4", "4"), ("e1", "5")]),
         "delete_range removes [start, end) only"
     );
-    c.delete_range(s("d")..=s("d4")).await.expect("delete_range d..=d4");
+    c.delete_range(s("d")..=s("d4"))
+        .await
+        .expect("delete_range d..=d4");
     assert_eq!(
         sorted_batch_get(&c, &["d1", "d4", "e1"]).await,
         pairs(&[("e1", "5")])
     );
     let atomic = c.with_atomic_for_cas();
     let refused = atomic.delete_range(s("a")..s("z")).await;
-    assert!(matches!(refused, Err(Error::UnsupportedMode)), "{refused:?}");
+    assert!(
+        matches!(refused, Err(Error::UnsupportedMode)),
+        "{refused:?}"
+    );
 }
 
 async fn ttl_expiry(api: Api) {
@@ -210,17 +352,43 @@ async fn ttl_expiry(api: Api) {
     if let (Api::V1, Err(err)) = (api, &put) {
         // A V1 TiKV without `storage.enable-ttl` refuses TTLs (TtlNotEnabled): then it must say
         // so and write nothing.
-        assert!(error_text(err).contains("ttl"), "unclear TTL refusal: {err:?}");
-        assert_eq!(c.get(s("ttl")).await.expect("get"), None, "refused put wrote data");
+        assert!(
+            error_text(err).contains("ttl"),
+            "unclear TTL refusal: {err:?}"
+        );
+        assert_eq!(
+            c.get(s("ttl")).await.expect("get"),
+            None,
+            "refused put wrote data"
+        );
         return;
     }
     put.expect("put_with_ttl");
-    assert_eq!(c.get(s("ttl")).await.expect("get before expiry"), v("short-lived"));
-    let left = c.get_key_ttl_secs(s("ttl")).await.expect("get_key_ttl_secs");
-    assert!(matches!(left, Some(t) if t <= 2), "remaining TTL {left:?}, expected 0..=2");
+    assert_eq!(
+        c.get(s("ttl")).await.expect("get before expiry"),
+        v("short-lived")
+    );
+    let left = c
+        .get_key_ttl_secs(s("ttl"))
+        .await
+        .expect("get_key_ttl_secs");
+    assert!(
+        matches!(left, Some(t) if t <= 2),
+        "remaining TTL {left:?}, expected 0..=2"
+    );
     c.put(s("forever"), s("x")).await.expect("put without TTL");
-    assert_eq!(c.get_key_ttl_secs(s("forever")).await.expect("ttl of plain key"), Some(0));
-    assert_eq!(c.get_key_ttl_secs(s("absent")).await.expect("ttl of missing key"), None);
+    assert_eq!(
+        c.get_key_ttl_secs(s("forever"))
+            .await
+            .expect("ttl of plain key"),
+        Some(0)
+    );
+    assert_eq!(
+        c.get_key_ttl_secs(s("absent"))
+            .await
+            .expect("ttl of missing key"),
+        None
+    );
     must_eventually("key `ttl` to expire", Duration::from_secs(20), || async {
         match c.get(s("ttl")).await {
             Ok(None) => Ok(()),
@@ -228,9 +396,16 @@ async fn ttl_expiry(api: Api) {
         }
     })
     .await;
-    assert_eq!(c.get_key_ttl_secs(s("ttl")).await.expect("ttl of expired key"), None);
+    assert_eq!(
+        c.get_key_ttl_secs(s("ttl"))
+            .await
+            .expect("ttl of expired key"),
+        None
+    );
     let kvs = pairs(&[("t1", "1"), ("t2", "2")]);
-    c.batch_put_with_ttl(kvs, vec![1, 0]).await.expect("batch_put_with_ttl");
+    c.batch_put_with_ttl(kvs, vec![1, 0])
+        .await
+        .expect("batch_put_with_ttl");
     must_eventually("key `t1` to expire", Duration::from_secs(20), || async {
         match c.get(s("t1")).await {
             Ok(None) => Ok(()),
@@ -238,7 +413,11 @@ async fn ttl_expiry(api: Api) {
         }
     })
     .await;
-    assert_eq!(c.get(s("t2")).await.expect("get t2"), v("2"), "TTL 0 means no expiry");
+    assert_eq!(
+        c.get(s("t2")).await.expect("get t2"),
+        v("2"),
+        "TTL 0 means no expiry"
+    );
 }
 
 async fn compare_and_swap(api: Api) {
@@ -248,18 +427,40 @@ async fn compare_and_swap(api: Api) {
         let prev = prev.map(|p| p.as_bytes().to_vec());
         c.compare_and_swap(s("cas"), prev, s(new))
     };
-    assert_eq!(cas(None, "v1").await.expect("cas on absent key"), (None, true));
-    assert_eq!(cas(Some("wrong"), "v2").await.expect("cas mismatch"), (v("v1"), false));
-    assert_eq!(c.get(s("cas")).await.expect("get"), v("v1"), "failed CAS wrote");
-    assert_eq!(cas(Some("v1"), "v2").await.expect("cas match"), (v("v1"), true));
+    assert_eq!(
+        cas(None, "v1").await.expect("cas on absent key"),
+        (None, true)
+    );
+    assert_eq!(
+        cas(Some("wrong"), "v2").await.expect("cas mismatch"),
+        (v("v1"), false)
+    );
+    assert_eq!(
+        c.get(s("cas")).await.expect("get"),
+        v("v1"),
+        "failed CAS wrote"
+    );
+    assert_eq!(
+        cas(Some("v1"), "v2").await.expect("cas match"),
+        (v("v1"), true)
+    );
     assert_eq!(c.get(s("cas")).await.expect("get"), v("v2"));
-    assert_eq!(cas(None, "v3").await.expect("cas expecting absent"), (v("v2"), false));
+    assert_eq!(
+        cas(None, "v3").await.expect("cas expecting absent"),
+        (v("v2"), false)
+    );
     assert_eq!(c.get(s("cas")).await.expect("get"), v("v2"));
     c.delete(s("cas")).await.expect("atomic delete");
-    assert_eq!(cas(None, "v4").await.expect("cas after delete"), (None, true));
+    assert_eq!(
+        cas(None, "v4").await.expect("cas after delete"),
+        (None, true)
+    );
     let plain = must_raw_client(&cluster, api).await;
     let refused = plain.compare_and_swap(s("cas"), None, s("x")).await;
-    assert!(matches!(refused, Err(Error::UnsupportedMode)), "{refused:?}");
+    assert!(
+        matches!(refused, Err(Error::UnsupportedMode)),
+        "{refused:?}"
+    );
 }
 
 async fn column_families(api: Api) {
@@ -270,19 +471,40 @@ async fn column_families(api: Api) {
     if api == Api::V2 {
         // API V2 does not let raw requests name a column family (TiKV: CfDeprecated).
         assert!(put.is_err(), "V2 raw put with cf=write was accepted");
-        assert_eq!(c.get(s("cf-key")).await.expect("get"), None, "refused put wrote data");
+        assert_eq!(
+            c.get(s("cf-key")).await.expect("get"),
+            None,
+            "refused put wrote data"
+        );
         return;
     }
     put.expect("put in write cf");
-    assert_eq!(write_cf.get(s("cf-key")).await.expect("get write cf"), v("in-write"));
+    assert_eq!(
+        write_cf.get(s("cf-key")).await.expect("get write cf"),
+        v("in-write")
+    );
     assert_eq!(c.get(s("cf-key")).await.expect("get default cf"), None);
     let lock_cf = c.with_cf(ColumnFamily::Lock);
     assert_eq!(lock_cf.get(s("cf-key")).await.expect("get lock cf"), None);
-    c.put(s("cf-key"), s("in-default")).await.expect("put default cf");
-    assert_eq!(write_cf.get(s("cf-key")).await.expect("get write cf"), v("in-write"));
-    assert_eq!(c.get(s("cf-key")).await.expect("get default cf"), v("in-default"));
-    write_cf.delete(s("cf-key")).await.expect("delete in write cf");
-    assert_eq!(c.get(s("cf-key")).await.expect("get default cf"), v("in-default"));
+    c.put(s("cf-key"), s("in-default"))
+        .await
+        .expect("put default cf");
+    assert_eq!(
+        write_cf.get(s("cf-key")).await.expect("get write cf"),
+        v("in-write")
+    );
+    assert_eq!(
+        c.get(s("cf-key")).await.expect("get default cf"),
+        v("in-default")
+    );
+    write_cf
+        .delete(s("cf-key"))
+        .await
+        .expect("delete in write cf");
+    assert_eq!(
+        c.get(s("cf-key")).await.expect("get default cf"),
+        v("in-default")
+    );
 }
 
 /// One cluster serves V1 and V2 clients at once and keeps their data apart.
@@ -294,28 +516,51 @@ async fn api_v1_and_v2_data_are_kept_apart() {
         let v1 = must_raw_client(&cluster, Api::V1).await;
         let v2 = must_raw_client(&cluster, Api::V2).await;
         v1.put(s("shared"), s("from-v1")).await.expect("v1 put");
-        assert_eq!(v2.get(s("shared")).await.expect("v2 get"), None, "V2 sees V1 data");
+        assert_eq!(
+            v2.get(s("shared")).await.expect("v2 get"),
+            None,
+            "V2 sees V1 data"
+        );
         v2.put(s("shared"), s("from-v2")).await.expect("v2 put");
         assert_eq!(v1.get(s("shared")).await.expect("v1 get"), v("from-v1"));
         assert_eq!(v2.get(s("shared")).await.expect("v2 get"), v("from-v2"));
         v2.delete(s("shared")).await.expect("v2 delete");
-        assert_eq!(v1.get(s("shared")).await.expect("v1 get"), v("from-v1"), "V2 delete hit V1");
+        assert_eq!(
+            v1.get(s("shared")).await.expect("v1 get"),
+            v("from-v1"),
+            "V2 delete hit V1"
+        );
         let got = must_within(SCAN_LIMIT, "v2 scan", v2.scan(s("sh")..s("si"), 10)).await;
         assert!(got.expect("v2 scan").is_empty(), "V2 scan sees V1 keys");
 
         let t1 = must_txn_client(&cluster, Api::V1).await;
         let t2 = must_txn_client(&cluster, Api::V2).await;
         let mut w = t1.begin_optimistic().await.expect("v1 begin");
-        w.put(s("txn-shared"), s("from-v1")).await.expect("v1 txn put");
+        w.put(s("txn-shared"), s("from-v1"))
+            .await
+            .expect("v1 txn put");
         w.commit().await.expect("v1 commit");
         let mut r = t2.begin_optimistic().await.expect("v2 begin");
-        assert_eq!(r.get(s("txn-shared")).await.expect("v2 txn get"), None, "V2 sees V1 txn data");
-        r.put(s("txn-shared"), s("from-v2")).await.expect("v2 txn put");
+        assert_eq!(
+            r.get(s("txn-shared")).await.expect("v2 txn get"),
+            None,
+            "V2 sees V1 txn data"
+        );
+        r.put(s("txn-shared"), s("from-v2"))
+            .await
+            .expect("v2 txn put");
         r.commit().await.expect("v2 commit");
         let mut check = t1.begin_optimistic().await.expect("v1 begin");
-        assert_eq!(check.get(s("txn-shared")).await.expect("v1 txn get"), v("from-v1"));
+        assert_eq!(
+            check.get(s("txn-shared")).await.expect("v1 txn get"),
+            v("from-v1")
+        );
         check.rollback().await.expect("rollback read-only txn");
-        assert_eq!(v1.get(s("txn-shared")).await.expect("v1 raw get"), None, "raw sees txn data");
+        assert_eq!(
+            v1.get(s("txn-shared")).await.expect("v1 raw get"),
+            None,
+            "raw sees txn data"
+        );
     })
     .await
 }

@@ -23,13 +23,16 @@ fn key(api: Api, kind: &str, i: usize) -> String {
 async fn must_write_data(cluster: &Cluster, tag: &str) {
     for api in Api::ALL {
         let raw = must_raw_client(cluster, api).await;
-        let kvs: Vec<(String, String)> =
-            (0..KEYS).map(|i| (key(api, "raw", i), format!("{tag}-{i}"))).collect();
+        let kvs: Vec<(String, String)> = (0..KEYS)
+            .map(|i| (key(api, "raw", i), format!("{tag}-{i}")))
+            .collect();
         raw.batch_put(kvs).await.expect("raw batch_put");
         let txn = must_txn_client(cluster, api).await;
         let mut t = txn.begin_optimistic().await.expect("begin");
         for i in 0..KEYS {
-            t.put(key(api, "txn", i), format!("{tag}-{i}")).await.expect("put");
+            t.put(key(api, "txn", i), format!("{tag}-{i}"))
+                .await
+                .expect("put");
         }
         t.commit().await.expect("commit");
     }
@@ -44,7 +47,11 @@ async fn must_read_data(cluster: &Cluster, tag: &str) {
         assert_eq!(got.len(), KEYS, "{api:?} raw keys lost: got {got:?}");
         for i in [0, KEYS - 1] {
             let value = raw.get(key(api, "raw", i)).await.expect("raw get");
-            assert_eq!(value, Some(format!("{tag}-{i}").into_bytes()), "{api:?} raw key {i}");
+            assert_eq!(
+                value,
+                Some(format!("{tag}-{i}").into_bytes()),
+                "{api:?} raw key {i}"
+            );
         }
         let txn = must_txn_client(cluster, api).await;
         let ts = txn.current_timestamp().await.expect("ts");
@@ -53,7 +60,11 @@ async fn must_read_data(cluster: &Cluster, tag: &str) {
         let got: Vec<_> = snap.batch_get(keys).await.expect("txn batch_get").collect();
         assert_eq!(got.len(), KEYS, "{api:?} txn keys lost: got {got:?}");
         let value = snap.get(key(api, "txn", 3)).await.expect("txn get");
-        assert_eq!(value, Some(format!("{tag}-3").into_bytes()), "{api:?} txn key 3");
+        assert_eq!(
+            value,
+            Some(format!("{tag}-3").into_bytes()),
+            "{api:?} txn key 3"
+        );
     }
 }
 
@@ -119,14 +130,23 @@ async fn placement_restart_keeps_data_and_timestamps_increase() {
                 cluster.kill_placement().await.expect("kill placement");
             } else {
                 let status = cluster.stop_placement().await.expect("stop placement");
-                assert!(status.is_some_and(|s| s.success()), "placement exit on SIGTERM: {status:?}");
+                assert!(
+                    status.is_some_and(|s| s.success()),
+                    "placement exit on SIGTERM: {status:?}"
+                );
             }
-            cluster.restart_placement().await.expect("restart placement");
+            cluster
+                .restart_placement()
+                .await
+                .expect("restart placement");
             cluster.must_ready(READY).await;
             must_serve(&cluster, READY).await;
             let fresh = must_txn_client(&cluster, Api::V1).await;
             let first = fresh.current_timestamp().await.expect("ts").version();
-            assert!(first > seen, "after {how}: timestamp {first} <= {seen} seen before restart");
+            assert!(
+                first > seen,
+                "after {how}: timestamp {first} <= {seen} seen before restart"
+            );
             seen = max_timestamp(&fresh, 20).await.max(first);
             // The client connected before the restart reconnects on its own.
             let reconnected = must_eventually(
@@ -135,12 +155,17 @@ async fn placement_restart_keeps_data_and_timestamps_increase() {
                 || async { old.current_timestamp().await.map_err(|e| format!("{e:?}")) },
             )
             .await;
-            assert!(reconnected.version() > seen, "old client got a stale timestamp after {how}");
+            assert!(
+                reconnected.version() > seen,
+                "old client got a stale timestamp after {how}"
+            );
             seen = reconnected.version();
             must_read_data(&cluster, "v").await;
         }
         let mut t = old.begin_optimistic().await.expect("begin");
-        t.put("after-placement-restarts".to_owned(), "ok".to_owned()).await.expect("put");
+        t.put("after-placement-restarts".to_owned(), "ok".to_owned())
+            .await
+            .expect("put");
         let commit = t.commit().await.expect("commit").expect("commit ts");
         assert!(commit.version() > seen);
     })

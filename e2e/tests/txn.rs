@@ -28,7 +28,10 @@ async fn must_commit(c: &TransactionClient, list: &[(&str, &str)]) -> Timestamp 
     for (k, val) in list {
         t.put(s(k), s(val)).await.expect("put");
     }
-    t.commit().await.expect("commit").expect("a txn with writes has a commit ts")
+    t.commit()
+        .await
+        .expect("commit")
+        .expect("a txn with writes has a commit ts")
 }
 
 /// Reads `key` in a fresh snapshot at the current timestamp.
@@ -61,11 +64,19 @@ async fn commit_and_read_back(api: Api) {
         t.put(s(k), s(val)).await.expect("put");
     }
     let commit = t.commit().await.expect("commit").expect("commit ts");
-    assert!(commit.version() > start, "commit ts {} <= start ts {start}", commit.version());
+    assert!(
+        commit.version() > start,
+        "commit ts {} <= start ts {start}",
+        commit.version()
+    );
     let mut r = c.begin_optimistic().await.expect("begin reader");
     assert_eq!(r.get(s("b")).await.expect("get"), v("2"));
     assert_eq!(r.get(s("zz")).await.expect("get missing"), None);
-    assert_eq!(r.commit().await.expect("read-only commit"), None, "read-only txn has no ts");
+    assert_eq!(
+        r.commit().await.expect("read-only commit"),
+        None,
+        "read-only txn has no ts"
+    );
     let mut t = c.begin_optimistic().await.expect("begin");
     t.delete(s("b")).await.expect("delete");
     t.commit().await.expect("commit delete");
@@ -85,18 +96,27 @@ async fn rollback_leaves_nothing(api: Api) {
     t.rollback().await.expect("rollback");
     assert_eq!(read_latest(&c, "x").await, None);
     let mut p = c.begin_pessimistic().await.expect("begin pessimistic");
-    p.put(s("y"), s("never")).await.expect("pessimistic put (locks y)");
+    p.put(s("y"), s("never"))
+        .await
+        .expect("pessimistic put (locks y)");
     p.rollback().await.expect("pessimistic rollback");
     assert_eq!(read_latest(&c, "y").await, None);
     // The pessimistic lock is gone: another locker gets it at once.
     let mut q = c.begin_pessimistic().await.expect("begin");
-    e2e::must_within(Duration::from_secs(5), "locking y after rollback", q.put(s("y"), s("1")))
-        .await
-        .expect("lock y after the rollback");
+    e2e::must_within(
+        Duration::from_secs(5),
+        "locking y after rollback",
+        q.put(s("y"), s("1")),
+    )
+    .await
+    .expect("lock y after the rollback");
     q.commit().await.expect("commit");
     assert_eq!(read_latest(&c, "y").await, v("1"));
     let ts = c.current_timestamp().await.expect("ts");
-    let locks = c.scan_locks(&ts, s("x")..=s("y"), 10).await.expect("scan_locks");
+    let locks = c
+        .scan_locks(&ts, s("x")..=s("y"), 10)
+        .await
+        .expect("scan_locks");
     assert!(locks.is_empty(), "locks left after rollback: {locks:?}");
 }
 
@@ -108,8 +128,15 @@ async fn read_your_own_writes(api: Api) {
     t.put(s("new"), s("mine")).await.expect("put");
     t.put(s("old"), s("overwritten")).await.expect("put");
     assert_eq!(t.get(s("new")).await.expect("get own write"), v("mine"));
-    assert_eq!(t.get(s("old")).await.expect("get own overwrite"), v("overwritten"));
-    assert_eq!(read_latest(&c, "new").await, None, "uncommitted write visible outside");
+    assert_eq!(
+        t.get(s("old")).await.expect("get own overwrite"),
+        v("overwritten")
+    );
+    assert_eq!(
+        read_latest(&c, "new").await,
+        None,
+        "uncommitted write visible outside"
+    );
     t.delete(s("old")).await.expect("delete");
     assert_eq!(t.get(s("old")).await.expect("get own delete"), None);
     let got: Vec<_> = t.scan(s("a")..s("z"), 10).await.expect("scan").collect();
@@ -127,15 +154,30 @@ async fn snapshot_isolation(api: Api) {
     let before = c.current_timestamp().await.expect("ts");
     let commit = must_commit(&c, &[("k", "v2"), ("n", "new")]).await;
     assert!(commit.version() > before.version());
-    assert_eq!(early.get(s("k")).await.expect("get"), v("v1"), "saw a later commit");
-    assert_eq!(early.get(s("n")).await.expect("get"), None, "saw a later insert");
-    let seen: Vec<_> = early.scan(s("a")..s("z"), 10).await.expect("scan").collect();
+    assert_eq!(
+        early.get(s("k")).await.expect("get"),
+        v("v1"),
+        "saw a later commit"
+    );
+    assert_eq!(
+        early.get(s("n")).await.expect("get"),
+        None,
+        "saw a later insert"
+    );
+    let seen: Vec<_> = early
+        .scan(s("a")..s("z"), 10)
+        .await
+        .expect("scan")
+        .collect();
     assert_eq!(kv_strings(seen), pairs(&[("k", "v1")]));
     early.rollback().await.expect("rollback");
     let mut snap = c.snapshot(before, TransactionOptions::new_optimistic());
     assert_eq!(snap.get(s("k")).await.expect("snapshot get"), v("v1"));
     let mut at_commit = c.snapshot(commit, TransactionOptions::new_optimistic());
-    assert_eq!(at_commit.get(s("k")).await.expect("get at commit ts"), v("v2"));
+    assert_eq!(
+        at_commit.get(s("k")).await.expect("get at commit ts"),
+        v("v2")
+    );
     assert_eq!(read_latest(&c, "k").await, v("v2"));
 }
 
@@ -164,8 +206,14 @@ async fn write_conflict_exactly_one_commits(api: Api) {
     let mut slow = c.begin_optimistic().await.expect("begin slow");
     must_commit(&c, &[("w", "fast")]).await;
     slow.put(s("w"), s("slow")).await.expect("put");
-    let err = slow.commit().await.expect_err("commit over a newer write must fail");
-    assert!(error_text(&err).contains("conflict"), "expected WriteConflict, got {err:?}");
+    let err = slow
+        .commit()
+        .await
+        .expect_err("commit over a newer write must fail");
+    assert!(
+        error_text(&err).contains("conflict"),
+        "expected WriteConflict, got {err:?}"
+    );
     slow.rollback().await.expect("rollback");
     assert_eq!(read_latest(&c, "w").await, v("fast"));
 }
@@ -204,7 +252,11 @@ async fn pessimistic_lock_blocks_then_proceeds(api: Api) {
         .await
         .expect("b did not proceed after a committed")
         .expect("b task");
-    assert_eq!(seen, v("a"), "b must read a's committed value under its lock");
+    assert_eq!(
+        seen,
+        v("a"),
+        "b must read a's committed value under its lock"
+    );
     assert_eq!(read_latest(&c, "p").await, v("b"));
     assert!(a_commit.version() > 0);
 }
@@ -220,29 +272,45 @@ async fn abandoned_pessimistic_lock_is_resolved(api: Api) {
     dying.put(s("dead"), s("never")).await.expect("lock `dead`");
     drop(dying); // the client "dies": its pessimistic lock (TTL 20 s) stays, no heartbeat
     let ts = c.current_timestamp().await.expect("ts");
-    let locks = c.scan_locks(&ts, s("dead")..=s("dead"), 10).await.expect("scan_locks");
+    let locks = c
+        .scan_locks(&ts, s("dead")..=s("dead"), 10)
+        .await
+        .expect("scan_locks");
     assert_eq!(locks.len(), 1, "expected the abandoned lock: {locks:?}");
     // A pessimistic lock does not block readers.
-    let read = e2e::must_within(Duration::from_secs(5), "read past a pessimistic lock", async {
-        read_latest(&c, "dead").await
-    })
+    let read = e2e::must_within(
+        Duration::from_secs(5),
+        "read past a pessimistic lock",
+        async { read_latest(&c, "dead").await },
+    )
     .await;
     assert_eq!(read, v("before"));
     // A writer gets the key once the lock's TTL has passed, and it then commits.
-    must_eventually("a writer to take over the abandoned lock", Duration::from_secs(90), || async {
-        let mut t = c.begin_pessimistic().await.map_err(|e| format!("{e:?}"))?;
-        match t.put(s("dead"), s("after")).await {
-            Ok(()) => t.commit().await.map(drop).map_err(|e| format!("commit: {e:?}")),
-            Err(err) => {
-                t.rollback().await.map_err(|e| format!("rollback: {e:?}"))?;
-                Err(format!("lock still held: {err:?}"))
+    must_eventually(
+        "a writer to take over the abandoned lock",
+        Duration::from_secs(90),
+        || async {
+            let mut t = c.begin_pessimistic().await.map_err(|e| format!("{e:?}"))?;
+            match t.put(s("dead"), s("after")).await {
+                Ok(()) => t
+                    .commit()
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("commit: {e:?}")),
+                Err(err) => {
+                    t.rollback().await.map_err(|e| format!("rollback: {e:?}"))?;
+                    Err(format!("lock still held: {err:?}"))
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     assert_eq!(read_latest(&c, "dead").await, v("after"));
     let ts = c.current_timestamp().await.expect("ts");
-    let left = c.scan_locks(&ts, s("dead")..=s("dead"), 10).await.expect("scan_locks");
+    let left = c
+        .scan_locks(&ts, s("dead")..=s("dead"), 10)
+        .await
+        .expect("scan_locks");
     assert!(left.is_empty(), "lock not cleaned up: {left:?}");
 }
 
@@ -255,14 +323,20 @@ fn commit_then_die(pd: Vec<String>, api: Api, list: &[(&str, &str)]) -> u64 {
         .build()
         .expect("runtime");
     let commit_ts = rt.block_on(async {
-        let c = TransactionClient::new_with_config(pd, api.config()).await.expect("connect");
+        let c = TransactionClient::new_with_config(pd, api.config())
+            .await
+            .expect("connect");
         let options = abandoned(TransactionOptions::new_optimistic().use_async_commit());
         let mut t = c.begin_with_options(options).await.expect("begin");
         for (k, val) in list {
             t.put(s(k), s(val)).await.expect("put");
         }
         // No await after this: block_on returns before the spawned commit task is polled.
-        t.commit().await.expect("async commit").expect("commit ts").version()
+        t.commit()
+            .await
+            .expect("async commit")
+            .expect("commit ts")
+            .version()
     });
     drop(rt);
     commit_ts
@@ -277,42 +351,86 @@ async fn abandoned_async_commit_is_resolved(api: Api) {
         .expect("dying client");
     let c = must_txn_client(&cluster, api).await;
     let ts = c.current_timestamp().await.expect("ts");
-    let locks = c.scan_locks(&ts, s("ac")..s("ad"), 10).await.expect("scan_locks");
-    assert_eq!(locks.len(), 3, "expected the dead txn's three locks: {locks:?}");
-    assert!(locks.iter().all(|l| l.use_async_commit), "not async-commit locks: {locks:?}");
+    let locks = c
+        .scan_locks(&ts, s("ac")..s("ad"), 10)
+        .await
+        .expect("scan_locks");
+    assert_eq!(
+        locks.len(),
+        3,
+        "expected the dead txn's three locks: {locks:?}"
+    );
+    assert!(
+        locks.iter().all(|l| l.use_async_commit),
+        "not async-commit locks: {locks:?}"
+    );
     // The client was told "committed", so resolving must commit, at the reported timestamp.
     let result = c
         .cleanup_locks(s("ac")..s("ad"), &ts, ResolveLocksOptions::default())
         .await
         .expect("cleanup_locks");
-    assert!(result.key_error.is_none() && result.region_error.is_none(), "{:?}", result.key_error);
-    let left = c.scan_locks(&ts, s("ac")..s("ad"), 10).await.expect("scan_locks");
+    assert!(
+        result.key_error.is_none() && result.region_error.is_none(),
+        "{:?}",
+        result.key_error
+    );
+    let left = c
+        .scan_locks(&ts, s("ac")..s("ad"), 10)
+        .await
+        .expect("scan_locks");
     assert!(left.is_empty(), "locks left after resolution: {left:?}");
-    let mut at = c.snapshot(Timestamp::from_version(commit_ts), TransactionOptions::new_optimistic());
-    let got = at.batch_get(strings(&["ac1", "ac2", "ac3"])).await.expect("batch_get");
+    let mut at = c.snapshot(
+        Timestamp::from_version(commit_ts),
+        TransactionOptions::new_optimistic(),
+    );
+    let got = at
+        .batch_get(strings(&["ac1", "ac2", "ac3"]))
+        .await
+        .expect("batch_get");
     let mut got = kv_strings(got);
     got.sort();
-    assert_eq!(got, pairs(&list), "not visible at the reported commit ts {commit_ts}");
+    assert_eq!(
+        got,
+        pairs(&list),
+        "not visible at the reported commit ts {commit_ts}"
+    );
     let mut before = c.snapshot(
         Timestamp::from_version(commit_ts - 1),
         TransactionOptions::new_optimistic(),
     );
-    assert_eq!(before.get(s("ac1")).await.expect("get"), None, "visible before its commit ts");
+    assert_eq!(
+        before.get(s("ac1")).await.expect("get"),
+        None,
+        "visible before its commit ts"
+    );
 }
 
 async fn async_commit(api: Api) {
     let cluster = must_single_store_cluster().await;
     let c = must_txn_client(&cluster, api).await;
-    for options in [TransactionOptions::new_optimistic(), TransactionOptions::new_pessimistic()] {
-        let mut t = c.begin_with_options(options.use_async_commit()).await.expect("begin");
+    for options in [
+        TransactionOptions::new_optimistic(),
+        TransactionOptions::new_pessimistic(),
+    ] {
+        let mut t = c
+            .begin_with_options(options.use_async_commit())
+            .await
+            .expect("begin");
         let start = t.start_timestamp().version();
         for (k, val) in [("x1", "1"), ("x2", "2"), ("x3", "3")] {
             t.put(s(k), s(val)).await.expect("put");
         }
         let commit = t.commit().await.expect("async commit").expect("commit ts");
-        assert!(commit.version() > start, "commit ts {commit:?} <= start {start}");
+        assert!(
+            commit.version() > start,
+            "commit ts {commit:?} <= start {start}"
+        );
         let mut snap = c.snapshot(commit.clone(), TransactionOptions::new_optimistic());
-        let mut got = kv_strings(snap.batch_get(strings(&["x1", "x2", "x3"])).await.expect("get"));
+        let mut got = kv_strings(
+            snap.batch_get(strings(&["x1", "x2", "x3"]))
+                .await
+                .expect("get"),
+        );
         got.sort();
         assert_eq!(got, pairs(&[("x1", "1"), ("x2", "2"), ("x3", "3")]));
         let mut t = c.begin_optimistic().await.expect("begin");
@@ -331,10 +449,17 @@ async fn one_pc(api: Api) {
     let start = t.start_timestamp().version();
     t.put(s("o1"), s("1")).await.expect("put");
     t.put(s("o2"), s("2")).await.expect("put");
-    let commit = t.commit().await.expect("1PC commit").expect("one_pc_commit_ts");
+    let commit = t
+        .commit()
+        .await
+        .expect("1PC commit")
+        .expect("one_pc_commit_ts");
     assert!(commit.version() > start);
     let ts = c.current_timestamp().await.expect("ts");
-    let locks = c.scan_locks(&ts, s("o")..s("p"), 10).await.expect("scan_locks");
+    let locks = c
+        .scan_locks(&ts, s("o")..s("p"), 10)
+        .await
+        .expect("scan_locks");
     assert!(locks.is_empty(), "1PC left locks: {locks:?}");
     let mut snap = c.snapshot(commit, TransactionOptions::new_optimistic());
     assert_eq!(snap.get(s("o2")).await.expect("get"), v("2"));
@@ -343,25 +468,64 @@ async fn one_pc(api: Api) {
 async fn scan_both_directions(api: Api) {
     let cluster = must_single_store_cluster().await;
     let c = must_txn_client(&cluster, api).await;
-    must_commit(&c, &[("a1", "1"), ("a2", "2"), ("a3", "3"), ("a4", "4"), ("a5", "5")]).await;
+    must_commit(
+        &c,
+        &[
+            ("a1", "1"),
+            ("a2", "2"),
+            ("a3", "3"),
+            ("a4", "4"),
+            ("a5", "5"),
+        ],
+    )
+    .await;
     must_commit(&c, &[("b1", "x")]).await;
     let mut t = c.begin_optimistic().await.expect("begin");
     let got: Vec<_> = t.scan(s("a1")..s("a4"), 10).await.expect("scan").collect();
-    assert_eq!(kv_strings(got), pairs(&[("a1", "1"), ("a2", "2"), ("a3", "3")]));
+    assert_eq!(
+        kv_strings(got),
+        pairs(&[("a1", "1"), ("a2", "2"), ("a3", "3")])
+    );
     let got: Vec<_> = t.scan(s("a1")..=s("a5"), 2).await.expect("scan").collect();
     assert_eq!(kv_strings(got), pairs(&[("a1", "1"), ("a2", "2")]));
-    let got: Vec<_> = t.scan_reverse(s("a1")..s("a5"), 10).await.expect("rev").collect();
-    assert_eq!(kv_strings(got), pairs(&[("a4", "4"), ("a3", "3"), ("a2", "2"), ("a1", "1")]));
-    let got: Vec<_> = t.scan_reverse(s("a1")..=s("a5"), 2).await.expect("rev").collect();
+    let got: Vec<_> = t
+        .scan_reverse(s("a1")..s("a5"), 10)
+        .await
+        .expect("rev")
+        .collect();
+    assert_eq!(
+        kv_strings(got),
+        pairs(&[("a4", "4"), ("a3", "3"), ("a2", "2"), ("a1", "1")])
+    );
+    let got: Vec<_> = t
+        .scan_reverse(s("a1")..=s("a5"), 2)
+        .await
+        .expect("rev")
+        .collect();
     assert_eq!(kv_strings(got), pairs(&[("a5", "5"), ("a4", "4")]));
-    let keys: Vec<_> = t.scan_keys(s("a")..s("c"), 10).await.expect("keys").collect();
-    assert_eq!(key_strings(keys), strings(&["a1", "a2", "a3", "a4", "a5", "b1"]));
+    let keys: Vec<_> = t
+        .scan_keys(s("a")..s("c"), 10)
+        .await
+        .expect("keys")
+        .collect();
+    assert_eq!(
+        key_strings(keys),
+        strings(&["a1", "a2", "a3", "a4", "a5", "b1"])
+    );
     // Buffered writes merge into scans.
     t.put(s("a6"), s("6")).await.expect("put");
     t.delete(s("a2")).await.expect("delete");
-    let keys: Vec<_> = t.scan_keys(s("a")..s("b"), 10).await.expect("keys").collect();
+    let keys: Vec<_> = t
+        .scan_keys(s("a")..s("b"), 10)
+        .await
+        .expect("keys")
+        .collect();
     assert_eq!(key_strings(keys), strings(&["a1", "a3", "a4", "a5", "a6"]));
-    let keys: Vec<_> = t.scan_keys_reverse(s("a")..s("b"), 3).await.expect("keys").collect();
+    let keys: Vec<_> = t
+        .scan_keys_reverse(s("a")..s("b"), 3)
+        .await
+        .expect("keys")
+        .collect();
     assert_eq!(key_strings(keys), strings(&["a6", "a5", "a4"]));
     t.rollback().await.expect("rollback");
 }
@@ -382,7 +546,11 @@ async fn batch_get(api: Api) {
     t.rollback().await.expect("rollback");
     let ts = c.current_timestamp().await.expect("ts");
     let mut snap = c.snapshot(ts, TransactionOptions::new_optimistic());
-    let mut got = kv_strings(snap.batch_get(strings(&["g2", "g4"])).await.expect("batch_get"));
+    let mut got = kv_strings(
+        snap.batch_get(strings(&["g2", "g4"]))
+            .await
+            .expect("batch_get"),
+    );
     got.sort();
     assert_eq!(got, pairs(&[("g2", "2")]));
 }
@@ -392,13 +560,27 @@ async fn insert_existing_key_fails(api: Api) {
     let c = must_txn_client(&cluster, api).await;
     must_commit(&c, &[("dup", "original")]).await;
     let mut t = c.begin_optimistic().await.expect("begin");
-    t.insert(s("dup"), s("again")).await.expect("buffered insert");
-    let err = t.commit().await.expect_err("insert of a live key must fail");
-    assert!(error_text(&err).contains("already_exist"), "expected AlreadyExist, got {err:?}");
+    t.insert(s("dup"), s("again"))
+        .await
+        .expect("buffered insert");
+    let err = t
+        .commit()
+        .await
+        .expect_err("insert of a live key must fail");
+    assert!(
+        error_text(&err).contains("already_exist"),
+        "expected AlreadyExist, got {err:?}"
+    );
     t.rollback().await.expect("rollback");
     let mut p = c.begin_pessimistic().await.expect("begin pessimistic");
-    let err = p.insert(s("dup"), s("again")).await.expect_err("pessimistic insert must fail");
-    assert!(error_text(&err).contains("already_exist"), "expected AlreadyExist, got {err:?}");
+    let err = p
+        .insert(s("dup"), s("again"))
+        .await
+        .expect_err("pessimistic insert must fail");
+    assert!(
+        error_text(&err).contains("already_exist"),
+        "expected AlreadyExist, got {err:?}"
+    );
     p.rollback().await.expect("rollback");
     assert_eq!(read_latest(&c, "dup").await, v("original"));
     let mut t = c.begin_optimistic().await.expect("begin");
@@ -438,15 +620,28 @@ async fn gc_resolves_locks_and_keeps_safe_point_monotonic(api: Api) {
     drop(dying);
     let older = c.current_timestamp().await.expect("ts");
     let safe_point = c.current_timestamp().await.expect("ts");
-    assert!(c.gc(safe_point.clone()).await.expect("gc"), "placement refused the safe point");
+    assert!(
+        c.gc(safe_point.clone()).await.expect("gc"),
+        "placement refused the safe point"
+    );
     let ts = c.current_timestamp().await.expect("ts");
-    let locks = c.scan_locks(&ts, s("gc")..s("gd"), 10).await.expect("scan_locks");
-    assert!(locks.is_empty(), "gc left locks older than the safe point: {locks:?}");
+    let locks = c
+        .scan_locks(&ts, s("gc")..s("gd"), 10)
+        .await
+        .expect("scan_locks");
+    assert!(
+        locks.is_empty(),
+        "gc left locks older than the safe point: {locks:?}"
+    );
     // The abandoned lock was rolled back by gc: no 20 s wait for its TTL.
     let mut t = c.begin_pessimistic().await.expect("begin");
-    e2e::must_within(Duration::from_secs(5), "locking gc-locked after gc", t.put(s("gc-locked"), s("1")))
-        .await
-        .expect("lock after gc");
+    e2e::must_within(
+        Duration::from_secs(5),
+        "locking gc-locked after gc",
+        t.put(s("gc-locked"), s("1")),
+    )
+    .await
+    .expect("lock after gc");
     t.commit().await.expect("commit");
     assert_eq!(read_latest(&c, "gc").await, v("v2"));
     assert!(

@@ -101,7 +101,10 @@ impl Config {
         }
         for (i, label) in self.location_labels.iter().enumerate() {
             if label.is_empty() || self.location_labels[..i].contains(label) {
-                return Err(bad("location-labels", "labels must be non-empty and unique"));
+                return Err(bad(
+                    "location-labels",
+                    "labels must be non-empty and unique",
+                ));
             }
         }
         Ok(())
@@ -124,7 +127,11 @@ impl Config {
 
     /// Advertised peer URLs.
     pub fn peer_urls(&self) -> Vec<String> {
-        split_urls(self.advertise_peer_urls.as_deref().unwrap_or(&self.peer_urls))
+        split_urls(
+            self.advertise_peer_urls
+                .as_deref()
+                .unwrap_or(&self.peer_urls),
+        )
     }
 }
 
@@ -168,12 +175,16 @@ impl FromStr for ReadableDuration {
             return Err("empty duration".to_owned());
         }
         while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let n: u64 = rest[..digits]
                 .parse()
                 .map_err(|_| format!("`{s}`: expected a number"))?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let unit = match &rest[..unit_len] {
                 "ms" => Duration::from_millis(n),
                 "s" => Duration::from_secs(n),
@@ -191,11 +202,11 @@ impl FromStr for ReadableDuration {
 impl fmt::Display for ReadableDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 != 0 {
+        if !ms.is_multiple_of(1000) {
             write!(f, "{ms}ms")
-        } else if ms % 3_600_000 == 0 && ms > 0 {
+        } else if ms.is_multiple_of(3_600_000) && ms > 0 {
             write!(f, "{}h", ms / 3_600_000)
-        } else if ms % 60_000 == 0 && ms > 0 {
+        } else if ms.is_multiple_of(60_000) && ms > 0 {
             write!(f, "{}m", ms / 60_000)
         } else {
             write!(f, "{}s", ms / 1000)
@@ -276,7 +287,12 @@ mod tests {
 
     #[test]
     fn duration_round_trip() {
-        for (text, ms) in [("500ms", 500), ("3s", 3000), ("30m", 1_800_000), ("2h", 7_200_000)] {
+        for (text, ms) in [
+            ("500ms", 500),
+            ("3s", 3000),
+            ("30m", 1_800_000),
+            ("2h", 7_200_000),
+        ] {
             let d: ReadableDuration = text.parse().unwrap();
             assert_eq!(d.0.as_millis(), ms);
             assert_eq!(d.to_string(), text);

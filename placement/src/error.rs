@@ -83,6 +83,10 @@ pub enum Error {
         known: String,
     },
 
+    /// BatchScanRegions asked for full coverage and the known regions leave a hole.
+    #[error("regions not contain all key range: no region holds key {0}")]
+    RegionsNotContainAllKeyRange(String),
+
     /// The request is malformed.
     #[error("invalid request: {0}")]
     InvalidArgument(String),

@@ -1,1 +1,32 @@
+//! Placement: the placement driver of this TiKV-compatible store, wire-compatible with PD.
+//!
+//! Layers, lowest first:
+//! - the pure core, no tokio and no I/O: [`cluster`] (bootstrap, stores, regions, GC safe
+//!   points, keyspaces), [`tso`] and [`id`] state machines, and [`meta`], the records and write
+//!   commands they emit;
+//! - persistence: [`storage`] (RocksDB) behind the [`writer`] thread;
+//! - the shell: [`state`] (shared server state), [`service`] (gRPC `pdpb.PD`,
+//!   `keyspacepb.Keyspace`, etcd), [`http`] (PD's HTTP API), [`metrics`], and [`server`], which
+//!   serves all of it on one port.
+//!
+//! The binary (`src/main.rs`) only parses flags and calls [`server::run`]; tests call
+//! [`server::start`] in-process.
 
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod heartbeat;
+pub mod http;
+pub mod id;
+pub mod meta;
+pub mod metrics;
+pub mod server;
+pub mod service;
+pub mod state;
+pub mod storage;
+pub mod tso;
+pub mod writer;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use server::{run, start, RunningServer};

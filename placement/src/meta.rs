@@ -79,7 +79,7 @@ impl StoredMeta {
     /// The records the cluster core re-applies on startup, in a safe order.
     pub fn cluster_writes(&self) -> Vec<MetaWrite> {
         let mut out = Vec::new();
-        out.extend(self.cluster.clone().map(MetaWrite::Cluster));
+        out.extend(self.cluster.map(MetaWrite::Cluster));
         out.extend(self.stores.iter().cloned().map(MetaWrite::Store));
         out.extend(self.regions.iter().cloned().map(MetaWrite::Region));
         out.push(MetaWrite::GcSafePoint(self.gc_safe_point));

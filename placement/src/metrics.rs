@@ -43,7 +43,10 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let rpc_total = must(IntCounterVec::new(
-            Opts::new("placement_grpc_requests_total", "gRPC requests by method and outcome"),
+            Opts::new(
+                "placement_grpc_requests_total",
+                "gRPC requests by method and outcome",
+            ),
             &["method", "result"],
         ));
         let rpc_seconds = must(HistogramVec::new(
@@ -52,7 +55,10 @@ impl Metrics {
             &["method"],
         ));
         let http_total = must(IntCounterVec::new(
-            Opts::new("placement_http_requests_total", "HTTP API requests by route"),
+            Opts::new(
+                "placement_http_requests_total",
+                "HTTP API requests by route",
+            ),
             &["route"],
         ));
         let tso_requests = must(IntCounter::new(
@@ -64,7 +70,10 @@ impl Metrics {
             "timestamps handed out",
         ));
         let region_heartbeats = must(IntCounterVec::new(
-            Opts::new("placement_region_heartbeats_total", "region heartbeats by outcome"),
+            Opts::new(
+                "placement_region_heartbeats_total",
+                "region heartbeats by outcome",
+            ),
             &["result"],
         ));
         let stores = must(IntGaugeVec::new(

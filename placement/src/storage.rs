@@ -91,10 +91,7 @@ impl MetaStore {
     }
 
     fn get_msg<M: Message + Default>(&self, key: &[u8]) -> Result<Option<M>> {
-        self.db
-            .get(key)?
-            .map(|v| decode(key, &v))
-            .transpose()
+        self.db.get(key)?.map(|v| decode(key, &v)).transpose()
     }
 
     fn scan<M: Message + Default>(&self, prefix: &str) -> Result<Vec<M>> {
@@ -137,10 +134,9 @@ fn encode(batch: &mut WriteBatch, w: &MetaWrite) {
             sp.encode_to_vec(),
         ),
         MetaWrite::DeleteServiceSafePoint(id) => batch.delete(format!("{SERVICE_PREFIX}{id}")),
-        MetaWrite::Keyspace(k) => batch.put(
-            format!("{KEYSPACE_PREFIX}{:010}", k.id),
-            k.encode_to_vec(),
-        ),
+        MetaWrite::Keyspace(k) => {
+            batch.put(format!("{KEYSPACE_PREFIX}{:010}", k.id), k.encode_to_vec())
+        }
     }
 }
 

@@ -192,7 +192,10 @@ mod tests {
     fn strictly_increasing_with_batches() {
         let mut s = TsoState::recover(0, Duration::from_secs(3));
         let mut last = 0u64;
-        for (i, now) in [1000, 1000, 1000, 999, 1001, 500, 1001].into_iter().enumerate() {
+        for (i, now) in [1000, 1000, 1000, 999, 1001, 500, 1001]
+            .into_iter()
+            .enumerate()
+        {
             let count = (i as u32 % 3) + 1;
             let ts = must_next(&mut s, count, now);
             let first = ts.compose() - u64::from(count) + 1;

@@ -14,9 +14,15 @@ use crate::storage::StorageConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("parsing config file {path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("invalid config: {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
 }
@@ -116,7 +122,10 @@ impl Config {
             self.advertise_addr = self.addr.clone();
         }
         if self.pd_endpoints.is_empty() {
-            return Err(invalid("pd-endpoints", "at least one placement endpoint is needed"));
+            return Err(invalid(
+                "pd-endpoints",
+                "at least one placement endpoint is needed",
+            ));
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data-dir", "must not be empty"));
@@ -125,11 +134,17 @@ impl Config {
             return Err(invalid("storage.max-key-size", "must be positive"));
         }
         if self.storage.raft_entry_max_size < 1024 {
-            return Err(invalid("storage.raft-entry-max-size", "must be at least 1024 bytes"));
+            return Err(invalid(
+                "storage.raft-entry-max-size",
+                "must be at least 1024 bytes",
+            ));
         }
         let r = &self.raftstore;
         if r.raft_base_tick_interval_ms == 0 || r.raft_heartbeat_ticks == 0 {
-            return Err(invalid("raftstore", "tick interval and heartbeat ticks must be positive"));
+            return Err(invalid(
+                "raftstore",
+                "tick interval and heartbeat ticks must be positive",
+            ));
         }
         if r.raft_election_timeout_ticks <= r.raft_heartbeat_ticks {
             return Err(invalid(
@@ -158,7 +173,10 @@ pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, ConfigError> {
             .split_once('=')
             .ok_or_else(|| invalid("labels", format!("{part:?} is not key=value")))?;
         if k.trim().is_empty() || v.trim().is_empty() {
-            return Err(invalid("labels", format!("{part:?} has an empty key or value")));
+            return Err(invalid(
+                "labels",
+                format!("{part:?} has an empty key or value"),
+            ));
         }
         out.insert(k.trim().to_string(), v.trim().to_string());
     }

@@ -131,7 +131,11 @@ impl ClusterView {
         if region.region_epoch.is_none() {
             return Err(Error::invalid("bootstrap region has no epoch"));
         }
-        if region.peers.iter().any(|p| p.store_id != store.id || p.id == 0) {
+        if region
+            .peers
+            .iter()
+            .any(|p| p.store_id != store.id || p.id == 0)
+        {
             return Err(Error::invalid(format!(
                 "bootstrap region peers must be on store {}",
                 store.id

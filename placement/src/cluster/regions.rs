@@ -45,7 +45,7 @@ impl RegionInfo {
     pub fn from_heartbeat(hb: &pdpb::RegionHeartbeatRequest) -> Option<Self> {
         Some(RegionInfo {
             meta: hb.region.clone()?,
-            leader: hb.leader.clone(),
+            leader: hb.leader,
             approximate_size: hb.approximate_size,
             approximate_keys: hb.approximate_keys,
             bytes_written: hb.bytes_written,
@@ -149,6 +149,46 @@ impl RegionMap {
         out
     }
 
+    /// Regions overlapping any of `ranges` (sorted, non-overlapping `(start, end)` pairs, end
+    /// empty = +inf), de-duplicated in key order, at most `limit` in total (0 = no limit).
+    /// With `contain_all`, a hole in the scanned ranges is an error.
+    pub fn batch_scan(
+        &self,
+        ranges: &[(Vec<u8>, Vec<u8>)],
+        limit: usize,
+        contain_all: bool,
+    ) -> Result<Vec<&RegionInfo>> {
+        for (i, (start, end)) in ranges.iter().enumerate() {
+            if !end.is_empty() && start >= end {
+                return Err(Error::invalid(format!(
+                    "key range {i} is empty or inverted"
+                )));
+            }
+            if let Some((next_start, _)) = ranges.get(i + 1) {
+                if end.is_empty() || end > next_start {
+                    return Err(Error::invalid("key ranges must be sorted and not overlap"));
+                }
+            }
+        }
+        let mut out: Vec<&RegionInfo> = Vec::new();
+        for (start, end) in ranges {
+            let found = self.scan(start, end, 0);
+            if contain_all {
+                check_coverage(&found, start, end)?;
+            }
+            for r in found {
+                if out.last().is_some_and(|last| last.id() == r.id()) {
+                    continue;
+                }
+                if limit > 0 && out.len() >= limit {
+                    return Ok(out);
+                }
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
     /// All regions in key order.
     pub fn iter(&self) -> impl Iterator<Item = &RegionInfo> {
         self.by_start.values().filter_map(|id| self.by_id.get(id))
@@ -246,6 +286,25 @@ impl RegionMap {
         }
         out
     }
+}
+
+/// Checks that `found` (in key order) covers `[start, end)` without a gap.
+fn check_coverage(found: &[&RegionInfo], start: &[u8], end: &[u8]) -> Result<()> {
+    let hole = |key: &[u8]| Error::RegionsNotContainAllKeyRange(format!("{key:?}"));
+    let mut covered = start.to_vec();
+    for r in found {
+        if r.meta.start_key.as_slice() > covered.as_slice() {
+            return Err(hole(&covered));
+        }
+        if r.meta.end_key.is_empty() {
+            return Ok(());
+        }
+        covered = r.meta.end_key.clone();
+        if !end.is_empty() && covered.as_slice() >= end {
+            return Ok(());
+        }
+    }
+    Err(hole(&covered))
 }
 
 #[cfg(test)]
@@ -366,7 +425,10 @@ mod tests {
         let mut m = RegionMap::default();
         m.upsert(region(1, "", "", 1, 1)).unwrap();
         m.upsert(region(1, "", "m", 1, 2)).unwrap();
-        assert!(m.by_key(b"x").is_none(), "hole until the right half reports");
+        assert!(
+            m.by_key(b"x").is_none(),
+            "hole until the right half reports"
+        );
         m.upsert(region(2, "m", "", 1, 2)).unwrap();
         assert_eq!(ids(&m), vec![1, 2]);
     }
@@ -391,5 +453,43 @@ mod tests {
         assert!(m.upsert(r).unwrap().changed);
         let counts = m.counts_by_store();
         assert_eq!(counts[&1], (0, 1));
+    }
+
+    #[test]
+    fn batch_scan_dedups_limits_and_checks_coverage() {
+        let mut m = RegionMap::default();
+        for (id, s, e) in [(1, "", "b"), (2, "b", "d"), (4, "f", "")] {
+            m.upsert(region(id, s, e, 1, 1)).unwrap();
+        }
+        let r = |s: &str, e: &str| (s.as_bytes().to_vec(), e.as_bytes().to_vec());
+        let got = |ranges: &[(Vec<u8>, Vec<u8>)], limit, all| -> Result<Vec<u64>> {
+            Ok(m.batch_scan(ranges, limit, all)?
+                .iter()
+                .map(|x| x.id())
+                .collect())
+        };
+        assert_eq!(
+            got(&[r("a", "ba"), r("bb", "c")], 0, false).unwrap(),
+            vec![1, 2]
+        );
+        assert_eq!(
+            got(&[r("a", "c"), r("g", "")], 0, false).unwrap(),
+            vec![1, 2, 4]
+        );
+        assert_eq!(
+            got(&[r("a", "c"), r("g", "")], 2, false).unwrap(),
+            vec![1, 2]
+        );
+        assert_eq!(got(&[r("a", "c")], 0, true).unwrap(), vec![1, 2]);
+        assert!(matches!(
+            got(&[r("c", "g")], 0, true),
+            Err(Error::RegionsNotContainAllKeyRange(_))
+        ));
+        assert_eq!(got(&[r("c", "g")], 0, false).unwrap(), vec![2, 4]);
+        assert!(got(&[r("c", "a")], 0, false).is_err(), "inverted");
+        assert!(
+            got(&[r("a", "c"), r("b", "d")], 0, false).is_err(),
+            "overlapping"
+        );
     }
 }

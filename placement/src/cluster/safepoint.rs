@@ -13,7 +13,7 @@ use crate::meta::{MetaWrite, ServiceSafePoint};
 pub const GC_WORKER_SERVICE: &str = "gc_worker";
 
 /// Outcome of a service safe point update.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServiceUpdate {
     /// Records to persist (empty when the request changed nothing).
     pub writes: Vec<MetaWrite>,
@@ -143,7 +143,12 @@ mod tests {
     #[test]
     fn gc_safe_point_only_moves_forward() {
         let mut sp = SafePoints::default();
-        let cases = [(10, 10, true), (5, 10, false), (10, 10, false), (20, 20, true)];
+        let cases = [
+            (10, 10, true),
+            (5, 10, false),
+            (10, 10, false),
+            (20, 20, true),
+        ];
         for (ask, want, writes) in cases {
             let (got, w) = sp.plan_update_gc(ask);
             assert_eq!(got, want, "ask {ask}");
@@ -178,6 +183,9 @@ mod tests {
         apply(&mut sp, &up.writes);
         // ttl <= 0 removes.
         let up = sp.plan_update_service("br", 0, 0, 2000);
-        assert_eq!(up.writes, vec![MetaWrite::DeleteServiceSafePoint("br".into())]);
+        assert_eq!(
+            up.writes,
+            vec![MetaWrite::DeleteServiceSafePoint("br".into())]
+        );
     }
 }

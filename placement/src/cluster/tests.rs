@@ -57,9 +57,21 @@ fn bootstrap_validation() {
     let cases: Vec<(metapb::Store, metapb::Region, &str)> = vec![
         (store(0), good.clone(), "store id"),
         (store(1), region(0, b"", b"", 1, &[(3, 1)]), "needs an id"),
-        (store(1), region(2, b"", b"", 1, &[]), "needs an id and peers"),
-        (store(1), region(2, b"a", b"", 1, &[(3, 1)]), "cover all keys"),
-        (store(1), region(2, b"", b"", 1, &[(3, 9)]), "must be on store"),
+        (
+            store(1),
+            region(2, b"", b"", 1, &[]),
+            "needs an id and peers",
+        ),
+        (
+            store(1),
+            region(2, b"a", b"", 1, &[(3, 1)]),
+            "cover all keys",
+        ),
+        (
+            store(1),
+            region(2, b"", b"", 1, &[(3, 9)]),
+            "must be on store",
+        ),
         (store(1), no_epoch, "no epoch"),
     ];
     for (s, r, want) in cases {
@@ -85,9 +97,15 @@ fn bootstrap_once() {
 fn not_bootstrapped_rejects_lookups_and_updates() {
     let mut view = ClusterView::new(1);
     assert!(matches!(view.store(1), Err(Error::NotBootstrapped)));
-    assert!(matches!(view.plan_put_store(&store(1)), Err(Error::NotBootstrapped)));
+    assert!(matches!(
+        view.plan_put_store(&store(1)),
+        Err(Error::NotBootstrapped)
+    ));
     let info = RegionInfo::from_meta(region(2, b"", b"", 1, &[(3, 1)]), None);
-    assert!(matches!(view.region_heartbeat(info), Err(Error::NotBootstrapped)));
+    assert!(matches!(
+        view.region_heartbeat(info),
+        Err(Error::NotBootstrapped)
+    ));
     assert!(matches!(
         view.store_heartbeat(pdpb::StoreStats::default(), 0),
         Err(Error::NotBootstrapped)
@@ -100,9 +118,18 @@ fn region_heartbeat_validation() {
     let mut bad_leader = RegionInfo::from_meta(region(2, b"", b"", 1, &[(3, 1)]), None);
     bad_leader.leader = Some(peer(99, 1));
     let cases = vec![
-        (RegionInfo::from_meta(region(0, b"", b"", 1, &[(3, 1)]), None), "id must not be 0"),
-        (RegionInfo::from_meta(region(2, b"", b"", 1, &[]), None), "no peers"),
-        (RegionInfo::from_meta(region(2, b"b", b"a", 1, &[(3, 1)]), None), "start key"),
+        (
+            RegionInfo::from_meta(region(0, b"", b"", 1, &[(3, 1)]), None),
+            "id must not be 0",
+        ),
+        (
+            RegionInfo::from_meta(region(2, b"", b"", 1, &[]), None),
+            "no peers",
+        ),
+        (
+            RegionInfo::from_meta(region(2, b"b", b"a", 1, &[(3, 1)]), None),
+            "start key",
+        ),
         (bad_leader, "not a peer"),
     ];
     for (info, want) in cases {
@@ -125,7 +152,9 @@ fn heartbeat_persists_only_changes() {
         .region_heartbeat(RegionInfo::from_meta(meta, Some(peer(3, 1))))
         .unwrap();
     assert_eq!(writes.len(), 1);
-    assert!(matches!(&writes[0], MetaWrite::Region(r) if r.region.as_ref().unwrap().peers.len() == 2));
+    assert!(
+        matches!(&writes[0], MetaWrite::Region(r) if r.region.as_ref().unwrap().peers.len() == 2)
+    );
 }
 
 #[test]
@@ -137,11 +166,18 @@ fn split_report_routes_both_halves() {
     assert!(writes.contains(&MetaWrite::DeleteRegion(2)), "{writes:?}");
     let r = view.regions().by_key(b"x").unwrap();
     assert_eq!(r.id(), 10);
-    assert_eq!(r.leader.unwrap().id, 11, "leader guessed on parent leader's store");
+    assert_eq!(
+        r.leader.unwrap().id,
+        11,
+        "leader guessed on parent leader's store"
+    );
     assert_eq!(view.regions().by_key(b"a").unwrap().id(), 2);
     // A late heartbeat from before the split changes nothing.
     let stale = RegionInfo::from_meta(region(2, b"", b"", 1, &[(3, 1)]), Some(peer(3, 1)));
-    assert!(matches!(view.region_heartbeat(stale), Err(Error::StaleRegion { .. })));
+    assert!(matches!(
+        view.region_heartbeat(stale),
+        Err(Error::StaleRegion { .. })
+    ));
     // Re-reporting the same split is harmless.
     view.report_split(&[left, right]).unwrap();
     assert_eq!(view.regions().len(), 2);
@@ -152,11 +188,17 @@ fn load_round_trip() {
     let mut view = bootstrapped();
     // The writer keeps one record per region id: start from bootstrap's, then apply the split.
     let mut on_disk: BTreeMap<u64, RegionRecord> = BTreeMap::new();
-    on_disk.insert(2, RegionRecord {
-        region: Some(region(2, b"", b"", 1, &[(3, 1)])),
-        leader: Some(peer(3, 1)),
-    });
-    let halves = [region(2, b"", b"m", 2, &[(3, 1)]), region(10, b"m", b"", 2, &[(11, 1)])];
+    on_disk.insert(
+        2,
+        RegionRecord {
+            region: Some(region(2, b"", b"", 1, &[(3, 1)])),
+            leader: Some(peer(3, 1)),
+        },
+    );
+    let halves = [
+        region(2, b"", b"m", 2, &[(3, 1)]),
+        region(10, b"m", b"", 2, &[(11, 1)]),
+    ];
     for w in view.report_split(&halves).unwrap() {
         match w {
             MetaWrite::Region(r) => {
@@ -187,7 +229,7 @@ fn load_round_trip() {
 #[test]
 fn load_ignores_stale_region_records_in_any_order() {
     // An out-of-date record left on disk must not shadow the newer halves.
-    let records = vec![
+    let records = [
         region(10, b"m", b"", 2, &[(11, 1)]),
         region(2, b"", b"", 1, &[(3, 1)]),
         region(2, b"", b"m", 2, &[(3, 1)]),

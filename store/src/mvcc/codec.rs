@@ -256,7 +256,8 @@ mod tests {
         assert!(lock_key(k) < versioned_key(k, u64::MAX));
         assert!(versioned_key(k, 0) < prefix_end(&lock_key(k)));
         assert!(prefix_end(&lock_key(k)) <= lock_key(b"k\0"));
-        let (prefix, ts) = split_ts(&versioned_key(k, 42)).unwrap();
+        let vk = versioned_key(k, 42);
+        let (prefix, ts) = split_ts(&vk).unwrap();
         assert_eq!((prefix, ts), (lock_key(k).as_slice(), 42));
         assert_eq!(user_key_of(prefix).unwrap(), k);
         assert_eq!(user_key_of(b"r123"), Err(CodecError::BadPrefix));

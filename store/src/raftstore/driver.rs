@@ -130,7 +130,11 @@ impl RaftStore {
         let mut peers = HashMap::new();
         for region in peer_storage::load_regions(&engine)? {
             let Some(me) = region.peers.iter().find(|p| p.store_id == store_id) else {
-                tracing::warn!(region_id = region.id, store_id, "region has no peer on this store; skipped");
+                tracing::warn!(
+                    region_id = region.id,
+                    store_id,
+                    "region has no peer on this store; skipped"
+                );
                 continue;
             };
             let ps = peer_storage::load(&engine, &region)?;
@@ -270,7 +274,11 @@ impl RaftStore {
 
     /// Applies committed entries of every region in one write batch, then
     /// answers their proposals.
-    fn apply(&mut self, to_apply: Vec<(u64, Vec<Entry>)>, mut wb: WriteBatch) -> Result<(), StorageError> {
+    fn apply(
+        &mut self,
+        to_apply: Vec<(u64, Vec<Entry>)>,
+        mut wb: WriteBatch,
+    ) -> Result<(), StorageError> {
         let mut touched = Vec::new();
         for (id, entries) in &to_apply {
             let p = self.peers.get_mut(id).expect("peer with entries");
@@ -322,5 +330,110 @@ fn region_meta(p: &Peer) -> RegionMeta {
         leader_id: p.node.raft.leader_id,
         is_leader: p.is_leader(),
         term: p.node.raft.term,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{CF_DEFAULT, CF_RAFT};
+    use crate::raftstore::{keys, peer_storage};
+    use std::time::Duration;
+
+    fn region() -> metapb::Region {
+        metapb::Region {
+            id: 1,
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            peers: vec![metapb::Peer {
+                id: 2,
+                store_id: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn start(engine: &Engine) -> (Router, Arc<RwLock<StoreMeta>>, std::thread::JoinHandle<()>) {
+        let meta = Arc::new(RwLock::new(StoreMeta::default()));
+        let (store, router) = RaftStore::new(
+            engine.clone(),
+            1,
+            RaftStoreConfig {
+                log_gc_threshold: 8,
+                ..Default::default()
+            },
+            meta.clone(),
+            Arc::new(Notify::new()),
+        )
+        .unwrap();
+        let t = std::thread::spawn(move || store.run());
+        (router, meta, t)
+    }
+
+    async fn must_become_leader(meta: &Arc<RwLock<StoreMeta>>) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !meta.read().regions.get(&1).is_some_and(|r| r.is_leader) {
+            assert!(Instant::now() < deadline, "region 1 never elected a leader");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn put(i: u32) -> RaftCmd {
+        RaftCmd::Write(vec![Modify::Put {
+            cf: CF_DEFAULT,
+            key: format!("k{i:04}").into_bytes(),
+            value: i.to_be_bytes().to_vec(),
+        }])
+    }
+
+    #[tokio::test]
+    async fn writes_apply_survive_restart_and_log_is_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        engine
+            .write(&peer_storage::bootstrap_writes(&region()), true)
+            .unwrap();
+
+        let (router, meta, t) = start(&engine);
+        must_become_leader(&meta).await;
+        let writes: Vec<_> = (0..100).map(|i| router.propose(1, put(i))).collect();
+        for r in futures::future::join_all(writes).await {
+            r.unwrap();
+        }
+        assert!(matches!(
+            router.propose(9, put(0)).await,
+            Err(ProposeError::RegionNotFound(9))
+        ));
+        router.shutdown();
+        t.join().unwrap();
+        drop(router);
+
+        for i in 0..100u32 {
+            let v = engine
+                .get_cf(CF_DEFAULT, format!("k{i:04}").as_bytes())
+                .unwrap();
+            assert_eq!(v, Some(i.to_be_bytes().to_vec()));
+        }
+        let apply = engine
+            .get_cf(CF_RAFT, &keys::apply_state_key(1))
+            .unwrap()
+            .and_then(|v| keys::ApplyState::decode(&v))
+            .unwrap();
+        assert!(apply.applied_index > 100, "{apply:?}");
+        assert!(
+            apply.truncated_index > peer_storage::INIT_INDEX,
+            "log never truncated: {apply:?}"
+        );
+
+        // Restart: the log reloads and new writes continue after the old ones.
+        let (router, meta, t) = start(&engine);
+        must_become_leader(&meta).await;
+        router.propose(1, put(100)).await.unwrap();
+        router.shutdown();
+        t.join().unwrap();
+        assert!(engine.get_cf(CF_DEFAULT, b"k0100").unwrap().is_some());
     }
 }

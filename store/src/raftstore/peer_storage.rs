@@ -123,7 +123,10 @@ pub fn load(engine: &Engine, region: &metapb::Region) -> Result<PeerStorage, Sto
     let mut entries = vec![];
     let mut cursor = engine.raw_cursor(CF_RAFT)?;
     let end = keys::raft_log_key(region_id, u64::MAX);
-    cursor.seek(&keys::raft_log_key(region_id, apply_state.truncated_index + 1));
+    cursor.seek(&keys::raft_log_key(
+        region_id,
+        apply_state.truncated_index + 1,
+    ));
     while cursor.valid()? && cursor.key() < end.as_slice() {
         let e = Entry::parse_from_bytes(cursor.value()).map_err(|_| corrupt("entry"))?;
         entries.push(e);
@@ -145,7 +148,12 @@ impl PeerStorage {
     }
 
     /// Stages `entries` (which may overwrite a conflicting tail) into `wb`.
-    pub fn append(&mut self, entries: &[Entry], engine: &Engine, wb: &mut WriteBatch) -> Result<(), StorageError> {
+    pub fn append(
+        &mut self,
+        entries: &[Entry],
+        engine: &Engine,
+        wb: &mut WriteBatch,
+    ) -> Result<(), StorageError> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
@@ -173,7 +181,12 @@ impl PeerStorage {
         Ok(())
     }
 
-    pub fn set_hard_state(&mut self, hs: &HardState, engine: &Engine, wb: &mut WriteBatch) -> Result<(), StorageError> {
+    pub fn set_hard_state(
+        &mut self,
+        hs: &HardState,
+        engine: &Engine,
+        wb: &mut WriteBatch,
+    ) -> Result<(), StorageError> {
         self.hard_state = hs.clone();
         self.mem.wl().set_hardstate(hs.clone());
         engine.fill_batch(
@@ -187,7 +200,12 @@ impl PeerStorage {
         Ok(())
     }
 
-    pub fn set_commit(&mut self, commit: u64, engine: &Engine, wb: &mut WriteBatch) -> Result<(), StorageError> {
+    pub fn set_commit(
+        &mut self,
+        commit: u64,
+        engine: &Engine,
+        wb: &mut WriteBatch,
+    ) -> Result<(), StorageError> {
         let mut hs = self.hard_state.clone();
         hs.commit = commit;
         self.set_hard_state(&hs, engine, wb)
@@ -202,14 +220,26 @@ impl PeerStorage {
     }
 
     /// Drops log entries up to `index` (already applied) from memory and disk.
-    pub fn compact_to(&mut self, index: u64, engine: &Engine, wb: &mut WriteBatch) -> Result<(), StorageError> {
+    pub fn compact_to(
+        &mut self,
+        index: u64,
+        engine: &Engine,
+        wb: &mut WriteBatch,
+    ) -> Result<(), StorageError> {
         if index <= self.apply_state.truncated_index || index > self.apply_state.applied_index {
             return Ok(());
         }
         let term = self.mem.term(index)?;
         let start = keys::raft_log_key(self.region_id, 0);
         let end = keys::raft_log_key(self.region_id, index + 1);
-        engine.fill_batch(wb, &[Modify::DeleteRange { cf: CF_RAFT, start, end }])?;
+        engine.fill_batch(
+            wb,
+            &[Modify::DeleteRange {
+                cf: CF_RAFT,
+                start,
+                end,
+            }],
+        )?;
         self.mem.wl().compact(index + 1)?;
         self.apply_state.truncated_index = index;
         self.apply_state.truncated_term = term;

@@ -55,7 +55,9 @@ fn load_ident(engine: &Engine) -> Result<Option<(u64, u64)>, ServerError> {
         return Ok(None);
     };
     if v.len() != 16 {
-        return Err(ServerError::Cluster("corrupt store identity in data dir".into()));
+        return Err(ServerError::Cluster(
+            "corrupt store identity in data dir".into(),
+        ));
     }
     let cluster_id = u64::from_be_bytes(v[..8].try_into().unwrap_or_default());
     let store_id = u64::from_be_bytes(v[8..].try_into().unwrap_or_default());
@@ -64,7 +66,11 @@ fn load_ident(engine: &Engine) -> Result<Option<(u64, u64)>, ServerError> {
 
 /// Registers the store (allocating its id on first start), bootstraps the
 /// cluster if nobody has, and returns the store id.
-pub async fn join_cluster(engine: &Engine, pd: &PdClient, mut store: metapb::Store) -> Result<u64, ServerError> {
+pub async fn join_cluster(
+    engine: &Engine,
+    pd: &PdClient,
+    mut store: metapb::Store,
+) -> Result<u64, ServerError> {
     let store_id = match load_ident(engine)? {
         Some((cluster_id, store_id)) => {
             if cluster_id != pd.cluster_id() {
@@ -96,7 +102,11 @@ pub async fn join_cluster(engine: &Engine, pd: &PdClient, mut store: metapb::Sto
     Ok(store_id)
 }
 
-async fn bootstrap_cluster(engine: &Engine, pd: &PdClient, store: metapb::Store) -> Result<(), ServerError> {
+async fn bootstrap_cluster(
+    engine: &Engine,
+    pd: &PdClient,
+    store: metapb::Store,
+) -> Result<(), ServerError> {
     let existing = peer_storage::load_regions(engine)?;
     let region = match existing.into_iter().next() {
         // Prepared by an earlier start that crashed before placement answered.
@@ -126,7 +136,9 @@ async fn bootstrap_cluster(engine: &Engine, pd: &PdClient, store: metapb::Store)
             tracing::info!(region_id = region.id, "bootstrapped the cluster");
             Ok(())
         }
-        Err(PdError::Header { kind, .. }) if kind == proto::pdpb::ErrorType::AlreadyBootstrapped => {
+        Err(PdError::Header { kind, .. })
+            if kind == proto::pdpb::ErrorType::AlreadyBootstrapped =>
+        {
             tracing::info!("another store bootstrapped the cluster first");
             let undo: Vec<Modify> = [
                 keys::region_state_key(region.id),

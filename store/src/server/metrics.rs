@@ -13,7 +13,9 @@ pub static GRPC_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["method", "result"],
     )
     .expect("valid metric");
-    REGISTRY.register(Box::new(c.clone())).expect("register once");
+    REGISTRY
+        .register(Box::new(c.clone()))
+        .expect("register once");
     c
 });
 
@@ -25,7 +27,9 @@ pub static GRPC_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
         &["method"],
     )
     .expect("valid metric");
-    REGISTRY.register(Box::new(h.clone())).expect("register once");
+    REGISTRY
+        .register(Box::new(h.clone()))
+        .expect("register once");
     h
 });
 

@@ -43,7 +43,10 @@ pub enum ServerError {
     #[error("placement: {0}")]
     Pd(#[from] PdError),
     #[error("binding {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Cluster(String),
 }
@@ -72,10 +75,12 @@ impl RunningStore {
 }
 
 async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind {
-        addr: addr.to_string(),
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 /// Starts the store described by `cfg` (already validated).
@@ -86,16 +91,19 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
         addr: cfg.addr.clone(),
         source,
     })?;
-    let status_addr = status_listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: cfg.status_addr.clone(),
-        source,
-    })?;
+    let status_addr = status_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: cfg.status_addr.clone(),
+            source,
+        })?;
     let mut cfg = cfg;
     if cfg.advertise_addr.is_empty() || cfg.advertise_addr.ends_with(":0") {
         cfg.advertise_addr = addr.to_string();
     }
 
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| ServerError::Cluster(format!("creating data dir: {e}")))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| ServerError::Cluster(format!("creating data dir: {e}")))?;
     let engine = {
         let path = cfg.data_dir.join("db");
         tokio::task::spawn_blocking(move || Engine::open(&path))
@@ -122,14 +130,24 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
         .spawn(move || raftstore.run())
         .map_err(|e| ServerError::Cluster(format!("spawning raftstore: {e}")))?;
 
-    let cm = Arc::new(ConcurrencyManager::new(0));
-    let storage = Storage::new(engine.clone(), router.clone(), meta.clone(), cm, cfg.storage.clone());
+    // Reads served before a restart may have pushed max_ts up to now; start
+    // above any of them so async-commit and 1PC timestamps stay safe.
+    let cm = Arc::new(ConcurrencyManager::new(pd.get_ts().await?));
+    let storage = Storage::new(
+        engine.clone(),
+        router.clone(),
+        meta.clone(),
+        cm,
+        cfg.storage.clone(),
+    );
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<TikvServer<service::KvService>>()
         .await;
-    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     let (grpc_stop, grpc_stop_rx) = oneshot::channel::<()>();
     let kv = TikvServer::new(service::KvService::new(storage))
         .max_decoding_message_size(64 << 20)
@@ -156,7 +174,9 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
         region_interval: Duration::from_millis(cfg.raftstore.region_heartbeat_interval_ms),
         store_interval: Duration::from_millis(cfg.raftstore.store_heartbeat_interval_ms),
     };
-    tokio::spawn(heartbeat::run(pd, store, engine, meta, changed, hb_cfg, hb_stop_rx));
+    tokio::spawn(heartbeat::run(
+        pd, store, engine, meta, changed, hb_cfg, hb_stop_rx,
+    ));
 
     Ok(RunningStore {
         store_id,

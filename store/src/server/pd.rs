@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+use proto::metapb;
 use proto::pdpb::pd_client::PdClient as GrpcPd;
 use proto::pdpb::{self, RequestHeader, ResponseHeader};
-use proto::metapb;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
@@ -19,7 +19,10 @@ pub enum PdError {
     #[error("placement rpc failed: {0}")]
     Rpc(#[from] tonic::Status),
     #[error("placement returned {kind:?}: {message}")]
-    Header { kind: pdpb::ErrorType, message: String },
+    Header {
+        kind: pdpb::ErrorType,
+        message: String,
+    },
 }
 
 #[derive(Clone)]
@@ -92,7 +95,9 @@ impl PdClient {
             let cluster_id = resp.header.as_ref().map(|h| h.cluster_id).unwrap_or(0);
             let leader_url = resp.leader.and_then(|l| l.client_urls.into_iter().next());
             let client = match leader_url {
-                Some(url) if url.trim_start_matches("http://") != ep.trim_start_matches("http://") => {
+                Some(url)
+                    if url.trim_start_matches("http://") != ep.trim_start_matches("http://") =>
+                {
                     match channel(&url).await {
                         Ok(ch) => GrpcPd::new(ch),
                         Err(e) => {
@@ -134,7 +139,9 @@ impl PdClient {
         let resp = self
             .client
             .clone()
-            .alloc_id(pdpb::AllocIdRequest { header: self.header() })
+            .alloc_id(pdpb::AllocIdRequest {
+                header: self.header(),
+            })
             .await?
             .into_inner();
         check(resp.header)?;
@@ -145,14 +152,20 @@ impl PdClient {
         let resp = self
             .client
             .clone()
-            .is_bootstrapped(pdpb::IsBootstrappedRequest { header: self.header() })
+            .is_bootstrapped(pdpb::IsBootstrappedRequest {
+                header: self.header(),
+            })
             .await?
             .into_inner();
         check(resp.header)?;
         Ok(resp.bootstrapped)
     }
 
-    pub async fn bootstrap(&self, store: metapb::Store, region: metapb::Region) -> Result<(), PdError> {
+    pub async fn bootstrap(
+        &self,
+        store: metapb::Store,
+        region: metapb::Region,
+    ) -> Result<(), PdError> {
         let resp = self
             .client
             .clone()
@@ -194,7 +207,9 @@ impl PdClient {
 
     /// Opens the region heartbeat stream; send requests into the returned
     /// sender. Responses (scheduling operators) are logged for now.
-    pub async fn region_heartbeat_stream(&self) -> Result<mpsc::Sender<pdpb::RegionHeartbeatRequest>, PdError> {
+    pub async fn region_heartbeat_stream(
+        &self,
+    ) -> Result<mpsc::Sender<pdpb::RegionHeartbeatRequest>, PdError> {
         let (tx, rx) = mpsc::channel(256);
         let mut responses = self
             .client
@@ -210,6 +225,28 @@ impl PdClient {
             }
         });
         Ok(tx)
+    }
+
+    /// One fresh timestamp (`physical << 18 | logical`) from the oracle.
+    pub async fn get_ts(&self) -> Result<u64, PdError> {
+        let req = pdpb::TsoRequest {
+            header: self.header(),
+            count: 1,
+            ..Default::default()
+        };
+        let mut stream = self
+            .client
+            .clone()
+            .tso(tokio_stream::iter(vec![req]))
+            .await?
+            .into_inner();
+        let resp = stream
+            .message()
+            .await?
+            .ok_or_else(|| PdError::Rpc(tonic::Status::unavailable("tso stream closed")))?;
+        check(resp.header)?;
+        let ts = resp.timestamp.unwrap_or_default();
+        Ok(((ts.physical as u64) << 18) | ts.logical as u64)
     }
 
     pub fn request_header(&self) -> Option<RequestHeader> {

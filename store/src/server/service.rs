@@ -12,7 +12,9 @@ use proto::kvrpcpb::*;
 use proto::tikvpb::batch_commands_request::request::Cmd as Req;
 use proto::tikvpb::batch_commands_response::response::Cmd as Resp;
 use proto::tikvpb::tikv_server::Tikv;
-use proto::tikvpb::{batch_commands_request, batch_commands_response, BatchCommandsRequest, BatchCommandsResponse};
+use proto::tikvpb::{
+    batch_commands_request, batch_commands_response, BatchCommandsRequest, BatchCommandsResponse,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
@@ -37,7 +39,11 @@ macro_rules! call {
     ($self:ident, $req:expr, $method:ident) => {{
         let start = Instant::now();
         let r = respond($self.storage.$method($req).await);
-        metrics::observe(stringify!($method), r.is_ok(), start.elapsed().as_secs_f64());
+        metrics::observe(
+            stringify!($method),
+            r.is_ok(),
+            start.elapsed().as_secs_f64(),
+        );
         r
     }};
 }
@@ -116,7 +122,10 @@ tikv_service! {
 impl KvService {
     /// Answers a `BatchCommands` stream: each command runs concurrently and
     /// its response goes out, with its request id, as soon as it is done.
-    fn serve_batch_commands(&self, mut inbound: Streaming<BatchCommandsRequest>) -> BoxStream<BatchCommandsResponse> {
+    fn serve_batch_commands(
+        &self,
+        mut inbound: Streaming<BatchCommandsRequest>,
+    ) -> BoxStream<BatchCommandsResponse> {
         let (tx, rx) = mpsc::channel(1024);
         let svc = self.clone();
         tokio::spawn(async move {
@@ -141,7 +150,10 @@ impl KvService {
 
 impl KvService {
     /// Runs one command of a `BatchCommands` stream.
-    async fn dispatch(&self, req: batch_commands_request::Request) -> batch_commands_response::Response {
+    async fn dispatch(
+        &self,
+        req: batch_commands_request::Request,
+    ) -> batch_commands_response::Response {
         macro_rules! route {
             ($r:expr, $($variant:ident => $method:ident),* $(,)?) => {
                 match $r {

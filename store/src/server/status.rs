@@ -10,7 +10,11 @@ use tokio::sync::oneshot;
 
 use crate::raftstore::StoreMeta;
 
-pub async fn serve(listener: TcpListener, meta: Arc<RwLock<StoreMeta>>, stop: oneshot::Receiver<()>) {
+pub async fn serve(
+    listener: TcpListener,
+    meta: Arc<RwLock<StoreMeta>>,
+    stop: oneshot::Receiver<()>,
+) {
     let status_meta = meta.clone();
     let app = Router::new()
         .route("/metrics", get(|| async { super::metrics::render() }))
@@ -26,7 +30,12 @@ pub async fn serve(listener: TcpListener, meta: Arc<RwLock<StoreMeta>>, stop: on
                     m.regions.len(),
                     leaders
                 );
-                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], body) }
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        body,
+                    )
+                }
             }),
         );
     let served = axum::serve(listener, app).with_graceful_shutdown(async {

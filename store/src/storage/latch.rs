@@ -27,7 +27,9 @@ pub struct LatchGuard {
 impl Latches {
     pub fn new(slots: usize) -> Self {
         Latches {
-            slots: (0..slots.max(1)).map(|_| Arc::new(Mutex::new(()))).collect(),
+            slots: (0..slots.max(1))
+                .map(|_| Arc::new(Mutex::new(())))
+                .collect(),
             range: Arc::new(RwLock::new(())),
         }
     }
@@ -85,13 +87,19 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiter.is_finished());
         drop(g);
-        tokio::time::timeout(Duration::from_secs(1), waiter).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .unwrap()
+            .unwrap();
         let all = latches.acquire_all().await;
         let l3 = latches.clone();
         let blocked = tokio::spawn(async move { l3.acquire([b"b".as_slice()]).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!blocked.is_finished());
         drop(all);
-        tokio::time::timeout(Duration::from_secs(1), blocked).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(1), blocked)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

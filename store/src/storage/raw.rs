@@ -121,9 +121,21 @@ impl Storage {
         Ok(checked)
     }
 
+    /// The column family of a raw request; API V2 keeps raw data in the
+    /// default one only (TiKV answers a named CF with `CfDeprecated`).
+    fn raw_cf(checked: &Checked, name: &str) -> Result<CfName> {
+        let cf = cf(name)?;
+        if checked.v2 && cf != crate::engine::CF_DEFAULT {
+            return Err(Error::Invalid(format!(
+                "column family {name:?} is deprecated in API V2: raw data lives in the default column family"
+            )));
+        }
+        Ok(cf)
+    }
+
     pub async fn raw_get(&self, req: kvrpcpb::RawGetRequest) -> Result<kvrpcpb::RawGetResponse> {
-        self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
-        let cf = cf(&req.cf)?;
+        let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
+        let cf = Self::raw_cf(&checked, &req.cf)?;
         self.read(move |snap| {
             let v = get_value(snap, cf, &req.key)?;
             Ok(kvrpcpb::RawGetResponse {
@@ -135,9 +147,16 @@ impl Storage {
         .await
     }
 
-    pub async fn raw_batch_get(&self, req: kvrpcpb::RawBatchGetRequest) -> Result<kvrpcpb::RawBatchGetResponse> {
-        self.raw_check(req.context.as_ref(), req.keys.iter().map(Vec::as_slice), true)?;
-        let cf = cf(&req.cf)?;
+    pub async fn raw_batch_get(
+        &self,
+        req: kvrpcpb::RawBatchGetRequest,
+    ) -> Result<kvrpcpb::RawBatchGetResponse> {
+        let checked = self.raw_check(
+            req.context.as_ref(),
+            req.keys.iter().map(Vec::as_slice),
+            true,
+        )?;
+        let cf = Self::raw_cf(&checked, &req.cf)?;
         self.read(move |snap| {
             let mut pairs = Vec::with_capacity(req.keys.len());
             for key in req.keys {
@@ -157,9 +176,12 @@ impl Storage {
         .await
     }
 
-    pub async fn raw_get_key_ttl(&self, req: kvrpcpb::RawGetKeyTtlRequest) -> Result<kvrpcpb::RawGetKeyTtlResponse> {
-        self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
-        let cf = cf(&req.cf)?;
+    pub async fn raw_get_key_ttl(
+        &self,
+        req: kvrpcpb::RawGetKeyTtlRequest,
+    ) -> Result<kvrpcpb::RawGetKeyTtlResponse> {
+        let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
+        let cf = Self::raw_cf(&checked, &req.cf)?;
         self.read(move |snap| {
             let v = get_value(snap, cf, &req.key)?;
             Ok(kvrpcpb::RawGetKeyTtlResponse {
@@ -173,7 +195,7 @@ impl Storage {
 
     pub async fn raw_scan(&self, req: kvrpcpb::RawScanRequest) -> Result<kvrpcpb::RawScanResponse> {
         let checked = self.check_context(req.context.as_ref(), KeyMode::Raw)?;
-        let cf = cf(&req.cf)?;
+        let cf = Self::raw_cf(&checked, &req.cf)?;
         let (lower, upper) = if req.reverse {
             (req.end_key.as_slice(), req.start_key.as_slice())
         } else {
@@ -182,7 +204,15 @@ impl Storage {
         let (lower, upper) = checked.clip(lower, upper);
         let limit = (req.limit as usize).min(MAX_SCAN_LIMIT);
         self.read(move |snap| {
-            let kvs = scan(snap, cf, &lower, upper.as_deref(), limit, req.key_only, req.reverse)?;
+            let kvs = scan(
+                snap,
+                cf,
+                &lower,
+                upper.as_deref(),
+                limit,
+                req.key_only,
+                req.reverse,
+            )?;
             Ok(kvrpcpb::RawScanResponse {
                 kvs,
                 ..Default::default()
@@ -191,9 +221,12 @@ impl Storage {
         .await
     }
 
-    pub async fn raw_batch_scan(&self, req: kvrpcpb::RawBatchScanRequest) -> Result<kvrpcpb::RawBatchScanResponse> {
+    pub async fn raw_batch_scan(
+        &self,
+        req: kvrpcpb::RawBatchScanRequest,
+    ) -> Result<kvrpcpb::RawBatchScanResponse> {
         let checked = self.check_context(req.context.as_ref(), KeyMode::Raw)?;
-        let cf = cf(&req.cf)?;
+        let cf = Self::raw_cf(&checked, &req.cf)?;
         let limit = (req.each_limit as usize).min(MAX_SCAN_LIMIT);
         let ranges: Vec<_> = req
             .ranges
@@ -210,7 +243,15 @@ impl Storage {
         self.read(move |snap| {
             let mut kvs = Vec::new();
             for (lo, hi) in ranges {
-                kvs.extend(scan(snap, cf, &lo, hi.as_deref(), limit, req.key_only, req.reverse)?);
+                kvs.extend(scan(
+                    snap,
+                    cf,
+                    &lo,
+                    hi.as_deref(),
+                    limit,
+                    req.key_only,
+                    req.reverse,
+                )?);
             }
             Ok(kvrpcpb::RawBatchScanResponse {
                 kvs,
@@ -221,26 +262,43 @@ impl Storage {
     }
 
     /// Latches `keys`, builds the modifies, replicates them.
-    async fn raw_write(&self, region_id: u64, keys: Vec<Vec<u8>>, modifies: Vec<Modify>) -> Result<()> {
-        let _guard = self.inner.latches.acquire(keys.iter().map(Vec::as_slice)).await;
+    async fn raw_write(
+        &self,
+        region_id: u64,
+        keys: Vec<Vec<u8>>,
+        modifies: Vec<Modify>,
+    ) -> Result<()> {
+        let _guard = self
+            .inner
+            .latches
+            .acquire(keys.iter().map(Vec::as_slice))
+            .await;
         self.propose(region_id, modifies).await
     }
 
     pub async fn raw_put(&self, req: kvrpcpb::RawPutRequest) -> Result<kvrpcpb::RawPutResponse> {
-        let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], false)?;
-        let cf = cf(&req.cf)?;
+        let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
+        let cf = Self::raw_cf(&checked, &req.cf)?;
         let m = Modify::Put {
             cf,
             key: raw_key(&req.key),
             value: encode_value(&req.value, req.ttl),
         };
-        self.raw_write(checked.region.id, vec![req.key], vec![m]).await?;
+        self.raw_write(checked.region.id, vec![req.key], vec![m])
+            .await?;
         Ok(kvrpcpb::RawPutResponse::default())
     }
 
-    pub async fn raw_batch_put(&self, req: kvrpcpb::RawBatchPutRequest) -> Result<kvrpcpb::RawBatchPutResponse> {
-        let checked = self.raw_check(req.context.as_ref(), req.pairs.iter().map(|p| p.key.as_slice()), false)?;
-        let cf = cf(&req.cf)?;
+    pub async fn raw_batch_put(
+        &self,
+        req: kvrpcpb::RawBatchPutRequest,
+    ) -> Result<kvrpcpb::RawBatchPutResponse> {
+        let checked = self.raw_check(
+            req.context.as_ref(),
+            req.pairs.iter().map(|p| p.key.as_slice()),
+            true,
+        )?;
+        let cf = Self::raw_cf(&checked, &req.cf)?;
         if !req.ttls.is_empty() && req.ttls.len() != req.pairs.len() && req.ttls.len() != 1 {
             return Err(Error::Invalid(format!(
                 "ttls has {} entries for {} pairs",
@@ -268,48 +326,77 @@ impl Storage {
         Ok(kvrpcpb::RawBatchPutResponse::default())
     }
 
-    pub async fn raw_delete(&self, req: kvrpcpb::RawDeleteRequest) -> Result<kvrpcpb::RawDeleteResponse> {
-        let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], false)?;
+    pub async fn raw_delete(
+        &self,
+        req: kvrpcpb::RawDeleteRequest,
+    ) -> Result<kvrpcpb::RawDeleteResponse> {
+        let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
         let m = Modify::Delete {
-            cf: cf(&req.cf)?,
+            cf: Self::raw_cf(&checked, &req.cf)?,
             key: raw_key(&req.key),
         };
-        self.raw_write(checked.region.id, vec![req.key], vec![m]).await?;
+        self.raw_write(checked.region.id, vec![req.key], vec![m])
+            .await?;
         Ok(kvrpcpb::RawDeleteResponse::default())
     }
 
-    pub async fn raw_batch_delete(&self, req: kvrpcpb::RawBatchDeleteRequest) -> Result<kvrpcpb::RawBatchDeleteResponse> {
-        let checked = self.raw_check(req.context.as_ref(), req.keys.iter().map(Vec::as_slice), false)?;
-        let cf = cf(&req.cf)?;
+    pub async fn raw_batch_delete(
+        &self,
+        req: kvrpcpb::RawBatchDeleteRequest,
+    ) -> Result<kvrpcpb::RawBatchDeleteResponse> {
+        let checked = self.raw_check(
+            req.context.as_ref(),
+            req.keys.iter().map(Vec::as_slice),
+            true,
+        )?;
+        let cf = Self::raw_cf(&checked, &req.cf)?;
         let modifies = req
             .keys
             .iter()
-            .map(|k| Modify::Delete { cf, key: raw_key(k) })
+            .map(|k| Modify::Delete {
+                cf,
+                key: raw_key(k),
+            })
             .collect();
-        self.raw_write(checked.region.id, req.keys, modifies).await?;
+        self.raw_write(checked.region.id, req.keys, modifies)
+            .await?;
         Ok(kvrpcpb::RawBatchDeleteResponse::default())
     }
 
-    pub async fn raw_delete_range(&self, req: kvrpcpb::RawDeleteRangeRequest) -> Result<kvrpcpb::RawDeleteRangeResponse> {
+    pub async fn raw_delete_range(
+        &self,
+        req: kvrpcpb::RawDeleteRangeRequest,
+    ) -> Result<kvrpcpb::RawDeleteRangeResponse> {
         let checked = self.raw_check(req.context.as_ref(), [req.start_key.as_slice()], true)?;
-        let cf = cf(&req.cf)?;
+        let cf = Self::raw_cf(&checked, &req.cf)?;
         if !req.end_key.is_empty() && req.end_key < req.start_key {
-            return Err(Error::Invalid("delete range: end key is before start key".into()));
+            return Err(Error::Invalid(
+                "delete range: end key is before start key".into(),
+            ));
         }
         let (lower, upper) = checked.clip(&req.start_key, &req.end_key);
         let (start, end) = raw_bounds(&lower, upper.as_deref());
         let _guard = self.inner.latches.acquire_all().await;
-        self.propose(checked.region.id, vec![Modify::DeleteRange { cf, start, end }])
-            .await?;
+        self.propose(
+            checked.region.id,
+            vec![Modify::DeleteRange { cf, start, end }],
+        )
+        .await?;
         Ok(kvrpcpb::RawDeleteRangeResponse::default())
     }
 
-    pub async fn raw_compare_and_swap(&self, req: kvrpcpb::RawCasRequest) -> Result<kvrpcpb::RawCasResponse> {
-        let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], false)?;
-        let cf = cf(&req.cf)?;
+    pub async fn raw_compare_and_swap(
+        &self,
+        req: kvrpcpb::RawCasRequest,
+    ) -> Result<kvrpcpb::RawCasResponse> {
+        let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
+        let cf = Self::raw_cf(&checked, &req.cf)?;
         let _guard = self.inner.latches.acquire([req.key.as_slice()]).await;
         let key = req.key.clone();
-        let current = self.read(move |snap| get_value(snap, cf, &key)).await?.map(|(v, _)| v);
+        let current = self
+            .read(move |snap| get_value(snap, cf, &key))
+            .await?
+            .map(|(v, _)| v);
         let succeed = match &current {
             None => req.previous_not_exist,
             Some(v) => !req.previous_not_exist && *v == req.previous_value,

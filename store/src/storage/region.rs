@@ -59,11 +59,19 @@ impl Checked {
     /// Clips the user range `[lower, upper)` (empty upper = unbounded) to the region.
     pub fn clip(&self, lower: &[u8], upper: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
         let (rl, ru) = self.user_range();
-        let lower = if lower > rl.as_slice() { lower.to_vec() } else { rl };
+        let lower = if lower > rl.as_slice() {
+            lower.to_vec()
+        } else {
+            rl
+        };
         let upper = match (upper.is_empty(), ru) {
             (true, ru) => ru,
             (false, None) => Some(upper.to_vec()),
-            (false, Some(ru)) => Some(if upper < ru.as_slice() { upper.to_vec() } else { ru }),
+            (false, Some(ru)) => Some(if upper < ru.as_slice() {
+                upper.to_vec()
+            } else {
+                ru
+            }),
         };
         (lower, upper)
     }
@@ -80,7 +88,11 @@ fn region_error(message: String, f: impl FnOnce(&mut errorpb::Error)) -> Error {
 
 impl Storage {
     /// Checks the request context; the keys are checked with [`Storage::check_keys`].
-    pub(crate) fn check_context(&self, ctx: Option<&kvrpcpb::Context>, mode: KeyMode) -> Result<Checked> {
+    pub(crate) fn check_context(
+        &self,
+        ctx: Option<&kvrpcpb::Context>,
+        mode: KeyMode,
+    ) -> Result<Checked> {
         let default_ctx = kvrpcpb::Context::default();
         let ctx = ctx.unwrap_or(&default_ctx);
         let v2 = ctx.api_version == kvrpcpb::ApiVersion::V2 as i32;
@@ -100,15 +112,18 @@ impl Storage {
         let meta = self.inner.meta.read();
         let region_id = ctx.region_id;
         let Some(rm) = meta.regions.get(&region_id) else {
-            return Err(region_error(format!("region {region_id} is not found"), |e| {
-                e.region_not_found = Some(errorpb::RegionNotFound { region_id })
-            }));
+            return Err(region_error(
+                format!("region {region_id} is not found"),
+                |e| e.region_not_found = Some(errorpb::RegionNotFound { region_id }),
+            ));
         };
         if let Some(peer) = &ctx.peer {
             if peer.store_id != 0 && peer.store_id != meta.store_id {
                 let (request_store_id, actual_store_id) = (peer.store_id, meta.store_id);
                 return Err(region_error(
-                    format!("store not match: request {request_store_id}, actual {actual_store_id}"),
+                    format!(
+                        "store not match: request {request_store_id}, actual {actual_store_id}"
+                    ),
                     |e| {
                         e.store_not_match = Some(errorpb::StoreNotMatch {
                             request_store_id,
@@ -121,9 +136,10 @@ impl Storage {
         check_epoch(rm, ctx.region_epoch.as_ref())?;
         if !rm.is_leader {
             let leader = rm.leader_peer();
-            return Err(region_error(format!("peer is not leader for region {region_id}"), |e| {
-                e.not_leader = Some(errorpb::NotLeader { region_id, leader })
-            }));
+            return Err(region_error(
+                format!("peer is not leader for region {region_id}"),
+                |e| e.not_leader = Some(errorpb::NotLeader { region_id, leader }),
+            ));
         }
         Ok(Checked {
             region: rm.region.clone(),
@@ -201,7 +217,11 @@ fn check_keyspace_prefix(key: &[u8], mode: KeyMode) -> Result<()> {
     if key.len() < 4 || key[0] != want {
         return Err(Error::Invalid(format!(
             "API V2 {} key must start with '{}' and a 3-byte keyspace id",
-            if mode == KeyMode::Raw { "raw" } else { "transactional" },
+            if mode == KeyMode::Raw {
+                "raw"
+            } else {
+                "transactional"
+            },
             want as char
         )));
     }

@@ -40,10 +40,17 @@ impl Storage {
     async fn txn_write<R, F>(&self, checked: Checked, latch: Latch, f: F) -> Result<R>
     where
         R: Send + 'static,
-        F: FnOnce(&Snapshot<'_>, &ConcurrencyManager) -> txn::Result<WriteOutcome<R>> + Send + 'static,
+        F: FnOnce(&Snapshot<'_>, &ConcurrencyManager) -> txn::Result<WriteOutcome<R>>
+            + Send
+            + 'static,
     {
         let _latch = match &latch {
-            Latch::Keys(keys) => self.inner.latches.acquire(keys.iter().map(Vec::as_slice)).await,
+            Latch::Keys(keys) => {
+                self.inner
+                    .latches
+                    .acquire(keys.iter().map(Vec::as_slice))
+                    .await
+            }
             Latch::All => self.inner.latches.acquire_all().await,
         };
         let outcome = self.txn_read(f).await?;
@@ -54,12 +61,21 @@ impl Storage {
 
     pub async fn kv_get(&self, req: kvrpcpb::GetRequest) -> Result<kvrpcpb::GetResponse> {
         self.txn_check(req.context.as_ref(), [req.key.as_slice()], true)?;
-        self.txn_read(move |snap, cm| txn::kv_get(snap, cm, &req)).await
+        self.txn_read(move |snap, cm| txn::kv_get(snap, cm, &req))
+            .await
     }
 
-    pub async fn kv_batch_get(&self, req: kvrpcpb::BatchGetRequest) -> Result<kvrpcpb::BatchGetResponse> {
-        self.txn_check(req.context.as_ref(), req.keys.iter().map(Vec::as_slice), true)?;
-        self.txn_read(move |snap, cm| txn::kv_batch_get(snap, cm, &req)).await
+    pub async fn kv_batch_get(
+        &self,
+        req: kvrpcpb::BatchGetRequest,
+    ) -> Result<kvrpcpb::BatchGetResponse> {
+        self.txn_check(
+            req.context.as_ref(),
+            req.keys.iter().map(Vec::as_slice),
+            true,
+        )?;
+        self.txn_read(move |snap, cm| txn::kv_batch_get(snap, cm, &req))
+            .await
     }
 
     pub async fn kv_scan(&self, req: kvrpcpb::ScanRequest) -> Result<kvrpcpb::ScanResponse> {
@@ -74,39 +90,68 @@ impl Storage {
             .await
     }
 
-    pub async fn kv_scan_lock(&self, req: kvrpcpb::ScanLockRequest) -> Result<kvrpcpb::ScanLockResponse> {
+    pub async fn kv_scan_lock(
+        &self,
+        req: kvrpcpb::ScanLockRequest,
+    ) -> Result<kvrpcpb::ScanLockResponse> {
         let checked = self.check_context(req.context.as_ref(), KeyMode::Txn)?;
         let (lower, upper) = checked.clip(&req.start_key, &req.end_key);
         self.txn_read(move |snap, _| txn::kv_scan_lock(snap, &req, &lower, upper.as_deref()))
             .await
     }
 
-    pub async fn kv_prewrite(&self, req: kvrpcpb::PrewriteRequest) -> Result<kvrpcpb::PrewriteResponse> {
+    pub async fn kv_prewrite(
+        &self,
+        req: kvrpcpb::PrewriteRequest,
+    ) -> Result<kvrpcpb::PrewriteResponse> {
         let keys: Vec<Vec<u8>> = req.mutations.iter().map(|m| m.key.clone()).collect();
-        let checked = self.txn_check(req.context.as_ref(), keys.iter().map(Vec::as_slice), false)?;
-        self.txn_write(checked, Latch::Keys(keys), move |snap, cm| txn::prewrite(snap, cm, &req))
-            .await
+        let checked =
+            self.txn_check(req.context.as_ref(), keys.iter().map(Vec::as_slice), false)?;
+        self.txn_write(checked, Latch::Keys(keys), move |snap, cm| {
+            txn::prewrite(snap, cm, &req)
+        })
+        .await
     }
 
     pub async fn kv_commit(&self, req: kvrpcpb::CommitRequest) -> Result<kvrpcpb::CommitResponse> {
-        let checked = self.txn_check(req.context.as_ref(), req.keys.iter().map(Vec::as_slice), false)?;
+        let checked = self.txn_check(
+            req.context.as_ref(),
+            req.keys.iter().map(Vec::as_slice),
+            false,
+        )?;
         let keys = req.keys.clone();
-        self.txn_write(checked, Latch::Keys(keys), move |snap, cm| txn::commit(snap, cm, &req))
-            .await
+        self.txn_write(checked, Latch::Keys(keys), move |snap, cm| {
+            txn::commit(snap, cm, &req)
+        })
+        .await
     }
 
-    pub async fn kv_cleanup(&self, req: kvrpcpb::CleanupRequest) -> Result<kvrpcpb::CleanupResponse> {
+    pub async fn kv_cleanup(
+        &self,
+        req: kvrpcpb::CleanupRequest,
+    ) -> Result<kvrpcpb::CleanupResponse> {
         let checked = self.txn_check(req.context.as_ref(), [req.key.as_slice()], false)?;
         let keys = vec![req.key.clone()];
-        self.txn_write(checked, Latch::Keys(keys), move |snap, cm| txn::cleanup(snap, cm, &req))
-            .await
+        self.txn_write(checked, Latch::Keys(keys), move |snap, cm| {
+            txn::cleanup(snap, cm, &req)
+        })
+        .await
     }
 
-    pub async fn kv_batch_rollback(&self, req: kvrpcpb::BatchRollbackRequest) -> Result<kvrpcpb::BatchRollbackResponse> {
-        let checked = self.txn_check(req.context.as_ref(), req.keys.iter().map(Vec::as_slice), false)?;
+    pub async fn kv_batch_rollback(
+        &self,
+        req: kvrpcpb::BatchRollbackRequest,
+    ) -> Result<kvrpcpb::BatchRollbackResponse> {
+        let checked = self.txn_check(
+            req.context.as_ref(),
+            req.keys.iter().map(Vec::as_slice),
+            false,
+        )?;
         let keys = req.keys.clone();
-        self.txn_write(checked, Latch::Keys(keys), move |snap, _| txn::batch_rollback(snap, &req))
-            .await
+        self.txn_write(checked, Latch::Keys(keys), move |snap, _| {
+            txn::batch_rollback(snap, &req)
+        })
+        .await
     }
 
     pub async fn kv_check_txn_status(
@@ -125,7 +170,11 @@ impl Storage {
         &self,
         req: kvrpcpb::CheckSecondaryLocksRequest,
     ) -> Result<kvrpcpb::CheckSecondaryLocksResponse> {
-        let checked = self.txn_check(req.context.as_ref(), req.keys.iter().map(Vec::as_slice), false)?;
+        let checked = self.txn_check(
+            req.context.as_ref(),
+            req.keys.iter().map(Vec::as_slice),
+            false,
+        )?;
         let keys = req.keys.clone();
         self.txn_write(checked, Latch::Keys(keys), move |snap, cm| {
             txn::check_secondary_locks(snap, cm, &req)
@@ -133,8 +182,15 @@ impl Storage {
         .await
     }
 
-    pub async fn kv_resolve_lock(&self, req: kvrpcpb::ResolveLockRequest) -> Result<kvrpcpb::ResolveLockResponse> {
-        let checked = self.txn_check(req.context.as_ref(), req.keys.iter().map(Vec::as_slice), false)?;
+    pub async fn kv_resolve_lock(
+        &self,
+        req: kvrpcpb::ResolveLockRequest,
+    ) -> Result<kvrpcpb::ResolveLockResponse> {
+        let checked = self.txn_check(
+            req.context.as_ref(),
+            req.keys.iter().map(Vec::as_slice),
+            false,
+        )?;
         let latch = if req.keys.is_empty() {
             Latch::All
         } else {
@@ -152,7 +208,8 @@ impl Storage {
         req: kvrpcpb::PessimisticLockRequest,
     ) -> Result<kvrpcpb::PessimisticLockResponse> {
         let keys: Vec<Vec<u8>> = req.mutations.iter().map(|m| m.key.clone()).collect();
-        let checked = self.txn_check(req.context.as_ref(), keys.iter().map(Vec::as_slice), false)?;
+        let checked =
+            self.txn_check(req.context.as_ref(), keys.iter().map(Vec::as_slice), false)?;
         self.txn_write(checked, Latch::Keys(keys), move |snap, cm| {
             txn::pessimistic_lock(snap, cm, &req)
         })
@@ -163,7 +220,11 @@ impl Storage {
         &self,
         req: kvrpcpb::PessimisticRollbackRequest,
     ) -> Result<kvrpcpb::PessimisticRollbackResponse> {
-        let checked = self.txn_check(req.context.as_ref(), req.keys.iter().map(Vec::as_slice), false)?;
+        let checked = self.txn_check(
+            req.context.as_ref(),
+            req.keys.iter().map(Vec::as_slice),
+            false,
+        )?;
         let keys = req.keys.clone();
         self.txn_write(checked, Latch::Keys(keys), move |snap, _| {
             txn::pessimistic_rollback(snap, &req)
@@ -171,17 +232,26 @@ impl Storage {
         .await
     }
 
-    pub async fn kv_txn_heart_beat(&self, req: kvrpcpb::TxnHeartBeatRequest) -> Result<kvrpcpb::TxnHeartBeatResponse> {
+    pub async fn kv_txn_heart_beat(
+        &self,
+        req: kvrpcpb::TxnHeartBeatRequest,
+    ) -> Result<kvrpcpb::TxnHeartBeatResponse> {
         let checked = self.txn_check(req.context.as_ref(), [req.primary_lock.as_slice()], false)?;
         let keys = vec![req.primary_lock.clone()];
-        self.txn_write(checked, Latch::Keys(keys), move |snap, _| txn::txn_heartbeat(snap, &req))
-            .await
+        self.txn_write(checked, Latch::Keys(keys), move |snap, _| {
+            txn::txn_heartbeat(snap, &req)
+        })
+        .await
     }
 
-    pub async fn kv_delete_range(&self, req: kvrpcpb::DeleteRangeRequest) -> Result<kvrpcpb::DeleteRangeResponse> {
+    pub async fn kv_delete_range(
+        &self,
+        req: kvrpcpb::DeleteRangeRequest,
+    ) -> Result<kvrpcpb::DeleteRangeResponse> {
         let checked = self.txn_check(req.context.as_ref(), [req.start_key.as_slice()], true)?;
         let _latch = self.inner.latches.acquire_all().await;
-        self.propose(checked.region.id, txn::delete_range(&req)).await?;
+        self.propose(checked.region.id, txn::delete_range(&req))
+            .await?;
         Ok(kvrpcpb::DeleteRangeResponse::default())
     }
 
@@ -191,7 +261,15 @@ impl Storage {
         let _latch = self.inner.latches.acquire_all().await;
         let safe_point = req.safe_point;
         let modifies = self
-            .read(move |snap| Ok(txn::gc(snap, safe_point, &lower, upper.as_deref(), usize::MAX)?))
+            .read(move |snap| {
+                Ok(txn::gc(
+                    snap,
+                    safe_point,
+                    &lower,
+                    upper.as_deref(),
+                    usize::MAX,
+                )?)
+            })
             .await?;
         self.propose(checked.region.id, modifies).await?;
         Ok(kvrpcpb::GcResponse::default())

@@ -1,0 +1,253 @@
+//! PD's HTTP API, served on the same port as gRPC ([`router`]), plus `/metrics` (Prometheus
+//! text) and `/health`.
+//!
+//! Routes: `/pd/api/v1/{health, members, leader, stores, store/{id}, regions, region/id/{id},
+//! cluster, config/replicate, version, status}` and `/pd/api/v2/keyspaces` (GET, POST `{name}`),
+//! `/pd/api/v2/keyspaces/{name}`. JSON shapes are PD's ([`views`]).
+
+pub mod views;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::cluster::Liveness;
+use crate::error::Error;
+use crate::state::{now_ms, now_secs, Placement, VERSION};
+
+type AppState = State<Arc<Placement>>;
+
+/// The HTTP routes, without a fallback (they are merged with the gRPC routes).
+pub fn router(state: Arc<Placement>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/pd/api/v1/health", get(health))
+        .route("/pd/api/v1/members", get(members))
+        .route("/pd/api/v1/leader", get(leader))
+        .route("/pd/api/v1/stores", get(stores))
+        .route("/pd/api/v1/store/{id}", get(store))
+        .route("/pd/api/v1/regions", get(regions))
+        .route("/pd/api/v1/region/id/{id}", get(region_by_id))
+        .route("/pd/api/v1/cluster", get(cluster))
+        .route("/pd/api/v1/config/replicate", get(replicate))
+        .route("/pd/api/v1/version", get(version))
+        .route("/pd/api/v1/status", get(status))
+        .route("/pd/api/v2/keyspaces", get(keyspaces).post(create_keyspace))
+        .route("/pd/api/v2/keyspaces/{name}", get(keyspace))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+async fn count_requests(State(state): AppState, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    state.metrics.observe_http(&route);
+    next.run(req).await
+}
+
+/// An error answered as PD does: a status code and a JSON string body.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(Value::String(self.1))).into_response()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let code = match &e {
+            Error::NotBootstrapped => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::StoreNotFound(_) | Error::RegionNotFound(_) | Error::KeyspaceNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            Error::KeyspaceExists(_) => StatusCode::CONFLICT,
+            Error::InvalidArgument(_) | Error::KeyspaceIdsExhausted => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+async fn metrics(State(state): AppState) -> impl IntoResponse {
+    let (by_state, regions) = {
+        let view = state.view.read();
+        let mut counts: Vec<(&str, i64)> = Vec::new();
+        for s in view.stores() {
+            let name = liveness(&state, s).name();
+            match counts.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, c)) => *c += 1,
+                None => counts.push((name, 1)),
+            }
+        }
+        (counts, view.regions().len() as i64)
+    };
+    state.metrics.set_cluster_gauges(&by_state, regions);
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+fn liveness(state: &Placement, s: &crate::cluster::StoreInfo) -> Liveness {
+    s.liveness(
+        now_ms(),
+        state.started_ms,
+        state.config.max_store_down_time.0,
+    )
+}
+
+async fn health(State(state): AppState) -> Json<Value> {
+    let m = state.member();
+    Json(json!([{
+        "name": m.name,
+        "member_id": m.member_id,
+        "client_urls": m.client_urls,
+        "health": true,
+    }]))
+}
+
+async fn members(State(state): AppState) -> Json<Value> {
+    let m = views::member(&state.member());
+    Json(json!({
+        "header": { "cluster_id": state.cluster_id },
+        "members": [m.clone()],
+        "leader": m.clone(),
+        "etcd_leader": m,
+    }))
+}
+
+async fn leader(State(state): AppState) -> Json<Value> {
+    Json(views::member(&state.member()))
+}
+
+async fn stores(State(state): AppState) -> ApiResult {
+    let view = state.view.read();
+    view.meta()?;
+    let now = now_ms();
+    let list: Vec<Value> = view
+        .stores()
+        .map(|s| {
+            let ctx = views::StoreContext {
+                regions: view.regions(),
+                now_ms: now,
+                state_name: liveness(&state, s).name(),
+            };
+            views::store(s, &ctx)
+        })
+        .collect();
+    Ok(Json(json!({ "count": list.len(), "stores": list })))
+}
+
+async fn store(State(state): AppState, Path(id): Path<u64>) -> ApiResult {
+    let view = state.view.read();
+    let s = view.store(id)?;
+    let ctx = views::StoreContext {
+        regions: view.regions(),
+        now_ms: now_ms(),
+        state_name: liveness(&state, s).name(),
+    };
+    Ok(Json(views::store(s, &ctx)))
+}
+
+async fn regions(State(state): AppState) -> ApiResult {
+    let view = state.view.read();
+    view.meta()?;
+    Ok(Json(views::regions(view.regions().iter())))
+}
+
+async fn region_by_id(State(state): AppState, Path(id): Path<u64>) -> ApiResult {
+    let view = state.view.read();
+    view.meta()?;
+    let r = view.regions().get(id).ok_or(Error::RegionNotFound(id))?;
+    Ok(Json(views::region(r)))
+}
+
+async fn cluster(State(state): AppState) -> ApiResult {
+    let meta = state.view.read().meta()?;
+    Ok(Json(
+        json!({ "id": meta.id, "max_peer_count": meta.max_peer_count }),
+    ))
+}
+
+async fn replicate(State(state): AppState) -> Json<Value> {
+    let max = state
+        .view
+        .read()
+        .meta()
+        .map(|m| u64::from(m.max_peer_count))
+        .unwrap_or(state.config.max_replicas);
+    Json(json!({
+        "max-replicas": max,
+        "location-labels": state.config.location_labels.join(","),
+        "strictly-match-label": "false",
+        "enable-placement-rules": "false",
+        "isolation-level": "",
+    }))
+}
+
+async fn version() -> Json<Value> {
+    Json(json!({ "version": VERSION }))
+}
+
+async fn status(State(state): AppState) -> Json<Value> {
+    Json(json!({
+        "build_ts": "",
+        "version": VERSION,
+        "git_hash": "",
+        "start_timestamp": state.started_ms / 1000,
+        "uptime": views::go_duration(Duration::from_millis(now_ms() - state.started_ms)),
+    }))
+}
+
+async fn keyspaces(State(state): AppState) -> Json<Value> {
+    let list: Vec<Value> = state
+        .view
+        .read()
+        .keyspaces()
+        .list(0, 0)
+        .iter()
+        .map(views::keyspace)
+        .collect();
+    Json(json!({ "keyspaces": list }))
+}
+
+async fn keyspace(State(state): AppState, Path(name): Path<String>) -> ApiResult {
+    let view = state.view.read();
+    let k = view
+        .keyspaces()
+        .by_name(&name)
+        .ok_or(Error::KeyspaceNotFound(name))?;
+    Ok(Json(views::keyspace(k)))
+}
+
+#[derive(Deserialize)]
+struct CreateKeyspace {
+    name: String,
+}
+
+async fn create_keyspace(State(state): AppState, Json(body): Json<CreateKeyspace>) -> ApiResult {
+    let now = now_secs();
+    let meta = state
+        .commit(|view| view.plan_create_keyspace(&body.name, now))
+        .await?;
+    tracing::info!(keyspace = %meta.name, keyspace_id = meta.id, "keyspace created");
+    Ok(Json(views::keyspace(&meta)))
+}

@@ -1,0 +1,204 @@
+//! The two bidirectional `pdpb.PD` streams.
+//!
+//! `Tso`: each request is answered in order with `count` equal to the request's and the
+//! LARGEST timestamp of its batch (the client hands out `logical - count + 1 ..= logical`). A
+//! wrong cluster id or a bad count ends the stream with an error status, as PD does.
+//!
+//! `RegionHeartbeat`: each heartbeat updates the region and its leader in the cluster view and
+//! is answered with an empty response (no operator); the stream is bound to the leader's store
+//! in [`crate::heartbeat::HeartbeatStreams`] so that scheduling can push operators down it.
+//! Both streams end when the server shuts down.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use proto::pdpb::{
+    RegionHeartbeatRequest, RegionHeartbeatResponse, Timestamp, TsoRequest, TsoResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::BoxStream;
+use tonic::{Status, Streaming};
+
+use super::{check_cluster_id, error_header, ok_header, typed_error_header};
+use crate::cluster::RegionInfo;
+use crate::error::Error;
+use crate::heartbeat::ResponseSender;
+use crate::state::Placement;
+
+/// Serves one TSO stream.
+pub fn tso(state: Arc<Placement>, mut inbound: Streaming<TsoRequest>) -> BoxStream<TsoResponse> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                m = inbound.message() => m,
+                () = state.shutting_down() => break,
+            };
+            let request = match next {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::debug!(%status, "tso stream closed by client");
+                    break;
+                }
+            };
+            let reply = tso_one(&state, request).await;
+            let failed = reply.is_err();
+            if tx.send(reply).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+async fn tso_one(state: &Placement, request: TsoRequest) -> Result<TsoResponse, Status> {
+    let start = Instant::now();
+    check_cluster_id(state.cluster_id, request.header.as_ref())?;
+    let count = request.count;
+    let ts = state.tso.get(count).await.map_err(|e| match e {
+        Error::InvalidArgument(msg) => Status::invalid_argument(msg),
+        other => Status::unknown(other.to_string()),
+    })?;
+    state.metrics.tso_requests.inc();
+    state.metrics.tso_timestamps.inc_by(u64::from(count));
+    state.metrics.observe_rpc("Tso", "ok", start.elapsed());
+    Ok(TsoResponse {
+        header: Some(ok_header(state.cluster_id)),
+        count,
+        timestamp: Some(Timestamp {
+            physical: ts.physical,
+            logical: ts.logical,
+            suffix_bits: 0,
+        }),
+    })
+}
+
+/// Serves one region heartbeat stream.
+pub fn region_heartbeat(
+    state: Arc<Placement>,
+    mut inbound: Streaming<RegionHeartbeatRequest>,
+) -> BoxStream<RegionHeartbeatResponse> {
+    let (tx, rx) = mpsc::channel(64);
+    let stream_id = state.streams.new_stream_id();
+    tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                m = inbound.message() => m,
+                () = state.shutting_down() => break,
+            };
+            let request = match next {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::debug!(%status, stream_id, "region heartbeat stream closed by client");
+                    break;
+                }
+            };
+            if !handle_heartbeat(&state, stream_id, &tx, request).await {
+                break;
+            }
+        }
+        state.streams.unbind_stream(stream_id);
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+/// Handles one heartbeat; false ends the stream.
+async fn handle_heartbeat(
+    state: &Placement,
+    stream_id: u64,
+    tx: &ResponseSender,
+    request: RegionHeartbeatRequest,
+) -> bool {
+    let start = Instant::now();
+    if let Err(status) = check_cluster_id(state.cluster_id, request.header.as_ref()) {
+        state
+            .metrics
+            .region_heartbeats
+            .with_label_values(&["cluster_mismatch"])
+            .inc();
+        let _ = tx.send(Err(status)).await;
+        return false;
+    }
+    let region_id = request.region.as_ref().map_or(0, |r| r.id);
+    let store_id = request.leader.as_ref().map_or(0, |l| l.store_id);
+    let span = tracing::debug_span!("region_heartbeat", region_id, store_id, stream_id);
+    let _enter = span.enter();
+    let (reply, keep_going) = apply_heartbeat(state, stream_id, tx, &request);
+    let outcome = match &reply.header.as_ref().and_then(|h| h.error.as_ref()) {
+        None => "ok",
+        Some(e) => e.r#type().as_str_name(),
+    };
+    state
+        .metrics
+        .region_heartbeats
+        .with_label_values(&[outcome])
+        .inc();
+    state
+        .metrics
+        .observe_rpc("RegionHeartbeat", outcome, start.elapsed());
+    drop(_enter);
+    tx.send(Ok(reply)).await.is_ok() && keep_going
+}
+
+/// Applies one heartbeat to the view; returns the reply and whether to keep the stream.
+fn apply_heartbeat(
+    state: &Placement,
+    stream_id: u64,
+    tx: &ResponseSender,
+    request: &RegionHeartbeatRequest,
+) -> (RegionHeartbeatResponse, bool) {
+    let cluster_id = state.cluster_id;
+    let fail = |e: &Error| RegionHeartbeatResponse {
+        header: Some(error_header(cluster_id, e)),
+        ..Default::default()
+    };
+    let Some(info) = RegionInfo::from_heartbeat(request) else {
+        return (fail(&Error::invalid("heartbeat without region")), true);
+    };
+    let Some(leader) = info.leader else {
+        return (fail(&Error::invalid("heartbeat without leader")), true);
+    };
+    let mut view = state.view.write();
+    if !view.is_bootstrapped() {
+        // PD answers NOT_BOOTSTRAPPED once and closes the stream.
+        return (fail(&Error::NotBootstrapped), false);
+    }
+    if let Err(e) = view.store(leader.store_id) {
+        return (fail(&e), true);
+    }
+    state.streams.bind(leader.store_id, stream_id, tx);
+    let epoch = info.meta.region_epoch;
+    let region_id = info.id();
+    match view.region_heartbeat(info) {
+        Ok(writes) => {
+            drop(view);
+            if !writes.is_empty() {
+                tracing::debug!(region_id, "region metadata changed");
+            }
+            state.persist_behind(writes);
+            let reply = RegionHeartbeatResponse {
+                header: Some(ok_header(cluster_id)),
+                region_id,
+                region_epoch: epoch,
+                target_peer: Some(leader),
+                ..Default::default()
+            };
+            (reply, true)
+        }
+        Err(e @ Error::StaleRegion { .. }) => {
+            tracing::debug!(error = %e, "stale region heartbeat ignored");
+            let header =
+                typed_error_header(cluster_id, proto::pdpb::ErrorType::Unknown, e.to_string());
+            let reply = RegionHeartbeatResponse {
+                header: Some(header),
+                region_id,
+                ..Default::default()
+            };
+            (reply, true)
+        }
+        Err(e) => (fail(&e), true),
+    }
+}
