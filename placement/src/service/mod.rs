@@ -1,6 +1,6 @@
 //! gRPC front ends: `pdpb.PD` ([`pd`], with its streams in [`streams`] and region helpers in
-//! [`region_ops`]), `keyspacepb.Keyspace`
-//! ([`keyspace`]) and the etcd v3 subset client-go uses ([`etcd`]).
+//! [`region_ops`]), `keyspacepb.Keyspace` ([`keyspace`]) and the etcd v3 subset client-go uses
+//! ([`etcd`]).
 //!
 //! Handlers are thin: check the request header, call the cluster core, wrap the answer. Errors
 //! become what PD answers: a `ResponseHeader.error` of the matching `pdpb.ErrorType`

@@ -69,6 +69,7 @@ impl Pd for PdService {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn tso(&self, request: Request<Streaming<TsoRequest>>) -> Rpc<BoxStream<TsoResponse>> {
         Ok(Response::new(super::streams::tso(
             self.state.clone(),
@@ -198,6 +199,7 @@ impl Pd for PdService {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn region_heartbeat(
         &self,
         request: Request<Streaming<RegionHeartbeatRequest>>,

@@ -278,6 +278,7 @@ impl Storage {
 
     pub async fn raw_put(&self, req: kvrpcpb::RawPutRequest) -> Result<kvrpcpb::RawPutResponse> {
         let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
+        self.check_key_sizes([req.key.as_slice()])?;
         let cf = Self::raw_cf(&checked, &req.cf)?;
         let m = Modify::Put {
             cf,
@@ -298,6 +299,7 @@ impl Storage {
             req.pairs.iter().map(|p| p.key.as_slice()),
             true,
         )?;
+        self.check_key_sizes(req.pairs.iter().map(|p| p.key.as_slice()))?;
         let cf = Self::raw_cf(&checked, &req.cf)?;
         if !req.ttls.is_empty() && req.ttls.len() != req.pairs.len() && req.ttls.len() != 1 {
             return Err(Error::Invalid(format!(
@@ -390,6 +392,7 @@ impl Storage {
         req: kvrpcpb::RawCasRequest,
     ) -> Result<kvrpcpb::RawCasResponse> {
         let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
+        self.check_key_sizes([req.key.as_slice()])?;
         let cf = Self::raw_cf(&checked, &req.cf)?;
         let _guard = self.inner.latches.acquire([req.key.as_slice()]).await;
         let key = req.key.clone();

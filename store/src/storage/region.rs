@@ -148,7 +148,20 @@ impl Storage {
         })
     }
 
-    /// Checks size, emptiness, keyspace prefix and region membership of keys.
+    /// Checks the size of keys a command is about to create (puts, prewrites,
+    /// locks); other commands may name any key, which then simply is absent.
+    pub(crate) fn check_key_sizes<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
+        let limit = self.inner.cfg.max_key_size;
+        match keys.into_iter().find(|k| k.len() > limit) {
+            Some(key) => Err(Error::Invalid(format!(
+                "key is too large: {} bytes, limit {limit} bytes",
+                key.len()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks emptiness, keyspace prefix and region membership of keys.
     pub(crate) fn check_keys<'a>(
         &self,
         checked: &Checked,
@@ -158,13 +171,6 @@ impl Storage {
         for key in keys {
             if key.is_empty() && !allow_empty {
                 return Err(Error::Invalid("key must not be empty".into()));
-            }
-            if key.len() > self.inner.cfg.max_key_size {
-                return Err(Error::Invalid(format!(
-                    "key is too large: {} bytes, limit {} bytes",
-                    key.len(),
-                    self.inner.cfg.max_key_size
-                )));
             }
             if checked.v2 {
                 check_keyspace_prefix(key, checked.mode)?;

@@ -107,6 +107,7 @@ impl Storage {
         let keys: Vec<Vec<u8>> = req.mutations.iter().map(|m| m.key.clone()).collect();
         let checked =
             self.txn_check(req.context.as_ref(), keys.iter().map(Vec::as_slice), false)?;
+        self.check_key_sizes(keys.iter().map(Vec::as_slice))?;
         self.txn_write(checked, Latch::Keys(keys), move |snap, cm| {
             txn::prewrite(snap, cm, &req)
         })
@@ -210,6 +211,7 @@ impl Storage {
         let keys: Vec<Vec<u8>> = req.mutations.iter().map(|m| m.key.clone()).collect();
         let checked =
             self.txn_check(req.context.as_ref(), keys.iter().map(Vec::as_slice), false)?;
+        self.check_key_sizes(keys.iter().map(Vec::as_slice))?;
         self.txn_write(checked, Latch::Keys(keys), move |snap, cm| {
             txn::pessimistic_lock(snap, cm, &req)
         })

@@ -92,7 +92,7 @@ fn lock_exists(
             min_commit_ts_pushed: false,
         });
     }
-    if physical(lock.ts) + lock.ttl < physical(req.current_ts) {
+    if physical(lock.ts).saturating_add(lock.ttl) < physical(req.current_ts) {
         if req.resolving_pessimistic_lock && lock.is_pessimistic_lock() {
             txn.unlock_key(primary);
             return Ok(TxnStatus::PessimisticRollBack);

@@ -99,7 +99,7 @@ fn acquire(
             value = match write.write_type {
                 WriteType::Put => Some(reader.load_data(key, &write)?),
                 WriteType::Delete => None,
-                WriteType::Lock | WriteType::Rollback => reader.get(key, commit_ts - 1)?,
+                WriteType::Lock | WriteType::Rollback => reader.get(key, commit_ts.saturating_sub(1))?,
             };
         }
     }

@@ -81,7 +81,7 @@ pub(crate) fn prewrite_mutation(
         cm.update_max_ts(props.start_ts);
         return Ok(match props.commit_kind {
             CommitKind::TwoPc => 0,
-            _ => props.min_commit_ts.max(props.start_ts + 1),
+            _ => props.min_commit_ts.max(props.start_ts.saturating_add(1)),
         });
     }
     let mut lock = Lock::new(
@@ -218,7 +218,7 @@ pub(crate) fn check_data_constraint(
     }
     let exists = write.write_type == WriteType::Put
         || reader
-            .data_write(key, commit_ts - 1)?
+            .data_write(key, commit_ts.saturating_sub(1))?
             .is_some_and(|(_, w)| w.write_type == WriteType::Put);
     if exists {
         return Err(ke::already_exist(key).into());
@@ -299,7 +299,7 @@ fn write_lock(
     let base = cm_min_commit_ts(props, lock.min_commit_ts);
     let mut final_ts = 0;
     let guard = cm.lock_key(m.key, |max_ts| {
-        let ts = base.max(max_ts + 1);
+        let ts = base.max(max_ts.saturating_add(1));
         if max_commit_ts != 0 && ts > max_commit_ts {
             return None;
         }
@@ -328,7 +328,7 @@ fn write_lock(
 /// `max(start_ts, for_update_ts) + 1`, and at least the lock's own floor; the
 /// caller also takes `max_ts + 1` under the memory-table mutex.
 fn cm_min_commit_ts(props: &TxnProps<'_>, lock_min_commit_ts: u64) -> u64 {
-    (props.start_ts.max(props.for_update_ts) + 1).max(lock_min_commit_ts)
+    props.start_ts.max(props.for_update_ts).saturating_add(1).max(lock_min_commit_ts)
 }
 
 impl Mutation<'_> {
