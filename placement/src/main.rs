@@ -116,3 +116,49 @@ async fn main() -> anyhow::Result<()> {
     placement::run(config, shutdown_signal()).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pd.toml");
+        std::fs::write(&file, "name = \"from-file\"\nmax-replicas = 1\n").unwrap();
+        let args = Args::try_parse_from([
+            "placement",
+            "--config",
+            file.to_str().unwrap(),
+            "--client-urls",
+            "http://127.0.0.1:12379",
+            "--peer-urls",
+            "http://127.0.0.1:12380",
+        ])
+        .unwrap();
+        let config = args.into_config().unwrap();
+        assert_eq!(config.name, "from-file");
+        assert_eq!(config.max_replicas, 1);
+        assert_eq!(config.listen_addr().unwrap().port(), 12379);
+
+        let args = Args::try_parse_from([
+            "placement",
+            "--config",
+            file.to_str().unwrap(),
+            "--name",
+            "cli",
+        ])
+        .unwrap();
+        assert_eq!(args.into_config().unwrap().name, "cli");
+    }
+
+    #[test]
+    fn bad_config_names_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pd.toml");
+        std::fs::write(&file, "max-replicas = 0\n").unwrap();
+        let args = Args::try_parse_from(["placement", "--config", file.to_str().unwrap()]).unwrap();
+        let err = args.into_config().unwrap_err().to_string();
+        assert!(err.contains("max-replicas"), "{err}");
+    }
+}

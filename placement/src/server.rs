@@ -128,7 +128,9 @@ impl RunningServer {
             }
         };
         let _ = (&mut self.ticker).await;
-        self.state.writer.close();
+        let writer = self.state.writer.clone();
+        // Joining the writer thread waits for its last fsync: keep it off the async workers.
+        let _ = tokio::task::spawn_blocking(move || writer.close()).await;
         tracing::info!(addr = %self.addr, "placement stopped");
         served.map_err(Into::into)
     }

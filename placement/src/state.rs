@@ -54,8 +54,14 @@ impl Placement {
     /// Opens the data directory, loads the metadata and starts the writer thread.
     pub async fn open(config: Config, client_urls: Vec<String>) -> Result<Arc<Self>> {
         let dir = config.data_dir();
-        let store = MetaStore::open(&dir)?;
-        let stored = store.load()?;
+        let open_dir = dir.clone();
+        let (store, stored) = tokio::task::spawn_blocking(move || {
+            let store = MetaStore::open(&open_dir)?;
+            let stored = store.load()?;
+            Ok::<_, Error>((store, stored))
+        })
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))??;
         let mut first_writes = Vec::new();
         let cluster_id = match (stored.cluster_id, config.cluster_id) {
             (Some(stored), 0) => stored,

@@ -7,6 +7,8 @@
 //! Code is generated at build time with `protox` + `tonic-prost-build`; every
 //! service trait has default methods that answer `Unimplemented`.
 
+pub mod codec;
+
 /// Cluster, store, region and peer metadata.
 pub mod metapb {
     #![allow(clippy::all)]

@@ -3,6 +3,7 @@
 //! `DEFAULT` with id 0 always exists and is never stored; new keyspaces take the next id after
 //! the largest one in use, as PD's keyspace manager does with its id allocator.
 
+use proto::metapb;
 use std::collections::BTreeMap;
 
 use proto::keyspacepb::{KeyspaceMeta, KeyspaceState};
@@ -42,6 +43,25 @@ impl Keyspaces {
 
     pub fn by_id(&self, id: u32) -> Option<&KeyspaceMeta> {
         self.by_id.get(&id)
+    }
+
+    /// Encoded keyspace boundaries strictly inside `region`, ascending: where
+    /// it must split so every keyspace's raw and transactional data sit in
+    /// regions of their own (PD splits them the same way). Clients rely on
+    /// it: a V2 raw scan stops at the first region end past its range.
+    pub fn split_keys(&self, region: &metapb::Region) -> Vec<Vec<u8>> {
+        let mut keys: Vec<Vec<u8>> = self
+            .by_id
+            .keys()
+            .flat_map(|id| proto::codec::keyspace_boundaries(*id))
+            .filter(|k| {
+                k.as_slice() > region.start_key.as_slice()
+                    && (region.end_key.is_empty() || k.as_slice() < region.end_key.as_slice())
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
     }
 
     /// Keyspaces with id >= `start_id`, at most `limit` (0 = all).
@@ -92,6 +112,28 @@ impl Keyspaces {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_keys_cut_out_each_keyspace() {
+        let mut ks = Keyspaces::default();
+        ks.put(KeyspaceMeta {
+            id: 7,
+            name: "seven".into(),
+            ..Default::default()
+        });
+        let whole = metapb::Region::default();
+        assert_eq!(ks.split_keys(&whole).len(), 8);
+        let keys = ks.split_keys(&whole);
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        // A region already bounded by a keyspace's boundaries needs no split.
+        let b = proto::codec::keyspace_boundaries(0);
+        let inner = metapb::Region {
+            start_key: b[0].clone(),
+            end_key: b[1].clone(),
+            ..Default::default()
+        };
+        assert!(ks.split_keys(&inner).is_empty());
+    }
 
     #[test]
     fn default_always_exists() {

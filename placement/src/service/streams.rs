@@ -5,7 +5,8 @@
 //! wrong cluster id or a bad count ends the stream with an error status, as PD does.
 //!
 //! `RegionHeartbeat`: each heartbeat updates the region and its leader in the cluster view and
-//! is answered with an empty response (no operator); the stream is bound to the leader's store
+//! is answered with a response carrying an operator when one is due (a split at keyspace
+//! boundaries); the stream is bound to the leader's store
 //! in [`crate::heartbeat::HeartbeatStreams`] so that scheduling can push operators down it.
 //! Both streams end when the server shuts down.
 
@@ -13,7 +14,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use proto::pdpb::{
-    RegionHeartbeatRequest, RegionHeartbeatResponse, Timestamp, TsoRequest, TsoResponse,
+    CheckPolicy, RegionHeartbeatRequest, RegionHeartbeatResponse, SplitRegion, Timestamp,
+    TsoRequest, TsoResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -172,9 +174,14 @@ fn apply_heartbeat(
     state.streams.bind(leader.store_id, stream_id, tx);
     let epoch = info.meta.region_epoch;
     let region_id = info.id();
+    let split_keys = view.keyspaces().split_keys(&info.meta);
     match view.region_heartbeat(info) {
         Ok(writes) => {
             drop(view);
+            let split_region = (!split_keys.is_empty()).then(|| SplitRegion {
+                policy: CheckPolicy::Usekey as i32,
+                keys: split_keys,
+            });
             if !writes.is_empty() {
                 tracing::debug!(region_id, "region metadata changed");
             }
@@ -184,6 +191,7 @@ fn apply_heartbeat(
                 region_id,
                 region_epoch: epoch,
                 target_peer: Some(leader),
+                split_region,
                 ..Default::default()
             };
             (reply, true)

@@ -1,13 +1,14 @@
 //! The commands carried in raft log entries, and their binary encoding.
 //!
 //! A [`RaftCmd`] is what a leader proposes and every replica applies. Normal
-//! writes are a list of engine [`Modify`]s applied atomically. The encoding is
-//! ours (a version byte, then length-prefixed fields) and is only ever read by
-//! this code.
+//! writes are a list of engine [`Modify`]s applied atomically; admin commands
+//! change the region itself ([`BatchSplit`]). The encoding is ours (a tag
+//! byte, then length-prefixed fields) and is only ever read by this code.
 
 use crate::engine::{CfName, Modify, ALL_CFS};
 
-const VERSION: u8 = 1;
+const TAG_WRITE: u8 = 1;
+const TAG_BATCH_SPLIT: u8 = 2;
 const OP_PUT: u8 = 0;
 const OP_DELETE: u8 = 1;
 const OP_DELETE_RANGE: u8 = 2;
@@ -15,6 +16,24 @@ const OP_DELETE_RANGE: u8 = 2;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RaftCmd {
     Write(Vec<Modify>),
+    BatchSplit(BatchSplit),
+}
+
+/// Cuts a region at ascending `splits[i].key`s: the region keeps the leftmost
+/// part, each split creates the region to the right of its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchSplit {
+    /// Region epoch `(conf_ver, version)` the split was planned against.
+    pub epoch: (u64, u64),
+    pub splits: Vec<SplitSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitSpec {
+    pub key: Vec<u8>,
+    pub new_region_id: u64,
+    /// One per peer of the parent region, in the parent's peer order.
+    pub new_peer_ids: Vec<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -23,64 +42,123 @@ pub struct DecodeError(&'static str);
 
 impl RaftCmd {
     pub fn encode(&self) -> Vec<u8> {
-        let RaftCmd::Write(modifies) = self;
-        let size: usize = modifies.iter().map(|m| m.size() + 2).sum();
-        let mut out = Vec::with_capacity(size + 5);
-        out.push(VERSION);
-        out.extend_from_slice(&(modifies.len() as u32).to_be_bytes());
-        for m in modifies {
-            match m {
-                Modify::Put { cf, key, value } => {
-                    put_head(&mut out, OP_PUT, cf);
-                    put_bytes(&mut out, key);
-                    put_bytes(&mut out, value);
-                }
-                Modify::Delete { cf, key } => {
-                    put_head(&mut out, OP_DELETE, cf);
-                    put_bytes(&mut out, key);
-                }
-                Modify::DeleteRange { cf, start, end } => {
-                    put_head(&mut out, OP_DELETE_RANGE, cf);
-                    put_bytes(&mut out, start);
-                    put_bytes(&mut out, end);
-                }
-            }
+        match self {
+            RaftCmd::Write(modifies) => encode_write(modifies),
+            RaftCmd::BatchSplit(split) => encode_split(split),
         }
-        out
     }
 
     pub fn decode(mut data: &[u8]) -> Result<Self, DecodeError> {
-        if take(&mut data, 1)? != [VERSION] {
-            return Err(DecodeError("unknown version"));
-        }
-        let n = u32::from_be_bytes(take(&mut data, 4)?.try_into().unwrap_or_default()) as usize;
-        let mut modifies = Vec::with_capacity(n.min(4096));
-        for _ in 0..n {
-            let head = take(&mut data, 2)?;
-            let cf = *ALL_CFS
-                .get(head[1] as usize)
-                .ok_or(DecodeError("bad column family"))?;
-            let a = take_bytes(&mut data)?;
-            modifies.push(match head[0] {
-                OP_PUT => Modify::Put {
-                    cf,
-                    key: a,
-                    value: take_bytes(&mut data)?,
-                },
-                OP_DELETE => Modify::Delete { cf, key: a },
-                OP_DELETE_RANGE => Modify::DeleteRange {
-                    cf,
-                    start: a,
-                    end: take_bytes(&mut data)?,
-                },
-                _ => return Err(DecodeError("bad op")),
-            });
-        }
+        let cmd = match take(&mut data, 1)?[0] {
+            TAG_WRITE => RaftCmd::Write(decode_write(&mut data)?),
+            TAG_BATCH_SPLIT => RaftCmd::BatchSplit(decode_split(&mut data)?),
+            _ => return Err(DecodeError("unknown command tag")),
+        };
         if !data.is_empty() {
             return Err(DecodeError("trailing bytes"));
         }
-        Ok(RaftCmd::Write(modifies))
+        Ok(cmd)
     }
+}
+
+fn encode_split(split: &BatchSplit) -> Vec<u8> {
+    let mut out = vec![TAG_BATCH_SPLIT];
+    out.extend_from_slice(&split.epoch.0.to_be_bytes());
+    out.extend_from_slice(&split.epoch.1.to_be_bytes());
+    out.extend_from_slice(&(split.splits.len() as u32).to_be_bytes());
+    for s in &split.splits {
+        put_bytes(&mut out, &s.key);
+        out.extend_from_slice(&s.new_region_id.to_be_bytes());
+        out.extend_from_slice(&(s.new_peer_ids.len() as u32).to_be_bytes());
+        for id in &s.new_peer_ids {
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+    }
+    out
+}
+
+fn take_u64(data: &mut &[u8]) -> Result<u64, DecodeError> {
+    Ok(u64::from_be_bytes(
+        take(data, 8)?.try_into().unwrap_or_default(),
+    ))
+}
+
+fn take_u32(data: &mut &[u8]) -> Result<usize, DecodeError> {
+    Ok(u32::from_be_bytes(take(data, 4)?.try_into().unwrap_or_default()) as usize)
+}
+
+fn decode_split(data: &mut &[u8]) -> Result<BatchSplit, DecodeError> {
+    let epoch = (take_u64(data)?, take_u64(data)?);
+    let n = take_u32(data)?;
+    let mut splits = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        let key = take_bytes(data)?;
+        let new_region_id = take_u64(data)?;
+        let peers = take_u32(data)?;
+        let mut new_peer_ids = Vec::with_capacity(peers.min(16));
+        for _ in 0..peers {
+            new_peer_ids.push(take_u64(data)?);
+        }
+        splits.push(SplitSpec {
+            key,
+            new_region_id,
+            new_peer_ids,
+        });
+    }
+    Ok(BatchSplit { epoch, splits })
+}
+
+fn encode_write(modifies: &[Modify]) -> Vec<u8> {
+    let size: usize = modifies.iter().map(|m| m.size() + 2).sum();
+    let mut out = Vec::with_capacity(size + 5);
+    out.push(TAG_WRITE);
+    out.extend_from_slice(&(modifies.len() as u32).to_be_bytes());
+    for m in modifies {
+        match m {
+            Modify::Put { cf, key, value } => {
+                put_head(&mut out, OP_PUT, cf);
+                put_bytes(&mut out, key);
+                put_bytes(&mut out, value);
+            }
+            Modify::Delete { cf, key } => {
+                put_head(&mut out, OP_DELETE, cf);
+                put_bytes(&mut out, key);
+            }
+            Modify::DeleteRange { cf, start, end } => {
+                put_head(&mut out, OP_DELETE_RANGE, cf);
+                put_bytes(&mut out, start);
+                put_bytes(&mut out, end);
+            }
+        }
+    }
+    out
+}
+
+fn decode_write(data: &mut &[u8]) -> Result<Vec<Modify>, DecodeError> {
+    let n = take_u32(data)?;
+    let mut modifies = Vec::with_capacity(n.min(4096));
+    for _ in 0..n {
+        let head = take(data, 2)?;
+        let cf = *ALL_CFS
+            .get(head[1] as usize)
+            .ok_or(DecodeError("bad column family"))?;
+        let a = take_bytes(data)?;
+        modifies.push(match head[0] {
+            OP_PUT => Modify::Put {
+                cf,
+                key: a,
+                value: take_bytes(data)?,
+            },
+            OP_DELETE => Modify::Delete { cf, key: a },
+            OP_DELETE_RANGE => Modify::DeleteRange {
+                cf,
+                start: a,
+                end: take_bytes(data)?,
+            },
+            _ => return Err(DecodeError("bad op")),
+        });
+    }
+    Ok(modifies)
 }
 
 fn put_head(out: &mut Vec<u8>, op: u8, cf: &CfName) {
@@ -139,5 +217,19 @@ mod tests {
         let mut extra = bytes.clone();
         extra.push(0);
         assert!(RaftCmd::decode(&extra).is_err());
+
+        let split = RaftCmd::BatchSplit(BatchSplit {
+            epoch: (1, 3),
+            splits: vec![SplitSpec {
+                key: b"m".to_vec(),
+                new_region_id: 10,
+                new_peer_ids: vec![11, 12, 13],
+            }],
+        });
+        let bytes = split.encode();
+        assert_eq!(RaftCmd::decode(&bytes).unwrap(), split);
+        for cut in 0..bytes.len() {
+            assert!(RaftCmd::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
     }
 }

@@ -20,6 +20,7 @@ use super::cmd::RaftCmd;
 use super::logger::raft_logger;
 use super::peer::{Peer, PeerConfig};
 use super::peer_storage::{self, StorageError};
+use super::split;
 use super::ProposeError;
 use crate::engine::{Engine, Modify};
 use proto::metapb;
@@ -112,6 +113,7 @@ pub struct RaftStore {
     peers: HashMap<u64, Peer>,
     meta: Arc<RwLock<StoreMeta>>,
     rx: Receiver<StoreMsg>,
+    logger: slog::Logger,
     /// Woken when a region's leadership or shape changes (for heartbeats).
     changed: Arc<Notify>,
 }
@@ -159,6 +161,7 @@ impl RaftStore {
             peers,
             meta,
             rx,
+            logger,
             changed,
         };
         Ok((store, Router { tx }))
@@ -273,33 +276,66 @@ impl RaftStore {
     }
 
     /// Applies committed entries of every region in one write batch, then
-    /// answers their proposals.
+    /// answers their proposals and starts the regions splits created.
     fn apply(
         &mut self,
         to_apply: Vec<(u64, Vec<Entry>)>,
         mut wb: WriteBatch,
     ) -> Result<(), StorageError> {
-        let mut touched = Vec::new();
+        let mut results = Vec::with_capacity(to_apply.len());
+        let mut splits = Vec::new();
         for (id, entries) in &to_apply {
             let p = self.peers.get_mut(id).expect("peer with entries");
             let mut modifies: Vec<Modify> = Vec::new();
+            let mut entry_results = Vec::with_capacity(entries.len());
             for e in entries {
-                modifies.extend(p.entry_modifies(e));
+                let result = match p.entry_cmd(e) {
+                    None => Ok(()),
+                    Some(RaftCmd::Write(m)) => {
+                        modifies.extend(m);
+                        Ok(())
+                    }
+                    Some(RaftCmd::BatchSplit(bs)) => {
+                        match split::exec_batch_split(&p.region, &bs) {
+                            Ok(outcome) => {
+                                modifies.extend(split::split_writes(&outcome));
+                                p.region = outcome.left.clone();
+                                splits.push((p.is_leader(), outcome));
+                                Ok(())
+                            }
+                            Err(reason) => {
+                                tracing::info!(region_id = p.region.id, %reason, "split rejected");
+                                Err(ProposeError::Rejected {
+                                    region_id: p.region.id,
+                                    reason,
+                                })
+                            }
+                        }
+                    }
+                };
+                entry_results.push(result);
                 p.ps.apply_state.applied_index = e.index;
             }
             modifies.push(p.ps.apply_state_modify());
             self.engine.fill_batch(&mut wb, &modifies)?;
-            touched.push(*id);
+            results.push(entry_results);
         }
         if wb.is_empty() {
             return Ok(());
         }
         self.engine.write_batch(wb, false)?;
+        // New regions are routable before the split's proposer hears back.
+        if !splits.is_empty() {
+            for (was_leader, outcome) in splits {
+                self.start_split_regions(was_leader, outcome)?;
+            }
+            self.refresh_meta();
+        }
         let mut gc_wb = WriteBatch::default();
-        for (id, entries) in to_apply {
+        for ((id, entries), entry_results) in to_apply.into_iter().zip(results) {
             let p = self.peers.get_mut(&id).expect("peer with entries");
-            for e in &entries {
-                p.on_applied(e);
+            for (e, r) in entries.iter().zip(entry_results) {
+                p.on_applied(e, r);
             }
             p.node.advance_apply();
             let applied = p.ps.apply_state.applied_index;
@@ -310,6 +346,33 @@ impl RaftStore {
         }
         if !gc_wb.is_empty() {
             self.engine.write_batch(gc_wb, false)?;
+        }
+        Ok(())
+    }
+
+    /// Creates the replicas of regions a split produced on this store; on the
+    /// parent's leader they campaign at once so the new ranges stay served.
+    fn start_split_regions(
+        &mut self,
+        was_leader: bool,
+        outcome: split::SplitOutcome,
+    ) -> Result<(), StorageError> {
+        let store_id = self.meta.read().store_id;
+        for region in outcome.new_regions {
+            let Some(me) = region.peers.iter().find(|p| p.store_id == store_id) else {
+                continue;
+            };
+            let ps = peer_storage::load(&self.engine, &region)?;
+            let mut peer = Peer::new(region.clone(), me.id, ps, &self.cfg.peer, &self.logger)?;
+            if was_leader {
+                peer.node.campaign()?;
+            }
+            tracing::info!(
+                region_id = region.id,
+                parent = outcome.left.id,
+                "region created by split"
+            );
+            self.peers.insert(region.id, peer);
         }
         Ok(())
     }

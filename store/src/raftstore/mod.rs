@@ -14,6 +14,7 @@ pub mod keys;
 mod logger;
 pub mod peer;
 pub mod peer_storage;
+pub mod split;
 
 pub use driver::{RaftStore, RaftStoreConfig, RegionMeta, Router, StoreMeta, StoreMsg};
 
@@ -31,6 +32,8 @@ pub enum ProposeError {
     RegionNotFound(u64),
     #[error("region {region_id}: stale command")]
     Stale { region_id: u64 },
+    #[error("region {region_id}: {reason}")]
+    Rejected { region_id: u64, reason: String },
     #[error("raftstore is shutting down")]
     Shutdown,
 }

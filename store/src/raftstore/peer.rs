@@ -14,7 +14,6 @@ use tokio::sync::oneshot;
 use super::cmd::RaftCmd;
 use super::peer_storage::{PeerStorage, StorageError};
 use super::ProposeError;
-use crate::engine::Modify;
 use proto::metapb;
 
 pub type Callback = oneshot::Sender<Result<(), ProposeError>>;
@@ -108,29 +107,29 @@ impl Peer {
         });
     }
 
-    /// Decodes a committed entry into the modifies it applies.
-    pub fn entry_modifies(&self, entry: &Entry) -> Vec<Modify> {
+    /// Decodes a committed entry (None for the empty entry of a new leader).
+    pub fn entry_cmd(&self, entry: &Entry) -> Option<RaftCmd> {
         if entry.data.is_empty() {
-            return vec![];
+            return None;
         }
         match RaftCmd::decode(&entry.data) {
-            Ok(RaftCmd::Write(m)) => m,
+            Ok(cmd) => Some(cmd),
             Err(e) => {
                 tracing::error!(region_id = self.region.id, index = entry.index, error = %e, "skipping undecodable entry");
-                vec![]
+                None
             }
         }
     }
 
-    /// Answers the proposals of `entry` once it is applied.
-    pub fn on_applied(&mut self, entry: &Entry) {
+    /// Answers the proposals of `entry` once it is applied with `result`.
+    pub fn on_applied(&mut self, entry: &Entry, result: Result<(), ProposeError>) {
         while let Some(front) = self.proposals.front() {
             if front.index > entry.index {
                 break;
             }
             let p = self.proposals.pop_front().expect("front exists");
             let res = if p.index == entry.index && p.term == entry.term {
-                Ok(())
+                result.clone()
             } else {
                 Err(ProposeError::Stale {
                     region_id: self.region.id,

@@ -1,5 +1,10 @@
-//! Heartbeats to placement: each region this store leads, periodically and
-//! whenever leadership changes; and the store's own statistics.
+//! Heartbeats to placement, and the operators it answers with.
+//!
+//! Each region this store leads is reported periodically and whenever
+//! leadership or shape changes; the store's own statistics go out on their
+//! own interval. A `split_region` operator in a heartbeat answer is carried
+//! out here: new ids from placement, the split proposed through raft, the
+//! result reported back.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -8,13 +13,25 @@ use parking_lot::RwLock;
 use proto::{metapb, pdpb};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::pd::PdClient;
+use super::pd::{PdClient, PdError};
 use crate::engine::{Engine, CF_DEFAULT, CF_WRITE};
-use crate::raftstore::StoreMeta;
+use crate::raftstore::cmd::{BatchSplit, RaftCmd, SplitSpec};
+use crate::raftstore::{ProposeError, Router, StoreMeta};
 
 pub struct HeartbeatConfig {
     pub region_interval: Duration,
     pub store_interval: Duration,
+}
+
+/// What the heartbeat task works with.
+pub struct Heartbeat {
+    pub pd: PdClient,
+    pub store: metapb::Store,
+    pub engine: Engine,
+    pub router: Router,
+    pub meta: Arc<RwLock<StoreMeta>>,
+    pub changed: Arc<Notify>,
+    pub cfg: HeartbeatConfig,
 }
 
 fn now_secs() -> u64 {
@@ -41,48 +58,75 @@ fn approximate_size(engine: &Engine, region: &metapb::Region) -> u64 {
         .sum()
 }
 
-pub async fn run(
-    pd: PdClient,
-    store: metapb::Store,
-    engine: Engine,
-    meta: Arc<RwLock<StoreMeta>>,
-    changed: Arc<Notify>,
-    cfg: HeartbeatConfig,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let start_time = now_secs() as u32;
-    let mut stream: Option<mpsc::Sender<pdpb::RegionHeartbeatRequest>> = None;
-    let mut region_tick = tokio::time::interval(cfg.region_interval);
-    let mut store_tick = tokio::time::interval(cfg.store_interval);
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = region_tick.tick() => {}
-            _ = changed.notified() => {}
-            _ = store_tick.tick() => {
-                let region_count = meta.read().regions.len() as u32;
-                let stats = pdpb::StoreStats {
-                    store_id: store.id,
-                    region_count,
-                    start_time,
-                    ..Default::default()
-                };
-                if let Err(e) = pd.store_heartbeat(stats).await {
-                    tracing::warn!(store_id = store.id, error = %e, "store heartbeat failed");
-                }
-                continue;
-            }
-        }
-        if stream.as_ref().is_none_or(|s| s.is_closed()) {
-            stream = match pd.region_heartbeat_stream().await {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!(error = %e, "opening region heartbeat stream failed");
-                    continue;
+type Stream = (
+    mpsc::Sender<pdpb::RegionHeartbeatRequest>,
+    mpsc::Receiver<pdpb::RegionHeartbeatResponse>,
+);
+
+impl Heartbeat {
+    pub async fn run(self, mut stop: oneshot::Receiver<()>) {
+        let hb = Arc::new(self);
+        let start_time = now_secs() as u32;
+        let mut stream: Option<Stream> = None;
+        let mut region_tick = tokio::time::interval(hb.cfg.region_interval);
+        let mut store_tick = tokio::time::interval(hb.cfg.store_interval);
+        loop {
+            let responses = async {
+                match stream.as_mut() {
+                    Some((_, rx)) => rx.recv().await,
+                    None => std::future::pending().await,
                 }
             };
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = region_tick.tick() => {}
+                _ = hb.changed.notified() => {}
+                _ = store_tick.tick() => {
+                    hb.store_heartbeat(start_time).await;
+                    continue;
+                }
+                resp = responses => {
+                    match resp {
+                        Some(resp) => hb.clone().on_response(resp),
+                        None => stream = None,
+                    }
+                    continue;
+                }
+            }
+            if stream.as_ref().is_none_or(|(tx, _)| tx.is_closed()) {
+                stream = match hb.pd.region_heartbeat_stream().await {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "opening region heartbeat stream failed");
+                        continue;
+                    }
+                };
+            }
+            if let Some((tx, _)) = &stream {
+                if !hb.region_heartbeats(tx).await {
+                    stream = None;
+                }
+            }
         }
-        let leaders: Vec<_> = meta
+    }
+
+    async fn store_heartbeat(&self, start_time: u32) {
+        let region_count = self.meta.read().regions.len() as u32;
+        let stats = pdpb::StoreStats {
+            store_id: self.store.id,
+            region_count,
+            start_time,
+            ..Default::default()
+        };
+        if let Err(e) = self.pd.store_heartbeat(stats).await {
+            tracing::warn!(store_id = self.store.id, error = %e, "store heartbeat failed");
+        }
+    }
+
+    /// Sends a heartbeat for every region led here; false if the stream broke.
+    async fn region_heartbeats(&self, tx: &mpsc::Sender<pdpb::RegionHeartbeatRequest>) -> bool {
+        let leaders: Vec<_> = self
+            .meta
             .read()
             .regions
             .values()
@@ -91,19 +135,102 @@ pub async fn run(
             .collect();
         for (region, leader, term) in leaders {
             let req = pdpb::RegionHeartbeatRequest {
-                header: pd.request_header(),
-                approximate_size: approximate_size(&engine, &region),
+                header: self.pd.request_header(),
+                approximate_size: approximate_size(&self.engine, &region),
                 region: Some(region),
                 leader,
                 term,
                 ..Default::default()
             };
-            if let Some(s) = &stream {
-                if s.send(req).await.is_err() {
-                    stream = None;
-                    break;
-                }
+            if tx.send(req).await.is_err() {
+                return false;
             }
         }
+        true
     }
+
+    fn on_response(self: Arc<Self>, resp: pdpb::RegionHeartbeatResponse) {
+        let Some(split) = resp.split_region else {
+            return;
+        };
+        let region_id = resp.region_id;
+        tokio::spawn(async move {
+            if let Err(e) = self.split(region_id, split.keys).await {
+                tracing::warn!(region_id, error = %e, "split requested by placement failed");
+            }
+        });
+    }
+
+    /// Splits `region_id` at `keys` (those inside it), if this store leads it.
+    async fn split(&self, region_id: u64, mut keys: Vec<Vec<u8>>) -> Result<(), SplitError> {
+        let region = match self.meta.read().regions.get(&region_id) {
+            Some(r) if r.is_leader => r.region.clone(),
+            _ => return Ok(()),
+        };
+        keys.sort();
+        keys.dedup();
+        keys.retain(|k| {
+            k.as_slice() > region.start_key.as_slice()
+                && (region.end_key.is_empty() || k.as_slice() < region.end_key.as_slice())
+        });
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let ids = self.pd.ask_batch_split(region.clone(), keys.len()).await?;
+        if ids.len() != keys.len() {
+            return Err(SplitError::Ids(ids.len(), keys.len()));
+        }
+        let epoch = region.region_epoch.clone().unwrap_or_default();
+        let splits = keys
+            .into_iter()
+            .zip(ids)
+            .map(|(key, id)| SplitSpec {
+                key,
+                new_region_id: id.new_region_id,
+                new_peer_ids: id.new_peer_ids,
+            })
+            .collect();
+        let cmd = RaftCmd::BatchSplit(BatchSplit {
+            epoch: (epoch.conf_ver, epoch.version),
+            splits,
+        });
+        self.router.propose(region_id, cmd).await?;
+        let regions = self.regions_from(region_id, &region);
+        tracing::info!(region_id, new_regions = regions.len() - 1, "region split");
+        self.pd.report_batch_split(regions).await?;
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// The regions now covering the parent's old range, parent first.
+    fn regions_from(&self, parent: u64, old: &metapb::Region) -> Vec<metapb::Region> {
+        let meta = self.meta.read();
+        let mut out: Vec<metapb::Region> = meta
+            .regions
+            .values()
+            .map(|r| r.region.clone())
+            .filter(|r| {
+                r.start_key.as_slice() >= old.start_key.as_slice()
+                    && (old.end_key.is_empty()
+                        || (!r.end_key.is_empty()
+                            && r.end_key.as_slice() <= old.end_key.as_slice()))
+            })
+            .collect();
+        out.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        if let Some(i) = out.iter().position(|r| r.id == parent) {
+            let p = out.remove(i);
+            out.insert(0, p);
+        }
+        out
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SplitError {
+    #[error(transparent)]
+    Pd(#[from] PdError),
+    #[error(transparent)]
+    Propose(#[from] ProposeError),
+    #[error("placement gave {0} split ids for {1} keys")]
+    Ids(usize, usize),
 }

@@ -174,9 +174,16 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
         region_interval: Duration::from_millis(cfg.raftstore.region_heartbeat_interval_ms),
         store_interval: Duration::from_millis(cfg.raftstore.store_heartbeat_interval_ms),
     };
-    tokio::spawn(heartbeat::run(
-        pd, store, engine, meta, changed, hb_cfg, hb_stop_rx,
-    ));
+    let hb = heartbeat::Heartbeat {
+        pd,
+        store,
+        engine,
+        router: router.clone(),
+        meta,
+        changed,
+        cfg: hb_cfg,
+    };
+    tokio::spawn(hb.run(hb_stop_rx));
 
     Ok(RunningStore {
         store_id,

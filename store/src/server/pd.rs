@@ -205,12 +205,19 @@ impl PdClient {
         check(resp.header)
     }
 
-    /// Opens the region heartbeat stream; send requests into the returned
-    /// sender. Responses (scheduling operators) are logged for now.
+    /// Opens the region heartbeat stream: send requests into the returned
+    /// sender; placement's answers (operators) come out of the receiver.
     pub async fn region_heartbeat_stream(
         &self,
-    ) -> Result<mpsc::Sender<pdpb::RegionHeartbeatRequest>, PdError> {
+    ) -> Result<
+        (
+            mpsc::Sender<pdpb::RegionHeartbeatRequest>,
+            mpsc::Receiver<pdpb::RegionHeartbeatResponse>,
+        ),
+        PdError,
+    > {
         let (tx, rx) = mpsc::channel(256);
+        let (resp_tx, resp_rx) = mpsc::channel(256);
         let mut responses = self
             .client
             .clone()
@@ -221,10 +228,47 @@ impl PdClient {
             while let Ok(Some(resp)) = responses.message().await {
                 if let Err(e) = check(resp.header.clone()) {
                     tracing::warn!(error = %e, region_id = resp.region_id, "region heartbeat rejected");
+                    continue;
+                }
+                if resp_tx.send(resp).await.is_err() {
+                    break;
                 }
             }
         });
-        Ok(tx)
+        Ok((tx, resp_rx))
+    }
+
+    /// New region and peer ids for splitting `region` `count` times.
+    pub async fn ask_batch_split(
+        &self,
+        region: metapb::Region,
+        count: usize,
+    ) -> Result<Vec<pdpb::SplitId>, PdError> {
+        let resp = self
+            .client
+            .clone()
+            .ask_batch_split(pdpb::AskBatchSplitRequest {
+                header: self.header(),
+                region: Some(region),
+                split_count: count as u32,
+            })
+            .await?
+            .into_inner();
+        check(resp.header)?;
+        Ok(resp.ids)
+    }
+
+    pub async fn report_batch_split(&self, regions: Vec<metapb::Region>) -> Result<(), PdError> {
+        let resp = self
+            .client
+            .clone()
+            .report_batch_split(pdpb::ReportBatchSplitRequest {
+                header: self.header(),
+                regions,
+            })
+            .await?
+            .into_inner();
+        check(resp.header)
     }
 
     /// One fresh timestamp (`physical << 18 | logical`) from the oracle.

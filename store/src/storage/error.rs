@@ -43,7 +43,7 @@ impl From<ProposeError> for Error {
                 region_not_found: Some(errorpb::RegionNotFound { region_id }),
                 ..Default::default()
             },
-            ProposeError::Stale { .. } => errorpb::Error {
+            ProposeError::Stale { .. } | ProposeError::Rejected { .. } => errorpb::Error {
                 stale_command: Some(errorpb::StaleCommand {}),
                 ..Default::default()
             },

@@ -150,7 +150,10 @@ impl Storage {
 
     /// Checks the size of keys a command is about to create (puts, prewrites,
     /// locks); other commands may name any key, which then simply is absent.
-    pub(crate) fn check_key_sizes<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
+    pub(crate) fn check_key_sizes<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<()> {
         let limit = self.inner.cfg.max_key_size;
         match keys.into_iter().find(|k| k.len() > limit) {
             Some(key) => Err(Error::Invalid(format!(

@@ -85,8 +85,12 @@ fn drop_version(txn: &mut MvccTxn, key: &[u8], commit_ts: u64, write: &Write) {
 }
 
 /// Deletes every lock, commit record and value of user keys in
-/// `[start_key, end_key)` (empty end = to the end of the key space).
+/// `[start_key, end_key)` (empty end = to the end of the key space). A
+/// `notify_only` request deletes nothing, as in TiKV.
 pub fn delete_range(req: &DeleteRangeRequest) -> Vec<Modify> {
+    if req.notify_only {
+        return Vec::new();
+    }
     let upper = (!req.end_key.is_empty()).then_some(req.end_key.as_slice());
     let (start, end) = txn_range(&req.start_key, upper);
     if start >= end {

@@ -72,45 +72,59 @@ fn acquire(
     key: &[u8],
     should_not_exist: bool,
 ) -> ActionResult<Option<Vec<u8>>> {
-    let (start_ts, for_update_ts) = (req.start_version, req.for_update_ts);
     if should_not_exist {
-        cm.update_max_ts(for_update_ts);
+        cm.update_max_ts(req.for_update_ts);
     }
-    let want = req.return_values || req.check_existence;
     if let Some(lock) = reader.load_lock(key)? {
         return relock(txn, reader, req, key, lock);
     }
-    let mut value = None;
-    if let Some((commit_ts, write)) = reader.seek_write(key, u64::MAX)? {
-        if commit_ts > for_update_ts {
-            return Err(ke::write_conflict(Conflict {
-                start_ts,
-                conflict_start_ts: write.start_ts,
-                conflict_commit_ts: commit_ts,
-                key,
-                primary: &req.primary_lock,
-                reason: Reason::PessimisticRetry,
-            })
-            .into());
-        }
-        check_rolled_back(reader, key, start_ts, commit_ts, &write)?;
-        check_data_constraint(reader, should_not_exist, &write, commit_ts, key)?;
-        if want {
-            value = match write.write_type {
-                WriteType::Put => Some(reader.load_data(key, &write)?),
-                WriteType::Delete => None,
-                WriteType::Lock | WriteType::Rollback => reader.get(key, commit_ts.saturating_sub(1))?,
-            };
-        }
-    }
+    let want = req.return_values || req.check_existence;
+    let mut value = check_latest_write(reader, req, key, should_not_exist, want)?;
     if !req.return_values {
         value = value.map(|_| Vec::new());
     }
-    if req.lock_only_if_exists && value.is_none() {
+    // Only meaningful when the caller asked to learn about the value.
+    if req.lock_only_if_exists && want && value.is_none() {
         return Ok(None);
     }
     txn.put_lock(key, &new_lock(req));
     Ok(value)
+}
+
+/// Conflict, rolled-back and existence checks against the newest commit
+/// record; returns the value at `for_update_ts` when `want` is set.
+fn check_latest_write(
+    reader: &MvccReader<'_, '_>,
+    req: &PessimisticLockRequest,
+    key: &[u8],
+    should_not_exist: bool,
+    want: bool,
+) -> ActionResult<Option<Vec<u8>>> {
+    let Some((commit_ts, write)) = reader.seek_write(key, u64::MAX)? else {
+        return Ok(None);
+    };
+    let start_ts = req.start_version;
+    if commit_ts > req.for_update_ts {
+        return Err(ke::write_conflict(Conflict {
+            start_ts,
+            conflict_start_ts: write.start_ts,
+            conflict_commit_ts: commit_ts,
+            key,
+            primary: &req.primary_lock,
+            reason: Reason::PessimisticRetry,
+        })
+        .into());
+    }
+    check_rolled_back(reader, key, start_ts, commit_ts, &write)?;
+    check_data_constraint(reader, should_not_exist, &write, commit_ts, key)?;
+    if !want {
+        return Ok(None);
+    }
+    Ok(match write.write_type {
+        WriteType::Put => Some(reader.load_data(key, &write)?),
+        WriteType::Delete => None,
+        WriteType::Lock | WriteType::Rollback => reader.get(key, commit_ts.saturating_sub(1))?,
+    })
 }
 
 fn new_lock(req: &PessimisticLockRequest) -> Lock {
@@ -145,7 +159,9 @@ fn relock(
         None
     };
     if req.for_update_ts > lock.for_update_ts {
-        txn.put_lock(key, &new_lock(req));
+        let mut relocked = new_lock(req);
+        relocked.rollback_ts = lock.rollback_ts;
+        txn.put_lock(key, &relocked);
     }
     Ok(if req.return_values {
         value
@@ -273,6 +289,13 @@ mod tests {
         assert_eq!(resp.values, vec![vec![3; 300], vec![], b"vb".to_vec()]);
         assert_eq!(resp.not_founds, vec![false, true, false]);
         assert_eq!(t.cm.max_ts(), 10);
+        // lock_only_if_exists skips absent keys.
+        let mut req = pessimistic_lock_req(&[b"x", b"b2"], b"x", 15, 15);
+        req.return_values = true;
+        req.lock_only_if_exists = true;
+        let resp = t.pessimistic_lock(&req);
+        assert_eq!(resp.not_founds, vec![true, true]);
+        t.must_unlocked(b"x");
         let mut req = pessimistic_lock_req(&[b"a", b"b"], b"c", 20, 20);
         req.check_existence = true;
         let resp = t.pessimistic_lock(&req);

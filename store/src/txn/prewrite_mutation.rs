@@ -28,12 +28,17 @@ pub(crate) struct PrewriteState {
     pub fallback: bool,
 }
 
-enum LockStatus {
-    /// Our own prewrite lock is already there; its min_commit_ts if async.
-    Locked(u64),
-    /// Our own pessimistic lock, to be replaced.
-    Pessimistic,
-    None,
+/// What the key's current lock means for this mutation.
+enum Checked {
+    /// Our own prewrite lock is already there: its min_commit_ts if async.
+    Duplicate(u64),
+    /// Go on and write `lock` (replacing our pessimistic lock, or amending a
+    /// missing one).
+    Write {
+        lock: Lock,
+        replaces_pessimistic: bool,
+        amended: bool,
+    },
 }
 
 /// Prewrites `m`; returns its contribution to the txn's min_commit_ts (0 for
@@ -47,84 +52,90 @@ pub(crate) fn prewrite_mutation(
 ) -> ActionResult<u64> {
     let should_not_write = m.op == Op::CheckNotExists;
     if props.is_pessimistic() && should_not_write {
-        return Err(
-            ke::abort("cannot handle checkNotExists in pessimistic prewrite".into()).into(),
-        );
+        let msg = "cannot handle checkNotExists in pessimistic prewrite";
+        return Err(ke::abort(msg.into()).into());
     }
     if m.should_not_exist() {
         cm.update_max_ts(props.start_ts);
     }
-    let mut lock_ttl = props.lock_ttl;
-    let mut min_commit_ts = props.min_commit_ts;
-    let mut lock_amended = false;
-    let status = match reader.load_lock(m.key)? {
-        Some(lock) => check_lock(props, m, lock, &mut lock_ttl, &mut min_commit_ts)?,
-        None if m.pessimistic_check => {
-            amend_pessimistic_lock(reader, props, m)?;
-            lock_amended = true;
-            LockStatus::None
-        }
-        None => LockStatus::None,
+    let (lock, replaces_pessimistic, amended) = match check_existing_lock(reader, props, m)? {
+        Checked::Duplicate(min_commit_ts) => return Ok(min_commit_ts),
+        Checked::Write {
+            lock,
+            replaces_pessimistic,
+            amended,
+        } => (lock, replaces_pessimistic, amended),
     };
-    if let LockStatus::Locked(ts) = status {
-        return Ok(ts);
-    }
     let prev_write = if skip_constraint_check(props, m) {
         None
     } else {
         Some(check_for_newer_version(reader, props, m)?)
     };
-    if !lock_amended {
+    if !amended {
         check_assertion(reader, props, m, prev_write.as_ref())?;
     }
     if should_not_write {
+        // Like a read at start_ts; nothing is written.
         cm.update_max_ts(props.start_ts);
         return Ok(match props.commit_kind {
             CommitKind::TwoPc => 0,
             _ => props.min_commit_ts.max(props.start_ts.saturating_add(1)),
         });
     }
+    Ok(write_lock(st, cm, props, m, lock, replaces_pessimistic))
+}
+
+/// Builds the lock to write and checks it against the key's current lock.
+fn check_existing_lock(
+    reader: &MvccReader<'_, '_>,
+    props: &TxnProps<'_>,
+    m: &Mutation<'_>,
+) -> ActionResult<Checked> {
     let mut lock = Lock::new(
         m.lock_type(),
         props.primary.to_vec(),
         props.start_ts,
-        lock_ttl,
+        props.lock_ttl,
     );
     lock.for_update_ts = props.for_update_ts;
     lock.txn_size = props.txn_size;
-    lock.min_commit_ts = min_commit_ts;
-    Ok(write_lock(
-        st,
-        cm,
-        props,
-        m,
-        lock,
-        matches!(status, LockStatus::Pessimistic),
-    ))
+    lock.min_commit_ts = props.min_commit_ts;
+    match reader.load_lock(m.key)? {
+        Some(existing) => check_lock(props, m, existing, lock),
+        None => {
+            if m.pessimistic_check {
+                amend_pessimistic_lock(reader, props, m)?;
+            }
+            Ok(Checked::Write {
+                lock,
+                replaces_pessimistic: false,
+                amended: m.pessimistic_check,
+            })
+        }
+    }
 }
 
 fn check_lock(
     props: &TxnProps<'_>,
     m: &Mutation<'_>,
-    lock: Lock,
-    lock_ttl: &mut u64,
-    min_commit_ts: &mut u64,
-) -> ActionResult<LockStatus> {
-    if lock.ts != props.start_ts {
+    existing: Lock,
+    mut lock: Lock,
+) -> ActionResult<Checked> {
+    if existing.ts != props.start_ts {
         if m.pessimistic_check {
             return Err(ke::pessimistic_lock_not_found(props.start_ts, m.key).into());
         }
-        let mut info = lock.to_lock_info(m.key);
+        let mut info = existing.to_lock_info(m.key);
         if props.is_pessimistic() {
             // As TiKV: keys a pessimistic txn did not lock are resolved at once.
             info.lock_ttl = 0;
         }
         return Err(ke::locked(info).into());
     }
-    if !lock.is_pessimistic_lock() {
-        // A duplicate prewrite: keep what is there.
-        return Ok(LockStatus::Locked(if lock.use_async_commit {
-            lock.min_commit_ts
+    if !existing.is_pessimistic_lock() {
+        let async_ts = existing.min_commit_ts;
+        return Ok(Checked::Duplicate(if existing.use_async_commit {
+            async_ts
         } else {
             0
         }));
@@ -133,13 +144,20 @@ fn check_lock(
         return Err(ke::lock_type_not_match(props.start_ts, m.key, true).into());
     }
     if m.expected_for_update_ts
-        .is_some_and(|ts| ts != lock.for_update_ts)
+        .is_some_and(|ts| ts != existing.for_update_ts)
     {
         return Err(ke::pessimistic_lock_not_found(props.start_ts, m.key).into());
     }
-    *lock_ttl = (*lock_ttl).max(lock.ttl);
-    *min_commit_ts = (*min_commit_ts).max(lock.min_commit_ts);
-    Ok(LockStatus::Pessimistic)
+    // The pessimistic lock's TTL and min_commit_ts may have been pushed, and
+    // rollbacks of other txns recorded in it must survive.
+    lock.ttl = lock.ttl.max(existing.ttl);
+    lock.min_commit_ts = lock.min_commit_ts.max(existing.min_commit_ts);
+    lock.rollback_ts = existing.rollback_ts;
+    Ok(Checked::Write {
+        lock,
+        replaces_pessimistic: true,
+        amended: false,
+    })
 }
 
 /// A DO_PESSIMISTIC_CHECK key without its pessimistic lock may still be
@@ -283,12 +301,6 @@ fn write_lock(
     } else {
         props.commit_kind
     };
-    if let CommitKind::Async { .. } = kind {
-        lock.use_async_commit = true;
-        if m.key == props.primary {
-            lock.secondaries = props.secondaries.to_vec();
-        }
-    }
     let max_commit_ts = match kind {
         CommitKind::TwoPc => {
             st.txn.put_lock(m.key, &lock);
@@ -296,18 +308,13 @@ fn write_lock(
         }
         CommitKind::Async { max_commit_ts } | CommitKind::OnePc { max_commit_ts } => max_commit_ts,
     };
-    let base = cm_min_commit_ts(props, lock.min_commit_ts);
-    let mut final_ts = 0;
-    let guard = cm.lock_key(m.key, |max_ts| {
-        let ts = base.max(max_ts.saturating_add(1));
-        if max_commit_ts != 0 && ts > max_commit_ts {
-            return None;
+    if let CommitKind::Async { .. } = kind {
+        lock.use_async_commit = true;
+        if m.key == props.primary {
+            lock.secondaries = props.secondaries.to_vec();
         }
-        lock.min_commit_ts = ts;
-        final_ts = ts;
-        Some(lock.clone())
-    });
-    let Some(guard) = guard else {
+    }
+    let Some((guard, min_commit_ts)) = publish(cm, props, m.key, &mut lock, max_commit_ts) else {
         // min_commit_ts would pass max_commit_ts: fall back to 2PC as TiKV does.
         st.fallback = true;
         lock.use_async_commit = false;
@@ -322,13 +329,33 @@ fn write_lock(
     } else {
         st.txn.put_lock(m.key, &lock);
     }
-    final_ts
+    min_commit_ts
 }
 
-/// `max(start_ts, for_update_ts) + 1`, and at least the lock's own floor; the
-/// caller also takes `max_ts + 1` under the memory-table mutex.
-fn cm_min_commit_ts(props: &TxnProps<'_>, lock_min_commit_ts: u64) -> u64 {
-    props.start_ts.max(props.for_update_ts).saturating_add(1).max(lock_min_commit_ts)
+/// Sets `lock.min_commit_ts` to `max(max_ts, start_ts, for_update_ts) + 1`
+/// (at least its own floor) and publishes the lock in the memory table, both
+/// under the table's mutex. None if that passes a non-zero `max_commit_ts`.
+fn publish(
+    cm: &ConcurrencyManager,
+    props: &TxnProps<'_>,
+    key: &[u8],
+    lock: &mut Lock,
+    max_commit_ts: u64,
+) -> Option<(KeyHandleGuard, u64)> {
+    let floor = props
+        .start_ts
+        .max(props.for_update_ts)
+        .saturating_add(1)
+        .max(lock.min_commit_ts);
+    let guard = cm.lock_key(key, |max_ts| {
+        let ts = floor.max(max_ts.saturating_add(1));
+        if max_commit_ts != 0 && ts > max_commit_ts {
+            return None;
+        }
+        lock.min_commit_ts = ts;
+        Some(lock.clone())
+    })?;
+    Some((guard, lock.min_commit_ts))
 }
 
 impl Mutation<'_> {

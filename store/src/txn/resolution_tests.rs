@@ -227,6 +227,31 @@ fn overlapped_rollback_is_kept_in_commit_record() {
     assert_eq!(action(&check_status(&t, &req)), Action::NoAction);
 }
 
+#[test]
+fn rollback_ts_survives_pessimistic_prewrite() {
+    let t = TestEngine::new();
+    t.must_pessimistic_lock(b"k", b"k", 10, 10);
+    let mut req = status_req(b"k", 15, 0, 20);
+    req.rollback_if_not_exist = true;
+    check_status(&t, &req);
+    assert_eq!(
+        t.must_pessimistic_locked(b"k", 10, 10).rollback_ts,
+        vec![15]
+    );
+    t.must_pessimistic_lock(b"k", b"k", 10, 12);
+    assert_eq!(
+        t.must_pessimistic_locked(b"k", 10, 12).rollback_ts,
+        vec![15]
+    );
+    t.must_pessimistic_prewrite_put(b"k", b"v", b"k", 10, 12);
+    assert_eq!(t.must_locked(b"k", 10).rollback_ts, vec![15]);
+    t.must_commit(b"k", 10, 15);
+    assert!(
+        t.must_written(b"k", 10, 15, WriteType::Put)
+            .has_overlapped_rollback
+    );
+}
+
 fn check_secondaries(t: &TestEngine, keys: &[&[u8]], ts: u64) -> CheckSecondaryLocksResponse {
     let req = CheckSecondaryLocksRequest {
         keys: keys.iter().map(|k| k.to_vec()).collect(),

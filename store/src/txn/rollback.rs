@@ -194,7 +194,8 @@ pub(crate) fn cleanup_key(
 ) -> ActionResult<Option<u64>> {
     match reader.load_lock(key)? {
         Some(lock) if lock.ts == start_ts => {
-            if current_ts != 0 && physical(lock.ts).saturating_add(lock.ttl) >= physical(current_ts) {
+            if current_ts != 0 && physical(lock.ts).saturating_add(lock.ttl) >= physical(current_ts)
+            {
                 return Err(ke::locked(lock.to_lock_info(key)).into());
             }
             rollback_lock(txn, reader, key, &lock, !protect_rollback)?;

@@ -1,0 +1,182 @@
+//! Executing a region split: the pure part, shared by every replica.
+//!
+//! [`exec_batch_split`] checks a [`BatchSplit`] against the region as it is
+//! when the command applies (the epoch may have moved since it was proposed)
+//! and derives the regions it yields; [`split_writes`] turns the outcome into
+//! engine writes applied atomically with the rest of the apply batch.
+
+use prost::Message as _;
+use proto::metapb;
+
+use super::cmd::BatchSplit;
+use super::keys;
+use super::peer_storage::bootstrap_writes;
+use crate::engine::{Modify, CF_RAFT};
+
+/// The parent region after the split (leftmost part) and the new regions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitOutcome {
+    pub left: metapb::Region,
+    pub new_regions: Vec<metapb::Region>,
+}
+
+pub fn exec_batch_split(region: &metapb::Region, bs: &BatchSplit) -> Result<SplitOutcome, String> {
+    let epoch = region.region_epoch.clone().unwrap_or_default();
+    if (epoch.conf_ver, epoch.version) != bs.epoch {
+        return Err(format!(
+            "epoch changed since the split was proposed: now {}/{}, proposed at {}/{}",
+            epoch.conf_ver, epoch.version, bs.epoch.0, bs.epoch.1
+        ));
+    }
+    if bs.splits.is_empty() {
+        return Err("no split keys".into());
+    }
+    let mut prev = region.start_key.as_slice();
+    for s in &bs.splits {
+        if s.key.as_slice() <= prev || (!region.end_key.is_empty() && s.key >= region.end_key) {
+            return Err(format!(
+                "split key {:?} is not inside the region or not ascending",
+                s.key
+            ));
+        }
+        if s.new_peer_ids.len() != region.peers.len() {
+            return Err("one new peer id per parent peer is required".into());
+        }
+        prev = &s.key;
+    }
+    let version = epoch.version + bs.splits.len() as u64;
+    let new_epoch = metapb::RegionEpoch {
+        conf_ver: epoch.conf_ver,
+        version,
+    };
+    let mut left = region.clone();
+    left.end_key = bs.splits[0].key.clone();
+    left.region_epoch = Some(new_epoch.clone());
+    let new_regions = bs
+        .splits
+        .iter()
+        .enumerate()
+        .map(|(i, s)| metapb::Region {
+            id: s.new_region_id,
+            start_key: s.key.clone(),
+            end_key: bs
+                .splits
+                .get(i + 1)
+                .map(|n| n.key.clone())
+                .unwrap_or_else(|| region.end_key.clone()),
+            region_epoch: Some(new_epoch.clone()),
+            peers: region
+                .peers
+                .iter()
+                .zip(&s.new_peer_ids)
+                .map(|(p, id)| metapb::Peer {
+                    id: *id,
+                    ..p.clone()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    Ok(SplitOutcome { left, new_regions })
+}
+
+/// Engine writes persisting a split: the shrunk parent and each new region's
+/// initial raft state.
+pub fn split_writes(outcome: &SplitOutcome) -> Vec<Modify> {
+    let mut m = vec![Modify::Put {
+        cf: CF_RAFT,
+        key: keys::region_state_key(outcome.left.id),
+        value: outcome.left.encode_to_vec(),
+    }];
+    for r in &outcome.new_regions {
+        m.extend(bootstrap_writes(r));
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raftstore::cmd::SplitSpec;
+
+    fn region() -> metapb::Region {
+        metapb::Region {
+            id: 1,
+            start_key: b"a".to_vec(),
+            end_key: b"z".to_vec(),
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: 1,
+                version: 4,
+            }),
+            peers: vec![metapb::Peer {
+                id: 2,
+                store_id: 7,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn spec(key: &str, id: u64) -> SplitSpec {
+        SplitSpec {
+            key: key.as_bytes().to_vec(),
+            new_region_id: id,
+            new_peer_ids: vec![id + 100],
+        }
+    }
+
+    #[test]
+    fn splits_into_ascending_ranges_with_bumped_version() {
+        let bs = BatchSplit {
+            epoch: (1, 4),
+            splits: vec![spec("g", 10), spec("p", 11)],
+        };
+        let out = exec_batch_split(&region(), &bs).unwrap();
+        assert_eq!(
+            (out.left.start_key.as_slice(), out.left.end_key.as_slice()),
+            (&b"a"[..], &b"g"[..])
+        );
+        assert_eq!(out.left.region_epoch.as_ref().unwrap().version, 6);
+        let ranges: Vec<_> = out
+            .new_regions
+            .iter()
+            .map(|r| {
+                (
+                    r.id,
+                    r.start_key.clone(),
+                    r.end_key.clone(),
+                    r.peers[0].id,
+                    r.peers[0].store_id,
+                )
+            })
+            .collect();
+        assert_eq!(
+            ranges,
+            vec![
+                (10, b"g".to_vec(), b"p".to_vec(), 110, 7),
+                (11, b"p".to_vec(), b"z".to_vec(), 111, 7)
+            ]
+        );
+        assert_eq!(split_writes(&out).len(), 1 + 3 * 2);
+    }
+
+    #[test]
+    fn rejects_stale_epoch_and_bad_keys() {
+        let stale = BatchSplit {
+            epoch: (1, 3),
+            splits: vec![spec("g", 10)],
+        };
+        assert!(exec_batch_split(&region(), &stale).is_err());
+        for keys in [vec!["a"], vec!["z"], vec!["p", "g"], vec!["g", "g"]] {
+            let bs = BatchSplit {
+                epoch: (1, 4),
+                splits: keys
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| spec(k, 10 + i as u64))
+                    .collect(),
+            };
+            assert!(exec_batch_split(&region(), &bs).is_err(), "{keys:?}");
+        }
+    }
+}
