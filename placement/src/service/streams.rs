@@ -178,7 +178,7 @@ fn apply_heartbeat(
     match view.region_heartbeat(info) {
         Ok(writes) => {
             drop(view);
-            let split_region = (!split_keys.is_empty()).then(|| SplitRegion {
+            let split_region = (!split_keys.is_empty()).then_some(SplitRegion {
                 policy: CheckPolicy::Usekey as i32,
                 keys: split_keys,
             });

@@ -135,7 +135,7 @@ impl<'r, 'a, 's> Scanner<'r, 'a, 's> {
             } else {
                 None
             };
-            self.advance(&cur, has_lock, has_write)?;
+            self.advance(&cur, has_lock, has_write);
             let key = decode_user_key(&cur)?;
             let result = if has_write || lock.is_some() {
                 read_with_lock(self.reader, &key, lock, &self.opts, want_value)?
@@ -172,7 +172,7 @@ impl<'r, 'a, 's> Scanner<'r, 'a, 's> {
         Ok(Some((cur.to_vec(), lk == Some(cur), wk == Some(cur))))
     }
 
-    fn advance(&mut self, cur: &[u8], has_lock: bool, has_write: bool) -> Result<()> {
+    fn advance(&mut self, cur: &[u8], has_lock: bool, has_write: bool) {
         if has_lock {
             if self.reverse {
                 self.lock_cursor.prev();
@@ -188,7 +188,6 @@ impl<'r, 'a, 's> Scanner<'r, 'a, 's> {
                 self.write_cursor.seek(&prefix_end(cur));
             }
         }
-        Ok(())
     }
 }
 
