@@ -156,8 +156,10 @@ impl Config {
     }
 
     pub fn raftstore_config(&self) -> RaftStoreConfig {
-        let mut c = RaftStoreConfig::default();
-        c.base_tick = Duration::from_millis(self.raftstore.raft_base_tick_interval_ms);
+        let mut c = RaftStoreConfig {
+            base_tick: Duration::from_millis(self.raftstore.raft_base_tick_interval_ms),
+            ..Default::default()
+        };
         c.peer.election_tick = self.raftstore.raft_election_timeout_ticks;
         c.peer.heartbeat_tick = self.raftstore.raft_heartbeat_ticks;
         c.log_gc_threshold = self.raftstore.raft_log_gc_threshold;

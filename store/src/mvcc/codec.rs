@@ -16,8 +16,6 @@ pub const TXN_PREFIX: u8 = b't';
 pub const TXN_PREFIX_END: u8 = TXN_PREFIX + 1;
 
 const GROUP: usize = 8;
-const MARKER: u8 = 0xFF;
-const PAD: u8 = 0;
 
 /// Malformed encoded input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,25 +30,9 @@ pub enum CodecError {
     BadVarint,
 }
 
-/// Memcomparable encoding of `key` (ascending).
-pub fn encode_bytes(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity((key.len() / GROUP + 1) * (GROUP + 1) + 1);
-    encode_bytes_into(&mut out, key);
-    out
-}
-
-fn encode_bytes_into(out: &mut Vec<u8>, key: &[u8]) {
-    let mut chunks = key.chunks_exact(GROUP);
-    for chunk in &mut chunks {
-        out.extend_from_slice(chunk);
-        out.push(MARKER);
-    }
-    let rest = chunks.remainder();
-    let pad = GROUP - rest.len();
-    out.extend_from_slice(rest);
-    out.extend(std::iter::repeat_n(PAD, pad));
-    out.push(MARKER - pad as u8);
-}
+/// Memcomparable encoding of `key` (ascending); the wire contract's codec.
+pub use proto::codec::encode_bytes;
+use proto::codec::encode_bytes_into;
 
 /// Decodes one memcomparable-encoded key from the start of `input`; trailing
 /// bytes (such as a timestamp suffix) are ignored.
@@ -61,29 +43,10 @@ pub fn decode_bytes(input: &[u8]) -> Result<Vec<u8>, CodecError> {
 /// Decodes one encoded key from the start of `input` and returns it with the
 /// number of bytes it occupied.
 pub fn decode_bytes_prefix(input: &[u8]) -> Result<(Vec<u8>, usize), CodecError> {
-    let mut key = Vec::with_capacity(input.len() / (GROUP + 1) * GROUP);
-    let mut offset = 0;
-    loop {
-        let group = input
-            .get(offset..offset + GROUP + 1)
-            .ok_or(CodecError::Eof)?;
-        offset += GROUP + 1;
-        let marker = group[GROUP];
-        if marker == MARKER {
-            key.extend_from_slice(&group[..GROUP]);
-            continue;
-        }
-        let pad = usize::from(MARKER - marker);
-        if pad > GROUP {
-            return Err(CodecError::BadPadding);
-        }
-        let (data, padding) = group[..GROUP].split_at(GROUP - pad);
-        if padding.iter().any(|b| *b != PAD) {
-            return Err(CodecError::BadPadding);
-        }
-        key.extend_from_slice(data);
-        return Ok((key, offset));
-    }
+    proto::codec::decode_bytes_prefix(input).map_err(|e| match e {
+        proto::codec::DecodeError::Eof => CodecError::Eof,
+        proto::codec::DecodeError::BadPadding => CodecError::BadPadding,
+    })
 }
 
 /// `!ts` big-endian: larger timestamps sort first.

@@ -40,9 +40,11 @@ pub struct PeerStorage {
 
 /// The writes that create a new region replica on disk at the initial index.
 pub fn bootstrap_writes(region: &metapb::Region) -> Vec<Modify> {
-    let mut hs = HardState::default();
-    hs.term = INIT_TERM;
-    hs.commit = INIT_INDEX;
+    let hs = HardState {
+        term: INIT_TERM,
+        commit: INIT_INDEX,
+        ..Default::default()
+    };
     let apply = ApplyState {
         applied_index: INIT_INDEX,
         truncated_index: INIT_INDEX,
@@ -269,11 +271,12 @@ mod tests {
     }
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = vec![index as u8].into();
-        e
+        Entry {
+            index,
+            term,
+            data: vec![index as u8].into(),
+            ..Default::default()
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub struct SplitOutcome {
 }
 
 pub fn exec_batch_split(region: &metapb::Region, bs: &BatchSplit) -> Result<SplitOutcome, String> {
-    let epoch = region.region_epoch.clone().unwrap_or_default();
+    let epoch = region.region_epoch.unwrap_or_default();
     if (epoch.conf_ver, epoch.version) != bs.epoch {
         return Err(format!(
             "epoch changed since the split was proposed: now {}/{}, proposed at {}/{}",
@@ -51,7 +51,7 @@ pub fn exec_batch_split(region: &metapb::Region, bs: &BatchSplit) -> Result<Spli
     };
     let mut left = region.clone();
     left.end_key = bs.splits[0].key.clone();
-    left.region_epoch = Some(new_epoch.clone());
+    left.region_epoch = Some(new_epoch);
     let new_regions = bs
         .splits
         .iter()
@@ -64,15 +64,12 @@ pub fn exec_batch_split(region: &metapb::Region, bs: &BatchSplit) -> Result<Spli
                 .get(i + 1)
                 .map(|n| n.key.clone())
                 .unwrap_or_else(|| region.end_key.clone()),
-            region_epoch: Some(new_epoch.clone()),
+            region_epoch: Some(new_epoch),
             peers: region
                 .peers
                 .iter()
                 .zip(&s.new_peer_ids)
-                .map(|(p, id)| metapb::Peer {
-                    id: *id,
-                    ..p.clone()
-                })
+                .map(|(p, id)| metapb::Peer { id: *id, ..*p })
                 .collect(),
             ..Default::default()
         })

@@ -136,9 +136,10 @@ async fn bootstrap_cluster(
             tracing::info!(region_id = region.id, "bootstrapped the cluster");
             Ok(())
         }
-        Err(PdError::Header { kind, .. })
-            if kind == proto::pdpb::ErrorType::AlreadyBootstrapped =>
-        {
+        Err(PdError::Header {
+            kind: proto::pdpb::ErrorType::AlreadyBootstrapped,
+            ..
+        }) => {
             tracing::info!("another store bootstrapped the cluster first");
             let undo: Vec<Modify> = [
                 keys::region_state_key(region.id),

@@ -180,7 +180,7 @@ impl Heartbeat {
         if ids.len() != keys.len() {
             return Err(SplitError::Ids(ids.len(), keys.len()));
         }
-        let epoch = region.region_epoch.clone().unwrap_or_default();
+        let epoch = region.region_epoch.unwrap_or_default();
         let splits = keys
             .into_iter()
             .zip(ids)

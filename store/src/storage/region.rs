@@ -198,7 +198,7 @@ impl Storage {
 }
 
 fn check_epoch(rm: &RegionMeta, epoch: Option<&metapb::RegionEpoch>) -> Result<()> {
-    let current = rm.region.region_epoch.clone().unwrap_or_default();
+    let current = rm.region.region_epoch.unwrap_or_default();
     let sent = epoch.cloned().unwrap_or_default();
     if sent.version == current.version && sent.conf_ver == current.conf_ver {
         return Ok(());

@@ -61,6 +61,15 @@ impl Storage {
 
     pub async fn kv_get(&self, req: kvrpcpb::GetRequest) -> Result<kvrpcpb::GetResponse> {
         self.txn_check(req.context.as_ref(), [req.key.as_slice()], true)?;
+        // Bump max_ts and meet in-flight async-commit locks before the snapshot.
+        let ctx = req.context.as_ref();
+        if let Err(e) = txn::read_check_keys(&self.inner.cm, ctx, req.version, [req.key.as_slice()])
+        {
+            return Ok(kvrpcpb::GetResponse {
+                error: Some(*e),
+                ..Default::default()
+            });
+        }
         self.txn_read(move |snap, cm| txn::kv_get(snap, cm, &req))
             .await
     }
@@ -74,6 +83,15 @@ impl Storage {
             req.keys.iter().map(Vec::as_slice),
             true,
         )?;
+        let keys = req.keys.iter().map(Vec::as_slice);
+        if let Err(e) =
+            txn::read_check_keys(&self.inner.cm, req.context.as_ref(), req.version, keys)
+        {
+            return Ok(kvrpcpb::BatchGetResponse {
+                error: Some(*e),
+                ..Default::default()
+            });
+        }
         self.txn_read(move |snap, cm| txn::kv_batch_get(snap, cm, &req))
             .await
     }
@@ -86,6 +104,15 @@ impl Storage {
             (req.start_key.as_slice(), req.end_key.as_slice())
         };
         let (lower, upper) = checked.clip(lo, hi);
+        let ctx = req.context.as_ref();
+        if let Err(e) =
+            txn::read_check_range(&self.inner.cm, ctx, req.version, &lower, upper.as_deref())
+        {
+            return Ok(kvrpcpb::ScanResponse {
+                error: Some(*e),
+                ..Default::default()
+            });
+        }
         self.txn_read(move |snap, cm| txn::kv_scan(snap, cm, &req, &lower, upper.as_deref()))
             .await
     }
