@@ -18,3 +18,8 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
+# The official Python client, for the Python end-to-end test (skipped if absent).
+if command -v python3 >/dev/null 2>&1 && ! python3 -c "import tikv_client" >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check "tikv-client==0.0.4" >/dev/null 2>&1 \
+    || echo "setup: could not install the Python tikv-client; its test will be skipped" >&2
+fi

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod keys;
 pub mod mvcc;
 pub mod raftstore;
 pub mod server;

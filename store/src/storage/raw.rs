@@ -1,8 +1,8 @@
 //! RawKV commands: plain key-value pairs, optionally with a TTL.
 //!
-//! Raw keys live in the column family the client names, under engine prefix
-//! `r`; transactional data uses prefix `t`, so the two never meet. A stored
-//! raw value is `[flags][expire-at secs, if flagged][value]`.
+//! Raw keys live in the column family the client names, in the namespace of
+//! their API version (`crate::keys::RawSpace`), apart from transactional data.
+//! A stored raw value is `[flags][expire-at secs, if flagged][value]`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,28 +11,11 @@ use proto::kvrpcpb;
 use super::region::{Checked, KeyMode};
 use super::{Error, Result, Storage};
 use crate::engine::{cf_from_name, CfName, Modify, Snapshot};
+use crate::keys::RawSpace;
 
-const RAW_PREFIX: u8 = b'r';
-const RAW_PREFIX_END: u8 = b'r' + 1;
 const FLAG_TTL: u8 = 1;
 /// Most pairs one scan returns, whatever the client asks.
 const MAX_SCAN_LIMIT: usize = 10240;
-
-pub(crate) fn raw_key(key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 1);
-    k.push(RAW_PREFIX);
-    k.extend_from_slice(key);
-    k
-}
-
-/// Engine bounds `[lower, upper)` of the raw user range (None = unbounded).
-pub(crate) fn raw_bounds(lower: &[u8], upper: Option<&[u8]>) -> (Vec<u8>, Vec<u8>) {
-    let upper = match upper {
-        Some(u) => raw_key(u),
-        None => vec![RAW_PREFIX_END],
-    };
-    (raw_key(lower), upper)
-}
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -64,9 +47,14 @@ fn decode_value(stored: &[u8]) -> Option<(&[u8], u64)> {
     (expire > now).then(|| (&rest[8..], expire - now))
 }
 
-fn get_value(snap: &Snapshot<'_>, cf: CfName, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
+fn get_value(
+    snap: &Snapshot<'_>,
+    space: RawSpace,
+    cf: CfName,
+    key: &[u8],
+) -> Result<Option<(Vec<u8>, u64)>> {
     Ok(snap
-        .get_cf(cf, &raw_key(key))?
+        .get_cf(cf, &space.key(key))?
         .and_then(|v| decode_value(&v).map(|(val, ttl)| (val.to_vec(), ttl))))
 }
 
@@ -75,8 +63,10 @@ fn cf(name: &str) -> Result<CfName> {
 }
 
 /// Scans live pairs of `[lower, upper)` in order (or reverse order).
+#[allow(clippy::too_many_arguments)]
 fn scan(
     snap: &Snapshot<'_>,
+    space: RawSpace,
     cf: CfName,
     lower: &[u8],
     upper: Option<&[u8]>,
@@ -84,7 +74,7 @@ fn scan(
     key_only: bool,
     reverse: bool,
 ) -> Result<Vec<kvrpcpb::KvPair>> {
-    let (lo, hi) = raw_bounds(lower, upper);
+    let (lo, hi) = space.bounds(lower, upper);
     let mut cursor = snap.cursor(cf, Some(lo), Some(hi))?;
     if reverse {
         cursor.seek_to_last();
@@ -123,6 +113,14 @@ impl Storage {
 
     /// The column family of a raw request; API V2 keeps raw data in the
     /// default one only (TiKV answers a named CF with `CfDeprecated`).
+    fn raw_space(checked: &Checked) -> RawSpace {
+        if checked.v2 {
+            RawSpace::V2
+        } else {
+            RawSpace::V1
+        }
+    }
+
     fn raw_cf(checked: &Checked, name: &str) -> Result<CfName> {
         let cf = cf(name)?;
         if checked.v2 && cf != crate::engine::CF_DEFAULT {
@@ -136,8 +134,9 @@ impl Storage {
     pub async fn raw_get(&self, req: kvrpcpb::RawGetRequest) -> Result<kvrpcpb::RawGetResponse> {
         let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
         let cf = Self::raw_cf(&checked, &req.cf)?;
+        let space = Self::raw_space(&checked);
         self.read(move |snap| {
-            let v = get_value(snap, cf, &req.key)?;
+            let v = get_value(snap, space, cf, &req.key)?;
             Ok(kvrpcpb::RawGetResponse {
                 not_found: v.is_none(),
                 value: v.map(|(v, _)| v).unwrap_or_default(),
@@ -157,10 +156,11 @@ impl Storage {
             true,
         )?;
         let cf = Self::raw_cf(&checked, &req.cf)?;
+        let space = Self::raw_space(&checked);
         self.read(move |snap| {
             let mut pairs = Vec::with_capacity(req.keys.len());
             for key in req.keys {
-                if let Some((value, _)) = get_value(snap, cf, &key)? {
+                if let Some((value, _)) = get_value(snap, space, cf, &key)? {
                     pairs.push(kvrpcpb::KvPair {
                         key,
                         value,
@@ -182,8 +182,9 @@ impl Storage {
     ) -> Result<kvrpcpb::RawGetKeyTtlResponse> {
         let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
         let cf = Self::raw_cf(&checked, &req.cf)?;
+        let space = Self::raw_space(&checked);
         self.read(move |snap| {
-            let v = get_value(snap, cf, &req.key)?;
+            let v = get_value(snap, space, cf, &req.key)?;
             Ok(kvrpcpb::RawGetKeyTtlResponse {
                 not_found: v.is_none(),
                 ttl: v.map(|(_, ttl)| ttl).unwrap_or(0),
@@ -196,6 +197,7 @@ impl Storage {
     pub async fn raw_scan(&self, req: kvrpcpb::RawScanRequest) -> Result<kvrpcpb::RawScanResponse> {
         let checked = self.check_context(req.context.as_ref(), KeyMode::Raw)?;
         let cf = Self::raw_cf(&checked, &req.cf)?;
+        let space = Self::raw_space(&checked);
         let (lower, upper) = if req.reverse {
             (req.end_key.as_slice(), req.start_key.as_slice())
         } else {
@@ -206,6 +208,7 @@ impl Storage {
         self.read(move |snap| {
             let kvs = scan(
                 snap,
+                space,
                 cf,
                 &lower,
                 upper.as_deref(),
@@ -227,6 +230,7 @@ impl Storage {
     ) -> Result<kvrpcpb::RawBatchScanResponse> {
         let checked = self.check_context(req.context.as_ref(), KeyMode::Raw)?;
         let cf = Self::raw_cf(&checked, &req.cf)?;
+        let space = Self::raw_space(&checked);
         let limit = (req.each_limit as usize).min(MAX_SCAN_LIMIT);
         let ranges: Vec<_> = req
             .ranges
@@ -245,6 +249,7 @@ impl Storage {
             for (lo, hi) in ranges {
                 kvs.extend(scan(
                     snap,
+                    space,
                     cf,
                     &lo,
                     hi.as_deref(),
@@ -280,9 +285,10 @@ impl Storage {
         let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
         self.check_key_sizes([req.key.as_slice()])?;
         let cf = Self::raw_cf(&checked, &req.cf)?;
+        let space = Self::raw_space(&checked);
         let m = Modify::Put {
             cf,
-            key: raw_key(&req.key),
+            key: space.key(&req.key),
             value: encode_value(&req.value, req.ttl),
         };
         self.raw_write(checked.region.id, vec![req.key], vec![m])
@@ -301,6 +307,7 @@ impl Storage {
         )?;
         self.check_key_sizes(req.pairs.iter().map(|p| p.key.as_slice()))?;
         let cf = Self::raw_cf(&checked, &req.cf)?;
+        let space = Self::raw_space(&checked);
         if !req.ttls.is_empty() && req.ttls.len() != req.pairs.len() && req.ttls.len() != 1 {
             return Err(Error::Invalid(format!(
                 "ttls has {} entries for {} pairs",
@@ -319,7 +326,7 @@ impl Storage {
             .enumerate()
             .map(|(i, p)| Modify::Put {
                 cf,
-                key: raw_key(&p.key),
+                key: space.key(&p.key),
                 value: encode_value(&p.value, ttl_of(i)),
             })
             .collect();
@@ -333,9 +340,10 @@ impl Storage {
         req: kvrpcpb::RawDeleteRequest,
     ) -> Result<kvrpcpb::RawDeleteResponse> {
         let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
+        let space = Self::raw_space(&checked);
         let m = Modify::Delete {
             cf: Self::raw_cf(&checked, &req.cf)?,
-            key: raw_key(&req.key),
+            key: space.key(&req.key),
         };
         self.raw_write(checked.region.id, vec![req.key], vec![m])
             .await?;
@@ -352,12 +360,13 @@ impl Storage {
             true,
         )?;
         let cf = Self::raw_cf(&checked, &req.cf)?;
+        let space = Self::raw_space(&checked);
         let modifies = req
             .keys
             .iter()
             .map(|k| Modify::Delete {
                 cf,
-                key: raw_key(k),
+                key: space.key(k),
             })
             .collect();
         self.raw_write(checked.region.id, req.keys, modifies)
@@ -371,13 +380,14 @@ impl Storage {
     ) -> Result<kvrpcpb::RawDeleteRangeResponse> {
         let checked = self.raw_check(req.context.as_ref(), [req.start_key.as_slice()], true)?;
         let cf = Self::raw_cf(&checked, &req.cf)?;
+        let space = Self::raw_space(&checked);
         if !req.end_key.is_empty() && req.end_key < req.start_key {
             return Err(Error::Invalid(
                 "delete range: end key is before start key".into(),
             ));
         }
         let (lower, upper) = checked.clip(&req.start_key, &req.end_key);
-        let (start, end) = raw_bounds(&lower, upper.as_deref());
+        let (start, end) = space.bounds(&lower, upper.as_deref());
         let _guard = self.inner.latches.acquire_all().await;
         self.propose(
             checked.region.id,
@@ -394,10 +404,11 @@ impl Storage {
         let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
         self.check_key_sizes([req.key.as_slice()])?;
         let cf = Self::raw_cf(&checked, &req.cf)?;
+        let space = Self::raw_space(&checked);
         let _guard = self.inner.latches.acquire([req.key.as_slice()]).await;
         let key = req.key.clone();
         let current = self
-            .read(move |snap| get_value(snap, cf, &key))
+            .read(move |snap| get_value(snap, space, cf, &key))
             .await?
             .map(|(v, _)| v);
         let succeed = match &current {
@@ -407,7 +418,7 @@ impl Storage {
         if succeed {
             let m = Modify::Put {
                 cf,
-                key: raw_key(&req.key),
+                key: space.key(&req.key),
                 value: encode_value(&req.value, req.ttl),
             };
             self.propose(checked.region.id, vec![m]).await?;
@@ -437,14 +448,5 @@ mod tests {
         assert_eq!(decode_value(&expired), None);
         assert_eq!(decode_value(&[]), None);
         assert_eq!(decode_value(&[FLAG_TTL, 1, 2]), None);
-    }
-
-    #[test]
-    fn raw_bounds_stay_inside_raw_prefix() {
-        let (lo, hi) = raw_bounds(b"", None);
-        assert_eq!(lo, b"r");
-        assert_eq!(hi, b"s");
-        let (lo, hi) = raw_bounds(b"a", Some(b"b"));
-        assert_eq!((lo.as_slice(), hi.as_slice()), (&b"ra"[..], &b"rb"[..]));
     }
 }

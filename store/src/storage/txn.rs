@@ -6,6 +6,7 @@ use proto::kvrpcpb;
 use super::region::{Checked, KeyMode};
 use super::{Result, Storage};
 use crate::engine::Snapshot;
+use crate::keys::RawSpace;
 use crate::txn::{self, ConcurrencyManager, WriteOutcome};
 
 /// Which latches a write command needs.
@@ -313,18 +314,20 @@ impl Storage {
     ) -> Result<kvrpcpb::UnsafeDestroyRangeResponse> {
         let _latch = self.inner.latches.acquire_all().await;
         let upper = (!req.end_key.is_empty()).then_some(req.end_key.as_slice());
-        let (raw_lo, raw_hi) = super::raw::raw_bounds(&req.start_key, upper);
         let mut modifies = txn::delete_range(&kvrpcpb::DeleteRangeRequest {
             start_key: req.start_key.clone(),
             end_key: req.end_key.clone(),
             ..Default::default()
         });
-        for cf in crate::engine::DATA_CFS {
-            modifies.push(crate::engine::Modify::DeleteRange {
-                cf,
-                start: raw_lo.clone(),
-                end: raw_hi.clone(),
-            });
+        for space in [RawSpace::V1, RawSpace::V2] {
+            let (start, end) = space.bounds(&req.start_key, upper);
+            for cf in crate::engine::DATA_CFS {
+                modifies.push(crate::engine::Modify::DeleteRange {
+                    cf,
+                    start: start.clone(),
+                    end: end.clone(),
+                });
+            }
         }
         let engine = self.inner.engine.clone();
         tokio::task::spawn_blocking(move || engine.write(&modifies, true))
