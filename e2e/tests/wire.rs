@@ -1,0 +1,238 @@
+//! What the official clients cannot send but other clients (client-go, tools)
+//! do: requests with stale or unknown region context, the `BatchCommands`
+//! stream and the gRPC health service, spoken with the generated kvproto
+//! client directly.
+
+use std::time::Duration;
+
+use e2e::{must_single_store_cluster, with_deadline};
+use proto::kvrpcpb::{self, Context};
+use proto::pdpb::pd_client::PdClient;
+use proto::pdpb::{GetMembersRequest, GetRegionRequest, RequestHeader};
+use proto::tikvpb::batch_commands_request::{self, request::Cmd as Req};
+use proto::tikvpb::batch_commands_response::response::Cmd as Resp;
+use proto::tikvpb::tikv_client::TikvClient;
+use proto::tikvpb::{BatchCommandsEmptyRequest, BatchCommandsRequest};
+use proto::{errorpb, metapb};
+use tonic::transport::Channel;
+
+async fn connect(addr: &str) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// The first region (holding small V1 raw keys) once placement's keyspace
+/// splits have cut it at the DEFAULT keyspace's first boundary, and its leader.
+async fn must_region(pd_addr: &str, key: &[u8]) -> (metapb::Region, metapb::Peer) {
+    let boundary = proto::codec::keyspace_boundaries(0)[0].clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (region, leader) = region_of(pd_addr, key).await;
+        if region.end_key == boundary {
+            return (region, leader);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first region was never split: {region:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn region_of(pd_addr: &str, key: &[u8]) -> (metapb::Region, metapb::Peer) {
+    let mut pd = PdClient::new(connect(pd_addr).await);
+    let members = pd
+        .get_members(GetMembersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let header = Some(RequestHeader {
+        cluster_id: members.header.unwrap().cluster_id,
+        ..Default::default()
+    });
+    let resp = pd
+        .get_region(GetRegionRequest {
+            header,
+            region_key: key.to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (
+        resp.region.expect("region"),
+        resp.leader.unwrap_or_default(),
+    )
+}
+
+fn ctx(region: &metapb::Region, leader: &metapb::Peer) -> Context {
+    Context {
+        region_id: region.id,
+        region_epoch: region.region_epoch,
+        peer: Some(*leader),
+        ..Default::default()
+    }
+}
+
+fn put(context: Context, key: &[u8]) -> kvrpcpb::RawPutRequest {
+    kvrpcpb::RawPutRequest {
+        context: Some(context),
+        key: key.to_vec(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    }
+}
+
+async fn must_region_error(
+    kv: &mut TikvClient<Channel>,
+    req: kvrpcpb::RawPutRequest,
+) -> errorpb::Error {
+    let resp = kv.raw_put(req).await.expect("raw put rpc").into_inner();
+    assert!(resp.error.is_empty(), "{resp:?}");
+    resp.region_error.expect("a region error")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_unknown_and_misrouted_requests_get_region_errors_and_write_nothing() {
+    e2e::init_test_tracing();
+    with_deadline(Duration::from_secs(120), async {
+        let cluster = must_single_store_cluster().await;
+        let (region, leader) = must_region(&cluster.pd_endpoint(), b"a").await;
+        let mut kv = TikvClient::new(connect(&cluster.store_addr(0)).await);
+        let good = ctx(&region, &leader);
+
+        let mut unknown = good.clone();
+        unknown.region_id = 987_654_321;
+        let e = must_region_error(&mut kv, put(unknown, b"a1")).await;
+        assert_eq!(
+            e.region_not_found.map(|r| r.region_id),
+            Some(987_654_321),
+            "{e:?}"
+        );
+
+        let mut stale = good.clone();
+        let mut epoch = region.region_epoch.unwrap();
+        epoch.version -= 1;
+        stale.region_epoch = Some(epoch);
+        let e = must_region_error(&mut kv, put(stale, b"a2")).await;
+        let current = e.epoch_not_match.expect("epoch_not_match").current_regions;
+        assert_eq!(current.len(), 1);
+        assert_eq!(current[0].id, region.id);
+        assert_eq!(current[0].region_epoch, region.region_epoch);
+
+        let mut wrong_store = good.clone();
+        wrong_store.peer.as_mut().unwrap().store_id += 100;
+        let e = must_region_error(&mut kv, put(wrong_store, b"a3")).await;
+        assert!(e.store_not_match.is_some(), "{e:?}");
+
+        // The first region ends at the DEFAULT keyspace's raw boundary.
+        let outside = [region.end_key.clone(), b"-beyond".to_vec()].concat();
+        let e = must_region_error(&mut kv, put(good.clone(), &outside)).await;
+        let kn = e.key_not_in_region.expect("key_not_in_region");
+        assert_eq!((kn.region_id, kn.key), (region.id, outside.clone()));
+
+        for key in [&b"a1"[..], b"a2", b"a3", &outside] {
+            let get = kvrpcpb::RawGetRequest {
+                context: Some(good.clone()),
+                key: key.to_vec(),
+                ..Default::default()
+            };
+            let resp = kv.raw_get(get).await.unwrap().into_inner();
+            // The outside key is refused again, the others are simply absent.
+            assert!(
+                resp.not_found || resp.region_error.is_some(),
+                "{key:?} was written: {resp:?}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_commands_echo_request_ids_and_health_is_serving() {
+    e2e::init_test_tracing();
+    with_deadline(Duration::from_secs(120), async {
+        let cluster = must_single_store_cluster().await;
+        let (region, leader) = must_region(&cluster.pd_endpoint(), b"b").await;
+        let channel = connect(&cluster.store_addr(0)).await;
+
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        for service in ["", "tikvpb.Tikv"] {
+            let status = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .expect("health check")
+                .into_inner()
+                .status;
+            assert_eq!(
+                status,
+                tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            );
+        }
+
+        let mut kv = TikvClient::new(channel);
+        let c = ctx(&region, &leader);
+        let request = |cmd| batch_commands_request::Request { cmd: Some(cmd) };
+        let first = BatchCommandsRequest {
+            requests: vec![
+                request(Req::RawPut(put(c.clone(), b"b1"))),
+                request(Req::Empty(BatchCommandsEmptyRequest {
+                    test_id: 7,
+                    delay_time: 0,
+                })),
+            ],
+            request_ids: vec![11, 12],
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(first).await.unwrap();
+        let mut responses = kv
+            .batch_commands(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("open stream")
+            .into_inner();
+        let mut seen = std::collections::HashMap::new();
+        while seen.len() < 2 {
+            let batch = responses
+                .message()
+                .await
+                .expect("stream")
+                .expect("response");
+            assert_eq!(batch.responses.len(), batch.request_ids.len());
+            for (id, r) in batch.request_ids.into_iter().zip(batch.responses) {
+                seen.insert(id, r.cmd.expect("a response command"));
+            }
+        }
+        assert!(
+            matches!(&seen[&11], Resp::RawPut(r) if r.region_error.is_none() && r.error.is_empty())
+        );
+        assert!(matches!(&seen[&12], Resp::Empty(e) if e.test_id == 7));
+
+        let get = kvrpcpb::RawGetRequest {
+            context: Some(c),
+            key: b"b1".to_vec(),
+            ..Default::default()
+        };
+        tx.send(BatchCommandsRequest {
+            requests: vec![request(Req::RawGet(get))],
+            request_ids: vec![13],
+        })
+        .await
+        .unwrap();
+        let batch = responses
+            .message()
+            .await
+            .expect("stream")
+            .expect("response");
+        assert_eq!(batch.request_ids, vec![13]);
+        match batch.responses[0].cmd.as_ref() {
+            Some(Resp::RawGet(r)) => assert_eq!(r.value, b"v"),
+            other => panic!("unexpected {other:?}"),
+        }
+    })
+    .await;
+}
