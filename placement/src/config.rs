@@ -43,6 +43,34 @@ pub struct Config {
     /// Store label keys that describe topology, outermost first (e.g. zone, rack, host).
     /// Default empty.
     pub location_labels: Vec<String>,
+    /// Replica and leader scheduling (`[schedule]`).
+    pub schedule: ScheduleConfig,
+}
+
+/// The `[schedule]` section: how much scheduling may run at once. A limit of 0 turns that
+/// kind of scheduling off, as in PD.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Replica operators (add, promote, remove a peer) running at once in the cluster;
+    /// 0 disables the replica checker. Count. Default 64 (PD's).
+    pub replica_schedule_limit: u64,
+    /// Operators adding a peer to one store at once (each costs that store a snapshot).
+    /// Count. Default 4.
+    pub store_add_peer_limit: u64,
+    /// Leader transfers for balance running at once; 0 disables leader balancing. Count.
+    /// Default 4 (PD's).
+    pub leader_schedule_limit: u64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            replica_schedule_limit: 64,
+            store_add_peer_limit: 4,
+            leader_schedule_limit: 4,
+        }
+    }
 }
 
 impl Default for Config {
@@ -59,6 +87,7 @@ impl Default for Config {
             tso_save_interval: ReadableDuration(Duration::from_secs(3)),
             max_store_down_time: ReadableDuration(Duration::from_secs(30 * 60)),
             location_labels: Vec::new(),
+            schedule: ScheduleConfig::default(),
         }
     }
 }
@@ -106,6 +135,12 @@ impl Config {
                     "labels must be non-empty and unique",
                 ));
             }
+        }
+        if self.schedule.replica_schedule_limit > 0 && self.schedule.store_add_peer_limit == 0 {
+            return Err(bad(
+                "schedule.store-add-peer-limit",
+                "must be at least 1 while schedule.replica-schedule-limit is not 0",
+            ));
         }
         Ok(())
     }
@@ -277,12 +312,35 @@ mod tests {
                 },
                 "location-labels",
             ),
+            (
+                Config {
+                    schedule: ScheduleConfig {
+                        store_add_peer_limit: 0,
+                        ..ScheduleConfig::default()
+                    },
+                    ..Config::default()
+                },
+                "schedule.store-add-peer-limit",
+            ),
         ];
         for (config, field) in cases {
             let err = config.validate().unwrap_err().to_string();
             assert!(err.contains(field), "{err} should name {field}");
         }
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
+        let err = toml::from_str::<Config>("[schedule]\nbogus-limit = 1\n").unwrap_err();
+        assert!(err.to_string().contains("bogus-limit"), "{err}");
+    }
+
+    #[test]
+    fn parses_schedule_section() {
+        let c: Config =
+            toml::from_str("[schedule]\nleader-schedule-limit = 0\nstore-add-peer-limit = 2\n")
+                .unwrap();
+        assert_eq!(c.schedule.leader_schedule_limit, 0);
+        assert_eq!(c.schedule.store_add_peer_limit, 2);
+        assert_eq!(c.schedule.replica_schedule_limit, 64);
+        c.validate().unwrap();
     }
 
     #[test]

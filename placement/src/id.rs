@@ -60,6 +60,12 @@ impl IdState {
         Ok(IdStep::Ready(first..=end))
     }
 
+    /// The mark to persist when the current batch is used up, so that the next
+    /// [`IdState::alloc`] of one id needs no disk write.
+    pub fn refill_mark(&self) -> Option<u64> {
+        (self.last >= self.limit).then(|| self.last.saturating_add(self.batch))
+    }
+
     pub fn saved(&mut self, limit: u64) {
         self.limit = self.limit.max(limit);
     }
@@ -88,6 +94,26 @@ impl IdAllocator {
     /// One new id.
     pub async fn alloc(&self) -> Result<u64> {
         Ok(*self.alloc_n(1).await?.start())
+    }
+
+    /// One id from the batch already persisted, without waiting for the disk; `None` when the
+    /// batch is used up (then [`IdAllocator::refill`] makes room). For callers that hold locks.
+    pub fn try_alloc(&self) -> Option<u64> {
+        match self.state.lock().alloc(1) {
+            Ok(IdStep::Ready(ids)) => Some(*ids.start()),
+            _ => None,
+        }
+    }
+
+    /// Persists a new high-water mark if the current batch is used up.
+    pub async fn refill(&self) -> Result<()> {
+        let _guard = self.save_lock.lock().await;
+        let Some(limit) = self.state.lock().refill_mark() else {
+            return Ok(());
+        };
+        self.writer.write(vec![MetaWrite::IdLimit(limit)]).await?;
+        self.state.lock().saved(limit);
+        Ok(())
     }
 
     /// `n` consecutive new ids.
@@ -132,6 +158,16 @@ mod tests {
         assert_eq!(must_alloc(&mut s, 20), 5..=24);
         assert!(s.limit() >= 24);
         assert!(s.alloc(0).is_err());
+    }
+
+    #[test]
+    fn refill_mark_only_when_used_up() {
+        let mut s = IdState::recover(5, 10);
+        assert_eq!(s.refill_mark(), Some(15));
+        s.saved(15);
+        assert_eq!(s.refill_mark(), None);
+        assert_eq!(must_alloc(&mut s, 10), 6..=15);
+        assert_eq!(s.refill_mark(), Some(25));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use proto::{keyspacepb, metapb, pdpb};
 use crate::error::{Error, Result};
 use crate::meta::{MetaWrite, RegionRecord, StoredMeta};
 pub use keyspaces::Keyspaces;
-pub use regions::{RegionInfo, RegionMap, RegionUpdate};
+pub use regions::{RegionInfo, RegionMap, RegionUpdate, StoreCount};
 pub use safepoint::{SafePoints, ServiceUpdate};
 pub use stores::{Liveness, StoreInfo};
 

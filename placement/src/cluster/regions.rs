@@ -82,11 +82,20 @@ pub struct RegionUpdate {
     pub removed: Vec<u64>,
 }
 
+/// Regions led by and peers held by one store, kept current on every update so that
+/// schedulers read them without scanning the table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreCount {
+    pub leaders: u64,
+    pub peers: u64,
+}
+
 /// Every known region, by id and by start key.
 #[derive(Debug, Clone, Default)]
 pub struct RegionMap {
     by_id: HashMap<u64, RegionInfo>,
     by_start: BTreeMap<Vec<u8>, u64>,
+    by_store: HashMap<u64, StoreCount>,
 }
 
 fn epoch_str(e: &metapb::RegionEpoch) -> String {
@@ -246,19 +255,14 @@ impl RegionMap {
         self.check(&info)?;
         let removed = self.overlaps(&info.meta);
         for id in &removed {
-            if let Some(old) = self.by_id.remove(id) {
-                self.by_start.remove(&old.meta.start_key);
-            }
+            self.remove(*id);
         }
         let changed = match self.by_id.get(&info.id()) {
             None => true,
             Some(old) => old.meta != info.meta || old.leader != info.leader,
         };
-        if let Some(old) = self.by_id.get(&info.id()) {
-            if self.by_start.get(&old.meta.start_key) == Some(&info.id()) {
-                self.by_start.remove(&old.meta.start_key);
-            }
-        }
+        self.remove(info.id());
+        self.count(&info, true);
         self.by_start.insert(info.meta.start_key.clone(), info.id());
         self.by_id.insert(info.id(), info);
         Ok(RegionUpdate { changed, removed })
@@ -270,21 +274,33 @@ impl RegionMap {
         if self.by_start.get(&old.meta.start_key) == Some(&id) {
             self.by_start.remove(&old.meta.start_key);
         }
+        self.count(&old, false);
         Some(old)
     }
 
-    /// Number of regions whose leader is on each store, and of peers per store.
-    pub fn counts_by_store(&self) -> HashMap<u64, (u64, u64)> {
-        let mut out: HashMap<u64, (u64, u64)> = HashMap::new();
-        for r in self.by_id.values() {
-            for p in &r.meta.peers {
-                out.entry(p.store_id).or_default().1 += 1;
-            }
-            if let Some(l) = &r.leader {
-                out.entry(l.store_id).or_default().0 += 1;
-            }
+    /// Adds `r` to (or takes it from) the per-store counts.
+    fn count(&mut self, r: &RegionInfo, add: bool) {
+        let bump = |n: &mut u64| *n = if add { *n + 1 } else { n.saturating_sub(1) };
+        for p in &r.meta.peers {
+            bump(&mut self.by_store.entry(p.store_id).or_default().peers);
         }
-        out
+        if let Some(l) = &r.leader {
+            bump(&mut self.by_store.entry(l.store_id).or_default().leaders);
+        }
+    }
+
+    /// Leaders and peers on `store_id`.
+    pub fn store_count(&self, store_id: u64) -> StoreCount {
+        self.by_store.get(&store_id).copied().unwrap_or_default()
+    }
+
+    /// Leaders and peers per store, for every store holding a peer or leader.
+    pub fn counts_by_store(&self) -> HashMap<u64, StoreCount> {
+        self.by_store
+            .iter()
+            .filter(|(_, c)| **c != StoreCount::default())
+            .map(|(id, c)| (*id, *c))
+            .collect()
     }
 }
 
@@ -452,7 +468,52 @@ mod tests {
         r.leader = None;
         assert!(m.upsert(r).unwrap().changed);
         let counts = m.counts_by_store();
-        assert_eq!(counts[&1], (0, 1));
+        assert_eq!(
+            counts[&1],
+            StoreCount {
+                leaders: 0,
+                peers: 1
+            }
+        );
+    }
+
+    #[test]
+    fn store_counts_follow_updates() {
+        let mut m = RegionMap::default();
+        let with_peers = |id, start: &str, end: &str, version, stores: &[u64]| {
+            let mut r = region(id, start, end, 1, version);
+            r.meta.peers = stores
+                .iter()
+                .map(|s| metapb::Peer {
+                    id: id * 10 + s,
+                    store_id: *s,
+                    ..Default::default()
+                })
+                .collect();
+            r.leader = r.meta.peers.first().copied();
+            r
+        };
+        let count = |m: &RegionMap, s| {
+            let c = m.store_count(s);
+            (c.leaders, c.peers)
+        };
+        m.upsert(with_peers(1, "", "", 1, &[1, 2])).unwrap();
+        assert_eq!((count(&m, 1), count(&m, 2)), ((1, 1), (0, 1)));
+        // A conf change moves the peer from store 2 to store 3 and the leader to store 3.
+        let mut moved = with_peers(1, "", "", 1, &[1, 3]);
+        moved.leader = moved.meta.peers.get(1).copied();
+        m.upsert(moved).unwrap();
+        assert_eq!(
+            (count(&m, 1), count(&m, 2), count(&m, 3)),
+            ((0, 1), (0, 0), (1, 1))
+        );
+        // A split adds a region; a merge over both removes the overlapped one.
+        m.upsert(with_peers(2, "m", "", 2, &[1])).unwrap();
+        assert_eq!(count(&m, 1), (1, 2));
+        m.upsert(with_peers(2, "", "", 3, &[1])).unwrap();
+        assert_eq!((count(&m, 1), count(&m, 3)), ((1, 1), (0, 0)));
+        m.remove(2);
+        assert!(m.counts_by_store().is_empty());
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The raftstore loop: one thread drives every region replica of the store.
 //!
-//! Each round drains the inbox (proposals), ticks when due, then handles the
-//! readies of all regions together: their log entries and hard states go into
-//! one write batch persisted with a single synced write, and their committed
-//! entries into one apply batch. Upper layers talk to the loop through a
+//! Each round drains the inbox (proposals, raft messages, conf changes,
+//! reads), ticks when due, then handles the readies of all regions together
+//! (`ready.rs`): log entries and hard states of every region persisted with a
+//! single synced write, committed entries applied in one batch, messages
+//! handed to the [`Transport`]. Upper layers talk to the loop through a
 //! [`Router`] and read region routing from [`StoreMeta`].
 
 use std::collections::HashMap;
@@ -12,18 +13,19 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::RwLock;
-use raft::prelude::Entry;
-use rocksdb::WriteBatch;
+use protobuf::Message as _;
+use raft::prelude::{ConfChangeType, Message, MessageType};
 use tokio::sync::{oneshot, Notify};
 
 use super::cmd::RaftCmd;
 use super::logger::raft_logger;
-use super::peer::{Peer, PeerConfig};
+use super::peer::{Callback, Peer, PeerConfig};
 use super::peer_storage::{self, StorageError};
-use super::split;
+use super::snapshot;
+use super::transport::Transport;
 use super::ProposeError;
-use crate::engine::{Engine, Modify};
-use proto::metapb;
+use crate::engine::Engine;
+use proto::{metapb, storepb};
 
 /// What the store knows of one region it holds, shared with upper layers.
 #[derive(Debug, Clone)]
@@ -33,6 +35,9 @@ pub struct RegionMeta {
     pub leader_id: u64,
     pub is_leader: bool,
     pub term: u64,
+    /// Leader only: peers still catching up, and peers not heard from.
+    pub pending_peers: Vec<metapb::Peer>,
+    pub down_peers: Vec<(metapb::Peer, u64)>,
 }
 
 impl RegionMeta {
@@ -41,7 +46,7 @@ impl RegionMeta {
             .peers
             .iter()
             .find(|p| p.id == self.leader_id)
-            .cloned()
+            .copied()
     }
 }
 
@@ -55,8 +60,23 @@ pub enum StoreMsg {
     Propose {
         region_id: u64,
         cmd: RaftCmd,
-        cb: oneshot::Sender<Result<(), ProposeError>>,
+        cb: Callback,
     },
+    ChangePeer {
+        region_id: u64,
+        change: ConfChangeType,
+        peer: metapb::Peer,
+        cb: Callback,
+    },
+    TransferLeader {
+        region_id: u64,
+        peer_id: u64,
+    },
+    ReadIndex {
+        region_id: u64,
+        cb: Callback,
+    },
+    Raft(storepb::RaftMessage),
     Shutdown,
 }
 
@@ -67,13 +87,50 @@ pub struct Router {
 }
 
 impl Router {
+    async fn call(&self, make: impl FnOnce(Callback) -> StoreMsg) -> Result<(), ProposeError> {
+        let (cb, rx) = oneshot::channel();
+        self.tx.send(make(cb)).map_err(|_| ProposeError::Shutdown)?;
+        rx.await.map_err(|_| ProposeError::Shutdown)?
+    }
+
     /// Proposes `cmd` to `region_id`; resolves once applied on this replica.
     pub async fn propose(&self, region_id: u64, cmd: RaftCmd) -> Result<(), ProposeError> {
-        let (cb, rx) = oneshot::channel();
+        self.call(|cb| StoreMsg::Propose { region_id, cmd, cb })
+            .await
+    }
+
+    /// Adds, promotes or removes a replica; resolves once applied here.
+    pub async fn change_peer(
+        &self,
+        region_id: u64,
+        change: ConfChangeType,
+        peer: metapb::Peer,
+    ) -> Result<(), ProposeError> {
+        self.call(|cb| StoreMsg::ChangePeer {
+            region_id,
+            change,
+            peer,
+            cb,
+        })
+        .await
+    }
+
+    /// Resolves once this replica, as leader, may serve a linearizable read.
+    pub async fn read_index(&self, region_id: u64) -> Result<(), ProposeError> {
+        self.call(|cb| StoreMsg::ReadIndex { region_id, cb }).await
+    }
+
+    pub fn transfer_leader(&self, region_id: u64, peer_id: u64) {
+        let _ = self
+            .tx
+            .send(StoreMsg::TransferLeader { region_id, peer_id });
+    }
+
+    /// Delivers a raft message from another store.
+    pub fn send_raft_message(&self, msg: storepb::RaftMessage) -> Result<(), ProposeError> {
         self.tx
-            .send(StoreMsg::Propose { region_id, cmd, cb })
-            .map_err(|_| ProposeError::Shutdown)?;
-        rx.await.map_err(|_| ProposeError::Shutdown)?
+            .send(StoreMsg::Raft(msg))
+            .map_err(|_| ProposeError::Shutdown)
     }
 
     pub fn shutdown(&self) {
@@ -89,6 +146,8 @@ pub struct RaftStoreConfig {
     pub log_gc_threshold: u64,
     /// Most messages handled per round before the readies are processed.
     pub max_batch: usize,
+    /// A peer silent this long is reported down to placement.
+    pub peer_down_after: Duration,
 }
 
 impl Default for RaftStoreConfig {
@@ -103,19 +162,24 @@ impl Default for RaftStoreConfig {
             },
             log_gc_threshold: 1024,
             max_batch: 4096,
+            peer_down_after: Duration::from_secs(10),
         }
     }
 }
 
 pub struct RaftStore {
-    engine: Engine,
-    cfg: RaftStoreConfig,
-    peers: HashMap<u64, Peer>,
-    meta: Arc<RwLock<StoreMeta>>,
+    pub(super) engine: Engine,
+    pub(super) store_id: u64,
+    pub(super) cfg: RaftStoreConfig,
+    pub(super) peers: HashMap<u64, Peer>,
+    pub(super) meta: Arc<RwLock<StoreMeta>>,
     rx: Receiver<StoreMsg>,
-    logger: slog::Logger,
+    pub(super) logger: slog::Logger,
+    pub(super) transport: Box<dyn Transport>,
     /// Woken when a region's leadership or shape changes (for heartbeats).
-    changed: Arc<Notify>,
+    pub(super) changed: Arc<Notify>,
+    /// Regions whose meta must be republished after this round.
+    pub(super) dirty: bool,
 }
 
 impl RaftStore {
@@ -127,6 +191,7 @@ impl RaftStore {
         cfg: RaftStoreConfig,
         meta: Arc<RwLock<StoreMeta>>,
         changed: Arc<Notify>,
+        transport: Box<dyn Transport>,
     ) -> Result<(RaftStore, Router), StorageError> {
         let logger = raft_logger();
         let mut peers = HashMap::new();
@@ -140,36 +205,35 @@ impl RaftStore {
                 continue;
             };
             let ps = peer_storage::load(&engine, &region)?;
-            let mut peer = Peer::new(region.clone(), me.id, ps, &cfg.peer, &logger)?;
+            let mut peer = Peer::new(region.clone(), me.id, ps, &engine, &cfg.peer, &logger)?;
             if region.peers.len() == 1 {
                 // A lone voter need not wait out an election timeout.
                 peer.node.campaign()?;
             }
             peers.insert(region.id, peer);
         }
-        {
-            let mut m = meta.write();
-            m.store_id = store_id;
-            for p in peers.values() {
-                m.regions.insert(p.region.id, region_meta(p));
-            }
-        }
+        meta.write().store_id = store_id;
         let (tx, rx) = crossbeam_channel::unbounded();
         let store = RaftStore {
             engine,
+            store_id,
             cfg,
             peers,
             meta,
             rx,
             logger,
+            transport,
             changed,
+            dirty: false,
         };
+        store.refresh_meta();
         Ok((store, Router { tx }))
     }
 
     /// Runs the loop until [`Router::shutdown`] or every router is dropped.
     pub fn run(mut self) {
         let mut last_tick = Instant::now();
+        let mut ticks: u64 = 0;
         loop {
             let timeout = self.cfg.base_tick.saturating_sub(last_tick.elapsed());
             match self.rx.recv_timeout(timeout) {
@@ -188,13 +252,25 @@ impl RaftStore {
             }
             if last_tick.elapsed() >= self.cfg.base_tick {
                 last_tick = Instant::now();
+                ticks += 1;
                 for p in self.peers.values_mut() {
                     p.node.tick();
                 }
+                // Refresh pending/down peers for heartbeats about once a second.
+                if ticks.is_multiple_of(10) {
+                    self.dirty = true;
+                }
+            }
+            for p in self.peers.values_mut() {
+                p.flush_reads();
             }
             if let Err(e) = self.on_ready() {
                 tracing::error!(error = %e, "raftstore failed to persist; stopping");
                 break;
+            }
+            if self.dirty {
+                self.dirty = false;
+                self.refresh_meta();
             }
         }
         self.stop();
@@ -202,301 +278,193 @@ impl RaftStore {
 
     fn stop(&mut self) {
         for p in self.peers.values_mut() {
-            p.fail_proposals();
+            p.fail_pending();
         }
         tracing::info!("raftstore stopped");
     }
 
+    fn with_peer(&mut self, region_id: u64, cb: Callback, f: impl FnOnce(&mut Peer, Callback)) {
+        match self.peers.get_mut(&region_id) {
+            Some(p) if p.is_initialized() => f(p, cb),
+            _ => {
+                let _ = cb.send(Err(ProposeError::RegionNotFound(region_id)));
+            }
+        }
+    }
+
     fn handle(&mut self, msg: StoreMsg) {
         match msg {
-            StoreMsg::Propose { region_id, cmd, cb } => match self.peers.get_mut(&region_id) {
-                Some(p) => p.propose(&cmd, cb),
-                None => {
-                    let _ = cb.send(Err(ProposeError::RegionNotFound(region_id)));
+            StoreMsg::Propose { region_id, cmd, cb } => {
+                self.with_peer(region_id, cb, |p, cb| p.propose(&cmd, cb))
+            }
+            StoreMsg::ChangePeer {
+                region_id,
+                change,
+                peer,
+                cb,
+            } => self.with_peer(region_id, cb, |p, cb| {
+                p.propose_conf_change(change, peer, cb)
+            }),
+            StoreMsg::ReadIndex { region_id, cb } => {
+                self.with_peer(region_id, cb, |p, cb| p.read_index(cb))
+            }
+            StoreMsg::TransferLeader { region_id, peer_id } => {
+                if let Some(p) = self.peers.get_mut(&region_id) {
+                    if p.is_leader() {
+                        p.node.transfer_leader(peer_id);
+                    }
                 }
-            },
+            }
+            StoreMsg::Raft(m) => self.on_raft_message(m),
             StoreMsg::Shutdown => {}
         }
     }
 
-    /// Persists, applies and advances every region that has a ready.
-    fn on_ready(&mut self) -> Result<(), StorageError> {
-        let mut log_wb = WriteBatch::default();
-        let mut readies = Vec::new();
-        let mut to_apply: Vec<(u64, Vec<Entry>)> = Vec::new();
-        let mut leadership_changed = false;
-        for (id, p) in self.peers.iter_mut() {
-            if !p.node.has_ready() {
-                continue;
-            }
-            let mut rd = p.node.ready();
-            if rd.ss().is_some() {
-                leadership_changed = true;
-                if !p.is_leader() {
-                    p.fail_proposals();
-                }
-            }
-            // Messages to other replicas travel once replication exists.
-            drop(rd.take_messages());
-            let committed = rd.take_committed_entries();
-            if !committed.is_empty() {
-                to_apply.push((*id, committed));
-            }
-            p.ps.append(rd.entries(), &self.engine, &mut log_wb)?;
-            if let Some(hs) = rd.hs() {
-                p.ps.set_hard_state(hs, &self.engine, &mut log_wb)?;
-            }
-            drop(rd.take_persisted_messages());
-            readies.push((*id, rd));
+    fn on_raft_message(&mut self, m: storepb::RaftMessage) {
+        let (Some(from), Some(to)) = (m.from_peer, m.to_peer) else {
+            return;
+        };
+        if to.store_id != self.store_id {
+            return;
         }
-        if readies.is_empty() {
-            return Ok(());
+        let Ok(msg) = Message::parse_from_bytes(&m.message) else {
+            tracing::warn!(region_id = m.region_id, "undecodable raft message dropped");
+            return;
+        };
+        if !self.peers.contains_key(&m.region_id) && !self.maybe_create_peer(&m, &msg) {
+            return;
         }
-        if !log_wb.is_empty() {
-            self.engine.write_batch(log_wb, true)?;
-        }
-        let mut apply_wb = WriteBatch::default();
-        for (id, rd) in readies {
-            let p = self.peers.get_mut(&id).expect("peer with ready");
-            let mut light = p.node.advance(rd);
-            if let Some(commit) = light.commit_index() {
-                p.ps.set_commit(commit, &self.engine, &mut apply_wb)?;
-            }
-            drop(light.take_messages());
-            let committed = light.take_committed_entries();
-            if !committed.is_empty() {
-                to_apply.push((id, committed));
-            }
-        }
-        self.apply(to_apply, apply_wb)?;
-        if leadership_changed {
-            self.refresh_meta();
-        }
-        Ok(())
-    }
-
-    /// Applies committed entries of every region in one write batch, then
-    /// answers their proposals and starts the regions splits created.
-    fn apply(
-        &mut self,
-        to_apply: Vec<(u64, Vec<Entry>)>,
-        mut wb: WriteBatch,
-    ) -> Result<(), StorageError> {
-        let mut results = Vec::with_capacity(to_apply.len());
-        let mut splits = Vec::new();
-        for (id, entries) in &to_apply {
-            let p = self.peers.get_mut(id).expect("peer with entries");
-            let mut modifies: Vec<Modify> = Vec::new();
-            let mut entry_results = Vec::with_capacity(entries.len());
-            for e in entries {
-                let result = match p.entry_cmd(e) {
-                    None => Ok(()),
-                    Some(RaftCmd::Write(m)) => {
-                        modifies.extend(m);
-                        Ok(())
-                    }
-                    Some(RaftCmd::BatchSplit(bs)) => {
-                        match split::exec_batch_split(&p.region, &bs) {
-                            Ok(outcome) => {
-                                modifies.extend(split::split_writes(&outcome));
-                                p.region = outcome.left.clone();
-                                splits.push((p.is_leader(), outcome));
-                                Ok(())
-                            }
-                            Err(reason) => {
-                                tracing::info!(region_id = p.region.id, %reason, "split rejected");
-                                Err(ProposeError::Rejected {
-                                    region_id: p.region.id,
-                                    reason,
-                                })
-                            }
-                        }
-                    }
-                };
-                entry_results.push(result);
-                p.ps.apply_state.applied_index = e.index;
-            }
-            modifies.push(p.ps.apply_state_modify());
-            self.engine.fill_batch(&mut wb, &modifies)?;
-            results.push(entry_results);
-        }
-        if wb.is_empty() {
-            return Ok(());
-        }
-        self.engine.write_batch(wb, false)?;
-        // New regions are routable before the split's proposer hears back.
-        if !splits.is_empty() {
-            for (was_leader, outcome) in splits {
-                self.start_split_regions(was_leader, outcome)?;
-            }
-            self.refresh_meta();
-        }
-        let mut gc_wb = WriteBatch::default();
-        for ((id, entries), entry_results) in to_apply.into_iter().zip(results) {
-            let p = self.peers.get_mut(&id).expect("peer with entries");
-            for (e, r) in entries.iter().zip(entry_results) {
-                p.on_applied(e, r);
-            }
-            p.node.advance_apply();
-            let applied = p.ps.apply_state.applied_index;
-            if applied - p.ps.apply_state.truncated_index > 2 * self.cfg.log_gc_threshold {
-                let to = applied - self.cfg.log_gc_threshold;
-                p.ps.compact_to(to, &self.engine, &mut gc_wb)?;
-            }
-        }
-        if !gc_wb.is_empty() {
-            self.engine.write_batch(gc_wb, false)?;
-        }
-        Ok(())
-    }
-
-    /// Creates the replicas of regions a split produced on this store; on the
-    /// parent's leader they campaign at once so the new ranges stay served.
-    fn start_split_regions(
-        &mut self,
-        was_leader: bool,
-        outcome: split::SplitOutcome,
-    ) -> Result<(), StorageError> {
-        let store_id = self.meta.read().store_id;
-        for region in outcome.new_regions {
-            let Some(me) = region.peers.iter().find(|p| p.store_id == store_id) else {
-                continue;
-            };
-            let ps = peer_storage::load(&self.engine, &region)?;
-            let mut peer = Peer::new(region.clone(), me.id, ps, &self.cfg.peer, &self.logger)?;
-            if was_leader {
-                peer.node.campaign()?;
-            }
-            tracing::info!(
-                region_id = region.id,
-                parent = outcome.left.id,
-                "region created by split"
+        let p = self.peers.get_mut(&m.region_id).expect("peer exists");
+        if p.peer_id != to.id {
+            tracing::debug!(
+                region_id = m.region_id,
+                to = to.id,
+                me = p.peer_id,
+                "message for another peer id dropped"
             );
-            self.peers.insert(region.id, peer);
+            return;
         }
-        Ok(())
+        if msg.get_msg_type() == MessageType::MsgSnapshot && !self.snapshot_fits(&m, &msg) {
+            return;
+        }
+        let p = self.peers.get_mut(&m.region_id).expect("peer exists");
+        p.step(from, msg);
     }
 
-    fn refresh_meta(&self) {
+    /// Whether a snapshot's range is free on this store (no other region overlaps it).
+    fn snapshot_fits(&self, m: &storepb::RaftMessage, msg: &Message) -> bool {
+        let Ok((region, _)) = snapshot::decode_data(&msg.get_snapshot().data) else {
+            tracing::warn!(region_id = m.region_id, "undecodable snapshot dropped");
+            return false;
+        };
+        let overlap = self.overlapping(m.region_id, &region.start_key, &region.end_key);
+        if let Some(other) = overlap {
+            tracing::info!(
+                region_id = m.region_id,
+                other,
+                "snapshot overlaps another region; dropped"
+            );
+            return false;
+        }
+        true
+    }
+
+    /// An initialized region other than `except` overlapping `[start, end)`.
+    fn overlapping(&self, except: u64, start: &[u8], end: &[u8]) -> Option<u64> {
+        self.peers
+            .values()
+            .filter(|p| p.region.id != except && p.is_initialized())
+            .find(|p| {
+                let r = &p.region;
+                (end.is_empty() || r.start_key.as_slice() < end)
+                    && (r.end_key.is_empty() || start < r.end_key.as_slice())
+            })
+            .map(|p| p.region.id)
+    }
+
+    /// Creates an empty replica for a region this store is being added to;
+    /// it catches up from a snapshot. Messages that cannot create one (a
+    /// vote, a range still held by another region) are dropped.
+    fn maybe_create_peer(&mut self, m: &storepb::RaftMessage, msg: &Message) -> bool {
+        let creates = matches!(
+            msg.get_msg_type(),
+            MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
+        );
+        if !creates || m.is_tombstone {
+            return false;
+        }
+        if self.is_tombstone(m.region_id, m.region_epoch.as_ref()) {
+            return false;
+        }
+        if self
+            .overlapping(m.region_id, &m.start_key, &m.end_key)
+            .is_some()
+        {
+            return false;
+        }
+        let to = m.to_peer.expect("checked by caller");
+        let region = metapb::Region {
+            id: m.region_id,
+            ..Default::default()
+        };
+        let ps = peer_storage::empty(m.region_id);
+        match Peer::new(
+            region,
+            to.id,
+            ps,
+            &self.engine,
+            &self.cfg.peer,
+            &self.logger,
+        ) {
+            Ok(p) => {
+                tracing::info!(
+                    region_id = m.region_id,
+                    peer_id = to.id,
+                    "replica created, waiting for a snapshot"
+                );
+                self.peers.insert(m.region_id, p);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(region_id = m.region_id, error = %e, "creating replica failed");
+                false
+            }
+        }
+    }
+
+    /// Whether this store removed its replica of `region_id` at or after `epoch`.
+    fn is_tombstone(&self, region_id: u64, epoch: Option<&metapb::RegionEpoch>) -> bool {
+        let conf_ver = epoch.map(|e| e.conf_ver).unwrap_or(0);
+        match peer_storage::tombstone_conf_ver(&self.engine, region_id) {
+            Ok(Some(dead)) => conf_ver <= dead,
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(region_id, error = %e, "reading tombstone failed");
+                true
+            }
+        }
+    }
+
+    pub(super) fn refresh_meta(&self) {
         let mut m = self.meta.write();
-        for p in self.peers.values() {
-            m.regions.insert(p.region.id, region_meta(p));
+        m.regions
+            .retain(|id, _| self.peers.get(id).is_some_and(|p| p.is_initialized()));
+        for p in self.peers.values().filter(|p| p.is_initialized()) {
+            m.regions
+                .insert(p.region.id, region_meta(p, self.cfg.peer_down_after));
         }
         drop(m);
         self.changed.notify_one();
     }
 }
 
-fn region_meta(p: &Peer) -> RegionMeta {
+fn region_meta(p: &Peer, down_after: Duration) -> RegionMeta {
     RegionMeta {
         region: p.region.clone(),
         leader_id: p.node.raft.leader_id,
         is_leader: p.is_leader(),
         term: p.node.raft.term,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::{CF_DEFAULT, CF_RAFT};
-    use crate::raftstore::{keys, peer_storage};
-    use std::time::Duration;
-
-    fn region() -> metapb::Region {
-        metapb::Region {
-            id: 1,
-            region_epoch: Some(metapb::RegionEpoch {
-                conf_ver: 1,
-                version: 1,
-            }),
-            peers: vec![metapb::Peer {
-                id: 2,
-                store_id: 1,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }
-    }
-
-    fn start(engine: &Engine) -> (Router, Arc<RwLock<StoreMeta>>, std::thread::JoinHandle<()>) {
-        let meta = Arc::new(RwLock::new(StoreMeta::default()));
-        let (store, router) = RaftStore::new(
-            engine.clone(),
-            1,
-            RaftStoreConfig {
-                log_gc_threshold: 8,
-                ..Default::default()
-            },
-            meta.clone(),
-            Arc::new(Notify::new()),
-        )
-        .unwrap();
-        let t = std::thread::spawn(move || store.run());
-        (router, meta, t)
-    }
-
-    async fn must_become_leader(meta: &Arc<RwLock<StoreMeta>>) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !meta.read().regions.get(&1).is_some_and(|r| r.is_leader) {
-            assert!(Instant::now() < deadline, "region 1 never elected a leader");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    fn put(i: u32) -> RaftCmd {
-        RaftCmd::Write(vec![Modify::Put {
-            cf: CF_DEFAULT,
-            key: format!("k{i:04}").into_bytes(),
-            value: i.to_be_bytes().to_vec(),
-        }])
-    }
-
-    #[tokio::test]
-    async fn writes_apply_survive_restart_and_log_is_truncated() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(dir.path()).unwrap();
-        engine
-            .write(&peer_storage::bootstrap_writes(&region()), true)
-            .unwrap();
-
-        let (router, meta, t) = start(&engine);
-        must_become_leader(&meta).await;
-        let writes: Vec<_> = (0..100).map(|i| router.propose(1, put(i))).collect();
-        for r in futures::future::join_all(writes).await {
-            r.unwrap();
-        }
-        assert!(matches!(
-            router.propose(9, put(0)).await,
-            Err(ProposeError::RegionNotFound(9))
-        ));
-        router.shutdown();
-        t.join().unwrap();
-        drop(router);
-
-        for i in 0..100u32 {
-            let v = engine
-                .get_cf(CF_DEFAULT, format!("k{i:04}").as_bytes())
-                .unwrap();
-            assert_eq!(v, Some(i.to_be_bytes().to_vec()));
-        }
-        let apply = engine
-            .get_cf(CF_RAFT, &keys::apply_state_key(1))
-            .unwrap()
-            .and_then(|v| keys::ApplyState::decode(&v))
-            .unwrap();
-        assert!(apply.applied_index > 100, "{apply:?}");
-        assert!(
-            apply.truncated_index > peer_storage::INIT_INDEX,
-            "log never truncated: {apply:?}"
-        );
-
-        // Restart: the log reloads and new writes continue after the old ones.
-        let (router, meta, t) = start(&engine);
-        must_become_leader(&meta).await;
-        router.propose(1, put(100)).await.unwrap();
-        router.shutdown();
-        t.join().unwrap();
-        assert!(engine.get_cf(CF_DEFAULT, b"k0100").unwrap().is_some());
+        pending_peers: p.pending_peers(),
+        down_peers: p.down_peers(down_after),
     }
 }

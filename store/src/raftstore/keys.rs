@@ -9,6 +9,7 @@ const LOG_PREFIX: u8 = b'L';
 const RAFT_STATE_PREFIX: u8 = b'S';
 const APPLY_STATE_PREFIX: u8 = b'A';
 pub const REGION_STATE_PREFIX: u8 = b'R';
+const TOMBSTONE_PREFIX: u8 = b'T';
 
 fn region_key(prefix: u8, region_id: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
@@ -33,6 +34,11 @@ pub fn apply_state_key(region_id: u64) -> Vec<u8> {
 
 pub fn region_state_key(region_id: u64) -> Vec<u8> {
     region_key(REGION_STATE_PREFIX, region_id)
+}
+
+/// Marks a region replica this store removed, with the conf version then.
+pub fn tombstone_key(region_id: u64) -> Vec<u8> {
+    region_key(TOMBSTONE_PREFIX, region_id)
 }
 
 /// Region id encoded in a region state key, if it is one.

@@ -14,7 +14,15 @@ pub mod keys;
 mod logger;
 pub mod peer;
 pub mod peer_storage;
+mod ready;
+pub mod snapshot;
 pub mod split;
+pub mod transport;
+
+#[cfg(test)]
+pub mod test_cluster;
+#[cfg(test)]
+mod tests;
 
 pub use driver::{RaftStore, RaftStoreConfig, RegionMeta, Router, StoreMeta, StoreMsg};
 
@@ -32,6 +40,8 @@ pub enum ProposeError {
     RegionNotFound(u64),
     #[error("region {region_id}: stale command")]
     Stale { region_id: u64 },
+    #[error("region {region_id}: read index not ready")]
+    ReadIndexNotReady { region_id: u64 },
     #[error("region {region_id}: {reason}")]
     Rejected { region_id: u64, reason: String },
     #[error("raftstore is shutting down")]

@@ -1,20 +1,26 @@
-//! One region replica: a raft-rs [`RawNode`] plus its durable state and the
-//! proposals waiting for their entries to apply.
+//! One region replica: a raft-rs [`RawNode`] plus its durable state, the
+//! proposals waiting for their entries to apply and the reads waiting for
+//! their read index.
 //!
-//! The peer is plain state: the driver (`driver.rs`) feeds it ticks and
-//! proposals and collects its readies; nothing here blocks or spawns.
+//! The peer is plain state: the driver (`driver.rs`) feeds it ticks,
+//! messages and proposals and collects its readies; nothing here blocks.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use raft::prelude::Entry;
-use raft::storage::MemStorage;
+use parking_lot::Mutex;
+use protobuf::Message as _;
+use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, Message};
 use raft::{RawNode, StateRole};
 use tokio::sync::oneshot;
 
 use super::cmd::RaftCmd;
 use super::peer_storage::{PeerStorage, StorageError};
+use super::snapshot::{PeerRaftStorage, SnapSource};
 use super::ProposeError;
-use proto::metapb;
+use crate::engine::Engine;
+use proto::{metapb, storepb};
 
 pub type Callback = oneshot::Sender<Result<(), ProposeError>>;
 
@@ -27,9 +33,19 @@ struct Proposal {
 pub struct Peer {
     pub region: metapb::Region,
     pub peer_id: u64,
-    pub node: RawNode<MemStorage>,
+    pub node: RawNode<PeerRaftStorage>,
     pub ps: PeerStorage,
+    src: Arc<Mutex<SnapSource>>,
     proposals: VecDeque<Proposal>,
+    /// Reads not yet sent for a read index, and those waiting for one.
+    reads_to_send: Vec<Callback>,
+    reads_sent: VecDeque<(u64, Vec<Callback>)>,
+    /// Reads whose read index is known, waiting for it to be applied.
+    reads_ready: VecDeque<(u64, Vec<Callback>)>,
+    next_read_id: u64,
+    /// Peers heard from, by id, with when (for `down_peers`).
+    peer_cache: HashMap<u64, metapb::Peer>,
+    last_heard: HashMap<u64, Instant>,
 }
 
 /// Raft timing and flow-control knobs of every region replica.
@@ -46,6 +62,7 @@ impl Peer {
         region: metapb::Region,
         peer_id: u64,
         ps: PeerStorage,
+        engine: &Engine,
         cfg: &PeerConfig,
         logger: &slog::Logger,
     ) -> Result<Self, StorageError> {
@@ -60,23 +77,65 @@ impl Peer {
             pre_vote: true,
             ..Default::default()
         };
-        let node = RawNode::new(&raft_cfg, ps.mem.clone(), logger)?;
-        Ok(Peer {
-            region,
+        let src = Arc::new(Mutex::new(SnapSource {
+            engine: engine.clone(),
+            region: region.clone(),
+            applied_index: ps.apply_state.applied_index,
+        }));
+        let storage = PeerRaftStorage {
+            mem: ps.mem.clone(),
+            src: src.clone(),
+        };
+        let node = RawNode::new(&raft_cfg, storage, logger)?;
+        let mut peer = Peer {
+            region: metapb::Region::default(),
             peer_id,
             node,
             ps,
+            src,
             proposals: VecDeque::new(),
-        })
+            reads_to_send: Vec::new(),
+            reads_sent: VecDeque::new(),
+            reads_ready: VecDeque::new(),
+            next_read_id: 1,
+            peer_cache: HashMap::new(),
+            last_heard: HashMap::new(),
+        };
+        peer.set_region(region);
+        Ok(peer)
+    }
+
+    /// A replica that has region metadata (not one waiting for a snapshot).
+    pub fn is_initialized(&self) -> bool {
+        !self.region.peers.is_empty()
+    }
+
+    pub fn set_region(&mut self, region: metapb::Region) {
+        let now = Instant::now();
+        for p in &region.peers {
+            self.peer_cache.insert(p.id, *p);
+            self.last_heard.entry(p.id).or_insert(now);
+        }
+        self.src.lock().region = region.clone();
+        self.region = region;
+    }
+
+    pub fn set_applied(&mut self, index: u64) {
+        self.ps.apply_state.applied_index = index;
+        self.src.lock().applied_index = index;
     }
 
     pub fn is_leader(&self) -> bool {
         self.node.raft.state == StateRole::Leader
     }
 
+    pub fn peer_by_id(&self, id: u64) -> Option<metapb::Peer> {
+        self.peer_cache.get(&id).copied()
+    }
+
     pub fn leader_peer(&self) -> Option<metapb::Peer> {
         let leader = self.node.raft.leader_id;
-        self.region.peers.iter().find(|p| p.id == leader).cloned()
+        self.region.peers.iter().find(|p| p.id == leader).copied()
     }
 
     pub fn not_leader(&self) -> ProposeError {
@@ -86,30 +145,117 @@ impl Peer {
         }
     }
 
+    fn track(&mut self, cb: Callback) {
+        self.proposals.push_back(Proposal {
+            index: self.node.raft.raft_log.last_index(),
+            term: self.node.raft.term,
+            cb,
+        });
+    }
+
     /// Appends `cmd` to the log if this replica leads; `cb` fires once applied.
     pub fn propose(&mut self, cmd: &RaftCmd, cb: Callback) {
         if !self.is_leader() {
             let _ = cb.send(Err(self.not_leader()));
             return;
         }
-        let before = self.ps.last_index();
         if let Err(e) = self.node.propose(vec![], cmd.encode()) {
             tracing::debug!(region_id = self.region.id, error = %e, "proposal dropped");
             let _ = cb.send(Err(self.not_leader()));
             return;
         }
-        let index = self.node.raft.raft_log.last_index();
-        debug_assert!(index > before);
-        self.proposals.push_back(Proposal {
-            index,
-            term: self.node.raft.term,
-            cb,
-        });
+        self.track(cb);
     }
 
-    /// Decodes a committed entry (None for the empty entry of a new leader).
+    /// Proposes adding, promoting or removing `peer`; `cb` fires once applied.
+    pub fn propose_conf_change(
+        &mut self,
+        change: ConfChangeType,
+        peer: metapb::Peer,
+        cb: Callback,
+    ) {
+        if !self.is_leader() {
+            let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        let mut cc = ConfChange::default();
+        cc.set_change_type(change);
+        cc.node_id = peer.id;
+        let context = prost::Message::encode_to_vec(&peer);
+        if let Err(e) = self.node.propose_conf_change(context, cc) {
+            let reason = format!("conf change refused: {e}");
+            let _ = cb.send(Err(ProposeError::Rejected {
+                region_id: self.region.id,
+                reason,
+            }));
+            return;
+        }
+        self.track(cb);
+    }
+
+    /// Queues a linearizable read; `cb` fires once this replica, as leader,
+    /// has applied everything committed when the read arrived.
+    pub fn read_index(&mut self, cb: Callback) {
+        if !self.is_leader() {
+            let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        self.reads_to_send.push(cb);
+    }
+
+    /// Sends one read-index request for every read queued this round.
+    pub fn flush_reads(&mut self) {
+        if self.reads_to_send.is_empty() {
+            return;
+        }
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        self.node.read_index(id.to_be_bytes().to_vec());
+        let cbs = std::mem::take(&mut self.reads_to_send);
+        self.reads_sent.push_back((id, cbs));
+    }
+
+    /// Records read indexes raft confirmed.
+    pub fn on_read_states(&mut self, states: Vec<raft::ReadState>) {
+        for rs in states {
+            let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+                continue;
+            };
+            let id = u64::from_be_bytes(bytes);
+            while let Some((sent_id, _)) = self.reads_sent.front() {
+                if *sent_id > id {
+                    break;
+                }
+                let (sent_id, cbs) = self.reads_sent.pop_front().expect("front exists");
+                if sent_id == id {
+                    self.reads_ready.push_back((rs.index, cbs));
+                } else {
+                    // Raft dropped that request (e.g. no commit in this term yet).
+                    for cb in cbs {
+                        let _ = cb.send(Err(ProposeError::ReadIndexNotReady {
+                            region_id: self.region.id,
+                        }));
+                    }
+                }
+            }
+        }
+        self.complete_reads();
+    }
+
+    /// Answers reads whose read index has been applied.
+    pub fn complete_reads(&mut self) {
+        let applied = self.ps.apply_state.applied_index;
+        while self.reads_ready.front().is_some_and(|(i, _)| *i <= applied) {
+            let (_, cbs) = self.reads_ready.pop_front().expect("front exists");
+            for cb in cbs {
+                let _ = cb.send(Ok(()));
+            }
+        }
+    }
+
+    /// Decodes a committed normal entry (None for a new leader's empty entry).
     pub fn entry_cmd(&self, entry: &Entry) -> Option<RaftCmd> {
-        if entry.data.is_empty() {
+        if entry.data.is_empty() || entry.get_entry_type() != EntryType::EntryNormal {
             return None;
         }
         match RaftCmd::decode(&entry.data) {
@@ -139,11 +285,94 @@ impl Peer {
         }
     }
 
-    /// Fails every waiting proposal, e.g. when leadership is lost.
-    pub fn fail_proposals(&mut self) {
+    /// Restarts the silence clocks (on becoming leader).
+    pub fn reset_heard(&mut self) {
+        let now = Instant::now();
+        for t in self.last_heard.values_mut() {
+            *t = now;
+        }
+    }
+
+    /// Fails every waiting proposal and read, e.g. when leadership is lost.
+    pub fn fail_pending(&mut self) {
         let err = self.not_leader();
         for p in self.proposals.drain(..) {
             let _ = p.cb.send(Err(err.clone()));
         }
+        let reads = self.reads_to_send.drain(..);
+        let sent = self.reads_sent.drain(..).flat_map(|(_, cbs)| cbs);
+        let ready = self.reads_ready.drain(..).flat_map(|(_, cbs)| cbs);
+        for cb in reads.chain(sent).chain(ready) {
+            let _ = cb.send(Err(err.clone()));
+        }
+    }
+
+    /// Steps a message from another replica.
+    pub fn step(&mut self, from: metapb::Peer, msg: Message) {
+        self.peer_cache.insert(from.id, from);
+        self.last_heard.insert(from.id, Instant::now());
+        if let Err(e) = self.node.step(msg) {
+            tracing::debug!(region_id = self.region.id, error = %e, "raft message refused");
+        }
+    }
+
+    /// Wraps raft messages for the transport (those to unknown peers are dropped).
+    pub fn wrap_messages(&self, store_id: u64, msgs: Vec<Message>) -> Vec<storepb::RaftMessage> {
+        let from = metapb::Peer {
+            id: self.peer_id,
+            store_id,
+            ..Default::default()
+        };
+        msgs.into_iter()
+            .filter_map(|m| {
+                let to = self.peer_by_id(m.to)?;
+                Some(storepb::RaftMessage {
+                    region_id: self.region.id,
+                    from_peer: Some(from),
+                    to_peer: Some(to),
+                    region_epoch: self.region.region_epoch,
+                    message: m.write_to_bytes().ok()?,
+                    is_tombstone: false,
+                    start_key: self.region.start_key.clone(),
+                    end_key: self.region.end_key.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Peers that need a snapshot to catch up (TiKV's `pending_peers`).
+    pub fn pending_peers(&self) -> Vec<metapb::Peer> {
+        if !self.is_leader() {
+            return vec![];
+        }
+        let truncated = self.ps.apply_state.truncated_index;
+        self.node
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, pr)| **id != self.peer_id && pr.matched < truncated)
+            .filter_map(|(id, _)| self.peer_by_id(*id))
+            .collect()
+    }
+
+    /// Peers not heard from for `after`, with how long (seconds).
+    pub fn down_peers(&self, after: Duration) -> Vec<(metapb::Peer, u64)> {
+        if !self.is_leader() {
+            return vec![];
+        }
+        let now = Instant::now();
+        self.region
+            .peers
+            .iter()
+            .filter(|p| p.id != self.peer_id)
+            .filter_map(|p| {
+                let silent = self
+                    .last_heard
+                    .get(&p.id)
+                    .map(|t| now.duration_since(*t))
+                    .unwrap_or_default();
+                (silent > after).then_some((*p, silent.as_secs()))
+            })
+            .collect()
     }
 }

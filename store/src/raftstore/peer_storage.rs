@@ -81,6 +81,53 @@ pub fn conf_state_of(region: &metapb::Region) -> ConfState {
     cs
 }
 
+/// An empty log for a replica created to receive a snapshot.
+pub fn empty(region_id: u64) -> PeerStorage {
+    PeerStorage {
+        region_id,
+        mem: MemStorage::new(),
+        apply_state: ApplyState::default(),
+        hard_state: HardState::default(),
+    }
+}
+
+/// Writes removing a replica's raft state and metadata, leaving a tombstone.
+pub fn destroy_writes(region: &metapb::Region) -> Vec<Modify> {
+    let conf_ver = region.region_epoch.map(|e| e.conf_ver).unwrap_or(0);
+    vec![
+        Modify::DeleteRange {
+            cf: CF_RAFT,
+            start: keys::raft_log_key(region.id, 0),
+            end: keys::raft_log_key(region.id, u64::MAX),
+        },
+        Modify::Delete {
+            cf: CF_RAFT,
+            key: keys::raft_state_key(region.id),
+        },
+        Modify::Delete {
+            cf: CF_RAFT,
+            key: keys::apply_state_key(region.id),
+        },
+        Modify::Delete {
+            cf: CF_RAFT,
+            key: keys::region_state_key(region.id),
+        },
+        Modify::Put {
+            cf: CF_RAFT,
+            key: keys::tombstone_key(region.id),
+            value: conf_ver.to_be_bytes().to_vec(),
+        },
+    ]
+}
+
+/// The conf version at which this store removed its replica of `region_id`.
+pub fn tombstone_conf_ver(engine: &Engine, region_id: u64) -> Result<Option<u64>, StorageError> {
+    Ok(engine
+        .get_cf(CF_RAFT, &keys::tombstone_key(region_id))?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map(u64::from_be_bytes))
+}
+
 /// Every region whose state is stored in the engine.
 pub fn load_regions(engine: &Engine) -> Result<Vec<metapb::Region>, StorageError> {
     let mut cursor = engine.raw_cursor(CF_RAFT)?;

@@ -17,6 +17,7 @@ use super::pd::{PdClient, PdError};
 use crate::engine::{Engine, CF_DEFAULT, CF_WRITE};
 use crate::raftstore::cmd::{BatchSplit, RaftCmd, SplitSpec};
 use crate::raftstore::{ProposeError, Router, StoreMeta};
+use raft::prelude::ConfChangeType;
 
 pub struct HeartbeatConfig {
     pub region_interval: Duration,
@@ -131,15 +132,25 @@ impl Heartbeat {
             .regions
             .values()
             .filter(|r| r.is_leader)
-            .map(|r| (r.region.clone(), r.leader_peer(), r.term))
+            .cloned()
             .collect();
-        for (region, leader, term) in leaders {
+        for r in leaders {
+            let down_peers = r
+                .down_peers
+                .iter()
+                .map(|(peer, secs)| pdpb::PeerStats {
+                    peer: Some(*peer),
+                    down_seconds: *secs,
+                })
+                .collect();
             let req = pdpb::RegionHeartbeatRequest {
                 header: self.pd.request_header(),
-                approximate_size: approximate_size(&self.engine, &region),
-                region: Some(region),
-                leader,
-                term,
+                approximate_size: approximate_size(&self.engine, &r.region),
+                leader: r.leader_peer(),
+                region: Some(r.region),
+                term: r.term,
+                pending_peers: r.pending_peers,
+                down_peers,
                 ..Default::default()
             };
             if tx.send(req).await.is_err() {
@@ -149,16 +160,62 @@ impl Heartbeat {
         true
     }
 
+    /// Carries out the operator placement attached to a heartbeat answer.
     fn on_response(self: Arc<Self>, resp: pdpb::RegionHeartbeatResponse) {
-        let Some(split) = resp.split_region else {
-            return;
-        };
         let region_id = resp.region_id;
-        tokio::spawn(async move {
-            if let Err(e) = self.split(region_id, split.keys).await {
-                tracing::warn!(region_id, error = %e, "split requested by placement failed");
+        if let Some(t) = resp.transfer_leader {
+            if let Some(peer) = t.peer {
+                tracing::info!(region_id, to_store = peer.store_id, "transferring leader");
+                self.router.transfer_leader(region_id, peer.id);
             }
-        });
+        }
+        if let Some(cp) = resp.change_peer {
+            tokio::spawn(async move {
+                if let Err(e) = self.change_peer(region_id, cp).await {
+                    tracing::info!(region_id, error = %e, "peer change requested by placement failed");
+                }
+            });
+            return;
+        }
+        if let Some(split) = resp.split_region {
+            tokio::spawn(async move {
+                if let Err(e) = self.split(region_id, split.keys).await {
+                    tracing::warn!(region_id, error = %e, "split requested by placement failed");
+                }
+            });
+        }
+    }
+
+    async fn change_peer(&self, region_id: u64, cp: pdpb::ChangePeer) -> Result<(), SplitError> {
+        let Some(peer) = cp.peer else {
+            return Ok(());
+        };
+        let change = match proto::eraftpb::ConfChangeType::try_from(cp.change_type) {
+            Ok(proto::eraftpb::ConfChangeType::AddNode) => ConfChangeType::AddNode,
+            Ok(proto::eraftpb::ConfChangeType::AddLearnerNode) => ConfChangeType::AddLearnerNode,
+            Ok(proto::eraftpb::ConfChangeType::RemoveNode) => ConfChangeType::RemoveNode,
+            _ => return Ok(()),
+        };
+        // Only act when the change is still needed (placement repeats operators).
+        let needed = match self.meta.read().regions.get(&region_id) {
+            Some(r) if r.is_leader => {
+                let existing = r.region.peers.iter().find(|p| p.id == peer.id);
+                match change {
+                    ConfChangeType::AddNode => {
+                        existing.is_none_or(|p| p.role != metapb::PeerRole::Voter as i32)
+                    }
+                    ConfChangeType::AddLearnerNode => existing.is_none(),
+                    ConfChangeType::RemoveNode => existing.is_some(),
+                }
+            }
+            _ => false,
+        };
+        if !needed {
+            return Ok(());
+        }
+        self.router.change_peer(region_id, change, peer).await?;
+        self.changed.notify_one();
+        Ok(())
     }
 
     /// Splits `region_id` at `keys` (those inside it), if this store leads it.

@@ -10,6 +10,7 @@ mod bootstrap;
 mod heartbeat;
 pub mod metrics;
 pub mod pd;
+mod raft_transport;
 mod respond;
 mod service;
 mod status;
@@ -26,10 +27,12 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::config::Config;
 use crate::engine::{Engine, EngineError};
 use crate::raftstore::peer_storage::StorageError;
+use crate::raftstore::transport::{FilteredTransport, Filters};
 use crate::raftstore::{RaftStore, Router, StoreMeta};
 use crate::storage::Storage;
 use crate::txn::ConcurrencyManager;
 use pd::{PdClient, PdError};
+use proto::storepb::store_raft_server::StoreRaftServer;
 use proto::tikvpb::tikv_server::TikvServer;
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +120,7 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
     tracing::info!(store_id, addr = %cfg.advertise_addr, "store joined the cluster");
 
     let meta = Arc::new(RwLock::new(StoreMeta::default()));
+    let filters = Filters::default();
     let changed = Arc::new(Notify::new());
     let (raftstore, router) = RaftStore::new(
         engine.clone(),
@@ -124,6 +128,10 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
         cfg.raftstore_config(),
         meta.clone(),
         changed.clone(),
+        Box::new(FilteredTransport::new(
+            raft_transport::GrpcTransport::start(pd.clone()),
+            filters.clone(),
+        )),
     )?;
     let raft_thread = std::thread::Builder::new()
         .name("raftstore".into())
@@ -157,6 +165,11 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(kv)
+        .add_service(
+            StoreRaftServer::new(raft_transport::RaftService::new(router.clone()))
+                .max_decoding_message_size(raft_transport::MAX_RAFT_MESSAGE)
+                .max_encoding_message_size(raft_transport::MAX_RAFT_MESSAGE),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = grpc_stop_rx.await;
         });

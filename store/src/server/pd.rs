@@ -179,6 +179,23 @@ impl PdClient {
         check(resp.header)
     }
 
+    pub async fn get_store(&self, store_id: u64) -> Result<metapb::Store, PdError> {
+        let resp = self
+            .client
+            .clone()
+            .get_store(pdpb::GetStoreRequest {
+                header: self.header(),
+                store_id,
+            })
+            .await?
+            .into_inner();
+        check(resp.header)?;
+        resp.store.ok_or(PdError::Header {
+            kind: pdpb::ErrorType::Unknown,
+            message: format!("store {store_id} not found"),
+        })
+    }
+
     pub async fn put_store(&self, store: metapb::Store) -> Result<(), PdError> {
         let resp = self
             .client

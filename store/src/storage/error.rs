@@ -47,6 +47,13 @@ impl From<ProposeError> for Error {
                 stale_command: Some(errorpb::StaleCommand {}),
                 ..Default::default()
             },
+            ProposeError::ReadIndexNotReady { region_id } => errorpb::Error {
+                read_index_not_ready: Some(errorpb::ReadIndexNotReady {
+                    reason: "leader has not committed in its term yet".into(),
+                    region_id,
+                }),
+                ..Default::default()
+            },
             ProposeError::Shutdown => return Error::Unavailable,
         };
         Error::region(errorpb::Error { message, ..err })

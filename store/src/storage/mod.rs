@@ -102,8 +102,21 @@ impl Storage {
         &self.inner.cm
     }
 
-    /// Runs `f` on a consistent snapshot, off the async runtime threads.
-    async fn read<T, F>(&self, f: F) -> Result<T>
+    /// Runs `f` on a consistent snapshot of `region_id`, off the async
+    /// runtime threads, once this replica is known to lead and to have
+    /// applied everything committed before the call (read index): a deposed
+    /// leader never serves a stale read.
+    async fn read<T, F>(&self, region_id: u64, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Snapshot<'_>) -> Result<T> + Send + 'static,
+    {
+        self.inner.router.read_index(region_id).await?;
+        self.read_local(f).await
+    }
+
+    /// Runs `f` on a snapshot of the local engine, with no region check.
+    async fn read_local<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Snapshot<'_>) -> Result<T> + Send + 'static,

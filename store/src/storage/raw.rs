@@ -135,7 +135,7 @@ impl Storage {
         let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
         let cf = Self::raw_cf(&checked, &req.cf)?;
         let space = Self::raw_space(&checked);
-        self.read(move |snap| {
+        self.read(checked.region.id, move |snap| {
             let v = get_value(snap, space, cf, &req.key)?;
             Ok(kvrpcpb::RawGetResponse {
                 not_found: v.is_none(),
@@ -157,7 +157,7 @@ impl Storage {
         )?;
         let cf = Self::raw_cf(&checked, &req.cf)?;
         let space = Self::raw_space(&checked);
-        self.read(move |snap| {
+        self.read(checked.region.id, move |snap| {
             let mut pairs = Vec::with_capacity(req.keys.len());
             for key in req.keys {
                 if let Some((value, _)) = get_value(snap, space, cf, &key)? {
@@ -183,7 +183,7 @@ impl Storage {
         let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
         let cf = Self::raw_cf(&checked, &req.cf)?;
         let space = Self::raw_space(&checked);
-        self.read(move |snap| {
+        self.read(checked.region.id, move |snap| {
             let v = get_value(snap, space, cf, &req.key)?;
             Ok(kvrpcpb::RawGetKeyTtlResponse {
                 not_found: v.is_none(),
@@ -205,7 +205,7 @@ impl Storage {
         };
         let (lower, upper) = checked.clip(lower, upper);
         let limit = (req.limit as usize).min(MAX_SCAN_LIMIT);
-        self.read(move |snap| {
+        self.read(checked.region.id, move |snap| {
             let kvs = scan(
                 snap,
                 space,
@@ -244,7 +244,7 @@ impl Storage {
                 checked.clip(lo, hi)
             })
             .collect();
-        self.read(move |snap| {
+        self.read(checked.region.id, move |snap| {
             let mut kvs = Vec::new();
             for (lo, hi) in ranges {
                 kvs.extend(scan(
@@ -408,7 +408,9 @@ impl Storage {
         let _guard = self.inner.latches.acquire([req.key.as_slice()]).await;
         let key = req.key.clone();
         let current = self
-            .read(move |snap| get_value(snap, space, cf, &key))
+            .read(checked.region.id, move |snap| {
+                get_value(snap, space, cf, &key)
+            })
             .await?
             .map(|(v, _)| v);
         let succeed = match &current {

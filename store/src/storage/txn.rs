@@ -28,13 +28,13 @@ impl Storage {
         Ok(checked)
     }
 
-    async fn txn_read<T, F>(&self, f: F) -> Result<T>
+    async fn txn_read<T, F>(&self, region_id: u64, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Snapshot<'_>, &ConcurrencyManager) -> txn::Result<T> + Send + 'static,
     {
         let cm = self.inner.cm.clone();
-        self.read(move |snap| Ok(f(snap, &cm)?)).await
+        self.read(region_id, move |snap| Ok(f(snap, &cm)?)).await
     }
 
     /// Runs a write action under latches and replicates what it produced.
@@ -54,14 +54,14 @@ impl Storage {
             }
             Latch::All => self.inner.latches.acquire_all().await,
         };
-        let outcome = self.txn_read(f).await?;
+        let outcome = self.txn_read(checked.region.id, f).await?;
         self.propose(checked.region.id, outcome.modifies).await?;
         drop(outcome.guards);
         Ok(outcome.response)
     }
 
     pub async fn kv_get(&self, req: kvrpcpb::GetRequest) -> Result<kvrpcpb::GetResponse> {
-        self.txn_check(req.context.as_ref(), [req.key.as_slice()], true)?;
+        let checked = self.txn_check(req.context.as_ref(), [req.key.as_slice()], true)?;
         // Bump max_ts and meet in-flight async-commit locks before the snapshot.
         let ctx = req.context.as_ref();
         if let Err(e) = txn::read_check_keys(&self.inner.cm, ctx, req.version, [req.key.as_slice()])
@@ -71,15 +71,17 @@ impl Storage {
                 ..Default::default()
             });
         }
-        self.txn_read(move |snap, cm| txn::kv_get(snap, cm, &req))
-            .await
+        self.txn_read(checked.region.id, move |snap, cm| {
+            txn::kv_get(snap, cm, &req)
+        })
+        .await
     }
 
     pub async fn kv_batch_get(
         &self,
         req: kvrpcpb::BatchGetRequest,
     ) -> Result<kvrpcpb::BatchGetResponse> {
-        self.txn_check(
+        let checked = self.txn_check(
             req.context.as_ref(),
             req.keys.iter().map(Vec::as_slice),
             true,
@@ -93,8 +95,10 @@ impl Storage {
                 ..Default::default()
             });
         }
-        self.txn_read(move |snap, cm| txn::kv_batch_get(snap, cm, &req))
-            .await
+        self.txn_read(checked.region.id, move |snap, cm| {
+            txn::kv_batch_get(snap, cm, &req)
+        })
+        .await
     }
 
     pub async fn kv_scan(&self, req: kvrpcpb::ScanRequest) -> Result<kvrpcpb::ScanResponse> {
@@ -114,8 +118,10 @@ impl Storage {
                 ..Default::default()
             });
         }
-        self.txn_read(move |snap, cm| txn::kv_scan(snap, cm, &req, &lower, upper.as_deref()))
-            .await
+        self.txn_read(checked.region.id, move |snap, cm| {
+            txn::kv_scan(snap, cm, &req, &lower, upper.as_deref())
+        })
+        .await
     }
 
     pub async fn kv_scan_lock(
@@ -124,8 +130,10 @@ impl Storage {
     ) -> Result<kvrpcpb::ScanLockResponse> {
         let checked = self.check_context(req.context.as_ref(), KeyMode::Txn)?;
         let (lower, upper) = checked.clip(&req.start_key, &req.end_key);
-        self.txn_read(move |snap, _| txn::kv_scan_lock(snap, &req, &lower, upper.as_deref()))
-            .await
+        self.txn_read(checked.region.id, move |snap, _| {
+            txn::kv_scan_lock(snap, &req, &lower, upper.as_deref())
+        })
+        .await
     }
 
     pub async fn kv_prewrite(
@@ -291,7 +299,7 @@ impl Storage {
         let _latch = self.inner.latches.acquire_all().await;
         let safe_point = req.safe_point;
         let modifies = self
-            .read(move |snap| {
+            .read(checked.region.id, move |snap| {
                 Ok(txn::gc(
                     snap,
                     safe_point,

@@ -1,0 +1,161 @@
+//! What the checkers see: [`Settings`] (the scheduling part of the config) and [`Context`], the
+//! cluster view at one instant with each store's liveness, labels and counts, plus the
+//! location scoring the replica checker ranks stores by ([`Context::distinct_score`]).
+//!
+//! A peer needs replacing when its store is Down (no store heartbeat for
+//! `max-store-down-time`), Tombstone or unknown, when the leader reports it in `down_peers`
+//! for at least `max-store-down-time`, or when its store is Offline (being drained):
+//! [`PeerHealth`].
+
+use std::time::Duration;
+
+use proto::metapb;
+
+use crate::cluster::{ClusterView, Liveness, RegionInfo, StoreCount, StoreInfo};
+use crate::config::Config;
+
+/// Weight of a difference at one location level over all levels below it (PD's
+/// `replicaBaseScore`).
+const LEVEL_WEIGHT: u64 = 100;
+
+/// Scheduling settings, fixed at startup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Replicas per region when the cluster metadata does not say (before bootstrap).
+    pub max_replicas: usize,
+    /// Store label keys, outermost first.
+    pub location_labels: Vec<String>,
+    pub max_store_down_time: Duration,
+    pub replica_schedule_limit: usize,
+    pub store_add_peer_limit: usize,
+    pub leader_schedule_limit: usize,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Self {
+        let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Settings {
+            max_replicas: count(c.max_replicas),
+            location_labels: c.location_labels.clone(),
+            max_store_down_time: c.max_store_down_time.0,
+            replica_schedule_limit: count(c.schedule.replica_schedule_limit),
+            store_add_peer_limit: count(c.schedule.store_add_peer_limit),
+            leader_schedule_limit: count(c.schedule.leader_schedule_limit),
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::from_config(&Config::default())
+    }
+}
+
+/// Why a peer must be replaced, if it must.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerHealth {
+    Healthy,
+    /// Store down, tombstone or unknown, or the peer reported down for too long.
+    Down,
+    /// Store being drained.
+    Offline,
+}
+
+/// The cluster at one instant, as the checkers read it.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub view: &'a ClusterView,
+    pub settings: &'a Settings,
+    /// Unix milliseconds now.
+    pub now_ms: u64,
+    /// Unix milliseconds when placement started (stores not heard from since count from here).
+    pub started_ms: u64,
+}
+
+impl<'a> Context<'a> {
+    /// Replicas per region: the cluster's `max_peer_count`, else the configured default.
+    pub fn max_replicas(&self) -> usize {
+        self.view
+            .meta()
+            .ok()
+            .map(|m| m.max_peer_count as usize)
+            .filter(|n| *n > 0)
+            .unwrap_or(self.settings.max_replicas)
+    }
+
+    pub fn store(&self, id: u64) -> Option<&'a StoreInfo> {
+        self.view.store(id).ok()
+    }
+
+    /// Every known store, tombstones included, by id.
+    pub fn stores(&self) -> impl Iterator<Item = &'a StoreInfo> {
+        self.view.stores()
+    }
+
+    /// Liveness of a known store.
+    pub fn liveness(&self, id: u64) -> Option<Liveness> {
+        let s = self.store(id)?;
+        Some(s.liveness(
+            self.now_ms,
+            self.started_ms,
+            self.settings.max_store_down_time,
+        ))
+    }
+
+    pub fn counts(&self, store_id: u64) -> StoreCount {
+        self.view.regions().store_count(store_id)
+    }
+
+    /// Whether `peer` of `region` must be replaced, and why.
+    pub fn peer_health(&self, region: &RegionInfo, peer: &metapb::Peer) -> PeerHealth {
+        match self.liveness(peer.store_id) {
+            None | Some(Liveness::Down | Liveness::Tombstone) => PeerHealth::Down,
+            Some(Liveness::Offline) => PeerHealth::Offline,
+            Some(Liveness::Up | Liveness::Disconnected) => {
+                let limit = self.settings.max_store_down_time.as_secs();
+                let down = region.down_peers.iter().any(|d| {
+                    d.peer.is_some_and(|p| p.id == peer.id) && d.down_seconds >= limit
+                });
+                if down {
+                    PeerHealth::Down
+                } else {
+                    PeerHealth::Healthy
+                }
+            }
+        }
+    }
+
+    /// How well `candidate` is isolated from `others` (PD's `DistinctScore`): for each other
+    /// store, `100^(levels - i - 1)` where `i` is the first location label that differs, or
+    /// nothing when all are equal. Higher is better; 0 without location labels.
+    pub fn distinct_score(&self, others: &[u64], candidate: u64) -> u64 {
+        let labels = &self.settings.location_labels;
+        let Some(c) = self.store(candidate) else {
+            return 0;
+        };
+        let mut score = 0u64;
+        for other in others.iter().filter(|id| **id != candidate) {
+            let Some(o) = self.store(*other) else {
+                continue;
+            };
+            let differs = labels
+                .iter()
+                .position(|key| !label(o, key).eq_ignore_ascii_case(label(c, key)));
+            if let Some(i) = differs {
+                let exp = u32::try_from(labels.len() - i - 1).unwrap_or(u32::MAX);
+                score = score.saturating_add(LEVEL_WEIGHT.saturating_pow(exp));
+            }
+        }
+        score
+    }
+}
+
+/// The value of a store's location label, "" when it has none.
+pub fn label<'s>(store: &'s StoreInfo, key: &str) -> &'s str {
+    store
+        .meta
+        .labels
+        .iter()
+        .find(|l| l.key.eq_ignore_ascii_case(key))
+        .map_or("", |l| l.value.as_str())
+}

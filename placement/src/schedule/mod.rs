@@ -1,0 +1,123 @@
+//! Scheduling: the pure core that turns region heartbeats into operators, after PD's
+//! `pkg/schedule`. No tokio, no I/O: events in, operators out.
+//!
+//! - [`operator`]: [`Operator`], its [`Step`]s and the [`Command`] each sends;
+//! - [`operators`]: [`Operators`], the running operators (one per region) and their limits;
+//! - [`context`]: [`Context`], the cluster as the checkers see it, and [`Settings`];
+//! - [`replica_checker`]: adds, promotes, replaces and removes replicas;
+//! - [`leader_balance`]: moves leaders from the busiest store to the idlest.
+//!
+//! [`Scheduler::on_heartbeat`] is what the region heartbeat handler calls, once the heartbeat
+//! is applied to the cluster view: it advances the region's operator, or asks the checkers for
+//! a new one, and returns the command to put in the heartbeat response.
+
+pub mod context;
+pub mod leader_balance;
+pub mod operator;
+pub mod operators;
+pub mod replica_checker;
+
+pub use context::{Context, PeerHealth, Settings};
+pub use operator::{Command, OpKind, OpStatus, Operator, Step};
+pub use operators::{Dispatch, OpEvent, Operators, Rejected};
+pub use replica_checker::PeerIds;
+
+use crate::cluster::RegionInfo;
+
+/// What one heartbeat led to.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The command for the region's leader, if any.
+    pub command: Option<Command>,
+    /// Operators created, finished, timed out or canceled.
+    pub events: Vec<OpEvent>,
+    /// A checker wanted a new peer id and none was at hand (refill the allocator, retry).
+    pub starved: bool,
+}
+
+/// The running operators; settings come with each [`Context`].
+#[derive(Debug, Default)]
+pub struct Scheduler {
+    pub operators: Operators,
+}
+
+/// Counts the ids asked for, to tell a starved allocator from a checker with nothing to do.
+struct CountingIds<'a> {
+    inner: &'a mut dyn PeerIds,
+    starved: bool,
+}
+
+impl PeerIds for CountingIds<'_> {
+    fn next_peer_id(&mut self) -> Option<u64> {
+        let id = self.inner.next_peer_id();
+        self.starved |= id.is_none();
+        id
+    }
+}
+
+impl Scheduler {
+    /// Handles a region heartbeat already applied to `ctx.view`: expires late operators,
+    /// advances the region's operator or makes a new one, and says what to send.
+    pub fn on_heartbeat(
+        &mut self,
+        region: &RegionInfo,
+        ctx: &Context<'_>,
+        ids: &mut dyn PeerIds,
+    ) -> Outcome {
+        let mut out = Outcome {
+            events: self.operators.expire(ctx.now_ms),
+            ..Outcome::default()
+        };
+        match self.operators.dispatch(region, ctx.now_ms) {
+            Dispatch::Send(command) => {
+                out.command = Some(command);
+                return out;
+            }
+            Dispatch::Wait => return out,
+            Dispatch::Ended(event) => out.events.push(event),
+            Dispatch::Idle => {}
+        }
+        let mut counting = CountingIds {
+            inner: ids,
+            starved: false,
+        };
+        let op = self.check(region, ctx, &mut counting);
+        out.starved = counting.starved;
+        let Some(op) = op else {
+            return out;
+        };
+        match self.operators.add(op, ctx.settings) {
+            Ok(created) => out.events.push(created),
+            Err(rejected) => {
+                tracing::debug!(region_id = region.id(), ?rejected, "operator not admitted");
+                return out;
+            }
+        }
+        if let Dispatch::Send(command) = self.operators.dispatch(region, ctx.now_ms) {
+            out.command = Some(command);
+        }
+        out
+    }
+
+    /// The checkers in order: replicas first, then leader balance.
+    fn check(
+        &self,
+        region: &RegionInfo,
+        ctx: &Context<'_>,
+        ids: &mut dyn PeerIds,
+    ) -> Option<Operator> {
+        let ops = &self.operators;
+        if ops.replica_count() < ctx.settings.replica_schedule_limit {
+            if let Some(op) = replica_checker::check(region, ctx, ops, ids) {
+                return Some(op);
+            }
+        }
+        if ops.leader_count() < ctx.settings.leader_schedule_limit {
+            return leader_balance::check(region, ctx, ops);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests;
