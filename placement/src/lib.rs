@@ -2,8 +2,8 @@
 //!
 //! Layers, lowest first:
 //! - the pure core, no tokio and no I/O: [`cluster`] (bootstrap, stores, regions, GC safe
-//!   points, keyspaces), [`tso`] and [`id`] state machines, and [`meta`], the records and write
-//!   commands they emit;
+//!   points, keyspaces), [`schedule`] (operators and the checkers that make them), [`tso`] and
+//!   [`id`] state machines, and [`meta`], the records and write commands they emit;
 //! - persistence: [`storage`] (RocksDB) behind the [`writer`] thread;
 //! - the shell: [`state`] (shared server state), [`service`] (gRPC `pdpb.PD`,
 //!   `keyspacepb.Keyspace`, etcd), [`http`] (PD's HTTP API), [`metrics`], and [`server`], which
@@ -20,6 +20,7 @@ pub mod http;
 pub mod id;
 pub mod meta;
 pub mod metrics;
+pub mod schedule;
 pub mod server;
 pub mod service;
 pub mod state;

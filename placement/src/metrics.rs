@@ -24,6 +24,8 @@ pub struct Metrics {
     pub tso_timestamps: IntCounter,
     /// Region heartbeats by outcome.
     pub region_heartbeats: IntCounterVec,
+    /// Operators by type (PD's description) and event (create, finish, timeout, cancel).
+    pub operators: IntCounterVec,
     stores: IntGaugeVec,
     regions: IntGauge,
 }
@@ -76,6 +78,13 @@ impl Metrics {
             ),
             &["result"],
         ));
+        let operators = must(IntCounterVec::new(
+            Opts::new(
+                "placement_schedule_operators_total",
+                "operators by type and event (create, finish, timeout, cancel)",
+            ),
+            &["type", "event"],
+        ));
         let stores = must(IntGaugeVec::new(
             Opts::new("placement_stores", "stores by state"),
             &["state"],
@@ -88,6 +97,7 @@ impl Metrics {
             Box::new(tso_requests.clone()),
             Box::new(tso_timestamps.clone()),
             Box::new(region_heartbeats.clone()),
+            Box::new(operators.clone()),
             Box::new(stores.clone()),
             Box::new(regions.clone()),
         ] {
@@ -101,6 +111,7 @@ impl Metrics {
             tso_requests,
             tso_timestamps,
             region_heartbeats,
+            operators,
             stores,
             regions,
         }
@@ -148,11 +159,17 @@ mod tests {
         m.observe_rpc("GetRegion", "ok", Duration::from_millis(2));
         m.tso_timestamps.inc_by(5);
         m.set_cluster_gauges(&[("Up", 3)], 7);
+        m.operators
+            .with_label_values(&["make-up-replica", "create"])
+            .inc();
         let text = m.render();
         assert!(text.contains(r#"placement_grpc_requests_total{method="GetRegion",result="ok"} 1"#));
         assert!(text.contains("placement_grpc_request_duration_seconds_bucket"));
         assert!(text.contains("placement_tso_timestamps_total 5"));
         assert!(text.contains(r#"placement_stores{state="Up"} 3"#));
         assert!(text.contains("placement_regions 7"));
+        assert!(text.contains(
+            r#"placement_schedule_operators_total{event="create",type="make-up-replica"} 1"#
+        ));
     }
 }

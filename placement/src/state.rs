@@ -22,6 +22,7 @@ use crate::heartbeat::HeartbeatStreams;
 use crate::id::IdAllocator;
 use crate::meta::MetaWrite;
 use crate::metrics::Metrics;
+use crate::schedule::{Scheduler, Settings};
 use crate::storage::MetaStore;
 use crate::tso::TimestampOracle;
 use crate::writer::MetaWriter;
@@ -43,6 +44,10 @@ pub struct Placement {
     pub writer: Arc<MetaWriter>,
     pub metrics: Metrics,
     pub streams: HeartbeatStreams,
+    /// Scheduling settings from the config.
+    pub schedule: Settings,
+    /// Running operators. Lock order: `view` first, then this.
+    pub scheduler: parking_lot::Mutex<Scheduler>,
     /// Unix milliseconds at startup.
     pub started_ms: u64,
     write_lock: tokio::sync::Mutex<()>,
@@ -104,6 +109,8 @@ impl Placement {
         );
         Ok(Arc::new(Placement {
             peer_urls: config.peer_urls(),
+            schedule: Settings::from_config(&config),
+            scheduler: parking_lot::Mutex::new(Scheduler::default()),
             config,
             cluster_id,
             member_id,

@@ -44,6 +44,15 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     pub storage: StorageConfig,
     pub raftstore: RaftstoreSection,
+    pub debug: DebugSection,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DebugSection {
+    /// Serve `/debug/raft/filters` on the status port so tests can cut raft
+    /// traffic (default false; never enable in production).
+    pub fault_injection: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,6 +70,12 @@ pub struct RaftstoreSection {
     pub region_heartbeat_interval_ms: u64,
     /// Interval between store heartbeats to placement, in ms (default 2000).
     pub store_heartbeat_interval_ms: u64,
+    /// A region larger than this many bytes is split (default 144 MiB).
+    pub region_max_size: u64,
+    /// A region with more keys than this is split (default 1,440,000).
+    pub region_max_keys: u64,
+    /// How often written regions are checked for splitting, in ms (default 10000).
+    pub split_check_interval_ms: u64,
 }
 
 impl Default for RaftstoreSection {
@@ -72,6 +87,9 @@ impl Default for RaftstoreSection {
             raft_log_gc_threshold: 1024,
             region_heartbeat_interval_ms: 1000,
             store_heartbeat_interval_ms: 2000,
+            region_max_size: 144 << 20,
+            region_max_keys: 1_440_000,
+            split_check_interval_ms: 10_000,
         }
     }
 }
@@ -87,6 +105,7 @@ impl Default for Config {
             labels: BTreeMap::new(),
             storage: StorageConfig::default(),
             raftstore: RaftstoreSection::default(),
+            debug: DebugSection::default(),
         }
     }
 }
@@ -144,6 +163,12 @@ impl Config {
             return Err(invalid(
                 "raftstore",
                 "tick interval and heartbeat ticks must be positive",
+            ));
+        }
+        if r.region_max_size == 0 || r.region_max_keys == 0 || r.split_check_interval_ms == 0 {
+            return Err(invalid(
+                "raftstore.region-max-size",
+                "region-max-size, region-max-keys and split-check-interval-ms must be positive",
             ));
         }
         if r.raft_election_timeout_ticks <= r.raft_heartbeat_ticks {

@@ -77,10 +77,41 @@ pub fn region_data_ranges(region: &metapb::Region) -> Vec<(Vec<u8>, Vec<u8>)> {
     ]
 }
 
+/// The region boundary at which engine key `key` starts: the memcomparable
+/// encoding of its user key (valid for every client; V1 raw clients compare
+/// it as plain bytes). None for keys outside the data namespaces.
+pub fn boundary_of(key: &[u8]) -> Option<Vec<u8>> {
+    let (&prefix, rest) = key.split_first()?;
+    match prefix {
+        TXN_PREFIX => {
+            let (user, _) = crate::mvcc::codec::decode_bytes_prefix(rest).ok()?;
+            Some(proto::codec::encode_bytes(&user))
+        }
+        RAW_V1_PREFIX | RAW_V2_PREFIX => Some(proto::codec::encode_bytes(rest)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proto::codec::encode_bytes;
+
+    #[test]
+    fn boundaries_are_encoded_user_keys() {
+        let mut txn = crate::mvcc::codec::lock_key(b"user");
+        txn.extend_from_slice(&[1; 8]);
+        assert_eq!(boundary_of(&txn), Some(encode_bytes(b"user")));
+        assert_eq!(
+            boundary_of(&RawSpace::V1.key(b"k")),
+            Some(encode_bytes(b"k"))
+        );
+        assert_eq!(
+            boundary_of(&RawSpace::V2.key(b"k")),
+            Some(encode_bytes(b"k"))
+        );
+        assert_eq!(boundary_of(b"zzz"), None);
+    }
 
     #[test]
     fn namespaces_do_not_overlap() {

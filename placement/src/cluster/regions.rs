@@ -497,18 +497,18 @@ mod tests {
             let c = m.store_count(s);
             (c.leaders, c.peers)
         };
-        m.upsert(with_peers(1, "", "", 1, &[1, 2])).unwrap();
+        m.upsert(with_peers(1, "", "m", 1, &[1, 2])).unwrap();
         assert_eq!((count(&m, 1), count(&m, 2)), ((1, 1), (0, 1)));
         // A conf change moves the peer from store 2 to store 3 and the leader to store 3.
-        let mut moved = with_peers(1, "", "", 1, &[1, 3]);
+        let mut moved = with_peers(1, "", "m", 1, &[1, 3]);
         moved.leader = moved.meta.peers.get(1).copied();
         m.upsert(moved).unwrap();
         assert_eq!(
             (count(&m, 1), count(&m, 2), count(&m, 3)),
             ((0, 1), (0, 0), (1, 1))
         );
-        // A split adds a region; a merge over both removes the overlapped one.
-        m.upsert(with_peers(2, "m", "", 2, &[1])).unwrap();
+        // A new region adds counts; a merge over both removes the overlapped one.
+        m.upsert(with_peers(2, "m", "", 1, &[1])).unwrap();
         assert_eq!(count(&m, 1), (1, 2));
         m.upsert(with_peers(2, "", "", 3, &[1])).unwrap();
         assert_eq!((count(&m, 1), count(&m, 3)), ((1, 1), (0, 0)));

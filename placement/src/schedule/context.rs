@@ -113,9 +113,10 @@ impl<'a> Context<'a> {
             Some(Liveness::Offline) => PeerHealth::Offline,
             Some(Liveness::Up | Liveness::Disconnected) => {
                 let limit = self.settings.max_store_down_time.as_secs();
-                let down = region.down_peers.iter().any(|d| {
-                    d.peer.is_some_and(|p| p.id == peer.id) && d.down_seconds >= limit
-                });
+                let down = region
+                    .down_peers
+                    .iter()
+                    .any(|d| d.peer.is_some_and(|p| p.id == peer.id) && d.down_seconds >= limit);
                 if down {
                     PeerHealth::Down
                 } else {

@@ -26,9 +26,8 @@ pub fn check(region: &RegionInfo, ctx: &Context<'_>, ops: &Operators) -> Option<
         return None;
     }
     let leader = region.leader?;
-    let leaders = |store_id: u64| {
-        ctx.counts(store_id).leaders as i64 + ops.leader_influence(store_id)
-    };
+    let leaders =
+        |store_id: u64| ctx.counts(store_id).leaders as i64 + ops.leader_influence(store_id);
     let candidates: Vec<(u64, i64)> = region
         .meta
         .peers

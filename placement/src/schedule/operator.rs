@@ -152,13 +152,19 @@ impl fmt::Display for Step {
                 write!(f, "add learner peer {peer_id} on store {store_id}")
             }
             Step::PromoteLearner { store_id, peer_id } => {
-                write!(f, "promote learner peer {peer_id} on store {store_id} to voter")
+                write!(
+                    f,
+                    "promote learner peer {peer_id} on store {store_id} to voter"
+                )
             }
             Step::RemovePeer { store_id, .. } => write!(f, "remove peer on store {store_id}"),
             Step::TransferLeader {
                 from_store,
                 to_store,
-            } => write!(f, "transfer leader from store {from_store} to store {to_store}"),
+            } => write!(
+                f,
+                "transfer leader from store {from_store} to store {to_store}"
+            ),
         }
     }
 }

@@ -120,9 +120,7 @@ impl Operators {
 
     /// Net leaders running operators will move onto `store_id`.
     pub fn leader_influence(&self, store_id: u64) -> i64 {
-        self.running()
-            .map(|op| op.leader_influence(store_id))
-            .sum()
+        self.running().map(|op| op.leader_influence(store_id)).sum()
     }
 
     /// Whether `op` may start now.

@@ -73,7 +73,10 @@ pub fn check(
     };
 
     // 1. A learner that must go.
-    if let Some((p, h)) = health.iter().find(|(p, h)| is_learner(p) && *h != PeerHealth::Healthy) {
+    if let Some((p, h)) = health
+        .iter()
+        .find(|(p, h)| is_learner(p) && *h != PeerHealth::Healthy)
+    {
         return remove(region, ctx, ops, p, descs(*h).0);
     }
     // 2. A learner that has caught up.
@@ -86,10 +89,20 @@ pub fn check(
             store_id: p.store_id,
             peer_id: p.id,
         };
-        return Some(Operator::new("promote-learner", REPLICA, region, vec![step], ctx.now_ms));
+        return Some(Operator::new(
+            "promote-learner",
+            REPLICA,
+            region,
+            vec![step],
+            ctx.now_ms,
+        ));
     }
     let max = ctx.max_replicas();
-    let healthy_voters = health.iter().filter(healthy).filter(|(p, _)| is_voter(p)).count();
+    let healthy_voters = health
+        .iter()
+        .filter(healthy)
+        .filter(|(p, _)| is_voter(p))
+        .count();
     // 3. A voter that must be replaced: down first, then offline.
     let sick = health
         .iter()
@@ -172,10 +185,18 @@ fn worst_placed<'r>(
     let stores: Vec<u64> = voters.iter().map(|p| p.store_id).collect();
     let is_leader = |p: &metapb::Peer| region.leader.is_some_and(|l| l.id == p.id);
     let followers: Vec<&metapb::Peer> = voters.iter().copied().filter(|p| !is_leader(p)).collect();
-    let pool = if followers.is_empty() { voters.to_vec() } else { followers };
+    let pool = if followers.is_empty() {
+        voters.to_vec()
+    } else {
+        followers
+    };
     pool.into_iter().min_by_key(|p| {
         let score = ctx.distinct_score(&stores, p.store_id);
-        (score, Reverse(ctx.counts(p.store_id).peers), Reverse(p.store_id))
+        (
+            score,
+            Reverse(ctx.counts(p.store_id).peers),
+            Reverse(p.store_id),
+        )
     })
 }
 
@@ -192,7 +213,13 @@ fn remove(
         peer_id: victim.id,
     };
     if region.leader.is_none_or(|l| l.id != victim.id) {
-        return Some(Operator::new(desc, REPLICA, region, vec![remove], ctx.now_ms));
+        return Some(Operator::new(
+            desc,
+            REPLICA,
+            region,
+            vec![remove],
+            ctx.now_ms,
+        ));
     }
     let to_store = transfer_target(region, ctx, ops, victim)?;
     let transfer = Step::TransferLeader {
@@ -203,7 +230,13 @@ fn remove(
         leader: true,
         replica: true,
     };
-    Some(Operator::new(desc, kind, region, vec![transfer, remove], ctx.now_ms))
+    Some(Operator::new(
+        desc,
+        kind,
+        region,
+        vec![transfer, remove],
+        ctx.now_ms,
+    ))
 }
 
 /// The healthy, caught-up voter (other than `from`) on the store with the fewest leaders.

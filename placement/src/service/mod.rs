@@ -1,5 +1,5 @@
-//! gRPC front ends: `pdpb.PD` ([`pd`], with its streams in [`streams`] and region helpers in
-//! [`region_ops`]), `keyspacepb.Keyspace` ([`keyspace`]) and the etcd v3 subset client-go uses
+//! gRPC front ends: `pdpb.PD` ([`pd`], with its streams in [`streams`], region helpers in
+//! [`region_ops`] and the scheduler's shell in [`scheduling`]), `keyspacepb.Keyspace` ([`keyspace`]) and the etcd v3 subset client-go uses
 //! ([`etcd`]).
 //!
 //! Handlers are thin: check the request header, call the cluster core, wrap the answer. Errors
@@ -11,6 +11,7 @@ pub mod etcd;
 pub mod keyspace;
 pub mod pd;
 pub mod region_ops;
+pub mod scheduling;
 pub mod streams;
 
 use std::time::Instant;

@@ -5,9 +5,11 @@
 //! wrong cluster id or a bad count ends the stream with an error status, as PD does.
 //!
 //! `RegionHeartbeat`: each heartbeat updates the region and its leader in the cluster view and
-//! is answered with a response carrying an operator when one is due (a split at keyspace
-//! boundaries); the stream is bound to the leader's store
-//! in [`crate::heartbeat::HeartbeatStreams`] so that scheduling can push operators down it.
+//! is answered with a response carrying at most one command, as PD sends them: a split at
+//! keyspace boundaries first, else the current step of the region's operator
+//! ([`super::scheduling`]: `change_peer` to add a learner, promote it or remove a peer,
+//! `transfer_leader`). The stream is bound to the leader's store in
+//! [`crate::heartbeat::HeartbeatStreams`] so that scheduling can push operators down it.
 //! Both streams end when the server shuts down.
 
 use std::sync::Arc;
@@ -21,7 +23,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Status, Streaming};
+use tracing::Instrument;
 
+use super::scheduling::{put_command, schedule_region};
 use super::{check_cluster_id, error_header, ok_header, typed_error_header};
 use crate::cluster::RegionInfo;
 use crate::error::Error;
@@ -127,8 +131,17 @@ async fn handle_heartbeat(
     let region_id = request.region.as_ref().map_or(0, |r| r.id);
     let store_id = request.leader.as_ref().map_or(0, |l| l.store_id);
     let span = tracing::debug_span!("region_heartbeat", region_id, store_id, stream_id);
+    let Applied {
+        mut reply,
+        keep_going,
+        starved,
+    } = span.in_scope(|| apply_heartbeat(state, stream_id, tx, &request));
+    if starved {
+        refill_and_reschedule(state, region_id, &mut reply)
+            .instrument(span.clone())
+            .await;
+    }
     let _enter = span.enter();
-    let (reply, keep_going) = apply_heartbeat(state, stream_id, tx, &request);
     let outcome = match &reply.header.as_ref().and_then(|h| h.error.as_ref()) {
         None => "ok",
         Some(e) => e.r#type().as_str_name(),
@@ -145,31 +158,63 @@ async fn handle_heartbeat(
     tx.send(Ok(reply)).await.is_ok() && keep_going
 }
 
-/// Applies one heartbeat to the view; returns the reply and whether to keep the stream.
+/// The id batch ran out while scheduling: persist a new one (no lock held), then schedule
+/// the region again.
+async fn refill_and_reschedule(state: &Placement, region_id: u64, reply: &mut RegionHeartbeatResponse) {
+    if let Err(e) = state.ids.refill().await {
+        tracing::warn!(error = %e, "cannot reserve peer ids for scheduling");
+        return;
+    }
+    let view = state.view.read();
+    if let Some(command) = schedule_region(state, &view, region_id).command {
+        put_command(reply, command);
+    }
+}
+
+/// What applying one heartbeat produced.
+struct Applied {
+    reply: RegionHeartbeatResponse,
+    /// False ends the stream.
+    keep_going: bool,
+    /// Scheduling needed a peer id and the allocator's batch was used up.
+    starved: bool,
+}
+
+impl From<(RegionHeartbeatResponse, bool)> for Applied {
+    fn from((reply, keep_going): (RegionHeartbeatResponse, bool)) -> Self {
+        Applied {
+            reply,
+            keep_going,
+            starved: false,
+        }
+    }
+}
+
+/// Applies one heartbeat to the view, then asks the scheduler for a command.
 fn apply_heartbeat(
     state: &Placement,
     stream_id: u64,
     tx: &ResponseSender,
     request: &RegionHeartbeatRequest,
-) -> (RegionHeartbeatResponse, bool) {
+) -> Applied {
     let cluster_id = state.cluster_id;
     let fail = |e: &Error| RegionHeartbeatResponse {
         header: Some(error_header(cluster_id, e)),
         ..Default::default()
     };
     let Some(info) = RegionInfo::from_heartbeat(request) else {
-        return (fail(&Error::invalid("heartbeat without region")), true);
+        return (fail(&Error::invalid("heartbeat without region")), true).into();
     };
     let Some(leader) = info.leader else {
-        return (fail(&Error::invalid("heartbeat without leader")), true);
+        return (fail(&Error::invalid("heartbeat without leader")), true).into();
     };
     let mut view = state.view.write();
     if !view.is_bootstrapped() {
         // PD answers NOT_BOOTSTRAPPED once and closes the stream.
-        return (fail(&Error::NotBootstrapped), false);
+        return (fail(&Error::NotBootstrapped), false).into();
     }
     if let Err(e) = view.store(leader.store_id) {
-        return (fail(&e), true);
+        return (fail(&e), true).into();
     }
     state.streams.bind(leader.store_id, stream_id, tx);
     let epoch = info.meta.region_epoch;
@@ -177,7 +222,11 @@ fn apply_heartbeat(
     let split_keys = view.keyspaces().split_keys(&info.meta);
     match view.region_heartbeat(info) {
         Ok(writes) => {
-            drop(view);
+            // The store acts on one command per response: a keyspace split goes first.
+            let scheduled = split_keys.is_empty().then(|| {
+                let view = parking_lot::RwLockWriteGuard::downgrade(view);
+                schedule_region(state, &view, region_id)
+            });
             let split_region = (!split_keys.is_empty()).then_some(SplitRegion {
                 policy: CheckPolicy::Usekey as i32,
                 keys: split_keys,
@@ -186,7 +235,7 @@ fn apply_heartbeat(
                 tracing::debug!(region_id, "region metadata changed");
             }
             state.persist_behind(writes);
-            let reply = RegionHeartbeatResponse {
+            let mut reply = RegionHeartbeatResponse {
                 header: Some(ok_header(cluster_id)),
                 region_id,
                 region_epoch: epoch,
@@ -194,7 +243,15 @@ fn apply_heartbeat(
                 split_region,
                 ..Default::default()
             };
-            (reply, true)
+            let scheduled = scheduled.unwrap_or_default();
+            if let Some(command) = scheduled.command {
+                put_command(&mut reply, command);
+            }
+            Applied {
+                reply,
+                keep_going: true,
+                starved: scheduled.starved,
+            }
         }
         Err(e @ Error::StaleRegion { .. }) => {
             tracing::debug!(error = %e, "stale region heartbeat ignored");
@@ -205,8 +262,8 @@ fn apply_heartbeat(
                 region_id,
                 ..Default::default()
             };
-            (reply, true)
+            (reply, true).into()
         }
-        Err(e) => (fail(&e), true),
+        Err(e) => (fail(&e), true).into(),
     }
 }

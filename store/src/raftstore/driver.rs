@@ -38,6 +38,8 @@ pub struct RegionMeta {
     /// Leader only: peers still catching up, and peers not heard from.
     pub pending_peers: Vec<metapb::Peer>,
     pub down_peers: Vec<(metapb::Peer, u64)>,
+    /// Bytes written since the split checker last looked.
+    pub written: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RegionMeta {
@@ -466,5 +468,6 @@ fn region_meta(p: &Peer, down_after: Duration) -> RegionMeta {
         term: p.node.raft.term,
         pending_peers: p.pending_peers(),
         down_peers: p.down_peers(down_after),
+        written: p.written.clone(),
     }
 }

@@ -17,6 +17,7 @@ pub mod peer_storage;
 mod ready;
 pub mod snapshot;
 pub mod split;
+pub mod split_check;
 pub mod transport;
 
 #[cfg(test)]

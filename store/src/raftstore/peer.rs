@@ -46,6 +46,8 @@ pub struct Peer {
     /// Peers heard from, by id, with when (for `down_peers`).
     peer_cache: HashMap<u64, metapb::Peer>,
     last_heard: HashMap<u64, Instant>,
+    /// Bytes applied since the split checker last looked (it resets it).
+    pub written: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Raft timing and flow-control knobs of every region replica.
@@ -100,6 +102,7 @@ impl Peer {
             next_read_id: 1,
             peer_cache: HashMap::new(),
             last_heard: HashMap::new(),
+            written: Arc::default(),
         };
         peer.set_region(region);
         Ok(peer)

@@ -244,6 +244,9 @@ fn apply_normal(
     match p.entry_cmd(e) {
         None => Ok(()),
         Some(RaftCmd::Write(m)) => {
+            let bytes: usize = m.iter().map(Modify::size).sum();
+            p.written
+                .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
             modifies.extend(m);
             Ok(())
         }

@@ -16,12 +16,16 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use super::pd::{PdClient, PdError};
 use crate::engine::{Engine, CF_DEFAULT, CF_WRITE};
 use crate::raftstore::cmd::{BatchSplit, RaftCmd, SplitSpec};
+use crate::raftstore::split_check::{self, SplitLimits};
 use crate::raftstore::{ProposeError, Router, StoreMeta};
 use raft::prelude::ConfChangeType;
+use std::sync::atomic::Ordering;
 
 pub struct HeartbeatConfig {
     pub region_interval: Duration,
     pub store_interval: Duration,
+    pub split_check_interval: Duration,
+    pub split_limits: SplitLimits,
 }
 
 /// What the heartbeat task works with.
@@ -71,6 +75,7 @@ impl Heartbeat {
         let mut stream: Option<Stream> = None;
         let mut region_tick = tokio::time::interval(hb.cfg.region_interval);
         let mut store_tick = tokio::time::interval(hb.cfg.store_interval);
+        let mut split_tick = tokio::time::interval(hb.cfg.split_check_interval);
         loop {
             let responses = async {
                 match stream.as_mut() {
@@ -84,6 +89,10 @@ impl Heartbeat {
                 _ = hb.changed.notified() => {}
                 _ = store_tick.tick() => {
                     hb.store_heartbeat(start_time).await;
+                    continue;
+                }
+                _ = split_tick.tick() => {
+                    hb.clone().check_splits();
                     continue;
                 }
                 resp = responses => {
@@ -158,6 +167,44 @@ impl Heartbeat {
             }
         }
         true
+    }
+
+    /// Checks every led region written to since the last check, and splits
+    /// those over the size or key limits at their middle.
+    fn check_splits(self: Arc<Self>) {
+        let candidates: Vec<_> = self
+            .meta
+            .read()
+            .regions
+            .values()
+            .filter(|r| r.is_leader && r.written.swap(0, Ordering::Relaxed) > 0)
+            .map(|r| r.region.clone())
+            .collect();
+        for region in candidates {
+            let hb = self.clone();
+            tokio::spawn(async move {
+                let engine = hb.engine.clone();
+                let limits = hb.cfg.split_limits;
+                let r = region.clone();
+                let check =
+                    tokio::task::spawn_blocking(move || split_check::check(&engine, &r, limits))
+                        .await;
+                let Ok(Ok(check)) = check else {
+                    return;
+                };
+                if let Some(key) = check.split_key {
+                    tracing::info!(
+                        region_id = region.id,
+                        size = check.size,
+                        keys = check.keys,
+                        "region over split limits"
+                    );
+                    if let Err(e) = hb.split(region.id, vec![key]).await {
+                        tracing::info!(region_id = region.id, error = %e, "size split failed");
+                    }
+                }
+            });
+        }
     }
 
     /// Carries out the operator placement attached to a heartbeat answer.

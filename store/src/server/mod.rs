@@ -29,7 +29,7 @@ use crate::engine::{Engine, EngineError};
 use crate::raftstore::peer_storage::StorageError;
 use crate::raftstore::transport::{FilteredTransport, Filters};
 use crate::raftstore::{RaftStore, Router, StoreMeta};
-use crate::storage::Storage;
+use crate::storage::{Storage, TsoSource};
 use crate::txn::ConcurrencyManager;
 use pd::{PdClient, PdError};
 use proto::storepb::store_raft_server::StoreRaftServer;
@@ -141,12 +141,14 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
     // Reads served before a restart may have pushed max_ts up to now; start
     // above any of them so async-commit and 1PC timestamps stay safe.
     let cm = Arc::new(ConcurrencyManager::new(pd.get_ts().await?));
+    let tso: Arc<dyn TsoSource> = Arc::new(pd.clone());
     let storage = Storage::new(
         engine.clone(),
         router.clone(),
         meta.clone(),
         cm,
         cfg.storage.clone(),
+        tso,
     );
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -180,12 +182,23 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
     });
 
     let (status_stop, status_stop_rx) = oneshot::channel::<()>();
-    tokio::spawn(status::serve(status_listener, meta.clone(), status_stop_rx));
+    let debug_filters = cfg.debug.fault_injection.then(|| filters.clone());
+    tokio::spawn(status::serve(
+        status_listener,
+        meta.clone(),
+        debug_filters,
+        status_stop_rx,
+    ));
 
     let (hb_stop, hb_stop_rx) = oneshot::channel::<()>();
     let hb_cfg = heartbeat::HeartbeatConfig {
         region_interval: Duration::from_millis(cfg.raftstore.region_heartbeat_interval_ms),
         store_interval: Duration::from_millis(cfg.raftstore.store_heartbeat_interval_ms),
+        split_check_interval: Duration::from_millis(cfg.raftstore.split_check_interval_ms),
+        split_limits: crate::raftstore::split_check::SplitLimits {
+            max_size: cfg.raftstore.region_max_size,
+            max_keys: cfg.raftstore.region_max_keys,
+        },
     };
     let hb = heartbeat::Heartbeat {
         pd,

@@ -314,3 +314,11 @@ impl PdClient {
         self.header()
     }
 }
+
+impl crate::storage::TsoSource for PdClient {
+    fn get_ts(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send + '_>> {
+        Box::pin(async move { PdClient::get_ts(self).await.map_err(|e| e.to_string()) })
+    }
+}

@@ -1,18 +1,27 @@
-//! The status HTTP server: Prometheus `/metrics`, `/health` and `/status`.
+//! The status HTTP server: Prometheus `/metrics`, `/health` and `/status`;
+//! and, only when `debug.fault-injection` is on, `/debug/raft/filters` to
+//! cut this store's outgoing raft traffic to chosen stores (for partition
+//! tests against real processes): `POST ?block=2,3`, `DELETE`, `GET`.
 
 use std::sync::Arc;
 
+use std::collections::{HashMap, HashSet};
+
+use axum::extract::Query;
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use parking_lot::RwLock;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use crate::raftstore::transport::{BlockStores, Filter, Filters};
 use crate::raftstore::StoreMeta;
 
 pub async fn serve(
     listener: TcpListener,
     meta: Arc<RwLock<StoreMeta>>,
+    filters: Option<Filters>,
     stop: oneshot::Receiver<()>,
 ) {
     let status_meta = meta.clone();
@@ -38,10 +47,49 @@ pub async fn serve(
                 }
             }),
         );
+    let app = match filters {
+        Some(f) => app.route(
+            "/debug/raft/filters",
+            get({
+                let f = f.clone();
+                move || async move { f.describe().join("\n") }
+            })
+            .delete({
+                let f = f.clone();
+                move || async move {
+                    f.clear();
+                    "cleared"
+                }
+            })
+            .post(move |q: Query<HashMap<String, String>>| async move { add_block(&f, &q) }),
+        ),
+        None => app,
+    };
     let served = axum::serve(listener, app).with_graceful_shutdown(async {
         let _ = stop.await;
     });
     if let Err(e) = served.await {
         tracing::error!(error = %e, "status server failed");
+    }
+}
+
+fn add_block(filters: &Filters, q: &HashMap<String, String>) -> (StatusCode, String) {
+    let Some(list) = q.get("block") else {
+        return (StatusCode::BAD_REQUEST, "missing ?block=<store ids>".into());
+    };
+    let ids: Result<HashSet<u64>, _> = list
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::parse)
+        .collect();
+    match ids {
+        Ok(ids) => {
+            let f = BlockStores(ids);
+            let text = f.describe();
+            tracing::warn!(filter = %text, "fault injection: raft filter added");
+            filters.add(Box::new(f));
+            (StatusCode::OK, text)
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("bad store id list: {e}")),
     }
 }

@@ -60,6 +60,13 @@ impl Default for StorageConfig {
     }
 }
 
+/// Where fresh timestamps come from (the placement service's oracle).
+pub trait TsoSource: Send + Sync + 'static {
+    fn get_ts(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send + '_>>;
+}
+
 #[derive(Clone)]
 pub struct Storage {
     inner: Arc<Inner>,
@@ -72,6 +79,9 @@ struct Inner {
     cm: Arc<ConcurrencyManager>,
     latches: Latches,
     cfg: StorageConfig,
+    tso: Arc<dyn TsoSource>,
+    /// Per region, the leader term whose max_ts was synced from the oracle.
+    max_ts_synced: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
 }
 
 impl Storage {
@@ -81,6 +91,7 @@ impl Storage {
         meta: Arc<RwLock<StoreMeta>>,
         cm: Arc<ConcurrencyManager>,
         cfg: StorageConfig,
+        tso: Arc<dyn TsoSource>,
     ) -> Self {
         Storage {
             inner: Arc::new(Inner {
@@ -90,8 +101,42 @@ impl Storage {
                 cm,
                 latches: Latches::new(4096),
                 cfg,
+                tso,
+                max_ts_synced: Default::default(),
             }),
         }
+    }
+
+    /// Makes sure max_ts is at least a timestamp fetched since this replica
+    /// became leader (term `term`): reads served by a previous leader may have
+    /// pushed max_ts there, and async-commit/1PC timestamps must exceed them.
+    async fn sync_max_ts(&self, region_id: u64, term: u64) -> Result<()> {
+        if self.inner.max_ts_synced.lock().get(&region_id) == Some(&term) {
+            return Ok(());
+        }
+        let ts = self.inner.tso.get_ts().await.map_err(|e| {
+            Error::region(proto::errorpb::Error {
+                message: format!("max timestamp not synced: {e}"),
+                read_index_not_ready: Some(proto::errorpb::ReadIndexNotReady {
+                    reason: "max timestamp not synced".into(),
+                    region_id,
+                }),
+                ..Default::default()
+            })
+        })?;
+        self.inner.cm.update_max_ts(ts);
+        self.inner.max_ts_synced.lock().insert(region_id, term);
+        Ok(())
+    }
+
+    fn region_term(&self, region_id: u64) -> u64 {
+        self.inner
+            .meta
+            .read()
+            .regions
+            .get(&region_id)
+            .map(|r| r.term)
+            .unwrap_or(0)
     }
 
     pub fn engine(&self) -> &Engine {

@@ -144,6 +144,11 @@ impl Storage {
         let checked =
             self.txn_check(req.context.as_ref(), keys.iter().map(Vec::as_slice), false)?;
         self.check_key_sizes(keys.iter().map(Vec::as_slice))?;
+        if req.use_async_commit || req.try_one_pc {
+            let region_id = checked.region.id;
+            self.sync_max_ts(region_id, self.region_term(region_id))
+                .await?;
+        }
         self.txn_write(checked, Latch::Keys(keys), move |snap, cm| {
             txn::prewrite(snap, cm, &req)
         })

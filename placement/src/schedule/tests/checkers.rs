@@ -31,7 +31,11 @@ fn down_peer(mut r: RegionInfo, peer_id: u64, down_seconds: u64) -> RegionInfo {
 }
 
 /// Runs the replica checker on a fresh 4-store fixture prepared by `setup`.
-fn replica_case(setup: &dyn Fn(&mut Fixture), r: &RegionInfo, ids: &mut TestIds) -> Option<Operator> {
+fn replica_case(
+    setup: &dyn Fn(&mut Fixture),
+    r: &RegionInfo,
+    ids: &mut TestIds,
+) -> Option<Operator> {
     let mut f = Fixture::new(4);
     f.report(r);
     setup(&mut f);
@@ -56,38 +60,115 @@ fn replica_checker_table() {
         r.meta.peers[2].role = PeerRole::IncomingVoter as i32;
         r
     };
-    type Row<'a> = (&'a str, &'a dyn Fn(&mut Fixture), RegionInfo, Option<(&'static str, Vec<Step>)>);
+    type Row<'a> = (
+        &'a str,
+        &'a dyn Fn(&mut Fixture),
+        RegionInfo,
+        Option<(&'static str, Vec<Step>)>,
+    );
     let rows: Vec<Row> = vec![
-        ("one voter: add the second", nothing, region(&[voter(1, 1)], 1, 1),
-            Some(("make-up-replica", add(2, FIRST_NEW_PEER)))),
-        ("learner catching up: add the third", nothing,
+        (
+            "one voter: add the second",
+            nothing,
+            region(&[voter(1, 1)], 1, 1),
+            Some(("make-up-replica", add(2, FIRST_NEW_PEER))),
+        ),
+        (
+            "learner catching up: add the third",
+            nothing,
             pending(region(&[voter(1, 1), learner(5, 2)], 1, 2), &[5]),
-            Some(("make-up-replica", add(3, FIRST_NEW_PEER)))),
-        ("learner caught up: promote", nothing, region(&[voter(1, 1), learner(5, 2)], 1, 2),
-            Some(("promote-learner", vec![Step::PromoteLearner { store_id: 2, peer_id: 5 }]))),
+            Some(("make-up-replica", add(3, FIRST_NEW_PEER))),
+        ),
+        (
+            "learner caught up: promote",
+            nothing,
+            region(&[voter(1, 1), learner(5, 2)], 1, 2),
+            Some((
+                "promote-learner",
+                vec![Step::PromoteLearner {
+                    store_id: 2,
+                    peer_id: 5,
+                }],
+            )),
+        ),
         ("three voters: nothing", nothing, region(&three, 1, 3), None),
-        ("four voters: remove one (not the leader)", nothing, region(&four, 1, 4),
-            Some(("remove-extra-replica", remove(4, 4)))),
-        ("store 3 down: replace it", kill3, region(&three, 1, 3),
-            Some(("replace-down-replica", add(4, FIRST_NEW_PEER)))),
-        ("store 3 down, replacement catching up: wait", kill3,
-            pending(region(&[voter(1, 1), voter(2, 2), voter(3, 3), learner(4, 4)], 1, 4), &[4]),
-            None),
-        ("store 3 down, replacement promoted: remove it", kill3, region(&four, 1, 5),
-            Some(("remove-down-replica", remove(3, 3)))),
-        ("learner on a down store: remove it", kill4,
-            region(&[voter(1, 1), voter(2, 2), voter(3, 3), learner(4, 4)], 1, 4),
-            Some(("remove-down-replica", remove(4, 4)))),
-        ("peer reported down too long: replace it", nothing, down_peer(region(&three, 1, 3), 3, 2000),
-            Some(("replace-down-replica", add(4, FIRST_NEW_PEER)))),
-        ("peer reported down briefly: nothing", nothing, down_peer(region(&three, 1, 3), 3, 10), None),
-        ("store 2 offline: replace it", drain2, region(&three, 1, 3),
-            Some(("replace-offline-replica", add(4, FIRST_NEW_PEER)))),
-        ("leader's store offline: transfer, then remove", drain1, region(&four, 1, 5),
-            Some(("remove-offline-replica", vec![
-                Step::TransferLeader { from_store: 1, to_store: 2 },
-                Step::RemovePeer { store_id: 1, peer_id: 1 },
-            ]))),
+        (
+            "four voters: remove one (not the leader)",
+            nothing,
+            region(&four, 1, 4),
+            Some(("remove-extra-replica", remove(4, 4))),
+        ),
+        (
+            "store 3 down: replace it",
+            kill3,
+            region(&three, 1, 3),
+            Some(("replace-down-replica", add(4, FIRST_NEW_PEER))),
+        ),
+        (
+            "store 3 down, replacement catching up: wait",
+            kill3,
+            pending(
+                region(
+                    &[voter(1, 1), voter(2, 2), voter(3, 3), learner(4, 4)],
+                    1,
+                    4,
+                ),
+                &[4],
+            ),
+            None,
+        ),
+        (
+            "store 3 down, replacement promoted: remove it",
+            kill3,
+            region(&four, 1, 5),
+            Some(("remove-down-replica", remove(3, 3))),
+        ),
+        (
+            "learner on a down store: remove it",
+            kill4,
+            region(
+                &[voter(1, 1), voter(2, 2), voter(3, 3), learner(4, 4)],
+                1,
+                4,
+            ),
+            Some(("remove-down-replica", remove(4, 4))),
+        ),
+        (
+            "peer reported down too long: replace it",
+            nothing,
+            down_peer(region(&three, 1, 3), 3, 2000),
+            Some(("replace-down-replica", add(4, FIRST_NEW_PEER))),
+        ),
+        (
+            "peer reported down briefly: nothing",
+            nothing,
+            down_peer(region(&three, 1, 3), 3, 10),
+            None,
+        ),
+        (
+            "store 2 offline: replace it",
+            drain2,
+            region(&three, 1, 3),
+            Some(("replace-offline-replica", add(4, FIRST_NEW_PEER))),
+        ),
+        (
+            "leader's store offline: transfer, then remove",
+            drain1,
+            region(&four, 1, 5),
+            Some((
+                "remove-offline-replica",
+                vec![
+                    Step::TransferLeader {
+                        from_store: 1,
+                        to_store: 2,
+                    },
+                    Step::RemovePeer {
+                        store_id: 1,
+                        peer_id: 1,
+                    },
+                ],
+            )),
+        ),
         ("joint state: leave it alone", nothing, joint, None),
     ];
     for (name, setup, r, want) in rows {
@@ -107,7 +188,10 @@ fn replica_checker_waits_without_a_store_or_an_id() {
     assert!(replica_checker::check(&r, &f.ctx(), &ops, &mut TestIds::default()).is_none());
     // No id at hand.
     let one = region(&[voter(1, 1)], 1, 1);
-    let mut dry = TestIds { dry: true, ..TestIds::default() };
+    let mut dry = TestIds {
+        dry: true,
+        ..TestIds::default()
+    };
     assert!(replica_checker::check(&one, &f.ctx(), &ops, &mut dry).is_none());
 }
 
@@ -154,11 +238,12 @@ fn replica_checker_spreads_over_zones_then_hosts() {
     f.report(&r);
     let op = replica_checker::check(&r, &f.ctx(), &ops, &mut TestIds::default());
     assert_eq!(summary(op), Some(("remove-extra-replica", remove(2, 2))));
-    // Zone z3 down: the replacement goes to the best remaining place, another host in z2.
+    // Zone z3 down: no zone is left unused, so another host in a used zone; stores 2 and 5
+    // are equally isolated and 2 has the lower id.
     let r = region(&[voter(1, 1), voter(3, 3), voter(4, 4)], 1, 5);
     f.report(&r);
     f.kill(4);
-    assert_eq!(target(&f, &r), 5);
+    assert_eq!(target(&f, &r), 2);
 }
 
 #[test]
@@ -188,20 +273,73 @@ const LEADER: OpKind = OpKind {
 #[test]
 fn leader_balance_table() {
     let transfer = |to_store| {
-        Some(("balance-leader", vec![Step::TransferLeader { from_store: 1, to_store }]))
+        Some((
+            "balance-leader",
+            vec![Step::TransferLeader {
+                from_store: 1,
+                to_store,
+            }],
+        ))
     };
     let three = region(&[voter(1, 1), voter(2, 2), voter(3, 3)], 1, 3);
     // (name, extra leaders on stores 1/2/3, region, running transfer 1->2, expected)
-    type Row = (&'static str, [u64; 3], RegionInfo, bool, Option<(&'static str, Vec<Step>)>);
+    type Row = (
+        &'static str,
+        [u64; 3],
+        RegionInfo,
+        bool,
+        Option<(&'static str, Vec<Step>)>,
+    );
     let rows: Vec<Row> = vec![
-        ("balanced enough: 1 vs 0", [0, 0, 0], three.clone(), false, None),
-        ("gap of 2: move to the lowest id", [1, 0, 0], three.clone(), false, transfer(2)),
-        ("gap of 3: move to the fewest", [2, 0, 1], three.clone(), false, transfer(2)),
-        ("leader store is not the busiest", [0, 3, 0], three.clone(), false, None),
-        ("running transfers count", [2, 0, 0], three.clone(), true, transfer(3)),
-        ("pending voter is no target", [2, 0, 0], pending(three.clone(), &[2]), false, transfer(3)),
-        ("learner is no target", [2, 0, 0],
-            region(&[voter(1, 1), learner(2, 2)], 1, 2), false, None),
+        (
+            "balanced enough: 1 vs 0",
+            [0, 0, 0],
+            three.clone(),
+            false,
+            None,
+        ),
+        (
+            "gap of 2: move to the lowest id",
+            [1, 0, 0],
+            three.clone(),
+            false,
+            transfer(2),
+        ),
+        (
+            "gap of 3: move to the fewest",
+            [2, 0, 1],
+            three.clone(),
+            false,
+            transfer(2),
+        ),
+        (
+            "leader store is not the busiest",
+            [0, 3, 0],
+            three.clone(),
+            false,
+            None,
+        ),
+        (
+            "running transfers count",
+            [2, 0, 0],
+            three.clone(),
+            true,
+            transfer(3),
+        ),
+        (
+            "pending voter is no target",
+            [2, 0, 0],
+            pending(three.clone(), &[2]),
+            false,
+            transfer(3),
+        ),
+        (
+            "learner is no target",
+            [2, 0, 0],
+            region(&[voter(1, 1), learner(2, 2)], 1, 2),
+            false,
+            None,
+        ),
     ];
     for (name, load, r, running, want) in rows {
         let mut f = Fixture::new(3);
@@ -213,9 +351,15 @@ fn leader_balance_table() {
         if running {
             let mut other = region(&[voter(91, 1), voter(92, 2)], 91, 1);
             other.meta.id = 9;
-            let step = Step::TransferLeader { from_store: 1, to_store: 2 };
-            ops.add(Operator::new("balance-leader", LEADER, &other, vec![step], 0), &f.settings)
-                .unwrap();
+            let step = Step::TransferLeader {
+                from_store: 1,
+                to_store: 2,
+            };
+            ops.add(
+                Operator::new("balance-leader", LEADER, &other, vec![step], 0),
+                &f.settings,
+            )
+            .unwrap();
         }
         let got = summary(leader_balance::check(&r, &f.ctx(), &ops));
         assert_eq!(got, want, "{name}");
@@ -223,5 +367,8 @@ fn leader_balance_table() {
     let mut f = Fixture::new(3);
     f.settings.leader_schedule_limit = 0;
     f.load(1, 3, 1000);
-    assert!(leader_balance::check(&three, &f.ctx(), &Operators::default()).is_none(), "disabled");
+    assert!(
+        leader_balance::check(&three, &f.ctx(), &Operators::default()).is_none(),
+        "disabled"
+    );
 }

@@ -83,10 +83,11 @@ pub fn learner(id: u64, store_id: u64) -> metapb::Peer {
     peer(id, store_id, PeerRole::Learner)
 }
 
-/// Region 1 over all keys with these peers, led by `leader` (a peer id).
+/// Region 1 over `["", "k")` with these peers, led by `leader` (a peer id).
 pub fn region(peers: &[metapb::Peer], leader: u64, conf_ver: u64) -> RegionInfo {
     let meta = metapb::Region {
         id: 1,
+        end_key: b"k".to_vec(),
         region_epoch: Some(metapb::RegionEpoch {
             conf_ver,
             version: 1,
@@ -108,8 +109,16 @@ impl Fixture {
     /// These stores (the first one bootstraps), all Up; region 1 on the first store.
     pub fn with_stores(stores: &[metapb::Store]) -> Self {
         let mut view = ClusterView::new(7);
-        let first = region(&[voter(1, stores[0].id)], 1, 1);
-        for w in view.plan_bootstrap(&stores[0], &first.meta, 3).unwrap() {
+        let first = metapb::Region {
+            id: 1,
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            peers: vec![voter(1, stores[0].id)],
+            ..Default::default()
+        };
+        for w in view.plan_bootstrap(&stores[0], &first, 3).unwrap() {
             view.apply(&w);
         }
         for s in &stores[1..] {
@@ -218,7 +227,11 @@ impl FakeRegion {
                         p.role = PeerRole::Voter as i32;
                     }
                     ConfChangeType::RemoveNode => {
-                        assert_ne!(self.info.leader.map(|l| l.id), Some(peer.id), "leader removed");
+                        assert_ne!(
+                            self.info.leader.map(|l| l.id),
+                            Some(peer.id),
+                            "leader removed"
+                        );
                         meta.peers.retain(|p| p.id != peer.id);
                     }
                 }

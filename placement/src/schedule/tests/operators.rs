@@ -59,11 +59,19 @@ fn admission_limits() {
         (transfer_op(6), Err(Rejected::LeaderLimit)),
     ];
     for (i, (op, want)) in cases.into_iter().enumerate() {
-        let got = ops.add(op, &settings).map(|e| assert_eq!(e.name(), "create"));
+        let got = ops
+            .add(op, &settings)
+            .map(|e| assert_eq!(e.name(), "create"));
         assert_eq!(got, want, "case {i}");
     }
-    assert_eq!((ops.len(), ops.replica_count(), ops.leader_count()), (4, 3, 1));
-    assert_eq!((ops.adding_to(4), ops.adding_to(5), ops.adding_to(6)), (2, 1, 0));
+    assert_eq!(
+        (ops.len(), ops.replica_count(), ops.leader_count()),
+        (4, 3, 1)
+    );
+    assert_eq!(
+        (ops.adding_to(4), ops.adding_to(5), ops.adding_to(6)),
+        (2, 1, 0)
+    );
     assert_eq!((ops.leader_influence(1), ops.leader_influence(2)), (-1, 1));
 }
 
@@ -80,12 +88,19 @@ fn expiry_frees_the_region_and_keeps_history() {
     assert_eq!((expired[0].region_id, expired[0].name()), (1, "timeout"));
     assert!(ops.get(1).is_none());
     assert_eq!(ops.latest(1).unwrap().status, OpStatus::Timeout);
-    assert_eq!(ops.adding_to(4), 1, "the timed-out operator no longer counts");
+    assert_eq!(
+        ops.adding_to(4),
+        1,
+        "the timed-out operator no longer counts"
+    );
     // The region can get a new operator.
     ops.add(add_op(1, 5, timeout), &settings).unwrap();
     assert_eq!(ops.latest(1).unwrap().status, OpStatus::Running);
     let canceled = ops.cancel(2, "test").unwrap();
-    assert_eq!((canceled.name(), canceled.reason.as_deref()), ("cancel", Some("test")));
+    assert_eq!(
+        (canceled.name(), canceled.reason.as_deref()),
+        ("cancel", Some("test"))
+    );
     assert!(ops.cancel(2, "again").is_none());
 }
 

@@ -44,26 +44,73 @@ fn step_states_from_region_reports() {
     let led_by_2 = region(&[voter(1, 1), voter(5, 2)], 5, 3);
     let other_peer = region(&[voter(1, 1), learner(9, 2)], 1, 2);
     let cases: Vec<(&str, Step, &RegionInfo, StepState)> = vec![
-        ("add: not there", add, &alone, send_change(learner(5, 2), ConfChangeType::AddLearnerNode)),
+        (
+            "add: not there",
+            add,
+            &alone,
+            send_change(learner(5, 2), ConfChangeType::AddLearnerNode),
+        ),
         ("add: catching up", add, &pending, StepState::Wait),
         ("add: caught up", add, &with_learner, StepState::Done),
         ("add: already voter", add, &with_voter, StepState::Done),
-        ("add: other peer on store", add, &other_peer, StepState::Failed(String::new())),
-        ("promote: learner", promote, &with_learner, send_change(voter(5, 2), ConfChangeType::AddNode)),
+        (
+            "add: other peer on store",
+            add,
+            &other_peer,
+            StepState::Failed(String::new()),
+        ),
+        (
+            "promote: learner",
+            promote,
+            &with_learner,
+            send_change(voter(5, 2), ConfChangeType::AddNode),
+        ),
         ("promote: voter", promote, &with_voter, StepState::Done),
-        ("promote: gone", promote, &alone, StepState::Failed(String::new())),
-        ("remove: present", remove, &with_voter, send_change(voter(5, 2), ConfChangeType::RemoveNode)),
+        (
+            "promote: gone",
+            promote,
+            &alone,
+            StepState::Failed(String::new()),
+        ),
+        (
+            "remove: present",
+            remove,
+            &with_voter,
+            send_change(voter(5, 2), ConfChangeType::RemoveNode),
+        ),
         ("remove: gone", remove, &alone, StepState::Done),
-        ("remove: is leader", remove, &led_by_2, StepState::Failed(String::new())),
-        ("transfer: to voter", transfer, &with_voter, StepState::Send(Command::TransferLeader { peer: voter(5, 2) })),
+        (
+            "remove: is leader",
+            remove,
+            &led_by_2,
+            StepState::Failed(String::new()),
+        ),
+        (
+            "transfer: to voter",
+            transfer,
+            &with_voter,
+            StepState::Send(Command::TransferLeader { peer: voter(5, 2) }),
+        ),
         ("transfer: done", transfer, &led_by_2, StepState::Done),
-        ("transfer: to learner", transfer, &with_learner, StepState::Failed(String::new())),
-        ("transfer: no peer", transfer, &alone, StepState::Failed(String::new())),
+        (
+            "transfer: to learner",
+            transfer,
+            &with_learner,
+            StepState::Failed(String::new()),
+        ),
+        (
+            "transfer: no peer",
+            transfer,
+            &alone,
+            StepState::Failed(String::new()),
+        ),
     ];
     for (name, step, r, want) in cases {
         let got = step.state(r);
         match (&got, &want) {
-            (StepState::Failed(reason), StepState::Failed(_)) => assert!(!reason.is_empty(), "{name}"),
+            (StepState::Failed(reason), StepState::Failed(_)) => {
+                assert!(!reason.is_empty(), "{name}")
+            }
             _ => assert_eq!(got, want, "{name}"),
         }
     }
@@ -93,7 +140,11 @@ fn add_replica_operator_runs_step_by_step() {
     };
     assert_eq!(op.check(&r.info, 20), Progress::Send(add));
     r.apply(&add);
-    assert_eq!(op.check(&r.info, 30), Progress::Wait, "learner is catching up");
+    assert_eq!(
+        op.check(&r.info, 30),
+        Progress::Wait,
+        "learner is catching up"
+    );
     assert_eq!(op.next_step(&r.info), None);
     r.catch_up();
     assert_eq!(op.next_step(&r.info), Some(steps[1]));
@@ -102,7 +153,10 @@ fn add_replica_operator_runs_step_by_step() {
     };
     assert_eq!(op.current, 1);
     r.apply(&promote);
-    assert_eq!(op.check(&r.info, 50), Progress::Ended(OpStatus::Success, None));
+    assert_eq!(
+        op.check(&r.info, 50),
+        Progress::Ended(OpStatus::Success, None)
+    );
     assert_eq!(r.voters(), vec![1, 2]);
 }
 
@@ -117,37 +171,77 @@ fn operator_times_out_cancels_and_prefers_success() {
     let mut op = Operator::new("make-up-replica", KIND, &r, vec![step], 0);
     assert!(matches!(op.check(&r, late - 1), Progress::Send(_)));
     assert_eq!(op.check(&r, late), Progress::Ended(OpStatus::Timeout, None));
-    assert_eq!(op.check(&r, late), Progress::Ended(OpStatus::Timeout, None), "stays ended");
+    assert_eq!(
+        op.check(&r, late),
+        Progress::Ended(OpStatus::Timeout, None),
+        "stays ended"
+    );
 
     // Done steps win over a timeout.
     let done = region(&[voter(1, 1), learner(5, 2)], 1, 2);
     let mut op = Operator::new("make-up-replica", KIND, &r, vec![step], 0);
-    assert_eq!(op.check(&done, late * 2), Progress::Ended(OpStatus::Success, None));
+    assert_eq!(
+        op.check(&done, late * 2),
+        Progress::Ended(OpStatus::Success, None)
+    );
 
     // A split (version bump) cancels.
     let mut split = r.clone();
     split.meta.region_epoch.as_mut().unwrap().version += 1;
     let mut op = Operator::new("make-up-replica", KIND, &r, vec![step], 0);
-    assert!(matches!(op.check(&split, 1), Progress::Ended(OpStatus::Canceled, Some(_))));
+    assert!(matches!(
+        op.check(&split, 1),
+        Progress::Ended(OpStatus::Canceled, Some(_))
+    ));
 
     // Another peer on the target store cancels.
     let other = region(&[voter(1, 1), learner(9, 2)], 1, 2);
     let mut op = Operator::new("make-up-replica", KIND, &r, vec![step], 0);
-    assert!(matches!(op.check(&other, 1), Progress::Ended(OpStatus::Canceled, Some(_))));
+    assert!(matches!(
+        op.check(&other, 1),
+        Progress::Ended(OpStatus::Canceled, Some(_))
+    ));
 }
 
 #[test]
 fn steps_and_kinds_read_like_pd() {
     let texts = [
-        (Step::AddLearner { store_id: 4, peer_id: 10 }, "add learner peer 10 on store 4"),
-        (Step::PromoteLearner { store_id: 4, peer_id: 10 }, "promote learner peer 10 on store 4 to voter"),
-        (Step::RemovePeer { store_id: 3, peer_id: 7 }, "remove peer on store 3"),
-        (Step::TransferLeader { from_store: 1, to_store: 2 }, "transfer leader from store 1 to store 2"),
+        (
+            Step::AddLearner {
+                store_id: 4,
+                peer_id: 10,
+            },
+            "add learner peer 10 on store 4",
+        ),
+        (
+            Step::PromoteLearner {
+                store_id: 4,
+                peer_id: 10,
+            },
+            "promote learner peer 10 on store 4 to voter",
+        ),
+        (
+            Step::RemovePeer {
+                store_id: 3,
+                peer_id: 7,
+            },
+            "remove peer on store 3",
+        ),
+        (
+            Step::TransferLeader {
+                from_store: 1,
+                to_store: 2,
+            },
+            "transfer leader from store 1 to store 2",
+        ),
     ];
     for (step, text) in texts {
         assert_eq!(step.to_string(), text);
     }
     assert_eq!(KIND.to_string(), "region,replica");
-    let both = OpKind { leader: true, replica: true };
+    let both = OpKind {
+        leader: true,
+        replica: true,
+    };
     assert_eq!(both.to_string(), "leader,region,replica");
 }

@@ -1,0 +1,201 @@
+//! The scheduler driven heartbeat by heartbeat against fake regions, as the store will run it:
+//! report, get a command, apply it, report again.
+
+use super::*;
+use crate::schedule::{Outcome, Scheduler};
+
+/// Region `id` (1 is the test region over `["", "k")`, others get their own range).
+fn region_n(id: u64, peers: &[metapb::Peer], leader: u64) -> FakeRegion {
+    let mut info = region(peers, leader, 1);
+    if id != 1 {
+        info.meta.id = id;
+        info.meta.start_key = format!("r{id:03}").into_bytes();
+        info.meta.end_key = format!("r{id:03}~").into_bytes();
+    }
+    FakeRegion { info }
+}
+
+/// One heartbeat: report, run the scheduler, apply the command. Returns what happened.
+fn beat(f: &mut Fixture, s: &mut Scheduler, r: &mut FakeRegion, ids: &mut TestIds) -> Outcome {
+    f.report(&r.info);
+    let out = s.on_heartbeat(&r.info, &f.ctx(), ids);
+    if let Some(command) = &out.command {
+        r.apply(command);
+    }
+    out
+}
+
+fn describe(c: &Command) -> String {
+    match c {
+        Command::ChangePeer { peer, change_type } => {
+            format!(
+                "{} {}@{}",
+                change_type.as_str_name(),
+                peer.id,
+                peer.store_id
+            )
+        }
+        Command::TransferLeader { peer } => format!("TransferLeader {}@{}", peer.id, peer.store_id),
+    }
+}
+
+/// Heartbeats until the scheduler has had nothing to say for two rounds; learners catch up
+/// after one round of waiting. Returns every command sent.
+fn drive(f: &mut Fixture, s: &mut Scheduler, r: &mut FakeRegion) -> Vec<String> {
+    let mut ids = TestIds::default();
+    let mut sent = Vec::new();
+    let mut idle = 0;
+    for _ in 0..50 {
+        f.advance(1000);
+        let out = beat(f, s, r, &mut ids);
+        match &out.command {
+            Some(c) => {
+                sent.push(describe(c));
+                idle = 0;
+            }
+            None if !r.info.pending_peers.is_empty() => r.catch_up(),
+            None => idle += 1,
+        }
+        if idle == 2 {
+            return sent;
+        }
+    }
+    panic!("scheduling did not settle; sent {sent:?}");
+}
+
+#[test]
+fn one_voter_grows_to_three() {
+    let mut f = Fixture::new(3);
+    let mut s = Scheduler::default();
+    let mut r = region_n(1, &[voter(1, 1)], 1);
+    let sent = drive(&mut f, &mut s, &mut r);
+    assert_eq!(
+        sent,
+        [
+            "AddLearnerNode 100@2",
+            "AddNode 100@2",
+            "AddLearnerNode 101@3",
+            "AddNode 101@3",
+        ]
+    );
+    assert_eq!(r.voters(), vec![1, 2, 3]);
+    assert_eq!(r.info.epoch().conf_ver, 5, "one conf_ver per conf change");
+    assert!(s.operators.is_empty());
+}
+
+#[test]
+fn down_store_is_replaced_then_removed() {
+    let mut f = Fixture::new(4);
+    let mut s = Scheduler::default();
+    let mut r = region_n(1, &[voter(1, 1), voter(2, 2), voter(3, 3)], 1);
+    f.report(&r.info);
+    f.kill(3);
+    let sent = drive(&mut f, &mut s, &mut r);
+    assert_eq!(
+        sent,
+        ["AddLearnerNode 100@4", "AddNode 100@4", "RemoveNode 3@3"]
+    );
+    assert_eq!(r.voters(), vec![1, 2, 4]);
+}
+
+#[test]
+fn draining_the_leaders_store_moves_the_leader_first() {
+    let mut f = Fixture::new(4);
+    let mut s = Scheduler::default();
+    let mut r = region_n(1, &[voter(1, 1), voter(2, 2), voter(3, 3)], 1);
+    f.report(&r.info);
+    f.set_offline(1);
+    // FakeRegion::apply panics if the leader is ever removed.
+    let sent = drive(&mut f, &mut s, &mut r);
+    assert_eq!(
+        sent,
+        [
+            "AddLearnerNode 100@4",
+            "AddNode 100@4",
+            "TransferLeader 2@2",
+            "RemoveNode 1@1",
+        ]
+    );
+    assert_eq!(r.voters(), vec![2, 3, 4]);
+    assert_eq!(r.info.leader.map(|l| l.store_id), Some(2));
+}
+
+#[test]
+fn timed_out_operator_is_replaced() {
+    let mut f = Fixture::new(3);
+    let mut s = Scheduler::default();
+    let r = region_n(1, &[voter(1, 1)], 1);
+    let mut ids = TestIds::default();
+    f.report(&r.info);
+    let first = s.on_heartbeat(&r.info, &f.ctx(), &mut ids);
+    assert_eq!(
+        first.events.iter().map(|e| e.name()).collect::<Vec<_>>(),
+        ["create"]
+    );
+    // The store never acts; the same command is re-sent until the operator times out.
+    f.advance(30_000);
+    let again = s.on_heartbeat(&r.info, &f.ctx(), &mut ids);
+    assert_eq!((again.command, again.events.len()), (first.command, 0));
+    f.advance(41_000);
+    let retry = s.on_heartbeat(&r.info, &f.ctx(), &mut ids);
+    let events: Vec<_> = retry.events.iter().map(|e| (e.desc, e.name())).collect();
+    assert_eq!(
+        events,
+        [
+            ("make-up-replica", "timeout"),
+            ("make-up-replica", "create")
+        ]
+    );
+    let Some(Command::ChangePeer { peer, .. }) = retry.command else {
+        panic!("expected a new add");
+    };
+    assert_eq!(peer.id, FIRST_NEW_PEER + 1, "a fresh peer id");
+}
+
+#[test]
+fn starved_id_source_is_reported() {
+    let mut f = Fixture::new(3);
+    let mut s = Scheduler::default();
+    let r = region_n(1, &[voter(1, 1)], 1);
+    f.report(&r.info);
+    let mut dry = TestIds {
+        dry: true,
+        ..TestIds::default()
+    };
+    let out = s.on_heartbeat(&r.info, &f.ctx(), &mut dry);
+    assert!(out.starved && out.command.is_none() && out.events.is_empty());
+    dry.dry = false;
+    let out = s.on_heartbeat(&r.info, &f.ctx(), &mut dry);
+    assert!(!out.starved && out.command.is_some());
+}
+
+#[test]
+fn leaders_spread_over_three_stores() {
+    let mut f = Fixture::new(3);
+    let mut s = Scheduler::default();
+    let three = [voter(1, 1), voter(2, 2), voter(3, 3)];
+    let mut regions: Vec<FakeRegion> = (1..=6)
+        .map(|id| {
+            let peers: Vec<metapb::Peer> = (three.iter())
+                .map(|p| voter(id * 10 + p.store_id, p.store_id))
+                .collect();
+            region_n(id, &peers, id * 10 + 1)
+        })
+        .collect();
+    for r in &regions {
+        f.report(&r.info);
+    }
+    let mut ids = TestIds::default();
+    for _ in 0..5 {
+        for r in &mut regions {
+            beat(&mut f, &mut s, r, &mut ids);
+        }
+    }
+    let leaders = |store| {
+        (regions.iter())
+            .filter(|r| r.info.leader.is_some_and(|l| l.store_id == store))
+            .count()
+    };
+    assert_eq!([leaders(1), leaders(2), leaders(3)], [2, 2, 2]);
+    assert!(s.operators.is_empty());
+}

@@ -1,0 +1,87 @@
+//! The shell around [`crate::schedule`] for the region heartbeat stream: [`schedule_region`]
+//! runs the [`Scheduler`] for one region (under the caller's view lock, without I/O), counts
+//! and logs what happened to operators, and [`put_command`] writes the command into the
+//! `RegionHeartbeatResponse` the way PD does (`change_peer` or `transfer_leader`).
+//!
+//! New peer ids come from the id allocator's current batch ([`BatchIds`]); when the batch is
+//! used up the outcome says `starved`, and the stream handler persists a new batch (off the
+//! lock) and schedules the region once more.
+
+use proto::pdpb::{self, RegionHeartbeatResponse};
+
+use crate::cluster::ClusterView;
+use crate::id::IdAllocator;
+use crate::schedule::{Command, Context, OpEvent, OpStatus, Outcome, PeerIds, Scheduler};
+use crate::state::{now_ms, Placement};
+
+/// Peer ids from the allocator's persisted batch, never waiting for the disk.
+struct BatchIds<'a>(&'a IdAllocator);
+
+impl PeerIds for BatchIds<'_> {
+    fn next_peer_id(&mut self) -> Option<u64> {
+        self.0.try_alloc()
+    }
+}
+
+/// Runs the scheduler for `region_id` as `view` shows it. The caller holds the view lock.
+pub fn schedule_region(state: &Placement, view: &ClusterView, region_id: u64) -> Outcome {
+    let Some(region) = view.regions().get(region_id) else {
+        return Outcome::default();
+    };
+    let ctx = Context {
+        view,
+        settings: &state.schedule,
+        now_ms: now_ms(),
+        started_ms: state.started_ms,
+    };
+    let mut scheduler = state.scheduler.lock();
+    let out = scheduler.on_heartbeat(region, &ctx, &mut BatchIds(&state.ids));
+    for event in &out.events {
+        record(state, &scheduler, event);
+    }
+    out
+}
+
+/// Counts an operator event and logs it.
+fn record(state: &Placement, scheduler: &Scheduler, e: &OpEvent) {
+    state
+        .metrics
+        .operators
+        .with_label_values(&[e.desc, e.name()])
+        .inc();
+    let region_id = e.region_id;
+    match e.status {
+        OpStatus::Running => {
+            let steps = scheduler
+                .operators
+                .get(region_id)
+                .map(|op| op.step_strings().join(", "))
+                .unwrap_or_default();
+            tracing::info!(region_id, desc = e.desc, %steps, "operator created");
+        }
+        OpStatus::Success => tracing::info!(region_id, desc = e.desc, "operator finished"),
+        OpStatus::Timeout => tracing::warn!(region_id, desc = e.desc, "operator timed out"),
+        OpStatus::Canceled => {
+            let reason = e.reason.as_deref().unwrap_or("");
+            tracing::info!(region_id, desc = e.desc, reason, "operator canceled");
+        }
+    }
+}
+
+/// Puts a scheduling command into a heartbeat response.
+pub fn put_command(reply: &mut RegionHeartbeatResponse, command: Command) {
+    match command {
+        Command::ChangePeer { peer, change_type } => {
+            reply.change_peer = Some(pdpb::ChangePeer {
+                peer: Some(peer),
+                change_type: change_type as i32,
+            });
+        }
+        Command::TransferLeader { peer } => {
+            reply.transfer_leader = Some(pdpb::TransferLeader {
+                peer: Some(peer),
+                peers: Vec::new(),
+            });
+        }
+    }
+}
