@@ -9,6 +9,7 @@
 pub mod config;
 pub mod engine;
 pub mod keys;
+pub mod metrics;
 pub mod mvcc;
 pub mod raftstore;
 pub mod server;

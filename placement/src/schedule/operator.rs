@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use proto::eraftpb::ConfChangeType;
 use proto::metapb::{self, PeerRole};
+use proto::pdpb::OperatorStatus;
 
 use crate::cluster::RegionInfo;
 
@@ -210,6 +211,16 @@ impl OpStatus {
             OpStatus::Success => "SUCCESS",
             OpStatus::Timeout => "TIMEOUT",
             OpStatus::Canceled => "CANCELED",
+        }
+    }
+
+    /// The status `GetOperator` answers with.
+    pub fn to_pd(self) -> OperatorStatus {
+        match self {
+            OpStatus::Running => OperatorStatus::Running,
+            OpStatus::Success => OperatorStatus::Success,
+            OpStatus::Timeout => OperatorStatus::Timeout,
+            OpStatus::Canceled => OperatorStatus::Cancel,
         }
     }
 }

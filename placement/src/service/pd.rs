@@ -443,9 +443,18 @@ impl Pd for PdService {
     async fn get_operator(&self, request: Request<GetOperatorRequest>) -> Rpc<GetOperatorResponse> {
         let call = self.call("GetOperator");
         call.check_header(request.get_ref().header.as_ref())?;
-        // No scheduler yet, so no region ever has an operator.
         let id = request.get_ref().region_id;
-        call.reply(self.read(|_| Err::<GetOperatorResponse, _>(Error::RegionNotFound(id))))
+        // The running operator, else the last one that ended (PD keeps their status a while).
+        let found = self.state.scheduler.lock().operators.latest(id).map(|op| {
+            GetOperatorResponse {
+                region_id: id,
+                desc: op.desc.as_bytes().to_vec(),
+                status: op.status.to_pd() as i32,
+                kind: op.kind.to_string().into_bytes(),
+                ..Default::default()
+            }
+        });
+        call.reply(self.read(|_| found.ok_or(Error::RegionNotFound(id))))
     }
 
     #[tracing::instrument(skip_all, fields(store_id = request.get_ref().store_id))]

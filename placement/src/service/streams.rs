@@ -160,7 +160,11 @@ async fn handle_heartbeat(
 
 /// The id batch ran out while scheduling: persist a new one (no lock held), then schedule
 /// the region again.
-async fn refill_and_reschedule(state: &Placement, region_id: u64, reply: &mut RegionHeartbeatResponse) {
+async fn refill_and_reschedule(
+    state: &Placement,
+    region_id: u64,
+    reply: &mut RegionHeartbeatResponse,
+) {
     if let Err(e) = state.ids.refill().await {
         tracing::warn!(error = %e, "cannot reserve peer ids for scheduling");
         return;

@@ -341,6 +341,9 @@ fn install_snapshot(
     };
     p.set_applied(meta.index);
     tracing::info!(region_id, index = meta.index, "snapshot installed");
+    crate::metrics::SNAPSHOTS
+        .with_label_values(&["applied"])
+        .inc();
     p.set_region(region);
     Ok(())
 }

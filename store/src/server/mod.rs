@@ -8,7 +8,7 @@
 
 mod bootstrap;
 mod heartbeat;
-pub mod metrics;
+pub use crate::metrics;
 pub mod pd;
 mod raft_transport;
 mod respond;

@@ -1,4 +1,5 @@
-//! Prometheus metrics of the store, served on the status port.
+//! Prometheus metrics of the store, served on the status port. Every layer
+//! records into one registry; only the status server exposes it.
 
 use std::sync::LazyLock;
 
@@ -33,6 +34,19 @@ pub static GRPC_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
     h
 });
 
+/// Raft snapshots built for other stores and installed from them.
+pub static SNAPSHOTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let c = IntCounterVec::new(
+        Opts::new("store_raft_snapshots_total", "raft snapshots by direction"),
+        &["direction"],
+    )
+    .expect("valid metric");
+    REGISTRY
+        .register(Box::new(c.clone()))
+        .expect("register once");
+    c
+});
+
 pub fn observe(method: &str, ok: bool, secs: f64) {
     GRPC_REQUESTS
         .with_label_values(&[method, if ok { "ok" } else { "error" }])
@@ -44,6 +58,7 @@ pub fn observe(method: &str, ok: bool, secs: f64) {
 pub fn render() -> String {
     LazyLock::force(&GRPC_REQUESTS);
     LazyLock::force(&GRPC_DURATION);
+    LazyLock::force(&SNAPSHOTS);
     let mut out = String::new();
     let encoder = prometheus::TextEncoder::new();
     if let Err(e) = encoder.encode_utf8(&REGISTRY.gather(), &mut out) {
