@@ -1,7 +1,8 @@
 //! Reading the cluster's state the way PD tools do: placement's PD-compatible HTTP API.
 //!
-//! [`PdHttp`] fetches `/pd/api/v1/health`, `/stores` and `/regions` (PD's JSON shapes) and a
-//! store's status `/health`. [`check_ready`] is the pure readiness rule used by
+//! [`PdHttp`] fetches `/pd/api/v1/health`, `/stores` and `/regions` (PD's JSON shapes: regions
+//! with their peers, roles, epochs, pending and down peers; stores with their counts) and a
+//! store's status `/health`; [`PdHttp::send`] is the plain request the status-port helpers use. [`check_ready`] is the pure readiness rule used by
 //! `Cluster::must_ready`: every expected store is registered and `Up`, there is at least one
 //! region, and every region has a leader. Failures are returned as observation strings for the
 //! wait loop to report.
@@ -23,6 +24,17 @@ pub struct StoresInfo {
 #[derive(Clone, Debug, Deserialize)]
 pub struct StoreInfo {
     pub store: StoreMeta,
+    #[serde(default)]
+    pub status: StoreStatusInfo,
+}
+
+/// `stores[].status`: the counts placement derives from region heartbeats.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct StoreStatusInfo {
+    #[serde(default)]
+    pub leader_count: u64,
+    #[serde(default)]
+    pub region_count: u64,
 }
 
 /// `stores[].store`.
@@ -45,22 +57,54 @@ pub struct RegionsInfo {
     pub regions: Option<Vec<RegionInfo>>,
 }
 
-/// One element of `regions`.
-#[derive(Clone, Debug, Deserialize)]
+/// One element of `regions`. Keys are upper-case hex, as PD prints them.
+#[derive(Clone, Debug, Default, Deserialize)]
 pub struct RegionInfo {
     #[serde(default)]
     pub id: u64,
     #[serde(default)]
+    pub start_key: String,
+    #[serde(default)]
+    pub end_key: String,
+    #[serde(default)]
+    pub epoch: EpochInfo,
+    #[serde(default)]
+    pub peers: Vec<PeerInfo>,
+    #[serde(default)]
     pub leader: Option<PeerInfo>,
+    #[serde(default)]
+    pub pending_peers: Vec<PeerInfo>,
+    #[serde(default)]
+    pub down_peers: Vec<DownPeerInfo>,
 }
 
-/// `regions[].leader`.
-#[derive(Clone, Debug, Deserialize)]
+/// `regions[].epoch`.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+pub struct EpochInfo {
+    #[serde(default)]
+    pub conf_ver: u64,
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// `regions[].leader`, `regions[].peers[]`; `role_name` is `Voter`, `Learner`, ...
+#[derive(Clone, Debug, Default, Deserialize)]
 pub struct PeerInfo {
     #[serde(default)]
     pub id: u64,
     #[serde(default)]
     pub store_id: u64,
+    #[serde(default)]
+    pub role_name: String,
+}
+
+/// `regions[].down_peers[]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct DownPeerInfo {
+    #[serde(default)]
+    pub peer: Option<PeerInfo>,
+    #[serde(default)]
+    pub down_seconds: u64,
 }
 
 /// An HTTP client for placement's PD API and the stores' status ports.
@@ -80,20 +124,26 @@ impl Default for PdHttp {
 }
 
 impl PdHttp {
-    async fn get_text(&self, url: &str) -> Result<String, String> {
+    /// Sends `method url` and returns the body of a 2xx answer, else what went wrong.
+    pub async fn send(&self, method: reqwest::Method, url: &str) -> Result<String, String> {
+        let what = format!("{method} {url}");
         let resp = self
             .http
-            .get(url)
+            .request(method, url)
             .send()
             .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
+            .map_err(|e| format!("{what}: {e}"))?;
         let status = resp.status();
-        let body = resp.text().await.map_err(|e| format!("GET {url}: {e}"))?;
+        let body = resp.text().await.map_err(|e| format!("{what}: {e}"))?;
         if status.is_success() {
             Ok(body)
         } else {
-            Err(format!("GET {url}: HTTP {status}: {body}"))
+            Err(format!("{what}: HTTP {status}: {body}"))
         }
+    }
+
+    async fn get_text(&self, url: &str) -> Result<String, String> {
+        self.send(reqwest::Method::GET, url).await
     }
 
     async fn get_json<T: for<'de> Deserialize<'de>>(&self, url: &str) -> Result<T, String> {
@@ -110,15 +160,16 @@ impl PdHttp {
 
     /// The registered stores.
     pub async fn stores(&self, pd: &str) -> Result<Vec<StoreMeta>, String> {
+        let stores = self.store_infos(pd).await?;
+        Ok(stores.into_iter().map(|s| s.store).collect())
+    }
+
+    /// The registered stores with their status counts.
+    pub async fn store_infos(&self, pd: &str) -> Result<Vec<StoreInfo>, String> {
         let info: StoresInfo = self
             .get_json(&format!("http://{pd}/pd/api/v1/stores"))
             .await?;
-        Ok(info
-            .stores
-            .unwrap_or_default()
-            .into_iter()
-            .map(|s| s.store)
-            .collect())
+        Ok(info.stores.unwrap_or_default())
     }
 
     /// The regions placement knows.

@@ -2,7 +2,8 @@
 //! text) and `/health`.
 //!
 //! Routes: `/pd/api/v1/{health, members, leader, stores, store/{id}, regions, region/id/{id},
-//! cluster, config/replicate, version, status}` and `/pd/api/v2/keyspaces` (GET, POST `{name}`),
+//! cluster, config/replicate, config/schedule, operators, operators/{region_id}, version,
+//! status}` and `/pd/api/v2/keyspaces` (GET, POST `{name}`),
 //! `/pd/api/v2/keyspaces/{name}`. JSON shapes are PD's ([`views`]).
 
 pub mod views;
@@ -10,7 +11,7 @@ pub mod views;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -39,6 +40,9 @@ pub fn router(state: Arc<Placement>) -> Router {
         .route("/pd/api/v1/region/id/{id}", get(region_by_id))
         .route("/pd/api/v1/cluster", get(cluster))
         .route("/pd/api/v1/config/replicate", get(replicate))
+        .route("/pd/api/v1/config/schedule", get(schedule_config))
+        .route("/pd/api/v1/operators", get(operators))
+        .route("/pd/api/v1/operators/{region_id}", get(operator))
         .route("/pd/api/v1/version", get(version))
         .route("/pd/api/v1/status", get(status))
         .route("/pd/api/v2/keyspaces", get(keyspaces).post(create_keyspace))
@@ -201,6 +205,49 @@ async fn replicate(State(state): AppState) -> Json<Value> {
         "enable-placement-rules": "false",
         "isolation-level": "",
     }))
+}
+
+async fn schedule_config(State(state): AppState) -> Json<Value> {
+    Json(views::schedule_config(&state.schedule))
+}
+
+/// Running operators; `?kind=leader|region|replica` (repeatable) filters as PD does.
+async fn operators(
+    State(state): AppState,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Json<Value> {
+    let kinds: Vec<&str> = query
+        .iter()
+        .filter(|(k, _)| k == "kind")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let now = now_ms();
+    let list: Vec<Value> = state
+        .scheduler
+        .lock()
+        .operators
+        .running()
+        .filter(|op| {
+            kinds.is_empty()
+                || kinds.iter().any(|k| match *k {
+                    "leader" => op.kind.leader,
+                    "region" | "replica" => op.kind.replica,
+                    _ => false,
+                })
+        })
+        .map(|op| views::operator(op, now))
+        .collect();
+    Json(Value::Array(list))
+}
+
+/// The region's running operator, else the last one that ended.
+async fn operator(State(state): AppState, Path(region_id): Path<u64>) -> ApiResult {
+    let scheduler = state.scheduler.lock();
+    let op = scheduler
+        .operators
+        .latest(region_id)
+        .ok_or(Error::RegionNotFound(region_id))?;
+    Ok(Json(views::operator(op, now_ms())))
 }
 
 async fn version() -> Json<Value> {

@@ -8,6 +8,7 @@ use proto::{metapb, pdpb};
 use serde_json::{json, Value};
 
 use crate::cluster::{RegionInfo, RegionMap, StoreInfo};
+use crate::schedule::{OpStatus, Operator, Settings};
 
 /// Upper-case hex, as PD's `HexRegionKeyStr`.
 pub fn hex_upper(key: &[u8]) -> String {
@@ -192,6 +193,40 @@ pub fn store(s: &StoreInfo, ctx: &StoreContext<'_>) -> Value {
             "state_name": ctx.state_name,
         },
         "status": status,
+    })
+}
+
+/// An operator as `/pd/api/v1/operators` lists it: PD's `OpObject` fields (`desc`, `brief`,
+/// `region_id`, `region_epoch`, `kind`, `timeout`, `status`) plus the steps in PD's wording,
+/// the index of the current one and the creation time. A running operator past its timeout
+/// shows `TIMEOUT`, as in PD.
+pub fn operator(op: &Operator, now_ms: u64) -> Value {
+    let status = match op.status {
+        OpStatus::Running if op.is_timed_out(now_ms) => OpStatus::Timeout,
+        s => s,
+    };
+    let steps = op.step_strings();
+    json!({
+        "desc": op.desc,
+        "brief": steps.join(", "),
+        "region_id": op.region_id,
+        "region_epoch": { "conf_ver": op.epoch.conf_ver, "version": op.epoch.version },
+        "kind": op.kind.to_string(),
+        "timeout": go_duration(op.timeout),
+        "status": status.name(),
+        "steps": steps,
+        "current_step": op.current,
+        "create_time": rfc3339(op.created_ms),
+    })
+}
+
+/// `/pd/api/v1/config/schedule`: PD's keys for the settings placement uses.
+pub fn schedule_config(s: &Settings) -> Value {
+    json!({
+        "replica-schedule-limit": s.replica_schedule_limit,
+        "leader-schedule-limit": s.leader_schedule_limit,
+        "store-add-peer-limit": s.store_add_peer_limit,
+        "max-store-down-time": go_duration(s.max_store_down_time),
     })
 }
 

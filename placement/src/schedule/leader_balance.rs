@@ -67,3 +67,123 @@ pub fn check(region: &RegionInfo, ctx: &Context<'_>, ops: &Operators) -> Option<
         ctx.now_ms,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{learner, pending, region, voter, Fixture};
+    use super::*;
+    use crate::cluster::RegionInfo;
+    use crate::schedule::Operators;
+
+    fn summary(op: Option<Operator>) -> Option<(&'static str, Vec<Step>)> {
+        op.map(|op| (op.desc, op.steps))
+    }
+
+    const LEADER: OpKind = OpKind {
+        leader: true,
+        replica: false,
+    };
+
+    #[test]
+    fn balance_table() {
+        let transfer = |to_store| {
+            Some((
+                "balance-leader",
+                vec![Step::TransferLeader {
+                    from_store: 1,
+                    to_store,
+                }],
+            ))
+        };
+        let three = region(&[voter(1, 1), voter(2, 2), voter(3, 3)], 1, 3);
+        // (name, extra leaders on stores 1/2/3, region, running transfer 1->2, expected)
+        type Row = (
+            &'static str,
+            [u64; 3],
+            RegionInfo,
+            bool,
+            Option<(&'static str, Vec<Step>)>,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                "balanced enough: 1 vs 0",
+                [0, 0, 0],
+                three.clone(),
+                false,
+                None,
+            ),
+            (
+                "gap of 2: move to the lowest id",
+                [1, 0, 0],
+                three.clone(),
+                false,
+                transfer(2),
+            ),
+            (
+                "gap of 3: move to the fewest",
+                [2, 0, 1],
+                three.clone(),
+                false,
+                transfer(2),
+            ),
+            (
+                "leader store is not the busiest",
+                [0, 3, 0],
+                three.clone(),
+                false,
+                None,
+            ),
+            (
+                "running transfers count",
+                [2, 0, 0],
+                three.clone(),
+                true,
+                transfer(3),
+            ),
+            (
+                "pending voter is no target",
+                [2, 0, 0],
+                pending(three.clone(), &[2]),
+                false,
+                transfer(3),
+            ),
+            (
+                "learner is no target",
+                [2, 0, 0],
+                region(&[voter(1, 1), learner(2, 2)], 1, 2),
+                false,
+                None,
+            ),
+        ];
+        for (name, load, r, running, want) in rows {
+            let mut f = Fixture::new(3);
+            f.report(&r);
+            for (i, n) in load.iter().enumerate() {
+                f.load(i as u64 + 1, *n, 1000 * (i as u64 + 1));
+            }
+            let mut ops = Operators::default();
+            if running {
+                let mut other = region(&[voter(91, 1), voter(92, 2)], 91, 1);
+                other.meta.id = 9;
+                let step = Step::TransferLeader {
+                    from_store: 1,
+                    to_store: 2,
+                };
+                ops.add(
+                    Operator::new("balance-leader", LEADER, &other, vec![step], 0),
+                    &f.settings,
+                )
+                .unwrap();
+            }
+            let got = summary(check(&r, &f.ctx(), &ops));
+            assert_eq!(got, want, "{name}");
+        }
+        let mut f = Fixture::new(3);
+        f.settings.leader_schedule_limit = 0;
+        f.load(1, 3, 1000);
+        assert!(
+            check(&three, &f.ctx(), &Operators::default()).is_none(),
+            "disabled"
+        );
+    }
+}

@@ -10,6 +10,9 @@
 //! [`Scheduler::on_heartbeat`] is what the region heartbeat handler calls, once the heartbeat
 //! is applied to the cluster view: it advances the region's operator, or asks the checkers for
 //! a new one, and returns the command to put in the heartbeat response.
+//! [`Scheduler::advance`] only advances a running operator; the handler uses it while a
+//! keyspace split is due, so that a running operator finishes first and the split goes before
+//! any new one.
 
 pub mod context;
 pub mod leader_balance;
@@ -33,6 +36,8 @@ pub struct Outcome {
     pub events: Vec<OpEvent>,
     /// A checker wanted a new peer id and none was at hand (refill the allocator, retry).
     pub starved: bool,
+    /// The region has a running operator after this heartbeat.
+    pub running: bool,
 }
 
 /// The running operators; settings come with each [`Context`].
@@ -56,6 +61,23 @@ impl PeerIds for CountingIds<'_> {
 }
 
 impl Scheduler {
+    /// Advances the region's running operator only, making none: expires late operators and
+    /// says what the running one needs sent. Used while the region has a split due, which
+    /// goes before any new operator.
+    pub fn advance(&mut self, region: &RegionInfo, ctx: &Context<'_>) -> Outcome {
+        let mut out = Outcome {
+            events: self.operators.expire(ctx.now_ms),
+            ..Outcome::default()
+        };
+        match self.operators.dispatch(region, ctx.now_ms) {
+            Dispatch::Send(command) => out.command = Some(command),
+            Dispatch::Ended(event) => out.events.push(event),
+            Dispatch::Wait | Dispatch::Idle => {}
+        }
+        out.running = self.operators.get(region.id()).is_some();
+        out
+    }
+
     /// Handles a region heartbeat already applied to `ctx.view`: expires late operators,
     /// advances the region's operator or makes a new one, and says what to send.
     pub fn on_heartbeat(
@@ -64,18 +86,9 @@ impl Scheduler {
         ctx: &Context<'_>,
         ids: &mut dyn PeerIds,
     ) -> Outcome {
-        let mut out = Outcome {
-            events: self.operators.expire(ctx.now_ms),
-            ..Outcome::default()
-        };
-        match self.operators.dispatch(region, ctx.now_ms) {
-            Dispatch::Send(command) => {
-                out.command = Some(command);
-                return out;
-            }
-            Dispatch::Wait => return out,
-            Dispatch::Ended(event) => out.events.push(event),
-            Dispatch::Idle => {}
+        let mut out = self.advance(region, ctx);
+        if out.running {
+            return out;
         }
         let mut counting = CountingIds {
             inner: ids,
@@ -93,6 +106,7 @@ impl Scheduler {
                 return out;
             }
         }
+        out.running = true;
         if let Dispatch::Send(command) = self.operators.dispatch(region, ctx.now_ms) {
             out.command = Some(command);
         }

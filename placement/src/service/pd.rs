@@ -34,7 +34,6 @@ impl PdService {
     }
 
     /// Runs a read against a bootstrapped view.
-    /// Runs a read against a bootstrapped view.
     fn read<T>(&self, f: impl FnOnce(&crate::cluster::ClusterView) -> Result<T>) -> Result<T> {
         region_ops::read(&self.state, f)
     }
@@ -445,15 +444,19 @@ impl Pd for PdService {
         call.check_header(request.get_ref().header.as_ref())?;
         let id = request.get_ref().region_id;
         // The running operator, else the last one that ended (PD keeps their status a while).
-        let found = self.state.scheduler.lock().operators.latest(id).map(|op| {
-            GetOperatorResponse {
-                region_id: id,
-                desc: op.desc.as_bytes().to_vec(),
-                status: op.status.to_pd() as i32,
-                kind: op.kind.to_string().into_bytes(),
-                ..Default::default()
-            }
-        });
+        let found =
+            self.state
+                .scheduler
+                .lock()
+                .operators
+                .latest(id)
+                .map(|op| GetOperatorResponse {
+                    region_id: id,
+                    desc: op.desc.as_bytes().to_vec(),
+                    status: op.status.to_pd() as i32,
+                    kind: op.kind.to_string().into_bytes(),
+                    ..Default::default()
+                });
         call.reply(self.read(|_| found.ok_or(Error::RegionNotFound(id))))
     }
 

@@ -23,8 +23,14 @@ impl PeerIds for BatchIds<'_> {
     }
 }
 
-/// Runs the scheduler for `region_id` as `view` shows it. The caller holds the view lock.
-pub fn schedule_region(state: &Placement, view: &ClusterView, region_id: u64) -> Outcome {
+/// Runs the scheduler for `region_id` as `view` shows it; with `new_operators` false only a
+/// running operator is advanced. The caller holds the view lock.
+pub fn schedule_region(
+    state: &Placement,
+    view: &ClusterView,
+    region_id: u64,
+    new_operators: bool,
+) -> Outcome {
     let Some(region) = view.regions().get(region_id) else {
         return Outcome::default();
     };
@@ -35,7 +41,11 @@ pub fn schedule_region(state: &Placement, view: &ClusterView, region_id: u64) ->
         started_ms: state.started_ms,
     };
     let mut scheduler = state.scheduler.lock();
-    let out = scheduler.on_heartbeat(region, &ctx, &mut BatchIds(&state.ids));
+    let out = if new_operators {
+        scheduler.on_heartbeat(region, &ctx, &mut BatchIds(&state.ids))
+    } else {
+        scheduler.advance(region, &ctx)
+    };
     for event in &out.events {
         record(state, &scheduler, event);
     }

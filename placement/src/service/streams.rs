@@ -5,10 +5,10 @@
 //! wrong cluster id or a bad count ends the stream with an error status, as PD does.
 //!
 //! `RegionHeartbeat`: each heartbeat updates the region and its leader in the cluster view and
-//! is answered with a response carrying at most one command, as PD sends them: a split at
-//! keyspace boundaries first, else the current step of the region's operator
-//! ([`super::scheduling`]: `change_peer` to add a learner, promote it or remove a peer,
-//! `transfer_leader`). The stream is bound to the leader's store in
+//! is answered with a response carrying at most one command, as PD sends them: the current
+//! step of the region's running operator ([`super::scheduling`]: `change_peer` to add a
+//! learner, promote it or remove a peer, `transfer_leader`), else a split at keyspace
+//! boundaries when one is due, else the first step of a new operator. The stream is bound to the leader's store in
 //! [`crate::heartbeat::HeartbeatStreams`] so that scheduling can push operators down it.
 //! Both streams end when the server shuts down.
 
@@ -169,8 +169,11 @@ async fn refill_and_reschedule(
         tracing::warn!(error = %e, "cannot reserve peer ids for scheduling");
         return;
     }
+    if reply.split_region.is_some() {
+        return;
+    }
     let view = state.view.read();
-    if let Some(command) = schedule_region(state, &view, region_id).command {
+    if let Some(command) = schedule_region(state, &view, region_id, true).command {
         put_command(reply, command);
     }
 }
@@ -226,15 +229,16 @@ fn apply_heartbeat(
     let split_keys = view.keyspaces().split_keys(&info.meta);
     match view.region_heartbeat(info) {
         Ok(writes) => {
-            // The store acts on one command per response: a keyspace split goes first.
-            let scheduled = split_keys.is_empty().then(|| {
-                let view = parking_lot::RwLockWriteGuard::downgrade(view);
-                schedule_region(state, &view, region_id)
-            });
-            let split_region = (!split_keys.is_empty()).then_some(SplitRegion {
-                policy: CheckPolicy::Usekey as i32,
-                keys: split_keys,
-            });
+            // One command per response: a running operator finishes first, then a due
+            // keyspace split goes before any new operator.
+            let view = parking_lot::RwLockWriteGuard::downgrade(view);
+            let scheduled = schedule_region(state, &view, region_id, split_keys.is_empty());
+            drop(view);
+            let split_region =
+                (!split_keys.is_empty() && !scheduled.running).then_some(SplitRegion {
+                    policy: CheckPolicy::Usekey as i32,
+                    keys: split_keys,
+                });
             if !writes.is_empty() {
                 tracing::debug!(region_id, "region metadata changed");
             }
@@ -247,7 +251,6 @@ fn apply_heartbeat(
                 split_region,
                 ..Default::default()
             };
-            let scheduled = scheduled.unwrap_or_default();
             if let Some(command) = scheduled.command {
                 put_command(&mut reply, command);
             }

@@ -312,8 +312,12 @@ impl RaftStore {
             }
             StoreMsg::TransferLeader { region_id, peer_id } => {
                 if let Some(p) = self.peers.get_mut(&region_id) {
-                    if p.is_leader() {
-                        p.node.transfer_leader(peer_id);
+                    if !p.transfer_leader(peer_id) {
+                        tracing::debug!(
+                            region_id,
+                            peer_id,
+                            "leader transfer skipped: target not a caught-up voter"
+                        );
                     }
                 }
             }

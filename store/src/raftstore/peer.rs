@@ -164,10 +164,35 @@ impl Peer {
         }
         if let Err(e) = self.node.propose(vec![], cmd.encode()) {
             tracing::debug!(region_id = self.region.id, error = %e, "proposal dropped");
-            let _ = cb.send(Err(self.not_leader()));
+            // Raft drops proposals while handing leadership over: the client
+            // should back off and look the leader up again, not retry here.
+            let _ = cb.send(Err(ProposeError::Stale {
+                region_id: self.region.id,
+            }));
             return;
         }
         self.track(cb);
+    }
+
+    /// Starts handing leadership to `peer_id` if that is safe now: it is a
+    /// voter whose log is nearly complete, and no transfer is under way.
+    pub fn transfer_leader(&mut self, peer_id: u64) -> bool {
+        if !self.is_leader() || peer_id == self.peer_id || self.node.raft.lead_transferee.is_some()
+        {
+            return false;
+        }
+        let last = self.node.raft.raft_log.last_index();
+        let caught_up = self.node.raft.prs().conf().voters().contains(peer_id)
+            && self
+                .node
+                .raft
+                .prs()
+                .get(peer_id)
+                .is_some_and(|pr| pr.matched + 8 >= last);
+        if caught_up {
+            self.node.transfer_leader(peer_id);
+        }
+        caught_up
     }
 
     /// Proposes adding, promoting or removing `peer`; `cb` fires once applied.

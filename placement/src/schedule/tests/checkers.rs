@@ -3,7 +3,7 @@
 use proto::metapb::PeerRole;
 
 use super::*;
-use crate::schedule::{leader_balance, replica_checker, OpKind, Operator, Operators, Step};
+use crate::schedule::{replica_checker, Operator, Operators, Step};
 
 fn add(store_id: u64, peer_id: u64) -> Vec<Step> {
     vec![
@@ -14,14 +14,6 @@ fn add(store_id: u64, peer_id: u64) -> Vec<Step> {
 
 fn remove(store_id: u64, peer_id: u64) -> Vec<Step> {
     vec![Step::RemovePeer { store_id, peer_id }]
-}
-
-fn pending(mut r: RegionInfo, peer_ids: &[u64]) -> RegionInfo {
-    r.pending_peers = (r.meta.peers.iter())
-        .filter(|p| peer_ids.contains(&p.id))
-        .copied()
-        .collect();
-    r
 }
 
 fn down_peer(mut r: RegionInfo, peer_id: u64, down_seconds: u64) -> RegionInfo {
@@ -263,112 +255,4 @@ fn replica_checker_respects_the_store_limit() {
     let r = region(&[voter(1, 1)], 1, 1);
     let op = replica_checker::check(&r, &f.ctx(), &ops, &mut TestIds::default()).unwrap();
     assert_eq!(op.steps, add(3, FIRST_NEW_PEER), "store 2 is at its limit");
-}
-
-const LEADER: OpKind = OpKind {
-    leader: true,
-    replica: false,
-};
-
-#[test]
-fn leader_balance_table() {
-    let transfer = |to_store| {
-        Some((
-            "balance-leader",
-            vec![Step::TransferLeader {
-                from_store: 1,
-                to_store,
-            }],
-        ))
-    };
-    let three = region(&[voter(1, 1), voter(2, 2), voter(3, 3)], 1, 3);
-    // (name, extra leaders on stores 1/2/3, region, running transfer 1->2, expected)
-    type Row = (
-        &'static str,
-        [u64; 3],
-        RegionInfo,
-        bool,
-        Option<(&'static str, Vec<Step>)>,
-    );
-    let rows: Vec<Row> = vec![
-        (
-            "balanced enough: 1 vs 0",
-            [0, 0, 0],
-            three.clone(),
-            false,
-            None,
-        ),
-        (
-            "gap of 2: move to the lowest id",
-            [1, 0, 0],
-            three.clone(),
-            false,
-            transfer(2),
-        ),
-        (
-            "gap of 3: move to the fewest",
-            [2, 0, 1],
-            three.clone(),
-            false,
-            transfer(2),
-        ),
-        (
-            "leader store is not the busiest",
-            [0, 3, 0],
-            three.clone(),
-            false,
-            None,
-        ),
-        (
-            "running transfers count",
-            [2, 0, 0],
-            three.clone(),
-            true,
-            transfer(3),
-        ),
-        (
-            "pending voter is no target",
-            [2, 0, 0],
-            pending(three.clone(), &[2]),
-            false,
-            transfer(3),
-        ),
-        (
-            "learner is no target",
-            [2, 0, 0],
-            region(&[voter(1, 1), learner(2, 2)], 1, 2),
-            false,
-            None,
-        ),
-    ];
-    for (name, load, r, running, want) in rows {
-        let mut f = Fixture::new(3);
-        f.report(&r);
-        for (i, n) in load.iter().enumerate() {
-            f.load(i as u64 + 1, *n, 1000 * (i as u64 + 1));
-        }
-        let mut ops = Operators::default();
-        if running {
-            let mut other = region(&[voter(91, 1), voter(92, 2)], 91, 1);
-            other.meta.id = 9;
-            let step = Step::TransferLeader {
-                from_store: 1,
-                to_store: 2,
-            };
-            ops.add(
-                Operator::new("balance-leader", LEADER, &other, vec![step], 0),
-                &f.settings,
-            )
-            .unwrap();
-        }
-        let got = summary(leader_balance::check(&r, &f.ctx(), &ops));
-        assert_eq!(got, want, "{name}");
-    }
-    let mut f = Fixture::new(3);
-    f.settings.leader_schedule_limit = 0;
-    f.load(1, 3, 1000);
-    assert!(
-        leader_balance::check(&three, &f.ctx(), &Operators::default()).is_none(),
-        "disabled"
-    );
 }

@@ -199,3 +199,33 @@ fn leaders_spread_over_three_stores() {
     assert_eq!([leaders(1), leaders(2), leaders(3)], [2, 2, 2]);
     assert!(s.operators.is_empty());
 }
+
+#[test]
+fn advance_only_moves_running_operators() {
+    // The heartbeat handler uses `advance` while a keyspace split is due: a running operator
+    // keeps going (and holds the split back), but no new one starts.
+    let mut f = Fixture::new(3);
+    let mut s = Scheduler::default();
+    let mut r = region_n(1, &[voter(1, 1)], 1);
+    f.report(&r.info);
+    let idle = s.advance(&r.info, &f.ctx());
+    assert_eq!(idle, Outcome::default(), "no operator is made");
+    let started = s.on_heartbeat(&r.info, &f.ctx(), &mut TestIds::default());
+    assert!(started.running && started.command.is_some());
+    r.apply(&started.command.unwrap());
+    f.report(&r.info);
+    let waiting = s.advance(&r.info, &f.ctx());
+    assert!(
+        waiting.running && waiting.command.is_none(),
+        "learner catching up"
+    );
+    r.catch_up();
+    f.report(&r.info);
+    let promote = s.advance(&r.info, &f.ctx());
+    assert!(promote.running && promote.command.is_some());
+    r.apply(&promote.command.unwrap());
+    f.report(&r.info);
+    let done = s.advance(&r.info, &f.ctx());
+    assert!(!done.running && done.command.is_none());
+    assert_eq!(done.events.len(), 1, "the finish");
+}

@@ -99,6 +99,15 @@ pub fn region(peers: &[metapb::Peer], leader: u64, conf_ver: u64) -> RegionInfo 
     RegionInfo::from_meta(meta, leader)
 }
 
+/// `r` with these of its peers pending (catching up).
+pub fn pending(mut r: RegionInfo, peer_ids: &[u64]) -> RegionInfo {
+    r.pending_peers = (r.meta.peers.iter())
+        .filter(|p| peer_ids.contains(&p.id))
+        .copied()
+        .collect();
+    r
+}
+
 impl Fixture {
     /// Stores 1..=n without labels.
     pub fn new(n: u64) -> Self {
