@@ -8,6 +8,11 @@
 //! [`playground`] (the `playground` command). [`wait`] holds the deadline-bounded polling every layer uses, and
 //! [`testing`] the glue for the suites in `tests/`.
 //!
+//! For replication and failure suites: [`topology`] (where each region's replicas and leader
+//! are, waits until every region is fully replicated), [`status`] (a store's status port:
+//! `/status`, metrics, raft filters), [`fault`] (partitions built from those filters) and
+//! [`load`] (a bounded client write load that records every acknowledged write).
+//!
 //! ```no_run
 //! # async fn demo() {
 //! use std::time::Duration;
@@ -24,17 +29,23 @@ pub mod builder;
 pub mod client;
 pub mod cluster;
 pub mod error;
+pub mod fault;
+pub mod load;
 pub mod pd_api;
 pub mod playground;
 pub mod ports;
 pub mod process;
+pub mod status;
 pub mod testing;
+pub mod topology;
 pub mod wait;
 
 pub use builder::ClusterBuilder;
 pub use client::{must_raw_client, must_serve, must_txn_client, wait_serving, Api};
 pub use cluster::{Cluster, READY_TIMEOUT};
 pub use error::{Error, Result};
+pub use load::{longest_gap_after, LoadReport, WriteLoad};
 pub use ports::PortPlan;
+pub use status::FAULT_INJECTION_CONFIG;
 pub use testing::{init_test_tracing, must_single_store_cluster};
 pub use wait::{must_eventually, must_within, wait_for, with_deadline};

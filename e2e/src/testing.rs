@@ -1,6 +1,10 @@
-//! Glue for the end-to-end suites in `tests/`: tracing set-up and the per-API test macro.
+//! Glue for the end-to-end suites in `tests/`: tracing set-up, serial runs and the per-API test
+//! macro.
 //!
 //! [`init_test_tracing`] installs a subscriber once per test process (library code never does).
+//! [`serial`] lets the multi-store suites run their clusters one at a time within a test
+//! binary, so that timings they measure and deadlines they assert do not depend on how many
+//! other clusters share the machine's cores.
 //! [`api_tests!`](crate::api_tests) turns `async fn name(api: Api)` into two tests,
 //! `name::api_v1` and `name::api_v2`, each under a deadline, so every scenario runs against
 //! both API versions.
@@ -25,6 +29,13 @@ pub fn init_test_tracing() {
             .with_test_writer()
             .try_init();
     });
+}
+
+/// Held for the whole of a heavy test (several stores, failures, measured timings) so that the
+/// test binary runs one such test at a time. Take it before the test's deadline starts.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
 }
 
 /// A one-store cluster, ready: enough for every test that does not need replicas.

@@ -246,7 +246,9 @@ mod tests {
         assert!(err.contains("want 2"), "{err}");
         let err = check_replicated(&regions[1..], &[1, 4], 2).unwrap_err();
         assert!(err.contains("Learner"), "{err}");
-        assert!(check_replicated(&[], &[1], 1).unwrap_err().contains("no regions"));
+        assert!(check_replicated(&[], &[1], 1)
+            .unwrap_err()
+            .contains("no regions"));
     }
 
     #[test]

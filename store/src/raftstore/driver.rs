@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::RwLock;
 use protobuf::Message as _;
 use raft::prelude::{ConfChangeType, Message, MessageType};
@@ -89,9 +89,14 @@ pub struct Router {
 }
 
 impl Router {
+    /// Queues a request; a full inbox means the store is overloaded and the
+    /// request is refused at once rather than queued without bound.
     async fn call(&self, make: impl FnOnce(Callback) -> StoreMsg) -> Result<(), ProposeError> {
         let (cb, rx) = oneshot::channel();
-        self.tx.send(make(cb)).map_err(|_| ProposeError::Shutdown)?;
+        self.tx.try_send(make(cb)).map_err(|e| match e {
+            TrySendError::Full(_) => ProposeError::Busy,
+            TrySendError::Disconnected(_) => ProposeError::Shutdown,
+        })?;
         rx.await.map_err(|_| ProposeError::Shutdown)?
     }
 
@@ -136,6 +141,7 @@ impl Router {
     }
 
     pub fn shutdown(&self) {
+        // Blocks only while the loop drains a full inbox.
         let _ = self.tx.send(StoreMsg::Shutdown);
     }
 }
@@ -150,6 +156,8 @@ pub struct RaftStoreConfig {
     pub max_batch: usize,
     /// A peer silent this long is reported down to placement.
     pub peer_down_after: Duration,
+    /// Requests queued for the loop before new ones are refused as busy.
+    pub inbox_capacity: usize,
 }
 
 impl Default for RaftStoreConfig {
@@ -165,6 +173,7 @@ impl Default for RaftStoreConfig {
             log_gc_threshold: 1024,
             max_batch: 4096,
             peer_down_after: Duration::from_secs(10),
+            inbox_capacity: 65536,
         }
     }
 }
@@ -215,7 +224,7 @@ impl RaftStore {
             peers.insert(region.id, peer);
         }
         meta.write().store_id = store_id;
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam_channel::bounded(cfg.inbox_capacity);
         let store = RaftStore {
             engine,
             store_id,

@@ -45,6 +45,8 @@ pub enum ProposeError {
     ReadIndexNotReady { region_id: u64 },
     #[error("region {region_id}: {reason}")]
     Rejected { region_id: u64, reason: String },
+    #[error("store is too busy: raftstore inbox full")]
+    Busy,
     #[error("raftstore is shutting down")]
     Shutdown,
 }

@@ -54,6 +54,13 @@ impl From<ProposeError> for Error {
                 }),
                 ..Default::default()
             },
+            ProposeError::Busy => errorpb::Error {
+                server_is_busy: Some(errorpb::ServerIsBusy {
+                    reason: "raftstore inbox full".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
             ProposeError::Shutdown => return Error::Unavailable,
         };
         Error::region(errorpb::Error { message, ..err })
