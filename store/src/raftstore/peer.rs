@@ -363,6 +363,7 @@ impl Peer {
                     is_tombstone: false,
                     start_key: self.region.start_key.clone(),
                     end_key: self.region.end_key.clone(),
+                    ..Default::default()
                 })
             })
             .collect()

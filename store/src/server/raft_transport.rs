@@ -4,8 +4,10 @@
 //! dispatcher task, which keeps one client stream per destination store
 //! (address looked up in placement) and sends whatever has queued up as one
 //! `RaftBatch`. Queues are bounded; when a store is unreachable or slow its
-//! messages are dropped and raft retransmits. [`RaftService`] is the
-//! receiving side: each message goes to the local raftstore.
+//! messages are dropped and raft retransmits. Messages over [`CHUNK_SIZE`]
+//! (snapshots) are streamed in chunks and joined again on arrival.
+//! [`RaftService`] is the receiving side: each message goes to the local
+//! raftstore.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,6 +26,8 @@ use crate::raftstore::Router;
 /// Largest message a raft stream carries (snapshots travel whole).
 pub const MAX_RAFT_MESSAGE: usize = 1 << 30;
 const QUEUE_PER_STORE: usize = 8192;
+/// Size of the pieces large messages are cut into.
+pub const CHUNK_SIZE: usize = 1 << 20;
 const MAX_BATCH: usize = 512;
 
 pub struct GrpcTransport {
@@ -82,14 +86,41 @@ async fn connection(pd: PdClient, store_id: u64, mut rx: mpsc::Receiver<RaftMess
             let Some(first) = rx.recv().await else {
                 return;
             };
-            let mut msgs = vec![first];
-            while msgs.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(m) => msgs.push(m),
-                    Err(_) => break,
+            let mut msgs = Vec::new();
+            let mut next = Some(first);
+            while let Some(m) = next.take() {
+                if m.message.len() > CHUNK_SIZE {
+                    // Flush what is queued, then the pieces, one batch each.
+                    if !msgs.is_empty()
+                        && batch_tx
+                            .send(RaftBatch {
+                                msgs: std::mem::take(&mut msgs),
+                            })
+                            .await
+                            .is_err()
+                    {
+                        break;
+                    }
+                    for piece in chunk(m) {
+                        if batch_tx
+                            .send(RaftBatch { msgs: vec![piece] })
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                } else {
+                    msgs.push(m);
+                }
+                if msgs.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
                 }
             }
-            if batch_tx.send(RaftBatch { msgs }).await.is_err() {
+            if !msgs.is_empty() && batch_tx.send(RaftBatch { msgs }).await.is_err() {
+                break;
+            }
+            if batch_tx.is_closed() {
                 break;
             }
         }
@@ -132,13 +163,101 @@ impl RaftService {
 impl StoreRaft for RaftService {
     async fn raft(&self, req: Request<Streaming<RaftBatch>>) -> Result<Response<Done>, Status> {
         let mut stream = req.into_inner();
+        let mut joiner = Joiner::default();
         while let Some(batch) = stream.message().await? {
             for m in batch.msgs {
+                let Some(m) = joiner.push(m) else { continue };
                 if self.router.send_raft_message(m).is_err() {
                     return Err(Status::unavailable("store is shutting down"));
                 }
             }
         }
         Ok(Response::new(Done {}))
+    }
+}
+
+/// Cuts a large message into pieces of [`CHUNK_SIZE`].
+fn chunk(m: RaftMessage) -> Vec<RaftMessage> {
+    let count = m.message.len().div_ceil(CHUNK_SIZE) as u32;
+    m.message
+        .chunks(CHUNK_SIZE)
+        .enumerate()
+        .map(|(i, piece)| RaftMessage {
+            message: piece.to_vec(),
+            chunk_index: i as u32,
+            chunk_count: count,
+            ..header_of(&m)
+        })
+        .collect()
+}
+
+/// Every field of `m` but its payload.
+fn header_of(m: &RaftMessage) -> RaftMessage {
+    RaftMessage {
+        region_id: m.region_id,
+        from_peer: m.from_peer,
+        to_peer: m.to_peer,
+        region_epoch: m.region_epoch,
+        is_tombstone: m.is_tombstone,
+        start_key: m.start_key.clone(),
+        end_key: m.end_key.clone(),
+        ..Default::default()
+    }
+}
+
+/// Joins the pieces of chunked messages arriving on one stream (in order).
+#[derive(Default)]
+struct Joiner {
+    partial: Option<RaftMessage>,
+}
+
+impl Joiner {
+    fn push(&mut self, m: RaftMessage) -> Option<RaftMessage> {
+        if m.chunk_count == 0 {
+            return Some(m);
+        }
+        if m.chunk_index == 0 {
+            self.partial = Some(RaftMessage {
+                chunk_index: 0,
+                chunk_count: 0,
+                ..m.clone()
+            });
+        } else if let Some(p) = self.partial.as_mut() {
+            if p.region_id != m.region_id {
+                self.partial = None;
+                return None;
+            }
+            p.message.extend_from_slice(&m.message);
+        }
+        if m.chunk_index + 1 == m.chunk_count {
+            return self.partial.take();
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_join_back_into_the_message() {
+        let m = RaftMessage {
+            region_id: 7,
+            message: (0..(CHUNK_SIZE * 2 + 10)).map(|i| i as u8).collect(),
+            start_key: b"a".to_vec(),
+            ..Default::default()
+        };
+        let pieces = chunk(m.clone());
+        assert_eq!(pieces.len(), 3);
+        let mut j = Joiner::default();
+        let mut out = None;
+        for p in pieces {
+            assert!(out.is_none());
+            out = j.push(p);
+        }
+        assert_eq!(out, Some(m));
+        let small = RaftMessage::default();
+        assert_eq!(j.push(small.clone()), Some(small));
     }
 }
