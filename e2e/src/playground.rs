@@ -36,6 +36,8 @@ pub struct PlaygroundOptions {
     pub status_port: u16,
     /// How long to wait for the cluster to serve requests.
     pub ready_timeout: Duration,
+    /// Spread the stores round-robin over this many zones ([`store_labels`]); 0 = no labels.
+    pub zones: usize,
 }
 
 impl Default for PlaygroundOptions {
@@ -47,9 +49,19 @@ impl Default for PlaygroundOptions {
             store_port: 20160,
             status_port: 20180,
             ready_timeout: Duration::from_secs(120),
+            zones: 0,
         }
     }
 }
+
+/// Store `i`'s `--labels` with `zones` zones: `zone=zone-<(i % zones) + 1>,host=host-<i + 1>`;
+/// none without zones.
+pub fn store_labels(i: usize, zones: usize) -> Option<String> {
+    (zones > 0).then(|| format!("zone=zone-{},host=host-{}", i % zones + 1, i + 1))
+}
+
+/// Placement's config with zones: location labels `zone`, then `host`.
+pub const ZONED_PLACEMENT_CONFIG: &str = "location-labels = [\"zone\", \"host\"]\n";
 
 /// The line printed once the cluster serves requests.
 pub fn ready_line(pd_endpoint: &str, stores: usize) -> String {
@@ -60,7 +72,7 @@ pub fn ready_line(pd_endpoint: &str, stores: usize) -> String {
 pub async fn run(opts: PlaygroundOptions) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::io(&opts.dir, e))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::io(&opts.dir, e))?;
-    let builder = ClusterBuilder::default()
+    let mut builder = ClusterBuilder::default()
         .stores(opts.stores)
         .dir(&opts.dir)
         .own_process_groups(true)
@@ -69,6 +81,14 @@ pub async fn run(opts: PlaygroundOptions) -> Result<()> {
             store_base: opts.store_port,
             status_base: opts.status_port,
         });
+    if opts.zones > 0 {
+        builder = builder.placement_config(ZONED_PLACEMENT_CONFIG);
+        for i in 0..opts.stores {
+            if let Some(labels) = store_labels(i, opts.zones) {
+                builder = builder.store_labels(i, labels);
+            }
+        }
+    }
     // A signal during start drops the half-started cluster, which kills its children.
     let mut cluster = tokio::select! {
         started = builder.start() => started?,
@@ -133,6 +153,25 @@ mod tests {
         let line = ready_line("127.0.0.1:2379", 3);
         assert!(line.contains("ready"));
         assert!(line.contains("127.0.0.1:2379"));
+    }
+
+    #[test]
+    fn zones_round_robin() {
+        let labels: Vec<Option<String>> = (0..4).map(|i| store_labels(i, 3)).collect();
+        assert_eq!(
+            labels,
+            [
+                Some("zone=zone-1,host=host-1".to_owned()),
+                Some("zone=zone-2,host=host-2".to_owned()),
+                Some("zone=zone-3,host=host-3".to_owned()),
+                Some("zone=zone-1,host=host-4".to_owned()),
+            ]
+        );
+        assert_eq!(store_labels(0, 0), None);
+        assert_eq!(
+            ZONED_PLACEMENT_CONFIG.trim(),
+            r#"location-labels = ["zone", "host"]"#
+        );
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub struct ScheduleConfig {
     /// Leader transfers for balance running at once; 0 disables leader balancing. Count.
     /// Default 4 (PD's).
     pub leader_schedule_limit: u64,
+    /// Balance-region operators (moving a replica to an emptier store) running at once;
+    /// 0 disables region balancing. Count. Default 4 (PD's is 2048; ours moves data
+    /// gently).
+    pub region_schedule_limit: u64,
 }
 
 impl Default for ScheduleConfig {
@@ -69,6 +73,7 @@ impl Default for ScheduleConfig {
             replica_schedule_limit: 64,
             store_add_peer_limit: 4,
             leader_schedule_limit: 4,
+            region_schedule_limit: 4,
         }
     }
 }

@@ -5,6 +5,7 @@
 //!   points, keyspaces), [`schedule`] (operators and the checkers that make them), [`tso`] and
 //!   [`id`] state machines, and [`meta`], the records and write commands they emit;
 //! - persistence: [`storage`] (RocksDB) behind the [`writer`] thread;
+//! - the operator tool: [`ctl`] (`placement-ctl`, over the HTTP API);
 //! - the shell: [`state`] (shared server state), [`service`] (gRPC `pdpb.PD`,
 //!   `keyspacepb.Keyspace`, etcd), [`http`] (PD's HTTP API), [`metrics`], and [`server`], which
 //!   serves all of it on one port.
@@ -14,6 +15,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod ctl;
 pub mod error;
 pub mod heartbeat;
 pub mod http;

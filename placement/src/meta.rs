@@ -31,6 +31,27 @@ pub struct ServiceSafePoint {
     pub expire_at: i64,
 }
 
+/// The schedulers enabled through the HTTP API, by PD name (`balance-leader-scheduler`,
+/// `evict-leader-scheduler-4`). Absent from disk means the default set.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct SchedulerRecord {
+    #[prost(string, repeated, tag = "1")]
+    pub names: Vec<String>,
+}
+
+/// Settings changed at runtime through `POST /pd/api/v1/config`, over the config file's.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ConfigRecord {
+    /// Replaces `location-labels` when `has_location_labels`.
+    #[prost(string, repeated, tag = "1")]
+    pub location_labels: Vec<String>,
+    #[prost(bool, tag = "2")]
+    pub has_location_labels: bool,
+    /// Replaces `max-store-down-time` when not 0. Milliseconds.
+    #[prost(uint64, tag = "3")]
+    pub max_store_down_time_ms: u64,
+}
+
 /// One durable change. A batch of them is written atomically.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetaWrite {
@@ -42,6 +63,12 @@ pub enum MetaWrite {
     Cluster(metapb::Cluster),
     /// Insert or replace a store.
     Store(metapb::Store),
+    /// Forget a store (a purged tombstone).
+    DeleteStore(u64),
+    /// Replace the runtime config overrides.
+    Config(ConfigRecord),
+    /// Replace the list of enabled schedulers.
+    Schedulers(SchedulerRecord),
     /// Insert or replace a region.
     Region(RegionRecord),
     /// Forget a region (merged away or replaced by a split).
@@ -73,6 +100,8 @@ pub struct StoredMeta {
     pub gc_safe_point: u64,
     pub service_safe_points: Vec<ServiceSafePoint>,
     pub keyspaces: Vec<keyspacepb::KeyspaceMeta>,
+    pub schedulers: Option<SchedulerRecord>,
+    pub config: Option<ConfigRecord>,
 }
 
 impl StoredMeta {
@@ -90,6 +119,8 @@ impl StoredMeta {
                 .map(MetaWrite::ServiceSafePoint),
         );
         out.extend(self.keyspaces.iter().cloned().map(MetaWrite::Keyspace));
+        out.extend(self.schedulers.clone().map(MetaWrite::Schedulers));
+        out.extend(self.config.clone().map(MetaWrite::Config));
         out
     }
 }

@@ -78,7 +78,8 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     })
 }
 
-/// Keeps the persisted TSO window ahead of the clock so requests rarely wait for the disk.
+/// Keeps the persisted TSO window ahead of the clock so requests rarely wait for the disk,
+/// and turns drained stores into tombstones.
 async fn tso_ticker(state: Arc<Placement>, interval: Duration) {
     let period = (interval / 4).max(Duration::from_millis(50));
     loop {
@@ -88,6 +89,9 @@ async fn tso_ticker(state: Arc<Placement>, interval: Duration) {
         }
         if let Err(e) = state.tso.tick().await {
             tracing::warn!(error = %e, "extending the tso window failed");
+        }
+        if let Err(e) = state.tombstone_drained().await {
+            tracing::warn!(error = %e, "marking drained stores tombstone failed");
         }
     }
 }

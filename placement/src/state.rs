@@ -155,6 +155,35 @@ impl Placement {
         }
     }
 
+    /// The scheduling settings in force: the config file's with runtime overrides.
+    pub fn settings(&self, view: &ClusterView) -> Settings {
+        self.schedule.with_overrides(view.config_override())
+    }
+
+    /// Turns Offline stores left without replicas into tombstones; returns how many.
+    pub async fn tombstone_drained(&self) -> Result<usize> {
+        if self.view.read().plan_tombstones().is_empty() {
+            return Ok(0);
+        }
+        let stores = self
+            .commit(|view| {
+                let writes = view.plan_tombstones();
+                let ids: Vec<u64> = writes
+                    .iter()
+                    .filter_map(|w| match w {
+                        MetaWrite::Store(s) => Some(s.id),
+                        _ => None,
+                    })
+                    .collect();
+                Ok((ids, writes))
+            })
+            .await?;
+        for store_id in &stores {
+            tracing::info!(store_id, "drained store is now tombstone");
+        }
+        Ok(stores.len())
+    }
+
     /// A counter that grows with every metadata change (the etcd `revision`).
     pub fn revision(&self) -> i64 {
         self.revision.load(Ordering::Relaxed)

@@ -12,6 +12,8 @@
 //! | `r/{id:020}` | [`RegionRecord`] |
 //! | `sp/{service}` | [`ServiceSafePoint`] |
 //! | `k/{id:010}` | `keyspacepb.KeyspaceMeta` |
+//! | `m/schedulers` | [`SchedulerRecord`] |
+//! | `m/config` | [`ConfigRecord`] |
 //!
 //! The calls here block on disk; the server only makes them from the
 //! [`crate::writer::MetaWriter`] thread and once at startup.
@@ -22,7 +24,9 @@ use prost::Message;
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
 use crate::error::{Error, Result};
-use crate::meta::{MetaWrite, RegionRecord, ServiceSafePoint, StoredMeta};
+use crate::meta::{
+    ConfigRecord, MetaWrite, RegionRecord, SchedulerRecord, ServiceSafePoint, StoredMeta,
+};
 
 const CLUSTER_ID: &[u8] = b"m/cluster_id";
 const MEMBER_ID: &[u8] = b"m/member_id";
@@ -30,6 +34,8 @@ const CLUSTER: &[u8] = b"m/cluster";
 const TSO: &[u8] = b"m/tso";
 const ALLOC_ID: &[u8] = b"m/alloc_id";
 const GC_SAFE_POINT: &[u8] = b"m/gc_safe_point";
+const SCHEDULERS: &[u8] = b"m/schedulers";
+const CONFIG: &[u8] = b"m/config";
 const STORE_PREFIX: &str = "s/";
 const REGION_PREFIX: &str = "r/";
 const SERVICE_PREFIX: &str = "sp/";
@@ -76,6 +82,8 @@ impl MetaStore {
             gc_safe_point: self.get_u64(GC_SAFE_POINT)?.unwrap_or(0),
             service_safe_points: self.scan::<ServiceSafePoint>(SERVICE_PREFIX)?,
             keyspaces: self.scan(KEYSPACE_PREFIX)?,
+            schedulers: self.get_msg::<SchedulerRecord>(SCHEDULERS)?,
+            config: self.get_msg::<ConfigRecord>(CONFIG)?,
         })
     }
 
@@ -121,6 +129,9 @@ fn encode(batch: &mut WriteBatch, w: &MetaWrite) {
         MetaWrite::MemberId(id) => batch.put(MEMBER_ID, id.to_be_bytes()),
         MetaWrite::Cluster(c) => batch.put(CLUSTER, c.encode_to_vec()),
         MetaWrite::Store(s) => batch.put(format!("{STORE_PREFIX}{:020}", s.id), s.encode_to_vec()),
+        MetaWrite::DeleteStore(id) => batch.delete(format!("{STORE_PREFIX}{id:020}")),
+        MetaWrite::Schedulers(s) => batch.put(SCHEDULERS, s.encode_to_vec()),
+        MetaWrite::Config(c) => batch.put(CONFIG, c.encode_to_vec()),
         MetaWrite::Region(r) => {
             let id = r.region.as_ref().map_or(0, |r| r.id);
             batch.put(format!("{REGION_PREFIX}{id:020}"), r.encode_to_vec())
@@ -165,6 +176,19 @@ mod tests {
                 address: "a".into(),
                 ..Default::default()
             }),
+            MetaWrite::Store(metapb::Store {
+                id: 2,
+                address: "b".into(),
+                ..Default::default()
+            }),
+            MetaWrite::DeleteStore(2),
+            MetaWrite::Config(ConfigRecord {
+                max_store_down_time_ms: 5000,
+                ..Default::default()
+            }),
+            MetaWrite::Schedulers(SchedulerRecord {
+                names: vec!["evict-leader-scheduler-1".into()],
+            }),
             MetaWrite::Region(RegionRecord {
                 region: Some(region.clone()),
                 leader: None,
@@ -196,7 +220,12 @@ mod tests {
         assert_eq!(loaded.cluster_id, Some(7));
         assert_eq!(loaded.member_id, Some(8));
         assert_eq!(loaded.cluster.unwrap().max_peer_count, 3);
-        assert_eq!(loaded.stores.len(), 1);
+        assert_eq!(loaded.stores.len(), 1, "store 2 was deleted");
+        assert_eq!(
+            loaded.schedulers.unwrap().names,
+            ["evict-leader-scheduler-1"]
+        );
+        assert_eq!(loaded.config.unwrap().max_store_down_time_ms, 5000);
         assert_eq!(loaded.regions.len(), 1, "region 6 was deleted");
         assert_eq!(loaded.tso_limit, 123_456);
         assert_eq!(loaded.id_limit, 1000);

@@ -27,6 +27,10 @@ struct Args {
     /// Status port of store 0; store i uses this plus i.
     #[arg(long, default_value_t = 20180)]
     status_port: u16,
+    /// Spread stores round-robin over this many zones (labels `zone=zone-N,host=host-M`, and
+    /// placement's location-labels `zone,host`); 0 = no labels.
+    #[arg(long, default_value_t = 0)]
+    zones: usize,
 }
 
 #[tokio::main]
@@ -44,6 +48,7 @@ async fn main() -> ExitCode {
         pd_port: args.pd_port,
         store_port: args.store_port,
         status_port: args.status_port,
+        zones: args.zones,
         ..PlaygroundOptions::default()
     };
     match run(opts).await {

@@ -10,6 +10,7 @@
 //! behind.
 
 pub mod keyspaces;
+pub mod lifecycle;
 pub mod regions;
 pub mod safepoint;
 pub mod stores;
@@ -19,7 +20,7 @@ use std::collections::BTreeMap;
 use proto::{keyspacepb, metapb, pdpb};
 
 use crate::error::{Error, Result};
-use crate::meta::{MetaWrite, RegionRecord, StoredMeta};
+use crate::meta::{ConfigRecord, MetaWrite, RegionRecord, StoredMeta};
 pub use keyspaces::Keyspaces;
 pub use regions::{RegionInfo, RegionMap, RegionUpdate, StoreCount};
 pub use safepoint::{SafePoints, ServiceUpdate};
@@ -35,6 +36,10 @@ pub struct ClusterView {
     regions: RegionMap,
     safe_points: SafePoints,
     keyspaces: Keyspaces,
+    /// Enabled scheduler names, `None` until first changed (the default set).
+    schedulers: Option<Vec<String>>,
+    /// Settings changed at runtime, over the config file's.
+    config: ConfigRecord,
 }
 
 impl ClusterView {
@@ -47,6 +52,8 @@ impl ClusterView {
             regions: RegionMap::default(),
             safe_points: SafePoints::default(),
             keyspaces: Keyspaces::default(),
+            schedulers: None,
+            config: ConfigRecord::default(),
         }
     }
 
@@ -80,6 +87,11 @@ impl ClusterView {
                     let _ = self.regions.upsert(info);
                 }
             }
+            MetaWrite::DeleteStore(id) => {
+                self.stores.remove(id);
+            }
+            MetaWrite::Schedulers(rec) => self.schedulers = Some(rec.names.clone()),
+            MetaWrite::Config(rec) => self.config = rec.clone(),
             MetaWrite::DeleteRegion(id) => {
                 self.regions.remove(*id);
             }
@@ -197,6 +209,47 @@ impl ClusterView {
     pub fn store_heartbeat(&mut self, stats: pdpb::StoreStats, now_ms: u64) -> Result<()> {
         self.ensure_bootstrapped()?;
         stores::heartbeat(&mut self.stores, stats, now_ms)
+    }
+
+    /// Plans draining a store ([`lifecycle::plan_offline`]).
+    pub fn plan_store_offline(
+        &self,
+        id: u64,
+        force: bool,
+        max_replicas: usize,
+        is_up: impl Fn(&StoreInfo) -> bool,
+    ) -> Result<Vec<MetaWrite>> {
+        self.ensure_bootstrapped()?;
+        lifecycle::plan_offline(&self.stores, id, force, max_replicas, is_up)
+    }
+
+    /// Plans canceling a drain ([`lifecycle::plan_up`]).
+    pub fn plan_store_up(&self, id: u64) -> Result<Vec<MetaWrite>> {
+        self.ensure_bootstrapped()?;
+        lifecycle::plan_up(&self.stores, id)
+    }
+
+    /// Offline stores left without replicas, as tombstone writes.
+    pub fn plan_tombstones(&self) -> Vec<MetaWrite> {
+        lifecycle::plan_tombstones(&self.stores, &self.regions)
+    }
+
+    /// Deletes for every tombstone.
+    pub fn plan_remove_tombstones(&self) -> Result<Vec<MetaWrite>> {
+        self.ensure_bootstrapped()?;
+        Ok(lifecycle::plan_remove_tombstones(&self.stores))
+    }
+
+    // ---- schedulers ----
+
+    /// Enabled scheduler names; `None` means the default set.
+    pub fn scheduler_names(&self) -> Option<&[String]> {
+        self.schedulers.as_deref()
+    }
+
+    /// Settings changed at runtime (`POST /pd/api/v1/config`).
+    pub fn config_override(&self) -> &ConfigRecord {
+        &self.config
     }
 
     // ---- regions ----

@@ -1,11 +1,15 @@
 //! PD's HTTP API, served on the same port as gRPC ([`router`]), plus `/metrics` (Prometheus
 //! text) and `/health`.
 //!
-//! Routes: `/pd/api/v1/{health, members, leader, stores, store/{id}, regions, region/id/{id},
-//! cluster, config/replicate, config/schedule, operators, operators/{region_id}, version,
+//! Routes: `/pd/api/v1/{health, members, leader, stores[?state=], store/{id} (GET, DELETE =
+//! drain), store/{id}/state (POST), stores/remove-tombstone (DELETE), schedulers (GET, POST),
+//! schedulers/{name} (DELETE), fault-tolerance, regions, region/id/{id},
+//! cluster, config (GET, POST), config/replicate, config/schedule, operators, operators/{region_id}, version,
 //! status}` and `/pd/api/v2/keyspaces` (GET, POST `{name}`),
 //! `/pd/api/v2/keyspaces/{name}`. JSON shapes are PD's ([`views`]).
 
+mod admin;
+mod config_api;
 pub mod views;
 
 use std::sync::Arc;
@@ -15,12 +19,12 @@ use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::cluster::Liveness;
+use crate::cluster::{ClusterView, Liveness, StoreInfo};
 use crate::error::Error;
 use crate::state::{now_ms, now_secs, Placement, VERSION};
 
@@ -35,12 +39,39 @@ pub fn router(state: Arc<Placement>) -> Router {
         .route("/pd/api/v1/members", get(members))
         .route("/pd/api/v1/leader", get(leader))
         .route("/pd/api/v1/stores", get(stores))
-        .route("/pd/api/v1/store/{id}", get(store))
+        .route(
+            "/pd/api/v1/store/{id}",
+            get(store).delete(admin::delete_store),
+        )
+        .route("/pd/api/v1/store/{id}/state", post(admin::store_state))
+        .route(
+            "/pd/api/v1/stores/remove-tombstone",
+            delete(admin::remove_tombstones),
+        )
+        .route(
+            "/pd/api/v1/schedulers",
+            get(admin::schedulers).post(admin::add_scheduler),
+        )
+        .route(
+            "/pd/api/v1/schedulers/{name}",
+            delete(admin::remove_scheduler),
+        )
+        .route("/pd/api/v1/fault-tolerance", get(admin::fault_tolerance))
         .route("/pd/api/v1/regions", get(regions))
         .route("/pd/api/v1/region/id/{id}", get(region_by_id))
         .route("/pd/api/v1/cluster", get(cluster))
-        .route("/pd/api/v1/config/replicate", get(replicate))
-        .route("/pd/api/v1/config/schedule", get(schedule_config))
+        .route(
+            "/pd/api/v1/config",
+            get(config_api::show).post(config_api::set),
+        )
+        .route(
+            "/pd/api/v1/config/replicate",
+            get(config_api::replicate).post(config_api::set),
+        )
+        .route(
+            "/pd/api/v1/config/schedule",
+            get(config_api::schedule).post(config_api::set),
+        )
         .route("/pd/api/v1/operators", get(operators))
         .route("/pd/api/v1/operators/{region_id}", get(operator))
         .route("/pd/api/v1/version", get(version))
@@ -65,7 +96,7 @@ async fn count_requests(State(state): AppState, req: Request, next: Next) -> Res
 }
 
 /// An error answered as PD does: a status code and a JSON string body.
-struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -81,21 +112,23 @@ impl From<Error> for ApiError {
                 StatusCode::NOT_FOUND
             }
             Error::KeyspaceExists(_) => StatusCode::CONFLICT,
-            Error::InvalidArgument(_) | Error::KeyspaceIdsExhausted => StatusCode::BAD_REQUEST,
+            Error::InvalidArgument(_) | Error::KeyspaceIdsExhausted | Error::StoreTombstone(_) => {
+                StatusCode::BAD_REQUEST
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(code, e.to_string())
     }
 }
 
-type ApiResult = Result<Json<Value>, ApiError>;
+pub(crate) type ApiResult = Result<Json<Value>, ApiError>;
 
 async fn metrics(State(state): AppState) -> impl IntoResponse {
     let (by_state, regions) = {
         let view = state.view.read();
         let mut counts: Vec<(&str, i64)> = Vec::new();
         for s in view.stores() {
-            let name = liveness(&state, s).name();
+            let name = liveness(&state, &view, s).name();
             match counts.iter_mut().find(|(n, _)| *n == name) {
                 Some((_, c)) => *c += 1,
                 None => counts.push((name, 1)),
@@ -110,12 +143,14 @@ async fn metrics(State(state): AppState) -> impl IntoResponse {
     )
 }
 
-fn liveness(state: &Placement, s: &crate::cluster::StoreInfo) -> Liveness {
-    s.liveness(
-        now_ms(),
-        state.started_ms,
-        state.config.max_store_down_time.0,
-    )
+pub(crate) fn liveness(state: &Placement, view: &ClusterView, s: &StoreInfo) -> Liveness {
+    let o = view.config_override().max_store_down_time_ms;
+    let down = if o > 0 {
+        Duration::from_millis(o)
+    } else {
+        state.schedule.max_store_down_time
+    };
+    s.liveness(now_ms(), state.started_ms, down)
 }
 
 async fn health(State(state): AppState) -> Json<Value> {
@@ -142,17 +177,25 @@ async fn leader(State(state): AppState) -> Json<Value> {
     Json(views::member(&state.member()))
 }
 
-async fn stores(State(state): AppState) -> ApiResult {
+/// Stores; `?state=` (repeatable: `0`/`Up`, `1`/`Offline`, `2`/`Tombstone`, or a liveness
+/// name such as `Down`) filters them. Without it tombstones are left out, as in PD.
+async fn stores(State(state): AppState, Query(query): Query<Vec<(String, String)>>) -> ApiResult {
+    let wanted: Vec<&str> = query
+        .iter()
+        .filter(|(k, _)| k == "state")
+        .map(|(_, v)| v.as_str())
+        .collect();
     let view = state.view.read();
     view.meta()?;
     let now = now_ms();
     let list: Vec<Value> = view
         .stores()
+        .filter(|s| admin::state_matches(&wanted, s, liveness(&state, &view, s)))
         .map(|s| {
             let ctx = views::StoreContext {
                 regions: view.regions(),
                 now_ms: now,
-                state_name: liveness(&state, s).name(),
+                state_name: liveness(&state, &view, s).name(),
             };
             views::store(s, &ctx)
         })
@@ -166,7 +209,7 @@ async fn store(State(state): AppState, Path(id): Path<u64>) -> ApiResult {
     let ctx = views::StoreContext {
         regions: view.regions(),
         now_ms: now_ms(),
-        state_name: liveness(&state, s).name(),
+        state_name: liveness(&state, &view, s).name(),
     };
     Ok(Json(views::store(s, &ctx)))
 }
@@ -189,26 +232,6 @@ async fn cluster(State(state): AppState) -> ApiResult {
     Ok(Json(
         json!({ "id": meta.id, "max_peer_count": meta.max_peer_count }),
     ))
-}
-
-async fn replicate(State(state): AppState) -> Json<Value> {
-    let max = state
-        .view
-        .read()
-        .meta()
-        .map(|m| u64::from(m.max_peer_count))
-        .unwrap_or(state.config.max_replicas);
-    Json(json!({
-        "max-replicas": max,
-        "location-labels": state.config.location_labels.join(","),
-        "strictly-match-label": "false",
-        "enable-placement-rules": "false",
-        "isolation-level": "",
-    }))
-}
-
-async fn schedule_config(State(state): AppState) -> Json<Value> {
-    Json(views::schedule_config(&state.schedule))
 }
 
 /// Running operators; `?kind=leader|region|replica` (repeatable) filters as PD does.

@@ -225,6 +225,7 @@ pub fn schedule_config(s: &Settings) -> Value {
     json!({
         "replica-schedule-limit": s.replica_schedule_limit,
         "leader-schedule-limit": s.leader_schedule_limit,
+        "region-schedule-limit": s.region_schedule_limit,
         "store-add-peer-limit": s.store_add_peer_limit,
         "max-store-down-time": go_duration(s.max_store_down_time),
     })

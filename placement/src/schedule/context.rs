@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use proto::metapb;
 
+use super::evict_leader::SchedulerSet;
 use crate::cluster::{ClusterView, Liveness, RegionInfo, StoreCount, StoreInfo};
 use crate::config::Config;
+use crate::meta::ConfigRecord;
 
 /// Weight of a difference at one location level over all levels below it (PD's
 /// `replicaBaseScore`).
@@ -29,6 +31,7 @@ pub struct Settings {
     pub replica_schedule_limit: usize,
     pub store_add_peer_limit: usize,
     pub leader_schedule_limit: usize,
+    pub region_schedule_limit: usize,
 }
 
 impl Settings {
@@ -41,7 +44,22 @@ impl Settings {
             replica_schedule_limit: count(c.schedule.replica_schedule_limit),
             store_add_peer_limit: count(c.schedule.store_add_peer_limit),
             leader_schedule_limit: count(c.schedule.leader_schedule_limit),
+            region_schedule_limit: count(c.schedule.region_schedule_limit),
         }
+    }
+}
+
+impl Settings {
+    /// These settings with the runtime overrides applied.
+    pub fn with_overrides(&self, o: &ConfigRecord) -> Settings {
+        let mut s = self.clone();
+        if o.has_location_labels {
+            s.location_labels = o.location_labels.clone();
+        }
+        if o.max_store_down_time_ms > 0 {
+            s.max_store_down_time = Duration::from_millis(o.max_store_down_time_ms);
+        }
+        s
     }
 }
 
@@ -81,6 +99,11 @@ impl<'a> Context<'a> {
             .map(|m| m.max_peer_count as usize)
             .filter(|n| *n > 0)
             .unwrap_or(self.settings.max_replicas)
+    }
+
+    /// The enabled schedulers (evicted stores among them).
+    pub fn schedulers(&self) -> SchedulerSet {
+        SchedulerSet::from_names(self.view.scheduler_names())
     }
 
     pub fn store(&self, id: u64) -> Option<&'a StoreInfo> {

@@ -6,7 +6,8 @@
 //! [`MIN_GAP`] more regions than the one with the fewest, it returns a `balance-leader`
 //! operator transferring the leadership to the voter on the fewest-leaders store (lowest store
 //! id on ties). Leader counts include the transfers already running, and
-//! `leader-schedule-limit` caps how many run at once ([`super::Operators::admit`]).
+//! `leader-schedule-limit` caps how many run at once ([`super::Operators::admit`]). A store
+//! named by an evict-leader scheduler is never a target.
 
 use std::cmp::Reverse;
 
@@ -26,6 +27,7 @@ pub fn check(region: &RegionInfo, ctx: &Context<'_>, ops: &Operators) -> Option<
         return None;
     }
     let leader = region.leader?;
+    let evicted = ctx.schedulers().evict_leader;
     let leaders =
         |store_id: u64| ctx.counts(store_id).leaders as i64 + ops.leader_influence(store_id);
     let candidates: Vec<(u64, i64)> = region
@@ -46,7 +48,7 @@ pub fn check(region: &RegionInfo, ctx: &Context<'_>, ops: &Operators) -> Option<
     let (to_store, fewest) = candidates
         .iter()
         .copied()
-        .filter(|(s, _)| *s != leader.store_id)
+        .filter(|(s, _)| *s != leader.store_id && !evicted.contains(s))
         .max_by_key(|(s, n)| (Reverse(*n), Reverse(*s)))?;
     if own < most || own - fewest < MIN_GAP {
         return None;
@@ -178,6 +180,12 @@ mod tests {
             let got = summary(check(&r, &f.ctx(), &ops));
             assert_eq!(got, want, "{name}");
         }
+        let mut f = Fixture::new(3);
+        f.report(&three);
+        f.load(1, 2, 1000);
+        f.evict(&[2]);
+        let got = summary(check(&three, &f.ctx(), &Operators::default()));
+        assert_eq!(got, transfer(3), "evicted store is no target");
         let mut f = Fixture::new(3);
         f.settings.leader_schedule_limit = 0;
         f.load(1, 3, 1000);

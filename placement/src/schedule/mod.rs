@@ -5,7 +5,10 @@
 //! - [`operators`]: [`Operators`], the running operators (one per region) and their limits;
 //! - [`context`]: [`Context`], the cluster as the checkers see it, and [`Settings`];
 //! - [`replica_checker`]: adds, promotes, replaces and removes replicas;
-//! - [`leader_balance`]: moves leaders from the busiest store to the idlest.
+//! - [`leader_balance`]: moves leaders from the busiest store to the idlest;
+//! - [`evict_leader`]: the named scheduler set ([`SchedulerSet`]) and evict-leader;
+//! - [`region_balance`]: moves replicas from the fullest store to the emptiest;
+//! - [`fault_tolerance`]: how many failure domains per location level can be lost.
 //!
 //! [`Scheduler::on_heartbeat`] is what the region heartbeat handler calls, once the heartbeat
 //! is applied to the cluster view: it advances the region's operator, or asks the checkers for
@@ -15,12 +18,16 @@
 //! any new one.
 
 pub mod context;
+pub mod evict_leader;
+pub mod fault_tolerance;
 pub mod leader_balance;
 pub mod operator;
 pub mod operators;
+pub mod region_balance;
 pub mod replica_checker;
 
 pub use context::{Context, PeerHealth, Settings};
+pub use evict_leader::SchedulerSet;
 pub use operator::{Command, OpKind, OpStatus, Operator, Step};
 pub use operators::{Dispatch, OpEvent, Operators, Rejected};
 pub use replica_checker::PeerIds;
@@ -113,7 +120,8 @@ impl Scheduler {
         out
     }
 
-    /// The checkers in order: replicas first, then leader balance.
+    /// The checkers in order: replicas first, then evict-leader, leader balance and region
+    /// balance.
     fn check(
         &self,
         region: &RegionInfo,
@@ -126,8 +134,19 @@ impl Scheduler {
                 return Some(op);
             }
         }
+        let set = ctx.schedulers();
         if ops.leader_count() < ctx.settings.leader_schedule_limit {
-            return leader_balance::check(region, ctx, ops);
+            if let Some(op) = evict_leader::check(region, ctx, ops, &set.evict_leader) {
+                return Some(op);
+            }
+            if set.balance_leader {
+                if let Some(op) = leader_balance::check(region, ctx, ops) {
+                    return Some(op);
+                }
+            }
+        }
+        if set.balance_region && ops.replica_count() < ctx.settings.replica_schedule_limit {
+            return region_balance::check(region, ctx, ops, ids);
         }
         None
     }

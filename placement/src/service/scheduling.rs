@@ -34,9 +34,10 @@ pub fn schedule_region(
     let Some(region) = view.regions().get(region_id) else {
         return Outcome::default();
     };
+    let settings = state.settings(view);
     let ctx = Context {
         view,
-        settings: &state.schedule,
+        settings: &settings,
         now_ms: now_ms(),
         started_ms: state.started_ms,
     };

@@ -229,3 +229,36 @@ fn advance_only_moves_running_operators() {
     assert!(!done.running && done.command.is_none());
     assert_eq!(done.events.len(), 1, "the finish");
 }
+
+#[test]
+fn region_balance_moves_a_replica_off_the_fullest_store() {
+    let mut f = Fixture::new(4);
+    let mut s = Scheduler::default();
+    let mut r = region_n(1, &[voter(1, 1), voter(2, 2), voter(3, 3)], 1);
+    f.report(&r.info);
+    f.load(1, 3, 1000);
+    // Store 1 also leads the most: leader balance moves the leadership first.
+    let sent = drive(&mut f, &mut s, &mut r);
+    assert_eq!(
+        sent,
+        [
+            "TransferLeader 2@2",
+            "AddLearnerNode 100@4",
+            "AddNode 100@4",
+            "RemoveNode 1@1",
+        ]
+    );
+    assert_eq!(r.voters(), vec![2, 3, 4]);
+}
+
+#[test]
+fn evict_leader_moves_the_leader_and_balance_keeps_it_away() {
+    let mut f = Fixture::new(3);
+    let mut s = Scheduler::default();
+    let mut r = region_n(1, &[voter(1, 1), voter(2, 2), voter(3, 3)], 1);
+    f.report(&r.info);
+    f.load(2, 3, 1000);
+    f.evict(&[1]);
+    let sent = drive(&mut f, &mut s, &mut r);
+    assert_eq!(sent, ["TransferLeader 3@3"]);
+}

@@ -168,6 +168,14 @@ impl Fixture {
         self.advance(down + 1000);
     }
 
+    /// Enables an evict-leader scheduler for these stores (next to the default ones).
+    pub fn evict(&mut self, stores: &[u64]) {
+        let mut set = super::SchedulerSet::default();
+        set.evict_leader.extend(stores);
+        let rec = crate::meta::SchedulerRecord { names: set.names() };
+        self.view.apply(&MetaWrite::Schedulers(rec));
+    }
+
     /// Marks a store Offline (being drained).
     pub fn set_offline(&mut self, store_id: u64) {
         let mut meta = self.view.store(store_id).unwrap().meta.clone();
