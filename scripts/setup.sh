@@ -18,8 +18,18 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
-# The official Python client, for the Python end-to-end test (skipped if absent).
-if command -v python3 >/dev/null 2>&1 && ! python3 -c "import tikv_client" >/dev/null 2>&1; then
-  python3 -m pip install --quiet --disable-pip-version-check "tikv-client==0.0.4" >/dev/null 2>&1 \
-    || echo "setup: could not install the Python tikv-client; its test will be skipped" >&2
+# Python packages the tests use (each test says SKIPPED if its package is absent):
+# the official Python client, and the real Helm library plus Kubernetes schema
+# validation for the chart and manifests.
+pip_need() {
+  python3 -c "import $1" >/dev/null 2>&1 && return 0
+  python3 -m pip install --quiet --disable-pip-version-check "$2" >/dev/null 2>&1 \
+    || echo "setup: could not install $2; the tests needing it will be skipped" >&2
+}
+if command -v python3 >/dev/null 2>&1; then
+  pip_need tikv_client "tikv-client==0.0.4"
+  pip_need helm_python "helm-python-sdk"
+  pip_need kubernetes_validate "kubernetes-validate"
+  pip_need jsonschema "jsonschema"
+  pip_need yaml "pyyaml"
 fi

@@ -121,9 +121,11 @@ impl Config {
         }
         self.listen_addr()?;
         if let Some(url) = &self.advertise_client_urls {
-            parse_url_addr(first_url(url)).map_err(|r| bad("advertise-client-urls", &r))?;
+            check_host_port(first_url(url)).map_err(|r| bad("advertise-client-urls", &r))?;
         }
-        parse_url_addr(first_url(&self.peer_urls)).map_err(|r| bad("peer-urls", &r))?;
+        // Peer URLs are only reported (members do not talk to each other yet),
+        // so, like advertised ones, they may name a host (e.g. a pod's DNS name).
+        check_host_port(first_url(&self.peer_urls)).map_err(|r| bad("peer-urls", &r))?;
         if self.max_replicas == 0 {
             return Err(bad("max-replicas", "must be at least 1"));
         }
@@ -189,6 +191,26 @@ fn first_url(urls: &str) -> &str {
 }
 
 /// Parses `http://host:port` (scheme optional) into a socket address.
+/// Checks an advertised URL: `http(s)://host:port`, host an IP or DNS name.
+fn check_host_port(url: &str) -> std::result::Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url)
+        .trim_end_matches('/');
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{url}` is not http://host:port"))?;
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+    if !host_ok || port.parse::<u16>().is_err() {
+        return Err(format!("`{url}` is not http://host:port"));
+    }
+    Ok(())
+}
+
 fn parse_url_addr(url: &str) -> std::result::Result<SocketAddr, String> {
     let rest = url
         .strip_prefix("http://")
@@ -270,6 +292,20 @@ impl<'de> Deserialize<'de> for ReadableDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn advertised_urls_may_name_hosts() {
+        let mut c = Config {
+            advertise_client_urls: Some("http://pd-0.pd-peer.db.svc:2379".into()),
+            peer_urls: "http://pd-0.pd-peer.db.svc:2380".into(),
+            ..Config::default()
+        };
+        c.validate().unwrap();
+        c.advertise_client_urls = Some("http://bad host:2379".into());
+        assert!(c.validate().is_err());
+        c.advertise_client_urls = Some("http://host:notaport".into());
+        assert!(c.validate().is_err());
+    }
 
     #[test]
     fn defaults_validate() {
