@@ -1,7 +1,8 @@
 //! Reading the cluster's state the way PD tools do: placement's PD-compatible HTTP API.
 //!
 //! [`PdHttp`] fetches `/pd/api/v1/health`, `/stores` and `/regions` (PD's JSON shapes: regions
-//! with their peers, roles, epochs, pending and down peers; stores with their counts) and a
+//! with their peers, roles, epochs, pending and down peers; stores with their counts;
+//! running operators) and a
 //! store's status `/health`; [`PdHttp::send`] is the plain request the status-port helpers use. [`check_ready`] is the pure readiness rule used by
 //! `Cluster::must_ready`: every expected store is registered and `Up`, there is at least one
 //! region, and every region has a leader. Failures are returned as observation strings for the
@@ -107,6 +108,17 @@ pub struct DownPeerInfo {
     pub down_seconds: u64,
 }
 
+/// One element of `GET /pd/api/v1/operators`: a running scheduling operator.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct OperatorInfo {
+    #[serde(default)]
+    pub region_id: u64,
+    #[serde(default)]
+    pub desc: String,
+    #[serde(default)]
+    pub brief: String,
+}
+
 /// An HTTP client for placement's PD API and the stores' status ports.
 #[derive(Clone, Debug)]
 pub struct PdHttp {
@@ -178,6 +190,12 @@ impl PdHttp {
             .get_json(&format!("http://{pd}/pd/api/v1/regions"))
             .await?;
         Ok(info.regions.unwrap_or_default())
+    }
+
+    /// The operators placement is running (`GET /pd/api/v1/operators`).
+    pub async fn operators(&self, pd: &str) -> Result<Vec<OperatorInfo>, String> {
+        self.get_json(&format!("http://{pd}/pd/api/v1/operators"))
+            .await
     }
 
     /// `GET http://{status}/health` on a store's status port answers 2xx.

@@ -3,9 +3,11 @@
 //!
 //! The rules are pure functions over [`RegionInfo`] lists, unit-tested below:
 //! [`check_replicated`] (every region has exactly N healthy voters on distinct live stores and a
-//! live leader), [`region_for_key`] (the region whose range holds a key in region key space) and
-//! [`leader_stores`]. The `impl Cluster` block turns them into waits on a running cluster
-//! ([`Cluster::wait_replicated`], [`Cluster::must_replicated`]) and maps store ids, which
+//! live leader), [`check_tiling`] (the regions cover the key space with no gap or overlap, which
+//! the clients need to find a region for every key), [`region_for_key`] (the region whose range
+//! holds a key in region key space) and [`leader_stores`]. The `impl Cluster` block turns them
+//! into waits on a running cluster ([`Cluster::must_replicated`]; [`Cluster::must_settled`] also
+//! waits for placement to run no operator, so leaders stay put) and maps store ids, which
 //! placement allocates, to harness store indexes ([`Cluster::store_ids`]).
 
 use std::collections::BTreeSet;
@@ -18,7 +20,7 @@ use crate::wait::wait_for;
 
 /// Decodes PD's upper-case hex keys; `""` is the empty key.
 pub fn decode_hex(text: &str) -> Result<Vec<u8>, String> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err(format!("odd-length hex key {text:?}"));
     }
     (0..text.len())
@@ -59,6 +61,42 @@ pub fn leader_store(region: &RegionInfo) -> Option<u64> {
 /// The distinct stores that lead at least one region.
 pub fn leader_stores(regions: &[RegionInfo]) -> BTreeSet<u64> {
     regions.iter().filter_map(leader_store).collect()
+}
+
+/// The tiling rule: sorted by start key, the regions start at `""`, each ends where the next
+/// starts, and the last ends at `""` (+inf). `Err` names the first gap or overlap.
+pub fn check_tiling(regions: &[RegionInfo]) -> Result<(), String> {
+    let mut ranges = Vec::with_capacity(regions.len());
+    for r in regions {
+        ranges.push((decode_hex(&r.start_key)?, decode_hex(&r.end_key)?, r.id));
+    }
+    ranges.sort();
+    let mut expect_start: Vec<u8> = Vec::new();
+    for (i, (start, end, id)) in ranges.iter().enumerate() {
+        if *start != expect_start {
+            let what = if *start > expect_start {
+                "gap"
+            } else {
+                "overlap"
+            };
+            return Err(format!(
+                "{what} before region {id}: previous region ends at {expect_start:?}, \
+                 region {id} covers [{start:?}, {end:?})"
+            ));
+        }
+        if end.is_empty() {
+            if i + 1 != ranges.len() {
+                return Err(format!(
+                    "region {id} ends at +inf but is not the last region"
+                ));
+            }
+            return Ok(());
+        }
+        expect_start.clone_from(end);
+    }
+    Err(format!(
+        "no region reaches +inf; the last ends at {expect_start:?}"
+    ))
 }
 
 /// What is wrong with one region against the replication rule, if anything.
@@ -139,6 +177,15 @@ impl Cluster {
             .collect()
     }
 
+    /// The ids of the stores whose processes run.
+    pub async fn live_store_ids(&self) -> Result<Vec<u64>, String> {
+        let ids = self.store_ids().await?;
+        Ok((0..ids.len())
+            .filter(|&i| self.store_running(i))
+            .map(|i| ids[i])
+            .collect())
+    }
+
     /// [`store_ids`](Self::store_ids), panicking on failure.
     pub async fn must_store_ids(&self) -> Vec<u64> {
         match self.store_ids().await {
@@ -164,11 +211,7 @@ impl Cluster {
         timeout: Duration,
     ) -> Result<Vec<RegionInfo>> {
         let probe = || async move {
-            let ids = self.store_ids().await?;
-            let live: Vec<u64> = (0..ids.len())
-                .filter(|&i| self.store_running(i))
-                .map(|i| ids[i])
-                .collect();
+            let live = self.live_store_ids().await?;
             let regions = self.regions().await?;
             check_replicated(&regions, &live, replicas)?;
             Ok(regions)
@@ -180,6 +223,33 @@ impl Cluster {
     /// [`wait_replicated`](Self::wait_replicated), panicking with the logs on timeout.
     pub async fn must_replicated(&self, replicas: usize, timeout: Duration) -> Vec<RegionInfo> {
         match self.wait_replicated(replicas, timeout).await {
+            Ok(regions) => regions,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Waits until every region is replicated as [`wait_replicated`](Self::wait_replicated)
+    /// requires and placement runs no operator, so that leaders stay where placement says they
+    /// are (nothing is being moved) when a test picks a store to break.
+    pub async fn must_settled(&self, replicas: usize, timeout: Duration) -> Vec<RegionInfo> {
+        let probe = || async move {
+            let live = self.live_store_ids().await?;
+            let regions = self.regions().await?;
+            check_replicated(&regions, &live, replicas)?;
+            let ops = self.http.operators(&self.pd_endpoint()).await?;
+            match ops.first() {
+                None => Ok(regions),
+                Some(op) => Err(format!(
+                    "{} operators running, e.g. {} on region {}: {}",
+                    ops.len(),
+                    op.desc,
+                    op.region_id,
+                    op.brief
+                )),
+            }
+        };
+        let what = format!("{replicas} healthy voters per region and no running operator");
+        match wait_for(&what, timeout, probe, || self.log_tails()).await {
             Ok(regions) => regions,
             Err(e) => panic!("{e}"),
         }
@@ -249,6 +319,20 @@ mod tests {
         assert!(check_replicated(&[], &[1], 1)
             .unwrap_err()
             .contains("no regions"));
+    }
+
+    #[test]
+    fn tiling_finds_gaps_and_overlaps() {
+        let mut regions = regions();
+        check_tiling(&regions).unwrap();
+        regions[1].start_key = "6C".to_owned();
+        assert!(check_tiling(&regions).unwrap_err().contains("gap"));
+        regions[1].start_key = "6A".to_owned();
+        assert!(check_tiling(&regions).unwrap_err().contains("overlap"));
+        regions[1].start_key = "6B".to_owned();
+        regions[1].end_key = "70".to_owned();
+        assert!(check_tiling(&regions).unwrap_err().contains("+inf"));
+        assert!(check_tiling(&[]).is_err());
     }
 
     #[test]

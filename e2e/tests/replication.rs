@@ -114,3 +114,97 @@ async fn leaders_are_balanced_over_the_stores_by_transfers() {
     })
     .await
 }
+
+/// Placement config for repair tests: a store silent for 3 s is down and its replicas are
+/// re-created elsewhere.
+const FAST_DOWN: &str = "max-store-down-time = \"3s\"\n";
+
+/// Waits until store `i` holds exactly the replicas placement lists on it: replicas removed
+/// while it was away are gone from the store itself too.
+async fn must_hold_only_listed_replicas(cluster: &e2e::Cluster, i: usize) {
+    must_eventually(
+        "the restarted store to hold only the replicas placement lists for it",
+        CONVERGE,
+        || async {
+            let status = cluster.store_status(i).await?;
+            let regions = cluster.regions().await?;
+            let listed = regions
+                .iter()
+                .filter(|r| r.peers.iter().any(|p| p.store_id == status.store_id))
+                .count() as u64;
+            if listed == status.region_count {
+                return Ok(());
+            }
+            let ops = e2e::pd_api::PdHttp::default()
+                .operators(&cluster.pd_endpoint())
+                .await?;
+            let ops: Vec<String> = ops
+                .iter()
+                .map(|op| format!("region {} {}: {}", op.region_id, op.desc, op.brief))
+                .collect();
+            Err(format!(
+                "store {} holds {} replicas, placement lists {listed}; running operators: {ops:?}",
+                status.store_id, status.region_count
+            ))
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_of_a_dead_store_are_recreated_and_extras_removed_on_return() {
+    e2e::init_test_tracing();
+    let _serial = serial().await;
+    with_deadline(Duration::from_secs(150), async {
+        let mut cluster = ClusterBuilder::default()
+            .stores(4)
+            .placement_config(FAST_DOWN)
+            .must_start()
+            .await;
+        let regions = cluster.must_replicated(3, CONVERGE).await;
+        let clients = [
+            must_raw_client(&cluster, Api::V1).await,
+            must_raw_client(&cluster, Api::V2).await,
+        ];
+        for (n, c) in clients.iter().enumerate() {
+            for k in 0..20 {
+                must_put_and_get(c, &format!("repair/{k:02}"), &format!("{n}-{k}")).await;
+            }
+        }
+        // The store holding the most replicas dies.
+        let ids = cluster.must_store_ids().await;
+        let victim = (0..ids.len())
+            .max_by_key(|&i| {
+                regions
+                    .iter()
+                    .filter(|r| r.peers.iter().any(|p| p.store_id == ids[i]))
+                    .count()
+            })
+            .expect("stores");
+        cluster.kill_store(victim).await.expect("kill -9");
+        let killed_at = Instant::now();
+        let repaired = cluster.must_replicated(3, CONVERGE).await;
+        println!(
+            "REPAIR_MS={} (store {} down, {} regions re-replicated on the others)",
+            killed_at.elapsed().as_millis(),
+            ids[victim],
+            repaired.len()
+        );
+        for (n, c) in clients.iter().enumerate() {
+            for k in 0..20 {
+                let key = format!("repair/{k:02}");
+                let got = c.get(key.clone()).await.expect("get after repair");
+                assert_eq!(got, Some(format!("{n}-{k}").into_bytes()), "{key}");
+            }
+        }
+        cluster.restart_store(victim).await.expect("restart");
+        cluster.must_ready(CONVERGE).await;
+        cluster.must_replicated(3, CONVERGE).await;
+        must_hold_only_listed_replicas(&cluster, victim).await;
+        cluster.must_replicated(3, CONVERGE).await;
+        for c in &clients {
+            must_put_and_get(c, "repair/after-return", "ok").await;
+        }
+    })
+    .await
+}
