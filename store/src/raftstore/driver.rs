@@ -342,11 +342,35 @@ impl RaftStore {
         if to.store_id != self.store_id {
             return;
         }
+        if m.is_tombstone {
+            self.on_tombstone(&m, to.id);
+            return;
+        }
         let Ok(msg) = Message::parse_from_bytes(&m.message) else {
             tracing::warn!(region_id = m.region_id, "undecodable raft message dropped");
             return;
         };
+        if self
+            .peers
+            .get(&m.region_id)
+            .is_some_and(|p| p.peer_id < to.id)
+        {
+            // Our replica was removed while we were away, and this store has
+            // been added back under a new peer id: start over from a snapshot.
+            tracing::info!(
+                region_id = m.region_id,
+                new_peer_id = to.id,
+                "stale replica replaced"
+            );
+            if let Err(e) = self.destroy_peer(m.region_id) {
+                tracing::error!(region_id = m.region_id, error = %e, "removing stale replica failed");
+                return;
+            }
+        }
         if !self.peers.contains_key(&m.region_id) && !self.maybe_create_peer(&m, &msg) {
+            return;
+        }
+        if self.tell_if_removed(&m, from) {
             return;
         }
         let p = self.peers.get_mut(&m.region_id).expect("peer exists");
@@ -364,6 +388,58 @@ impl RaftStore {
         }
         let p = self.peers.get_mut(&m.region_id).expect("peer exists");
         p.step(from, msg);
+    }
+
+    /// Answers a message from a replica that is no longer in the region (it
+    /// was removed while away) with a tombstone, so it destroys itself.
+    fn tell_if_removed(&self, m: &storepb::RaftMessage, from: metapb::Peer) -> bool {
+        let Some(p) = self.peers.get(&m.region_id) else {
+            return false;
+        };
+        let theirs = m.region_epoch.map(|e| e.conf_ver).unwrap_or(0);
+        let mine = p.region.region_epoch.map(|e| e.conf_ver).unwrap_or(0);
+        // An uninitialized sender (conf_ver 0) may be a replica being added.
+        if !p.is_initialized()
+            || theirs == 0
+            || theirs >= mine
+            || p.region.peers.iter().any(|x| x.id == from.id)
+        {
+            return false;
+        }
+        let tombstone = storepb::RaftMessage {
+            region_id: m.region_id,
+            from_peer: m.to_peer,
+            to_peer: Some(from),
+            region_epoch: p.region.region_epoch,
+            is_tombstone: true,
+            ..Default::default()
+        };
+        tracing::info!(
+            region_id = m.region_id,
+            peer_id = from.id,
+            store_id = from.store_id,
+            "telling a removed replica to go"
+        );
+        self.transport.send(vec![tombstone]);
+        true
+    }
+
+    fn on_tombstone(&mut self, m: &storepb::RaftMessage, to_peer_id: u64) {
+        let Some(p) = self.peers.get(&m.region_id) else {
+            return;
+        };
+        let theirs = m.region_epoch.map(|e| e.conf_ver).unwrap_or(0);
+        let mine = p.region.region_epoch.map(|e| e.conf_ver).unwrap_or(0);
+        if p.peer_id != to_peer_id || !p.is_initialized() || theirs <= mine {
+            return;
+        }
+        tracing::info!(
+            region_id = m.region_id,
+            "replica was removed from its region; destroying it"
+        );
+        if let Err(e) = self.destroy_peer(m.region_id) {
+            tracing::error!(region_id = m.region_id, error = %e, "destroying removed replica failed");
+        }
     }
 
     /// Whether a snapshot's range is free on this store (no other region overlaps it).

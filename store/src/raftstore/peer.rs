@@ -175,7 +175,8 @@ impl Peer {
     }
 
     /// Starts handing leadership to `peer_id` if that is safe now: it is a
-    /// voter whose log is nearly complete, and no transfer is under way.
+    /// live voter (heard from within an election timeout) whose log is
+    /// nearly complete, and no transfer is under way.
     pub fn transfer_leader(&mut self, peer_id: u64) -> bool {
         if !self.is_leader() || peer_id == self.peer_id || self.node.raft.lead_transferee.is_some()
         {
@@ -188,7 +189,7 @@ impl Peer {
                 .raft
                 .prs()
                 .get(peer_id)
-                .is_some_and(|pr| pr.matched + 8 >= last);
+                .is_some_and(|pr| pr.recent_active && pr.matched + 8 >= last);
         if caught_up {
             self.node.transfer_leader(peer_id);
         }

@@ -141,9 +141,11 @@ impl RaftStore {
             self.engine.write_batch(wb, false)?;
         }
         // New regions are routable before the split's proposer hears back.
-        for (was_leader, outcome) in splits {
-            self.start_split_regions(was_leader, outcome)?;
-            self.dirty = true;
+        if !splits.is_empty() {
+            for (was_leader, outcome) in splits {
+                self.start_split_regions(was_leader, outcome)?;
+            }
+            self.refresh_meta();
         }
         let mut gc_wb = WriteBatch::default();
         for a in applied {
@@ -196,6 +198,9 @@ impl RaftStore {
             if was_leader {
                 peer.node.campaign()?;
             }
+            // Have the split checker look at the new region too: it may still
+            // be over the limits.
+            peer.written.store(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(
                 region_id = region.id,
                 parent = outcome.left.id,
@@ -208,7 +213,7 @@ impl RaftStore {
 
     /// Drops a replica removed from its region: its data, raft state and
     /// metadata go; a tombstone keeps stale messages from recreating it.
-    fn destroy_peer(&mut self, region_id: u64) -> Result<(), StorageError> {
+    pub(super) fn destroy_peer(&mut self, region_id: u64) -> Result<(), StorageError> {
         let Some(mut p) = self.peers.remove(&region_id) else {
             return Ok(());
         };
@@ -254,6 +259,7 @@ fn apply_normal(
             Ok(outcome) => {
                 modifies.extend(split::split_writes(&outcome));
                 p.set_region(outcome.left.clone());
+                p.written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 splits.push((p.is_leader(), outcome));
                 Ok(())
             }

@@ -1,8 +1,8 @@
 //! Deciding where a grown region should split.
 //!
 //! [`check`] measures a region's data (bytes and keys, every namespace it
-//! owns) and, when it is over the limits, picks the key at the middle of its
-//! bytes as the split point, converted to a region boundary valid for every
+//! owns) and, when it is over the limits, picks split points cutting it into
+//! pieces of two thirds of the limits, converted to a region boundary valid for every
 //! client (`crate::keys::boundary_of`). It reads the engine and is meant for
 //! a blocking thread, not the raftstore loop.
 
@@ -10,6 +10,9 @@ use proto::metapb;
 
 use crate::engine::{Engine, EngineError, CF_DEFAULT, CF_WRITE};
 use crate::keys::{boundary_of, region_data_ranges};
+
+/// Most split keys proposed at once.
+const MAX_SPLIT_KEYS: usize = 512;
 
 /// When a region is split, in bytes and keys.
 #[derive(Debug, Clone, Copy)]
@@ -22,8 +25,8 @@ pub struct SplitLimits {
 pub struct SplitCheck {
     pub size: u64,
     pub keys: u64,
-    /// Where to split, if the region is over a limit and can be split.
-    pub split_key: Option<Vec<u8>>,
+    /// Where to split (ascending), if the region is over a limit.
+    pub split_keys: Vec<Vec<u8>>,
 }
 
 /// Walks the region's `write` and `default` data (the lock CF is transient).
@@ -48,6 +51,9 @@ fn walk(
     Ok(())
 }
 
+/// Measures the region; over a limit, picks split keys cutting it into
+/// pieces of about two thirds of the limits (TiKV's split size), all in one
+/// pass so a region written once is split fully.
 pub fn check(
     engine: &Engine,
     region: &metapb::Region,
@@ -62,35 +68,30 @@ pub fn check(
     let mut result = SplitCheck {
         size,
         keys,
-        split_key: None,
+        split_keys: Vec::new(),
     };
     if size <= limits.max_size && keys <= limits.max_keys {
         return Ok(result);
     }
-    let by_size = size > limits.max_size;
-    let (half_size, half_keys) = (size / 2, keys / 2);
+    let piece_size = (limits.max_size / 3 * 2).max(1);
+    let piece_keys = (limits.max_keys / 3 * 2).max(1);
     let (mut seen_size, mut seen_keys) = (0u64, 0u64);
+    let mut last = region.start_key.clone();
     walk(engine, region, |key, n| {
+        if seen_size >= piece_size || seen_keys >= piece_keys {
+            if let Some(b) = boundary_of(key) {
+                let inside = b > last && (region.end_key.is_empty() || b < region.end_key);
+                if inside {
+                    last = b.clone();
+                    result.split_keys.push(b);
+                    seen_size = 0;
+                    seen_keys = 0;
+                }
+            }
+        }
         seen_size += n;
         seen_keys += 1;
-        let past_half = if by_size {
-            seen_size >= half_size
-        } else {
-            seen_keys >= half_keys
-        };
-        if !past_half {
-            return true;
-        }
-        match boundary_of(key) {
-            Some(b)
-                if b.as_slice() > region.start_key.as_slice()
-                    && (region.end_key.is_empty() || b.as_slice() < region.end_key.as_slice()) =>
-            {
-                result.split_key = Some(b);
-                false
-            }
-            _ => true,
-        }
+        result.split_keys.len() < MAX_SPLIT_KEYS
     })?;
     Ok(result)
 }
@@ -102,7 +103,7 @@ mod tests {
     use crate::keys::RawSpace;
 
     #[test]
-    fn splits_big_regions_in_the_middle_only() {
+    fn splits_big_regions_into_pieces_in_one_pass() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(dir.path()).unwrap();
         let puts: Vec<Modify> = (0..100u32)
@@ -114,41 +115,22 @@ mod tests {
             .collect();
         engine.write(&puts, false).unwrap();
         let region = metapb::Region::default();
-        let small = check(
-            &engine,
-            &region,
-            SplitLimits {
-                max_size: 1 << 20,
-                max_keys: 1000,
-            },
-        )
-        .unwrap();
-        assert_eq!((small.keys, small.split_key), (100, None));
+        let limits = |max_size, max_keys| SplitLimits { max_size, max_keys };
+        let small = check(&engine, &region, limits(1 << 20, 1000)).unwrap();
+        assert_eq!(small.keys, 100);
+        assert!(small.split_keys.is_empty());
         assert!(small.size > 100 * 100);
-        let big = check(
-            &engine,
-            &region,
-            SplitLimits {
-                max_size: 5000,
-                max_keys: 1000,
-            },
-        )
-        .unwrap();
-        let key = big.split_key.expect("a split key");
-        let user = proto::codec::decode_bytes(&key).unwrap();
+        // About 11 KB in pieces of 2/3 of 6000 bytes: a few ascending keys.
+        let big = check(&engine, &region, limits(6000, 1000)).unwrap();
+        assert!(big.split_keys.len() >= 2, "{}", big.split_keys.len());
+        assert!(big.split_keys.windows(2).all(|w| w[0] < w[1]));
+        let first = proto::codec::decode_bytes(&big.split_keys[0]).unwrap();
         assert!(
-            (b"k045".to_vec()..=b"k055".to_vec()).contains(&user),
-            "{user:?}"
+            (b"k020".to_vec()..=b"k060".to_vec()).contains(&first),
+            "{first:?}"
         );
-        let by_keys = check(
-            &engine,
-            &region,
-            SplitLimits {
-                max_size: 1 << 20,
-                max_keys: 10,
-            },
-        )
-        .unwrap();
-        assert!(by_keys.split_key.is_some());
+        // 100 keys in pieces of 2/3 of 30 = 20 keys: four cuts.
+        let by_keys = check(&engine, &region, limits(1 << 20, 30)).unwrap();
+        assert_eq!(by_keys.split_keys.len(), 4);
     }
 }

@@ -192,14 +192,15 @@ impl Heartbeat {
                 let Ok(Ok(check)) = check else {
                     return;
                 };
-                if let Some(key) = check.split_key {
+                if !check.split_keys.is_empty() {
                     tracing::info!(
                         region_id = region.id,
                         size = check.size,
                         keys = check.keys,
+                        pieces = check.split_keys.len() + 1,
                         "region over split limits"
                     );
-                    if let Err(e) = hb.split(region.id, vec![key]).await {
+                    if let Err(e) = hb.split(region.id, check.split_keys).await {
                         tracing::info!(region_id = region.id, error = %e, "size split failed");
                     }
                 }
