@@ -1,4 +1,5 @@
-//! The PyPI `tikv-client` (the Python client, API V1 only) against a real cluster.
+//! The PyPI `tikv-client` (the Python client, API V1 only) against a real
+//! three-store cluster (regions replicated three ways).
 //!
 //! Runs `e2e/python/test_client.py` with `python3` and `PD_ENDPOINT` set. Where `python3` or the
 //! `tikv_client` module is missing (`pip install tikv-client==0.0.4`), the test prints why it
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use e2e::{must_serve, must_single_store_cluster, with_deadline};
+use e2e::{must_serve, with_deadline, ClusterBuilder};
 use tokio::process::Command;
 
 /// Why the Python client cannot run here, or `None` if it can.
@@ -36,7 +37,10 @@ async fn python_client_raw_and_transactions() {
         return;
     }
     with_deadline(Duration::from_secs(180), async {
-        let cluster = must_single_store_cluster().await;
+        // Three stores: the client must follow leaders of replicated regions.
+        let cluster = ClusterBuilder::default().stores(3).must_start().await;
+        // As a user would: start once the cluster has finished forming.
+        cluster.must_settled(3, Duration::from_secs(60)).await;
         must_serve(&cluster, Duration::from_secs(60)).await;
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/test_client.py");
         let run = Command::new("python3")
