@@ -234,7 +234,9 @@ impl Peer {
 
     /// Sends one read-index request for every read queued this round.
     pub fn flush_reads(&mut self) {
-        if self.reads_to_send.is_empty() {
+        // raft-rs silently drops read-index requests until the leader has
+        // committed an entry of its own term; keep them queued until then.
+        if self.reads_to_send.is_empty() || !self.node.raft.commit_to_current_term() {
             return;
         }
         let id = self.next_read_id;
