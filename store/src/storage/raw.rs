@@ -113,6 +113,11 @@ impl Storage {
 
     /// The column family of a raw request; API V2 keeps raw data in the
     /// default one only (TiKV answers a named CF with `CfDeprecated`).
+    /// The column family and key namespace a raw request writes or reads.
+    fn raw_place(checked: &Checked, cf_name: &str) -> Result<(CfName, RawSpace)> {
+        Ok((Self::raw_cf(checked, cf_name)?, Self::raw_space(checked)))
+    }
+
     fn raw_space(checked: &Checked) -> RawSpace {
         if checked.v2 {
             RawSpace::V2
@@ -133,8 +138,7 @@ impl Storage {
 
     pub async fn raw_get(&self, req: kvrpcpb::RawGetRequest) -> Result<kvrpcpb::RawGetResponse> {
         let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
-        let cf = Self::raw_cf(&checked, &req.cf)?;
-        let space = Self::raw_space(&checked);
+        let (cf, space) = Self::raw_place(&checked, &req.cf)?;
         self.read(checked.region.id, move |snap| {
             let v = get_value(snap, space, cf, &req.key)?;
             Ok(kvrpcpb::RawGetResponse {
@@ -155,8 +159,7 @@ impl Storage {
             req.keys.iter().map(Vec::as_slice),
             true,
         )?;
-        let cf = Self::raw_cf(&checked, &req.cf)?;
-        let space = Self::raw_space(&checked);
+        let (cf, space) = Self::raw_place(&checked, &req.cf)?;
         self.read(checked.region.id, move |snap| {
             let mut pairs = Vec::with_capacity(req.keys.len());
             for key in req.keys {
@@ -181,8 +184,7 @@ impl Storage {
         req: kvrpcpb::RawGetKeyTtlRequest,
     ) -> Result<kvrpcpb::RawGetKeyTtlResponse> {
         let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
-        let cf = Self::raw_cf(&checked, &req.cf)?;
-        let space = Self::raw_space(&checked);
+        let (cf, space) = Self::raw_place(&checked, &req.cf)?;
         self.read(checked.region.id, move |snap| {
             let v = get_value(snap, space, cf, &req.key)?;
             Ok(kvrpcpb::RawGetKeyTtlResponse {
@@ -196,8 +198,7 @@ impl Storage {
 
     pub async fn raw_scan(&self, req: kvrpcpb::RawScanRequest) -> Result<kvrpcpb::RawScanResponse> {
         let checked = self.check_context(req.context.as_ref(), KeyMode::Raw)?;
-        let cf = Self::raw_cf(&checked, &req.cf)?;
-        let space = Self::raw_space(&checked);
+        let (cf, space) = Self::raw_place(&checked, &req.cf)?;
         let (lower, upper) = if req.reverse {
             (req.end_key.as_slice(), req.start_key.as_slice())
         } else {
@@ -229,8 +230,7 @@ impl Storage {
         req: kvrpcpb::RawBatchScanRequest,
     ) -> Result<kvrpcpb::RawBatchScanResponse> {
         let checked = self.check_context(req.context.as_ref(), KeyMode::Raw)?;
-        let cf = Self::raw_cf(&checked, &req.cf)?;
-        let space = Self::raw_space(&checked);
+        let (cf, space) = Self::raw_place(&checked, &req.cf)?;
         let limit = (req.each_limit as usize).min(MAX_SCAN_LIMIT);
         let ranges: Vec<_> = req
             .ranges
@@ -284,8 +284,7 @@ impl Storage {
     pub async fn raw_put(&self, req: kvrpcpb::RawPutRequest) -> Result<kvrpcpb::RawPutResponse> {
         let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
         self.check_key_sizes([req.key.as_slice()])?;
-        let cf = Self::raw_cf(&checked, &req.cf)?;
-        let space = Self::raw_space(&checked);
+        let (cf, space) = Self::raw_place(&checked, &req.cf)?;
         let m = Modify::Put {
             cf,
             key: space.key(&req.key),
@@ -306,8 +305,7 @@ impl Storage {
             true,
         )?;
         self.check_key_sizes(req.pairs.iter().map(|p| p.key.as_slice()))?;
-        let cf = Self::raw_cf(&checked, &req.cf)?;
-        let space = Self::raw_space(&checked);
+        let (cf, space) = Self::raw_place(&checked, &req.cf)?;
         if !req.ttls.is_empty() && req.ttls.len() != req.pairs.len() && req.ttls.len() != 1 {
             return Err(Error::Invalid(format!(
                 "ttls has {} entries for {} pairs",
@@ -340,9 +338,9 @@ impl Storage {
         req: kvrpcpb::RawDeleteRequest,
     ) -> Result<kvrpcpb::RawDeleteResponse> {
         let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
-        let space = Self::raw_space(&checked);
+        let (cf, space) = Self::raw_place(&checked, &req.cf)?;
         let m = Modify::Delete {
-            cf: Self::raw_cf(&checked, &req.cf)?,
+            cf,
             key: space.key(&req.key),
         };
         self.raw_write(checked.region.id, vec![req.key], vec![m])
@@ -359,8 +357,7 @@ impl Storage {
             req.keys.iter().map(Vec::as_slice),
             true,
         )?;
-        let cf = Self::raw_cf(&checked, &req.cf)?;
-        let space = Self::raw_space(&checked);
+        let (cf, space) = Self::raw_place(&checked, &req.cf)?;
         let modifies = req
             .keys
             .iter()
@@ -379,8 +376,7 @@ impl Storage {
         req: kvrpcpb::RawDeleteRangeRequest,
     ) -> Result<kvrpcpb::RawDeleteRangeResponse> {
         let checked = self.raw_check(req.context.as_ref(), [req.start_key.as_slice()], true)?;
-        let cf = Self::raw_cf(&checked, &req.cf)?;
-        let space = Self::raw_space(&checked);
+        let (cf, space) = Self::raw_place(&checked, &req.cf)?;
         if !req.end_key.is_empty() && req.end_key < req.start_key {
             return Err(Error::Invalid(
                 "delete range: end key is before start key".into(),
@@ -403,8 +399,7 @@ impl Storage {
     ) -> Result<kvrpcpb::RawCasResponse> {
         let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
         self.check_key_sizes([req.key.as_slice()])?;
-        let cf = Self::raw_cf(&checked, &req.cf)?;
-        let space = Self::raw_space(&checked);
+        let (cf, space) = Self::raw_place(&checked, &req.cf)?;
         let _guard = self.inner.latches.acquire([req.key.as_slice()]).await;
         let key = req.key.clone();
         let current = self
