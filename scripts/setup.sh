@@ -5,7 +5,16 @@
 set -euo pipefail
 
 need=()
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+# libclang itself (libclang.so or libclang-N.so), not libclang-cpp, which other packages pull in.
+have_libclang() {
+  local p
+  for p in '/usr/lib/llvm-*/lib/libclang.so*' '/usr/lib/llvm-*/lib/libclang-[0-9]*.so*' \
+    '/usr/lib/*-linux-gnu/libclang.so*' '/usr/lib/*-linux-gnu/libclang-[0-9]*.so*'; do
+    compgen -G "$p" >/dev/null && return 0
+  done
+  return 1
+}
+if ! have_libclang; then
   need+=(libclang-dev clang)
 fi
 command -v g++ >/dev/null 2>&1 || need+=(g++)
