@@ -14,6 +14,7 @@ const FILES: &[&str] = &[
     "mvccpb.proto",
     "etcdserverpb.proto",
     "storepb.proto",
+    "placementpb.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -17,6 +17,7 @@ use crate::process::Binaries;
 /// Describes a cluster to start.
 #[derive(Clone, Debug)]
 pub struct ClusterBuilder {
+    placements: usize,
     stores: usize,
     dir: Option<PathBuf>,
     store_config: Option<String>,
@@ -29,6 +30,7 @@ pub struct ClusterBuilder {
 impl Default for ClusterBuilder {
     fn default() -> Self {
         ClusterBuilder {
+            placements: 1,
             stores: 3,
             dir: None,
             store_config: None,
@@ -41,6 +43,13 @@ impl Default for ClusterBuilder {
 }
 
 impl ClusterBuilder {
+    /// Number of placement members (default 1). More than one form a raft group started with
+    /// `--initial-cluster`, each with its own peer port.
+    pub fn placements(mut self, n: usize) -> Self {
+        self.placements = n.max(1);
+        self
+    }
+
     /// Number of stores (default 3).
     pub fn stores(mut self, n: usize) -> Self {
         self.stores = n;
@@ -100,21 +109,28 @@ impl ClusterBuilder {
                 (temp.path().to_path_buf(), Some(temp))
             }
         };
-        let mut placement = Member::new(
-            "placement",
-            &root,
-            bins.placement.clone(),
-            self.placement_config.as_deref(),
-            None,
-        )?;
-        placement
-            .node
-            .set_own_process_group(self.own_process_groups);
+        let mut placements = Vec::new();
+        for i in 0..self.placements {
+            let name = if self.placements == 1 {
+                "placement".to_owned()
+            } else {
+                format!("placement-{i}")
+            };
+            let mut member = Member::new(
+                &name,
+                &root,
+                bins.placement.clone(),
+                self.placement_config.as_deref(),
+                None,
+            )?;
+            member.node.set_own_process_group(self.own_process_groups);
+            placements.push(member);
+        }
         let mut cluster = Cluster {
             root,
             temp,
             ports: self.ports,
-            placement,
+            placements,
             stores: Vec::new(),
             http: PdHttp::default(),
         };
@@ -132,8 +148,23 @@ impl ClusterBuilder {
             member.node.set_own_process_group(self.own_process_groups);
             cluster.stores.push(member);
         }
-        cluster.placement.ports = vec![cluster.ports.pd_port()?];
-        cluster.spawn(Role::Placement, true).await?;
+        if self.placements == 1 {
+            cluster.placements[0].ports = vec![cluster.ports.pd_port()?];
+            cluster.spawn(Role::Placement(0), true).await?;
+        } else {
+            // Every member must know every peer URL up front: pick all ports first, and
+            // start the members together (each waits for the others to form the group).
+            for i in 0..self.placements {
+                let (client, peer) = cluster.ports.placement_ports(i)?;
+                cluster.placements[i].ports = vec![client, peer];
+            }
+            for i in 0..self.placements {
+                cluster.spawn_detached(Role::Placement(i))?;
+            }
+            for i in 0..self.placements {
+                cluster.wait_member_listening(Role::Placement(i)).await?;
+            }
+        }
         for i in 0..self.stores {
             let (port, status) = cluster.ports.store_ports(i)?;
             cluster.stores[i].ports = vec![port, status];

@@ -32,7 +32,8 @@ const LOG_TAIL_LINES: usize = 30;
 /// Which process of the cluster.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Role {
-    Placement,
+    /// Placement member `i`.
+    Placement(usize),
     Store(usize),
 }
 
@@ -43,7 +44,7 @@ pub(crate) struct Member {
     data_dir: PathBuf,
     config: Option<PathBuf>,
     labels: Option<String>,
-    /// Placement: `[client]`; store: `[grpc, status]`.
+    /// Placement: `[client]`, or `[client, peer]` in a group; store: `[grpc, status]`.
     pub(crate) ports: Vec<u16>,
 }
 
@@ -87,20 +88,42 @@ pub struct Cluster {
     pub(crate) root: PathBuf,
     pub(crate) temp: Option<TempDir>,
     pub(crate) ports: PortPlan,
-    pub(crate) placement: Member,
+    pub(crate) placements: Vec<Member>,
     pub(crate) stores: Vec<Member>,
     pub(crate) http: PdHttp,
 }
 
 impl Cluster {
-    /// `127.0.0.1:PORT` of placement, as clients take it.
+    /// `127.0.0.1:PORT` of a running placement member (the first one), for the HTTP API:
+    /// every member answers it, forwarding to the leader.
     pub fn pd_endpoint(&self) -> String {
-        self.placement.addr(0)
+        let running = self.placements.iter().find(|m| m.node.is_running());
+        running.unwrap_or(&self.placements[0]).addr(0)
     }
 
-    /// [`pd_endpoint`](Self::pd_endpoint) as the `Vec` the clients' constructors take.
+    /// Every placement member's `127.0.0.1:PORT`, as the clients' constructors take them.
     pub fn pd_endpoints(&self) -> Vec<String> {
-        vec![self.pd_endpoint()]
+        self.placements.iter().map(|m| m.addr(0)).collect()
+    }
+
+    /// `127.0.0.1:PORT` of placement member `i`.
+    pub fn placement_addr(&self, i: usize) -> String {
+        self.placements[i].addr(0)
+    }
+
+    /// Number of placement members.
+    pub fn placement_count(&self) -> usize {
+        self.placements.len()
+    }
+
+    /// Whether placement member `i` has a running process.
+    pub fn placement_running(&self, i: usize) -> bool {
+        self.placements.get(i).is_some_and(|m| m.node.is_running())
+    }
+
+    /// The member name placement member `i` runs under.
+    pub fn placement_name(&self, i: usize) -> String {
+        format!("pd{}", i + 1)
     }
 
     /// Number of stores.
@@ -135,7 +158,8 @@ impl Cluster {
 
     /// The last lines of every process's log.
     pub fn log_tails(&self) -> String {
-        std::iter::once(&self.placement)
+        self.placements
+            .iter()
             .chain(&self.stores)
             .map(|m| m.node.log_tail(LOG_TAIL_LINES))
             .collect()
@@ -144,7 +168,12 @@ impl Cluster {
     fn member(&mut self, role: Role) -> Result<&mut Member> {
         let count = self.stores.len();
         match role {
-            Role::Placement => Ok(&mut self.placement),
+            Role::Placement(index) => {
+                let count = self.placements.len();
+                self.placements
+                    .get_mut(index)
+                    .ok_or(Error::NoSuchStore { index, count })
+            }
             Role::Store(index) => self
                 .stores
                 .get_mut(index)
@@ -153,26 +182,40 @@ impl Cluster {
     }
 
     fn args(&self, role: Role) -> Vec<String> {
-        let pd = self.pd_endpoint();
         let m = match role {
-            Role::Placement => &self.placement,
+            Role::Placement(i) => &self.placements[i],
             Role::Store(i) => &self.stores[i],
         };
         let mut args: Vec<String> = match role {
-            Role::Placement => {
-                let url = format!("http://{pd}");
-                vec![
+            Role::Placement(i) => {
+                let url = format!("http://{}", m.addr(0));
+                let mut args = vec![
                     "--name".into(),
-                    "pd1".into(),
+                    self.placement_name(i),
                     "--client-urls".into(),
                     url.clone(),
                     "--advertise-client-urls".into(),
                     url,
-                ]
+                ];
+                if self.placements.len() > 1 {
+                    let initial: Vec<String> = self
+                        .placements
+                        .iter()
+                        .enumerate()
+                        .map(|(j, p)| format!("{}=http://{}", self.placement_name(j), p.addr(1)))
+                        .collect();
+                    args.extend([
+                        "--peer-urls".into(),
+                        format!("http://{}", m.addr(1)),
+                        "--initial-cluster".into(),
+                        initial.join(","),
+                    ]);
+                }
+                args
             }
             Role::Store(_) => vec![
                 "--pd-endpoints".into(),
-                pd,
+                self.pd_endpoints().join(","),
                 "--addr".into(),
                 m.addr(0),
                 "--status-addr".into(),
@@ -210,7 +253,7 @@ impl Cluster {
                 {
                     tracing::warn!(?role, ?ports, "port taken; picking new ports");
                     let fresh = match role {
-                        Role::Placement => vec![self.ports.pd_port()?],
+                        Role::Placement(_) => vec![self.ports.pd_port()?],
                         Role::Store(i) => {
                             let (a, b) = self.ports.store_ports(i)?;
                             vec![a, b]
@@ -221,6 +264,20 @@ impl Cluster {
                 Err(err) => return Err(err),
             }
         }
+    }
+
+    /// Spawns the process of `role` without waiting for it to listen (members of a placement
+    /// group start together).
+    pub(crate) fn spawn_detached(&mut self, role: Role) -> Result<()> {
+        let args = self.args(role);
+        self.member(role)?.node.spawn(&args)
+    }
+
+    /// Waits until the process of `role` listens on all its ports.
+    pub(crate) async fn wait_member_listening(&mut self, role: Role) -> Result<()> {
+        let member = self.member(role)?;
+        let ports = member.ports.clone();
+        wait_listening(&mut member.node, &ports).await
     }
 
     /// Waits until placement is healthy, every running store is registered and `Up` and answers
@@ -302,25 +359,52 @@ impl Cluster {
         self.spawn(Role::Store(i), false).await
     }
 
-    /// SIGKILL placement.
+    /// SIGKILL placement (member 0).
     pub async fn kill_placement(&mut self) -> Result<()> {
-        self.placement.node.kill().await
+        self.kill_placement_member(0).await
     }
 
-    /// SIGTERM placement and wait for it to exit; returns its exit status.
+    /// SIGTERM placement (member 0) and wait for it to exit; returns its exit status.
     pub async fn stop_placement(&mut self) -> Result<Option<ExitStatus>> {
-        self.placement.node.stop(STOP_GRACE).await
+        self.stop_placement_member(0).await
     }
 
-    /// Starts placement again on its port and data directory (stopping it first if it runs).
+    /// Starts placement (member 0) again on its port and data directory.
     pub async fn restart_placement(&mut self) -> Result<()> {
-        self.stop_placement().await?;
-        self.spawn(Role::Placement, false).await
+        self.restart_placement_member(0).await
+    }
+
+    /// SIGKILL placement member `i`.
+    pub async fn kill_placement_member(&mut self, i: usize) -> Result<()> {
+        self.member(Role::Placement(i))?.node.kill().await
+    }
+
+    /// SIGTERM placement member `i` and wait for it to exit.
+    pub async fn stop_placement_member(&mut self, i: usize) -> Result<Option<ExitStatus>> {
+        self.member(Role::Placement(i))?.node.stop(STOP_GRACE).await
+    }
+
+    /// Starts placement member `i` again on its ports and data directory (stopping it first).
+    pub async fn restart_placement_member(&mut self, i: usize) -> Result<()> {
+        self.stop_placement_member(i).await?;
+        self.spawn(Role::Placement(i), false).await
+    }
+
+    /// The index of the placement member that leads, as the running members report it.
+    pub async fn placement_leader(&self) -> Result<usize> {
+        let leader = self
+            .http
+            .leader_name(&self.pd_endpoint())
+            .await
+            .map_err(Error::NotRunning)?;
+        (0..self.placements.len())
+            .find(|&i| self.placement_name(i) == leader)
+            .ok_or_else(|| Error::NotRunning(format!("unknown placement leader `{leader}`")))
     }
 
     /// Errors with the exit status and log tail of the first process that exited on its own.
     pub fn check_alive(&mut self) -> Result<()> {
-        for m in std::iter::once(&mut self.placement).chain(&mut self.stores) {
+        for m in self.placements.iter_mut().chain(&mut self.stores) {
             if let Some(status) = m.node.exited() {
                 return Err(m.node.exited_error(status));
             }
@@ -333,7 +417,10 @@ impl Cluster {
         for i in 0..self.stores.len() {
             self.stop_store(i).await?;
         }
-        self.stop_placement().await.map(drop)
+        for i in 0..self.placements.len() {
+            self.stop_placement_member(i).await?;
+        }
+        Ok(())
     }
 }
 
@@ -370,7 +457,7 @@ impl Drop for Cluster {
             eprintln!("{}", self.log_tails());
         }
         // Kill and reap before the temporary directory goes, so no process writes into it.
-        for m in std::iter::once(&mut self.placement).chain(&mut self.stores) {
+        for m in self.placements.iter_mut().chain(&mut self.stores) {
             m.node.kill_blocking();
         }
         if panicking {

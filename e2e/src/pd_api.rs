@@ -198,6 +198,17 @@ impl PdHttp {
             .await
     }
 
+    /// The name of the placement leader (`GET /pd/api/v1/leader`).
+    pub async fn leader_name(&self, pd: &str) -> Result<String, String> {
+        let leader: serde_json::Value = self
+            .get_json(&format!("http://{pd}/pd/api/v1/leader"))
+            .await?;
+        leader["name"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("GET /pd/api/v1/leader: no name in {leader}"))
+    }
+
     /// `GET http://{status}/health` on a store's status port answers 2xx.
     pub async fn store_health(&self, status_addr: &str) -> Result<(), String> {
         self.get_text(&format!("http://{status_addr}/health"))

@@ -26,6 +26,8 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 pub struct PlaygroundOptions {
     /// Number of stores.
     pub stores: usize,
+    /// Number of placement members (1, or 3 for a highly available group).
+    pub placements: usize,
     /// Directory for every process's data, config and log; reused across runs.
     pub dir: PathBuf,
     /// Placement client port.
@@ -44,6 +46,7 @@ impl Default for PlaygroundOptions {
     fn default() -> Self {
         PlaygroundOptions {
             stores: 3,
+            placements: 1,
             dir: PathBuf::from("./playground-data"),
             pd_port: 2379,
             store_port: 20160,
@@ -63,7 +66,8 @@ pub fn store_labels(i: usize, zones: usize) -> Option<String> {
 /// Placement's config with zones: location labels `zone`, then `host`.
 pub const ZONED_PLACEMENT_CONFIG: &str = "location-labels = [\"zone\", \"host\"]\n";
 
-/// The line printed once the cluster serves requests.
+/// The line printed once the cluster serves requests: the placement endpoints (comma
+/// separated when there are several members) and the store count.
 pub fn ready_line(pd_endpoint: &str, stores: usize) -> String {
     format!("playground ready: pd endpoint {pd_endpoint} ({stores} stores)")
 }
@@ -73,6 +77,7 @@ pub async fn run(opts: PlaygroundOptions) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::io(&opts.dir, e))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::io(&opts.dir, e))?;
     let mut builder = ClusterBuilder::default()
+        .placements(opts.placements)
         .stores(opts.stores)
         .dir(&opts.dir)
         .own_process_groups(true)
@@ -111,7 +116,7 @@ pub async fn run(opts: PlaygroundOptions) -> Result<()> {
     }
     println!(
         "{}",
-        ready_line(&cluster.pd_endpoint(), cluster.store_count())
+        ready_line(&cluster.pd_endpoints().join(","), cluster.store_count())
     );
     let result = watch(&mut cluster, &mut sigint, &mut sigterm).await;
     shut_down(&mut cluster, result).await

@@ -44,6 +44,18 @@ impl PortPlan {
         }
     }
 
+    /// `(client, peer)` ports for placement member `index` of a group: `pd + 2i` and
+    /// `pd + 2i + 1` (2379/2380, 2381/2382, ...), or free ones.
+    pub(crate) fn placement_ports(&self, index: usize) -> Result<(u16, u16)> {
+        match *self {
+            PortPlan::Free => Ok((free_port()?, free_port()?)),
+            PortPlan::Fixed { pd, .. } => {
+                let client = offset(pd, index * 2)?;
+                Ok((client, offset(client, 1)?))
+            }
+        }
+    }
+
     /// `(grpc, status)` ports for store `index`, or free ones.
     pub(crate) fn store_ports(&self, index: usize) -> Result<(u16, u16)> {
         match *self {

@@ -26,10 +26,16 @@ pub struct Config {
     /// URL that clients are told to use. Default: `client-urls` (with the real port when the
     /// listen port is 0).
     pub advertise_client_urls: Option<String>,
-    /// Peer URL, reported in member lists; no peer traffic yet. Default `"http://127.0.0.1:2380"`.
+    /// URL to listen on for the other placement members' raft traffic; bound only when
+    /// `initial-cluster` names more than this member. Default `"http://127.0.0.1:2380"`.
     pub peer_urls: String,
     /// Advertised peer URL. Default: `peer-urls`.
     pub advertise_peer_urls: Option<String>,
+    /// The members that start the group together, `name=peer-url,...` as pd-server's
+    /// `--initial-cluster`. Unset: this member alone. A member whose data directory already
+    /// holds raft state ignores it; a member missing from a running group's configuration asks
+    /// to join it.
+    pub initial_cluster: Option<String>,
     /// Directory holding the metadata RocksDB. Default `"default.{name}"`, as pd-server.
     pub data_dir: Option<PathBuf>,
     /// Cluster id for a new data directory; 0 generates one. Default 0.
@@ -86,6 +92,7 @@ impl Default for Config {
             advertise_client_urls: None,
             peer_urls: "http://127.0.0.1:2380".to_owned(),
             advertise_peer_urls: None,
+            initial_cluster: None,
             data_dir: None,
             cluster_id: 0,
             max_replicas: 3,
@@ -123,9 +130,13 @@ impl Config {
         if let Some(url) = &self.advertise_client_urls {
             check_host_port(first_url(url)).map_err(|r| bad("advertise-client-urls", &r))?;
         }
-        // Peer URLs are only reported (members do not talk to each other yet),
-        // so, like advertised ones, they may name a host (e.g. a pod's DNS name).
         check_host_port(first_url(&self.peer_urls)).map_err(|r| bad("peer-urls", &r))?;
+        if let Some(url) = &self.advertise_peer_urls {
+            check_host_port(first_url(url)).map_err(|r| bad("advertise-peer-urls", &r))?;
+        }
+        if let Some(spec) = &self.initial_cluster {
+            crate::member::parse_initial_cluster(spec)?;
+        }
         if self.max_replicas == 0 {
             return Err(bad("max-replicas", "must be at least 1"));
         }
@@ -165,6 +176,14 @@ impl Config {
         self.data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("default.{}", self.name)))
+    }
+
+    /// The socket address to bind for peer traffic, from the first of `peer-urls`.
+    pub fn peer_listen_addr(&self) -> Result<SocketAddr> {
+        parse_url_addr(first_url(&self.peer_urls)).map_err(|reason| Error::Config {
+            field: "peer-urls",
+            reason,
+        })
     }
 
     /// Advertised peer URLs.

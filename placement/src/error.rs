@@ -102,6 +102,18 @@ pub enum Error {
     /// Every 24-bit keyspace id is in use.
     #[error("no keyspace id left (ids are 24 bits)")]
     KeyspaceIdsExhausted,
+
+    /// This member is not the placement leader (or has not finished taking over).
+    #[error("not leader; the placement leader is {leader}")]
+    NotLeader { leader: String },
+
+    /// The member group's raft state machine refused a step.
+    #[error("placement raft: {0}")]
+    Raft(#[from] raft::Error),
+
+    /// A member-group change was refused (unknown member, last voter, ...).
+    #[error("member change refused: {0}")]
+    Membership(String),
 }
 
 impl Error {

@@ -91,6 +91,11 @@ impl IdAllocator {
         }
     }
 
+    /// Resumes above `saved_limit`, the mark replicated before this member's term.
+    pub fn reset(&self, saved_limit: u64) {
+        *self.state.lock() = IdState::recover(saved_limit, ID_BATCH);
+    }
+
     /// One new id.
     pub async fn alloc(&self) -> Result<u64> {
         Ok(*self.alloc_n(1).await?.start())

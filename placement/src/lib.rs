@@ -4,11 +4,13 @@
 //! - the pure core, no tokio and no I/O: [`cluster`] (bootstrap, stores, regions, GC safe
 //!   points, keyspaces), [`schedule`] (operators and the checkers that make them), [`tso`] and
 //!   [`id`] state machines, and [`meta`], the records and write commands they emit;
-//! - persistence: [`storage`] (RocksDB) behind the [`writer`] thread;
+//! - persistence and replication: [`storage`] (RocksDB), [`member`] (the members' raft group)
+//!   and [`writer`], the handle the server writes through;
 //! - the operator tool: [`ctl`] (`placement-ctl`, over the HTTP API);
 //! - the shell: [`state`] (shared server state), [`service`] (gRPC `pdpb.PD`,
-//!   `keyspacepb.Keyspace`, etcd), [`http`] (PD's HTTP API), [`metrics`], and [`server`], which
-//!   serves all of it on one port.
+//!   `keyspacepb.Keyspace`, etcd), [`http`] (PD's HTTP API), [`gate`] (what non-leaders
+//!   answer), [`metrics`], and [`server`], which serves all of it on one port (and the raft
+//!   traffic of a group on the peer port).
 //!
 //! The binary (`src/main.rs`) only parses flags and calls [`server::run`]; tests call
 //! [`server::start`] in-process.
@@ -17,9 +19,11 @@ pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod error;
+pub mod gate;
 pub mod heartbeat;
 pub mod http;
 pub mod id;
+pub mod member;
 pub mod meta;
 pub mod metrics;
 pub mod schedule;

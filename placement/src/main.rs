@@ -25,7 +25,7 @@ struct Args {
     /// URL(s) advertised to clients (default: --client-urls).
     #[arg(long)]
     advertise_client_urls: Option<String>,
-    /// Peer URL(s); accepted for pd-server compatibility, reported in member lists.
+    /// URL to listen on for the other members' raft traffic (bound with --initial-cluster).
     #[arg(long)]
     peer_urls: Option<String>,
     /// Advertised peer URL(s).
@@ -40,8 +40,8 @@ struct Args {
     /// Log level when RUST_LOG is unset (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     log_level: String,
-    /// Accepted for pd-server compatibility; a single member needs no initial cluster.
-    #[arg(long, hide = true)]
+    /// The members starting the group together: name=peer-url,... (as pd-server).
+    #[arg(long)]
     initial_cluster: Option<String>,
 }
 
@@ -68,6 +68,9 @@ impl Args {
         }
         if let Some(v) = self.data_dir {
             config.data_dir = Some(v);
+        }
+        if let Some(v) = self.initial_cluster {
+            config.initial_cluster = Some(v);
         }
         config.validate()?;
         Ok(config)

@@ -18,10 +18,13 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::gate::gate;
+use crate::member::transport::MemberRaftService;
 use crate::service::etcd::EtcdService;
 use crate::service::keyspace::KeyspaceService;
 use crate::service::pd::PdService;
 use crate::state::{advertised_urls, Placement};
+use proto::placementpb::member_raft_server::MemberRaftServer;
 
 /// How long [`RunningServer::stop`] waits for connections to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,9 +36,11 @@ pub struct RunningServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     ticker: JoinHandle<()>,
+    peer_shutdown: Option<oneshot::Sender<()>>,
+    peer_task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
-/// gRPC services and HTTP routes on one router.
+/// gRPC services and HTTP routes on one router, behind the leader [`gate`].
 pub fn router(state: Arc<Placement>) -> Router {
     let grpc = tonic::service::Routes::new(PdServer::new(PdService::new(state.clone())))
         .add_service(KeyspaceServer::new(KeyspaceService::new(state.clone())))
@@ -43,7 +48,32 @@ pub fn router(state: Arc<Placement>) -> Router {
         .add_service(ClusterServer::new(EtcdService::new(state.clone())));
     grpc.into_axum_router()
         .reset_fallback()
-        .merge(crate::http::router(state))
+        .merge(crate::http::router(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(state, gate))
+}
+
+/// Serves the members' raft traffic on the peer URL.
+async fn serve_peers(
+    state: Arc<Placement>,
+    listener: TcpListener,
+    shutdown: oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    let service = MemberRaftService::new(
+        state.member.clone(),
+        state.writer.node_sender(),
+        state.cluster_id,
+    );
+    let server = MemberRaftServer::new(service)
+        .max_decoding_message_size(crate::member::transport::MAX_MESSAGE)
+        .max_encoding_message_size(crate::member::transport::MAX_MESSAGE);
+    let app = tonic::service::Routes::new(server)
+        .into_axum_router()
+        .reset_fallback();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = shutdown.await;
+        })
+        .await
 }
 
 /// Binds `client-urls` (port 0 picks one), opens the data directory and starts serving.
@@ -51,7 +81,22 @@ pub async fn start(config: Config) -> Result<RunningServer> {
     config.validate()?;
     let listener = TcpListener::bind(config.listen_addr()?).await?;
     let addr = listener.local_addr()?;
+    let group = config
+        .initial_cluster
+        .as_deref()
+        .map(crate::member::parse_initial_cluster)
+        .transpose()?
+        .is_some_and(|m| m.len() > 1);
     let state = Placement::open(config.clone(), advertised_urls(&config, addr)).await?;
+    // Bound only now: while a member starts, its peers see "connection refused" at once
+    // (not a hung call) and do not wait for it before forming the group.
+    let peer_listener = if group {
+        Some(TcpListener::bind(config.peer_listen_addr()?).await?)
+    } else {
+        None
+    };
+    let (peer_tx, peer_rx) = oneshot::channel::<()>();
+    let peer_task = peer_listener.map(|l| tokio::spawn(serve_peers(state.clone(), l, peer_rx)));
     let app = router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -75,6 +120,8 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         shutdown: Some(tx),
         task,
         ticker,
+        peer_shutdown: Some(peer_tx),
+        peer_task,
     })
 }
 
@@ -86,6 +133,9 @@ async fn tso_ticker(state: Arc<Placement>, interval: Duration) {
         tokio::select! {
             () = tokio::time::sleep(period) => {}
             () = state.shutting_down() => return,
+        }
+        if !state.is_leader() {
+            continue;
         }
         if let Err(e) = state.tso.tick().await {
             tracing::warn!(error = %e, "extending the tso window failed");
@@ -132,6 +182,13 @@ impl RunningServer {
             }
         };
         let _ = (&mut self.ticker).await;
+        if let Some(tx) = self.peer_shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.peer_task.take() {
+            task.abort();
+            let _ = task.await;
+        }
         let writer = self.state.writer.clone();
         // Joining the writer thread waits for its last fsync: keep it off the async workers.
         let _ = tokio::task::spawn_blocking(move || writer.close()).await;

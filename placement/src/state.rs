@@ -20,7 +20,9 @@ use crate::config::{split_urls, Config};
 use crate::error::{Error, Result};
 use crate::heartbeat::HeartbeatStreams;
 use crate::id::IdAllocator;
-use crate::meta::MetaWrite;
+use crate::member::transport::Entry;
+use crate::member::{self, Event, Setup, Shared};
+use crate::meta::{MetaWrite, StoredMeta};
 use crate::metrics::Metrics;
 use crate::schedule::{Scheduler, Settings};
 use crate::storage::MetaStore;
@@ -42,6 +44,8 @@ pub struct Placement {
     pub tso: TimestampOracle,
     pub ids: IdAllocator,
     pub writer: Arc<MetaWriter>,
+    /// Role and membership of this member in the placement group.
+    pub member: Arc<Shared>,
     pub metrics: Metrics,
     pub streams: HeartbeatStreams,
     /// Scheduling settings from the config.
@@ -56,9 +60,11 @@ pub struct Placement {
 }
 
 impl Placement {
-    /// Opens the data directory, loads the metadata and starts the writer thread.
+    /// Opens the data directory, starts this member's raft thread and, for a lone member,
+    /// waits until it leads. Members of a group serve once elected (see [`crate::member`]).
     pub async fn open(config: Config, client_urls: Vec<String>) -> Result<Arc<Self>> {
         let dir = config.data_dir();
+        let setup = Setup::from_config(&config, client_urls.clone())?;
         let open_dir = dir.clone();
         let (store, stored) = tokio::task::spawn_blocking(move || {
             let store = MetaStore::open(&open_dir)?;
@@ -67,65 +73,144 @@ impl Placement {
         })
         .await
         .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+        // Whom to start with, when this directory holds no raft state yet.
+        let has_raft_state = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || member::log::has_state(&store))
+                .await
+                .map_err(|e| Error::Io(std::io::Error::other(e)))??
+        };
+        let entry = if has_raft_state || !setup.is_group() {
+            Entry::NewGroup
+        } else {
+            member::transport::try_join(&setup).await
+        };
+        let (voters, joined_cluster): (Vec<u64>, Option<u64>) = match entry {
+            Entry::Added { cluster_id } => {
+                tracing::info!(name = %setup.me.name, "joined a running placement group");
+                (Vec::new(), Some(cluster_id))
+            }
+            Entry::Member { cluster_id } => (
+                setup.initial.iter().map(|m| m.id).collect(),
+                Some(cluster_id),
+            ),
+            Entry::NewGroup => (setup.initial.iter().map(|m| m.id).collect(), None),
+        };
         let mut first_writes = Vec::new();
-        let cluster_id = match (stored.cluster_id, config.cluster_id) {
+        let cluster_id = match (
+            stored.cluster_id,
+            joined_cluster.unwrap_or(config.cluster_id),
+        ) {
             (Some(stored), 0) => stored,
             (Some(stored), configured) if stored == configured => stored,
             (Some(stored), configured) => {
                 return Err(Error::ClusterIdConflict { stored, configured })
             }
             (None, configured) => {
-                let id = if configured == 0 {
-                    new_cluster_id()
-                } else {
-                    configured
+                let id = match configured {
+                    0 if setup.is_group() => member::derived_cluster_id(&setup.initial),
+                    0 => new_cluster_id(),
+                    configured => configured,
                 };
                 first_writes.push(MetaWrite::ClusterId(id));
                 id
             }
         };
-        let member_id = stored.member_id.unwrap_or_else(|| {
-            let id = random_u64() | 1;
-            first_writes.push(MetaWrite::MemberId(id));
-            id
-        });
-        let writer = Arc::new(MetaWriter::spawn(store)?);
-        if !first_writes.is_empty() {
-            writer.write(first_writes).await?;
+        let member_id = setup.me.id;
+        if stored.member_id != Some(member_id) {
+            first_writes.push(MetaWrite::MemberId(member_id));
         }
-        let view = ClusterView::load(cluster_id, &stored);
-        let tso =
-            TimestampOracle::start(stored.tso_limit, config.tso_save_interval.0, writer.clone())
-                .await?;
-        let ids = IdAllocator::new(stored.id_limit, writer.clone());
-        tracing::info!(
-            cluster_id,
-            member_id,
-            bootstrapped = view.is_bootstrapped(),
-            stores = view.stores().count(),
-            regions = view.regions().len(),
-            data_dir = %dir.display(),
-            "placement metadata loaded"
-        );
-        Ok(Arc::new(Placement {
+        let restore_store = store.clone();
+        let restored = tokio::task::spawn_blocking(move || {
+            restore_store.write(&first_writes, true)?;
+            member::log::restore(&restore_store, &voters)
+        })
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+        let shared = Arc::new(Shared::new(&setup));
+        let (writer, events) = MetaWriter::spawn(store, restored, shared.clone())?;
+        let writer = Arc::new(writer);
+        let tso = TimestampOracle::new(config.tso_save_interval.0, writer.clone());
+        let ids = IdAllocator::new(0, writer.clone());
+        let placement = Arc::new(Placement {
             peer_urls: config.peer_urls(),
             schedule: Settings::from_config(&config),
             scheduler: parking_lot::Mutex::new(Scheduler::default()),
+            view: RwLock::new(ClusterView::load(cluster_id, &StoredMeta::default())),
             config,
             cluster_id,
             member_id,
             client_urls,
-            view: RwLock::new(view),
             tso,
             ids,
             writer,
+            member: shared,
             metrics: Metrics::new(),
             streams: HeartbeatStreams::default(),
             started_ms: now_ms(),
             write_lock: tokio::sync::Mutex::new(()),
             revision: AtomicI64::new(1),
             shutdown: watch::channel(false).0,
-        }))
+        });
+        tracing::info!(
+            cluster_id,
+            member_id,
+            name = %placement.config.name,
+            members = %member::describe(&setup.initial),
+            data_dir = %dir.display(),
+            "placement member started"
+        );
+        tokio::spawn(follow_role(placement.clone(), events));
+        if !setup.is_group() {
+            // A lone member elects itself at once; serve only once it has.
+            let deadline = std::time::Duration::from_secs(30);
+            let mut rx = placement.member.serving_watch();
+            tokio::time::timeout(deadline, rx.wait_for(|t| *t != 0))
+                .await
+                .map_err(|_| Error::WriteFailed("placement did not take over in time".into()))?
+                .map_err(|_| Error::WriterStopped)?;
+        }
+        Ok(placement)
+    }
+
+    /// Takes over as leader of `term` from the metadata committed before it: reloads the
+    /// view, resumes the TSO above the replicated high-water mark and ids above the id
+    /// mark, and starts serving.
+    async fn lead(&self, term: u64, stored: StoredMeta) -> Result<()> {
+        {
+            let _guard = self.write_lock.lock().await;
+            *self.view.write() = ClusterView::load(self.cluster_id, &stored);
+            *self.scheduler.lock() = Scheduler::default();
+            self.tso.reset(stored.tso_limit);
+            self.ids.reset(stored.id_limit);
+            self.revision.fetch_add(1, Ordering::Relaxed);
+        }
+        self.tso.tick().await?;
+        if self.member.start_serving(term) {
+            let view = self.view.read();
+            tracing::info!(
+                term,
+                bootstrapped = view.is_bootstrapped(),
+                stores = view.stores().count(),
+                regions = view.regions().len(),
+                "placement leader serving"
+            );
+        }
+        Ok(())
+    }
+
+    /// True while this member serves as leader.
+    pub fn is_leader(&self) -> bool {
+        self.member.is_serving()
+    }
+
+    /// `Ok` while this member serves as leader, else the error naming the leader.
+    pub fn check_leader(&self) -> Result<()> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            Err(self.member.not_leader())
+        }
     }
 
     /// Plans a change against the view, persists it, then applies it. `plan` runs under the
@@ -192,16 +277,36 @@ impl Placement {
     /// This member as GetMembers reports it.
     pub fn member(&self) -> pdpb::Member {
         pdpb::Member {
-            name: self.config.name.clone(),
-            member_id: self.member_id,
-            peer_urls: self.peer_urls.clone(),
-            client_urls: self.client_urls.clone(),
             deploy_path: std::env::current_dir()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
-            binary_version: VERSION.to_owned(),
-            ..Default::default()
+            ..member::to_pd_member(self.member.me(), VERSION)
         }
+    }
+
+    /// Every member of the group's configuration.
+    pub fn members(&self) -> Vec<pdpb::Member> {
+        self.member
+            .members()
+            .iter()
+            .map(|m| {
+                if m.id == self.member_id {
+                    self.member()
+                } else {
+                    member::to_pd_member(m, VERSION)
+                }
+            })
+            .collect()
+    }
+
+    /// The leader as GetMembers reports it, when known.
+    pub fn leader_member(&self) -> Option<pdpb::Member> {
+        let leader = self.member.leader()?;
+        Some(if leader.id == self.member_id {
+            self.member()
+        } else {
+            member::to_pd_member(&leader, VERSION)
+        })
     }
 
     /// Tells long-lived streams to end (graceful shutdown).
@@ -213,6 +318,26 @@ impl Placement {
     pub async fn shutting_down(&self) {
         let mut rx = self.shutdown.subscribe();
         let _ = rx.wait_for(|down| *down).await;
+    }
+}
+
+/// Applies role changes from the raft thread: reload and serve on leadership, stop serving
+/// (streams end, see [`Shared::stopped_serving`]) when it is lost.
+async fn follow_role(
+    state: Arc<Placement>,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+) {
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Lead { term, stored } => {
+                if let Err(e) = state.lead(term, *stored).await {
+                    tracing::warn!(term, error = %e, "taking over as placement leader failed");
+                }
+            }
+            Event::Follow => {
+                tracing::info!(leader = ?state.member.leader().map(|m| m.name), "placement member follows");
+            }
+        }
     }
 }
 

@@ -15,12 +15,19 @@
 //! | `m/schedulers` | [`SchedulerRecord`] |
 //! | `m/config` | [`ConfigRecord`] |
 //!
-//! The calls here block on disk; the server only makes them from the
-//! [`crate::writer::MetaWriter`] thread and once at startup.
+//! Keys starting with `~` belong to the member itself (its raft log and state, see
+//! [`crate::member::log`]) and `m/member_id` names the member: neither is part of the
+//! replicated metadata, so neither appears in [`MetaStore::dump`] nor is touched by
+//! [`MetaStore::replace_all`].
+//!
+//! The calls here block on disk; the server only makes them from the raft thread of
+//! [`crate::member`] and once at startup.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use prost::Message;
+use proto::placementpb::{MetaOp, MetaOps};
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
 use crate::error::{Error, Result};
@@ -41,9 +48,13 @@ const REGION_PREFIX: &str = "r/";
 const SERVICE_PREFIX: &str = "sp/";
 const KEYSPACE_PREFIX: &str = "k/";
 
-/// The metadata database.
+/// Prefix of the member's own keys (raft log and state).
+pub const LOCAL_PREFIX: &[u8] = b"~";
+
+/// The metadata database. Cheap to clone: clones share the database.
+#[derive(Clone)]
 pub struct MetaStore {
-    db: DB,
+    db: Arc<DB>,
 }
 
 impl MetaStore {
@@ -54,18 +65,56 @@ impl MetaStore {
         opts.create_if_missing(true);
         opts.set_keep_log_file_num(4);
         let db = DB::open(&opts, data_dir.join("meta"))?;
-        Ok(MetaStore { db })
+        Ok(MetaStore { db: Arc::new(db) })
+    }
+
+    /// The underlying database, for the member's raft log.
+    pub fn db(&self) -> &DB {
+        &self.db
     }
 
     /// Writes a batch atomically; `sync` waits for the WAL to reach the disk.
     pub fn write(&self, writes: &[MetaWrite], sync: bool) -> Result<()> {
         let mut batch = WriteBatch::default();
-        for w in writes {
-            encode(&mut batch, w);
-        }
+        apply_ops(&mut batch, &to_ops(writes));
+        self.write_batch(batch, sync)
+    }
+
+    /// Writes a prepared batch.
+    pub fn write_batch(&self, batch: WriteBatch, sync: bool) -> Result<()> {
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
         self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
+    /// Every replicated record, as the ops that recreate it (a raft snapshot's payload).
+    pub fn dump(&self) -> Result<MetaOps> {
+        let mut ops = Vec::new();
+        for item in self.db.iterator(IteratorMode::Start) {
+            let (k, v) = item?;
+            if is_replicated(&k) {
+                ops.push(MetaOp {
+                    key: k.to_vec(),
+                    value: v.to_vec(),
+                    delete: false,
+                });
+            }
+        }
+        Ok(MetaOps { ops })
+    }
+
+    /// Adds to `batch` what replaces every replicated record by those of `snapshot`.
+    pub fn replace_all(&self, batch: &mut WriteBatch, snapshot: &MetaOps) -> Result<()> {
+        for item in self.db.iterator(IteratorMode::Start) {
+            let (k, _) = item?;
+            if is_replicated(&k) {
+                batch.delete(&k);
+            }
+        }
+        for op in snapshot.ops.iter().filter(|op| is_replicated(&op.key)) {
+            batch.put(&op.key, &op.value);
+        }
         Ok(())
     }
 
@@ -123,31 +172,65 @@ fn decode<M: Message + Default>(key: &[u8], value: &[u8]) -> Result<M> {
     })
 }
 
-fn encode(batch: &mut WriteBatch, w: &MetaWrite) {
+/// Whether a key is part of the replicated metadata.
+fn is_replicated(key: &[u8]) -> bool {
+    !key.starts_with(LOCAL_PREFIX) && key != MEMBER_ID
+}
+
+/// Adds `ops` to `batch`.
+pub fn apply_ops(batch: &mut WriteBatch, ops: &MetaOps) {
+    for op in &ops.ops {
+        if op.delete {
+            batch.delete(&op.key);
+        } else {
+            batch.put(&op.key, &op.value);
+        }
+    }
+}
+
+/// The key-value changes that persist `writes`, in order.
+pub fn to_ops(writes: &[MetaWrite]) -> MetaOps {
+    let mut ops = Vec::with_capacity(writes.len());
+    for w in writes {
+        let (key, value) = encode(w);
+        ops.push(MetaOp {
+            key,
+            delete: value.is_none(),
+            value: value.unwrap_or_default(),
+        });
+    }
+    MetaOps { ops }
+}
+
+fn encode(w: &MetaWrite) -> (Vec<u8>, Option<Vec<u8>>) {
+    fn put(k: impl Into<Vec<u8>>, v: impl Into<Vec<u8>>) -> (Vec<u8>, Option<Vec<u8>>) {
+        (k.into(), Some(v.into()))
+    }
+    fn delete(k: impl Into<Vec<u8>>) -> (Vec<u8>, Option<Vec<u8>>) {
+        (k.into(), None)
+    }
     match w {
-        MetaWrite::ClusterId(id) => batch.put(CLUSTER_ID, id.to_be_bytes()),
-        MetaWrite::MemberId(id) => batch.put(MEMBER_ID, id.to_be_bytes()),
-        MetaWrite::Cluster(c) => batch.put(CLUSTER, c.encode_to_vec()),
-        MetaWrite::Store(s) => batch.put(format!("{STORE_PREFIX}{:020}", s.id), s.encode_to_vec()),
-        MetaWrite::DeleteStore(id) => batch.delete(format!("{STORE_PREFIX}{id:020}")),
-        MetaWrite::Schedulers(s) => batch.put(SCHEDULERS, s.encode_to_vec()),
-        MetaWrite::Config(c) => batch.put(CONFIG, c.encode_to_vec()),
+        MetaWrite::ClusterId(id) => put(CLUSTER_ID, id.to_be_bytes().to_vec()),
+        MetaWrite::MemberId(id) => put(MEMBER_ID, id.to_be_bytes().to_vec()),
+        MetaWrite::Cluster(c) => put(CLUSTER, c.encode_to_vec()),
+        MetaWrite::Store(s) => put(format!("{STORE_PREFIX}{:020}", s.id), s.encode_to_vec()),
+        MetaWrite::DeleteStore(id) => delete(format!("{STORE_PREFIX}{id:020}")),
+        MetaWrite::Schedulers(s) => put(SCHEDULERS, s.encode_to_vec()),
+        MetaWrite::Config(c) => put(CONFIG, c.encode_to_vec()),
         MetaWrite::Region(r) => {
             let id = r.region.as_ref().map_or(0, |r| r.id);
-            batch.put(format!("{REGION_PREFIX}{id:020}"), r.encode_to_vec())
+            put(format!("{REGION_PREFIX}{id:020}"), r.encode_to_vec())
         }
-        MetaWrite::DeleteRegion(id) => batch.delete(format!("{REGION_PREFIX}{id:020}")),
-        MetaWrite::TsoLimit(ms) => batch.put(TSO, (*ms as u64).to_be_bytes()),
-        MetaWrite::IdLimit(id) => batch.put(ALLOC_ID, id.to_be_bytes()),
-        MetaWrite::GcSafePoint(sp) => batch.put(GC_SAFE_POINT, sp.to_be_bytes()),
-        MetaWrite::ServiceSafePoint(sp) => batch.put(
+        MetaWrite::DeleteRegion(id) => delete(format!("{REGION_PREFIX}{id:020}")),
+        MetaWrite::TsoLimit(ms) => put(TSO, (*ms as u64).to_be_bytes().to_vec()),
+        MetaWrite::IdLimit(id) => put(ALLOC_ID, id.to_be_bytes().to_vec()),
+        MetaWrite::GcSafePoint(sp) => put(GC_SAFE_POINT, sp.to_be_bytes().to_vec()),
+        MetaWrite::ServiceSafePoint(sp) => put(
             format!("{SERVICE_PREFIX}{}", sp.service_id),
             sp.encode_to_vec(),
         ),
-        MetaWrite::DeleteServiceSafePoint(id) => batch.delete(format!("{SERVICE_PREFIX}{id}")),
-        MetaWrite::Keyspace(k) => {
-            batch.put(format!("{KEYSPACE_PREFIX}{:010}", k.id), k.encode_to_vec())
-        }
+        MetaWrite::DeleteServiceSafePoint(id) => delete(format!("{SERVICE_PREFIX}{id}")),
+        MetaWrite::Keyspace(k) => put(format!("{KEYSPACE_PREFIX}{:010}", k.id), k.encode_to_vec()),
     }
 }
 

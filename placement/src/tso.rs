@@ -123,24 +123,28 @@ pub fn now_ms() -> i64 {
 /// Async driver: allocation plus persistence of the high-water mark.
 pub struct TimestampOracle {
     state: Mutex<TsoState>,
+    interval: Duration,
     save_lock: tokio::sync::Mutex<()>,
     writer: Arc<MetaWriter>,
 }
 
 impl TimestampOracle {
-    /// Resumes from the stored mark and persists a fresh window before serving.
-    pub async fn start(
-        saved_limit: i64,
-        interval: Duration,
-        writer: Arc<MetaWriter>,
-    ) -> Result<Self> {
-        let oracle = TimestampOracle {
-            state: Mutex::new(TsoState::recover(saved_limit, interval)),
+    /// An oracle that hands out nothing until [`TimestampOracle::reset`] gives it the
+    /// replicated mark (when its member starts to lead).
+    pub fn new(interval: Duration, writer: Arc<MetaWriter>) -> Self {
+        TimestampOracle {
+            state: Mutex::new(TsoState::recover(0, interval)),
+            interval,
             save_lock: tokio::sync::Mutex::new(()),
             writer,
-        };
-        oracle.tick().await?;
-        Ok(oracle)
+        }
+    }
+
+    /// Resumes from `saved_limit`, the mark replicated before this member's term: every
+    /// timestamp any earlier leader issued is below it. Call [`TimestampOracle::tick`] next to
+    /// persist a fresh window.
+    pub fn reset(&self, saved_limit: i64) {
+        *self.state.lock() = TsoState::recover(saved_limit, self.interval);
     }
 
     /// Allocates `count` timestamps and returns the largest.

@@ -1,73 +1,149 @@
-//! [`MetaWriter`]: the one thread that writes metadata to disk, so RocksDB never blocks an
-//! async worker thread.
+//! [`MetaWriter`]: how the server makes metadata durable. Every write is proposed to the
+//! member group's raft log ([`crate::member`]) and applied to RocksDB by the raft thread on
+//! every member, so RocksDB never blocks an async worker thread.
 //!
-//! Writes are applied in the order they are submitted. [`MetaWriter::write`] waits until its
-//! batch is synced (bootstrap, stores, TSO and id marks, safe points);
-//! [`MetaWriter::write_behind`] returns at once (region heartbeats, which the stores re-send
-//! anyway). Pending batches are coalesced into one RocksDB write. The thread owns the database,
-//! so [`MetaWriter::close`] releases the directory lock for a restart in the same process.
+//! [`MetaWriter::write`] waits until the change is committed by a majority and applied here
+//! (bootstrap, stores, TSO and id marks, safe points); [`MetaWriter::write_behind`] returns at
+//! once (region heartbeats, which the stores re-send anyway). Only the leader proposes: on any
+//! other member both fail with [`Error::NotLeader`]. The thread owns the raft state, so
+//! [`MetaWriter::close`] releases the directory for a restart in the same process.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use prost::Message as _;
+use proto::placementpb::MemberInfo;
+use raft::eraftpb::ConfChangeType;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
+use crate::member::log::Restored;
+use crate::member::node::{Msg, Node};
+use crate::member::transport::Transport;
+use crate::member::{Event, Shared};
 use crate::meta::MetaWrite;
-use crate::storage::MetaStore;
+use crate::storage::{to_ops, MetaStore};
 
-type Ack = oneshot::Sender<Result<()>>;
+/// How long a write waits for its entry to commit before giving up.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
-enum Msg {
-    Write(Vec<MetaWrite>, Option<Ack>),
-    Close,
-}
-
-/// Handle to the writer thread.
+/// Handle to the member's raft thread.
 pub struct MetaWriter {
     tx: Sender<Msg>,
+    shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl MetaWriter {
-    /// Starts the writer thread; it owns `store` from now on.
-    pub fn spawn(store: MetaStore) -> Result<Self> {
+    /// Starts the raft thread; it owns the raft state from now on. Role changes come out of
+    /// the returned receiver.
+    pub fn spawn(
+        store: MetaStore,
+        restored: Restored,
+        shared: Arc<Shared>,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Event>)> {
         let (tx, rx) = crossbeam_channel::unbounded();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let transport = Transport::new(tokio::runtime::Handle::current(), shared.clone());
+        let logger = crate::member::raft_logger();
+        let node = Node::new(
+            restored,
+            store,
+            shared.clone(),
+            transport,
+            events_tx,
+            &logger,
+        )?;
         let thread = std::thread::Builder::new()
-            .name("meta-writer".into())
-            .spawn(move || run(store, rx))?;
-        Ok(MetaWriter {
-            tx,
-            thread: Mutex::new(Some(thread)),
-        })
+            .name("meta-raft".into())
+            .spawn(move || node.run(rx))?;
+        Ok((
+            MetaWriter {
+                tx,
+                shared,
+                thread: Mutex::new(Some(thread)),
+            },
+            events_rx,
+        ))
     }
 
-    /// Writes durably and waits for it.
+    /// The channel peers' messages go into.
+    pub fn node_sender(&self) -> Sender<Msg> {
+        self.tx.clone()
+    }
+
+    /// Replicates durably and waits for it.
     pub async fn write(&self, writes: Vec<MetaWrite>) -> Result<()> {
+        if !self.shared.is_raft_leader() {
+            return Err(self.shared.not_leader());
+        }
         let (ack, done) = oneshot::channel();
+        let data = to_ops(&writes).encode_to_vec();
         self.tx
-            .send(Msg::Write(writes, Some(ack)))
+            .send(Msg::Propose {
+                data,
+                ack: Some(ack),
+            })
             .map_err(|_| Error::WriterStopped)?;
-        done.await.map_err(|_| Error::WriterStopped)?
+        match tokio::time::timeout(COMMIT_TIMEOUT, done).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::WriterStopped),
+            Err(_) => Err(Error::WriteFailed(format!(
+                "not committed within {COMMIT_TIMEOUT:?} (no quorum of placement members?)"
+            ))),
+        }
     }
 
-    /// Queues a write without waiting.
+    /// Replicates without waiting. Dropped (with a debug log) when this member does not lead.
     pub fn write_behind(&self, writes: Vec<MetaWrite>) {
         if writes.is_empty() {
             return;
         }
-        if self.tx.send(Msg::Write(writes, None)).is_err() {
+        if !self.shared.is_raft_leader() {
+            tracing::debug!("not the placement leader; dropping a region update");
+            return;
+        }
+        let data = to_ops(&writes).encode_to_vec();
+        if self.tx.send(Msg::Propose { data, ack: None }).is_err() {
             tracing::warn!("metadata writer stopped; dropping a region update");
         }
     }
 
-    /// Flushes what is queued, stops the thread and closes the database. Idempotent.
+    /// Asks raft to hand leadership to `to`.
+    pub fn transfer_leader(&self, to: u64) -> Result<()> {
+        self.tx
+            .send(Msg::TransferLeader { to })
+            .map_err(|_| Error::WriterStopped)
+    }
+
+    /// Removes a voter and waits until the change is applied here.
+    pub async fn remove_member(&self, member: MemberInfo) -> Result<()> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Msg::ConfChange {
+                change: ConfChangeType::RemoveNode,
+                member,
+                ack,
+            })
+            .map_err(|_| Error::WriterStopped)?;
+        match tokio::time::timeout(COMMIT_TIMEOUT, done).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::WriterStopped),
+            Err(_) => Err(Error::Membership(
+                "the change did not commit in time".into(),
+            )),
+        }
+    }
+
+    /// Stops the thread (after it persists what is in flight). Idempotent.
     pub fn close(&self) {
         let _ = self.tx.send(Msg::Close);
         if let Some(thread) = self.thread.lock().take() {
             if thread.join().is_err() {
-                tracing::error!("metadata writer thread panicked");
+                tracing::error!("placement raft thread panicked");
             }
         }
     }
@@ -76,37 +152,5 @@ impl MetaWriter {
 impl Drop for MetaWriter {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-fn run(store: MetaStore, rx: Receiver<Msg>) {
-    while let Ok(first) = rx.recv() {
-        let mut msgs = vec![first];
-        msgs.extend(rx.try_iter());
-        let closing = msgs.iter().any(|m| matches!(m, Msg::Close));
-        let mut writes = Vec::new();
-        let mut acks = Vec::new();
-        for msg in msgs {
-            if let Msg::Write(w, ack) = msg {
-                writes.extend(w);
-                acks.extend(ack);
-            }
-        }
-        if !writes.is_empty() {
-            let sync = !acks.is_empty() || closing;
-            let result = store.write(&writes, sync);
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "metadata write failed");
-            }
-            for ack in acks {
-                let _ = ack.send(match &result {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(Error::WriteFailed(e.to_string())),
-                });
-            }
-        }
-        if closing {
-            break;
-        }
     }
 }

@@ -69,5 +69,11 @@ pub mod storepb {
     tonic::include_proto!("storepb");
 }
 
+/// Internal placement-member-to-member raft transport and replicated metadata changes.
+pub mod placementpb {
+    #![allow(clippy::all)]
+    tonic::include_proto!("placementpb");
+}
+
 #[cfg(test)]
 mod tests;

@@ -8,13 +8,17 @@ use std::process::ExitCode;
 use clap::Parser;
 use e2e::playground::{run, PlaygroundOptions};
 
-/// Start a local cluster (one placement, N stores) for trying the TiKV clients.
+/// Start a local cluster (placement members and N stores) for trying the TiKV clients.
 #[derive(Debug, Parser)]
 #[command(name = "playground", version)]
 struct Args {
     /// Number of stores.
     #[arg(long, default_value_t = 3)]
     stores: usize,
+    /// Number of placement members; 3 makes a highly available group (member i on client
+    /// port pd-port + 2i, peer port pd-port + 2i + 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=7))]
+    placements: u16,
     /// Directory for data, configs and logs (reused on restart).
     #[arg(long, default_value = "./playground-data")]
     dir: PathBuf,
@@ -44,6 +48,7 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     let opts = PlaygroundOptions {
         stores: args.stores,
+        placements: usize::from(args.placements),
         dir: args.dir,
         pd_port: args.pd_port,
         store_port: args.store_port,

@@ -1,7 +1,8 @@
 //! PD's HTTP API, served on the same port as gRPC ([`router`]), plus `/metrics` (Prometheus
 //! text) and `/health`.
 //!
-//! Routes: `/pd/api/v1/{health, members, leader, stores[?state=], store/{id} (GET, DELETE =
+//! Routes: `/pd/api/v1/{health, members, members/name/{name} (DELETE), leader,
+//! leader/transfer/{name}, leader/resign, stores[?state=], store/{id} (GET, DELETE =
 //! drain), store/{id}/state (POST), stores/remove-tombstone (DELETE), schedulers (GET, POST),
 //! schedulers/{name} (DELETE), fault-tolerance, regions, region/id/{id},
 //! cluster, config (GET, POST), config/replicate, config/schedule, operators, operators/{region_id}, version,
@@ -10,6 +11,7 @@
 
 mod admin;
 mod config_api;
+mod members;
 pub mod views;
 
 use std::sync::Arc;
@@ -35,9 +37,15 @@ pub fn router(state: Arc<Placement>) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
-        .route("/pd/api/v1/health", get(health))
-        .route("/pd/api/v1/members", get(members))
-        .route("/pd/api/v1/leader", get(leader))
+        .route("/pd/api/v1/health", get(members::health))
+        .route("/pd/api/v1/members", get(members::members))
+        .route(
+            "/pd/api/v1/members/name/{name}",
+            delete(members::delete_by_name),
+        )
+        .route("/pd/api/v1/leader", get(members::leader))
+        .route("/pd/api/v1/leader/transfer/{name}", post(members::transfer))
+        .route("/pd/api/v1/leader/resign", post(members::resign))
         .route("/pd/api/v1/stores", get(stores))
         .route(
             "/pd/api/v1/store/{id}",
@@ -96,7 +104,7 @@ async fn count_requests(State(state): AppState, req: Request, next: Next) -> Res
 }
 
 /// An error answered as PD does: a status code and a JSON string body.
-pub(crate) struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -112,9 +120,11 @@ impl From<Error> for ApiError {
                 StatusCode::NOT_FOUND
             }
             Error::KeyspaceExists(_) => StatusCode::CONFLICT,
-            Error::InvalidArgument(_) | Error::KeyspaceIdsExhausted | Error::StoreTombstone(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Error::InvalidArgument(_)
+            | Error::KeyspaceIdsExhausted
+            | Error::StoreTombstone(_)
+            | Error::Membership(_) => StatusCode::BAD_REQUEST,
+            Error::NotLeader { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(code, e.to_string())
@@ -151,30 +161,6 @@ pub(crate) fn liveness(state: &Placement, view: &ClusterView, s: &StoreInfo) -> 
         state.schedule.max_store_down_time
     };
     s.liveness(now_ms(), state.started_ms, down)
-}
-
-async fn health(State(state): AppState) -> Json<Value> {
-    let m = state.member();
-    Json(json!([{
-        "name": m.name,
-        "member_id": m.member_id,
-        "client_urls": m.client_urls,
-        "health": true,
-    }]))
-}
-
-async fn members(State(state): AppState) -> Json<Value> {
-    let m = views::member(&state.member());
-    Json(json!({
-        "header": { "cluster_id": state.cluster_id },
-        "members": [m.clone()],
-        "leader": m.clone(),
-        "etcd_leader": m,
-    }))
-}
-
-async fn leader(State(state): AppState) -> Json<Value> {
-    Json(views::member(&state.member()))
 }
 
 /// Stores; `?state=` (repeatable: `0`/`Up`, `1`/`Offline`, `2`/`Tombstone`, or a liveness

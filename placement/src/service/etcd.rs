@@ -99,19 +99,24 @@ impl Cluster for EtcdService {
         _request: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
         let start = std::time::Instant::now();
-        let me = Member {
-            id: self.state.member_id,
-            name: self.state.config.name.clone(),
-            peer_ur_ls: self.state.peer_urls.clone(),
-            client_ur_ls: self.state.client_urls.clone(),
-            is_learner: false,
-        };
+        let members = self
+            .state
+            .members()
+            .into_iter()
+            .map(|m| Member {
+                id: m.member_id,
+                name: m.name,
+                peer_ur_ls: m.peer_urls,
+                client_ur_ls: m.client_urls,
+                is_learner: false,
+            })
+            .collect();
         self.state
             .metrics
             .observe_rpc("etcd.MemberList", "ok", start.elapsed());
         Ok(Response::new(MemberListResponse {
             header: Some(self.header()),
-            members: vec![me],
+            members,
         }))
     }
 }

@@ -59,11 +59,17 @@ impl Pd for PdService {
 
     #[tracing::instrument(skip_all)]
     async fn get_members(&self, _request: Request<GetMembersRequest>) -> Rpc<GetMembersResponse> {
-        let me = self.state.member();
+        // Clients trust the `leader` of the first answer: answer only once it is known and
+        // reachable (its client URLs learnt), else let them try another member.
+        let leader = self
+            .state
+            .leader_member()
+            .filter(|l| !l.client_urls.is_empty())
+            .ok_or_else(|| Status::unavailable("no placement leader elected yet"))?;
         self.call("GetMembers").reply(ok(GetMembersResponse {
-            members: vec![me.clone()],
-            leader: Some(me.clone()),
-            etcd_leader: Some(me),
+            members: self.state.members(),
+            leader: Some(leader.clone()),
+            etcd_leader: Some(leader),
             ..Default::default()
         }))
     }

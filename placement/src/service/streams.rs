@@ -10,7 +10,8 @@
 //! learner, promote it or remove a peer, `transfer_leader`), else a split at keyspace
 //! boundaries when one is due, else the first step of a new operator. The stream is bound to the leader's store in
 //! [`crate::heartbeat::HeartbeatStreams`] so that scheduling can push operators down it.
-//! Both streams end when the server shuts down.
+//! Both streams end when the server shuts down, and with `Unavailable` when this member stops
+//! serving as leader (the stores and clients then reconnect to the new leader).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,10 +37,16 @@ use crate::state::Placement;
 pub fn tso(state: Arc<Placement>, mut inbound: Streaming<TsoRequest>) -> BoxStream<TsoResponse> {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
+        let stopped = state.member.stopped_serving();
+        tokio::pin!(stopped);
         loop {
             let next = tokio::select! {
                 m = inbound.message() => m,
                 () = state.shutting_down() => break,
+                () = &mut stopped => {
+                    let _ = tx.send(Err(Status::unavailable(state.member.not_leader().to_string()))).await;
+                    break;
+                }
             };
             let request = match next {
                 Ok(Some(r)) => r,
@@ -89,10 +96,16 @@ pub fn region_heartbeat(
     let (tx, rx) = mpsc::channel(64);
     let stream_id = state.streams.new_stream_id();
     tokio::spawn(async move {
+        let stopped = state.member.stopped_serving();
+        tokio::pin!(stopped);
         loop {
             let next = tokio::select! {
                 m = inbound.message() => m,
                 () = state.shutting_down() => break,
+                () = &mut stopped => {
+                    let _ = tx.send(Err(Status::unavailable(state.member.not_leader().to_string()))).await;
+                    break;
+                }
             };
             let request = match next {
                 Ok(Some(r)) => r,

@@ -1,0 +1,424 @@
+//! High availability: placement members form one raft group (raft-rs) that replicates every
+//! metadata write, the TSO high-water mark and id mark included.
+//!
+//! - [`log`]: the member's raft log and state in the metadata database.
+//! - [`node`]: the raft thread. It owns the raft state machine, persists and applies, and
+//!   answers proposals once their entry is applied on this member.
+//! - [`transport`]: batched raft messages between members over gRPC on the peer URL
+//!   (`placementpb.MemberRaft`), and the `Join` call a new member makes.
+//!
+//! [`Shared`] is what the rest of the server reads: who leads, which members exist and their
+//! URLs, and whether this member is serving as leader. A member serves (gRPC beyond
+//! `GetMembers`, HTTP writes, the TSO) only once it leads and has reloaded the metadata that
+//! was committed before its term ([`crate::state::Placement`] does the reload).
+//!
+//! Membership: the members named by `initial-cluster` start from one configuration. A member
+//! started later (scale out) finds the leader through the others and asks it to add it; it then
+//! catches up from a snapshot. Members are removed through `DELETE /pd/api/v1/members/name/{n}`.
+
+pub mod log;
+pub mod node;
+pub mod transport;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::RwLock;
+use proto::pdpb;
+use proto::placementpb::MemberInfo;
+use tokio::sync::watch;
+
+use crate::config::{split_urls, Config};
+use crate::error::{Error, Result};
+use crate::meta::StoredMeta;
+
+/// What the raft thread tells the server about its role.
+#[derive(Debug)]
+pub enum Event {
+    /// This member leads `term` and has applied everything committed before it: the
+    /// metadata it holds is complete.
+    Lead { term: u64, stored: Box<StoredMeta> },
+    /// This member no longer leads.
+    Follow,
+}
+
+/// The raft id of a member: a stable hash of its name, never 0, so every member computes the
+/// same ids from `initial-cluster` without coordination.
+pub fn member_id(name: &str) -> u64 {
+    (fnv1a(name.as_bytes()) >> 1) | 1
+}
+
+/// FNV-1a: stable across Rust releases and machines, unlike `DefaultHasher`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// A cluster id derived from the initial configuration, so that members started together
+/// agree on it without talking.
+pub fn derived_cluster_id(initial: &[MemberInfo]) -> u64 {
+    let mut names: Vec<String> = initial
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.peer_urls.join("|")))
+        .collect();
+    names.sort();
+    fnv1a(names.join(",").as_bytes()).max(1)
+}
+
+/// Parses `initial-cluster` (`name=url[,name=url...]`, as PD and etcd write it).
+pub fn parse_initial_cluster(spec: &str) -> Result<Vec<MemberInfo>> {
+    let bad = |reason: String| Error::Config {
+        field: "initial-cluster",
+        reason,
+    };
+    let mut out: Vec<MemberInfo> = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, url) = part
+            .split_once('=')
+            .ok_or_else(|| bad(format!("`{part}` is not name=peer-url")))?;
+        let (name, url) = (name.trim(), url.trim());
+        if name.is_empty() || url.is_empty() {
+            return Err(bad(format!("`{part}` is not name=peer-url")));
+        }
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            return Err(bad(format!("peer URL `{url}` must start with http://")));
+        }
+        let id = member_id(name);
+        match out.iter_mut().find(|m| m.id == id) {
+            Some(m) if m.name == name => m.peer_urls.push(url.to_owned()),
+            Some(m) => {
+                return Err(bad(format!(
+                    "names `{}` and `{name}` hash to the same member id",
+                    m.name
+                )))
+            }
+            None => out.push(MemberInfo {
+                id,
+                name: name.to_owned(),
+                client_urls: Vec::new(),
+                peer_urls: vec![url.to_owned()],
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// Who this member is and whom it starts with.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub me: MemberInfo,
+    /// The initial configuration (this member included); just this member when
+    /// `initial-cluster` is unset.
+    pub initial: Vec<MemberInfo>,
+}
+
+impl Setup {
+    /// From the config and the advertised client URLs.
+    pub fn from_config(config: &Config, client_urls: Vec<String>) -> Result<Setup> {
+        let me = MemberInfo {
+            id: member_id(&config.name),
+            name: config.name.clone(),
+            client_urls,
+            peer_urls: config.peer_urls(),
+        };
+        let mut initial = match &config.initial_cluster {
+            Some(spec) => parse_initial_cluster(spec)?,
+            None => Vec::new(),
+        };
+        if initial.is_empty() {
+            initial.push(me.clone());
+        } else if !initial.iter().any(|m| m.id == me.id) {
+            return Err(Error::Config {
+                field: "initial-cluster",
+                reason: format!("does not list this member `{}`", config.name),
+            });
+        }
+        Ok(Setup { me, initial })
+    }
+
+    /// More than one member: raft traffic and the peer port are needed.
+    pub fn is_group(&self) -> bool {
+        self.initial.len() > 1
+    }
+}
+
+/// Role and membership, shared between the raft thread and the server.
+pub struct Shared {
+    me: MemberInfo,
+    /// When each peer was last heard from (a raft batch or an answer to one).
+    heard: parking_lot::Mutex<BTreeMap<u64, std::time::Instant>>,
+    members: RwLock<BTreeMap<u64, MemberInfo>>,
+    voters: RwLock<Vec<u64>>,
+    leader_id: AtomicU64,
+    term: AtomicU64,
+    raft_leader: AtomicBool,
+    /// The term this member serves as leader in, 0 when it does not serve.
+    serving: watch::Sender<u64>,
+}
+
+impl Shared {
+    pub fn new(setup: &Setup) -> Shared {
+        let mut members: BTreeMap<u64, MemberInfo> =
+            setup.initial.iter().map(|m| (m.id, m.clone())).collect();
+        members.insert(setup.me.id, setup.me.clone());
+        Shared {
+            me: setup.me.clone(),
+            heard: parking_lot::Mutex::new(BTreeMap::new()),
+            voters: RwLock::new(setup.initial.iter().map(|m| m.id).collect()),
+            members: RwLock::new(members),
+            leader_id: AtomicU64::new(0),
+            term: AtomicU64::new(0),
+            raft_leader: AtomicBool::new(false),
+            serving: watch::channel(0).0,
+        }
+    }
+
+    pub fn me(&self) -> &MemberInfo {
+        &self.me
+    }
+
+    pub fn id(&self) -> u64 {
+        self.me.id
+    }
+
+    /// Records what a peer says about itself (its URLs).
+    pub fn learn(&self, info: &MemberInfo) {
+        if info.id == 0 || info.id == self.me.id {
+            return;
+        }
+        self.heard.lock().insert(info.id, std::time::Instant::now());
+        let mut members = self.members.write();
+        let entry = members.entry(info.id).or_insert_with(|| info.clone());
+        if entry != info {
+            *entry = info.clone();
+        }
+    }
+
+    /// Whether a member was heard from within `within` (always true for this member).
+    pub fn is_healthy(&self, id: u64, within: std::time::Duration) -> bool {
+        id == self.me.id
+            || self
+                .heard
+                .lock()
+                .get(&id)
+                .is_some_and(|t| t.elapsed() <= within)
+    }
+
+    pub fn peer_url(&self, id: u64) -> Option<String> {
+        self.members
+            .read()
+            .get(&id)
+            .and_then(|m| m.peer_urls.first().cloned())
+    }
+
+    pub fn member_by_name(&self, name: &str) -> Option<MemberInfo> {
+        self.members
+            .read()
+            .values()
+            .find(|m| m.name == name)
+            .cloned()
+    }
+
+    pub(crate) fn set_voters(&self, voters: Vec<u64>) {
+        *self.voters.write() = voters;
+    }
+
+    pub fn voters(&self) -> Vec<u64> {
+        self.voters.read().clone()
+    }
+
+    pub fn is_voter(&self, id: u64) -> bool {
+        self.voters.read().contains(&id)
+    }
+
+    /// The members of the current configuration.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let voters = self.voters();
+        let members = self.members.read();
+        voters
+            .iter()
+            .map(|id| {
+                members.get(id).cloned().unwrap_or(MemberInfo {
+                    id: *id,
+                    ..Default::default()
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn set_role(&self, leader_id: u64, term: u64, raft_leader: bool) {
+        self.leader_id.store(leader_id, Ordering::Release);
+        self.term.store(term, Ordering::Release);
+        self.raft_leader.store(raft_leader, Ordering::Release);
+        if !raft_leader {
+            self.serving
+                .send_if_modified(|s| std::mem::replace(s, 0) != 0);
+        }
+    }
+
+    /// The leader's raft id, 0 while unknown.
+    pub fn leader_id(&self) -> u64 {
+        self.leader_id.load(Ordering::Acquire)
+    }
+
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Acquire)
+    }
+
+    /// This member is the raft leader (it may still be reloading).
+    pub fn is_raft_leader(&self) -> bool {
+        self.raft_leader.load(Ordering::Acquire)
+    }
+
+    /// The leader, when known and its client URLs are known.
+    pub fn leader(&self) -> Option<MemberInfo> {
+        let id = self.leader_id();
+        if id == 0 {
+            return None;
+        }
+        self.members.read().get(&id).cloned()
+    }
+
+    /// Marks this member serving as leader of `term`, if it still leads that term.
+    pub fn start_serving(&self, term: u64) -> bool {
+        if self.is_raft_leader() && self.term() == term {
+            self.serving.send_replace(term);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Watches the serving term (0 while not serving).
+    pub fn serving_watch(&self) -> watch::Receiver<u64> {
+        self.serving.subscribe()
+    }
+
+    /// The term this member serves in, or 0.
+    pub fn serving_term(&self) -> u64 {
+        *self.serving.borrow()
+    }
+
+    pub fn is_serving(&self) -> bool {
+        self.serving_term() != 0
+    }
+
+    /// Resolves once this member stops serving the term it serves now (at once if it does
+    /// not serve).
+    pub async fn stopped_serving(&self) {
+        let mut rx = self.serving.subscribe();
+        let term = *rx.borrow_and_update();
+        if term == 0 {
+            return;
+        }
+        let _ = rx.wait_for(|t| *t != term).await;
+    }
+
+    /// The error a non-serving member answers with.
+    pub fn not_leader(&self) -> Error {
+        let leader = match self.leader() {
+            Some(m) if m.id == self.me.id => "this member, still taking over".to_owned(),
+            Some(m) => format!(
+                "{} at {}",
+                m.name,
+                m.client_urls
+                    .first()
+                    .map_or("an unknown URL", |u| u.as_str())
+            ),
+            None => "not elected yet".to_owned(),
+        };
+        Error::NotLeader { leader }
+    }
+}
+
+/// A member as `pdpb` reports it.
+pub fn to_pd_member(m: &MemberInfo, version: &str) -> pdpb::Member {
+    pdpb::Member {
+        name: m.name.clone(),
+        member_id: m.id,
+        peer_urls: m.peer_urls.clone(),
+        client_urls: m.client_urls.clone(),
+        binary_version: version.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// `initial-cluster` in the URL form the config carries (for messages).
+pub fn describe(members: &[MemberInfo]) -> String {
+    members
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.peer_urls.join("|")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Splits a URL list the way the config does (re-exported for the transport).
+pub fn urls(s: &str) -> Vec<String> {
+    split_urls(s)
+}
+
+/// raft-rs logs through slog; this sends its records to `tracing` (target `raft`), with
+/// elections and membership at info.
+pub fn raft_logger() -> slog::Logger {
+    use slog::Drain;
+
+    struct ToTracing;
+    impl Drain for ToTracing {
+        type Ok = ();
+        type Err = slog::Never;
+        fn log(
+            &self,
+            record: &slog::Record<'_>,
+            _: &slog::OwnedKVList,
+        ) -> std::result::Result<(), slog::Never> {
+            match record.level() {
+                slog::Level::Critical | slog::Level::Error => {
+                    tracing::error!(target: "raft", "{}", record.msg())
+                }
+                slog::Level::Warning => tracing::warn!(target: "raft", "{}", record.msg()),
+                slog::Level::Info => tracing::info!(target: "raft", "{}", record.msg()),
+                _ => tracing::trace!(target: "raft", "{}", record.msg()),
+            }
+            Ok(())
+        }
+    }
+    slog::Logger::root(ToTracing.fuse(), slog::o!())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_ids_are_stable_and_distinct() {
+        assert_eq!(member_id("pd-0"), member_id("pd-0"));
+        assert_ne!(member_id("pd-0"), member_id("pd-1"));
+        assert_ne!(member_id(""), 0);
+    }
+
+    #[test]
+    fn parses_initial_cluster() {
+        let m =
+            parse_initial_cluster("a=http://h1:2380, b=http://h2:2380,a=http://h1b:2380").unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].peer_urls, vec!["http://h1:2380", "http://h1b:2380"]);
+        assert_eq!(m[1].id, member_id("b"));
+        for bad in ["a", "=http://x", "a=", "a=h1:2380"] {
+            let err = parse_initial_cluster(bad).unwrap_err().to_string();
+            assert!(err.contains("initial-cluster"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn derived_cluster_id_ignores_order() {
+        let a = parse_initial_cluster("a=http://h1:2380,b=http://h2:2380").unwrap();
+        let b = parse_initial_cluster("b=http://h2:2380,a=http://h1:2380").unwrap();
+        assert_eq!(derived_cluster_id(&a), derived_cluster_id(&b));
+        let c = parse_initial_cluster("a=http://h1:2380,c=http://h2:2380").unwrap();
+        assert_ne!(derived_cluster_id(&a), derived_cluster_id(&c));
+    }
+}

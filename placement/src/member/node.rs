@@ -1,0 +1,391 @@
+//! The raft thread of a placement member.
+//!
+//! One loop drives the member's raft-rs [`RawNode`]: it takes proposals and peer messages
+//! from a channel, ticks every [`TICK`], and handles each ready: messages out, the snapshot and
+//! new entries persisted with the hard state and the applied records in one synced RocksDB
+//! write, committed entries applied (metadata ops, configuration changes), then proposals
+//! answered. Everything this thread does blocks on disk, so nothing here runs on the async
+//! runtime.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use prost::Message as _;
+use proto::placementpb::{MemberInfo, MetaOps};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message};
+use raft::storage::MemStorage;
+use raft::{RawNode, StateRole, Storage};
+use rocksdb::WriteBatch;
+use tokio::sync::{mpsc, oneshot};
+
+use super::log::{self, MetaRaftStorage, Restored};
+use super::transport::Transport;
+use super::{Event, Shared};
+use crate::error::{Error, Result};
+use crate::storage::{apply_ops, MetaStore};
+
+/// The raft tick.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Ticks without a heartbeat before a follower campaigns (randomised up to twice this).
+pub const ELECTION_TICKS: usize = 10;
+/// Ticks between leader heartbeats.
+pub const HEARTBEAT_TICKS: usize = 2;
+/// Log entries kept behind the applied index when compacting.
+const KEEP_ENTRIES: u64 = 2_000;
+/// Compact once this many applied entries are in the log.
+const COMPACT_AFTER: u64 = 20_000;
+
+/// The answer to a proposal once its entry is applied (or lost).
+pub type Ack = oneshot::Sender<Result<()>>;
+
+/// What the server asks of the raft thread.
+pub enum Msg {
+    /// Replicate a metadata change; `ack` answers once it is applied here.
+    Propose {
+        data: Vec<u8>,
+        ack: Option<Ack>,
+    },
+    /// Messages from peers.
+    Step(Vec<Message>),
+    /// Hand leadership to `to`.
+    TransferLeader {
+        to: u64,
+    },
+    /// Add (with its info as context) or remove a voter.
+    ConfChange {
+        change: ConfChangeType,
+        member: MemberInfo,
+        ack: Ack,
+    },
+    Close,
+}
+
+pub struct Node {
+    raw: RawNode<MetaRaftStorage>,
+    mem: MemStorage,
+    store: MetaStore,
+    applied: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+    transport: Transport,
+    events: mpsc::UnboundedSender<Event>,
+    /// Proposals waiting for their entry: (index, term, ack).
+    pending: VecDeque<(u64, u64, Ack)>,
+    /// The term whose leadership was announced, 0 when following.
+    announced: u64,
+}
+
+impl Node {
+    pub fn new(
+        restored: Restored,
+        store: MetaStore,
+        shared: Arc<Shared>,
+        transport: Transport,
+        events: mpsc::UnboundedSender<Event>,
+        logger: &slog::Logger,
+    ) -> Result<Node> {
+        let applied = Arc::new(AtomicU64::new(restored.applied));
+        let cfg = raft::Config {
+            id: shared.id(),
+            election_tick: ELECTION_TICKS,
+            heartbeat_tick: HEARTBEAT_TICKS,
+            applied: restored.applied,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        let storage = MetaRaftStorage {
+            mem: restored.storage.clone(),
+            store: store.clone(),
+            applied: applied.clone(),
+        };
+        let raw = RawNode::new(&cfg, storage, logger)?;
+        shared.set_voters(restored.storage.initial_state()?.conf_state.voters.clone());
+        Ok(Node {
+            raw,
+            mem: restored.storage,
+            store,
+            applied,
+            shared,
+            transport,
+            events,
+            pending: VecDeque::new(),
+            announced: 0,
+        })
+    }
+
+    /// Runs until [`Msg::Close`] or every sender is gone.
+    pub fn run(mut self, rx: Receiver<Msg>) {
+        // A lone voter need not wait for an election timeout.
+        if self.shared.voters() == vec![self.shared.id()] {
+            let _ = self.raw.campaign();
+        }
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let mut closing = false;
+            match rx.recv_timeout(wait) {
+                Ok(msg) => {
+                    closing |= self.handle(msg);
+                    for msg in rx.try_iter().take(4096) {
+                        closing |= self.handle(msg);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => closing = true,
+            }
+            if Instant::now() >= next_tick {
+                self.raw.tick();
+                next_tick = Instant::now() + TICK;
+            }
+            if let Err(e) = self.on_ready() {
+                // The metadata can no longer be persisted: stop leading rather than serve
+                // from memory what the disk does not hold.
+                tracing::error!(error = %e, "placement raft state could not be persisted; member stops");
+                closing = true;
+            }
+            self.publish_role();
+            if let Err(e) = self.maybe_compact() {
+                tracing::warn!(error = %e, "raft log compaction failed");
+            }
+            if closing {
+                break;
+            }
+        }
+        self.shared.set_role(0, self.raw.raft.term, false);
+        for (_, _, ack) in self.pending.drain(..) {
+            let _ = ack.send(Err(Error::WriterStopped));
+        }
+    }
+
+    /// Handles one request; true when the thread should stop.
+    fn handle(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Propose { data, ack } => {
+                let last = self.raw.raft.raft_log.last_index();
+                match self.raw.propose(vec![], data) {
+                    Ok(()) if self.raw.raft.raft_log.last_index() > last => {
+                        if let Some(ack) = ack {
+                            let index = self.raw.raft.raft_log.last_index();
+                            self.pending.push_back((index, self.raw.raft.term, ack));
+                        }
+                    }
+                    _ => {
+                        if let Some(ack) = ack {
+                            let _ = ack.send(Err(self.shared.not_leader()));
+                        }
+                    }
+                }
+            }
+            Msg::Step(msgs) => {
+                for m in msgs {
+                    if let Err(e) = self.raw.step(m) {
+                        tracing::debug!(error = %e, "raft message dropped");
+                    }
+                }
+            }
+            Msg::TransferLeader { to } => self.raw.transfer_leader(to),
+            Msg::ConfChange {
+                change,
+                member,
+                ack,
+            } => self.propose_conf_change(change, member, ack),
+            Msg::Close => return true,
+        }
+        false
+    }
+
+    fn propose_conf_change(&mut self, change: ConfChangeType, member: MemberInfo, ack: Ack) {
+        if self.raw.raft.state != StateRole::Leader {
+            let _ = ack.send(Err(self.shared.not_leader()));
+            return;
+        }
+        let mut cc = ConfChange::default();
+        cc.set_change_type(change);
+        cc.node_id = member.id;
+        let last = self.raw.raft.raft_log.last_index();
+        match self.raw.propose_conf_change(member.encode_to_vec(), cc) {
+            Ok(()) if self.raw.raft.raft_log.last_index() > last => {
+                let index = self.raw.raft.raft_log.last_index();
+                self.pending.push_back((index, self.raw.raft.term, ack));
+            }
+            Ok(()) => {
+                let _ = ack.send(Err(Error::Membership(
+                    "another membership change is still in progress".into(),
+                )));
+            }
+            Err(e) => {
+                let _ = ack.send(Err(Error::Membership(e.to_string())));
+            }
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<()> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        self.transport.send(ready.take_messages());
+        let mut batch = WriteBatch::default();
+        if !ready.snapshot().is_empty() {
+            let snap = ready.snapshot().clone();
+            log::install_snapshot(&self.store, &self.mem, &mut batch, &snap)?;
+            self.store.write_batch(std::mem::take(&mut batch), true)?;
+            let index = snap.get_metadata().index;
+            self.applied.store(index, Ordering::Release);
+            self.shared
+                .set_voters(snap.get_metadata().get_conf_state().voters.clone());
+            tracing::info!(index, "placement member installed a snapshot");
+        }
+        let mut acks = Vec::new();
+        self.apply(ready.take_committed_entries(), &mut batch, &mut acks)?;
+        log::append(&self.mem, &mut batch, ready.entries())?;
+        if let Some(hs) = ready.hs() {
+            log::set_hard_state(&self.mem, &mut batch, hs);
+        }
+        let sync = !ready.entries().is_empty() || ready.hs().is_some();
+        if !batch.is_empty() {
+            self.store.write_batch(batch, sync)?;
+        }
+        self.answer(acks);
+        self.transport.send(ready.take_persisted_messages());
+        let mut light = self.raw.advance(ready);
+        let mut batch = WriteBatch::default();
+        if let Some(commit) = light.commit_index() {
+            let mut hs = self.mem.rl().hard_state().clone();
+            hs.commit = commit;
+            log::set_hard_state(&self.mem, &mut batch, &hs);
+        }
+        self.transport.send(light.take_messages());
+        let mut acks = Vec::new();
+        self.apply(light.take_committed_entries(), &mut batch, &mut acks)?;
+        if !batch.is_empty() {
+            self.store.write_batch(batch, false)?;
+        }
+        self.answer(acks);
+        self.raw.advance_apply();
+        Ok(())
+    }
+
+    /// Applies committed entries into `batch`; the answers go out once it is written.
+    fn apply(
+        &mut self,
+        entries: Vec<Entry>,
+        batch: &mut WriteBatch,
+        acks: &mut Vec<(Ack, Result<()>)>,
+    ) -> Result<()> {
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return Ok(());
+        };
+        for entry in entries {
+            let outcome = match entry.get_entry_type() {
+                EntryType::EntryNormal if entry.data.is_empty() => Ok(()),
+                EntryType::EntryNormal => match MetaOps::decode(&entry.data[..]) {
+                    Ok(ops) => {
+                        apply_ops(batch, &ops);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        tracing::error!(index = entry.index, error = %e, "undecodable metadata entry skipped");
+                        Err(Error::Corrupt {
+                            key: format!("raft entry {}", entry.index),
+                            reason: e.to_string(),
+                        })
+                    }
+                },
+                EntryType::EntryConfChange => self.apply_conf_change(&entry, batch),
+                EntryType::EntryConfChangeV2 => Ok(()),
+            };
+            while let Some((index, _, _)) = self.pending.front() {
+                if *index > entry.index {
+                    break;
+                }
+                let (index, term, ack) = self.pending.pop_front().expect("front exists");
+                let result = if index == entry.index && term == entry.term {
+                    match &outcome {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(Error::WriteFailed(e.to_string())),
+                    }
+                } else {
+                    Err(self.shared.not_leader())
+                };
+                acks.push((ack, result));
+            }
+        }
+        log::set_applied(batch, last);
+        self.applied.store(last, Ordering::Release);
+        Ok(())
+    }
+
+    fn apply_conf_change(&mut self, entry: &Entry, batch: &mut WriteBatch) -> Result<()> {
+        let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|e| Error::Corrupt {
+            key: format!("raft entry {}", entry.index),
+            reason: e.to_string(),
+        })?;
+        // raft-rs carries a proposal's context on the entry.
+        if let Ok(info) = MemberInfo::decode(&entry.context[..]) {
+            self.shared.learn(&info);
+        }
+        let cs = self.raw.apply_conf_change(&cc)?;
+        log::set_conf_state(&self.mem, batch, &cs);
+        self.shared.set_voters(cs.voters.clone());
+        tracing::info!(
+            change = ?cc.get_change_type(),
+            member_id = cc.node_id,
+            voters = ?cs.voters,
+            "placement membership changed"
+        );
+        Ok(())
+    }
+
+    fn answer(&self, acks: Vec<(Ack, Result<()>)>) {
+        for (ack, result) in acks {
+            let _ = ack.send(result);
+        }
+    }
+
+    /// Publishes the role, and announces leadership once everything committed before this
+    /// term is applied here.
+    fn publish_role(&mut self) {
+        let raft = &self.raw.raft;
+        let leading = raft.state == StateRole::Leader;
+        self.shared.set_role(raft.leader_id, raft.term, leading);
+        if !leading {
+            if self.announced != 0 {
+                self.announced = 0;
+                let _ = self.events.send(Event::Follow);
+            }
+            return;
+        }
+        let caught_up = raft.commit_to_current_term()
+            && self.applied.load(Ordering::Acquire) >= raft.raft_log.committed;
+        if self.announced != raft.term && caught_up {
+            let term = raft.term;
+            match self.store.load() {
+                Ok(stored) => {
+                    self.announced = term;
+                    tracing::info!(term, "placement member leads");
+                    let _ = self.events.send(Event::Lead {
+                        term,
+                        stored: Box::new(stored),
+                    });
+                }
+                Err(e) => tracing::error!(error = %e, "cannot load metadata to lead"),
+            }
+        }
+    }
+
+    fn maybe_compact(&mut self) -> Result<()> {
+        let applied = self.applied.load(Ordering::Acquire);
+        let first = self.mem.first_index()?;
+        if applied > first + COMPACT_AFTER {
+            log::compact(&self.mem, &self.store, applied - KEEP_ENTRIES)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,304 @@
+//! Raft messages between placement members: `placementpb.MemberRaft` over gRPC on the peer
+//! URL.
+//!
+//! [`Transport::send`] is called from the raft thread and never blocks: each peer has a
+//! bounded queue drained by one async task that sends what has gathered as one `Step` batch.
+//! A full queue or a failed call drops messages; raft resends what matters. Every batch and
+//! every answer carries the sender's [`MemberInfo`], which is how members learn each other's
+//! client URLs (for `GetMembers`).
+//!
+//! [`MemberRaftService`] receives batches and `Join` requests.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+use proto::placementpb::member_raft_client::MemberRaftClient;
+use proto::placementpb::member_raft_server::MemberRaft;
+use proto::placementpb::{JoinRequest, JoinResponse, MemberInfo, RaftAck, RaftBatch};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChangeType, Message};
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use super::node::Msg;
+use super::Shared;
+
+/// Messages queued per peer before new ones are dropped.
+const QUEUE: usize = 4096;
+/// Messages sent in one call at most.
+const BATCH: usize = 512;
+/// Largest raft batch accepted or sent: snapshots carry the whole metadata.
+pub const MAX_MESSAGE: usize = 512 << 20;
+
+/// Outgoing raft messages, one queue and task per peer.
+#[derive(Clone)]
+pub struct Transport {
+    runtime: tokio::runtime::Handle,
+    shared: Arc<Shared>,
+    peers: Arc<Mutex<HashMap<u64, mpsc::Sender<Vec<u8>>>>>,
+}
+
+impl Transport {
+    pub fn new(runtime: tokio::runtime::Handle, shared: Arc<Shared>) -> Self {
+        Transport {
+            runtime,
+            shared,
+            peers: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Queues messages for their peers.
+    pub fn send(&self, msgs: Vec<Message>) {
+        for m in msgs {
+            let to = m.to;
+            let Some(queue) = self.queue(to) else {
+                tracing::debug!(to, "no peer URL known; raft message dropped");
+                continue;
+            };
+            let bytes = m.write_to_bytes().unwrap_or_default();
+            if queue.try_send(bytes).is_err() {
+                tracing::debug!(to, "peer queue full; raft message dropped");
+            }
+        }
+    }
+
+    fn queue(&self, to: u64) -> Option<mpsc::Sender<Vec<u8>>> {
+        let mut peers = self.peers.lock();
+        if let Some(q) = peers.get(&to) {
+            if !q.is_closed() {
+                return Some(q.clone());
+            }
+        }
+        let url = self.shared.peer_url(to)?;
+        let endpoint = Endpoint::from_shared(url.clone())
+            .ok()?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(3));
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let channel = {
+            let _guard = self.runtime.enter();
+            endpoint.connect_lazy()
+        };
+        self.runtime
+            .spawn(peer_loop(to, url, channel, rx, self.shared.clone()));
+        peers.insert(to, tx.clone());
+        Some(tx)
+    }
+}
+
+async fn peer_loop(
+    to: u64,
+    url: String,
+    channel: Channel,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    shared: Arc<Shared>,
+) {
+    let mut client = MemberRaftClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let mut failing = false;
+    while let Some(first) = rx.recv().await {
+        let mut messages = vec![first];
+        while messages.len() < BATCH {
+            match rx.try_recv() {
+                Ok(m) => messages.push(m),
+                Err(_) => break,
+            }
+        }
+        let request = RaftBatch {
+            from: Some(shared.me().clone()),
+            messages,
+        };
+        match client.step(request).await {
+            Ok(resp) => {
+                if failing {
+                    tracing::info!(to, %url, "placement peer reachable again");
+                    failing = false;
+                }
+                if let Some(member) = resp.into_inner().member {
+                    shared.learn(&member);
+                }
+            }
+            Err(status) => {
+                if !failing {
+                    tracing::warn!(to, %url, %status, "placement peer unreachable");
+                    failing = true;
+                }
+            }
+        }
+    }
+}
+
+/// Serves raft batches and join requests from peers.
+pub struct MemberRaftService {
+    shared: Arc<Shared>,
+    node: Sender<Msg>,
+    cluster_id: u64,
+}
+
+impl MemberRaftService {
+    pub fn new(shared: Arc<Shared>, node: Sender<Msg>, cluster_id: u64) -> Self {
+        MemberRaftService {
+            shared,
+            node,
+            cluster_id,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl MemberRaft for MemberRaftService {
+    async fn step(&self, request: Request<RaftBatch>) -> Result<Response<RaftAck>, Status> {
+        let batch = request.into_inner();
+        if let Some(from) = &batch.from {
+            self.shared.learn(from);
+        }
+        let mut msgs = Vec::with_capacity(batch.messages.len());
+        for bytes in &batch.messages {
+            match Message::parse_from_bytes(bytes) {
+                Ok(m) => msgs.push(m),
+                Err(e) => return Err(Status::invalid_argument(format!("bad raft message: {e}"))),
+            }
+        }
+        self.node
+            .send(Msg::Step(msgs))
+            .map_err(|_| Status::unavailable("placement member is stopping"))?;
+        Ok(Response::new(RaftAck {
+            member: Some(self.shared.me().clone()),
+        }))
+    }
+
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let member = request
+            .into_inner()
+            .member
+            .ok_or_else(|| Status::invalid_argument("join request without a member"))?;
+        if member.id != super::member_id(&member.name) {
+            return Err(Status::invalid_argument(format!(
+                "member id {} does not match name `{}`",
+                member.id, member.name
+            )));
+        }
+        let leader = self.shared.leader();
+        if self.shared.is_voter(member.id) {
+            self.shared.learn(&member);
+            return Ok(Response::new(JoinResponse {
+                added: false,
+                already_member: true,
+                leader,
+                error: String::new(),
+                cluster_id: self.cluster_id,
+            }));
+        }
+        if !self.shared.is_raft_leader() {
+            return Ok(Response::new(JoinResponse {
+                added: false,
+                already_member: false,
+                leader,
+                error: self.shared.not_leader().to_string(),
+                cluster_id: self.cluster_id,
+            }));
+        }
+        let (ack, done) = oneshot::channel();
+        self.node
+            .send(Msg::ConfChange {
+                change: ConfChangeType::AddNode,
+                member: member.clone(),
+                ack,
+            })
+            .map_err(|_| Status::unavailable("placement member is stopping"))?;
+        let result = tokio::time::timeout(Duration::from_secs(10), done)
+            .await
+            .map_err(|_| Status::deadline_exceeded("adding the member timed out"))?
+            .map_err(|_| Status::unavailable("placement member is stopping"))?;
+        Ok(Response::new(match result {
+            Ok(()) => {
+                tracing::info!(name = %member.name, member_id = member.id, "placement member joined");
+                JoinResponse {
+                    added: true,
+                    already_member: false,
+                    leader: Some(self.shared.me().clone()),
+                    error: String::new(),
+                    cluster_id: self.cluster_id,
+                }
+            }
+            Err(e) => JoinResponse {
+                added: false,
+                already_member: false,
+                leader,
+                error: e.to_string(),
+                cluster_id: self.cluster_id,
+            },
+        }))
+    }
+}
+
+/// How a member starting without raft state enters the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// A leader added it: start blank and catch up from a snapshot.
+    Added { cluster_id: u64 },
+    /// It is in the configuration already (an initial member): start from the initial one.
+    Member { cluster_id: u64 },
+    /// Nobody leads yet (a new group): start from the initial configuration.
+    NewGroup,
+}
+
+/// Asks the other initial members (and the leader one of them names) to add `me`.
+pub async fn try_join(setup: &super::Setup) -> Entry {
+    let mut urls: Vec<String> = setup
+        .initial
+        .iter()
+        .filter(|m| m.id != setup.me.id)
+        .filter_map(|m| m.peer_urls.first().cloned())
+        .collect();
+    let mut asked = 0;
+    while asked < urls.len() && asked < 16 {
+        let url = urls[asked].clone();
+        asked += 1;
+        let Some(resp) = ask_join(&url, &setup.me).await else {
+            continue;
+        };
+        if resp.already_member {
+            return Entry::Member {
+                cluster_id: resp.cluster_id,
+            };
+        }
+        if resp.added {
+            return Entry::Added {
+                cluster_id: resp.cluster_id,
+            };
+        }
+        tracing::info!(%url, reason = %resp.error, "placement peer did not add this member");
+        if let Some(leader_url) = resp.leader.and_then(|l| l.peer_urls.first().cloned()) {
+            if !urls.contains(&leader_url) {
+                urls.insert(asked, leader_url);
+            } else if let Some(pos) = urls.iter().position(|u| *u == leader_url) {
+                if pos < asked {
+                    urls.insert(asked, leader_url);
+                }
+            }
+        }
+    }
+    Entry::NewGroup
+}
+
+async fn ask_join(url: &str, me: &MemberInfo) -> Option<JoinResponse> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .ok()?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(12));
+    let channel = endpoint.connect().await.ok()?;
+    let request = JoinRequest {
+        member: Some(me.clone()),
+    };
+    MemberRaftClient::new(channel)
+        .join(request)
+        .await
+        .ok()
+        .map(Response::into_inner)
+}

@@ -1,0 +1,413 @@
+//! A group of three placement members in-process (real raft over gRPC on loopback, real
+//! RocksDB): one leader serves, the others answer GetMembers with it and refuse the rest;
+//! metadata written through the leader is on every member; when the leader stops, another
+//! takes over within seconds with the metadata and a TSO above every timestamp handed out
+//! before; a stopped member restarts and catches up; a member is removed and a new one joins.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use placement::{Config, RunningServer};
+use proto::pdpb;
+use proto::pdpb::pd_client::PdClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Group {
+    dirs: Vec<tempfile::TempDir>,
+    configs: Vec<Config>,
+    servers: Vec<Option<RunningServer>>,
+}
+
+fn member_config(
+    dir: &std::path::Path,
+    name: &str,
+    client: u16,
+    peer: u16,
+    initial: &str,
+) -> Config {
+    Config {
+        name: name.into(),
+        client_urls: format!("http://127.0.0.1:{client}"),
+        peer_urls: format!("http://127.0.0.1:{peer}"),
+        initial_cluster: Some(initial.to_owned()),
+        data_dir: Some(dir.to_path_buf()),
+        ..Config::default()
+    }
+}
+
+impl Group {
+    async fn start(n: usize) -> Group {
+        init_logging();
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let initial: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("pd{i}=http://127.0.0.1:{peer}"))
+            .collect();
+        let initial = initial.join(",");
+        let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+        let configs: Vec<Config> = (0..n)
+            .map(|i| {
+                member_config(
+                    dirs[i].path(),
+                    &format!("pd{i}"),
+                    ports[i].0,
+                    ports[i].1,
+                    &initial,
+                )
+            })
+            .collect();
+        let started =
+            futures::future::join_all(configs.iter().cloned().map(placement::start)).await;
+        let servers = started
+            .into_iter()
+            .map(|s| Some(s.expect("member starts")))
+            .collect();
+        Group {
+            dirs,
+            configs,
+            servers,
+        }
+    }
+
+    /// Waits until exactly one running member serves as leader; returns its index.
+    async fn leader(&self, timeout: Duration) -> usize {
+        let start = Instant::now();
+        loop {
+            let leaders: Vec<usize> = self
+                .servers
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.as_ref().is_some_and(|s| s.state().is_leader()))
+                .map(|(i, _)| i)
+                .collect();
+            if leaders.len() == 1 {
+                return leaders[0];
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "no single leader after {timeout:?}: {leaders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn server(&self, i: usize) -> &RunningServer {
+        self.servers[i].as_ref().expect("member runs")
+    }
+
+    async fn stop(&mut self, i: usize) {
+        self.servers[i]
+            .take()
+            .expect("member runs")
+            .stop()
+            .await
+            .unwrap();
+    }
+
+    async fn restart(&mut self, i: usize) {
+        let server = placement::start(self.configs[i].clone()).await.unwrap();
+        self.servers[i] = Some(server);
+    }
+}
+
+async fn client(server: &RunningServer) -> PdClient<Channel> {
+    PdClient::connect(server.url()).await.unwrap()
+}
+
+async fn tso(pd: &mut PdClient<Channel>, cid: u64) -> Result<u64, tonic::Status> {
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(pdpb::TsoRequest {
+        header: header(cid),
+        count: 1,
+        dc_location: String::new(),
+    })
+    .await
+    .unwrap();
+    let mut stream = pd.tso(ReceiverStream::new(rx)).await?.into_inner();
+    let ts = stream
+        .message()
+        .await?
+        .ok_or_else(|| tonic::Status::unavailable("stream ended"))?
+        .timestamp
+        .unwrap();
+    Ok(((ts.physical as u64) << 18) | ts.logical as u64)
+}
+
+/// Waits until `check` holds on member `i`'s view.
+async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "{what} not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_members_replicate_fail_over_and_rejoin() {
+    let mut group = Group::start(3).await;
+    let leader = group.leader(Duration::from_secs(20)).await;
+    let cid = group.server(leader).cluster_id();
+    for i in 0..3 {
+        assert_eq!(
+            group.server(i).cluster_id(),
+            cid,
+            "members agree on the cluster id"
+        );
+    }
+
+    // Every member names the leader; followers refuse other calls with Unavailable.
+    for i in 0..3 {
+        let mut pd = client(group.server(i)).await;
+        let members = pd
+            .get_members(pdpb::GetMembersRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(members.members.len(), 3);
+        assert_eq!(members.leader.unwrap().name, format!("pd{leader}"));
+        if i != leader {
+            let err = pd
+                .alloc_id(pdpb::AllocIdRequest {
+                    header: header(cid),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+            assert!(err.message().contains("not leader"), "{err}");
+        }
+    }
+
+    // Metadata through the leader, and timestamps.
+    let mut pd = client(group.server(leader)).await;
+    let (store_id, _region_id, _peer) = must_bootstrap(&mut pd, cid).await;
+    pd.put_store(pdpb::PutStoreRequest {
+        header: header(cid),
+        store: Some(store(77)),
+    })
+    .await
+    .unwrap();
+    let mut last_ts = 0;
+    for _ in 0..20 {
+        let ts = tso(&mut pd, cid).await.unwrap();
+        assert!(ts > last_ts);
+        last_ts = ts;
+    }
+    let id_before = pd
+        .alloc_id(pdpb::AllocIdRequest {
+            header: header(cid),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+
+    // The leader goes; another member takes over with the same metadata.
+    let took = Instant::now();
+    group.stop(leader).await;
+    let new_leader = group.leader(Duration::from_secs(10)).await;
+    let failover = took.elapsed();
+    assert_ne!(new_leader, leader);
+    eprintln!("PLACEMENT_FAILOVER_MS={}", failover.as_millis());
+    let mut pd = client(group.server(new_leader)).await;
+    let got = pd
+        .get_store(pdpb::GetStoreRequest {
+            header: header(cid),
+            store_id: 77,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ok_header(&got.header, cid);
+    assert_eq!(got.store.unwrap().id, 77);
+    let boot = pd
+        .is_bootstrapped(pdpb::IsBootstrappedRequest {
+            header: header(cid),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(boot.bootstrapped);
+    let ts = tso(&mut pd, cid).await.unwrap();
+    assert!(
+        ts > last_ts,
+        "TSO went backwards across failover: {ts} <= {last_ts}"
+    );
+    let id_after = pd
+        .alloc_id(pdpb::AllocIdRequest {
+            header: header(cid),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    assert!(id_after > id_before, "ids repeat across failover");
+    let _ = store_id;
+
+    // The old leader comes back as a follower and catches up.
+    group.restart(leader).await;
+    pd.put_store(pdpb::PutStoreRequest {
+        header: header(cid),
+        store: Some(store(78)),
+    })
+    .await
+    .unwrap();
+    let back = group.leader(Duration::from_secs(10)).await;
+    assert_eq!(
+        back, new_leader,
+        "a returning member does not disturb the leader"
+    );
+    let rejoined = group.server(leader).state().clone();
+    eventually(
+        "the restarted member learns the leader",
+        Duration::from_secs(10),
+        || rejoined.member.leader_id() == group.server(new_leader).state().member_id,
+    )
+    .await;
+
+    // Leadership moves back on request, with the metadata written while it was away.
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{}/pd/api/v1/leader/transfer/pd{leader}",
+            group.server(new_leader).url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    let now = group.leader(Duration::from_secs(10)).await;
+    assert_eq!(now, leader);
+    let mut pd = client(group.server(leader)).await;
+    let got = pd
+        .get_store(pdpb::GetStoreRequest {
+            header: header(cid),
+            store_id: 78,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ok_header(&got.header, cid);
+    let ts2 = tso(&mut pd, cid).await.unwrap();
+    assert!(ts2 > ts);
+
+    // A follower forwards HTTP API calls to the leader.
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let stores: serde_json::Value =
+        reqwest::get(format!("{}/pd/api/v1/stores", group.server(follower).url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert!(stores["count"].as_u64().unwrap() >= 2, "{stores}");
+
+    for i in 0..3 {
+        group.stop(i).await;
+    }
+    drop(group.dirs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_is_removed_and_a_new_one_joins() {
+    let mut group = Group::start(3).await;
+    let leader = group.leader(Duration::from_secs(20)).await;
+    let cid = group.server(leader).cluster_id();
+    let mut pd = client(group.server(leader)).await;
+    must_bootstrap(&mut pd, cid).await;
+    let http = reqwest::Client::new();
+    let victim = (0..3).find(|i| *i != leader).unwrap();
+    let resp = http
+        .delete(format!(
+            "{}/pd/api/v1/members/name/pd{victim}",
+            group.server(leader).url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    group.stop(victim).await;
+    let members = pd
+        .get_members(pdpb::GetMembersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    assert_eq!(members.len(), 2, "{members:?}");
+
+    // The leader cannot remove itself.
+    let resp = http
+        .delete(format!(
+            "{}/pd/api/v1/members/name/pd{leader}",
+            group.server(leader).url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+
+    // A new member named in an extended initial-cluster joins the running group.
+    let dir = tempfile::tempdir().unwrap();
+    let (client_port, peer_port) = (free_port(), free_port());
+    let mut initial = group.configs[leader].initial_cluster.clone().unwrap();
+    initial.push_str(&format!(",pd9=http://127.0.0.1:{peer_port}"));
+    let config = member_config(dir.path(), "pd9", client_port, peer_port, &initial);
+    let joined = placement::start(config).await.unwrap();
+    let state = joined.state().clone();
+    let leader_id = group.server(leader).state().member_id;
+    eventually(
+        "the new member follows the leader",
+        Duration::from_secs(15),
+        || state.member.leader_id() == leader_id && state.member.voters().len() == 3,
+    )
+    .await;
+    let members = pd
+        .get_members(pdpb::GetMembersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    assert!(members.iter().any(|m| m.name == "pd9"), "{members:?}");
+    // The joined member holds the metadata written before it joined (from the snapshot):
+    // hand it leadership and ask it.
+    let resp = http
+        .post(format!(
+            "{}/pd/api/v1/leader/transfer/pd9",
+            group.server(leader).url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    eventually("the new member leads", Duration::from_secs(15), || {
+        state.is_leader()
+    })
+    .await;
+    let mut c = client(&joined).await;
+    let boot = c
+        .is_bootstrapped(pdpb::IsBootstrappedRequest {
+            header: header(cid),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ok_header(&boot.header, cid);
+    assert!(boot.bootstrapped, "the joined member lacks the metadata");
+    joined.stop().await.unwrap();
+    for i in 0..3 {
+        if group.servers[i].is_some() {
+            group.stop(i).await;
+        }
+    }
+}
