@@ -8,6 +8,8 @@
 
 mod bootstrap;
 mod heartbeat;
+#[cfg(test)]
+mod leader_change_tests;
 pub use crate::metrics;
 pub mod pd;
 mod raft_transport;
