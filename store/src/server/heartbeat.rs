@@ -84,7 +84,7 @@ enum Wake {
     Round,
     Store,
     Split,
-    Response(Option<pdpb::RegionHeartbeatResponse>),
+    Response(Option<Box<pdpb::RegionHeartbeatResponse>>),
 }
 
 impl Heartbeat {
@@ -117,7 +117,7 @@ impl Heartbeat {
                 _ = reopen, if reopen_at.is_some() => Wake::Round,
                 _ = store_tick.tick() => Wake::Store,
                 _ = split_tick.tick() => Wake::Split,
-                resp = responses => Wake::Response(resp),
+                resp = responses => Wake::Response(resp.map(Box::new)),
             };
             match wake {
                 Wake::Round => {}
@@ -134,7 +134,7 @@ impl Heartbeat {
                     continue;
                 }
                 Wake::Response(Some(resp)) => {
-                    hb.clone().on_response(resp);
+                    hb.clone().on_response(*resp);
                     continue;
                 }
                 Wake::Response(None) => {
