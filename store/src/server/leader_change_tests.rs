@@ -50,6 +50,11 @@ struct FakeMember {
     alive: watch::Sender<bool>,
     /// While set, requests hang until the member is stopped.
     stall: AtomicBool,
+    /// While set, a bootstrap is applied but its answer never sent (the
+    /// request hangs until the member is stopped).
+    lose_bootstrap_answer: AtomicBool,
+    /// The region the group was bootstrapped with, shared by all members.
+    bootstrapped: Arc<Mutex<Option<metapb::Region>>>,
     next_id: AtomicU64,
     events: Arc<Mutex<Vec<Event>>>,
 }
@@ -111,6 +116,68 @@ struct FakePd(Arc<FakeMember>);
 
 #[tonic::async_trait]
 impl Pd for FakePd {
+    async fn is_bootstrapped(
+        &self,
+        _request: Request<IsBootstrappedRequest>,
+    ) -> Result<Response<IsBootstrappedResponse>, Status> {
+        self.0.gate("is_bootstrapped").await?;
+        Ok(Response::new(IsBootstrappedResponse {
+            header: header(),
+            bootstrapped: self.0.bootstrapped.lock().is_some(),
+        }))
+    }
+
+    async fn bootstrap(
+        &self,
+        request: Request<BootstrapRequest>,
+    ) -> Result<Response<BootstrapResponse>, Status> {
+        let m = &self.0;
+        m.gate("bootstrap").await?;
+        let region = request.into_inner().region.unwrap_or_default();
+        {
+            let mut done = m.bootstrapped.lock();
+            if done.is_some() {
+                return Ok(Response::new(BootstrapResponse {
+                    header: Some(ResponseHeader {
+                        cluster_id: CLUSTER_ID,
+                        error: Some(Error {
+                            r#type: ErrorType::AlreadyBootstrapped as i32,
+                            message: "cluster is already bootstrapped".into(),
+                        }),
+                    }),
+                }));
+            }
+            *done = Some(region);
+        }
+        if m.lose_bootstrap_answer.load(Ordering::SeqCst) {
+            m.log(Event::Stalled(m.idx, "bootstrap"));
+            let mut alive = m.alive.subscribe();
+            let _ = alive.wait_for(|a| !*a).await.map(|_| ());
+            return Err(Status::unavailable("connection reset: member stopped"));
+        }
+        Ok(Response::new(BootstrapResponse { header: header() }))
+    }
+
+    async fn get_region(
+        &self,
+        _request: Request<GetRegionRequest>,
+    ) -> Result<Response<GetRegionResponse>, Status> {
+        self.0.gate("get_region").await?;
+        Ok(Response::new(GetRegionResponse {
+            header: header(),
+            region: self.0.bootstrapped.lock().clone(),
+            ..Default::default()
+        }))
+    }
+
+    async fn put_store(
+        &self,
+        _request: Request<PutStoreRequest>,
+    ) -> Result<Response<PutStoreResponse>, Status> {
+        self.0.gate("put_store").await?;
+        Ok(Response::new(PutStoreResponse { header: header() }))
+    }
+
     async fn get_members(
         &self,
         _request: Request<GetMembersRequest>,
@@ -262,6 +329,7 @@ impl FakeGroup {
         }
         let (leader_tx, _) = watch::channel(leader);
         let events = Arc::new(Mutex::new(Vec::new()));
+        let bootstrapped = Arc::new(Mutex::new(None));
         let mut members = Vec::new();
         let mut stops = Vec::new();
         for (idx, listener) in listeners.into_iter().enumerate() {
@@ -271,6 +339,8 @@ impl FakeGroup {
                 leader: leader_tx.subscribe(),
                 alive: watch::channel(true).0,
                 stall: AtomicBool::new(false),
+                lose_bootstrap_answer: AtomicBool::new(false),
+                bootstrapped: bootstrapped.clone(),
                 next_id: AtomicU64::new(0),
                 events: events.clone(),
             });
@@ -523,11 +593,7 @@ async fn region_heartbeats_follow_the_leader_and_its_operators_still_run() {
     let group = FakeGroup::start(3, Some(1)).await;
     let pd = must_connect(&group.urls[..1], Duration::from_secs(10)).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let engine = tokio::task::spawn_blocking(move || Engine::open(&path))
-        .await
-        .unwrap()
-        .unwrap();
+    let engine = must_open_engine(&dir).await;
     let (router, inbox) = Router::detached(1024);
     let meta = Arc::new(RwLock::new(StoreMeta::default()));
     meta.write().regions.insert(5, led_region(5));
@@ -590,4 +656,55 @@ async fn region_heartbeats_follow_the_leader_and_its_operators_still_run() {
 
     stop.send(()).unwrap();
     tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+}
+
+async fn must_open_engine(dir: &tempfile::TempDir) -> Engine {
+    let path = dir.path().join("db");
+    tokio::task::spawn_blocking(move || Engine::open(&path))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_bootstrap_retried_after_a_lost_answer_keeps_its_region() {
+    let group = FakeGroup::start(3, Some(1)).await;
+    group.members[1]
+        .lose_bootstrap_answer
+        .store(true, Ordering::SeqCst);
+    let pd = must_connect(&group.urls[..1], Duration::from_secs(10)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = must_open_engine(&dir).await;
+    let join = tokio::spawn({
+        let engine = engine.clone();
+        async move {
+            let store = metapb::Store {
+                address: "127.0.0.1:1".into(),
+                ..Default::default()
+            };
+            super::bootstrap::join_cluster(&engine, &pd, store).await
+        }
+    });
+    must_wait(
+        "the bootstrap applied on the old leader, answer lost",
+        || group.saw(&Event::Stalled(1, "bootstrap")),
+    )
+    .await;
+    group.set_leader(Some(2));
+    group.kill(1);
+    join.await.unwrap().unwrap();
+
+    // The retry met its own success on the new leader, and the region the
+    // cluster was bootstrapped with is still on this store.
+    assert!(group.saw(&Event::Served(2, "bootstrap")));
+    let bootstrapped = group.members[0].bootstrapped.lock().clone().unwrap();
+    let local =
+        tokio::task::spawn_blocking(move || crate::raftstore::peer_storage::load_regions(&engine))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(
+        local.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![bootstrapped.id]
+    );
 }
