@@ -7,6 +7,8 @@
 //! server and the heartbeat task, and returns a [`RunningStore`].
 
 mod bootstrap;
+#[cfg(test)]
+mod fake_placement;
 mod heartbeat;
 #[cfg(test)]
 mod leader_change_tests;
