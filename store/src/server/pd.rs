@@ -7,7 +7,7 @@
 //! can reach. The connection lives behind a lock shared by all clones, so a
 //! leader change seen by one caller is seen by all.
 //!
-//! Every call goes through [`PdClient::call`]: a transport error, an
+//! Every call goes through one retry loop: a transport error, an
 //! `Unavailable` status or a "not leader" answer makes it re-resolve the
 //! leader (one resolution per failed connection generation, however many
 //! callers saw the failure) and retry with a bounded backoff until the call's
