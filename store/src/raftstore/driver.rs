@@ -89,6 +89,14 @@ pub struct Router {
 }
 
 impl Router {
+    /// A router with no raftstore behind it: what is sent through it lands
+    /// in the returned receiver, for tests of the layers above.
+    #[cfg(test)]
+    pub(crate) fn detached(capacity: usize) -> (Router, Receiver<StoreMsg>) {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        (Router { tx }, rx)
+    }
+
     /// Queues a request; a full inbox means the store is overloaded and the
     /// request is refused at once rather than queued without bound.
     async fn call(&self, make: impl FnOnce(Callback) -> StoreMsg) -> Result<(), ProposeError> {

@@ -140,6 +140,12 @@ async fn bootstrap_cluster(
             kind: proto::pdpb::ErrorType::AlreadyBootstrapped,
             ..
         }) => {
+            // A bootstrap retried across a placement leader change can meet
+            // its own earlier success: keep the region then.
+            if pd.get_region(b"").await?.is_some_and(|r| r.id == region.id) {
+                tracing::info!(region_id = region.id, "bootstrapped the cluster");
+                return Ok(());
+            }
             tracing::info!("another store bootstrapped the cluster first");
             let undo: Vec<Modify> = [
                 keys::region_state_key(region.id),

@@ -4,7 +4,10 @@
 //! leadership or shape changes; the store's own statistics go out on their
 //! own interval. A `split_region` operator in a heartbeat answer is carried
 //! out here: new ids from placement, the split proposed through raft, the
-//! result reported back.
+//! result reported back. When placement's leader changes, the region stream
+//! ends (or the client has moved on); it is reopened on the new leader at
+//! once, with a growing pause if it keeps failing, and every led region is
+//! reported again so the new leader learns them all.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,6 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use parking_lot::RwLock;
 use proto::{metapb, pdpb};
 use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::pd::{PdClient, PdError};
 use crate::engine::{Engine, CF_DEFAULT, CF_WRITE};
@@ -63,64 +68,127 @@ fn approximate_size(engine: &Engine, region: &metapb::Region) -> u64 {
         .sum()
 }
 
-type Stream = (
-    mpsc::Sender<pdpb::RegionHeartbeatRequest>,
-    mpsc::Receiver<pdpb::RegionHeartbeatResponse>,
-);
+/// The open region heartbeat stream and the leader generation it was
+/// opened under.
+struct Stream {
+    tx: mpsc::Sender<pdpb::RegionHeartbeatRequest>,
+    rx: mpsc::Receiver<pdpb::RegionHeartbeatResponse>,
+    generation: u64,
+}
+
+/// Pause before reopening a region heartbeat stream that keeps failing.
+const REOPEN_BACKOFF_STEP: Duration = Duration::from_millis(100);
+const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+enum Wake {
+    Round,
+    Store,
+    Split,
+    Response(Option<Box<pdpb::RegionHeartbeatResponse>>),
+}
 
 impl Heartbeat {
+    /// Heartbeats until `stop` fires. The region stream is reopened on the
+    /// placement leader whenever it ends or the client has moved to another
+    /// leader, and every led region is reported again on the new stream.
     pub async fn run(self, mut stop: oneshot::Receiver<()>) {
         let hb = Arc::new(self);
         let start_time = now_secs() as u32;
         let mut stream: Option<Stream> = None;
+        // When set, the stream is down and is reopened at this instant.
+        let mut reopen_at: Option<Instant> = None;
+        let mut backoff = Duration::ZERO;
+        let mut store_hb: Option<JoinHandle<()>> = None;
         let mut region_tick = tokio::time::interval(hb.cfg.region_interval);
         let mut store_tick = tokio::time::interval(hb.cfg.store_interval);
         let mut split_tick = tokio::time::interval(hb.cfg.split_check_interval);
         loop {
             let responses = async {
                 match stream.as_mut() {
-                    Some((_, rx)) => rx.recv().await,
+                    Some(s) => s.rx.recv().await,
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                _ = &mut stop => return,
-                _ = region_tick.tick() => {}
-                _ = hb.changed.notified() => {}
-                _ = store_tick.tick() => {
-                    hb.store_heartbeat(start_time).await;
+            let reopen = tokio::time::sleep_until(reopen_at.unwrap_or_else(Instant::now));
+            let wake = tokio::select! {
+                _ = &mut stop => break,
+                _ = region_tick.tick() => Wake::Round,
+                _ = hb.changed.notified() => Wake::Round,
+                _ = reopen, if reopen_at.is_some() => Wake::Round,
+                _ = store_tick.tick() => Wake::Store,
+                _ = split_tick.tick() => Wake::Split,
+                resp = responses => Wake::Response(resp.map(Box::new)),
+            };
+            match wake {
+                Wake::Round => {}
+                Wake::Store => {
+                    // One store heartbeat at a time, even while placement
+                    // is slow to answer during a leader change.
+                    if store_hb.as_ref().is_none_or(|h| h.is_finished()) {
+                        store_hb = Some(tokio::spawn(hb.clone().store_heartbeat(start_time)));
+                    }
                     continue;
                 }
-                _ = split_tick.tick() => {
+                Wake::Split => {
                     hb.clone().check_splits();
                     continue;
                 }
-                resp = responses => {
-                    match resp {
-                        Some(resp) => hb.clone().on_response(resp),
-                        None => stream = None,
-                    }
+                Wake::Response(Some(resp)) => {
+                    hb.clone().on_response(*resp);
+                    continue;
+                }
+                Wake::Response(None) => {
+                    tracing::info!("region heartbeat stream ended; reopening");
+                    stream = None;
+                    reopen_at = Some(Instant::now() + backoff);
+                    backoff = (backoff + REOPEN_BACKOFF_STEP).min(REOPEN_BACKOFF_MAX);
                     continue;
                 }
             }
-            if stream.as_ref().is_none_or(|(tx, _)| tx.is_closed()) {
-                stream = match hb.pd.region_heartbeat_stream().await {
-                    Ok(s) => Some(s),
+            let stale = stream
+                .as_ref()
+                .is_none_or(|s| s.tx.is_closed() || s.generation != hb.pd.leader_generation());
+            if stale {
+                stream = None;
+                if reopen_at.is_some_and(|t| t > Instant::now()) {
+                    continue;
+                }
+                let opened = tokio::select! {
+                    _ = &mut stop => break,
+                    r = hb.pd.region_heartbeat_stream() => r,
+                };
+                match opened {
+                    Ok((tx, rx)) => {
+                        let generation = hb.pd.leader_generation();
+                        tracing::info!(leader = %hb.pd.leader_url(), "region heartbeat stream open");
+                        stream = Some(Stream { tx, rx, generation });
+                        reopen_at = None;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "opening region heartbeat stream failed");
+                        reopen_at = Some(Instant::now() + backoff);
+                        backoff = (backoff + REOPEN_BACKOFF_STEP).min(REOPEN_BACKOFF_MAX);
                         continue;
                     }
-                };
+                }
+            } else {
+                // The stream outlived the round that opened it: healthy.
+                backoff = Duration::ZERO;
             }
-            if let Some((tx, _)) = &stream {
-                if !hb.region_heartbeats(tx).await {
+            if let Some(s) = &stream {
+                if !hb.region_heartbeats(&s.tx).await {
                     stream = None;
+                    reopen_at = Some(Instant::now() + backoff);
+                    backoff = (backoff + REOPEN_BACKOFF_STEP).min(REOPEN_BACKOFF_MAX);
                 }
             }
         }
+        if let Some(h) = store_hb {
+            h.abort();
+        }
     }
 
-    async fn store_heartbeat(&self, start_time: u32) {
+    async fn store_heartbeat(self: Arc<Self>, start_time: u32) {
         let region_count = self.meta.read().regions.len() as u32;
         let stats = pdpb::StoreStats {
             store_id: self.store.id,

@@ -7,7 +7,11 @@
 //! server and the heartbeat task, and returns a [`RunningStore`].
 
 mod bootstrap;
+#[cfg(test)]
+mod fake_placement;
 mod heartbeat;
+#[cfg(test)]
+mod leader_change_tests;
 pub use crate::metrics;
 pub mod pd;
 mod raft_transport;
