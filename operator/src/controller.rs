@@ -203,10 +203,13 @@ async fn take_upgrade_step(
     let pod = |ordinal: i32| format!("{}-{ordinal}", builders::name(tc, c));
     let (reason, message) = match step {
         UpgradeStep::Steady => return Ok(()),
-        UpgradeStep::Hold { partition, reason } => (
-            *reason,
-            format!("{}s upgrading; partition {partition}", c.as_str()),
-        ),
+        UpgradeStep::Hold { partition, reason } => {
+            let who = match c {
+                Component::Store => "stores",
+                Component::Placement => "placement members",
+            };
+            (*reason, format!("{who} upgrading; partition {partition}"))
+        }
         UpgradeStep::EvictLeaders {
             ordinal, store_id, ..
         } => {
@@ -475,8 +478,12 @@ async fn cleanup(
             }
         }
     }
-    let bindings: Api<ClusterRoleBinding> = Api::all(ctx.client.clone());
-    delete_if_present(&bindings, &builders::topology_binding_name(tc)?).await?;
+    // Without a topology ClusterRole the operator made no binding and may lack the right to
+    // touch bindings at all: asking would only keep the finalizer stuck on a 403.
+    if ctx.topology_cluster_role.is_some() {
+        let bindings: Api<ClusterRoleBinding> = Api::all(ctx.client.clone());
+        delete_if_present(&bindings, &builders::topology_binding_name(tc)?).await?;
+    }
     let rest: Vec<String> = tc
         .finalizers()
         .iter()

@@ -31,6 +31,17 @@ async fn must_reconcile_with(
     client: Client,
     placement: ScriptedPlacement,
 ) -> (Action, Vec<Call>) {
+    must_reconcile_as(tc, mock, client, placement, Some(TOPOLOGY_ROLE)).await
+}
+
+/// One pass with the operator told `topology_role` (or no topology ClusterRole).
+async fn must_reconcile_as(
+    tc: TikvCluster,
+    mock: MockApiServer,
+    client: Client,
+    placement: ScriptedPlacement,
+    topology_role: Option<&str>,
+) -> (Action, Vec<Call>) {
     let server = mock.run();
     let action = reconcile(
         Arc::new(tc),
@@ -39,7 +50,7 @@ async fn must_reconcile_with(
             client,
             placement: Arc::new(placement),
             metrics: Metrics::default(),
-            topology_cluster_role: Some(TOPOLOGY_ROLE.into()),
+            topology_cluster_role: topology_role.map(str::to_owned),
         }),
     )
     .await
@@ -706,6 +717,27 @@ async fn deletion_deletes_claims_only_under_the_delete_policy_then_drops_the_fin
     assert_eq!(
         p.calls.last().unwrap().body["metadata"]["finalizers"],
         json!([])
+    );
+}
+
+#[tokio::test]
+async fn without_a_topology_role_no_binding_is_made_or_deleted() {
+    let tc = cluster(TikvClusterSpec::default());
+    let (client, mock) = MockApiServer::new(&tc);
+    let (_, calls) = must_reconcile_as(tc, mock, client, ScriptedPlacement::down(), None).await;
+    let applied = shorts(&calls);
+    assert!(applied.contains(&"PATCH serviceaccounts/basic-placement".to_owned()));
+    assert!(
+        !applied.iter().any(|c| c.contains("clusterrolebindings")),
+        "{applied:?}"
+    );
+    let mut tc = finalized(TikvClusterSpec::default());
+    tc.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(2_000).unwrap()));
+    let (client, mock) = MockApiServer::new(&tc);
+    let (_, calls) = must_reconcile_as(tc, mock, client, ScriptedPlacement::down(), None).await;
+    assert_eq!(
+        shorts(&calls),
+        ["POST db/events", "PATCH tikvclusters/basic"]
     );
 }
 
