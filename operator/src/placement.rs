@@ -233,6 +233,8 @@ pub fn assign_pods(tc: &TikvCluster, stores: &mut [StoreInfo]) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use serde_json::json;
 
     use super::*;
@@ -280,6 +282,64 @@ mod tests {
         assert_eq!(stores[1].last_heartbeat, None);
         assert_eq!(stores[1].state, "Offline");
         assert_eq!(stores[1].pod, None);
+    }
+
+    /// A local HTTP server standing in for placement's member endpoints: records each
+    /// request's method and path; member `gone` answers 404 as PD does for an unknown name.
+    async fn member_api() -> (String, Arc<Mutex<Vec<String>>>) {
+        use axum::extract::{Path, State};
+        use axum::http::{Method, StatusCode};
+        use axum::routing::{delete, post};
+
+        type Seen = Arc<Mutex<Vec<String>>>;
+        async fn record(
+            State(seen): State<Seen>,
+            method: Method,
+            Path(name): Path<String>,
+        ) -> StatusCode {
+            seen.lock().unwrap().push(format!("{method} {name}"));
+            if name == "gone" {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::OK
+            }
+        }
+        let seen: Seen = Arc::default();
+        let app = axum::Router::new()
+            .route("/pd/api/v1/leader/transfer/{name}", post(record))
+            .route("/pd/api/v1/members/name/{name}", delete(record))
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), seen)
+    }
+
+    #[tokio::test]
+    async fn member_calls_use_pds_paths_and_report_errors() {
+        let (endpoint, seen) = member_api().await;
+        let client = HttpPlacementClient::default();
+        client
+            .transfer_leader(&endpoint, "basic-placement-0")
+            .await
+            .unwrap();
+        client
+            .delete_member(&endpoint, "basic-placement-2")
+            .await
+            .unwrap();
+        let err = client.delete_member(&endpoint, "gone").await.unwrap_err();
+        assert!(
+            err.to_string().contains("/pd/api/v1/members/name/gone"),
+            "{err}"
+        );
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "POST basic-placement-0",
+                "DELETE basic-placement-2",
+                "DELETE gone"
+            ]
+        );
     }
 
     #[test]
