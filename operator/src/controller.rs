@@ -13,7 +13,8 @@
 //! The finalizer [`FINALIZER`] goes on at the first pass; deleting the cluster then deletes its
 //! volume claims when `pvReclaimPolicy` is `Delete` and the placement ClusterRoleBinding (no
 //! owner reference can reach a cluster-scoped object) before the finalizer comes off. Everything
-//! else goes through owner references.
+//! else goes through owner references. Deletion is the user's explicit act, so it runs even
+//! while the cluster is paused; a paused cluster only gets no finalizer added.
 
 use std::fmt::Debug;
 use std::sync::Arc;

@@ -661,9 +661,10 @@ fn pvc(name: &str) -> serde_json::Value {
 }
 
 /// One pass over a deleted cluster holding two volume claims.
-async fn must_delete(policy: crate::crd::PvReclaimPolicy) -> Pass {
+async fn must_delete(policy: crate::crd::PvReclaimPolicy, paused: bool) -> Pass {
     let mut tc = finalized(TikvClusterSpec {
         pv_reclaim_policy: policy,
+        paused,
         ..TikvClusterSpec::default()
     });
     tc.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(2_000).unwrap()));
@@ -682,7 +683,7 @@ async fn must_delete(policy: crate::crd::PvReclaimPolicy) -> Pass {
 
 #[tokio::test]
 async fn deletion_deletes_claims_only_under_the_delete_policy_then_drops_the_finalizer() {
-    let p = must_delete(crate::crd::PvReclaimPolicy::Delete).await;
+    let p = must_delete(crate::crd::PvReclaimPolicy::Delete, false).await;
     assert_eq!(
         shorts(&p.calls),
         [
@@ -705,7 +706,8 @@ async fn deletion_deletes_claims_only_under_the_delete_policy_then_drops_the_fin
     let last = p.calls.last().unwrap();
     assert_eq!(last.body["metadata"]["finalizers"], json!([]));
 
-    let p = must_delete(crate::crd::PvReclaimPolicy::Retain).await;
+    // Retain (here on a paused cluster: deletion still runs): no claim is touched.
+    let p = must_delete(crate::crd::PvReclaimPolicy::Retain, true).await;
     assert_eq!(
         shorts(&p.calls),
         [
