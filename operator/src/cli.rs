@@ -32,6 +32,10 @@ pub struct Args {
     /// Namespace of the leader-election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
+    /// ClusterRole (installed by the chart) each cluster's placement ServiceAccount is bound to,
+    /// so placement can read pods and nodes for store topology. Unset: no binding is made.
+    #[arg(long, env = "PLACEMENT_TOPOLOGY_CLUSTER_ROLE")]
+    pub placement_topology_cluster_role: Option<String>,
     /// Log format: `json` or `text`.
     #[arg(long, default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,
@@ -48,8 +52,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     });
     let client = kube::Client::try_default().await?;
-    let controller =
-        crate::controller::run(client.clone(), args.watch_namespace, health.metrics.clone());
+    let controller = crate::controller::run(
+        client.clone(),
+        args.watch_namespace,
+        args.placement_topology_cluster_role,
+        health.metrics.clone(),
+    );
     if !args.leader_elect {
         health.ready.store(true, Ordering::Relaxed);
         controller.await;

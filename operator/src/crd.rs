@@ -22,6 +22,10 @@ use serde::{Deserialize, Serialize};
 /// API group of every ferrokv resource.
 pub const GROUP: &str = "tikv.ferrokv.io";
 
+/// Finalizer the operator puts on every TikvCluster, so deleting one runs its cleanup
+/// (volume claims under `pvReclaimPolicy: Delete`, the placement ClusterRoleBinding) first.
+pub const FINALIZER: &str = "tikv.ferrokv.io/finalizer";
+
 /// Default container image, holding both the `placement` and the `store` binaries.
 pub const DEFAULT_IMAGE: &str = "ghcr.io/ferrokv/ferrokv";
 
@@ -82,9 +86,28 @@ pub struct TikvClusterSpec {
     #[serde(default = "default_evict_leader_timeout")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub evict_leader_timeout: String,
+    /// How long a store may stay Disconnected before failover gives it a replacement pod
+    /// (`30s`, `5m`, `1h`); a store placement reports Down fails over at once. Default `5m`.
+    #[serde(default = "default_failover_period")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub failover_period: String,
+    /// What happens to the pods' volume claims when the cluster is deleted: `Retain` (default)
+    /// keeps them, `Delete` deletes them.
+    #[serde(default)]
+    pub pv_reclaim_policy: PvReclaimPolicy,
     /// Stop every change to the cluster's objects while true; status is still reported.
     #[serde(default)]
     pub paused: bool,
+}
+
+/// Fate of the data volume claims when a cluster is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PvReclaimPolicy {
+    /// Keep the claims (and the data) after the cluster is gone.
+    #[default]
+    Retain,
+    /// Delete the claims with the cluster.
+    Delete,
 }
 
 /// The placement component: a StatefulSet of PD-compatible members.
@@ -263,6 +286,10 @@ pub struct PlacementStatus {
 #[serde(rename_all = "camelCase")]
 pub struct PlacementMember {
     pub name: String,
+    /// Member id placement assigned (0 when not reported).
+    #[serde(default)]
+    #[schemars(with = "i64", range(min = 0))]
+    pub member_id: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub client_urls: Vec<String>,
     #[serde(default)]
@@ -277,6 +304,23 @@ pub struct StoreStatus {
     pub replicas: ComponentStatus,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stores: Vec<StoreInfo>,
+    /// Stores failover gave a replacement pod; the StatefulSet runs one extra pod per entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failure_stores: Vec<FailureStore>,
+}
+
+/// A store failover is covering: down (or disconnected past `failoverPeriod`), with one extra
+/// store pod added for it. Cleared once the store is Up again.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureStore {
+    /// The failed store.
+    #[schemars(with = "i64", range(min = 0))]
+    pub store_id: u64,
+    /// The pod serving it.
+    pub pod: String,
+    /// When the operator recorded the failure.
+    pub since: Time,
 }
 
 /// One store.
@@ -298,6 +342,9 @@ pub struct StoreInfo {
     pub leader_count: i64,
     #[serde(default)]
     pub region_count: i64,
+    /// Last heartbeat placement received from the store, if it reported one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat: Option<Time>,
 }
 
 fn default_version() -> String {
@@ -311,6 +358,9 @@ fn default_max_failover_count() -> i32 {
 }
 fn default_evict_leader_timeout() -> String {
     "3m".into()
+}
+fn default_failover_period() -> String {
+    "5m".into()
 }
 fn default_placement_replicas() -> i32 {
     1
@@ -371,6 +421,8 @@ impl Default for TikvClusterSpec {
             max_replicas: default_max_replicas(),
             max_failover_count: default_max_failover_count(),
             evict_leader_timeout: default_evict_leader_timeout(),
+            failover_period: default_failover_period(),
+            pv_reclaim_policy: PvReclaimPolicy::Retain,
             paused: false,
         }
     }
@@ -424,6 +476,14 @@ mod tests {
             spec["properties"]["evictLeaderTimeout"]["pattern"],
             DURATION_PATTERN
         );
+        assert_eq!(
+            spec["properties"]["failoverPeriod"]["pattern"],
+            DURATION_PATTERN
+        );
+        assert_eq!(spec["properties"]["failoverPeriod"]["default"], "5m");
+        let policy = &spec["properties"]["pvReclaimPolicy"];
+        assert_eq!(policy["enum"], serde_json::json!(["Retain", "Delete"]));
+        assert_eq!(policy["default"], "Retain");
         let rules = spec["x-kubernetes-validations"].as_array().unwrap();
         assert!(rules[0]["rule"].as_str().unwrap().contains("maxReplicas"));
         let text = s.to_string();
@@ -438,6 +498,18 @@ mod tests {
         assert_eq!(spec.topology.location_labels, ["zone", "host"]);
         assert_eq!(spec.store.replicas, 3);
         assert_eq!(spec.store.common.storage.size, "10Gi");
+        assert_eq!(spec.failover_period, "5m");
+        assert_eq!(spec.pv_reclaim_policy, PvReclaimPolicy::Retain);
+    }
+
+    #[test]
+    fn unknown_reclaim_policy_is_refused() {
+        let err = serde_json::from_str::<TikvClusterSpec>(r#"{"pvReclaimPolicy": "Recycle"}"#)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown variant `Recycle`"),
+            "{err}"
+        );
     }
 
     #[test]

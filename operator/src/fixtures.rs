@@ -2,9 +2,11 @@
 //! (the controller-rs `fixtures.rs` pattern over `tower_test::mock`). It is a mock, not a
 //! fake cluster: it stores nothing and only answers the calls one reconcile pass makes.
 //!
-//! GETs are answered from the objects a test seeds (404 otherwise); server-side applies echo
-//! the applied object, keeping the seeded object's `status`; status patches echo the cluster
-//! with the new status. Every request is recorded for the test to assert on.
+//! GETs (single objects and lists) are answered from the objects a test seeds (404 otherwise);
+//! server-side applies echo the applied object, keeping the seeded object's `status`; status
+//! patches echo the cluster with the new status, metadata patches of the cluster echo it with
+//! the new finalizers; DELETEs succeed for seeded paths and answer 404 otherwise. Every request
+//! is recorded for the test to assert on.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,11 +26,12 @@ use crate::Error;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
-/// One call the operator made: method, path (no query) and JSON body.
+/// One call the operator made: method, path, query string and JSON body.
 #[derive(Clone, Debug)]
 pub struct Call {
     pub method: Method,
     pub path: String,
+    pub query: String,
     pub body: Value,
 }
 
@@ -95,13 +98,25 @@ impl MockApiServer {
             (&Method::GET, Some(obj)) => (StatusCode::OK, obj.clone()),
             (&Method::GET, None) => (StatusCode::NOT_FOUND, not_found(&call.path)),
             (&Method::PATCH, _) if call.path.ends_with("/status") => {
+                // A merge patch: fields set to null are removed, as the API server does.
                 let mut tc = self.cluster.clone();
-                tc["status"] = call.body["status"].clone();
+                tc["status"] = without_nulls(call.body["status"].clone());
                 (StatusCode::OK, tc)
             }
             (&Method::POST, _) if call.path.ends_with("/events") => {
                 (StatusCode::CREATED, call.body.clone())
             }
+            (&Method::PATCH, _) if call.path.contains("/tikvclusters/") => {
+                let mut tc = self.cluster.clone();
+                tc["metadata"]["finalizers"] = call.body["metadata"]["finalizers"].clone();
+                (StatusCode::OK, tc)
+            }
+            (&Method::DELETE, Some(_)) => (
+                StatusCode::OK,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                       "status": "Success", "code": 200}),
+            ),
+            (&Method::DELETE, None) => (StatusCode::NOT_FOUND, not_found(&call.path)),
             (&Method::PATCH, seeded) => {
                 let mut obj = call.body.clone();
                 if let Some(status) = seeded.and_then(|s| s.get("status")) {
@@ -117,13 +132,32 @@ impl MockApiServer {
 async fn must_call(req: Request<Body>) -> Call {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or_default().to_owned();
     let bytes = req.into_body().collect_bytes().await.unwrap();
     let body = if bytes.is_empty() {
         Value::Null
     } else {
         serde_json::from_slice(&bytes).unwrap()
     };
-    Call { method, path, body }
+    Call {
+        method,
+        path,
+        query,
+        body,
+    }
+}
+
+/// `v` with every null object field removed: what a merge patch leaves on an empty object.
+pub fn without_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 fn not_found(path: &str) -> Value {
@@ -142,6 +176,8 @@ pub struct ScriptedPlacement {
     pub drained: Arc<Mutex<Vec<u64>>>,
     /// Evict-leader changes asked: `+id` added, `-id` removed.
     pub evictions: Arc<Mutex<Vec<String>>>,
+    /// Member changes asked: `transfer:<name>` (leadership to), `delete:<name>`.
+    pub member_ops: Arc<Mutex<Vec<String>>>,
 }
 
 impl ScriptedPlacement {
@@ -151,6 +187,7 @@ impl ScriptedPlacement {
             asked: Arc::default(),
             drained: Arc::default(),
             evictions: Arc::default(),
+            member_ops: Arc::default(),
         }
     }
 
@@ -160,6 +197,7 @@ impl ScriptedPlacement {
             asked: Arc::default(),
             drained: Arc::default(),
             evictions: Arc::default(),
+            member_ops: Arc::default(),
         }
     }
 }
@@ -193,6 +231,30 @@ impl PlacementClient for ScriptedPlacement {
         id: u64,
     ) -> BoxFuture<'a, crate::Result<()>> {
         self.evictions.lock().unwrap().push(format!("-{id}"));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn transfer_leader<'a>(
+        &'a self,
+        _endpoint: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, crate::Result<()>> {
+        self.member_ops
+            .lock()
+            .unwrap()
+            .push(format!("transfer:{name}"));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn delete_member<'a>(
+        &'a self,
+        _endpoint: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, crate::Result<()>> {
+        self.member_ops
+            .lock()
+            .unwrap()
+            .push(format!("delete:{name}"));
         Box::pin(async { Ok(()) })
     }
 }

@@ -1,6 +1,8 @@
-//! What the operator reads from placement, through PD's HTTP API only, so the same code would
-//! read a real PD: members and leader (`/pd/api/v1/members`, `/pd/api/v1/health`), stores
-//! (`/pd/api/v1/stores`) and fault tolerance (`/pd/api/v1/fault-tolerance`).
+//! What the operator reads from placement and asks of it, through PD's HTTP API only, so the
+//! same code would drive a real PD: members and leader (`/pd/api/v1/members`,
+//! `/pd/api/v1/health`), stores (`/pd/api/v1/stores`) and fault tolerance
+//! (`/pd/api/v1/fault-tolerance`); store drains, evict-leader schedulers, member leader
+//! transfer and member removal.
 //!
 //! [`PlacementClient`] is the seam: [`HttpPlacementClient`] talks HTTP, reconcile tests use a
 //! scripted one. The JSON is turned into status types by pure functions tested on PD-shaped
@@ -10,6 +12,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
 use crate::builders::{peer_service_name, Component};
@@ -40,6 +44,14 @@ pub trait PlacementClient: Send + Sync {
 
     /// Ends the eviction (`DELETE /pd/api/v1/schedulers/evict-leader-scheduler-{id}`).
     fn remove_evict_leader<'a>(&'a self, endpoint: &'a str, id: u64) -> BoxFuture<'a, Result<()>>;
+
+    /// Hands placement leadership to member `name` (`POST /pd/api/v1/leader/transfer/{name}`).
+    fn transfer_leader<'a>(&'a self, endpoint: &'a str, name: &'a str)
+        -> BoxFuture<'a, Result<()>>;
+
+    /// Removes member `name` from the placement cluster
+    /// (`DELETE /pd/api/v1/members/name/{name}`).
+    fn delete_member<'a>(&'a self, endpoint: &'a str, name: &'a str) -> BoxFuture<'a, Result<()>>;
 }
 
 /// [`PlacementClient`] over HTTP with reqwest.
@@ -114,6 +126,20 @@ impl PlacementClient for HttpPlacementClient {
         let url = format!("{endpoint}/pd/api/v1/schedulers/evict-leader-scheduler-{id}");
         Box::pin(self.send(self.http.delete(url.clone()), url))
     }
+
+    fn transfer_leader<'a>(
+        &'a self,
+        endpoint: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        let url = format!("{endpoint}/pd/api/v1/leader/transfer/{name}");
+        Box::pin(self.send(self.http.post(url.clone()), url))
+    }
+
+    fn delete_member<'a>(&'a self, endpoint: &'a str, name: &'a str) -> BoxFuture<'a, Result<()>> {
+        let url = format!("{endpoint}/pd/api/v1/members/name/{name}");
+        Box::pin(self.send(self.http.delete(url.clone()), url))
+    }
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -139,6 +165,7 @@ pub fn parse_members(members: &Value, health: &Value) -> (Vec<PlacementMember>, 
             let name = m["name"].as_str().unwrap_or_default().to_owned();
             PlacementMember {
                 health: healthy.contains(&name.as_str()),
+                member_id: m["member_id"].as_u64().unwrap_or_default(),
                 client_urls: strings(&m["client_urls"]),
                 name,
             }
@@ -172,6 +199,10 @@ pub fn parse_stores(stores: &Value) -> Vec<StoreInfo> {
             labels,
             leader_count: status["leader_count"].as_i64().unwrap_or_default(),
             region_count: status["region_count"].as_i64().unwrap_or_default(),
+            last_heartbeat: status["last_heartbeat_ts"]
+                .as_str()
+                .and_then(|t| t.parse::<Timestamp>().ok())
+                .map(Time),
         }
     })
     .collect()
@@ -202,6 +233,8 @@ pub fn assign_pods(tc: &TikvCluster, stores: &mut [StoreInfo]) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use serde_json::json;
 
     use super::*;
@@ -211,13 +244,15 @@ mod tests {
     #[test]
     fn members_leader_and_health() {
         let members = json!({
-            "members": [{"name": "basic-placement-0", "client_urls": ["http://a:2379"]}],
+            "members": [{"name": "basic-placement-0", "member_id": 42,
+                         "client_urls": ["http://a:2379"]}],
             "leader": {"name": "basic-placement-0"}
         });
         let health = json!([{"name": "basic-placement-0", "health": true}]);
         let (m, leader) = parse_members(&members, &health);
         assert_eq!(leader.as_deref(), Some("basic-placement-0"));
         assert_eq!(m[0].client_urls, ["http://a:2379"]);
+        assert_eq!(m[0].member_id, 42);
         assert!(m[0].health);
         let (m, _) = parse_members(&members, &json!([]));
         assert!(!m[0].health);
@@ -228,7 +263,8 @@ mod tests {
         let doc = json!({"count": 1, "stores": [{
             "store": {"id": 4, "address": "basic-store-1.basic-store-peer.db.svc:20160",
                       "state_name": "Up", "labels": [{"key": "zone", "value": "z1"}]},
-            "status": {"leader_count": 7, "region_count": 21}
+            "status": {"leader_count": 7, "region_count": 21,
+                       "last_heartbeat_ts": "2026-11-25T15:00:00Z"}
         }, {
             "store": {"id": 9, "address": "10.0.0.9:20160", "state_name": "Offline"},
             "status": {}
@@ -239,8 +275,71 @@ mod tests {
         assert_eq!(stores[0].pod.as_deref(), Some("basic-store-1"));
         assert_eq!(stores[0].labels["zone"], "z1");
         assert_eq!((stores[0].leader_count, stores[0].region_count), (7, 21));
+        assert_eq!(
+            stores[0].last_heartbeat.as_ref().map(|t| t.0.as_second()),
+            Some(1_795_618_800)
+        );
+        assert_eq!(stores[1].last_heartbeat, None);
         assert_eq!(stores[1].state, "Offline");
         assert_eq!(stores[1].pod, None);
+    }
+
+    /// A local HTTP server standing in for placement's member endpoints: records each
+    /// request's method and path; member `gone` answers 404 as PD does for an unknown name.
+    async fn member_api() -> (String, Arc<Mutex<Vec<String>>>) {
+        use axum::extract::{Path, State};
+        use axum::http::{Method, StatusCode};
+        use axum::routing::{delete, post};
+
+        type Seen = Arc<Mutex<Vec<String>>>;
+        async fn record(
+            State(seen): State<Seen>,
+            method: Method,
+            Path(name): Path<String>,
+        ) -> StatusCode {
+            seen.lock().unwrap().push(format!("{method} {name}"));
+            if name == "gone" {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::OK
+            }
+        }
+        let seen: Seen = Arc::default();
+        let app = axum::Router::new()
+            .route("/pd/api/v1/leader/transfer/{name}", post(record))
+            .route("/pd/api/v1/members/name/{name}", delete(record))
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), seen)
+    }
+
+    #[tokio::test]
+    async fn member_calls_use_pds_paths_and_report_errors() {
+        let (endpoint, seen) = member_api().await;
+        let client = HttpPlacementClient::default();
+        client
+            .transfer_leader(&endpoint, "basic-placement-0")
+            .await
+            .unwrap();
+        client
+            .delete_member(&endpoint, "basic-placement-2")
+            .await
+            .unwrap();
+        let err = client.delete_member(&endpoint, "gone").await.unwrap_err();
+        assert!(
+            err.to_string().contains("/pd/api/v1/members/name/gone"),
+            "{err}"
+        );
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "POST basic-placement-0",
+                "DELETE basic-placement-2",
+                "DELETE gone"
+            ]
+        );
     }
 
     #[test]

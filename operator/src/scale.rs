@@ -4,7 +4,10 @@
 //! (`DELETE /pd/api/v1/store/{id}`, which marks it Offline).
 //!
 //! [`plan_store_replicas`] reads the running replica count and placement's view and returns
-//! one [`ScaleStep`]; the controller carries it out and the status reports it.
+//! one [`ScaleStep`]; the controller carries it out and the status reports it. The target is
+//! `spec.store.replicas` plus the replacement pods failover keeps ([`crate::failover`]): those
+//! pods are wanted, so they never make a healthy store drain; once failover lets one go, the
+//! surplus pod leaves through the same drain.
 
 use crate::builders::{name, Component};
 use crate::crd::TikvCluster;
@@ -41,13 +44,15 @@ impl ScaleStep {
     }
 }
 
-/// The next scale step for the stores, given the StatefulSet's current replica count.
+/// The next scale step for the stores, given the StatefulSet's current replica count and the
+/// `failover` pods wanted beyond the spec.
 pub fn plan_store_replicas(
     tc: &TikvCluster,
+    failover: i32,
     running: Option<i32>,
     view: Option<&PlacementView>,
 ) -> ScaleStep {
-    let desired = tc.spec.store.replicas;
+    let desired = tc.spec.store.replicas.saturating_add(failover.max(0));
     let running = match running {
         Some(r) if r > desired => r,
         _ => return ScaleStep::Replicas(desired),
@@ -113,13 +118,16 @@ mod tests {
     #[test]
     fn scale_out_and_steady_state_apply_the_spec() {
         let tc = cluster(TikvClusterSpec::default());
-        assert_eq!(plan_store_replicas(&tc, None, None), ScaleStep::Replicas(3));
         assert_eq!(
-            plan_store_replicas(&tc, Some(1), None),
+            plan_store_replicas(&tc, 0, None, None),
             ScaleStep::Replicas(3)
         );
         assert_eq!(
-            plan_store_replicas(&tc, Some(3), None),
+            plan_store_replicas(&tc, 0, Some(1), None),
+            ScaleStep::Replicas(3)
+        );
+        assert_eq!(
+            plan_store_replicas(&tc, 0, Some(3), None),
             ScaleStep::Replicas(3)
         );
     }
@@ -129,7 +137,7 @@ mod tests {
         let tc = cluster(TikvClusterSpec::default());
         let v = view((0..5).map(|i| store(i as u64 + 1, i, "Up")).collect());
         assert_eq!(
-            plan_store_replicas(&tc, Some(5), Some(&v)),
+            plan_store_replicas(&tc, 0, Some(5), Some(&v)),
             ScaleStep::Drain {
                 keep: 5,
                 store_id: 5,
@@ -143,7 +151,7 @@ mod tests {
         let tc = cluster(TikvClusterSpec::default());
         let mut stores: Vec<_> = (0..4).map(|i| store(i as u64 + 1, i, "Up")).collect();
         stores.push(store(5, 4, "Offline"));
-        let step = plan_store_replicas(&tc, Some(5), Some(&view(stores)));
+        let step = plan_store_replicas(&tc, 0, Some(5), Some(&view(stores)));
         assert_eq!(step.replicas(), 5);
         assert!(
             matches!(
@@ -162,7 +170,7 @@ mod tests {
         let tc = cluster(TikvClusterSpec::default());
         let mut stores: Vec<_> = (0..4).map(|i| store(i as u64 + 1, i, "Up")).collect();
         stores.push(store(5, 4, "Tombstone"));
-        let step = plan_store_replicas(&tc, Some(5), Some(&view(stores)));
+        let step = plan_store_replicas(&tc, 0, Some(5), Some(&view(stores)));
         assert_eq!(
             step,
             ScaleStep::Remove {
@@ -173,9 +181,34 @@ mod tests {
     }
 
     #[test]
+    fn failover_pods_count_as_wanted() {
+        let tc = cluster(TikvClusterSpec::default());
+        let v = view((0..4).map(|i| store(i as u64 + 1, i, "Up")).collect());
+        // One failover pod: 4 running is the target; nothing drains.
+        assert_eq!(
+            plan_store_replicas(&tc, 1, Some(4), Some(&v)),
+            ScaleStep::Replicas(4)
+        );
+        // A second failure grows the StatefulSet by one more.
+        assert_eq!(
+            plan_store_replicas(&tc, 2, Some(4), Some(&v)),
+            ScaleStep::Replicas(5)
+        );
+        // Failover let go: the surplus (highest-ordinal) store drains.
+        assert_eq!(
+            plan_store_replicas(&tc, 0, Some(4), Some(&v)),
+            ScaleStep::Drain {
+                keep: 4,
+                store_id: 4,
+                pod: "basic-store-3".into()
+            }
+        );
+    }
+
+    #[test]
     fn placement_silent_means_wait() {
         let tc = cluster(TikvClusterSpec::default());
-        let step = plan_store_replicas(&tc, Some(4), None);
+        let step = plan_store_replicas(&tc, 0, Some(4), None);
         assert_eq!(step.replicas(), 4);
         assert!(matches!(
             step,

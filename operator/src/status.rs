@@ -6,7 +6,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::builders::{image, Component};
-use crate::crd::{ComponentStatus, TikvCluster, TikvClusterStatus, UpgradeStatus};
+use crate::crd::{ComponentStatus, FailureStore, TikvCluster, TikvClusterStatus, UpgradeStatus};
 use crate::placement::{assign_pods, PlacementView};
 
 /// What a reconcile pass saw and decided, beyond the objects themselves.
@@ -25,6 +25,10 @@ pub struct Observation {
     pub invalid_spec: Option<String>,
     /// What placement reported; `None` when it did not answer (the last report is kept).
     pub placement_view: Option<PlacementView>,
+    /// Stores failover covers with a replacement pod (written to `status.store.failureStores`).
+    pub failure_stores: Vec<FailureStore>,
+    /// Failed stores failover could not cover (`maxFailoverCount` reached): `(id, pod)`.
+    pub failover_capped: Vec<(u64, String)>,
 }
 
 /// A stateful step in flight (scale-in, upgrade), as the Progressing condition reports it.
@@ -55,9 +59,8 @@ pub fn component_status(sts: Option<&StatefulSet>) -> ComponentStatus {
     }
 }
 
-/// Every replica ready, on the desired image, and nothing left to roll.
-fn settled(tc: &TikvCluster, c: Component, s: &ComponentStatus) -> bool {
-    let want = c.replicas(tc);
+/// Every replica ready (`want` of them), on the desired image, and nothing left to roll.
+fn settled(tc: &TikvCluster, c: Component, want: i32, s: &ComponentStatus) -> bool {
     s.ready_replicas == want
         && s.updated_replicas == want
         && s.image.as_deref() == Some(image(tc, c).as_str())
@@ -73,6 +76,9 @@ pub fn observe(tc: &TikvCluster, obs: &Observation, now: Time) -> TikvClusterSta
     status.placement.replicas = component_status(obs.placement.as_ref());
     status.store.replicas = component_status(obs.store.as_ref());
     status.upgrade = obs.upgrade.clone();
+    status.store.failure_stores = obs.failure_stores.clone();
+    let failover = i32::try_from(obs.failure_stores.len()).unwrap_or(i32::MAX);
+    let store_want = tc.spec.store.replicas.saturating_add(failover);
     if let Some(view) = &obs.placement_view {
         status.placement.members = view.members.clone();
         status.placement.leader = view.leader.clone();
@@ -81,8 +87,12 @@ pub fn observe(tc: &TikvCluster, obs: &Observation, now: Time) -> TikvClusterSta
         status.fault_tolerance = view.fault_tolerance;
     }
 
-    let all_settled = settled(tc, Component::Placement, &status.placement.replicas)
-        && settled(tc, Component::Store, &status.store.replicas);
+    let all_settled = settled(
+        tc,
+        Component::Placement,
+        tc.spec.placement.replicas,
+        &status.placement.replicas,
+    ) && settled(tc, Component::Store, store_want, &status.store.replicas);
     let ready = if all_settled {
         (
             "True",
@@ -98,7 +108,7 @@ pub fn observe(tc: &TikvCluster, obs: &Observation, now: Time) -> TikvClusterSta
                 status.placement.replicas.ready_replicas,
                 tc.spec.placement.replicas,
                 status.store.replicas.ready_replicas,
-                tc.spec.store.replicas
+                store_want
             ),
         )
     };
@@ -119,9 +129,39 @@ pub fn observe(tc: &TikvCluster, obs: &Observation, now: Time) -> TikvClusterSta
             "StatefulSets are converging on the spec".to_owned(),
         )
     };
-    let degraded = match &obs.invalid_spec {
-        Some(reason) => ("True", "InvalidSpec", reason.clone()),
-        None => ("False", "AsExpected", "the spec renders".to_owned()),
+    let describe = |list: &mut dyn Iterator<Item = (u64, &str)>| {
+        list.map(|(id, pod)| format!("store {id} ({pod})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let covered = describe(
+        &mut obs
+            .failure_stores
+            .iter()
+            .map(|f| (f.store_id, f.pod.as_str())),
+    );
+    let degraded = if let Some(reason) = &obs.invalid_spec {
+        ("True", "InvalidSpec", reason.clone())
+    } else if !obs.failover_capped.is_empty() {
+        let capped = describe(&mut obs.failover_capped.iter().map(|(id, p)| (*id, p.as_str())));
+        (
+            "True",
+            "FailoverLimitReached",
+            format!(
+                "{capped} failed with no replacement: maxFailoverCount ({}) is reached",
+                tc.spec.max_failover_count
+            ),
+        )
+    } else if !obs.failure_stores.is_empty() {
+        (
+            "True",
+            "StoreFailover",
+            format!(
+                "{covered} failed; {failover} replacement store pod(s) added until it is Up again"
+            ),
+        )
+    } else {
+        ("False", "AsExpected", "the spec renders".to_owned())
     };
     status.conditions = [
         ("Ready", ready),
@@ -240,5 +280,52 @@ mod tests {
         tc.spec.paused = true;
         let s = observe(&tc, &obs, t(1));
         assert_eq!(find(&s, "Progressing").unwrap().reason, "Paused");
+    }
+
+    #[test]
+    fn failover_is_degraded_and_counts_the_extra_pod() {
+        let tc = cluster(TikvClusterSpec::default());
+        let mut store = must_running(&tc, Component::Store, 3);
+        let failure = FailureStore {
+            store_id: 2,
+            pod: "basic-store-1".into(),
+            since: t(5),
+        };
+        let mut obs = Observation {
+            placement: Some(must_running(&tc, Component::Placement, 1)),
+            store: Some(store.clone()),
+            failure_stores: vec![failure.clone()],
+            ..Observation::default()
+        };
+        let s = observe(&tc, &obs, t(10));
+        let degraded = find(&s, "Degraded").unwrap();
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "StoreFailover")
+        );
+        assert!(
+            degraded.message.contains("store 2 (basic-store-1)"),
+            "{}",
+            degraded.message
+        );
+        assert_eq!(s.store.failure_stores, [failure]);
+        // Three ready of four wanted: not ready.
+        assert_eq!(find(&s, "Ready").unwrap().status, "False");
+        store.status.as_mut().unwrap().ready_replicas = Some(4);
+        store.status.as_mut().unwrap().updated_replicas = Some(4);
+        obs.store = Some(store);
+        assert_eq!(
+            find(&observe(&tc, &obs, t(10)), "Ready").unwrap().status,
+            "True"
+        );
+        obs.failover_capped = vec![(3, "basic-store-2".into())];
+        let degraded = observe(&tc, &obs, t(10));
+        let degraded = find(&degraded, "Degraded").unwrap();
+        assert_eq!(degraded.reason, "FailoverLimitReached");
+        assert!(
+            degraded.message.contains("maxFailoverCount (3)"),
+            "{}",
+            degraded.message
+        );
     }
 }

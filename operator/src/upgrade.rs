@@ -48,6 +48,12 @@ pub enum UpgradeStep {
     Restart { ordinal: i32 },
     /// Pod `ordinal` is back on the new revision: stop evicting from `store_id`.
     Finish { partition: i32, store_id: u64 },
+    /// Placement only: member `from` leads and restarts next; hand leadership to `to` first.
+    TransferLeader {
+        partition: i32,
+        from: String,
+        to: String,
+    },
 }
 
 impl UpgradeStep {
@@ -58,7 +64,8 @@ impl UpgradeStep {
             UpgradeStep::Restart { ordinal } => *ordinal,
             UpgradeStep::Hold { partition, .. }
             | UpgradeStep::EvictLeaders { partition, .. }
-            | UpgradeStep::Finish { partition, .. } => *partition,
+            | UpgradeStep::Finish { partition, .. }
+            | UpgradeStep::TransferLeader { partition, .. } => *partition,
         }
     }
 }

@@ -95,5 +95,9 @@ fn install_manifest_deployment_args_parse_with_the_binarys_flags() {
         operator::cli::Args::try_parse_from(std::iter::once("operator".to_owned()).chain(args))
             .unwrap_or_else(|e| panic!("chart args do not parse: {e}"));
     assert!(parsed.leader_elect);
+    assert_eq!(
+        parsed.placement_topology_cluster_role.as_deref(),
+        Some("tikv-operator-placement-topology")
+    );
     assert_eq!(parsed.metrics_addr.port(), 8080);
 }

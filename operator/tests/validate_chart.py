@@ -94,6 +94,43 @@ def check_values_schema_refuses_bad_values():
             ok(f"values.schema.json refuses {bad}: {detail}")
 
 
+def check_topology_rbac(docs):
+    """The placement topology ClusterRole reads pods and nodes and nothing else; the operator
+    may bind exactly that ClusterRole, and is told its name."""
+    role_name = f"{RELEASE}-placement-topology"
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    role = by.get(("ClusterRole", role_name))
+    want = [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]},
+    ]
+    if role is None or role["rules"] != want:
+        fail(f"ClusterRole {role_name}: expected rules {want}, got {role and role['rules']}")
+    else:
+        ok(f"ClusterRole {role_name} reads pods and nodes only")
+    binder = by.get(("ClusterRole", f"{RELEASE}-topology-binder"))
+    rules = binder["rules"] if binder else []
+    binds = [r for r in rules if "bind" in r["verbs"]]
+    crb = [r for r in rules if "clusterrolebindings" in r["resources"]]
+    if (
+        len(binds) != 1
+        or binds[0].get("resourceNames") != [role_name]
+        or binds[0]["resources"] != ["clusterroles"]
+        or len(crb) != 1
+        or not {"create", "update", "delete"} <= set(crb[0]["verbs"])
+    ):
+        fail(f"topology binder rules are not least privilege: {rules}")
+    else:
+        ok(f"operator may bind only {role_name} and manage clusterrolebindings")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    flag = f"--placement-topology-cluster-role={role_name}"
+    if flag not in args:
+        fail(f"the operator is not told the topology ClusterRole ({flag} missing from {args})")
+    else:
+        ok(f"the operator is told {flag}")
+
+
 def install_manifest(chart, docs):
     """The CRD then every rendered object, for plain `kubectl apply -f`."""
     crds = [c["data"] for c in chart.crds]
@@ -163,6 +200,8 @@ BAD_CLUSTERS = {
     "negative quantity": ({"placement": {"storage": {"size": "-1Gi"}}}, "spec.placement.storage.size", "does not match"),
     "bad duration": ({"evictLeaderTimeout": "soon"}, "spec.evictLeaderTimeout", "does not match"),
     "bad service type": ({"store": {"serviceType": "Headless"}}, "spec.store.serviceType", "is not one of"),
+    "bad failover period": ({"failoverPeriod": "5 minutes"}, "spec.failoverPeriod", "does not match"),
+    "bad reclaim policy": ({"pvReclaimPolicy": "Recycle"}, "spec.pvReclaimPolicy", "is not one of"),
 }
 
 
@@ -190,10 +229,12 @@ def main():
     chart, docs = render()
     for d in docs:
         kube_validate(d, "chart")
+    check_topology_rbac(docs)
     _, ns_docs = render({"clusterScoped": False})
-    kinds = sorted({d["kind"] for d in ns_docs})
-    if "ClusterRole" in kinds:
-        fail(f"clusterScoped=false still renders a ClusterRole: {kinds}")
+    # Only the placement-topology roles may be cluster-wide; the operator's own role is a Role.
+    wide = sorted(d["metadata"]["name"] for d in ns_docs if d["kind"] == "ClusterRole")
+    if RELEASE in wide:
+        fail(f"clusterScoped=false still renders the operator's ClusterRole: {wide}")
     for d in ns_docs:
         kube_validate(d, "chart (namespaced)")
 

@@ -36,3 +36,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default "default" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+{{/* The ClusterRole placement's ServiceAccounts are bound to for store topology. */}}
+{{- define "tikv-operator.placementTopologyRole" -}}
+{{- printf "%s-placement-topology" .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}

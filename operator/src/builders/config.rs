@@ -11,7 +11,8 @@ use crate::crd::TikvCluster;
 use crate::{Error, Result};
 
 /// The component's config file. For placement, `max-replicas` and `location-labels` come from
-/// the cluster spec and win over the user's TOML.
+/// the cluster spec and win over the user's TOML, and `[topology] source = "kubernetes"` makes
+/// placement derive store topology labels from the store pods' nodes.
 pub fn render_config(tc: &TikvCluster, c: Component) -> Result<String> {
     let user = c.spec(tc).config.as_deref().unwrap_or("");
     let mut table: toml::Table =
@@ -30,6 +31,16 @@ pub fn render_config(tc: &TikvCluster, c: Component) -> Result<String> {
             "location-labels".into(),
             toml::Value::Array(labels.map(toml::Value::String).collect()),
         );
+        let topology = table
+            .entry("topology")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(topology) = topology else {
+            return Err(Error::ComponentConfig {
+                component: c.as_str(),
+                reason: "`topology` must be a table".into(),
+            });
+        };
+        topology.insert("source".into(), toml::Value::String("kubernetes".into()));
     }
     Ok(toml::to_string(&table).expect("a toml::Table always serializes"))
 }
@@ -70,6 +81,29 @@ mod tests {
         let labels = t["location-labels"].as_array().unwrap();
         assert_eq!(labels.len(), 2);
         assert_eq!(labels[0].as_str(), Some("zone"));
+        assert!(
+            text.contains("[topology]\nsource = \"kubernetes\"\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn topology_source_is_kubernetes_and_keeps_other_topology_keys() {
+        let mut tc = cluster(TikvClusterSpec::default());
+        tc.spec.placement.common.config =
+            Some("[topology]\nsource = \"static\"\nrefresh-interval = \"1m\"\n".into());
+        let text = render_config(&tc, Component::Placement).unwrap();
+        let t: toml::Table = text.parse().unwrap();
+        assert_eq!(t["topology"]["source"].as_str(), Some("kubernetes"));
+        assert_eq!(t["topology"]["refresh-interval"].as_str(), Some("1m"));
+        tc.spec.placement.common.config = Some("topology = 3\n".into());
+        let err = render_config(&tc, Component::Placement).unwrap_err();
+        assert!(
+            err.to_string().contains("`topology` must be a table"),
+            "{err}"
+        );
+        let store = render_config(&cluster(TikvClusterSpec::default()), Component::Store).unwrap();
+        assert!(!store.contains("topology"), "{store}");
     }
 
     #[test]

@@ -4,17 +4,24 @@
 //!
 //! Each component ([`Component::Placement`], [`Component::Store`]) gets a headless peer Service
 //! (stable pod DNS), a client Service, a ConfigMap with its rendered config file, a
-//! StatefulSet and a PodDisruptionBudget. [`objects`] lists them all.
+//! StatefulSet and a PodDisruptionBudget; placement also gets a ServiceAccount, bound
+//! cluster-wide to the chart's topology ClusterRole ([`placement_topology_binding`]).
+//! [`objects`] lists the namespaced ones.
 
 mod config;
 mod pdb;
+mod rbac;
 mod service;
 mod statefulset;
 
 pub use config::{config_map, render_config};
 pub use pdb::pod_disruption_budget;
+pub use rbac::{
+    placement_service_account, placement_service_account_name, placement_topology_binding,
+    topology_binding_name, NAMESPACE_LABEL,
+};
 pub use service::{client_service, peer_service};
-pub use statefulset::{placement_endpoint, stateful_set};
+pub use statefulset::{initial_cluster, placement_endpoint, stateful_set};
 
 use std::collections::BTreeMap;
 
@@ -159,13 +166,16 @@ pub fn image(tc: &TikvCluster, c: Component) -> String {
     format!("{repo}:{version}")
 }
 
-/// Every object of a cluster, as JSON ready for server-side apply, in apply order.
+/// Every namespaced object of a cluster, as JSON ready for server-side apply, in apply order
+/// (the cluster-scoped topology binding is separate: it needs the ClusterRole's name).
 pub fn objects(tc: &TikvCluster) -> Result<Vec<serde_json::Value>> {
-    let mut out = Vec::new();
+    let to_json = |v: Result<serde_json::Value, serde_json::Error>| {
+        v.expect("Kubernetes objects always serialize")
+    };
+    let mut out = vec![to_json(serde_json::to_value(placement_service_account(
+        tc,
+    )?))];
     for c in Component::ALL {
-        let to_json = |v: Result<serde_json::Value, serde_json::Error>| {
-            v.expect("Kubernetes objects always serialize")
-        };
         out.push(to_json(serde_json::to_value(peer_service(tc, c)?)));
         out.push(to_json(serde_json::to_value(client_service(tc, c)?)));
         out.push(to_json(serde_json::to_value(config_map(tc, c)?)));
@@ -218,7 +228,8 @@ mod tests {
     fn objects_are_owned_and_labelled() {
         let tc = cluster(TikvClusterSpec::default());
         let objs = objects(&tc).unwrap();
-        assert_eq!(objs.len(), 10);
+        assert_eq!(objs.len(), 11);
+        assert_eq!(objs[0]["kind"], "ServiceAccount");
         for o in &objs {
             let meta = &o["metadata"];
             assert_eq!(meta["namespace"], "db");

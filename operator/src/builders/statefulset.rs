@@ -29,7 +29,7 @@ use super::{
     config_map_name, image, labels, metadata, name, namespace, peer_service_name, selector_labels,
     Component, CONFIG_HASH_ANNOTATION, TEMPLATE_HASH_ANNOTATION,
 };
-use crate::crd::TikvCluster;
+use crate::crd::{PvReclaimPolicy, TikvCluster};
 use crate::Result;
 
 /// Label keys the default topology spread uses, outermost first.
@@ -76,11 +76,18 @@ pub fn stateful_set(tc: &TikvCluster, c: Component, partition: i32) -> Result<St
             template,
             volume_claim_templates: Some(vec![data_claim(tc, c)]),
             // A pod removed by scale-in served a store placement already tombstoned; its data
-            // must not come back if the ordinal is reused. Deleting the cluster keeps volumes.
+            // must not come back if the ordinal is reused. Deleting the cluster keeps volumes
+            // unless `pvReclaimPolicy` is `Delete` (the finalizer deletes them too).
             persistent_volume_claim_retention_policy: Some(
                 StatefulSetPersistentVolumeClaimRetentionPolicy {
                     when_scaled: Some("Delete".into()),
-                    when_deleted: Some("Retain".into()),
+                    when_deleted: Some(
+                        match tc.spec.pv_reclaim_policy {
+                            PvReclaimPolicy::Retain => "Retain",
+                            PvReclaimPolicy::Delete => "Delete",
+                        }
+                        .into(),
+                    ),
                 },
             ),
             ..StatefulSetSpec::default()
@@ -114,6 +121,9 @@ fn pod_spec(tc: &TikvCluster, c: Component) -> Result<PodSpec> {
         ),
         tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
         topology_spread_constraints: Some(topology_spread),
+        // Placement reads pods and nodes for store topology under its own account.
+        service_account_name: (c == Component::Placement)
+            .then(|| super::rbac::placement_service_account_name(tc)),
         termination_grace_period_seconds: Some(match c {
             Component::Placement => 30,
             Component::Store => 120,
@@ -176,6 +186,7 @@ pub fn args(tc: &TikvCluster, c: Component) -> Result<Vec<String>> {
             format!("--advertise-client-urls=http://{pod_dns}:2379"),
             "--peer-urls=http://0.0.0.0:2380".into(),
             format!("--advertise-peer-urls=http://{pod_dns}:2380"),
+            format!("--initial-cluster={}", initial_cluster(tc)?),
             format!("--data-dir={}", c.data_dir()),
             format!("--config={config}"),
         ],
@@ -188,6 +199,22 @@ pub fn args(tc: &TikvCluster, c: Component) -> Result<Vec<String>> {
             format!("--config={config}"),
         ],
     })
+}
+
+/// `<pod>=http://<pod>.<peer-svc>.<ns>.svc:2380,...` over ordinals `0..spec.placement.replicas`
+/// (PD's `--initial-cluster` syntax). Members bootstrap from it; a member whose data directory
+/// already holds state ignores it, and one added later joins the members listed.
+pub fn initial_cluster(tc: &TikvCluster) -> Result<String> {
+    let ns = namespace(tc)?;
+    let c = Component::Placement;
+    let peer = peer_service_name(tc, c);
+    Ok((0..tc.spec.placement.replicas.max(1))
+        .map(|o| {
+            let pod = format!("{}-{o}", name(tc, c));
+            format!("{pod}=http://{pod}.{peer}.{ns}.svc:2380")
+        })
+        .collect::<Vec<_>>()
+        .join(","))
 }
 
 /// Placement's client Service URL, what stores (and the operator) dial.
@@ -352,10 +379,45 @@ mod tests {
                 "--advertise-client-urls=http://$(POD_NAME).basic-placement-peer.db.svc:2379",
                 "--peer-urls=http://0.0.0.0:2380",
                 "--advertise-peer-urls=http://$(POD_NAME).basic-placement-peer.db.svc:2380",
+                "--initial-cluster=basic-placement-0=http://basic-placement-0.basic-placement-peer.db.svc:2380",
                 "--data-dir=/var/lib/placement",
                 "--config=/etc/placement/placement.toml",
             ]
         );
+    }
+
+    #[test]
+    fn initial_cluster_lists_every_member_and_the_pod_runs_as_placement() {
+        let mut tc = cluster(TikvClusterSpec::default());
+        tc.spec.placement.replicas = 3;
+        let sts = stateful_set(&tc, Component::Placement, 0).unwrap();
+        let args = must_container(&sts).args.unwrap();
+        let flag = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--initial-cluster="))
+            .unwrap();
+        let members: Vec<_> = flag.split(',').collect();
+        assert_eq!(
+            members,
+            (0..3)
+                .map(|o| format!(
+                    "basic-placement-{o}=http://basic-placement-{o}.basic-placement-peer.db.svc:2380"
+                ))
+                .collect::<Vec<_>>()
+        );
+        let pod = sts.spec.template.spec.unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("basic-placement"));
+        let store = stateful_set(&tc, Component::Store, 0).unwrap();
+        assert_eq!(store.spec.template.spec.unwrap().service_account_name, None);
+    }
+
+    #[test]
+    fn reclaim_policy_delete_deletes_claims_with_the_statefulset() {
+        let mut tc = cluster(TikvClusterSpec::default());
+        tc.spec.pv_reclaim_policy = PvReclaimPolicy::Delete;
+        let sts = stateful_set(&tc, Component::Store, 0).unwrap();
+        let retention = sts.spec.persistent_volume_claim_retention_policy.unwrap();
+        assert_eq!(retention.when_deleted.as_deref(), Some("Delete"));
     }
 
     #[test]

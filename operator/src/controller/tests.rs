@@ -8,10 +8,14 @@ use super::*;
 use crate::builders::fixtures::cluster;
 use crate::crd::TikvClusterSpec;
 use crate::crd::{PlacementMember, StoreInfo, UpgradeStatus};
-use crate::fixtures::{Call, MockApiServer, ScriptedPlacement};
+use crate::fixtures::{without_nulls, Call, MockApiServer, ScriptedPlacement};
 use crate::placement::PlacementView;
 
 const STS: &str = "/apis/apps/v1/namespaces/db/statefulsets";
+const PVC: &str = "/api/v1/namespaces/db/persistentvolumeclaims";
+const CRB: &str =
+    "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/tikv-db-basic-placement-topology";
+const TOPOLOGY_ROLE: &str = "tikv-operator-placement-topology";
 
 async fn must_reconcile(
     tc: TikvCluster,
@@ -27,6 +31,17 @@ async fn must_reconcile_with(
     client: Client,
     placement: ScriptedPlacement,
 ) -> (Action, Vec<Call>) {
+    must_reconcile_as(tc, mock, client, placement, Some(TOPOLOGY_ROLE)).await
+}
+
+/// One pass with the operator told `topology_role` (or no topology ClusterRole).
+async fn must_reconcile_as(
+    tc: TikvCluster,
+    mock: MockApiServer,
+    client: Client,
+    placement: ScriptedPlacement,
+    topology_role: Option<&str>,
+) -> (Action, Vec<Call>) {
     let server = mock.run();
     let action = reconcile(
         Arc::new(tc),
@@ -35,6 +50,7 @@ async fn must_reconcile_with(
             client,
             placement: Arc::new(placement),
             metrics: Metrics::default(),
+            topology_cluster_role: topology_role.map(str::to_owned),
         }),
     )
     .await
@@ -53,7 +69,7 @@ fn status_patch(calls: &[Call]) -> crate::crd::TikvClusterStatus {
         "{}",
         last.path
     );
-    serde_json::from_value(last.body["status"].clone()).unwrap()
+    serde_json::from_value(without_nulls(last.body["status"].clone())).unwrap()
 }
 
 #[tokio::test]
@@ -61,21 +77,48 @@ async fn create_from_scratch_applies_everything_in_order() {
     let tc = cluster(TikvClusterSpec::default());
     let (client, mock) = MockApiServer::new(&tc);
     let (action, calls) = must_reconcile(tc, mock, client).await;
-    let expected: Vec<String> = ["placement", "store"]
-        .iter()
-        .flat_map(|c| {
-            [
-                format!("GET statefulsets/basic-{c}"),
-                format!("PATCH services/basic-{c}-peer"),
-                format!("PATCH services/basic-{c}"),
-                format!("PATCH configmaps/basic-{c}-config"),
-                format!("PATCH statefulsets/basic-{c}"),
-                format!("PATCH poddisruptionbudgets/basic-{c}"),
-            ]
-        })
-        .chain(["PATCH basic/status".to_owned()])
-        .collect();
+    let expected: Vec<String> = [
+        "PATCH tikvclusters/basic",
+        "PATCH serviceaccounts/basic-placement",
+        "PATCH clusterrolebindings/tikv-db-basic-placement-topology",
+    ]
+    .map(str::to_owned)
+    .into_iter()
+    .chain(["placement", "store"].iter().flat_map(|c| {
+        [
+            format!("GET statefulsets/basic-{c}"),
+            format!("PATCH services/basic-{c}-peer"),
+            format!("PATCH services/basic-{c}"),
+            format!("PATCH configmaps/basic-{c}-config"),
+            format!("PATCH statefulsets/basic-{c}"),
+            format!("PATCH poddisruptionbudgets/basic-{c}"),
+        ]
+    }))
+    .chain(["PATCH basic/status".to_owned()])
+    .collect();
     assert_eq!(shorts(&calls), expected);
+    // The finalizer goes on first, guarded by the resourceVersion.
+    assert_eq!(
+        calls[0].body["metadata"]["finalizers"],
+        json!([crate::crd::FINALIZER])
+    );
+    assert!(calls[0].body["metadata"]
+        .as_object()
+        .unwrap()
+        .contains_key("resourceVersion"));
+    // Placement runs as its own ServiceAccount, bound to the chart's topology ClusterRole.
+    let binding = &calls[2].body;
+    assert_eq!(binding["roleRef"]["name"], TOPOLOGY_ROLE);
+    assert_eq!(binding["subjects"][0]["name"], "basic-placement");
+    assert_eq!(binding["subjects"][0]["namespace"], "db");
+    let placement = calls
+        .iter()
+        .find(|c| c.method == http::Method::PATCH && c.path == format!("{STS}/basic-placement"))
+        .unwrap();
+    assert_eq!(
+        placement.body["spec"]["template"]["spec"]["serviceAccountName"],
+        "basic-placement"
+    );
     let sts = calls
         .iter()
         .find(|c| c.method == http::Method::PATCH && c.path == format!("{STS}/basic-store"))
@@ -206,6 +249,7 @@ async fn unrenderable_config_applies_nothing_and_reports_degraded() {
     assert_eq!(
         shorts(&calls),
         [
+            "PATCH tikvclusters/basic",
             "GET statefulsets/basic-placement",
             "GET statefulsets/basic-store",
             "PATCH basic/status"
@@ -255,6 +299,7 @@ async fn status_reports_what_placement_says() {
             name: "basic-placement-0".into(),
             client_urls: vec!["http://basic-placement-0.basic-placement-peer.db.svc:2379".into()],
             health: true,
+            ..PlacementMember::default()
         }],
         leader: Some("basic-placement-0".into()),
         stores: vec![StoreInfo {
@@ -342,7 +387,7 @@ async fn must_upgrade_pass(
     let evictions = evictions.lock().unwrap().clone();
     let status = calls.last().unwrap().body["status"].clone();
     let reason = status::find(
-        &serde_json::from_value(status.clone()).unwrap(),
+        &serde_json::from_value(without_nulls(status.clone())).unwrap(),
         "Progressing",
     )
     .unwrap()
@@ -402,4 +447,477 @@ async fn upgrade_evicts_leaders_then_restarts_one_pod_at_a_time() {
     assert_eq!((p.partition, p.evictions), (2, vec!["-3".to_owned()]));
     assert_eq!(p.events, ["StorePodUpgraded"]);
     assert!(p.upgrade.is_null(), "{}", p.upgrade);
+}
+
+/// What one reconcile pass did: the calls, what placement was asked and the status written.
+struct Pass {
+    calls: Vec<Call>,
+    drained: Vec<u64>,
+    member_ops: Vec<String>,
+    evictions: Vec<String>,
+}
+
+impl Pass {
+    /// The StatefulSet `name` as applied this pass.
+    fn sts(&self, name: &str) -> Option<&serde_json::Value> {
+        self.calls
+            .iter()
+            .find(|c| c.method == http::Method::PATCH && c.path == format!("{STS}/{name}"))
+            .map(|c| &c.body)
+    }
+
+    fn replicas(&self, name: &str) -> Option<i64> {
+        self.sts(name)?["spec"]["replicas"].as_i64()
+    }
+
+    fn partition(&self, name: &str) -> Option<i64> {
+        self.sts(name)?["spec"]["updateStrategy"]["rollingUpdate"]["partition"].as_i64()
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.calls
+            .iter()
+            .filter(|c| c.method == http::Method::POST && c.path.ends_with("/events"))
+            .map(|c| c.body["reason"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn status(&self) -> crate::crd::TikvClusterStatus {
+        status_patch(&self.calls)
+    }
+
+    fn condition(&self, type_: &str) -> (String, String) {
+        let status = self.status();
+        let c = status::find(&status, type_).unwrap();
+        (c.status.clone(), c.reason.clone())
+    }
+}
+
+/// One pass over `tc` with `seeds` in the API server and placement answering `view`.
+async fn must_pass(
+    tc: TikvCluster,
+    seeds: Vec<(String, serde_json::Value)>,
+    view: Option<PlacementView>,
+) -> Pass {
+    let (client, mut mock) = MockApiServer::new(&tc);
+    for (path, obj) in seeds {
+        mock = mock.seed(&path, obj);
+    }
+    let placement = match view {
+        Some(v) => ScriptedPlacement::up(v),
+        None => ScriptedPlacement::down(),
+    };
+    let (drained, member_ops, evictions) = (
+        placement.drained.clone(),
+        placement.member_ops.clone(),
+        placement.evictions.clone(),
+    );
+    let (_, calls) = must_reconcile_with(tc, mock, client, placement).await;
+    let take = |v: Arc<std::sync::Mutex<Vec<String>>>| v.lock().unwrap().clone();
+    let drained = drained.lock().unwrap().clone();
+    Pass {
+        calls,
+        drained,
+        member_ops: take(member_ops),
+        evictions: take(evictions),
+    }
+}
+
+/// A cluster that already carries the finalizer (every pass after the first).
+fn finalized(spec: TikvClusterSpec) -> TikvCluster {
+    let mut tc = cluster(spec);
+    tc.metadata.finalizers = Some(vec![crate::crd::FINALIZER.into()]);
+    tc
+}
+
+/// The StatefulSet of `c` rendered from `tc`, running `replicas` pods, all ready and updated.
+fn running(tc: &TikvCluster, c: Component, replicas: i32) -> (String, serde_json::Value) {
+    let mut sts = builders::stateful_set(tc, c, 0).unwrap();
+    sts.spec.replicas = Some(replicas);
+    sts.status = Some(StatefulSetStatus {
+        replicas,
+        ready_replicas: Some(replicas),
+        updated_replicas: Some(replicas),
+        ..Default::default()
+    });
+    let path = format!("{STS}/{}", builders::name(tc, c));
+    (path, serde_json::to_value(&sts).unwrap())
+}
+
+/// Stores 1..=n on pods 0..n-1, Up unless listed.
+fn stores(n: u64, states: &[(u64, &str)]) -> Vec<StoreInfo> {
+    (1..=n)
+        .map(|id| StoreInfo {
+            id,
+            address: format!("basic-store-{}.basic-store-peer.db.svc:20160", id - 1),
+            state: states
+                .iter()
+                .find(|(s, _)| *s == id)
+                .map_or("Up", |(_, st)| st)
+                .into(),
+            region_count: 4,
+            ..StoreInfo::default()
+        })
+        .collect()
+}
+
+fn store_view(stores: Vec<StoreInfo>) -> PlacementView {
+    PlacementView {
+        stores,
+        ..PlacementView::default()
+    }
+}
+
+fn with_failures(mut tc: TikvCluster, ids: &[u64]) -> TikvCluster {
+    let mut status = crate::crd::TikvClusterStatus::default();
+    status.store.failure_stores = ids
+        .iter()
+        .map(|&id| crate::crd::FailureStore {
+            store_id: id,
+            pod: format!("basic-store-{}", id - 1),
+            since: Time(Timestamp::from_second(1_000).unwrap()),
+        })
+        .collect();
+    tc.status = Some(status);
+    tc
+}
+
+#[tokio::test]
+async fn a_down_store_gets_a_replacement_pod_and_a_status_record() {
+    let tc = finalized(TikvClusterSpec::default());
+    let seeds = vec![running(&tc, Component::Store, 3)];
+    let p = must_pass(tc, seeds, Some(store_view(stores(3, &[(2, "Down")])))).await;
+    assert_eq!(p.replicas("basic-store"), Some(4));
+    assert!(p.drained.is_empty(), "{:?}", p.drained);
+    let failures = p.status().store.failure_stores;
+    assert_eq!(failures.len(), 1);
+    assert_eq!(
+        (failures[0].store_id, failures[0].pod.as_str()),
+        (2, "basic-store-1")
+    );
+    assert_eq!(
+        p.condition("Degraded"),
+        ("True".into(), "StoreFailover".into())
+    );
+    assert_eq!(p.events(), ["StoreFailover"]);
+    // Next pass: recorded already, the replacement pod runs; no second pod, no new event.
+    let tc = with_failures(finalized(TikvClusterSpec::default()), &[2]);
+    let mut seeds = vec![running(&tc, Component::Store, 4)];
+    seeds.push(running(&tc, Component::Placement, 1));
+    let p = must_pass(tc, seeds, Some(store_view(stores(4, &[(2, "Down")])))).await;
+    assert_eq!(p.replicas("basic-store"), Some(4));
+    assert!(
+        p.drained.is_empty(),
+        "a failover pod must not drain a healthy store"
+    );
+    assert!(p.events().is_empty(), "{:?}", p.events());
+}
+
+#[tokio::test]
+async fn failover_stops_at_max_failover_count() {
+    let mut tc = with_failures(finalized(TikvClusterSpec::default()), &[2]);
+    tc.spec.max_failover_count = 1;
+    let seeds = vec![running(&tc, Component::Store, 4)];
+    let view = store_view(stores(4, &[(2, "Down"), (3, "Down")]));
+    let p = must_pass(tc, seeds, Some(view)).await;
+    assert_eq!(p.replicas("basic-store"), Some(4));
+    assert_eq!(p.status().store.failure_stores.len(), 1);
+    assert_eq!(
+        p.condition("Degraded"),
+        ("True".into(), "FailoverLimitReached".into())
+    );
+    assert_eq!(p.events(), ["FailoverLimitReached"]);
+}
+
+#[tokio::test]
+async fn a_recovered_store_lets_its_replacement_go_through_a_drain() {
+    // Store 2 is Up again: its record clears and the surplus highest-ordinal store drains.
+    let tc = with_failures(finalized(TikvClusterSpec::default()), &[2]);
+    let seeds = vec![running(&tc, Component::Store, 4)];
+    let p = must_pass(tc, seeds, Some(store_view(stores(4, &[])))).await;
+    assert_eq!(p.replicas("basic-store"), Some(4));
+    assert_eq!(p.drained, [4]);
+    assert_eq!(p.events(), ["StoreRecovered", "DrainingStore"]);
+    let status_body = &p.calls.last().unwrap().body["status"];
+    assert!(
+        status_body["store"]["failureStores"].is_null(),
+        "the record is cleared: {status_body}"
+    );
+    assert_eq!(
+        p.condition("Degraded"),
+        ("False".into(), "AsExpected".into())
+    );
+    // Drain done (Tombstone): only now the pod goes.
+    let tc = finalized(TikvClusterSpec::default());
+    let seeds = vec![running(&tc, Component::Store, 4)];
+    let p = must_pass(tc, seeds, Some(store_view(stores(4, &[(4, "Tombstone")])))).await;
+    assert_eq!(p.replicas("basic-store"), Some(3));
+    assert_eq!(p.events(), ["RemovedDrainedPod"]);
+}
+
+fn pvc(name: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+           "metadata": {"name": name, "namespace": "db"}})
+}
+
+/// One pass over a deleted cluster holding two volume claims.
+async fn must_delete(policy: crate::crd::PvReclaimPolicy, paused: bool) -> Pass {
+    let mut tc = finalized(TikvClusterSpec {
+        pv_reclaim_policy: policy,
+        paused,
+        ..TikvClusterSpec::default()
+    });
+    tc.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(2_000).unwrap()));
+    let claims = ["data-basic-placement-0", "data-basic-store-0"];
+    let mut seeds = vec![
+        (
+            PVC.to_owned(),
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {},
+                   "items": claims.map(pvc)}),
+        ),
+        (CRB.to_owned(), json!({})),
+    ];
+    seeds.extend(claims.map(|c| (format!("{PVC}/{c}"), pvc(c))));
+    must_pass(tc, seeds, None).await
+}
+
+#[tokio::test]
+async fn deletion_deletes_claims_only_under_the_delete_policy_then_drops_the_finalizer() {
+    let p = must_delete(crate::crd::PvReclaimPolicy::Delete, false).await;
+    assert_eq!(
+        shorts(&p.calls),
+        [
+            "POST db/events",
+            "GET db/persistentvolumeclaims",
+            "DELETE persistentvolumeclaims/data-basic-placement-0",
+            "DELETE persistentvolumeclaims/data-basic-store-0",
+            "DELETE clusterrolebindings/tikv-db-basic-placement-topology",
+            "PATCH tikvclusters/basic",
+        ]
+    );
+    assert!(
+        p.calls[1]
+            .query
+            .contains("app.kubernetes.io%2Finstance%3Dbasic"),
+        "{}",
+        p.calls[1].query
+    );
+    assert_eq!(p.events(), ["Deleting"]);
+    let last = p.calls.last().unwrap();
+    assert_eq!(last.body["metadata"]["finalizers"], json!([]));
+
+    // Retain (here on a paused cluster: deletion still runs): no claim is touched.
+    let p = must_delete(crate::crd::PvReclaimPolicy::Retain, true).await;
+    assert_eq!(
+        shorts(&p.calls),
+        [
+            "POST db/events",
+            "DELETE clusterrolebindings/tikv-db-basic-placement-topology",
+            "PATCH tikvclusters/basic",
+        ]
+    );
+    assert_eq!(
+        p.calls.last().unwrap().body["metadata"]["finalizers"],
+        json!([])
+    );
+}
+
+#[tokio::test]
+async fn without_a_topology_role_no_binding_is_made_or_deleted() {
+    let tc = cluster(TikvClusterSpec::default());
+    let (client, mock) = MockApiServer::new(&tc);
+    let (_, calls) = must_reconcile_as(tc, mock, client, ScriptedPlacement::down(), None).await;
+    let applied = shorts(&calls);
+    assert!(applied.contains(&"PATCH serviceaccounts/basic-placement".to_owned()));
+    assert!(
+        !applied.iter().any(|c| c.contains("clusterrolebindings")),
+        "{applied:?}"
+    );
+    let mut tc = finalized(TikvClusterSpec::default());
+    tc.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(2_000).unwrap()));
+    let (client, mock) = MockApiServer::new(&tc);
+    let (_, calls) = must_reconcile_as(tc, mock, client, ScriptedPlacement::down(), None).await;
+    assert_eq!(
+        shorts(&calls),
+        ["POST db/events", "PATCH tikvclusters/basic"]
+    );
+}
+
+#[tokio::test]
+async fn a_finalized_cluster_is_not_patched_again_and_a_deleted_one_without_it_is_left_alone() {
+    let tc = finalized(TikvClusterSpec::default());
+    let p = must_pass(tc, vec![], None).await;
+    assert!(!shorts(&p.calls).contains(&"PATCH tikvclusters/basic".to_owned()));
+    let mut tc = cluster(TikvClusterSpec::default());
+    tc.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(2_000).unwrap()));
+    let p = must_pass(tc, vec![], None).await;
+    assert!(p.calls.is_empty(), "{:?}", shorts(&p.calls));
+}
+
+fn placement_spec(replicas: i32) -> TikvClusterSpec {
+    TikvClusterSpec {
+        placement: crate::crd::PlacementSpec {
+            replicas,
+            ..Default::default()
+        },
+        ..TikvClusterSpec::default()
+    }
+}
+
+/// Members 0..n healthy unless in `sick`, led by `leader`.
+fn members(n: i32, sick: &[i32], leader: i32) -> PlacementView {
+    PlacementView {
+        members: (0..n)
+            .map(|o| PlacementMember {
+                name: format!("basic-placement-{o}"),
+                health: !sick.contains(&o),
+                ..PlacementMember::default()
+            })
+            .collect(),
+        leader: Some(format!("basic-placement-{leader}")),
+        stores: stores(3, &[]),
+        fault_tolerance: None,
+    }
+}
+
+/// A pass of a cluster wanting `want` placement members whose StatefulSet runs `pods`.
+async fn must_member_pass(want: i32, pods: i32, view: PlacementView) -> Pass {
+    let tc = finalized(placement_spec(want));
+    let old = finalized(placement_spec(pods));
+    let seeds = vec![running(&old, Component::Placement, pods)];
+    must_pass(tc, seeds, Some(view)).await
+}
+
+#[tokio::test]
+async fn placement_scales_out_one_healthy_member_at_a_time() {
+    // 1 -> 3: the second member first; existing pods keep their revision (partition 1).
+    let p = must_member_pass(3, 1, members(1, &[], 0)).await;
+    assert_eq!(p.replicas("basic-placement"), Some(2));
+    assert_eq!(p.partition("basic-placement"), Some(1));
+    assert_eq!(p.events(), ["AddingMember"]);
+    // Pod 1 runs but has not joined: no third pod yet.
+    let p = must_member_pass(3, 2, members(1, &[], 0)).await;
+    assert_eq!(p.replicas("basic-placement"), Some(2));
+    assert_eq!(
+        p.condition("Progressing"),
+        ("True".into(), "ScaleOutWaitingForMember".into())
+    );
+    // Joined but not healthy: still no third pod.
+    let p = must_member_pass(3, 2, members(2, &[1], 0)).await;
+    assert_eq!(p.replicas("basic-placement"), Some(2));
+    // Healthy: the third.
+    let p = must_member_pass(3, 2, members(2, &[], 0)).await;
+    assert_eq!(p.replicas("basic-placement"), Some(3));
+    assert!(p.member_ops.is_empty());
+}
+
+#[tokio::test]
+async fn placement_scale_in_transfers_leadership_deletes_the_member_then_shrinks() {
+    // 3 -> 1, the leader is the highest ordinal: leadership moves to member 0 first.
+    let p = must_member_pass(1, 3, members(3, &[], 2)).await;
+    assert_eq!(p.member_ops, ["transfer:basic-placement-0"]);
+    assert_eq!(p.replicas("basic-placement"), Some(3));
+    assert_eq!(
+        p.condition("Progressing"),
+        ("True".into(), "ScaleInTransferringLeader".into())
+    );
+    // Not the leader any more: it leaves placement; the pod stays.
+    let p = must_member_pass(1, 3, members(3, &[], 0)).await;
+    assert_eq!(p.member_ops, ["delete:basic-placement-2"]);
+    assert_eq!(p.replicas("basic-placement"), Some(3));
+    assert_eq!(p.events(), ["DeletingMember"]);
+    // Gone from the member list: now the StatefulSet shrinks by one.
+    let p = must_member_pass(1, 3, members(2, &[], 0)).await;
+    assert!(p.member_ops.is_empty());
+    assert_eq!(p.replicas("basic-placement"), Some(2));
+    assert_eq!(p.events(), ["RemovedMember"]);
+    // A remaining member unhealthy: nothing leaves.
+    let p = must_member_pass(1, 2, members(2, &[0], 0)).await;
+    assert!(p.member_ops.is_empty());
+    assert_eq!(p.replicas("basic-placement"), Some(2));
+}
+
+/// A pass of a 3-member placement at `v2` whose StatefulSet was applied from `version` at
+/// `partition`, with `updated` pods on the new revision, all ready.
+async fn must_member_upgrade_pass(
+    version: &str,
+    partition: i32,
+    updated: i32,
+    leader: i32,
+) -> Pass {
+    let mut old = finalized(placement_spec(3));
+    old.spec.version = version.into();
+    let mut sts = builders::stateful_set(&old, Component::Placement, partition).unwrap();
+    sts.status = Some(StatefulSetStatus {
+        replicas: 3,
+        ready_replicas: Some(3),
+        updated_replicas: Some(updated),
+        ..Default::default()
+    });
+    let mut tc = old.clone();
+    tc.spec.version = "v2".into();
+    let seeds = vec![(
+        format!("{STS}/basic-placement"),
+        serde_json::to_value(&sts).unwrap(),
+    )];
+    must_pass(tc, seeds, Some(members(3, &[], leader))).await
+}
+
+#[tokio::test]
+async fn placement_upgrade_moves_leadership_before_each_restart() {
+    let p = must_member_upgrade_pass("v1", 0, 3, 2).await;
+    assert_eq!(p.partition("basic-placement"), Some(3));
+    assert_eq!(
+        p.condition("Progressing"),
+        ("True".into(), "UpgradeStarting".into())
+    );
+    // Pod 2 leads: leadership moves away, pod 2 waits.
+    let p = must_member_upgrade_pass("v2", 3, 0, 2).await;
+    assert_eq!(p.member_ops, ["transfer:basic-placement-1"]);
+    assert_eq!(p.partition("basic-placement"), Some(3));
+    assert_eq!(p.events(), ["TransferringLeader"]);
+    // Pod 2 follows: it restarts.
+    let p = must_member_upgrade_pass("v2", 3, 0, 1).await;
+    assert!(p.member_ops.is_empty());
+    assert_eq!(p.partition("basic-placement"), Some(2));
+    assert_eq!(p.events(), ["RestartingPlacementPod"]);
+    // Pod 1 leads next: leadership goes to pod 2, which runs the new revision.
+    let p = must_member_upgrade_pass("v2", 2, 1, 1).await;
+    assert_eq!(p.member_ops, ["transfer:basic-placement-2"]);
+    assert_eq!(p.partition("basic-placement"), Some(2));
+    // Pod 0 follows: last restart.
+    let p = must_member_upgrade_pass("v2", 1, 2, 2).await;
+    assert_eq!(p.partition("basic-placement"), Some(0));
+    assert!(
+        p.evictions.is_empty(),
+        "placement has no store leaders to evict"
+    );
+}
+
+#[tokio::test]
+async fn paused_blocks_failover_member_changes_and_the_finalizer() {
+    let mut tc = with_failures(cluster(placement_spec(1)), &[]);
+    tc.spec.paused = true;
+    let old = cluster(placement_spec(3));
+    let seeds = vec![
+        running(&old, Component::Placement, 3),
+        running(&tc, Component::Store, 3),
+    ];
+    let mut view = members(3, &[], 2);
+    view.stores = stores(3, &[(2, "Down")]);
+    let p = must_pass(tc, seeds, Some(view)).await;
+    assert_eq!(
+        shorts(&p.calls),
+        [
+            "GET statefulsets/basic-placement",
+            "GET statefulsets/basic-store",
+            "PATCH basic/status"
+        ]
+    );
+    assert!(p.member_ops.is_empty() && p.drained.is_empty());
+    assert!(p.status().store.failure_stores.is_empty());
+    assert_eq!(
+        p.condition("Progressing"),
+        ("False".into(), "Paused".into())
+    );
 }
