@@ -47,6 +47,18 @@ pub struct StoreMeta {
     pub address: String,
     #[serde(default)]
     pub state_name: String,
+    /// Location labels (`zone`, `host`, ...).
+    #[serde(default)]
+    pub labels: Vec<StoreLabel>,
+}
+
+/// `stores[].store.labels[]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct StoreLabel {
+    #[serde(default)]
+    pub key: String,
+    #[serde(default)]
+    pub value: String,
 }
 
 /// `GET /pd/api/v1/regions`.

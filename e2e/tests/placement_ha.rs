@@ -10,11 +10,11 @@
 use std::time::{Duration, Instant};
 
 use e2e::testing::serial;
-use tikv_client::TimestampExt;
 use e2e::{
     longest_gap_after, must_eventually, must_raw_client, must_txn_client, with_deadline, Api,
     ClusterBuilder, WriteLoad,
 };
+use tikv_client::TimestampExt;
 
 /// Bound on the election of a new placement leader.
 const ELECTION: Duration = Duration::from_secs(15);

@@ -1,0 +1,365 @@
+//! Topology-aware placement on real processes: six stores in three zones (two hosts each),
+//! placement with `location-labels = ["zone", "host"]`, judged through placement's PD HTTP API.
+//!
+//! - Every region ends with one replica per zone, and the fault-tolerance report says one zone
+//!   can be lost.
+//! - A whole zone stops: after `max-store-down-time` (3 s here) every region is repaired on the
+//!   remaining stores with no two replicas on one host, and the report drops to no zone; when
+//!   the zone returns, replicas move back so that each zone holds one again and the report
+//!   recovers.
+//! - A drained store reaches Tombstone with no replica left, and no region ever had fewer than
+//!   three healthy voters meanwhile (five other stores could hold them).
+//! - Evict-leader empties a store of leaders within a bound, and leaders are balanced within a
+//!   stated bound once it is removed.
+//!
+//! The tests hold [`e2e::testing::serial`]: one cluster of this size at a time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use e2e::pd_api::{PdHttp, RegionInfo};
+use e2e::testing::serial;
+use e2e::topology::leader_store;
+use e2e::{must_eventually, must_raw_client, with_deadline, Api, Cluster, ClusterBuilder};
+
+/// Bound on every wait for placement to reach a layout.
+const CONVERGE: Duration = Duration::from_secs(60);
+/// Bound on evict-leader emptying a store.
+const EVICT_BOUND: Duration = Duration::from_secs(30);
+
+const PLACEMENT: &str = "location-labels = [\"zone\", \"host\"]\nmax-store-down-time = \"3s\"\n";
+/// Small regions, so the data written makes a dozen or more regions to place.
+const STORE: &str =
+    "[raftstore]\nregion-max-size = 98304\nregion-max-keys = 1000000\nsplit-check-interval-ms = 500\n";
+
+fn zone_of(i: usize) -> usize {
+    i % 3 + 1
+}
+
+async fn six_stores_three_zones() -> Cluster {
+    let mut b = ClusterBuilder::default()
+        .stores(6)
+        .placement_config(PLACEMENT)
+        .store_config(STORE);
+    for i in 0..6 {
+        b = b.store_labels(i, format!("zone=zone-{},host=host-{}", zone_of(i), i + 1));
+    }
+    b.must_start().await
+}
+
+/// Store id → (zone, host) from placement's view of the stores.
+async fn locations(cluster: &Cluster) -> BTreeMap<u64, (String, String)> {
+    let stores = PdHttp::default()
+        .store_infos(&cluster.pd_endpoint())
+        .await
+        .expect("stores");
+    stores
+        .into_iter()
+        .map(|s| {
+            let get = |k: &str| {
+                s.store
+                    .labels
+                    .iter()
+                    .find(|l| l.key == k)
+                    .map(|l| l.value.clone())
+                    .unwrap_or_default()
+            };
+            (s.store.id, (get("zone"), get("host")))
+        })
+        .collect()
+}
+
+/// `Ok` when every region has one voter per zone among `zones`.
+fn one_per_zone(
+    regions: &[RegionInfo],
+    loc: &BTreeMap<u64, (String, String)>,
+    zones: usize,
+) -> Result<(), String> {
+    for r in regions {
+        let voters: Vec<u64> = r
+            .peers
+            .iter()
+            .filter(|p| p.role_name != "Learner")
+            .map(|p| p.store_id)
+            .collect();
+        let z: BTreeSet<&str> = voters
+            .iter()
+            .filter_map(|s| loc.get(s).map(|l| l.0.as_str()))
+            .collect();
+        if voters.len() != 3 || z.len() != zones.min(3) {
+            return Err(format!(
+                "region {} voters {voters:?} span zones {z:?}",
+                r.id
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `Ok` when every region has three voters on three distinct hosts among `live`.
+fn distinct_hosts(
+    regions: &[RegionInfo],
+    loc: &BTreeMap<u64, (String, String)>,
+    live: &BTreeSet<u64>,
+) -> Result<(), String> {
+    for r in regions {
+        let voters: Vec<u64> = r
+            .peers
+            .iter()
+            .filter(|p| p.role_name != "Learner")
+            .map(|p| p.store_id)
+            .collect();
+        let hosts: BTreeSet<&str> = voters
+            .iter()
+            .filter_map(|s| loc.get(s).map(|l| l.1.as_str()))
+            .collect();
+        if voters.len() != 3 || hosts.len() != 3 || !voters.iter().all(|s| live.contains(s)) {
+            return Err(format!(
+                "region {} voters {voters:?} on hosts {hosts:?}",
+                r.id
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How many domains of `level` the fault-tolerance report says can be lost.
+async fn tolerable(cluster: &Cluster, level: &str) -> Result<u64, String> {
+    let body = PdHttp::default()
+        .send(
+            reqwest::Method::GET,
+            &format!("http://{}/pd/api/v1/fault-tolerance", cluster.pd_endpoint()),
+        )
+        .await?;
+    let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+    v["levels"]
+        .as_array()
+        .and_then(|levels| levels.iter().find(|l| l["level"] == level))
+        .and_then(|l| l["tolerable_failures"].as_u64())
+        .ok_or_else(|| format!("no {level} level in {v}"))
+}
+
+/// Writes enough data for the small regions to split into a dozen or more.
+async fn fill(cluster: &Cluster) {
+    let client = must_raw_client(cluster, Api::V2).await;
+    let value = vec![b'x'; 1024];
+    for batch in 0..20 {
+        let pairs: Vec<(String, Vec<u8>)> = (0..50)
+            .map(|k| (format!("zones/{batch:03}/{k:03}"), value.clone()))
+            .collect();
+        client.batch_put(pairs).await.expect("batch put");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_zone_is_repaired_with_host_isolation_and_replicas_return_when_it_does() {
+    e2e::init_test_tracing();
+    let _serial = serial().await;
+    with_deadline(Duration::from_secs(400), async {
+        let mut cluster = six_stores_three_zones().await;
+        fill(&cluster).await;
+        let loc = locations(&cluster).await;
+        let regions = must_eventually("one replica per zone", CONVERGE, || async {
+            let regions = cluster
+                .wait_replicated(3, Duration::from_secs(1))
+                .await
+                .map_err(|e| e.to_string())?;
+            one_per_zone(&regions, &loc, 3)?;
+            Ok(regions)
+        })
+        .await;
+        println!("ZONES regions={} one replica per zone", regions.len());
+        assert_eq!(tolerable(&cluster, "zone").await.unwrap(), 1);
+
+        // Zone 3 (stores 2 and 5) stops.
+        let lost_at = Instant::now();
+        for i in [2, 5] {
+            cluster.kill_store(i).await.unwrap();
+        }
+        let ids = cluster.must_store_ids().await;
+        let live: BTreeSet<u64> = [0, 1, 3, 4].iter().map(|&i| ids[i]).collect();
+        must_eventually(
+            "repair on the remaining zones, one replica per host",
+            CONVERGE,
+            || async {
+                let regions = cluster.regions().await?;
+                distinct_hosts(&regions, &loc, &live)
+            },
+        )
+        .await;
+        println!("ZONE_REPAIR_MS={}", lost_at.elapsed().as_millis());
+        let zone_ft = tolerable(&cluster, "zone").await.unwrap();
+        assert_eq!(
+            zone_ft, 0,
+            "with two zones left some zone holds two replicas"
+        );
+        assert_eq!(tolerable(&cluster, "host").await.unwrap(), 1);
+
+        // The zone returns: replicas move back until each zone holds one again.
+        for i in [2, 5] {
+            cluster.restart_store(i).await.unwrap();
+        }
+        let back = Instant::now();
+        must_eventually("one replica per zone again", CONVERGE, || async {
+            let regions = cluster.regions().await?;
+            one_per_zone(&regions, &loc, 3)
+        })
+        .await;
+        must_eventually("the report recovers", CONVERGE, || async {
+            match tolerable(&cluster, "zone").await? {
+                1 => Ok(()),
+                n => Err(format!("zone tolerance {n}")),
+            }
+        })
+        .await;
+        println!("ZONE_RETURN_MS={}", back.elapsed().as_millis());
+        cluster.stop_all().await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_store_becomes_tombstone_without_under_replication() {
+    e2e::init_test_tracing();
+    let _serial = serial().await;
+    with_deadline(Duration::from_secs(300), async {
+        let mut cluster = six_stores_three_zones().await;
+        fill(&cluster).await;
+        let loc = locations(&cluster).await;
+        must_eventually("one replica per zone", CONVERGE, || async {
+            let regions = cluster.regions().await?;
+            one_per_zone(&regions, &loc, 3)
+        })
+        .await;
+        let ids = cluster.must_store_ids().await;
+        let victim = ids[0];
+        let http = PdHttp::default();
+        http.send(
+            reqwest::Method::DELETE,
+            &format!("http://{}/pd/api/v1/store/{victim}", cluster.pd_endpoint()),
+        )
+        .await
+        .expect("drain");
+        let started = Instant::now();
+        let mut checks = 0usize;
+        loop {
+            let regions = cluster.regions().await.expect("regions");
+            for r in &regions {
+                let voters = r.peers.iter().filter(|p| p.role_name != "Learner").count();
+                assert!(
+                    voters >= 3,
+                    "region {} under-replicated during the drain: {r:?}",
+                    r.id
+                );
+            }
+            checks += 1;
+            let stores = http
+                .store_infos(&cluster.pd_endpoint())
+                .await
+                .expect("stores");
+            let state = stores
+                .iter()
+                .find(|s| s.store.id == victim)
+                .map(|s| s.store.state_name.clone())
+                .unwrap_or_default();
+            if state == "Tombstone" {
+                assert!(
+                    regions
+                        .iter()
+                        .all(|r| r.peers.iter().all(|p| p.store_id != victim)),
+                    "a tombstone still holds replicas"
+                );
+                break;
+            }
+            assert!(
+                started.elapsed() < CONVERGE,
+                "store {victim} still {state} after {CONVERGE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        println!(
+            "DRAIN_MS={} checks={checks} (never under-replicated)",
+            started.elapsed().as_millis()
+        );
+        // Zones still hold one replica each: store 0's zone has store 3 left.
+        must_eventually("one replica per zone after the drain", CONVERGE, || async {
+            let regions = cluster.regions().await?;
+            one_per_zone(&regions, &loc, 3)
+        })
+        .await;
+        cluster.stop_all().await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evict_leader_empties_a_store_and_leaders_balance_after() {
+    e2e::init_test_tracing();
+    let _serial = serial().await;
+    with_deadline(Duration::from_secs(300), async {
+        let mut cluster = six_stores_three_zones().await;
+        fill(&cluster).await;
+        let regions = cluster.must_replicated(3, CONVERGE).await;
+        let ids = cluster.must_store_ids().await;
+        let http = PdHttp::default();
+        // The store leading the most regions.
+        let count =
+            |rs: &[RegionInfo], s: u64| rs.iter().filter(|r| leader_store(r) == Some(s)).count();
+        let victim = *ids.iter().max_by_key(|&&s| count(&regions, s)).unwrap();
+        let body = serde_json::json!({"name": "evict-leader-scheduler", "store_id": victim});
+        let resp = reqwest::Client::new()
+            .post(format!(
+                "http://{}/pd/api/v1/schedulers",
+                cluster.pd_endpoint()
+            ))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+        let started = Instant::now();
+        must_eventually("the store leads nothing", EVICT_BOUND, || async {
+            let regions = cluster.regions().await?;
+            match count(&regions, victim) {
+                0 => Ok(()),
+                n => Err(format!("store {victim} still leads {n}")),
+            }
+        })
+        .await;
+        println!("EVICT_LEADER_MS={}", started.elapsed().as_millis());
+        // Removing the scheduler lets leaders spread again: with R regions over 6 stores, no
+        // store leads more than ceil(R/6) + 1 and every store leads at least one when R >= 6.
+        http.send(
+            reqwest::Method::DELETE,
+            &format!(
+                "http://{}/pd/api/v1/schedulers/evict-leader-scheduler-{victim}",
+                cluster.pd_endpoint()
+            ),
+        )
+        .await
+        .expect("remove scheduler");
+        let counts = must_eventually("leaders balanced within the bound", CONVERGE, || async {
+            let regions = cluster.regions().await?;
+            let n = regions.len();
+            let bound = n.div_ceil(6) + 1;
+            let counts: BTreeMap<u64, usize> =
+                ids.iter().map(|&s| (s, count(&regions, s))).collect();
+            let max = counts.values().copied().max().unwrap_or(0);
+            let min = counts.values().copied().min().unwrap_or(0);
+            if max <= bound && (n < 6 || min >= 1) {
+                Ok((n, counts))
+            } else {
+                Err(format!(
+                    "{n} regions, leaders per store {counts:?}, bound {bound}"
+                ))
+            }
+        })
+        .await;
+        println!(
+            "LEADER_BALANCE regions={} per store {:?}",
+            counts.0, counts.1
+        );
+        cluster.stop_all().await.unwrap();
+    })
+    .await
+}
