@@ -83,7 +83,7 @@ impl Placement {
         let entry = if has_raft_state || !setup.is_group() {
             Entry::NewGroup
         } else {
-            member::transport::try_join(&setup).await
+            member::transport::try_join(&setup).await?
         };
         let (voters, joined_cluster): (Vec<u64>, Option<u64>) = match entry {
             Entry::Added { cluster_id } => {

@@ -248,14 +248,39 @@ pub enum Entry {
     NewGroup,
 }
 
-/// Asks the other initial members (and the leader one of them names) to add `me`.
-pub async fn try_join(setup: &super::Setup) -> Entry {
+/// How long a starting member keeps asking a running group (one that answers but has no
+/// leader yet) to add it before giving up.
+const JOIN_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Asks the other initial members (and the leader one of them names) to add `me`. Only when
+/// no peer answers at all (they are starting too) does the member start a new group; a peer
+/// that answers belongs to a running group, which is asked again until its leader adds this
+/// member.
+pub async fn try_join(setup: &super::Setup) -> crate::error::Result<Entry> {
+    let started = std::time::Instant::now();
+    loop {
+        let (entry, answered) = join_round(setup).await;
+        if entry != Entry::NewGroup || !answered {
+            return Ok(entry);
+        }
+        if started.elapsed() > JOIN_PATIENCE {
+            return Err(crate::error::Error::Membership(format!(
+                "the running placement group did not add this member within {JOIN_PATIENCE:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// One pass over the peers; also says whether any peer answered.
+async fn join_round(setup: &super::Setup) -> (Entry, bool) {
     let mut urls: Vec<String> = setup
         .initial
         .iter()
         .filter(|m| m.id != setup.me.id)
         .filter_map(|m| m.peer_urls.first().cloned())
         .collect();
+    let mut answered = false;
     let mut asked = 0;
     while asked < urls.len() && asked < 16 {
         let url = urls[asked].clone();
@@ -263,28 +288,32 @@ pub async fn try_join(setup: &super::Setup) -> Entry {
         let Some(resp) = ask_join(&url, &setup.me).await else {
             continue;
         };
+        answered = true;
         if resp.already_member {
-            return Entry::Member {
-                cluster_id: resp.cluster_id,
-            };
+            return (
+                Entry::Member {
+                    cluster_id: resp.cluster_id,
+                },
+                true,
+            );
         }
         if resp.added {
-            return Entry::Added {
-                cluster_id: resp.cluster_id,
-            };
+            return (
+                Entry::Added {
+                    cluster_id: resp.cluster_id,
+                },
+                true,
+            );
         }
         tracing::info!(%url, reason = %resp.error, "placement peer did not add this member");
+        // Ask the leader it names next.
         if let Some(leader_url) = resp.leader.and_then(|l| l.peer_urls.first().cloned()) {
-            if !urls.contains(&leader_url) {
+            if !urls[asked..].contains(&leader_url) {
                 urls.insert(asked, leader_url);
-            } else if let Some(pos) = urls.iter().position(|u| *u == leader_url) {
-                if pos < asked {
-                    urls.insert(asked, leader_url);
-                }
             }
         }
     }
-    Entry::NewGroup
+    (Entry::NewGroup, answered)
 }
 
 async fn ask_join(url: &str, me: &MemberInfo) -> Option<JoinResponse> {

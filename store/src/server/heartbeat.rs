@@ -9,10 +9,11 @@
 //! once, with a growing pause if it keeps failing, and every led region is
 //! reported again so the new leader learns them all.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use proto::{metapb, pdpb};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
@@ -42,6 +43,11 @@ pub struct Heartbeat {
     pub meta: Arc<RwLock<StoreMeta>>,
     pub changed: Arc<Notify>,
     pub cfg: HeartbeatConfig,
+    /// Regions split here whose new layout placement has not acknowledged yet: their
+    /// narrowed range is not sent in heartbeats until ReportBatchSplit is answered, so
+    /// placement never sees the parent shrink before it knows the regions that took over the
+    /// rest (which would leave a hole in its key space).
+    pub reporting_splits: Mutex<HashSet<u64>>,
 }
 
 fn now_secs() -> u64 {
@@ -211,7 +217,11 @@ impl Heartbeat {
             .filter(|r| r.is_leader)
             .cloned()
             .collect();
-        for r in leaders {
+        let reporting = self.reporting_splits.lock().clone();
+        for r in leaders
+            .into_iter()
+            .filter(|r| !reporting.contains(&r.region.id))
+        {
             let down_peers = r
                 .down_peers
                 .iter()
@@ -367,12 +377,18 @@ impl Heartbeat {
             epoch: (epoch.conf_ver, epoch.version),
             splits,
         });
-        self.router.propose(region_id, cmd).await?;
-        let regions = self.regions_from(region_id, &region);
-        tracing::info!(region_id, new_regions = regions.len() - 1, "region split");
-        self.pd.report_batch_split(regions).await?;
+        self.reporting_splits.lock().insert(region_id);
+        let reported = async {
+            self.router.propose(region_id, cmd).await?;
+            let regions = self.regions_from(region_id, &region);
+            tracing::info!(region_id, new_regions = regions.len() - 1, "region split");
+            self.pd.report_batch_split(regions).await?;
+            Ok::<(), SplitError>(())
+        }
+        .await;
+        self.reporting_splits.lock().remove(&region_id);
         self.changed.notify_one();
-        Ok(())
+        reported
     }
 
     /// The regions now covering the parent's old range, parent first.

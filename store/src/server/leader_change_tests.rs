@@ -256,6 +256,7 @@ async fn region_heartbeats_follow_the_leader_and_its_operators_still_run() {
                 max_keys: u64::MAX,
             },
         },
+        reporting_splits: Default::default(),
     };
     let (stop, stop_rx) = oneshot::channel();
     let task = tokio::spawn(hb.run(stop_rx));

@@ -212,6 +212,7 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
         meta,
         changed,
         cfg: hb_cfg,
+        reporting_splits: Default::default(),
     };
     tokio::spawn(hb.run(hb_stop_rx));
 
