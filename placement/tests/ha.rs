@@ -256,6 +256,30 @@ async fn three_members_replicate_fail_over_and_rejoin() {
     assert!(id_after > id_before, "ids repeat across failover");
     let _ = store_id;
 
+    // The command-line tool, asked through a follower, shows the new leader and, once it has
+    // been silent for the health window, the dead one as down.
+    let follower = (0..3).find(|i| *i != leader && *i != new_leader).unwrap();
+    let url = group.server(follower).url();
+    let start = Instant::now();
+    loop {
+        let table = placement::ctl::run(&url, &placement::ctl::Command::Members)
+            .await
+            .unwrap();
+        let row = |name: String| {
+            table
+                .lines()
+                .find(|l| l.starts_with(&name))
+                .unwrap_or_else(|| panic!("{name} missing from\n{table}"))
+                .to_owned()
+        };
+        assert!(row(format!("pd{new_leader}")).contains("leader"), "{table}");
+        if row(format!("pd{leader}")).ends_with("down") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{table}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // The old leader comes back as a follower and catches up.
     group.restart(leader).await;
     pd.put_store(pdpb::PutStoreRequest {

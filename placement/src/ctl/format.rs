@@ -189,3 +189,64 @@ mod tests {
         );
     }
 }
+
+/// `/pd/api/v1/members` with the health of each from `/pd/api/v1/health`.
+pub fn members(members: &Value, health: &Value) -> String {
+    let leader = text(&members["leader"]["name"]);
+    let healthy = |name: &str| {
+        (health.as_array().into_iter().flatten())
+            .find(|h| text(&h["name"]) == name)
+            .map_or("unknown", |h| {
+                if h["health"] == Value::Bool(true) {
+                    "up"
+                } else {
+                    "down"
+                }
+            })
+            .to_owned()
+    };
+    let rows: Vec<Vec<String>> = (members["members"].as_array().into_iter().flatten())
+        .map(|m| {
+            let name = text(&m["name"]);
+            let urls: Vec<String> = (m["client_urls"].as_array().into_iter().flatten())
+                .map(text)
+                .collect();
+            vec![
+                name.clone(),
+                text(&m["member_id"]),
+                urls.join(","),
+                if name == leader { "leader" } else { "follower" }.to_owned(),
+                healthy(&name),
+            ]
+        })
+        .collect();
+    table(&["NAME", "ID", "CLIENT URLS", "ROLE", "HEALTH"], &rows)
+}
+
+#[cfg(test)]
+mod member_tests {
+    use serde_json::json;
+
+    #[test]
+    fn members_table_marks_the_leader_and_health() {
+        let members = json!({
+            "members": [
+                {"name": "pd1", "member_id": 11, "client_urls": ["http://a:2379"]},
+                {"name": "pd2", "member_id": 22, "client_urls": ["http://b:2379"]}
+            ],
+            "leader": {"name": "pd2"}
+        });
+        let health = json!([{"name": "pd1", "health": false}, {"name": "pd2", "health": true}]);
+        let out = super::members(&members, &health);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("NAME"), "{out}");
+        assert!(
+            lines[1].contains("follower") && lines[1].ends_with("down"),
+            "{out}"
+        );
+        assert!(
+            lines[2].contains("leader") && lines[2].ends_with("up"),
+            "{out}"
+        );
+    }
+}

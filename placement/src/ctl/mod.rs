@@ -30,6 +30,19 @@ pub enum Command {
     Config(ConfigCommand),
     /// How many zones, hosts and stores can be lost without any region losing its majority.
     FaultTolerance,
+    /// List the placement members with the leader and their health.
+    Members,
+    /// Remove a member or hand it leadership.
+    #[command(subcommand)]
+    Member(MemberCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum MemberCommand {
+    /// Remove a member from the group (not the leader: transfer first).
+    Delete { name: String },
+    /// Make the named member the leader.
+    Leader { name: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
@@ -102,6 +115,15 @@ pub async fn run(pd: &str, command: &Command) -> Result<String> {
         Command::Regions => format::regions(&get("/regions").await?),
         Command::Schedulers => format::schedulers(&get("/schedulers").await?),
         Command::FaultTolerance => format::fault_tolerance(&get("/fault-tolerance").await?),
+        Command::Members => format::members(&get("/members").await?, &get("/health").await?),
+        Command::Member(MemberCommand::Delete { name }) => {
+            let url = format!("{api}/members/name/{name}");
+            done(send(&client, Method::DELETE, url, None).await?)
+        }
+        Command::Member(MemberCommand::Leader { name }) => {
+            let url = format!("{api}/leader/transfer/{name}");
+            done(send(&client, Method::POST, url, None).await?)
+        }
         Command::Config(ConfigCommand::Show) => format::config(&get("/config").await?),
         Command::Config(ConfigCommand::Set { key, value }) => {
             let v = match value.parse::<u64>() {
