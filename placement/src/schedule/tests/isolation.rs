@@ -93,7 +93,7 @@ fn isolation_level_table() {
     let rows: Vec<Row> = vec![
         (
             "zone level, 2 zones, 3 replicas: no third replica",
-            &two_zones,
+            &two_zones[..],
             "zone",
             on(&[1, 3]),
             nothing,
@@ -101,7 +101,7 @@ fn isolation_level_table() {
         ),
         (
             "no level: the third replica shares a zone",
-            &two_zones,
+            &two_zones[..],
             "",
             on(&[1, 3]),
             nothing,
@@ -109,7 +109,7 @@ fn isolation_level_table() {
         ),
         (
             "host level: another host in a used zone will do",
-            &two_zones,
+            &two_zones[..],
             "host",
             on(&[1, 3]),
             nothing,
@@ -117,7 +117,7 @@ fn isolation_level_table() {
         ),
         (
             "zone level: the second replica goes to the other zone",
-            &two_zones,
+            &two_zones[..],
             "zone",
             on(&[1]),
             nothing,
@@ -125,7 +125,7 @@ fn isolation_level_table() {
         ),
         (
             "zone z3 down, zone level: its replica is not replaced in z1",
-            &three_zones,
+            &three_zones[..],
             "zone",
             on(&[1, 2, 3]),
             kill3,
@@ -133,7 +133,7 @@ fn isolation_level_table() {
         ),
         (
             "zone z3 down, no level: replaced in z1",
-            &three_zones,
+            &three_zones[..],
             "",
             on(&[1, 2, 3]),
             kill3,

@@ -159,9 +159,8 @@ fn size_balance_respects_limits() {
     .unwrap();
     assert_eq!(check(&f, &r, &ops), Some(moved(2, 5)));
     // No balance-region may run beyond region-schedule-limit.
-    let running = region_balance::check(&r, &f.ctx(), &ops, &mut TestIds::default()).unwrap();
+    let mut running = region_balance::check(&r, &f.ctx(), &ops, &mut TestIds::default()).unwrap();
     let mut full = Operators::default();
-    let mut running = running;
     running.region_id = 7;
     full.add(running, &f.settings).unwrap();
     f.settings.region_schedule_limit = 1;
