@@ -49,6 +49,10 @@ pub struct Config {
     /// Store label keys that describe topology, outermost first (e.g. zone, rack, host).
     /// Default empty.
     pub location_labels: Vec<String>,
+    /// One of `location-labels` (PD's `replication.isolation-level`): a new replica never
+    /// goes into a domain at that level already holding a replica of the region; a region
+    /// stays under-replicated instead. Empty (the default) turns the constraint off.
+    pub isolation_level: String,
     /// Replica and leader scheduling (`[schedule]`).
     pub schedule: ScheduleConfig,
 }
@@ -99,6 +103,7 @@ impl Default for Config {
             tso_save_interval: ReadableDuration(Duration::from_secs(3)),
             max_store_down_time: ReadableDuration(Duration::from_secs(30 * 60)),
             location_labels: Vec::new(),
+            isolation_level: String::new(),
             schedule: ScheduleConfig::default(),
         }
     }
@@ -154,6 +159,8 @@ impl Config {
                 ));
             }
         }
+        check_isolation_level(&self.isolation_level, &self.location_labels)
+            .map_err(|r| bad("isolation-level", &r))?;
         if self.schedule.replica_schedule_limit > 0 && self.schedule.store_add_peer_limit == 0 {
             return Err(bad(
                 "schedule.store-add-peer-limit",
@@ -194,6 +201,17 @@ impl Config {
                 .unwrap_or(&self.peer_urls),
         )
     }
+}
+
+/// Checks that `level` is empty or one of `labels` (PD's rule for `isolation-level`).
+pub fn check_isolation_level(level: &str, labels: &[String]) -> std::result::Result<(), String> {
+    if level.is_empty() || labels.iter().any(|l| l == level) {
+        return Ok(());
+    }
+    Err(format!(
+        "`{level}` must be empty or one of location-labels [{}]",
+        labels.join(", ")
+    ))
 }
 
 /// Splits a comma-separated URL list.
@@ -338,9 +356,10 @@ mod tests {
     fn parses_toml_with_durations() {
         let c: Config = toml::from_str(
             "name = \"pd-1\"\nmax-replicas = 1\ntso-save-interval = \"1m30s\"\n\
-             location-labels = [\"zone\", \"host\"]\n",
+             location-labels = [\"zone\", \"host\"]\nisolation-level = \"zone\"\n",
         )
         .unwrap();
+        assert_eq!(c.isolation_level, "zone");
         assert_eq!(c.name, "pd-1");
         assert_eq!(c.max_replicas, 1);
         assert_eq!(c.tso_save_interval.0, Duration::from_secs(90));
@@ -371,6 +390,21 @@ mod tests {
                     ..Config::default()
                 },
                 "location-labels",
+            ),
+            (
+                Config {
+                    location_labels: vec!["zone".into(), "host".into()],
+                    isolation_level: "rack".into(),
+                    ..Config::default()
+                },
+                "isolation-level",
+            ),
+            (
+                Config {
+                    isolation_level: "zone".into(),
+                    ..Config::default()
+                },
+                "isolation-level",
             ),
             (
                 Config {

@@ -50,6 +50,11 @@ pub struct ConfigRecord {
     /// Replaces `max-store-down-time` when not 0. Milliseconds.
     #[prost(uint64, tag = "3")]
     pub max_store_down_time_ms: u64,
+    /// Replaces `isolation-level` when `has_isolation_level` (empty turns it off).
+    #[prost(string, tag = "4")]
+    pub isolation_level: String,
+    #[prost(bool, tag = "5")]
+    pub has_isolation_level: bool,
 }
 
 /// One durable change. A batch of them is written atomically.

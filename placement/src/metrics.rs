@@ -26,6 +26,10 @@ pub struct Metrics {
     pub region_heartbeats: IntCounterVec,
     /// Operators by type (PD's description) and event (create, finish, timeout, cancel).
     pub operators: IntCounterVec,
+    /// Checker findings by checker and event: `replica`, `isolation-level-blocked` for a region
+    /// left under-replicated because every candidate store would break `isolation-level`,
+    /// `no-target-store` when no store at all can take its missing replica.
+    pub checker_events: IntCounterVec,
     stores: IntGaugeVec,
     regions: IntGauge,
 }
@@ -85,6 +89,13 @@ impl Metrics {
             ),
             &["type", "event"],
         ));
+        let checker_events = must(IntCounterVec::new(
+            Opts::new(
+                "placement_schedule_checker_events_total",
+                "checker findings by checker and event",
+            ),
+            &["checker", "event"],
+        ));
         let stores = must(IntGaugeVec::new(
             Opts::new("placement_stores", "stores by state"),
             &["state"],
@@ -98,6 +109,7 @@ impl Metrics {
             Box::new(tso_timestamps.clone()),
             Box::new(region_heartbeats.clone()),
             Box::new(operators.clone()),
+            Box::new(checker_events.clone()),
             Box::new(stores.clone()),
             Box::new(regions.clone()),
         ] {
@@ -112,6 +124,7 @@ impl Metrics {
             tso_timestamps,
             region_heartbeats,
             operators,
+            checker_events,
             stores,
             regions,
         }
@@ -162,6 +175,9 @@ mod tests {
         m.operators
             .with_label_values(&["make-up-replica", "create"])
             .inc();
+        m.checker_events
+            .with_label_values(&["replica", "isolation-level-blocked"])
+            .inc();
         let text = m.render();
         assert!(text.contains(r#"placement_grpc_requests_total{method="GetRegion",result="ok"} 1"#));
         assert!(text.contains("placement_grpc_request_duration_seconds_bucket"));
@@ -170,6 +186,9 @@ mod tests {
         assert!(text.contains("placement_regions 7"));
         assert!(text.contains(
             r#"placement_schedule_operators_total{event="create",type="make-up-replica"} 1"#
+        ));
+        assert!(text.contains(
+            r#"placement_schedule_checker_events_total{checker="replica",event="isolation-level-blocked"} 1"#
         ));
     }
 }

@@ -71,6 +71,13 @@ impl RegionInfo {
         key >= self.meta.start_key.as_slice()
             && (self.meta.end_key.is_empty() || key < self.meta.end_key.as_slice())
     }
+
+    /// The region's size as schedulers weigh it: whole MiB of `approximate_size`, at least 1
+    /// (PD's empty-region size), so that a cluster whose regions have not reported a size
+    /// yet balances by count.
+    pub fn size_mib(&self) -> u64 {
+        (self.approximate_size >> 20).max(1)
+    }
 }
 
 /// How an accepted update changed the table.
@@ -88,6 +95,8 @@ pub struct RegionUpdate {
 pub struct StoreCount {
     pub leaders: u64,
     pub peers: u64,
+    /// Sum of [`RegionInfo::size_mib`] over the regions with a peer on the store.
+    pub region_size: u64,
 }
 
 /// Every known region, by id and by start key.
@@ -280,12 +289,21 @@ impl RegionMap {
 
     /// Adds `r` to (or takes it from) the per-store counts.
     fn count(&mut self, r: &RegionInfo, add: bool) {
-        let bump = |n: &mut u64| *n = if add { *n + 1 } else { n.saturating_sub(1) };
+        let bump = |n: &mut u64, by: u64| {
+            *n = if add {
+                n.saturating_add(by)
+            } else {
+                n.saturating_sub(by)
+            }
+        };
+        let size = r.size_mib();
         for p in &r.meta.peers {
-            bump(&mut self.by_store.entry(p.store_id).or_default().peers);
+            let c = self.by_store.entry(p.store_id).or_default();
+            bump(&mut c.peers, 1);
+            bump(&mut c.region_size, size);
         }
         if let Some(l) = &r.leader {
-            bump(&mut self.by_store.entry(l.store_id).or_default().leaders);
+            bump(&mut self.by_store.entry(l.store_id).or_default().leaders, 1);
         }
     }
 
@@ -472,9 +490,31 @@ mod tests {
             counts[&1],
             StoreCount {
                 leaders: 0,
-                peers: 1
+                peers: 1,
+                region_size: 1,
             }
         );
+    }
+
+    #[test]
+    fn store_sizes_follow_reported_sizes() {
+        let mut m = RegionMap::default();
+        let mut r = region(1, "", "m", 1, 1);
+        // No size reported yet: the region weighs 1 MiB.
+        m.upsert(r.clone()).unwrap();
+        assert_eq!(m.store_count(1).region_size, 1);
+        r.approximate_size = 96 << 20;
+        m.upsert(r.clone()).unwrap();
+        assert_eq!(m.store_count(1).region_size, 96);
+        // Under a MiB still weighs 1.
+        let mut small = region(2, "m", "", 1, 1);
+        small.approximate_size = 1000;
+        m.upsert(small).unwrap();
+        assert_eq!(m.store_count(1).region_size, 97);
+        m.remove(1);
+        assert_eq!(m.store_count(1).region_size, 1);
+        m.remove(2);
+        assert!(m.counts_by_store().is_empty());
     }
 
     #[test]

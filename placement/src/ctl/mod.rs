@@ -72,7 +72,7 @@ pub enum SchedulerCommand {
 pub enum ConfigCommand {
     /// Show the replication and schedule config.
     Show,
-    /// Set `max-replicas`, `max-store-down-time` or `location-labels`.
+    /// Set `max-replicas`, `max-store-down-time`, `location-labels` or `isolation-level`.
     Set { key: String, value: String },
 }
 

@@ -2,9 +2,11 @@
 //! force and change some of them at runtime, as pd-ctl's `config show` and `config set` do.
 //!
 //! `POST` takes a JSON object of PD's keys: `max-replicas` (a number; the cluster's
-//! `max_peer_count`), `location-labels` (`"zone,host"` or `["zone", "host"]`) and
-//! `max-store-down-time` (`"30m"`). The last two are persisted as a [`ConfigRecord`] over the
-//! config file's values; [`plan_change`] is the pure part.
+//! `max_peer_count`), `location-labels` (`"zone,host"` or `["zone", "host"]`),
+//! `isolation-level` (`"zone"`, or `""` to turn it off) and `max-store-down-time` (`"30m"`).
+//! All but the first are persisted as a [`ConfigRecord`] over the config file's values; the
+//! resulting `isolation-level` must be empty or one of the resulting `location-labels`.
+//! [`plan_change`] is the pure part.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::{views, ApiResult};
-use crate::config::ReadableDuration;
+use crate::config::{check_isolation_level, ReadableDuration};
 use crate::error::{Error, Result};
 use crate::meta::{ConfigRecord, MetaWrite};
 use crate::schedule::Settings;
@@ -55,8 +57,12 @@ fn labels(key: &str, v: &Value) -> Result<Vec<String>> {
     Ok(list)
 }
 
-/// Applies a `POST` body to the current overrides.
-pub fn plan_change(current: &ConfigRecord, body: &Map<String, Value>) -> Result<Change> {
+/// Applies a `POST` body to the current overrides over `base`, the config file's settings.
+pub fn plan_change(
+    current: &ConfigRecord,
+    base: &Settings,
+    body: &Map<String, Value>,
+) -> Result<Change> {
     let mut change = Change {
         overrides: current.clone(),
         max_replicas: None,
@@ -86,9 +92,19 @@ pub fn plan_change(current: &ConfigRecord, body: &Map<String, Value>) -> Result<
                 }
                 change.overrides.max_store_down_time_ms = d.0.as_millis() as u64;
             }
+            "isolation-level" => {
+                let level = v
+                    .as_str()
+                    .ok_or_else(|| bad(key, "expected a location label such as \"zone\""))?;
+                change.overrides.isolation_level = level.trim().to_owned();
+                change.overrides.has_isolation_level = true;
+            }
             other => return Err(bad(other, "unknown or read-only key")),
         }
     }
+    let after = base.with_overrides(&change.overrides);
+    check_isolation_level(&after.isolation_level, &after.location_labels)
+        .map_err(|why| bad("isolation-level", &why))?;
     Ok(change)
 }
 
@@ -104,7 +120,7 @@ fn replication(state: &Placement) -> Value {
         "location-labels": settings.location_labels.join(","),
         "strictly-match-label": "false",
         "enable-placement-rules": "false",
-        "isolation-level": "",
+        "isolation-level": settings.isolation_level,
     })
 }
 
@@ -134,7 +150,7 @@ pub async fn show(State(state): AppState) -> Json<Value> {
 pub async fn set(State(state): AppState, Json(body): Json<Map<String, Value>>) -> ApiResult {
     let change = state
         .commit(|view| {
-            let change = plan_change(view.config_override(), &body)?;
+            let change = plan_change(view.config_override(), &state.schedule, &body)?;
             let mut writes = Vec::new();
             if let Some(n) = change.max_replicas {
                 let mut cluster = view.meta()?;
@@ -162,7 +178,14 @@ mod tests {
         let zone_host = ConfigRecord {
             location_labels: vec!["zone".into(), "host".into()],
             has_location_labels: true,
-            max_store_down_time_ms: 0,
+            ..Default::default()
+        };
+        let zone = |labels: Vec<String>| ConfigRecord {
+            has_location_labels: !labels.is_empty(),
+            location_labels: labels,
+            isolation_level: "zone".into(),
+            has_isolation_level: true,
+            ..Default::default()
         };
         // (body, expected overrides and max-replicas, or error text)
         type Row = (
@@ -208,14 +231,52 @@ mod tests {
                 Err("max-store-down-time"),
             ),
             (json!({"cluster-version": "9"}), Err("unknown")),
+            // The file's labels are zone and host.
+            (json!({"isolation-level": "zone"}), Ok((zone(vec![]), None))),
+            (
+                json!({"isolation-level": ""}),
+                Ok((
+                    ConfigRecord {
+                        has_isolation_level: true,
+                        ..Default::default()
+                    },
+                    None,
+                )),
+            ),
+            (
+                json!({"isolation-level": "rack"}),
+                Err("must be empty or one of location-labels [zone, host]"),
+            ),
+            (
+                json!({"isolation-level": 3}),
+                Err("expected a location label"),
+            ),
+            (
+                json!({"location-labels": "region,zone", "isolation-level": "zone"}),
+                Ok((zone(vec!["region".into(), "zone".into()]), None)),
+            ),
+            (
+                json!({"location-labels": "region,host", "isolation-level": "zone"}),
+                Err("isolation-level"),
+            ),
         ];
+        let file = Settings {
+            location_labels: vec!["zone".into(), "host".into()],
+            ..Settings::default()
+        };
         for (body, want) in rows {
-            let got = plan_change(&base, &obj(body.clone()));
+            let got = plan_change(&base, &file, &obj(body.clone()));
             match (got, want) {
                 (Ok(c), Ok((o, m))) => assert_eq!((c.overrides, c.max_replicas), (o, m), "{body}"),
                 (Err(e), Err(text)) => assert!(e.to_string().contains(text), "{body}: {e}"),
                 (got, want) => panic!("{body}: got {got:?}, want {want:?}"),
             }
         }
+        // Labels changed later must keep the level set earlier.
+        let set = zone(vec![]);
+        let err = plan_change(&set, &file, &obj(json!({"location-labels": "host"}))).unwrap_err();
+        assert!(err.to_string().contains("isolation-level"), "{err}");
+        let ok = plan_change(&set, &file, &obj(json!({"location-labels": "zone"}))).unwrap();
+        assert_eq!(ok.overrides.isolation_level, "zone");
     }
 }

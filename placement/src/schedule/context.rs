@@ -1,6 +1,8 @@
 //! What the checkers see: [`Settings`] (the scheduling part of the config) and [`Context`], the
 //! cluster view at one instant with each store's liveness, labels and counts, plus the
-//! location scoring the replica checker ranks stores by ([`Context::distinct_score`]).
+//! location scoring the replica checker ranks stores by ([`Context::distinct_score`]), the
+//! `isolation-level` constraint ([`Context::isolated`]) and the size-based region score
+//! region balance compares stores by ([`Context::region_score`]).
 //!
 //! A peer needs replacing when its store is Down (no store heartbeat for
 //! `max-store-down-time`), Tombstone or unknown, when the leader reports it in `down_peers`
@@ -12,6 +14,8 @@ use std::time::Duration;
 use proto::metapb;
 
 use super::evict_leader::SchedulerSet;
+use super::operator::Step;
+use super::operators::Operators;
 use crate::cluster::{ClusterView, Liveness, RegionInfo, StoreCount, StoreInfo};
 use crate::config::Config;
 use crate::meta::ConfigRecord;
@@ -27,6 +31,9 @@ pub struct Settings {
     pub max_replicas: usize,
     /// Store label keys, outermost first.
     pub location_labels: Vec<String>,
+    /// One of `location_labels`, or empty: no two replicas of a region may share a domain at
+    /// this level ([`Context::isolated`]).
+    pub isolation_level: String,
     pub max_store_down_time: Duration,
     pub replica_schedule_limit: usize,
     pub store_add_peer_limit: usize,
@@ -40,6 +47,7 @@ impl Settings {
         Settings {
             max_replicas: count(c.max_replicas),
             location_labels: c.location_labels.clone(),
+            isolation_level: c.isolation_level.clone(),
             max_store_down_time: c.max_store_down_time.0,
             replica_schedule_limit: count(c.schedule.replica_schedule_limit),
             store_add_peer_limit: count(c.schedule.store_add_peer_limit),
@@ -55,6 +63,9 @@ impl Settings {
         let mut s = self.clone();
         if o.has_location_labels {
             s.location_labels = o.location_labels.clone();
+        }
+        if o.has_isolation_level {
+            s.isolation_level = o.isolation_level.clone();
         }
         if o.max_store_down_time_ms > 0 {
             s.max_store_down_time = Duration::from_millis(o.max_store_down_time_ms);
@@ -171,6 +182,63 @@ impl<'a> Context<'a> {
             }
         }
         score
+    }
+}
+
+impl Context<'_> {
+    /// How many of the location labels, outermost first, make up an `isolation-level`
+    /// domain: the level's position plus one, or `None` when no level is set or the level is
+    /// not one of the labels (which validation prevents).
+    pub fn isolation_depth(&self) -> Option<usize> {
+        let level = &self.settings.isolation_level;
+        if level.is_empty() {
+            return None;
+        }
+        let labels = &self.settings.location_labels;
+        labels.iter().position(|l| l == level).map(|i| i + 1)
+    }
+
+    /// Whether `candidate` may hold a replica next to the replicas on `others` under
+    /// `isolation-level` (PD's isolation filter): its labels down to that level must differ
+    /// from every other store's. Always true without a level. A store lacking a label has
+    /// the value `""` there, so unlabeled stores share a domain.
+    pub fn isolated(&self, others: &[u64], candidate: u64) -> bool {
+        let Some(depth) = self.isolation_depth() else {
+            return true;
+        };
+        let Some(c) = self.store(candidate) else {
+            return false;
+        };
+        let keys = &self.settings.location_labels[..depth];
+        others.iter().filter(|id| **id != candidate).all(|id| {
+            self.store(*id).is_none_or(|o| {
+                keys.iter()
+                    .any(|key| !label(o, key).eq_ignore_ascii_case(label(c, key)))
+            })
+        })
+    }
+
+    /// A store's region score for balancing: the size in MiB of the regions it holds
+    /// ([`crate::cluster::StoreCount::region_size`]) plus what running operators will add to
+    /// it, minus what they will take away (PD's region score with operator influence).
+    pub fn region_score(&self, ops: &Operators, store_id: u64) -> i64 {
+        let held = self.counts(store_id).region_size as i64;
+        let influence: i64 = ops
+            .running()
+            .map(|op| {
+                let size =
+                    (self.view.regions().get(op.region_id)).map_or(1, RegionInfo::size_mib) as i64;
+                let rest = &op.steps[op.current.min(op.steps.len())..];
+                rest.iter()
+                    .map(|s| match s {
+                        Step::AddLearner { store_id: id, .. } if *id == store_id => size,
+                        Step::RemovePeer { store_id: id, .. } if *id == store_id => -size,
+                        _ => 0,
+                    })
+                    .sum::<i64>()
+            })
+            .sum();
+        held + influence
     }
 }
 

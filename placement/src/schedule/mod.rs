@@ -30,7 +30,7 @@ pub use context::{Context, PeerHealth, Settings};
 pub use evict_leader::SchedulerSet;
 pub use operator::{Command, OpKind, OpStatus, Operator, Step};
 pub use operators::{Dispatch, OpEvent, Operators, Rejected};
-pub use replica_checker::PeerIds;
+pub use replica_checker::{Blocked, PeerIds};
 
 use crate::cluster::RegionInfo;
 
@@ -45,6 +45,8 @@ pub struct Outcome {
     pub starved: bool,
     /// The region has a running operator after this heartbeat.
     pub running: bool,
+    /// The region lacks a replica that no store can take (for a metric and the log).
+    pub blocked: Option<Blocked>,
 }
 
 /// The running operators; settings come with each [`Context`].
@@ -101,8 +103,9 @@ impl Scheduler {
             inner: ids,
             starved: false,
         };
-        let op = self.check(region, ctx, &mut counting);
+        let (op, blocked) = self.check(region, ctx, &mut counting);
         out.starved = counting.starved;
+        out.blocked = blocked;
         let Some(op) = op else {
             return out;
         };
@@ -121,19 +124,33 @@ impl Scheduler {
     }
 
     /// The checkers in order: replicas first, then evict-leader, leader balance and region
-    /// balance.
+    /// balance. Also says why the replica checker could not add a missing replica.
     fn check(
+        &self,
+        region: &RegionInfo,
+        ctx: &Context<'_>,
+        ids: &mut dyn PeerIds,
+    ) -> (Option<Operator>, Option<Blocked>) {
+        let ops = &self.operators;
+        let mut blocked = None;
+        if ops.replica_count() < ctx.settings.replica_schedule_limit {
+            let checked = replica_checker::check_region(region, ctx, ops, ids);
+            if checked.op.is_some() {
+                return (checked.op, None);
+            }
+            blocked = checked.blocked;
+        }
+        (self.check_balance(region, ctx, ids), blocked)
+    }
+
+    /// Evict-leader, leader balance and region balance, in that order.
+    fn check_balance(
         &self,
         region: &RegionInfo,
         ctx: &Context<'_>,
         ids: &mut dyn PeerIds,
     ) -> Option<Operator> {
         let ops = &self.operators;
-        if ops.replica_count() < ctx.settings.replica_schedule_limit {
-            if let Some(op) = replica_checker::check(region, ctx, ops, ids) {
-                return Some(op);
-            }
-        }
         let set = ctx.schedulers();
         if ops.leader_count() < ctx.settings.leader_schedule_limit {
             if let Some(op) = evict_leader::check(region, ctx, ops, &set.evict_leader) {

@@ -1,35 +1,56 @@
-//! Region balance: evens out how many replicas each store holds, after PD's `balance-region`
-//! scheduler, one region at a time as its heartbeats arrive.
+//! Region balance: evens out how much region data each store holds, after PD's
+//! `balance-region` scheduler, one region at a time as its heartbeats arrive.
+//!
+//! A store's region score ([`Context::region_score`]) is the size in MiB of the regions it
+//! holds ([`crate::cluster::RegionInfo::size_mib`]: each region at least 1 MiB, so a cluster
+//! whose regions report no size balances by count), plus what running operators will add to
+//! it and minus what they will take away.
 //!
 //! [`check`] only looks at a settled region (a leader, exactly `max-replicas` healthy,
-//! caught-up voters, no learner). Its source is the region's store holding the most replicas;
-//! its target the Up store, not holding the region and under its add-peer limit, holding the
-//! fewest, among those at least as well isolated from the region's other replicas as the
-//! source ([`Context::distinct_score`]), so isolation never gets worse. When the source holds
-//! at least [`MIN_GAP`] more replicas than the target, it returns a `balance-region` operator:
-//! add a learner on the target, promote it, move the leadership away if the source leads,
-//! remove the source's peer. Replica counts include running operators' adds and removes;
-//! `region-schedule-limit` caps how many balance-region operators run at once.
+//! caught-up voters on Up stores, no learner). It tries the region's stores as the source,
+//! highest score first. The target is the Up store, not holding the region and under its
+//! add-peer limit, with the lowest score, among those at least as well isolated from the
+//! region's other replicas as the source ([`Context::distinct_score`]) and allowed by
+//! `isolation-level` ([`Context::isolated`]), so isolation never gets worse. The move is
+//! worth it when the source's score exceeds the target's by more than twice the tolerance
+//! ([`tolerance`], PD's tolerant resource): after the move the source still scores higher
+//! than the target, so the reverse move is never worth it and replicas do not ping-pong;
+//! stores within that tolerance of each other are balanced. The operator
+//! (`balance-region`) adds a learner on the target, promotes it, moves the leadership away
+//! if the source leads, and removes the source's peer. `region-schedule-limit` caps how
+//! many run at once.
 
 use proto::metapb::PeerRole;
 
 use super::context::{Context, PeerHealth};
-use super::operator::{OpKind, Operator, Step};
+use super::operator::Operator;
 use super::operators::Operators;
-use super::replica_checker::PeerIds;
+use super::replica_checker::{move_steps, PeerIds};
 use crate::cluster::{Liveness, RegionInfo};
-
-/// Replica count difference worth a move: after it, the two stores differ by at most one.
-pub const MIN_GAP: i64 = 3;
 
 /// The operator description, also used to count running ones.
 pub const DESC: &str = "balance-region";
 
-fn removing_from(ops: &Operators, store_id: u64) -> i64 {
-    ops.running()
-        .flat_map(|op| op.steps.iter())
-        .filter(|s| matches!(s, Step::RemovePeer { store_id: id, .. } if *id == store_id))
-        .count() as i64
+/// Per store holding this many regions, the tolerance grows by one region size (PD's
+/// adaptive `tolerant-size-ratio`: `0.005` per region of the fullest store).
+const REGIONS_PER_TOLERANCE_STEP: u64 = 200;
+
+/// The score difference, in MiB, within which two stores count as balanced for a move of
+/// `region`: the larger of the region's size and the cluster's average region size, times
+/// PD's adaptive ratio (1, or the fullest store's region count / 200 when larger). A move
+/// needs the source to score more than twice this above the target.
+pub fn tolerance(region: &RegionInfo, ctx: &Context<'_>) -> i64 {
+    let (mut size, mut peers, mut most) = (0u64, 0u64, 0u64);
+    for s in ctx.stores() {
+        let c = ctx.counts(s.meta.id);
+        size = size.saturating_add(c.region_size);
+        peers = peers.saturating_add(c.peers);
+        most = most.max(c.peers);
+    }
+    let average = size.checked_div(peers).unwrap_or(1);
+    let ratio = (most / REGIONS_PER_TOLERANCE_STEP).max(1);
+    let base = region.size_mib().max(average);
+    i64::try_from(base.saturating_mul(ratio)).unwrap_or(i64::MAX)
 }
 
 /// A `balance-region` operator moving one of `region`'s replicas, if worthwhile.
@@ -43,7 +64,7 @@ pub fn check(
     if limit == 0 || ops.running().filter(|op| op.desc == DESC).count() >= limit {
         return None;
     }
-    let leader = region.leader?;
+    region.leader?;
     let peers = &region.meta.peers;
     let settled = peers.len() == ctx.max_replicas()
         && region.pending_peers.is_empty()
@@ -55,68 +76,44 @@ pub fn check(
     if !settled {
         return None;
     }
-    let load =
-        |id: u64| ctx.counts(id).peers as i64 + ops.adding_to(id) as i64 - removing_from(ops, id);
-    let source = peers
-        .iter()
-        .max_by_key(|p| (load(p.store_id), p.store_id))?;
-    let others: Vec<u64> = (peers.iter())
-        .filter(|p| p.id != source.id)
-        .map(|p| p.store_id)
-        .collect();
-    let floor = ctx.distinct_score(&others, source.store_id);
+    let score = |id: u64| ctx.region_score(ops, id);
+    let margin = tolerance(region, ctx);
+    let mut sources: Vec<_> = peers.iter().collect();
+    sources.sort_by_key(|p| std::cmp::Reverse((score(p.store_id), p.store_id)));
     let add_limit = ctx.settings.store_add_peer_limit;
-    let target = ctx
-        .stores()
-        .map(|s| s.meta.id)
-        .filter(|id| ctx.liveness(*id) == Some(Liveness::Up))
-        .filter(|id| !peers.iter().any(|p| p.store_id == *id))
-        .filter(|id| ops.adding_to(*id) < add_limit)
-        .filter(|id| ctx.distinct_score(&others, *id) >= floor)
-        .min_by_key(|id| (load(*id), *id))?;
-    if load(source.store_id) - load(target) < MIN_GAP {
-        return None;
+    for source in sources {
+        let others: Vec<u64> = (peers.iter())
+            .filter(|p| p.id != source.id)
+            .map(|p| p.store_id)
+            .collect();
+        let floor = ctx.distinct_score(&others, source.store_id);
+        let target = ctx
+            .stores()
+            .map(|s| s.meta.id)
+            .filter(|id| ctx.liveness(*id) == Some(Liveness::Up))
+            .filter(|id| !peers.iter().any(|p| p.store_id == *id))
+            .filter(|id| ops.adding_to(*id) < add_limit)
+            .filter(|id| ctx.distinct_score(&others, *id) >= floor)
+            .filter(|id| ctx.isolated(&others, *id))
+            .min_by_key(|id| (score(*id), *id));
+        let Some(target) = target else {
+            continue;
+        };
+        if score(source.store_id) - margin <= score(target) + margin {
+            continue;
+        }
+        let peer_id = ids.next_peer_id()?;
+        let (steps, kind) = move_steps(region, ctx, ops, source, target, peer_id);
+        return Some(Operator::new(DESC, kind, region, steps, ctx.now_ms));
     }
-    let peer_id = ids.next_peer_id()?;
-    let mut steps = vec![
-        Step::AddLearner {
-            store_id: target,
-            peer_id,
-        },
-        Step::PromoteLearner {
-            store_id: target,
-            peer_id,
-        },
-    ];
-    let mut kind = OpKind {
-        leader: false,
-        replica: true,
-    };
-    if leader.id == source.id {
-        let evicted = ctx.schedulers().evict_leader;
-        let to_store = others
-            .iter()
-            .copied()
-            .filter(|s| !evicted.contains(s))
-            .min_by_key(|s| (ctx.counts(*s).leaders as i64 + ops.leader_influence(*s), *s))
-            .unwrap_or(target);
-        steps.push(Step::TransferLeader {
-            from_store: source.store_id,
-            to_store,
-        });
-        kind.leader = true;
-    }
-    steps.push(Step::RemovePeer {
-        store_id: source.store_id,
-        peer_id: source.id,
-    });
-    Some(Operator::new(DESC, kind, region, steps, ctx.now_ms))
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::tests::{pending, region, store_meta, voter, Fixture, TestIds};
     use super::*;
+    use crate::schedule::Step;
 
     fn moves(from: u64, to: u64, transfer_to: Option<u64>) -> Option<Vec<Step>> {
         let mut steps = vec![

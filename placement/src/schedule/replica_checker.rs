@@ -1,6 +1,7 @@
-//! The replica checker: keeps each region at `max-replicas` healthy voters, after PD's
-//! `ReplicaChecker` and `LearnerChecker`. [`check`] is a pure function of one region and the
-//! cluster [`Context`]; it returns at most one [`Operator`], checking in this order:
+//! The replica checker: keeps each region at `max-replicas` healthy voters, as well isolated
+//! as the stores allow, after PD's `ReplicaChecker` and `LearnerChecker`. [`check`] is a pure
+//! function of one region and the cluster [`Context`]; it returns at most one [`Operator`],
+//! checking in this order:
 //!
 //! 1. a learner that must be replaced (store down, tombstone or offline) is removed;
 //! 2. a healthy learner that has caught up (not pending) is promoted (`promote-learner`);
@@ -11,12 +12,18 @@
 //! 4. fewer voters and learners than `max-replicas`: a learner is added on the best store and
 //!    promoted (`make-up-replica`);
 //! 5. more voters than `max-replicas`: the worst-placed voter is removed
-//!    (`remove-extra-replica`).
+//!    (`remove-extra-replica`);
+//! 6. all in place, but a voter could sit somewhere strictly better isolated from the
+//!    others: it moves there (`move-to-better-location`: add a learner, promote it, remove
+//!    the old voter).
 //!
-//! A new peer goes to the Up store, not holding the region and under its add-peer limit, that
-//! is best isolated from the region's other replicas ([`Context::distinct_score`]), then holds
-//! the fewest peers, then has the lowest id. The leader is only removed when nothing else can
-//! be, after a leader transfer in the same operator. A region in a joint state is left alone.
+//! A new peer goes where [`pick_store`] says: never into an `isolation-level` domain that
+//! already holds a replica of the region (the region stays under-replicated instead, and
+//! [`check_region`] says so as [`Blocked::Isolation`]); among the rest, to the stores best
+//! isolated from the region's other replicas ([`Context::distinct_score`]), and of those to
+//! the Up one under its add-peer limit with the lowest region score, then the lowest id.
+//! The leader is only removed when nothing else can be, after a leader transfer in the same
+//! operator. A region in a joint state is left alone.
 
 use std::cmp::Reverse;
 
@@ -25,7 +32,7 @@ use proto::metapb::{self, PeerRole};
 use super::context::{Context, PeerHealth};
 use super::operator::{OpKind, Operator, Step};
 use super::operators::Operators;
-use crate::cluster::RegionInfo;
+use crate::cluster::{Liveness, RegionInfo};
 
 /// Where new peer ids come from (the id allocator in the server, a counter in tests).
 pub trait PeerIds {
@@ -50,6 +57,41 @@ fn is_pending(region: &RegionInfo, p: &metapb::Peer) -> bool {
     region.pending_peers.iter().any(|x| x.id == p.id)
 }
 
+/// Why the checker made no operator for a region that needs one, for the
+/// `placement_schedule_checker_events_total` metric and the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocked {
+    /// No store can take the missing replica: every Up store holds one already.
+    NoTargetStore,
+    /// Stores could take it, but each shares an `isolation-level` domain with a replica of
+    /// the region: it stays under-replicated rather than break isolation.
+    Isolation,
+}
+
+impl Blocked {
+    /// The metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Blocked::NoTargetStore => "no-target-store",
+            Blocked::Isolation => "isolation-level-blocked",
+        }
+    }
+}
+
+/// What the checker decided for one region.
+#[derive(Debug, Default)]
+pub struct Checked {
+    pub op: Option<Operator>,
+    /// Set when the region needs a replica and none can be placed.
+    pub blocked: Option<Blocked>,
+}
+
+impl From<Option<Operator>> for Checked {
+    fn from(op: Option<Operator>) -> Self {
+        Checked { op, blocked: None }
+    }
+}
+
 /// The operator `region` needs to reach `max-replicas` healthy voters, if any.
 pub fn check(
     region: &RegionInfo,
@@ -57,10 +99,22 @@ pub fn check(
     ops: &Operators,
     ids: &mut dyn PeerIds,
 ) -> Option<Operator> {
-    region.leader?;
+    check_region(region, ctx, ops, ids).op
+}
+
+/// [`check`], also saying why no replica could be added where one is missing.
+pub fn check_region(
+    region: &RegionInfo,
+    ctx: &Context<'_>,
+    ops: &Operators,
+    ids: &mut dyn PeerIds,
+) -> Checked {
+    if region.leader.is_none() {
+        return Checked::default();
+    }
     let peers = &region.meta.peers;
     if peers.iter().any(|p| !is_voter(p) && !is_learner(p)) {
-        return None;
+        return Checked::default();
     }
     let health: Vec<(metapb::Peer, PeerHealth)> = peers
         .iter()
@@ -77,7 +131,7 @@ pub fn check(
         .iter()
         .find(|(p, h)| is_learner(p) && *h != PeerHealth::Healthy)
     {
-        return remove(region, ctx, ops, p, descs(*h).0);
+        return remove(region, ctx, ops, p, descs(*h).0).into();
     }
     // 2. A learner that has caught up.
     if let Some((p, _)) = health
@@ -89,13 +143,8 @@ pub fn check(
             store_id: p.store_id,
             peer_id: p.id,
         };
-        return Some(Operator::new(
-            "promote-learner",
-            REPLICA,
-            region,
-            vec![step],
-            ctx.now_ms,
-        ));
+        let op = Operator::new("promote-learner", REPLICA, region, vec![step], ctx.now_ms);
+        return Some(op).into();
     }
     let max = ctx.max_replicas();
     let healthy_voters = health
@@ -111,10 +160,10 @@ pub fn check(
     if let Some((p, h)) = sick {
         let (remove_desc, replace_desc) = descs(*h);
         if healthy_voters >= max {
-            return remove(region, ctx, ops, p, remove_desc);
+            return remove(region, ctx, ops, p, remove_desc).into();
         }
         if peers.iter().any(is_learner) {
-            return None; // A replacement is catching up.
+            return Checked::default(); // A replacement is catching up.
         }
         return add(region, ctx, ops, ids, replace_desc);
     }
@@ -125,10 +174,16 @@ pub fn check(
     // 5. Too many voters.
     let voters: Vec<&metapb::Peer> = peers.iter().filter(|p| is_voter(p)).collect();
     if voters.len() > max {
-        let victim = worst_placed(region, ctx, &voters)?;
-        return remove(region, ctx, ops, victim, "remove-extra-replica");
+        let victim = worst_placed(region, ctx, &voters);
+        return victim
+            .and_then(|v| remove(region, ctx, ops, v, "remove-extra-replica"))
+            .into();
     }
-    None
+    // 6. Every replica in place and healthy: can isolation be improved?
+    if voters.len() == max && peers.len() == max && region.pending_peers.is_empty() {
+        return better_location(region, ctx, ops, ids, &voters).into();
+    }
+    Checked::default()
 }
 
 /// An operator adding a learner on the best store, then promoting it.
@@ -138,7 +193,7 @@ fn add(
     ops: &Operators,
     ids: &mut dyn PeerIds,
     desc: &'static str,
-) -> Option<Operator> {
+) -> Checked {
     let keep: Vec<u64> = region
         .meta
         .peers
@@ -146,32 +201,195 @@ fn add(
         .filter(|p| ctx.peer_health(region, p) == PeerHealth::Healthy)
         .map(|p| p.store_id)
         .collect();
-    let store_id = select_target(region, ctx, ops, &keep)?;
-    let peer_id = ids.next_peer_id()?;
+    let store_id = match pick_store(region, ctx, ops, &keep, &|_| true) {
+        Pick::Store(id) => id,
+        Pick::Wait => return Checked::default(),
+        Pick::Blocked(why) => {
+            return Checked {
+                op: None,
+                blocked: Some(why),
+            }
+        }
+    };
+    let Some(peer_id) = ids.next_peer_id() else {
+        return Checked::default();
+    };
     let steps = vec![
         Step::AddLearner { store_id, peer_id },
         Step::PromoteLearner { store_id, peer_id },
     ];
-    Some(Operator::new(desc, REPLICA, region, steps, ctx.now_ms))
+    Some(Operator::new(desc, REPLICA, region, steps, ctx.now_ms)).into()
 }
 
-/// The best store for a new peer of `region`, next to the replicas on `keep`.
+/// The result of looking for a store for a new replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    Store(u64),
+    /// The best-isolated stores are busy (at their add-peer limit, or disconnected for
+    /// now): wait for them rather than settle for a worse place.
+    Wait,
+    Blocked(Blocked),
+}
+
+/// The best store for a new peer of `region`, next to the replicas on `keep`, among those
+/// `accept` lets through, in PD's two stages: first, of the stores that could hold the
+/// region (Up or just disconnected, not holding it, isolated under `isolation-level`), keep
+/// those best isolated from `keep` ([`Context::distinct_score`]); then, of those, take the
+/// Up one under its add-peer limit with the lowest region score, then the lowest id. A
+/// temporary state thus delays a replica instead of putting it somewhere worse.
+pub fn pick_store(
+    region: &RegionInfo,
+    ctx: &Context<'_>,
+    ops: &Operators,
+    keep: &[u64],
+    accept: &dyn Fn(u64) -> bool,
+) -> Pick {
+    let possible: Vec<u64> = ctx
+        .stores()
+        .map(|s| s.meta.id)
+        .filter(|id| {
+            matches!(
+                ctx.liveness(*id),
+                Some(Liveness::Up | Liveness::Disconnected)
+            )
+        })
+        .filter(|id| !region.meta.peers.iter().any(|p| p.store_id == *id))
+        .filter(|id| accept(*id))
+        .collect();
+    if possible.is_empty() {
+        return Pick::Blocked(Blocked::NoTargetStore);
+    }
+    let isolated: Vec<(u64, u64)> = possible
+        .into_iter()
+        .filter(|id| ctx.isolated(keep, *id))
+        .map(|id| (id, ctx.distinct_score(keep, id)))
+        .collect();
+    let Some(best) = isolated.iter().map(|(_, score)| *score).max() else {
+        return Pick::Blocked(Blocked::Isolation);
+    };
+    let limit = ctx.settings.store_add_peer_limit;
+    isolated
+        .into_iter()
+        .filter(|(_, score)| *score == best)
+        .map(|(id, _)| id)
+        .filter(|id| ctx.liveness(*id) == Some(Liveness::Up))
+        .filter(|id| ops.adding_to(*id) < limit)
+        .min_by_key(|id| (ctx.region_score(ops, *id), *id))
+        .map_or(Pick::Wait, Pick::Store)
+}
+
+/// The best store for a new peer of `region` next to the replicas on `keep`, if one can
+/// take it now ([`pick_store`]).
 pub fn select_target(
     region: &RegionInfo,
     ctx: &Context<'_>,
     ops: &Operators,
     keep: &[u64],
 ) -> Option<u64> {
-    let limit = ctx.settings.store_add_peer_limit;
-    ctx.stores()
-        .map(|s| s.meta.id)
-        .filter(|id| ctx.liveness(*id) == Some(crate::cluster::Liveness::Up))
-        .filter(|id| !region.meta.peers.iter().any(|p| p.store_id == *id))
-        .filter(|id| ops.adding_to(*id) < limit)
-        .max_by_key(|id| {
-            let load = ctx.counts(*id).peers + ops.adding_to(*id) as u64;
-            (ctx.distinct_score(keep, *id), Reverse(load), Reverse(*id))
-        })
+    match pick_store(region, ctx, ops, keep, &|_| true) {
+        Pick::Store(id) => Some(id),
+        Pick::Wait | Pick::Blocked(_) => None,
+    }
+}
+
+/// A `move-to-better-location` operator (PD's location replacement): the worst-placed voter
+/// whose replacement makes the region strictly better isolated moves to the best store for
+/// it. "Better" compares the sum of [`Context::distinct_score`] over every pair of the
+/// region's stores: swapping `old` for `new` changes it by `score(new, rest) -
+/// score(old, rest)`, which must be positive, so a move never leaves isolation worse or
+/// equal and moves cannot cycle. The new store must also satisfy `isolation-level`.
+fn better_location(
+    region: &RegionInfo,
+    ctx: &Context<'_>,
+    ops: &Operators,
+    ids: &mut dyn PeerIds,
+    voters: &[&metapb::Peer],
+) -> Option<Operator> {
+    if ctx.settings.location_labels.is_empty() {
+        return None;
+    }
+    let all_up = voters
+        .iter()
+        .all(|p| ctx.liveness(p.store_id) == Some(Liveness::Up));
+    if !all_up {
+        return None;
+    }
+    let stores: Vec<u64> = voters.iter().map(|p| p.store_id).collect();
+    let is_leader = |p: &metapb::Peer| region.leader.is_some_and(|l| l.id == p.id);
+    let mut order: Vec<&metapb::Peer> = voters.to_vec();
+    order.sort_by_key(|p| {
+        (
+            ctx.distinct_score(&stores, p.store_id),
+            is_leader(p),
+            Reverse(ctx.counts(p.store_id).region_size),
+            Reverse(p.store_id),
+        )
+    });
+    for old in order {
+        let rest: Vec<u64> = stores
+            .iter()
+            .copied()
+            .filter(|s| *s != old.store_id)
+            .collect();
+        let old_score = ctx.distinct_score(&rest, old.store_id);
+        let better = |id: u64| ctx.distinct_score(&rest, id) > old_score;
+        match pick_store(region, ctx, ops, &rest, &better) {
+            Pick::Store(target) => {
+                let peer_id = ids.next_peer_id()?;
+                let (steps, kind) = move_steps(region, ctx, ops, old, target, peer_id);
+                let desc = "move-to-better-location";
+                return Some(Operator::new(desc, kind, region, steps, ctx.now_ms));
+            }
+            // The best place is busy: wait for it.
+            Pick::Wait => return None,
+            Pick::Blocked(_) => {}
+        }
+    }
+    None
+}
+
+/// The steps moving `source`'s replica to `target` (PD's move-peer operator): add a learner
+/// with `peer_id` on `target`, promote it, move the leadership away first if `source` leads
+/// (to the remaining voter with the fewest leaders, skipping evicted stores), and remove
+/// `source`'s peer.
+pub fn move_steps(
+    region: &RegionInfo,
+    ctx: &Context<'_>,
+    ops: &Operators,
+    source: &metapb::Peer,
+    target: u64,
+    peer_id: u64,
+) -> (Vec<Step>, OpKind) {
+    let mut steps = vec![
+        Step::AddLearner {
+            store_id: target,
+            peer_id,
+        },
+        Step::PromoteLearner {
+            store_id: target,
+            peer_id,
+        },
+    ];
+    let mut kind = REPLICA;
+    if region.leader.is_some_and(|l| l.id == source.id) {
+        let evicted = ctx.schedulers().evict_leader;
+        let to_store = (region.meta.peers.iter())
+            .filter(|p| p.id != source.id && is_voter(p))
+            .map(|p| p.store_id)
+            .filter(|s| !evicted.contains(s))
+            .min_by_key(|s| (ctx.counts(*s).leaders as i64 + ops.leader_influence(*s), *s))
+            .unwrap_or(target);
+        steps.push(Step::TransferLeader {
+            from_store: source.store_id,
+            to_store,
+        });
+        kind.leader = true;
+    }
+    steps.push(Step::RemovePeer {
+        store_id: source.store_id,
+        peer_id: source.id,
+    });
+    (steps, kind)
 }
 
 /// The voter whose removal hurts isolation least: lowest distinct score among the others,
@@ -252,7 +470,7 @@ fn transfer_target(
         .iter()
         .filter(|p| p.id != from.id && is_voter(p) && !is_pending(region, p))
         .filter(|p| ctx.peer_health(region, p) == PeerHealth::Healthy)
-        .filter(|p| ctx.liveness(p.store_id) == Some(crate::cluster::Liveness::Up))
+        .filter(|p| ctx.liveness(p.store_id) == Some(Liveness::Up))
         .min_by_key(|p| {
             let leaders = ctx.counts(p.store_id).leaders as i64;
             (leaders + ops.leader_influence(p.store_id), p.store_id)

@@ -3,6 +3,10 @@
 //! and logs what happened to operators, and [`put_command`] writes the command into the
 //! `RegionHeartbeatResponse` the way PD does (`change_peer` or `transfer_leader`).
 //!
+//! A region left under-replicated because no store may take its missing replica (none
+//! left, or all would break `isolation-level`) is counted in
+//! `placement_schedule_checker_events_total` and logged.
+//!
 //! New peer ids come from the id allocator's current batch ([`BatchIds`]); when the batch is
 //! used up the outcome says `starved`, and the stream handler persists a new batch (off the
 //! lock) and schedules the region once more.
@@ -11,7 +15,7 @@ use proto::pdpb::{self, RegionHeartbeatResponse};
 
 use crate::cluster::ClusterView;
 use crate::id::IdAllocator;
-use crate::schedule::{Command, Context, OpEvent, OpStatus, Outcome, PeerIds, Scheduler};
+use crate::schedule::{Blocked, Command, Context, OpEvent, OpStatus, Outcome, PeerIds, Scheduler};
 use crate::state::{now_ms, Placement};
 
 /// Peer ids from the allocator's persisted batch, never waiting for the disk.
@@ -49,6 +53,31 @@ pub fn schedule_region(
     };
     for event in &out.events {
         record(state, &scheduler, event);
+    }
+    if let Some(blocked) = out.blocked {
+        state
+            .metrics
+            .checker_events
+            .with_label_values(&["replica", blocked.name()])
+            .inc();
+        let peers = region.meta.peers.len();
+        match blocked {
+            // Every heartbeat of such a region lands here: the metric is the signal, the
+            // log line the detail.
+            Blocked::Isolation => tracing::debug!(
+                region_id,
+                peers,
+                isolation_level = %settings.isolation_level,
+                "region under-replicated: every candidate store would break isolation-level"
+            ),
+            Blocked::NoTargetStore => {
+                tracing::debug!(
+                    region_id,
+                    peers,
+                    "region under-replicated: no store to add to"
+                )
+            }
+        }
     }
     out
 }

@@ -262,3 +262,45 @@ fn evict_leader_moves_the_leader_and_balance_keeps_it_away() {
     let sent = drive(&mut f, &mut s, &mut r);
     assert_eq!(sent, ["TransferLeader 3@3"]);
 }
+
+#[test]
+fn misplaced_replica_moves_to_the_empty_zone() {
+    let stores = [
+        zoned(1, "z1", "h1"),
+        zoned(2, "z1", "h2"),
+        zoned(3, "z2", "h3"),
+        zoned(4, "z3", "h4"),
+    ];
+    let mut f = Fixture::with_stores(&stores);
+    let mut s = Scheduler::default();
+    let mut r = region_n(1, &[voter(1, 1), voter(2, 2), voter(3, 3)], 1);
+    f.report(&r.info);
+    let sent = drive(&mut f, &mut s, &mut r);
+    assert_eq!(
+        sent,
+        ["AddLearnerNode 100@4", "AddNode 100@4", "RemoveNode 2@2"]
+    );
+    assert_eq!(r.voters(), vec![1, 3, 4]);
+    assert!(
+        s.operators.is_empty(),
+        "nothing more once every zone holds one"
+    );
+}
+
+#[test]
+fn isolation_level_keeps_a_region_under_replicated() {
+    let stores = [
+        zoned(1, "z1", "h1"),
+        zoned(2, "z1", "h2"),
+        zoned(3, "z2", "h3"),
+    ];
+    let mut f = Fixture::with_stores(&stores);
+    f.settings.isolation_level = "zone".into();
+    let mut s = Scheduler::default();
+    let mut r = region_n(1, &[voter(1, 1)], 1);
+    let sent = drive(&mut f, &mut s, &mut r);
+    assert_eq!(sent, ["AddLearnerNode 100@3", "AddNode 100@3"]);
+    assert_eq!(r.voters(), vec![1, 3]);
+    let out = beat(&mut f, &mut s, &mut r, &mut TestIds::default());
+    assert_eq!(out.blocked, Some(crate::schedule::Blocked::Isolation));
+}

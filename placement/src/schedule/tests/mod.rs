@@ -3,7 +3,9 @@
 
 mod checkers;
 mod drive;
+mod isolation;
 mod operators;
+mod size_balance;
 mod steps;
 
 use proto::eraftpb::ConfChangeType;
@@ -99,6 +101,17 @@ pub fn region(peers: &[metapb::Peer], leader: u64, conf_ver: u64) -> RegionInfo 
     RegionInfo::from_meta(meta, leader)
 }
 
+/// `r` reporting `mib` MiB of data.
+pub fn sized(mut r: RegionInfo, mib: u64) -> RegionInfo {
+    r.approximate_size = mib << 20;
+    r
+}
+
+/// A store with `zone` and `host` labels.
+pub fn zoned(id: u64, zone: &str, host: &str) -> metapb::Store {
+    store_meta(id, &[("zone", zone), ("host", host)])
+}
+
 /// `r` with these of its peers pending (catching up).
 pub fn pending(mut r: RegionInfo, peer_ids: &[u64]) -> RegionInfo {
     r.pending_peers = (r.meta.peers.iter())
@@ -191,21 +204,25 @@ impl Fixture {
     /// Adds `n` single-voter regions led on `store_id`, to load a store with leaders/peers.
     pub fn load(&mut self, store_id: u64, n: u64, first_id: u64) {
         for i in 0..n {
-            let id = first_id + i;
-            let meta = metapb::Region {
-                id,
-                start_key: format!("k{id:06}").into_bytes(),
-                end_key: format!("k{id:06}~").into_bytes(),
-                region_epoch: Some(metapb::RegionEpoch {
-                    conf_ver: 1,
-                    version: 1,
-                }),
-                peers: vec![voter(id * 10, store_id)],
-                ..Default::default()
-            };
-            let leader = meta.peers.first().copied();
-            self.report(&RegionInfo::from_meta(meta, leader));
+            self.load_sized(store_id, first_id + i, 0);
         }
+    }
+
+    /// Adds single-voter region `id` of `mib` MiB (0: no size reported) led on `store_id`.
+    pub fn load_sized(&mut self, store_id: u64, id: u64, mib: u64) {
+        let meta = metapb::Region {
+            id,
+            start_key: format!("k{id:06}").into_bytes(),
+            end_key: format!("k{id:06}~").into_bytes(),
+            region_epoch: Some(metapb::RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            peers: vec![voter(id * 10, store_id)],
+            ..Default::default()
+        };
+        let leader = meta.peers.first().copied();
+        self.report(&sized(RegionInfo::from_meta(meta, leader), mib));
     }
 
     pub fn ctx(&self) -> Context<'_> {
