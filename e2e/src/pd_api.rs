@@ -196,6 +196,16 @@ impl PdHttp {
         Ok(info.stores.unwrap_or_default())
     }
 
+    /// Every store, tombstones included (`?state=0&state=1&state=2`, as pd-ctl asks).
+    pub async fn all_store_infos(&self, pd: &str) -> Result<Vec<StoreInfo>, String> {
+        let info: StoresInfo = self
+            .get_json(&format!(
+                "http://{pd}/pd/api/v1/stores?state=0&state=1&state=2"
+            ))
+            .await?;
+        Ok(info.stores.unwrap_or_default())
+    }
+
     /// The regions placement knows.
     pub async fn regions(&self, pd: &str) -> Result<Vec<RegionInfo>, String> {
         let info: RegionsInfo = self

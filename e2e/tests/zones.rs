@@ -254,7 +254,7 @@ async fn a_drained_store_becomes_tombstone_without_under_replication() {
             }
             checks += 1;
             let stores = http
-                .store_infos(&cluster.pd_endpoint())
+                .all_store_infos(&cluster.pd_endpoint())
                 .await
                 .expect("stores");
             let state = stores

@@ -78,6 +78,16 @@ impl Scheduler {
             events: self.operators.expire(ctx.now_ms),
             ..Outcome::default()
         };
+        // A store an operator still needs went away (disconnected, down, draining): the
+        // operator cannot finish, so it makes room for the checkers at once rather than at
+        // its timeout.
+        let gone = self.operators.get(region.id()).and_then(|op| {
+            op.unavailable_target(|s| ctx.liveness(s) == Some(crate::cluster::Liveness::Up))
+        });
+        if let Some(store) = gone {
+            let reason = format!("store {store} the operator needs is no longer up");
+            out.events.extend(self.operators.cancel(region.id(), &reason));
+        }
         match self.operators.dispatch(region, ctx.now_ms) {
             Dispatch::Send(command) => out.command = Some(command),
             Dispatch::Ended(event) => out.events.push(event),

@@ -325,6 +325,21 @@ impl Operator {
         progress
     }
 
+    /// A store that a step still to come needs alive (a new peer's, or a leader's target)
+    /// and that `up` says is not: the operator cannot finish.
+    pub fn unavailable_target(&self, up: impl Fn(u64) -> bool) -> Option<u64> {
+        self.steps[self.current.min(self.steps.len())..]
+            .iter()
+            .filter_map(|s| match *s {
+                Step::AddLearner { store_id, .. } | Step::PromoteLearner { store_id, .. } => {
+                    Some(store_id)
+                }
+                Step::TransferLeader { to_store, .. } => Some(to_store),
+                Step::RemovePeer { .. } => None,
+            })
+            .find(|store| !up(*store))
+    }
+
     /// Whether any step puts a new peer on `store_id`.
     pub fn adds_to(&self, store_id: u64) -> bool {
         self.steps.iter().any(|s| s.adds_to(store_id))
