@@ -6,6 +6,7 @@
 //!   [`id`] state machines, and [`meta`], the records and write commands they emit;
 //! - persistence: [`storage`] (RocksDB) behind the [`writer`] thread;
 //! - the operator tool: [`ctl`] (`placement-ctl`, over the HTTP API);
+//! - Kubernetes: [`topology`] derives store topology labels from pods and nodes;
 //! - the shell: [`state`] (shared server state), [`service`] (gRPC `pdpb.PD`,
 //!   `keyspacepb.Keyspace`, etcd), [`http`] (PD's HTTP API), [`metrics`], and [`server`], which
 //!   serves all of it on one port.
@@ -27,6 +28,7 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod storage;
+pub mod topology;
 pub mod tso;
 pub mod writer;
 

@@ -1,6 +1,9 @@
 //! Server wiring: [`start`] binds the client port and serves gRPC (`pdpb.PD`,
 //! `keyspacepb.Keyspace`, etcd `KV`/`Cluster`) and PD's HTTP API on it, HTTP/1.1 and h2c
 //! multiplexed by one axum server as PD does on 2379. [`run`] is what the binary calls.
+//!
+//! With `[topology] source = "kubernetes"` it also runs the store label sync task
+//! ([`crate::topology::sync`]) against the Kubernetes API of the pod it runs in.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,12 +19,13 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
-use crate::error::Result;
+use crate::config::{Config, LabelSource};
+use crate::error::{Error, Result};
 use crate::service::etcd::EtcdService;
 use crate::service::keyspace::KeyspaceService;
 use crate::service::pd::PdService;
 use crate::state::{advertised_urls, Placement};
+use crate::topology::{KubernetesTopology, NamespaceHint, TopologySource};
 
 /// How long [`RunningServer::stop`] waits for connections to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,6 +37,8 @@ pub struct RunningServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     ticker: JoinHandle<()>,
+    /// The Kubernetes topology sync task, with `[topology] source = "kubernetes"`.
+    topology: Option<JoinHandle<()>>,
 }
 
 /// gRPC services and HTTP routes on one router.
@@ -47,7 +53,34 @@ pub fn router(state: Arc<Placement>) -> Router {
 }
 
 /// Binds `client-urls` (port 0 picks one), opens the data directory and starts serving.
+///
+/// With `[topology] source = "kubernetes"` it connects to the Kubernetes API the way a pod
+/// does (its service account, or a kubeconfig outside a cluster) and fails if neither is
+/// there; the API itself is only called later, by the sync task.
 pub async fn start(config: Config) -> Result<RunningServer> {
+    let topology = match config.topology.source {
+        LabelSource::Static => None,
+        LabelSource::Kubernetes => {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| Error::Config {
+                    field: "topology.source",
+                    reason: format!("`kubernetes` needs a Kubernetes API to talk to: {e}"),
+                })?;
+            let hint = NamespaceHint::from_config(&config.topology.namespace);
+            Some(Arc::new(KubernetesTopology::new(client, hint)) as Arc<dyn TopologySource>)
+        }
+    };
+    start_with_topology(config, topology).await
+}
+
+/// [`start`] with the given topology source instead of one built from the config: with
+/// `Some`, the label sync task runs against it whatever `[topology] source` says (tests use a
+/// client of a mocked API server).
+pub async fn start_with_topology(
+    config: Config,
+    topology: Option<Arc<dyn TopologySource>>,
+) -> Result<RunningServer> {
     config.validate()?;
     let listener = TcpListener::bind(config.listen_addr()?).await?;
     let addr = listener.local_addr()?;
@@ -62,6 +95,13 @@ pub async fn start(config: Config) -> Result<RunningServer> {
             .await
     });
     let ticker = tokio::spawn(tso_ticker(state.clone(), config.tso_save_interval.0));
+    let topology = topology.map(|source| {
+        tracing::info!(
+            refresh_interval = %config.topology.refresh_interval,
+            "store topology labels come from Kubernetes"
+        );
+        crate::topology::spawn_sync(state.clone(), source, config.topology.refresh_interval.0)
+    });
     tracing::info!(
         %addr,
         client_urls = ?state.client_urls,
@@ -75,6 +115,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         shutdown: Some(tx),
         task,
         ticker,
+        topology,
     })
 }
 
@@ -132,6 +173,17 @@ impl RunningServer {
             }
         };
         let _ = (&mut self.ticker).await;
+        if let Some(mut sync) = self.topology.take() {
+            // It stops after its current round; one stuck on the Kubernetes API is cut short
+            // (the next start redoes its work).
+            if tokio::time::timeout(Duration::from_secs(1), &mut sync)
+                .await
+                .is_err()
+            {
+                sync.abort();
+                let _ = sync.await;
+            }
+        }
         let writer = self.state.writer.clone();
         // Joining the writer thread waits for its last fsync: keep it off the async workers.
         let _ = tokio::task::spawn_blocking(move || writer.close()).await;
