@@ -55,6 +55,44 @@ pub struct Config {
     pub isolation_level: String,
     /// Replica and leader scheduling (`[schedule]`).
     pub schedule: ScheduleConfig,
+    /// Where store topology labels come from (`[topology]`).
+    pub topology: TopologyConfig,
+}
+
+/// Where store topology labels (`region`, `zone`, `host`) come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelSource {
+    /// Labels are what each store registers with (its own flags or config). The default.
+    #[default]
+    Static,
+    /// Labels are derived from each store's pod and that pod's node through the Kubernetes
+    /// API ([`crate::topology`]); labels a store sets itself still win.
+    Kubernetes,
+}
+
+/// The `[topology]` section: how placement learns the topology of its stores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TopologyConfig {
+    /// `"static"` (default: labels come from the stores) or `"kubernetes"`.
+    pub source: LabelSource,
+    /// Namespace of the store pods, used for every lookup when set. Default empty: the
+    /// namespace in the store's DNS name (`pod.peer-svc.ns.svc`), else `$POD_NAMESPACE`
+    /// (stores advertising an IP are then looked up in all namespaces).
+    pub namespace: String,
+    /// How often every store's labels are re-derived. Minimum `"1s"`; default `"30s"`.
+    pub refresh_interval: ReadableDuration,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        TopologyConfig {
+            source: LabelSource::Static,
+            namespace: String::new(),
+            refresh_interval: ReadableDuration(Duration::from_secs(30)),
+        }
+    }
 }
 
 /// The `[schedule]` section: how much scheduling may run at once. A limit of 0 turns that
@@ -105,6 +143,7 @@ impl Default for Config {
             location_labels: Vec::new(),
             isolation_level: String::new(),
             schedule: ScheduleConfig::default(),
+            topology: TopologyConfig::default(),
         }
     }
 }
@@ -167,6 +206,16 @@ impl Config {
                 "must be at least 1 while schedule.replica-schedule-limit is not 0",
             ));
         }
+        if !self.topology.namespace.is_empty() && !is_dns_label(&self.topology.namespace) {
+            return Err(bad(
+                "topology.namespace",
+                "must be a Kubernetes namespace name (lowercase letters, digits and `-`, \
+                 at most 63 characters)",
+            ));
+        }
+        if self.topology.refresh_interval.0 < Duration::from_secs(1) {
+            return Err(bad("topology.refresh-interval", "must be at least 1s"));
+        }
         Ok(())
     }
 
@@ -221,6 +270,18 @@ pub fn split_urls(urls: &str) -> Vec<String> {
         .filter(|u| !u.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// An RFC 1123 label, as Kubernetes namespace and pod names are: 1 to 63 lowercase letters,
+/// digits and `-`, starting and ending with a letter or digit.
+pub fn is_dns_label(s: &str) -> bool {
+    let ok_end = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && ok_end(s.chars().next())
+        && ok_end(s.chars().last())
 }
 
 fn first_url(urls: &str) -> &str {
@@ -435,6 +496,38 @@ mod tests {
         assert_eq!(c.schedule.store_add_peer_limit, 2);
         assert_eq!(c.schedule.replica_schedule_limit, 64);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn parses_topology_section() {
+        let c = Config::default();
+        assert_eq!(c.topology.source, LabelSource::Static);
+        assert_eq!(c.topology.refresh_interval.0, Duration::from_secs(30));
+        let c: Config = toml::from_str(
+            "[topology]\nsource = \"kubernetes\"\nnamespace = \"db\"\nrefresh-interval = \"5s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.topology.source, LabelSource::Kubernetes);
+        assert_eq!(c.topology.namespace, "db");
+        assert_eq!(c.topology.refresh_interval.0, Duration::from_secs(5));
+        c.validate().unwrap();
+
+        let err = toml::from_str::<Config>("[topology]\nsource = \"consul\"\n").unwrap_err();
+        assert!(err.to_string().contains("kubernetes"), "{err}");
+        let err = toml::from_str::<Config>("[topology]\nlabels = 1\n").unwrap_err();
+        assert!(err.to_string().contains("labels"), "{err}");
+        for (toml_text, field) in [
+            (
+                "[topology]\nrefresh-interval = \"500ms\"\n",
+                "topology.refresh-interval",
+            ),
+            ("[topology]\nnamespace = \"Bad_NS\"\n", "topology.namespace"),
+            ("[topology]\nnamespace = \"-db\"\n", "topology.namespace"),
+        ] {
+            let c: Config = toml::from_str(toml_text).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{err} should name {field}");
+        }
     }
 
     #[test]

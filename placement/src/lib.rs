@@ -7,6 +7,7 @@
 //! - persistence and replication: [`storage`] (RocksDB), [`member`] (the members' raft group)
 //!   and [`writer`], the handle the server writes through;
 //! - the operator tool: [`ctl`] (`placement-ctl`, over the HTTP API);
+//! - Kubernetes: [`topology`] derives store topology labels from pods and nodes;
 //! - the shell: [`state`] (shared server state), [`service`] (gRPC `pdpb.PD`,
 //!   `keyspacepb.Keyspace`, etcd), [`http`] (PD's HTTP API), [`gate`] (what non-leaders
 //!   answer), [`metrics`], and [`server`], which serves all of it on one port (and the raft
@@ -31,6 +32,7 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod storage;
+pub mod topology;
 pub mod tso;
 pub mod writer;
 

@@ -30,6 +30,9 @@ pub struct Metrics {
     /// left under-replicated because every candidate store would break `isolation-level`,
     /// `no-target-store` when no store at all can take its missing replica.
     pub checker_events: IntCounterVec,
+    /// Store label sets changed from Kubernetes topology ([`crate::topology`]).
+    pub topology_label_updates: IntCounter,
+    topology_lookups: IntCounterVec,
     stores: IntGaugeVec,
     regions: IntGauge,
 }
@@ -96,6 +99,17 @@ impl Metrics {
             ),
             &["checker", "event"],
         ));
+        let topology_label_updates = must(IntCounter::new(
+            "placement_topology_label_updates_total",
+            "store label sets changed from Kubernetes topology",
+        ));
+        let topology_lookups = must(IntCounterVec::new(
+            Opts::new(
+                "placement_topology_lookups_total",
+                "store topology lookups by result (ok, not_found, error)",
+            ),
+            &["result"],
+        ));
         let stores = must(IntGaugeVec::new(
             Opts::new("placement_stores", "stores by state"),
             &["state"],
@@ -110,6 +124,8 @@ impl Metrics {
             Box::new(region_heartbeats.clone()),
             Box::new(operators.clone()),
             Box::new(checker_events.clone()),
+            Box::new(topology_label_updates.clone()),
+            Box::new(topology_lookups.clone()),
             Box::new(stores.clone()),
             Box::new(regions.clone()),
         ] {
@@ -125,6 +141,8 @@ impl Metrics {
             region_heartbeats,
             operators,
             checker_events,
+            topology_label_updates,
+            topology_lookups,
             stores,
             regions,
         }
@@ -141,6 +159,16 @@ impl Metrics {
     /// Records one HTTP API request.
     pub fn observe_http(&self, route: &str) {
         self.http_total.with_label_values(&[route]).inc();
+    }
+
+    /// Records one store topology lookup: `ok`, `not_found` or `error`.
+    pub fn topology_lookup(&self, result: &str) {
+        self.topology_lookups.with_label_values(&[result]).inc();
+    }
+
+    /// Topology lookups with `result` so far.
+    pub fn topology_lookups(&self, result: &str) -> u64 {
+        self.topology_lookups.with_label_values(&[result]).get()
     }
 
     /// Sets the store and region gauges.

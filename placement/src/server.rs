@@ -1,6 +1,9 @@
 //! Server wiring: [`start`] binds the client port and serves gRPC (`pdpb.PD`,
 //! `keyspacepb.Keyspace`, etcd `KV`/`Cluster`) and PD's HTTP API on it, HTTP/1.1 and h2c
 //! multiplexed by one axum server as PD does on 2379. [`run`] is what the binary calls.
+//!
+//! With `[topology] source = "kubernetes"` it also runs the store label sync task
+//! ([`crate::topology::sync`]) against the Kubernetes API of the pod it runs in.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, LabelSource};
 use crate::error::Result;
 use crate::gate::gate;
 use crate::member::transport::MemberRaftService;
@@ -24,6 +27,7 @@ use crate::service::etcd::EtcdService;
 use crate::service::keyspace::KeyspaceService;
 use crate::service::pd::PdService;
 use crate::state::{advertised_urls, Placement};
+use crate::topology::{KubernetesTopology, NamespaceHint, TopologySource};
 use proto::placementpb::member_raft_server::MemberRaftServer;
 
 /// How long [`RunningServer::stop`] waits for connections to drain.
@@ -38,6 +42,8 @@ pub struct RunningServer {
     ticker: JoinHandle<()>,
     peer_shutdown: Option<oneshot::Sender<()>>,
     peer_task: Option<JoinHandle<std::io::Result<()>>>,
+    /// The Kubernetes topology sync task, with `[topology] source = "kubernetes"`.
+    topology: Option<JoinHandle<()>>,
 }
 
 /// gRPC services and HTTP routes on one router, behind the leader [`gate`].
@@ -77,7 +83,40 @@ async fn serve_peers(
 }
 
 /// Binds `client-urls` (port 0 picks one), opens the data directory and starts serving.
+///
+/// With `[topology] source = "kubernetes"` it connects to the Kubernetes API the way a pod
+/// does (its service account, or a kubeconfig outside a cluster); the API itself is only
+/// called later, by the sync task. Without either, placement still serves (store labels then
+/// come from the stores) and says so in an error log line: losing topology labels must not
+/// take the placement service down.
 pub async fn start(config: Config) -> Result<RunningServer> {
+    let topology = match config.topology.source {
+        LabelSource::Static => None,
+        LabelSource::Kubernetes => match kube::Client::try_default().await {
+            Ok(client) => {
+                let hint = NamespaceHint::from_config(&config.topology.namespace);
+                Some(Arc::new(KubernetesTopology::new(client, hint)) as Arc<dyn TopologySource>)
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "[topology] source = \"kubernetes\" but no Kubernetes API is configured \
+                     (no service account, no kubeconfig); store labels come from the stores"
+                );
+                None
+            }
+        },
+    };
+    start_with_topology(config, topology).await
+}
+
+/// [`start`] with the given topology source instead of one built from the config: with
+/// `Some`, the label sync task runs against it whatever `[topology] source` says (tests use a
+/// client of a mocked API server).
+pub async fn start_with_topology(
+    config: Config,
+    topology: Option<Arc<dyn TopologySource>>,
+) -> Result<RunningServer> {
     config.validate()?;
     let listener = TcpListener::bind(config.listen_addr()?).await?;
     let addr = listener.local_addr()?;
@@ -107,6 +146,13 @@ pub async fn start(config: Config) -> Result<RunningServer> {
             .await
     });
     let ticker = tokio::spawn(tso_ticker(state.clone(), config.tso_save_interval.0));
+    let topology = topology.map(|source| {
+        tracing::info!(
+            refresh_interval = %config.topology.refresh_interval,
+            "store topology labels come from Kubernetes"
+        );
+        crate::topology::spawn_sync(state.clone(), source, config.topology.refresh_interval.0)
+    });
     tracing::info!(
         %addr,
         client_urls = ?state.client_urls,
@@ -122,6 +168,7 @@ pub async fn start(config: Config) -> Result<RunningServer> {
         ticker,
         peer_shutdown: Some(peer_tx),
         peer_task,
+        topology,
     })
 }
 
@@ -188,6 +235,17 @@ impl RunningServer {
         if let Some(task) = self.peer_task.take() {
             task.abort();
             let _ = task.await;
+        }
+        if let Some(mut sync) = self.topology.take() {
+            // It stops after its current round; one stuck on the Kubernetes API is cut short
+            // (the next start redoes its work).
+            if tokio::time::timeout(Duration::from_secs(1), &mut sync)
+                .await
+                .is_err()
+            {
+                sync.abort();
+                let _ = sync.await;
+            }
         }
         let writer = self.state.writer.clone();
         // Joining the writer thread waits for its last fsync: keep it off the async workers.

@@ -86,7 +86,8 @@ impl Scheduler {
         });
         if let Some(store) = gone {
             let reason = format!("store {store} the operator needs is no longer up");
-            out.events.extend(self.operators.cancel(region.id(), &reason));
+            out.events
+                .extend(self.operators.cancel(region.id(), &reason));
         }
         match self.operators.dispatch(region, ctx.now_ms) {
             Dispatch::Send(command) => out.command = Some(command),

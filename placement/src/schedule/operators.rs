@@ -191,7 +191,6 @@ impl Operators {
     }
 
     /// Moves an operator from running to the history.
-
     fn finish(&mut self, region_id: u64) -> Option<Operator> {
         let op = self.running.remove(&region_id)?;
         if self.ended.insert(region_id, op.clone()).is_none() {
