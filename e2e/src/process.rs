@@ -37,6 +37,21 @@ impl Binaries {
             store: existing(&dir, "store")?,
         })
     }
+
+    /// Finds another binary of the workspace (e.g. `kvcheck`) where [`Binaries::locate`] looks.
+    pub fn other(name: &str) -> Result<PathBuf> {
+        existing(&bin_dir(), name)
+    }
+
+    /// The binary a container command names, by its file name (`/usr/local/bin/store` is
+    /// `store`), if it is one of these.
+    pub fn for_command(&self, command: &str) -> Option<&Path> {
+        match Path::new(command).file_name()?.to_str()? {
+            "placement" => Some(&self.placement),
+            "store" => Some(&self.store),
+            _ => None,
+        }
+    }
 }
 
 fn bin_dir() -> PathBuf {
@@ -70,6 +85,7 @@ pub struct Node {
     program: PathBuf,
     log_path: PathBuf,
     own_process_group: bool,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -81,8 +97,14 @@ impl Node {
             program,
             log_path,
             own_process_group: false,
+            env: Vec::new(),
             child: None,
         }
+    }
+
+    /// Environment variables the child gets on top of the parent's, from the next spawn on.
+    pub fn set_env(&mut self, env: Vec<(String, String)>) {
+        self.env = env;
     }
 
     /// Runs the child in a process group of its own, so a terminal's Ctrl-C reaches only the
@@ -128,6 +150,7 @@ impl Node {
         }
         let child = command
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err_log))
