@@ -18,9 +18,10 @@
 //!
 //! Names derive from the test process's pid (namespaces `fkv<pid>-<pod>`, links `fkv<pid>...`),
 //! and the `/24` is one no interface uses yet. Dropping a `PodNet` deletes the namespaces (and
-//! with them the bridge and every veth pair), the `/etc/netns` entries and the mount points it created, also while panicking. It
-//! runs blocking commands: build and drop it off the async runtime's threads
-//! (`spawn_blocking`), or where blocking is harmless.
+//! with them the bridge and every veth pair), the `/etc/netns` entries and the mount points it
+//! created, also while panicking; mount points are left in place while another run's namespaces
+//! exist, since it may be mounting on them. It runs blocking commands: build and drop it off the
+//! async runtime's threads (`spawn_blocking`), or where blocking is harmless.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -279,7 +280,22 @@ impl Drop for PodNet {
             eprintln!("netns cleanup: {e}");
         }
         let _ = run("ip", &["link", "del", &self.host_link]);
+        // Removing a directory another mount namespace mounts on detaches that mount there: a
+        // concurrent run that found our mount points and uses them keeps them.
+        let others_live = run("ip", &["netns", "list"])
+            .map(|list| {
+                list.lines()
+                    .any(|l| l.starts_with("fkv") && !l.starts_with(&format!("{}-", self.tag)))
+            })
+            .unwrap_or(true);
         for dir in self.created_dirs.iter().rev() {
+            if others_live && !dir.starts_with(ETC_NETNS) {
+                eprintln!(
+                    "netns cleanup: leaving {} to a concurrent run",
+                    dir.display()
+                );
+                continue;
+            }
             let _ = std::fs::remove_dir(dir);
         }
     }

@@ -610,7 +610,10 @@ async fn run() {
             panic!("{}", node.exited_error(status));
         }
     }
-    drop(pods);
+    // Teardown runs commands and waits on children: off the runtime's threads.
+    tokio::task::spawn_blocking(move || drop(pods))
+        .await
+        .expect("tear down the pods");
 }
 
 #[test]
