@@ -392,59 +392,75 @@ fn must_plan(r: &Rendered, bins: &Binaries) -> (Pods, Vec<PodPlan>, NetPod) {
     net.write_hosts(&entries).expect("write the hosts files");
     let mut plans = Vec::new();
     for sts in &r.stateful_sets {
-        let (_, c) = must_container(sts);
         for ordinal in 0..replicas(sts) {
             let name = format!("{}-{ordinal}", sts_name(sts));
-            let pod_net = net.pods().iter().find(|p| p.name == name).cloned();
-            let pod_net = pod_net.expect("added above");
-            let facts = PodFacts {
-                name: name.clone(),
-                ip: pod_net.ip,
-                host_ip: net.host_ip(),
-            };
-            let env = must_env(c.env.as_deref().unwrap_or_default(), &facts);
-            let vars: BTreeMap<String, String> = env.iter().cloned().collect();
-            let mut argv: Vec<String> = c
-                .command
-                .iter()
-                .flatten()
-                .chain(c.args.iter().flatten())
-                .map(|a| expand(a, &vars))
-                .collect();
-            assert!(!argv.is_empty(), "{name}: the container names no command");
-            let program = bins
-                .for_command(&argv.remove(0))
-                .unwrap_or_else(|| panic!("{name}: command is not a binary of this workspace"))
-                .to_path_buf();
-            let mounts = must_volumes(r, sts, net, &dir.path().join(&name), &mut argv);
-            let (wrapper, wrapped) = netns::command(&pod_net, &mounts, &program, &argv);
-            let probes = [
-                ("readiness", &c.readiness_probe),
-                ("liveness", &c.liveness_probe),
-            ]
-            .into_iter()
-            .filter_map(|(what, p)| {
-                let p = p.as_ref()?;
-                Some((format!("{name} {what}"), probe_url(p, c, pod_net.ip)))
-            })
-            .collect();
-            println!(
-                "{name} ({}): {} {}",
-                pod_net.ip,
-                program.display(),
-                argv.join(" ")
-            );
-            plans.push(PodPlan {
-                net: pod_net,
-                program: wrapper,
-                args: wrapped,
-                env,
-                probes,
-            });
+            plans.push(must_pod_plan(
+                r,
+                sts,
+                &name,
+                net,
+                bins,
+                &dir.path().join(&name),
+            ));
         }
     }
     pods.dir = Some(dir);
     (pods, plans, client)
+}
+
+/// How pod `name` of `sts` runs: its expanded command line and env, wrapped to run in its
+/// namespaces with its volumes (kept under `root`), and its probe URLs.
+fn must_pod_plan(
+    r: &Rendered,
+    sts: &StatefulSet,
+    name: &str,
+    net: &mut PodNet,
+    bins: &Binaries,
+    root: &Path,
+) -> PodPlan {
+    let (_, c) = must_container(sts);
+    let pod_net = net.pods().iter().find(|p| p.name == name).cloned();
+    let pod_net = pod_net.expect("every pod has a namespace");
+    let facts = PodFacts {
+        name: name.to_owned(),
+        ip: pod_net.ip,
+        host_ip: net.host_ip(),
+    };
+    let env = must_env(c.env.as_deref().unwrap_or_default(), &facts);
+    let vars: BTreeMap<String, String> = env.iter().cloned().collect();
+    let mut argv: Vec<String> = c
+        .command
+        .iter()
+        .flatten()
+        .chain(c.args.iter().flatten())
+        .map(|a| expand(a, &vars))
+        .collect();
+    assert!(!argv.is_empty(), "{name}: the container names no command");
+    let program = bins
+        .for_command(&argv.remove(0))
+        .unwrap_or_else(|| panic!("{name}: command is not a binary of this workspace"))
+        .to_path_buf();
+    let mounts = must_volumes(r, sts, net, root, &mut argv);
+    let (wrapper, wrapped) = netns::command(&pod_net, &mounts, &program, &argv);
+    let probes = [
+        ("readiness", &c.readiness_probe),
+        ("liveness", &c.liveness_probe),
+    ]
+    .into_iter()
+    .filter_map(|(what, p)| {
+        let p = p.as_ref()?;
+        Some((format!("{name} {what}"), probe_url(p, c, pod_net.ip)))
+    })
+    .collect();
+    let line = argv.join(" ");
+    println!("{name} ({}): {} {line}", pod_net.ip, program.display());
+    PodPlan {
+        net: pod_net,
+        program: wrapper,
+        args: wrapped,
+        env,
+        probes,
+    }
 }
 
 /// Waits for every probe URL in `probes` to answer 2xx.
@@ -477,11 +493,10 @@ async fn rendered_pods_boot_a_working_cluster() {
 
 async fn run() {
     let tc = cluster();
-    let r = must_render(&tc);
+    let r = std::sync::Arc::new(must_render(&tc));
     assert_eq!(r.stateful_sets.len(), Component::ALL.len());
     let bins = Binaries::locate().expect("binaries built");
     let kvcheck = Binaries::other("kvcheck").expect("kvcheck built");
-    let r = std::sync::Arc::new(r);
     let (mut pods, plans, client) = {
         let r = r.clone();
         tokio::task::spawn_blocking(move || must_plan(&r, &bins))
@@ -496,41 +511,59 @@ async fn run() {
         node.spawn(&plan.args).expect("start the pod's process");
         pods.nodes.push(node);
     }
+    must_probes_pass(&pods, &probes(&plans, "readiness")).await;
+    must_placement_see_the_stores(&r, &plans, &pods).await;
+    must_probes_pass(&pods, &probes(&plans, "liveness")).await;
+    let endpoint = placement_endpoint(&tc).expect("client endpoint");
+    must_client_pod_pass(&client, &kvcheck, &endpoint, &pods).await;
+    for node in &mut pods.nodes {
+        if let Some(status) = node.exited() {
+            panic!("{}", node.exited_error(status));
+        }
+    }
+    // Teardown runs commands and waits on children: off the runtime's threads.
+    tokio::task::spawn_blocking(move || drop(pods))
+        .await
+        .expect("tear down the pods");
+}
 
-    let readiness: Vec<(String, String)> = plans
+/// Every pod's probes of one kind (`readiness`, `liveness`).
+fn probes(plans: &[PodPlan], kind: &str) -> Vec<(String, String)> {
+    plans
         .iter()
-        .flat_map(|p| {
-            p.probes
-                .iter()
-                .filter(|(w, _)| w.ends_with("readiness"))
-                .cloned()
-        })
-        .collect();
-    must_probes_pass(&pods, &readiness).await;
+        .flat_map(|p| p.probes.iter().filter(|(w, _)| w.ends_with(kind)).cloned())
+        .collect()
+}
 
-    let placement = r
-        .stateful_sets
-        .iter()
-        .find(|s| sts_name(s).ends_with(Component::Placement.as_str()))
-        .expect("a placement StatefulSet");
-    let store_sts = r
-        .stateful_sets
-        .iter()
-        .find(|s| sts_name(s).ends_with(Component::Store.as_str()))
-        .expect("a store StatefulSet");
+/// Placement's HTTP API, asked at the first placement pod's address over the bridge, lists
+/// every store pod `Up` under its DNS name, and every region has a leader.
+async fn must_placement_see_the_stores(r: &Rendered, plans: &[PodPlan], pods: &Pods) {
+    let find = |c: Component| {
+        let sts = r.stateful_sets.iter();
+        let mut sts = sts.filter(|s| {
+            s.spec
+                .template
+                .spec
+                .as_ref()
+                .is_some_and(|p| p.containers[0].name == c.as_str())
+        });
+        sts.next().expect("a StatefulSet per component")
+    };
+    let (placement, stores) = (find(Component::Placement), find(Component::Store));
+    let pd_pod = format!("{}-0", sts_name(placement));
     let pd_ip = plans
         .iter()
-        .find(|p| p.net.name == format!("{}-0", sts_name(placement)))
+        .find(|p| p.net.name == pd_pod)
         .expect("placement pod 0")
         .net
         .ip;
     let pd = format!("{pd_ip}:{}", Component::Placement.ports()[0].1);
     let grpc = Component::Store.ports()[0].1;
-    let expected: Vec<String> = (0..replicas(store_sts))
+    let expected: Vec<String> = (0..replicas(stores))
         .map(|i| {
             format!(
                 "{}:{grpc}",
-                pod_dns(store_sts, &format!("{}-{i}", sts_name(store_sts)))
+                pod_dns(stores, &format!("{}-{i}", sts_name(stores)))
             )
         })
         .collect();
@@ -550,14 +583,8 @@ async fn run() {
             Ok((stores, regions))
         }
     };
-    let (stores, regions) = match wait_for(
-        "every store Up, every region led",
-        READY_LIMIT,
-        ready,
-        || pods.log_tails(),
-    )
-    .await
-    {
+    let what = "every store Up, every region led";
+    let (stores, regions) = match wait_for(what, READY_LIMIT, ready, || pods.log_tails()).await {
         Ok(seen) => seen,
         Err(err) => panic!("{err}"),
     };
@@ -568,25 +595,13 @@ async fn run() {
         );
     }
     println!("placement: {} region(s), each with a leader", regions.len());
+}
 
-    let liveness: Vec<(String, String)> = plans
-        .iter()
-        .flat_map(|p| {
-            p.probes
-                .iter()
-                .filter(|(w, _)| w.ends_with("liveness"))
-                .cloned()
-        })
-        .collect();
-    must_probes_pass(&pods, &liveness).await;
-
-    let endpoint = placement_endpoint(&tc).expect("client endpoint");
-    let (program, args) = netns::command(
-        &client,
-        &[],
-        &kvcheck,
-        &[format!("--pd={endpoint}"), "--timeout-secs=100".to_owned()],
-    );
+/// Runs `kvcheck` in the client pod's namespace against `endpoint`; it must exit 0.
+async fn must_client_pod_pass(client: &NetPod, kvcheck: &Path, endpoint: &str, pods: &Pods) {
+    let limit = format!("--timeout-secs={}", CLIENT_LIMIT.as_secs() - 20);
+    let args = [format!("--pd={endpoint}"), limit];
+    let (program, args) = netns::command(client, &[], kvcheck, &args);
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(&args).stdin(Stdio::null()).kill_on_drop(true);
     let out = match tokio::time::timeout(CLIENT_LIMIT, cmd.output()).await {
@@ -596,24 +611,15 @@ async fn run() {
             pods.log_tails()
         ),
     };
-    println!("{}", String::from_utf8_lossy(&out.stdout));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
     assert!(
         out.status.success(),
-        "kvcheck failed ({}):\n{}\n{}\n{}",
+        "kvcheck failed ({}):\n{stdout}\n{}\n{}",
         out.status,
-        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
         pods.log_tails()
     );
-    for node in &mut pods.nodes {
-        if let Some(status) = node.exited() {
-            panic!("{}", node.exited_error(status));
-        }
-    }
-    // Teardown runs commands and waits on children: off the runtime's threads.
-    tokio::task::spawn_blocking(move || drop(pods))
-        .await
-        .expect("tear down the pods");
 }
 
 #[test]
