@@ -1,10 +1,12 @@
 //! One child process of a cluster: where its binary is, how it is started, signalled and reaped.
 //!
 //! [`Binaries`] finds `placement` and `store` (next to the running executable, or in
-//! `KV_BIN_DIR`). [`Node`] owns one child: it appends stdout and stderr to a log file in the
-//! node's directory, sends SIGKILL ([`Node::kill`]) or SIGTERM with a grace period
-//! ([`Node::stop`]), notices an unexpected exit ([`Node::exited`]) and reads the log tail for
-//! error messages. Dropping a `Node` kills its child (`kill_on_drop`).
+//! `KV_BIN_DIR`), and other workspace binaries such as `kvcheck` the same way. [`Node`] owns one
+//! child: it appends stdout and stderr to a log file in the node's directory, sends SIGKILL
+//! ([`Node::kill`]) or SIGTERM with a grace period ([`Node::stop`]), notices an unexpected exit
+//! ([`Node::exited`]) and reads the log tail for error messages. [`Node::set_env`] adds
+//! environment variables (a pod's rendered env). Dropping a `Node` kills its child
+//! (`kill_on_drop`).
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
