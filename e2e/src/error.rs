@@ -71,6 +71,10 @@ pub enum Error {
     #[error("no store with index {index} (cluster has {count})")]
     NoSuchStore { index: usize, count: usize },
 
+    /// A setup command (e.g. `ip link add`) could not run or failed.
+    #[error("`{command}` failed: {reason}")]
+    Command { command: String, reason: String },
+
     /// The operation needs a running process that is not running.
     #[error("{0} is not running")]
     NotRunning(String),

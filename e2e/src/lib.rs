@@ -13,6 +13,9 @@
 //! `/status`, metrics, raft filters), [`fault`] (partitions built from those filters) and
 //! [`load`] (a bounded client write load that records every acknowledged write).
 //!
+//! For running the operator's rendered pods as Kubernetes would: [`netns`] (a network namespace
+//! per pod on a private bridge, hosts files as cluster DNS, volumes bind-mounted per pod).
+//!
 //! ```no_run
 //! # async fn demo() {
 //! use std::time::Duration;
@@ -31,6 +34,7 @@ pub mod cluster;
 pub mod error;
 pub mod fault;
 pub mod load;
+pub mod netns;
 pub mod pd_api;
 pub mod playground;
 pub mod ports;

@@ -1,10 +1,12 @@
 //! One child process of a cluster: where its binary is, how it is started, signalled and reaped.
 //!
 //! [`Binaries`] finds `placement` and `store` (next to the running executable, or in
-//! `KV_BIN_DIR`). [`Node`] owns one child: it appends stdout and stderr to a log file in the
-//! node's directory, sends SIGKILL ([`Node::kill`]) or SIGTERM with a grace period
-//! ([`Node::stop`]), notices an unexpected exit ([`Node::exited`]) and reads the log tail for
-//! error messages. Dropping a `Node` kills its child (`kill_on_drop`).
+//! `KV_BIN_DIR`), and other workspace binaries such as `kvcheck` the same way. [`Node`] owns one
+//! child: it appends stdout and stderr to a log file in the node's directory, sends SIGKILL
+//! ([`Node::kill`]) or SIGTERM with a grace period ([`Node::stop`]), notices an unexpected exit
+//! ([`Node::exited`]) and reads the log tail for error messages. [`Node::set_env`] adds
+//! environment variables (a pod's rendered env). Dropping a `Node` kills its child
+//! (`kill_on_drop`).
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -36,6 +38,21 @@ impl Binaries {
             placement: existing(&dir, "placement")?,
             store: existing(&dir, "store")?,
         })
+    }
+
+    /// Finds another binary of the workspace (e.g. `kvcheck`) where [`Binaries::locate`] looks.
+    pub fn other(name: &str) -> Result<PathBuf> {
+        existing(&bin_dir(), name)
+    }
+
+    /// The binary a container command names, by its file name (`/usr/local/bin/store` is
+    /// `store`), if it is one of these.
+    pub fn for_command(&self, command: &str) -> Option<&Path> {
+        match Path::new(command).file_name()?.to_str()? {
+            "placement" => Some(&self.placement),
+            "store" => Some(&self.store),
+            _ => None,
+        }
     }
 }
 
@@ -70,6 +87,7 @@ pub struct Node {
     program: PathBuf,
     log_path: PathBuf,
     own_process_group: bool,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -81,8 +99,14 @@ impl Node {
             program,
             log_path,
             own_process_group: false,
+            env: Vec::new(),
             child: None,
         }
+    }
+
+    /// Environment variables the child gets on top of the parent's, from the next spawn on.
+    pub fn set_env(&mut self, env: Vec<(String, String)>) {
+        self.env = env;
     }
 
     /// Runs the child in a process group of its own, so a terminal's Ctrl-C reaches only the
@@ -128,6 +152,7 @@ impl Node {
         }
         let child = command
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err_log))
