@@ -1,6 +1,7 @@
 //! The pods the operator renders boot a working cluster.
 //!
-//! A `TikvCluster` (`basic` in namespace `db`: one placement member, three stores) goes through
+//! A `TikvCluster` (`basic` in namespace `db`: three placement members forming a raft group, three
+//! stores) goes through
 //! the operator's own builders ([`operator::builders::objects`]: exactly what the reconcile loop
 //! applies). Every pod of every StatefulSet is then run the way a kubelet would run it:
 //!
@@ -64,7 +65,7 @@ const CLIENT_LIMIT: Duration = Duration::from_secs(120);
 /// The cluster under test, as the API server would hand it to the operator.
 fn cluster() -> TikvCluster {
     let mut spec = TikvClusterSpec::default();
-    spec.placement.replicas = 1;
+    spec.placement.replicas = 3;
     spec.store.replicas = 3;
     let mut tc = TikvCluster::new("basic", spec);
     tc.metadata.namespace = Some(NAMESPACE.into());
