@@ -69,6 +69,27 @@ async fn locations(cluster: &Cluster) -> BTreeMap<u64, (String, String)> {
         .collect()
 }
 
+/// The stores holding the region's voters.
+fn voter_stores(r: &RegionInfo) -> Vec<u64> {
+    r.peers
+        .iter()
+        .filter(|p| p.role_name != "Learner")
+        .map(|p| p.store_id)
+        .collect()
+}
+
+/// The distinct domains (`pick` chooses zone or host) of `stores`.
+fn domains<'a>(
+    stores: &[u64],
+    loc: &'a BTreeMap<u64, (String, String)>,
+    pick: impl Fn(&'a (String, String)) -> &'a String,
+) -> BTreeSet<&'a str> {
+    stores
+        .iter()
+        .filter_map(|s| loc.get(s).map(|l| pick(l).as_str()))
+        .collect()
+}
+
 /// `Ok` when every region has one voter per zone among `zones`.
 fn one_per_zone(
     regions: &[RegionInfo],
@@ -76,16 +97,8 @@ fn one_per_zone(
     zones: usize,
 ) -> Result<(), String> {
     for r in regions {
-        let voters: Vec<u64> = r
-            .peers
-            .iter()
-            .filter(|p| p.role_name != "Learner")
-            .map(|p| p.store_id)
-            .collect();
-        let z: BTreeSet<&str> = voters
-            .iter()
-            .filter_map(|s| loc.get(s).map(|l| l.0.as_str()))
-            .collect();
+        let voters = voter_stores(r);
+        let z = domains(&voters, loc, |l| &l.0);
         if voters.len() != 3 || z.len() != zones.min(3) {
             return Err(format!(
                 "region {} voters {voters:?} span zones {z:?}",
@@ -103,16 +116,8 @@ fn distinct_hosts(
     live: &BTreeSet<u64>,
 ) -> Result<(), String> {
     for r in regions {
-        let voters: Vec<u64> = r
-            .peers
-            .iter()
-            .filter(|p| p.role_name != "Learner")
-            .map(|p| p.store_id)
-            .collect();
-        let hosts: BTreeSet<&str> = voters
-            .iter()
-            .filter_map(|s| loc.get(s).map(|l| l.1.as_str()))
-            .collect();
+        let voters = voter_stores(r);
+        let hosts = domains(&voters, loc, |l| &l.1);
         if voters.len() != 3 || hosts.len() != 3 || !voters.iter().all(|s| live.contains(s)) {
             return Err(format!(
                 "region {} voters {voters:?} on hosts {hosts:?}",
@@ -245,7 +250,7 @@ async fn a_drained_store_becomes_tombstone_without_under_replication() {
         loop {
             let regions = cluster.regions().await.expect("regions");
             for r in &regions {
-                let voters = r.peers.iter().filter(|p| p.role_name != "Learner").count();
+                let voters = voter_stores(r).len();
                 assert!(
                     voters >= 3,
                     "region {} under-replicated during the drain: {r:?}",
