@@ -412,6 +412,21 @@ impl Cluster {
         Ok(())
     }
 
+    /// The processes that exited on their own since the last call (each reported once), as
+    /// their `Exited` errors with log tails.
+    pub fn reap_exited(&mut self) -> Vec<Error> {
+        self.placements
+            .iter_mut()
+            .chain(&mut self.stores)
+            .filter_map(|m| m.node.exited().map(|status| m.node.exited_error(status)))
+            .collect()
+    }
+
+    /// Whether any placement member still runs.
+    pub fn any_placement_running(&self) -> bool {
+        self.placements.iter().any(|m| m.node.is_running())
+    }
+
     /// Stops every process cleanly: SIGTERM the stores, then placement, waiting for each.
     pub async fn stop_all(&mut self) -> Result<()> {
         for i in 0..self.stores.len() {

@@ -4,8 +4,10 @@
 //! through the same [`ClusterBuilder`] the tests use (fixed ports, a kept directory whose data is
 //! reused on the next run), waits until the cluster serves raw reads and timestamps for both API
 //! versions, prints one `ready` line with the placement endpoint, and then watches: SIGINT or
-//! SIGTERM stops every child cleanly (SIGTERM, wait) and returns `Ok`; a child that dies on its
-//! own is reported as an error after the others are stopped.
+//! SIGTERM stops every child cleanly (SIGTERM, wait) and returns `Ok`; a store or placement
+//! member that dies on its own is reported and the others go on (that is what replication is
+//! for), unless no placement member is left, which is reported as an error after the others
+//! are stopped.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -72,7 +74,7 @@ pub fn ready_line(pd_endpoint: &str, stores: usize) -> String {
     format!("playground ready: pd endpoint {pd_endpoint} ({stores} stores)")
 }
 
-/// Runs the playground until a signal (`Ok`) or a child's death (`Err`).
+/// Runs the playground until a signal (`Ok`) or the death of every placement member (`Err`).
 pub async fn run(opts: PlaygroundOptions) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| Error::io(&opts.dir, e))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(|e| Error::io(&opts.dir, e))?;
@@ -135,7 +137,21 @@ async fn watch(cluster: &mut Cluster, sigint: &mut Signal, sigterm: &mut Signal)
                 tracing::info!("SIGTERM: stopping the cluster");
                 return Ok(());
             }
-            _ = tick.tick() => cluster.check_alive()?,
+            _ = tick.tick() => {
+                // Stores and placement members are replicated: one that dies (or is killed to
+                // see failover) is reported and the rest go on; without any placement member
+                // the cluster cannot serve, and the playground stops.
+                let mut exited = cluster.reap_exited();
+                if !cluster.any_placement_running() {
+                    if let Some(err) = exited.pop() {
+                        return Err(err);
+                    }
+                }
+                for err in exited {
+                    tracing::warn!(%err, "a playground process exited; the cluster goes on without it");
+                    eprintln!("playground: {err}");
+                }
+            }
         }
     }
 }
