@@ -13,6 +13,10 @@
 //! `/status`, metrics, raft filters), [`fault`] (partitions built from those filters) and
 //! [`load`] (a bounded client write load that records every acknowledged write).
 //!
+//! For the container suites: [`docker`] (the Docker client: images built by
+//! `scripts/images.sh`, networks and containers removed on drop) and [`kind`] (a throwaway kind
+//! cluster driven with `kubectl` and `helm` under its own kubeconfig).
+//!
 //! ```no_run
 //! # async fn demo() {
 //! use std::time::Duration;
@@ -28,8 +32,10 @@
 pub mod builder;
 pub mod client;
 pub mod cluster;
+pub mod docker;
 pub mod error;
 pub mod fault;
+pub mod kind;
 pub mod load;
 pub mod pd_api;
 pub mod playground;
