@@ -5,7 +5,7 @@
 #   ghcr.io/ferrokv/tikv-operator:<tag>  the operator, at /usr/local/bin/operator
 # Each image holds its binaries, exactly the shared libraries `ldd` lists plus the dynamic
 # loader, an /etc/passwd naming the non-root user 65532, and /tmp; the operator image also holds
-# the CA bundle. The ferrokv image is tagged `v<tag>` as well when <tag> has no leading `v`:
+# the CA bundle. The ferrokv image is tagged `v<tag>` as well when <tag> starts with a digit:
 # TikvCluster `spec.version` (manifests/) names it that way, the chart's appVersion without.
 #
 #   scripts/images.sh [--debug] [--no-build] [TAG]
@@ -123,7 +123,7 @@ put_binary "$ferrokv/rootfs" "$bin_dir/placement"
 put_binary "$ferrokv/rootfs" "$bin_dir/store"
 mkdir -p "$ferrokv/data/placement" "$ferrokv/data/store"
 ferrokv_tags=("ghcr.io/ferrokv/ferrokv:$tag")
-[[ "$tag" == v* ]] || ferrokv_tags+=("ghcr.io/ferrokv/ferrokv:v$tag")
+[[ "$tag" =~ ^[0-9] ]] && ferrokv_tags+=("ghcr.io/ferrokv/ferrokv:v$tag")
 build_image ferrokv "$ferrokv" "${ferrokv_tags[@]}"
 
 operator="$stage_root/operator"

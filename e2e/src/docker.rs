@@ -66,11 +66,13 @@ pub async fn run_program(
     if out.status.success() {
         Ok(stdout)
     } else {
-        Err(format!(
-            "`{what}` failed ({}):\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let output = [stdout.as_str(), stderr.trim()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n");
+        Err(format!("`{what}` failed ({}): {output}", out.status))
     }
 }
 
