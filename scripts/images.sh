@@ -13,8 +13,8 @@
 #     --debug     package the debug binaries (fast, for tests) instead of a release build
 #     --no-build  package the binaries already in the target directory; build nothing
 #
-# The staging directories live under the cargo target directory, not in the checkout.
-# Re-running rebuilds them from scratch and reuses Docker's layer cache.
+# The staging directory is a temporary one under the cargo target directory, never in the
+# checkout. Re-running rebuilds it from scratch and reuses Docker's layer cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,7 +67,10 @@ if [ "$build" = 1 ]; then
   cargo build "${flags[@]}" -p store -p placement -p operator --bins
 fi
 bin_dir="$CARGO_TARGET_DIR/$profile"
-stage_root="$CARGO_TARGET_DIR/images-stage/$profile"
+# A fresh staging directory per run, so concurrent runs cannot mix their files.
+mkdir -p "$CARGO_TARGET_DIR"
+stage_root="$(mktemp -d "$CARGO_TARGET_DIR/images-stage.XXXXXX")"
+trap 'rm -rf "$stage_root"' EXIT
 
 # Copies `$2` (an absolute path) into the rootfs `$1` at the same path, following symlinks.
 put() {
@@ -111,11 +114,11 @@ build_image() {
   shift 2
   for t in "$@"; do tags+=(-t "$t"); done
   echo "images: docker build ${tags[*]}" >&2
-  docker build --quiet -f "$dockerfile" --build-arg "VERSION=$tag" "${tags[@]}" "$stage" >/dev/null \
-    || die "docker build of $dockerfile failed (run it without --quiet to see why: docker build -f $dockerfile $stage)"
+  local out
+  if ! out="$(docker build --quiet -f "$dockerfile" --build-arg "VERSION=$tag" "${tags[@]}" "$stage" 2>&1)"; then
+    die "docker build of $dockerfile failed:"$'\n'"$out"
+  fi
 }
-
-rm -rf "$stage_root"
 
 ferrokv="$stage_root/ferrokv"
 put_base "$ferrokv/rootfs"
