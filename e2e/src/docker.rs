@@ -3,7 +3,7 @@
 //! [`unavailable`] says why Docker cannot be used here (no client, no engine), so a suite can
 //! print `SKIPPED` instead of failing. [`run`] runs one command under a timeout and returns its
 //! stdout or an error naming the command and its stderr. [`build_images`] runs
-//! `scripts/images.sh`. [`Network`] and [`Container`] remove what they name when dropped, so a
+//! `scripts/images.sh`; [`build_probe_image`] adds the test-only client image. [`Network`] and [`Container`] remove what they name when dropped, so a
 //! failing test leaves nothing behind; [`unique_name`] keeps concurrent runs apart.
 
 use std::path::{Path, PathBuf};
@@ -133,6 +133,30 @@ pub async fn build_images(tag: &str, timeout: Duration) -> Result<Vec<String>, S
     )
     .await?;
     Ok(out.lines().map(str::to_owned).collect())
+}
+
+/// Repository of the test-only image holding `raw-probe` (see [`build_probe_image`]).
+pub const PROBE_REPO: &str = "ferrokv-e2e/raw-probe";
+
+/// Builds `ferrokv-e2e/raw-probe:<tag>`: the `raw-probe` binary at `probe` (the official client
+/// doing one raw put and get) on top of the operator image `base`, which already holds the
+/// libraries the client links (libssl, libcrypto, libc) and the CA bundle. Only the suites use
+/// it, to talk to a cluster from inside its network. Returns the image reference.
+pub async fn build_probe_image(probe: &Path, base: &str, tag: &str) -> Result<String, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    std::fs::copy(probe, dir.path().join("raw-probe"))
+        .map_err(|e| format!("copy {}: {e}", probe.display()))?;
+    let dockerfile = format!(
+        "FROM {base}\n\
+         COPY raw-probe /usr/local/bin/raw-probe\n\
+         ENTRYPOINT [\"/usr/local/bin/raw-probe\"]\n"
+    );
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile)
+        .map_err(|e| format!("write the probe Dockerfile: {e}"))?;
+    let image = format!("{PROBE_REPO}:{tag}");
+    let context = dir.path().to_string_lossy().into_owned();
+    run(&["build", "--quiet", "-t", &image, &context], QUICK * 5).await?;
+    Ok(image)
 }
 
 /// A Docker network, removed on drop (after the containers on it, if they are dropped first).

@@ -6,7 +6,10 @@
 //! system as the chart runs it), then starts one placement and one store as containers on a
 //! network the test creates, with the flags the operator renders (pod DNS names replaced by
 //! container names), and waits until placement's PD HTTP API reports the store `Up` at its
-//! advertised address. Containers and the network are removed on drop; the images stay.
+//! advertised address. Then a raw put and get through the official client (`raw-probe`, in a
+//! test-only image on top of the operator image) from a container on that network, where the
+//! advertised addresses resolve. Containers and the network are removed on drop; the images
+//! stay.
 //!
 //! Without a Docker engine the test prints `SKIPPED: <reason>` and passes.
 
@@ -23,6 +26,8 @@ const TAG: &str = "e2e";
 const BUILD_TIMEOUT: Duration = Duration::from_secs(1200);
 /// Placement up and the store registered and `Up`.
 const CLUSTER_TIMEOUT: Duration = Duration::from_secs(120);
+/// `raw-probe` retries for a minute; this bounds the container around it.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Placement's flags as the operator renders them for member `name`, reachable as `name` on
 /// the test's network.
@@ -151,6 +156,25 @@ async fn images_run_a_cluster() {
         match waited {
             Ok(id) => assert!(id > 0, "store id {id}\n{logs}"),
             Err(e) => panic!("{e}\n{logs}"),
+        }
+        // The official client, from inside the network where the advertised addresses resolve.
+        let probe = docker::build_probe_image(
+            std::path::Path::new(env!("CARGO_BIN_EXE_raw-probe")),
+            &operator,
+            TAG,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("build the probe image: {e}"));
+        let value = docker::unique_name("v");
+        let pd_url = format!("http://{pd_name}:2379");
+        let put_get = docker::run(
+            &["run", "--rm", &net, &probe, &pd_url, "probe-key", &value],
+            PROBE_TIMEOUT,
+        )
+        .await;
+        match put_get {
+            Ok(out) => assert_eq!(out, format!("ok probe-key={value}")),
+            Err(e) => panic!("raw put/get: {e}\n{logs}"),
         }
         http.health(&pd_addr)
             .await

@@ -7,7 +7,9 @@
 //! creates a kind cluster of its own under a kubeconfig of its own, loads the images, installs
 //! the chart from `charts/tikv-operator`, applies `manifests/tikvcluster-minimal.yaml`, waits
 //! for the TikvCluster's `Ready` condition with three stores `Up`, checks placement through a
-//! port-forward of its Service, scales the stores 3 → 4 → 3 checking the status each time, and
+//! port-forward of its Service, does a raw put and get with the official client from a pod
+//! (`raw-probe`: the stores advertise pod DNS names, which resolve only inside the cluster, so
+//! a client behind a port-forward could not follow them), scales the stores 3 → 4 → 3 checking the status each time, and
 //! deletes the TikvCluster and the kind cluster.
 //!
 //! The other tests here check the pure parts of `e2e::kind` (skip rule, command lines, status
@@ -66,9 +68,17 @@ fn must(what: &str, result: Result<String, String>) -> String {
 
 async fn run_on_kind(helm: Helm) {
     let tag = chart_app_version();
-    let images = docker::build_images(&tag, SLOW)
+    let mut images = docker::build_images(&tag, SLOW)
         .await
         .unwrap_or_else(|e| panic!("scripts/images.sh: {e}"));
+    let probe = docker::build_probe_image(
+        Path::new(env!("CARGO_BIN_EXE_raw-probe")),
+        &format!("{OPERATOR_REPO}:{tag}"),
+        &tag,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("build the probe image: {e}"));
+    images.push(probe.clone());
     eprintln!("images: {images:?}");
 
     let dir = tempfile::tempdir().expect("temp dir");
@@ -97,6 +107,7 @@ async fn run_on_kind(helm: Helm) {
     );
     must_converge(&kind, 3).await;
     check_placement(&kind, 3).await;
+    raw_put_get(&kind, &probe).await;
 
     for stores in [4, 3] {
         let patch = json!({"spec": {"store": {"replicas": stores}}}).to_string();
@@ -140,6 +151,62 @@ async fn run_on_kind(helm: Helm) {
     );
     // Dropping `kind` deletes the cluster.
     drop(kind);
+}
+
+/// A raw put and get through the official client from a pod (`raw-probe`), where the stores'
+/// advertised pod DNS names resolve, as an application in the cluster would connect.
+async fn raw_put_get(kind: &KindCluster, probe: &str) {
+    let pod = docker::unique_name("raw-probe");
+    let image = format!("--image={probe}");
+    let pd = format!("http://{CLUSTER}-placement.default.svc:2379");
+    let value = docker::unique_name("v");
+    must(
+        "kubectl run raw-probe",
+        kind.kubectl(
+            &[
+                "run",
+                &pod,
+                "-n",
+                "default",
+                &image,
+                "--image-pull-policy=Never",
+                "--restart=Never",
+                "--",
+                &pd,
+                "kind-probe",
+                &value,
+            ],
+            KUBECTL,
+        )
+        .await,
+    );
+    let pod_ref = format!("pod/{pod}");
+    let done = kind
+        .kubectl(
+            &[
+                "wait",
+                "-n",
+                "default",
+                "--for=jsonpath={.status.phase}=Succeeded",
+                &pod_ref,
+                "--timeout=180s",
+            ],
+            Duration::from_secs(200),
+        )
+        .await;
+    let logs = kind
+        .kubectl(&["logs", "-n", "default", &pod_ref], KUBECTL)
+        .await
+        .unwrap_or_else(|e| e);
+    if let Err(e) = done {
+        panic!("raw-probe pod did not succeed: {e}\n{logs}");
+    }
+    assert_eq!(logs.trim(), format!("ok kind-probe={value}"));
+    must(
+        "kubectl delete pod",
+        kind.kubectl(&["delete", "-n", "default", &pod_ref], KUBECTL)
+            .await,
+    );
 }
 
 /// `helm install`, or the helm-python-sdk's rendering applied with kubectl (CRDs first, as
