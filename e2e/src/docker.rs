@@ -239,22 +239,30 @@ pub fn parse_published(out: &str) -> Option<String> {
 /// Best-effort removal from `Drop`: blocking (drop cannot await), at most [`QUICK`], and silent
 /// about objects already gone.
 fn remove(args: &[&str]) {
-    let child = std::process::Command::new("docker")
+    run_blocking("docker", args, QUICK);
+}
+
+/// Runs `program args...` synchronously with its output discarded, killing it after
+/// `timeout`: for `Drop`, which cannot await. Whether it exited successfully.
+pub fn run_blocking(program: &str, args: &[&str], timeout: Duration) -> bool {
+    let child = std::process::Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn();
-    let Ok(mut child) = child else { return };
-    let deadline = std::time::Instant::now() + QUICK;
+    let Ok(mut child) = child else { return false };
+    let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
         match child.try_wait() {
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            _ => return,
+            Ok(Some(status)) => return status.success(),
+            Err(_) => return false,
         }
     }
     let _ = child.kill();
     let _ = child.wait();
+    false
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::docker::run_program;
+use crate::docker::{run_blocking, run_program};
 
 /// Env var that must be `1` for the suite to run: creating a cluster takes minutes.
 pub const ENABLE_ENV: &str = "FERROKV_KIND";
@@ -243,14 +243,12 @@ impl KindCluster {
 
 impl Drop for KindCluster {
     fn drop(&mut self) {
-        let status = std::process::Command::new("kind")
-            .args(self.plan.delete())
-            .stdin(std::process::Stdio::null())
-            .status();
-        if !matches!(status, Ok(s) if s.success()) {
+        let args = self.plan.delete();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        if !run_blocking("kind", &args, Duration::from_secs(300)) {
             eprintln!(
-                "could not delete kind cluster {} ({status:?}): run `kind delete cluster --name {}`",
-                self.plan.name, self.plan.name
+                "could not delete kind cluster {0}: run `kind delete cluster --name {0}`",
+                self.plan.name
             );
         }
     }
