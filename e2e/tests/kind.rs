@@ -538,3 +538,29 @@ fn chart_manifest_and_binary_versions_agree() {
     );
     assert_eq!(app_version("version: 1\n"), None);
 }
+
+/// The helm-python-sdk fallback renders the chart with the suite's values (runs where the SDK
+/// is installed; prints why not otherwise).
+#[tokio::test]
+async fn python_sdk_renders_the_chart_with_the_local_image() {
+    let program = KindPlan::python_render(&chart_dir(), "9.9.9");
+    let out = docker::run_program("python3", &["-c".into(), program], &[], KUBECTL).await;
+    let rendered = match out {
+        Ok(out) => out,
+        Err(e) if e.contains("No module named 'helm_python'") || e.contains("could not be run") => {
+            eprintln!("SKIPPED: python_sdk_renders_the_chart_with_the_local_image: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    assert!(rendered.contains("kind: Deployment"), "{rendered}");
+    assert!(
+        rendered.contains(&format!("image: \"{OPERATOR_REPO}:9.9.9\"")),
+        "{rendered}"
+    );
+    assert!(rendered.contains("imagePullPolicy: Never"), "{rendered}");
+    assert!(
+        rendered.contains(&format!("namespace: {OPERATOR_NAMESPACE}")),
+        "{rendered}"
+    );
+}
