@@ -64,7 +64,7 @@ if [ "$build" = 1 ]; then
   flags=()
   [ "$profile" = release ] && flags+=(--release)
   echo "images: cargo build ${flags[*]:-} -p store -p placement -p operator --bins" >&2
-  cargo build "${flags[@]}" -p store -p placement -p operator --bins
+  cargo build ${flags[@]+"${flags[@]}"} -p store -p placement -p operator --bins
 fi
 bin_dir="$CARGO_TARGET_DIR/$profile"
 # A fresh staging directory per run, so concurrent runs cannot mix their files.

@@ -3,8 +3,9 @@
 //! [`unavailable`] says why Docker cannot be used here (no client, no engine), so a suite can
 //! print `SKIPPED` instead of failing. [`run`] runs one command under a timeout and returns its
 //! stdout or an error naming the command and its stderr. [`build_images`] runs
-//! `scripts/images.sh`; [`build_probe_image`] adds the test-only client image. [`Network`] and [`Container`] remove what they name when dropped, so a
-//! failing test leaves nothing behind; [`unique_name`] keeps concurrent runs apart.
+//! `scripts/images.sh`; [`build_probe_image`] adds the test-only client image. [`Network`] and
+//! [`Container`] remove what they name when dropped, so a failing test leaves nothing behind;
+//! [`unique_name`] keeps concurrent runs apart.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
