@@ -16,6 +16,10 @@
 //! For running the operator's rendered pods as Kubernetes would: [`netns`] (a network namespace
 //! per pod on a private bridge, hosts files as cluster DNS, volumes bind-mounted per pod).
 //!
+//! For the container suites: [`docker`] (the Docker client: images built by
+//! `scripts/images.sh`, networks and containers removed on drop) and [`kind`] (a throwaway kind
+//! cluster driven with `kubectl` and `helm` under its own kubeconfig).
+//!
 //! ```no_run
 //! # async fn demo() {
 //! use std::time::Duration;
@@ -31,8 +35,10 @@
 pub mod builder;
 pub mod client;
 pub mod cluster;
+pub mod docker;
 pub mod error;
 pub mod fault;
+pub mod kind;
 pub mod load;
 pub mod netns;
 pub mod pd_api;
