@@ -59,7 +59,8 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
 ))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TikvClusterSpec {
-    /// Version (image tag) of every component unless the component sets its own.
+    /// Version (image tag) of every component unless the component sets its own. Default:
+    /// the operator's own version (`v0.1.0` for this release).
     #[serde(default = "default_version")]
     #[schemars(length(min = 1))]
     pub version: String,
@@ -347,8 +348,11 @@ pub struct StoreInfo {
     pub last_heartbeat: Option<Time>,
 }
 
+/// The default image tag: this operator's own release (`v<version>`), the tag
+/// `scripts/images.sh` builds, so a cluster runs the matching component version and never
+/// depends on a moving `latest`.
 fn default_version() -> String {
-    "latest".into()
+    concat!("v", env!("CARGO_PKG_VERSION")).into()
 }
 fn default_max_replicas() -> i32 {
     3

@@ -210,7 +210,7 @@ mod tests {
         let mut tc = cluster(TikvClusterSpec::default());
         assert_eq!(
             image(&tc, Component::Store),
-            "ghcr.io/ferrokv/ferrokv:latest"
+            concat!("ghcr.io/ferrokv/ferrokv:v", env!("CARGO_PKG_VERSION"))
         );
         tc.spec.version = "v0.1.0".into();
         tc.spec.placement.common.version = Some("v0.2.0".into());
