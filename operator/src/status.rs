@@ -252,7 +252,10 @@ mod tests {
         assert_eq!(s.store.replicas.ready_replicas, 3);
         assert_eq!(
             s.store.replicas.image.as_deref(),
-            Some(concat!("ghcr.io/ferrokv/ferrokv:v", env!("CARGO_PKG_VERSION")))
+            Some(concat!(
+                "ghcr.io/ferrokv/ferrokv:v",
+                env!("CARGO_PKG_VERSION")
+            ))
         );
         tc.status = Some(s);
         let again = observe(&tc, &obs, t(20));
