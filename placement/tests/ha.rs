@@ -2,7 +2,8 @@
 //! RocksDB): one leader serves, the others answer GetMembers with it and refuse the rest;
 //! metadata written through the leader is on every member; when the leader stops, another
 //! takes over within seconds with the metadata and a TSO above every timestamp handed out
-//! before; a stopped member restarts and catches up; a member is removed and a new one joins.
+//! before; a stopped member restarts and catches up; a member is removed and a new one joins;
+//! a leader cut off from its quorum stops handing out timestamps (its lease runs out).
 
 mod common;
 
@@ -434,4 +435,38 @@ async fn a_member_is_removed_and_a_new_one_joins() {
             group.stop(i).await;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_its_quorum_stops_handing_out_timestamps() {
+    let mut group = Group::start(3).await;
+    let leader = group.leader(Duration::from_secs(20)).await;
+    let cid = group.server(leader).cluster_id();
+    let mut pd = client(group.server(leader)).await;
+    must_bootstrap(&mut pd, cid).await;
+    tso(&mut pd, cid)
+        .await
+        .expect("timestamps while the quorum is there");
+    // Both followers go: the leader can no longer prove that nobody else leads.
+    for i in (0..3).filter(|i| *i != leader) {
+        group.stop(i).await;
+    }
+    let cut_off = Instant::now();
+    let refused = loop {
+        match tso(&mut pd, cid).await {
+            Err(status) => break status,
+            Ok(_) => {
+                assert!(
+                    cut_off.elapsed() < Duration::from_secs(5),
+                    "a leader without its quorum kept handing out timestamps"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
+    // Measured from when both followers had stopped (their last heartbeat answers came
+    // earlier); the lease itself lasts 0.8 s from the last confirmed round.
+    eprintln!("TSO_REFUSED_AFTER_MS={}", cut_off.elapsed().as_millis());
+    group.stop(leader).await;
 }

@@ -158,6 +158,9 @@ pub struct Shared {
     raft_leader: AtomicBool,
     /// The term this member serves as leader in, 0 when it does not serve.
     serving: watch::Sender<u64>,
+    /// Until when this leader may hand out timestamps: a quorum confirmed its leadership at
+    /// a moment `t`, and no other member can be elected before `t` + the election timeout.
+    lease_until: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 impl Shared {
@@ -174,6 +177,7 @@ impl Shared {
             term: AtomicU64::new(0),
             raft_leader: AtomicBool::new(false),
             serving: watch::channel(0).0,
+            lease_until: parking_lot::Mutex::new(None),
         }
     }
 
@@ -257,7 +261,28 @@ impl Shared {
         if !raft_leader {
             self.serving
                 .send_if_modified(|s| std::mem::replace(s, 0) != 0);
+            *self.lease_until.lock() = None;
         }
+    }
+
+    /// Extends the leader lease to `until` (never shortens it).
+    pub(crate) fn extend_lease(&self, until: std::time::Instant) {
+        if !self.is_raft_leader() {
+            return;
+        }
+        let mut lease = self.lease_until.lock();
+        if lease.is_none_or(|l| l < until) {
+            *lease = Some(until);
+        }
+    }
+
+    /// Whether this leader's lease holds now: no other member can have been elected.
+    pub fn has_lease(&self) -> bool {
+        self.is_raft_leader()
+            && self
+                .lease_until
+                .lock()
+                .is_some_and(|l| std::time::Instant::now() < l)
     }
 
     /// The leader's raft id, 0 while unknown.

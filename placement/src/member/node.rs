@@ -34,6 +34,13 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub const ELECTION_TICKS: usize = 10;
 /// Ticks between leader heartbeats.
 pub const HEARTBEAT_TICKS: usize = 2;
+/// How often the leader confirms its leadership with a quorum (a ReadIndex round) to renew
+/// its lease.
+const LEASE_PROBE: Duration = Duration::from_millis(200);
+/// How long a confirmation holds: a follower that heard from the leader does not vote for
+/// anyone else for at least one election timeout (check-quorum), so no other member leads
+/// before that; the margin covers clock-rate differences.
+const LEASE: Duration = Duration::from_millis((ELECTION_TICKS as u64) * 100 - 200);
 /// Log entries kept behind the applied index when compacting.
 const KEEP_ENTRIES: u64 = 2_000;
 /// Compact once this many applied entries are in the log.
@@ -76,6 +83,10 @@ pub struct Node {
     pending: VecDeque<(u64, u64, Ack)>,
     /// The term whose leadership was announced, 0 when following.
     announced: u64,
+    /// Base of the lease probes' timestamps (their ReadIndex context).
+    epoch: Instant,
+    /// When the last lease probe was sent.
+    last_probe: Option<Instant>,
 }
 
 impl Node {
@@ -116,6 +127,8 @@ impl Node {
             events,
             pending: VecDeque::new(),
             announced: 0,
+            epoch: Instant::now(),
+            last_probe: None,
         })
     }
 
@@ -143,6 +156,7 @@ impl Node {
                 self.raw.tick();
                 next_tick = Instant::now() + TICK;
             }
+            self.probe_lease();
             if let Err(e) = self.on_ready() {
                 // The metadata can no longer be persisted: stop leading rather than serve
                 // from memory what the disk does not hold.
@@ -225,11 +239,37 @@ impl Node {
         }
     }
 
+    /// A leader starts a ReadIndex round every [`LEASE_PROBE`]; its context is the moment it
+    /// was sent, and the lease runs from there once a quorum confirms it ([`Node::on_ready`]).
+    fn probe_lease(&mut self) {
+        if self.raw.raft.state != StateRole::Leader {
+            self.last_probe = None;
+            return;
+        }
+        let now = Instant::now();
+        if self.last_probe.is_some_and(|t| now - t < LEASE_PROBE) {
+            return;
+        }
+        self.last_probe = Some(now);
+        let sent = (now - self.epoch).as_nanos() as u64;
+        self.raw.read_index(sent.to_be_bytes().to_vec());
+    }
+
+    fn renew_lease(&self, states: &[raft::ReadState]) {
+        for rs in states {
+            if let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
+                let sent = self.epoch + Duration::from_nanos(u64::from_be_bytes(bytes));
+                self.shared.extend_lease(sent + LEASE);
+            }
+        }
+    }
+
     fn on_ready(&mut self) -> Result<()> {
         if !self.raw.has_ready() {
             return Ok(());
         }
         let mut ready = self.raw.ready();
+        self.renew_lease(&ready.take_read_states());
         self.transport.send(ready.take_messages());
         let mut batch = WriteBatch::default();
         if !ready.snapshot().is_empty() {
