@@ -27,6 +27,12 @@ const FORWARDED: &str = "x-placement-forwarded";
 /// Largest request body forwarded.
 const MAX_FORWARD_BODY: usize = 4 << 20;
 
+/// One HTTP client for every forwarded call, so connections to the leader are reused.
+fn forwarding_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new)
+}
+
 enum Route {
     /// Answered by every member.
     Open,
@@ -96,8 +102,7 @@ async fn forward(state: &Placement, req: Request) -> Response {
         .path_and_query()
         .map_or(parts.uri.path(), |p| p.as_str());
     let target = format!("{}{path}", url.trim_end_matches('/'));
-    let client = reqwest::Client::new();
-    let mut request = client
+    let mut request = forwarding_client()
         .request(parts.method.clone(), &target)
         .timeout(Duration::from_secs(30))
         .header(FORWARDED, "1")

@@ -13,8 +13,6 @@ use common::*;
 use placement::{Config, RunningServer};
 use proto::pdpb;
 use proto::pdpb::pd_client::PdClient;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 fn free_port() -> u16 {
@@ -126,25 +124,6 @@ impl Group {
 
 async fn client(server: &RunningServer) -> PdClient<Channel> {
     PdClient::connect(server.url()).await.unwrap()
-}
-
-async fn tso(pd: &mut PdClient<Channel>, cid: u64) -> Result<u64, tonic::Status> {
-    let (tx, rx) = mpsc::channel(1);
-    tx.send(pdpb::TsoRequest {
-        header: header(cid),
-        count: 1,
-        dc_location: String::new(),
-    })
-    .await
-    .unwrap();
-    let mut stream = pd.tso(ReceiverStream::new(rx)).await?.into_inner();
-    let ts = stream
-        .message()
-        .await?
-        .ok_or_else(|| tonic::Status::unavailable("stream ended"))?
-        .timestamp
-        .unwrap();
-    Ok(((ts.physical as u64) << 18) | ts.logical as u64)
 }
 
 /// Waits until `check` holds on member `i`'s view.

@@ -8,23 +8,6 @@ use proto::pdpb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-async fn must_tso(
-    pd: &mut proto::pdpb::pd_client::PdClient<tonic::transport::Channel>,
-    cid: u64,
-) -> u64 {
-    let (tx, rx) = mpsc::channel(1);
-    tx.send(pdpb::TsoRequest {
-        header: header(cid),
-        count: 1,
-        dc_location: String::new(),
-    })
-    .await
-    .unwrap();
-    let mut stream = pd.tso(ReceiverStream::new(rx)).await.unwrap().into_inner();
-    let ts = stream.message().await.unwrap().unwrap().timestamp.unwrap();
-    ((ts.physical as u64) << 18) | ts.logical as u64
-}
-
 #[tokio::test]
 async fn restart_keeps_metadata_and_tso_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -73,7 +56,7 @@ async fn restart_keeps_metadata_and_tso_order() {
         .commit(|view| view.plan_create_keyspace("kept", now))
         .await
         .unwrap();
-    let last_ts = must_tso(&mut pd, cid).await;
+    let last_ts = tso(&mut pd, cid).await.unwrap();
     let last_id = pd
         .alloc_id(pdpb::AllocIdRequest {
             header: header(cid),
@@ -138,7 +121,7 @@ async fn restart_keeps_metadata_and_tso_order() {
         .keyspaces()
         .by_name("kept")
         .is_some());
-    let ts = must_tso(&mut pd, cid).await;
+    let ts = tso(&mut pd, cid).await.unwrap();
     assert!(ts > last_ts, "tso {ts} after restart must exceed {last_ts}");
     let id = pd
         .alloc_id(pdpb::AllocIdRequest {

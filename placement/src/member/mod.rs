@@ -28,7 +28,7 @@ use proto::pdpb;
 use proto::placementpb::MemberInfo;
 use tokio::sync::watch;
 
-use crate::config::{split_urls, Config};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::meta::StoredMeta;
 
@@ -195,11 +195,11 @@ impl Shared {
             return;
         }
         self.heard.lock().insert(info.id, std::time::Instant::now());
-        let mut members = self.members.write();
-        let entry = members.entry(info.id).or_insert_with(|| info.clone());
-        if entry != info {
-            *entry = info.clone();
+        // Called for every raft batch and answer: take the write lock only for news.
+        if self.members.read().get(&info.id) == Some(info) {
+            return;
         }
+        self.members.write().insert(info.id, info.clone());
     }
 
     /// Whether a member was heard from within `within` (always true for this member).
@@ -379,11 +379,6 @@ pub fn describe(members: &[MemberInfo]) -> String {
         .map(|m| format!("{}={}", m.name, m.peer_urls.join("|")))
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// Splits a URL list the way the config does (re-exported for the transport).
-pub fn urls(s: &str) -> Vec<String> {
-    split_urls(s)
 }
 
 /// raft-rs logs through slog; this sends its records to `tracing` (target `raft`), with

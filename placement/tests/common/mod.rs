@@ -54,6 +54,30 @@ pub async fn must_keyspace_client(server: &RunningServer) -> KeyspaceClient<Chan
         .expect("connect to placement")
 }
 
+/// One timestamp (`physical << 18 | logical`) over a fresh Tso stream, or the status the
+/// server answered with.
+pub async fn tso(pd: &mut PdClient<Channel>, cluster_id: u64) -> Result<u64, tonic::Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(pdpb::TsoRequest {
+        header: header(cluster_id),
+        count: 1,
+        dc_location: String::new(),
+    })
+    .await
+    .expect("the request channel is open");
+    let mut stream = pd
+        .tso(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let ts = stream
+        .message()
+        .await?
+        .ok_or_else(|| tonic::Status::unavailable("tso stream ended"))?
+        .timestamp
+        .ok_or_else(|| tonic::Status::internal("tso response without a timestamp"))?;
+    Ok(((ts.physical as u64) << 18) | ts.logical as u64)
+}
+
 /// A request header for `cluster_id`.
 pub fn header(cluster_id: u64) -> Option<RequestHeader> {
     Some(RequestHeader {
