@@ -72,6 +72,13 @@ impl Cluster {
         self.http.send(Method::POST, &url).await.map(drop)
     }
 
+    /// Makes every engine write of store `i` fail from now on, as a full disk
+    /// would. Needs [`FAULT_INJECTION_CONFIG`].
+    pub async fn fail_engine_writes(&self, i: usize) -> Result<(), String> {
+        let url = self.status_url(i, "/debug/engine/fail-writes");
+        self.http.send(Method::POST, &url).await.map(drop)
+    }
+
     /// Removes every raft filter of store `i`.
     pub async fn clear_raft_filters(&self, i: usize) -> Result<(), String> {
         let url = self.status_url(i, "/debug/raft/filters");

@@ -7,7 +7,9 @@
 //!   client; the isolated old leader refuses reads and writes sent to it directly; after
 //!   healing, its replica holds what the majority wrote and nothing it refused;
 //! - a store stopped while the others write and compact their logs catches up by snapshot and
-//!   then carries the data when it is needed for a majority.
+//!   then carries the data when it is needed for a majority;
+//! - a store whose engine can no longer write (a full disk) exits instead of answering health
+//!   checks while it no longer replicates, and the others carry on without losing a write.
 //!
 //! Partitions use the stores' raft filters (`[debug] fault-injection`, see `e2e::fault`).
 //! Each test holds [`e2e::testing::serial`] so that measured windows do not depend on other
@@ -323,7 +325,10 @@ async fn a_store_behind_compacted_logs_catches_up_by_snapshot() {
     e2e::init_test_tracing();
     let _serial = serial().await;
     with_deadline(Duration::from_secs(150), async {
-        let config = format!("[raftstore]\nraft-log-gc-threshold = 16\n{FAULT_INJECTION_CONFIG}");
+        // Past 100 entries a leader stops keeping the log for a lagging follower.
+        let config = format!(
+            "[raftstore]\nraft-log-gc-threshold = 16\nraft-log-gc-count-limit = 100\n{FAULT_INJECTION_CONFIG}"
+        );
         let mut cluster = three_replicated_stores(&config).await;
         let client = must_raw_client(&cluster, Api::V1).await;
         must_put_eventually(&client, "snap/first", "1").await;
@@ -379,6 +384,37 @@ async fn a_store_behind_compacted_logs_catches_up_by_snapshot() {
             keys.len()
         );
         cluster.must_heal().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_engine_fails_exits_and_the_others_carry_on() {
+    e2e::init_test_tracing();
+    let _serial = serial().await;
+    with_deadline(Duration::from_secs(150), async {
+        let mut cluster = three_replicated_stores(FAULT_INJECTION_CONFIG).await;
+        let client = must_raw_client(&cluster, Api::V1).await;
+        must_put_eventually(&client, "fail/before", "1").await;
+        let region = cluster.must_region_led(b"fail/", 0, CONVERGE).await;
+        let failed = cluster
+            .must_store_index(leader_store(&region).expect("led"))
+            .await;
+        cluster
+            .fail_engine_writes(failed)
+            .await
+            .expect("fault injection");
+        // The next write reaches the failing leader: it must stop, and the
+        // others must elect a leader and take the write.
+        must_put_eventually(&client, "fail/after", "2").await;
+        let deadline = Instant::now() + CONVERGE;
+        while let Ok(()) = cluster.check_alive() {
+            assert!(Instant::now() < deadline, "the failed store still runs");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!cluster.store_running(failed), "another process exited");
+        assert_eq!(must_get_eventually(&client, "fail/before").await, v("1"));
+        assert_eq!(must_get_eventually(&client, "fail/after").await, v("2"));
     })
     .await
 }

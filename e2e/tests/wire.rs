@@ -236,3 +236,74 @@ async fn batch_commands_echo_request_ids_and_health_is_serving() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_missing_request_ids_ends_the_stream_with_a_clear_error() {
+    e2e::init_test_tracing();
+    with_deadline(Duration::from_secs(120), async {
+        let cluster = must_single_store_cluster().await;
+        let (region, leader) = must_region(&cluster.pd_endpoint(), b"b").await;
+        let mut kv = TikvClient::new(connect(&cluster.store_addr(0)).await);
+        let c = ctx(&region, &leader);
+        let request = |cmd| batch_commands_request::Request { cmd: Some(cmd) };
+        let batch = BatchCommandsRequest {
+            requests: vec![
+                request(Req::RawPut(put(c.clone(), b"m1"))),
+                request(Req::RawPut(put(c.clone(), b"m2"))),
+            ],
+            request_ids: vec![21],
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(batch).await.unwrap();
+        let mut responses = kv
+            .batch_commands(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("open stream")
+            .into_inner();
+        let status = tokio::time::timeout(Duration::from_secs(10), responses.message())
+            .await
+            .expect("no answer at all: the batch was dropped silently")
+            .expect_err("a batch with a missing request id was answered");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+        assert!(status.message().contains("request ids"), "{status}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_over_the_limits_are_refused_not_cut_short() {
+    e2e::init_test_tracing();
+    with_deadline(Duration::from_secs(120), async {
+        let cluster = must_single_store_cluster().await;
+        let (region, leader) = must_region(&cluster.pd_endpoint(), b"b").await;
+        let mut kv = TikvClient::new(connect(&cluster.store_addr(0)).await);
+        let c = ctx(&region, &leader);
+        let scan = kv
+            .raw_scan(kvrpcpb::RawScanRequest {
+                context: Some(c.clone()),
+                start_key: b"a".to_vec(),
+                limit: 20_000,
+                ..Default::default()
+            })
+            .await
+            .expect_err("a raw scan over the 10240 limit was served");
+        assert_eq!(scan.code(), tonic::Code::InvalidArgument, "{scan}");
+        let ranges = (0..2000u32)
+            .map(|i| kvrpcpb::KeyRange {
+                start_key: format!("a{i:05}").into_bytes(),
+                end_key: format!("a{i:05}z").into_bytes(),
+            })
+            .collect();
+        let batch = kv
+            .raw_batch_scan(kvrpcpb::RawBatchScanRequest {
+                context: Some(c),
+                ranges,
+                each_limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect_err("a batch scan of 2000 ranges was served");
+        assert_eq!(batch.code(), tonic::Code::InvalidArgument, "{batch}");
+    })
+    .await;
+}

@@ -66,6 +66,12 @@ pub struct RaftstoreSection {
     pub raft_heartbeat_ticks: usize,
     /// Applied log entries kept before truncation (default 1024).
     pub raft_log_gc_threshold: u64,
+    /// A leader keeps log entries a lagging follower still needs until the
+    /// log is this many entries long; past it the follower gets a snapshot
+    /// instead (default 50,000).
+    pub raft_log_gc_count_limit: u64,
+    /// ... or until the log holds this many bytes of entries (default 64 MiB).
+    pub raft_log_gc_size_limit: u64,
     /// Interval between region heartbeats to placement, in ms (default 1000).
     pub region_heartbeat_interval_ms: u64,
     /// Interval between store heartbeats to placement, in ms (default 2000).
@@ -85,6 +91,8 @@ impl Default for RaftstoreSection {
             raft_election_timeout_ticks: 10,
             raft_heartbeat_ticks: 2,
             raft_log_gc_threshold: 1024,
+            raft_log_gc_count_limit: 50_000,
+            raft_log_gc_size_limit: 64 << 20,
             region_heartbeat_interval_ms: 1000,
             store_heartbeat_interval_ms: 2000,
             region_max_size: 144 << 20,
@@ -177,6 +185,12 @@ impl Config {
                 "must exceed raft-heartbeat-ticks",
             ));
         }
+        if r.raft_log_gc_count_limit <= 2 * r.raft_log_gc_threshold {
+            return Err(invalid(
+                "raftstore.raft-log-gc-count-limit",
+                "must exceed twice raft-log-gc-threshold",
+            ));
+        }
         Ok(())
     }
 
@@ -188,6 +202,8 @@ impl Config {
         c.peer.election_tick = self.raftstore.raft_election_timeout_ticks;
         c.peer.heartbeat_tick = self.raftstore.raft_heartbeat_ticks;
         c.log_gc_threshold = self.raftstore.raft_log_gc_threshold;
+        c.log_gc_count_limit = self.raftstore.raft_log_gc_count_limit;
+        c.log_gc_size_limit = self.raftstore.raft_log_gc_size_limit;
         c
     }
 }

@@ -29,6 +29,8 @@ pub enum EngineError {
     RocksDb(#[from] rocksdb::Error),
     #[error("unknown column family {0:?}")]
     UnknownCf(String),
+    #[error("write refused by fault injection")]
+    Injected,
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -77,6 +79,8 @@ impl Modify {
 #[derive(Clone)]
 pub struct Engine {
     db: Arc<DB>,
+    /// Fault injection (tests, `debug.fault-injection`): every write fails.
+    fail_writes: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -104,7 +108,10 @@ impl Engine {
             ColumnFamilyDescriptor::new(*name, cf_opts)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Engine { db: Arc::new(db) })
+        Ok(Engine {
+            db: Arc::new(db),
+            fail_writes: Arc::default(),
+        })
     }
 
     fn cf(&self, cf: CfName) -> Result<&rocksdb::ColumnFamily> {
@@ -145,7 +152,16 @@ impl Engine {
         Ok(())
     }
 
+    /// Makes every later write fail (as a full disk would), or stop failing.
+    pub fn inject_write_failure(&self, fail: bool) {
+        self.fail_writes
+            .store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub fn write_batch(&self, wb: WriteBatch, sync: bool) -> Result<()> {
+        if self.fail_writes.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(EngineError::Injected);
+        }
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
         self.db.write_opt(wb, &wo)?;

@@ -47,6 +47,19 @@ pub static SNAPSHOTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     c
 });
 
+/// Raft messages from other stores dropped because the raftstore inbox was full.
+pub static RAFT_MESSAGES_DROPPED: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    let c = prometheus::IntCounter::new(
+        "store_raft_messages_dropped_total",
+        "incoming raft messages dropped on a full raftstore inbox",
+    )
+    .expect("valid metric");
+    REGISTRY
+        .register(Box::new(c.clone()))
+        .expect("register once");
+    c
+});
+
 pub fn observe(method: &str, ok: bool, secs: f64) {
     GRPC_REQUESTS
         .with_label_values(&[method, if ok { "ok" } else { "error" }])
@@ -59,6 +72,7 @@ pub fn render() -> String {
     LazyLock::force(&GRPC_REQUESTS);
     LazyLock::force(&GRPC_DURATION);
     LazyLock::force(&SNAPSHOTS);
+    LazyLock::force(&RAFT_MESSAGES_DROPPED);
     let mut out = String::new();
     let encoder = prometheus::TextEncoder::new();
     if let Err(e) = encoder.encode_utf8(&REGISTRY.gather(), &mut out) {

@@ -181,9 +181,11 @@ impl<'a, 's> MvccReader<'a, 's> {
         let mut cursor = self.snap.cursor(CF_LOCK, Some(start), Some(end))?;
         cursor.seek_to_first();
         let mut locks = Vec::new();
+        let mut budget = crate::txn::ResponseBudget::default();
         while cursor.valid()? && (limit == 0 || locks.len() < limit) {
             let lock = parse_lock(cursor.key(), cursor.value())?;
             if filter(&lock) {
+                budget.charge(cursor.key().len() + cursor.value().len())?;
                 locks.push((decode_user_key(cursor.key())?, lock));
             }
             cursor.next();

@@ -1,22 +1,95 @@
 //! The commands carried in raft log entries, and their binary encoding.
 //!
 //! A [`RaftCmd`] is what a leader proposes and every replica applies. Normal
-//! writes are a list of engine [`Modify`]s applied atomically; admin commands
-//! change the region itself ([`BatchSplit`]). The encoding is ours (a tag
-//! byte, then length-prefixed fields) and is only ever read by this code.
+//! writes ([`WriteCmd`]) are a list of engine [`Modify`]s applied atomically,
+//! stamped with the region epoch version they were checked against, so the
+//! apply can refuse a write whose region split or merged meanwhile; admin
+//! commands change the region itself ([`BatchSplit`]). The encoding is ours
+//! (a tag byte, then length-prefixed fields) and is only ever read by this code.
 
-use crate::engine::{CfName, Modify, ALL_CFS};
+use proto::metapb;
 
-const TAG_WRITE: u8 = 1;
+use super::ProposeError;
+use crate::engine::{CfName, Modify, ALL_CFS, DATA_CFS};
+use crate::keys::region_data_ranges;
+
+/// A write from before writes carried their epoch (still decoded: it may sit
+/// in the log of a store that was upgraded).
+const TAG_WRITE_UNVERSIONED: u8 = 1;
 const TAG_BATCH_SPLIT: u8 = 2;
+const TAG_WRITE: u8 = 3;
+const TAG_COMPACT_LOG: u8 = 4;
 const OP_PUT: u8 = 0;
 const OP_DELETE: u8 = 1;
 const OP_DELETE_RANGE: u8 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RaftCmd {
-    Write(Vec<Modify>),
+    Write(WriteCmd),
     BatchSplit(BatchSplit),
+    /// Truncate the log up to `index` (of `term`): chosen by the leader so
+    /// every replica keeps what lagging followers still need, and so a
+    /// follower that becomes leader can still catch them up.
+    CompactLog {
+        index: u64,
+        term: u64,
+    },
+}
+
+/// Data writes of one command, all or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteCmd {
+    /// Region epoch version the request was checked against (None only for
+    /// entries written before versions were recorded).
+    pub version: Option<u64>,
+    pub modifies: Vec<Modify>,
+}
+
+impl WriteCmd {
+    /// Whether this write may apply to `region` as it is now: proposed at its
+    /// current epoch version, and touching only data column families inside
+    /// the engine ranges the region owns (TiKV checks the same at apply).
+    pub fn check(&self, region: &metapb::Region) -> Result<(), ProposeError> {
+        let current = region.region_epoch.unwrap_or_default().version;
+        if self.version.is_some_and(|v| v != current) {
+            return Err(ProposeError::EpochNotMatch {
+                region: Box::new(region.clone()),
+            });
+        }
+        let ranges = region_data_ranges(region);
+        let inside = |start: &[u8], end: Option<&[u8]>| {
+            ranges.iter().any(|(s, e)| {
+                // An inverted range would fail the whole engine write batch.
+                start >= s.as_slice()
+                    && end.map_or(start < e.as_slice(), |end| {
+                        start <= end && end <= e.as_slice()
+                    })
+            })
+        };
+        for m in &self.modifies {
+            let (cf, start, end) = match m {
+                Modify::Put { cf, key, .. } | Modify::Delete { cf, key } => (cf, key, None),
+                Modify::DeleteRange { cf, start, end } => (cf, start, Some(end.as_slice())),
+            };
+            if !DATA_CFS.contains(cf) || !inside(start, end) {
+                return Err(ProposeError::KeyNotInRegion {
+                    region: Box::new(region.clone()),
+                    key: start.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RaftCmd {
+    /// A write of `modifies` checked against region epoch version `version`.
+    pub fn write(version: u64, modifies: Vec<Modify>) -> Self {
+        RaftCmd::Write(WriteCmd {
+            version: Some(version),
+            modifies,
+        })
+    }
 }
 
 /// Cuts a region at ascending `splits[i].key`s: the region keeps the leftmost
@@ -43,15 +116,35 @@ pub struct DecodeError(&'static str);
 impl RaftCmd {
     pub fn encode(&self) -> Vec<u8> {
         match self {
-            RaftCmd::Write(modifies) => encode_write(modifies),
+            RaftCmd::Write(w) => encode_write(w),
             RaftCmd::BatchSplit(split) => encode_split(split),
+            RaftCmd::CompactLog { index, term } => {
+                let mut out = vec![TAG_COMPACT_LOG];
+                out.extend_from_slice(&index.to_be_bytes());
+                out.extend_from_slice(&term.to_be_bytes());
+                out
+            }
         }
     }
 
     pub fn decode(mut data: &[u8]) -> Result<Self, DecodeError> {
         let cmd = match take(&mut data, 1)?[0] {
-            TAG_WRITE => RaftCmd::Write(decode_write(&mut data)?),
+            TAG_WRITE => {
+                let version = take_u64(&mut data)?;
+                RaftCmd::Write(WriteCmd {
+                    version: Some(version),
+                    modifies: decode_modifies(&mut data)?,
+                })
+            }
+            TAG_WRITE_UNVERSIONED => RaftCmd::Write(WriteCmd {
+                version: None,
+                modifies: decode_modifies(&mut data)?,
+            }),
             TAG_BATCH_SPLIT => RaftCmd::BatchSplit(decode_split(&mut data)?),
+            TAG_COMPACT_LOG => RaftCmd::CompactLog {
+                index: take_u64(&mut data)?,
+                term: take_u64(&mut data)?,
+            },
             _ => return Err(DecodeError("unknown command tag")),
         };
         if !data.is_empty() {
@@ -108,10 +201,17 @@ fn decode_split(data: &mut &[u8]) -> Result<BatchSplit, DecodeError> {
     Ok(BatchSplit { epoch, splits })
 }
 
-fn encode_write(modifies: &[Modify]) -> Vec<u8> {
+fn encode_write(w: &WriteCmd) -> Vec<u8> {
+    let modifies = &w.modifies;
     let size: usize = modifies.iter().map(|m| m.size() + 2).sum();
-    let mut out = Vec::with_capacity(size + 5);
-    out.push(TAG_WRITE);
+    let mut out = Vec::with_capacity(size + 13);
+    match w.version {
+        Some(v) => {
+            out.push(TAG_WRITE);
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        None => out.push(TAG_WRITE_UNVERSIONED),
+    }
     out.extend_from_slice(&(modifies.len() as u32).to_be_bytes());
     for m in modifies {
         match m {
@@ -134,7 +234,7 @@ fn encode_write(modifies: &[Modify]) -> Vec<u8> {
     out
 }
 
-fn decode_write(data: &mut &[u8]) -> Result<Vec<Modify>, DecodeError> {
+fn decode_modifies(data: &mut &[u8]) -> Result<Vec<Modify>, DecodeError> {
     let n = take_u32(data)?;
     let mut modifies = Vec::with_capacity(n.min(4096));
     for _ in 0..n {
@@ -193,22 +293,25 @@ mod tests {
 
     #[test]
     fn round_trip_and_corruption() {
-        let cmd = RaftCmd::Write(vec![
-            Modify::Put {
-                cf: CF_DEFAULT,
-                key: b"k".to_vec(),
-                value: vec![],
-            },
-            Modify::Delete {
-                cf: CF_LOCK,
-                key: b"".to_vec(),
-            },
-            Modify::DeleteRange {
-                cf: CF_WRITE,
-                start: b"a".to_vec(),
-                end: b"z".to_vec(),
-            },
-        ]);
+        let cmd = RaftCmd::write(
+            9,
+            vec![
+                Modify::Put {
+                    cf: CF_DEFAULT,
+                    key: b"k".to_vec(),
+                    value: vec![],
+                },
+                Modify::Delete {
+                    cf: CF_LOCK,
+                    key: b"".to_vec(),
+                },
+                Modify::DeleteRange {
+                    cf: CF_WRITE,
+                    start: b"a".to_vec(),
+                    end: b"z".to_vec(),
+                },
+            ],
+        );
         let bytes = cmd.encode();
         assert_eq!(RaftCmd::decode(&bytes).unwrap(), cmd);
         for cut in 0..bytes.len() {
@@ -217,6 +320,15 @@ mod tests {
         let mut extra = bytes.clone();
         extra.push(0);
         assert!(RaftCmd::decode(&extra).is_err());
+        let RaftCmd::Write(w) = &cmd else {
+            unreachable!()
+        };
+        let old = RaftCmd::Write(WriteCmd {
+            version: None,
+            ..w.clone()
+        });
+        assert_eq!(RaftCmd::decode(&old.encode()).unwrap(), old);
+        assert_eq!(old.encode()[0], TAG_WRITE_UNVERSIONED);
 
         let split = RaftCmd::BatchSplit(BatchSplit {
             epoch: (1, 3),
@@ -231,5 +343,7 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(RaftCmd::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+        let compact = RaftCmd::CompactLog { index: 9, term: 3 };
+        assert_eq!(RaftCmd::decode(&compact.encode()).unwrap(), compact);
     }
 }

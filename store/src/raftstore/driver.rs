@@ -8,21 +8,22 @@
 //! [`Router`] and read region routing from [`StoreMeta`].
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::RwLock;
-use protobuf::Message as _;
-use raft::prelude::{ConfChangeType, Message, MessageType};
+use raft::prelude::ConfChangeType;
 use tokio::sync::{oneshot, Notify};
 
 use super::cmd::RaftCmd;
 use super::logger::raft_logger;
-use super::peer::{Callback, Peer, PeerConfig};
+use super::peer::{Callback, Peer, PeerConfig, PeerCtx, ReadCallback};
 use super::peer_storage::{self, StorageError};
-use super::snapshot;
-use super::transport::Transport;
+use super::snap::worker::{ApplyGate, SnapWorkers};
+use super::snap::SnapManager;
+use super::transport::{Feedback, Transport};
 use super::ProposeError;
 use crate::engine::Engine;
 use proto::{metapb, storepb};
@@ -62,6 +63,8 @@ pub enum StoreMsg {
     Propose {
         region_id: u64,
         cmd: RaftCmd,
+        /// Leader term the proposer read its input in (None: any term).
+        term: Option<u64>,
         cb: Callback,
     },
     ChangePeer {
@@ -76,16 +79,45 @@ pub enum StoreMsg {
     },
     ReadIndex {
         region_id: u64,
-        cb: Callback,
+        cb: ReadCallback,
     },
     Raft(storepb::RaftMessage),
+}
+
+/// What the store's own machinery (transport, workers, shutdown) tells the
+/// loop. It travels on an unbounded channel of its own, so it is never
+/// refused or blocked by a full request inbox; it is rare and small.
+#[derive(Debug)]
+pub enum ControlMsg {
     Shutdown,
+    /// A snapshot message was delivered with its data, or lost.
+    SnapshotStatus {
+        region_id: u64,
+        to_peer_id: u64,
+        delivered: bool,
+    },
+    /// A message to this peer could not reach its store.
+    Unreachable {
+        region_id: u64,
+        to_peer_id: u64,
+    },
+    /// The apply worker finished installing a received snapshot.
+    SnapshotInstalled {
+        region_id: u64,
+        index: u64,
+        result: Result<(), String>,
+    },
 }
 
 /// Handle through which upper layers reach the raftstore loop.
 #[derive(Clone)]
 pub struct Router {
     tx: Sender<StoreMsg>,
+    ctl: Sender<ControlMsg>,
+    /// Set (write side) when the loop stops: a request queued after that
+    /// would wait forever in the dead inbox, so senders check it (read side)
+    /// and the loop answers whatever was queued before.
+    closed: Arc<RwLock<bool>>,
 }
 
 impl Router {
@@ -94,24 +126,65 @@ impl Router {
     #[cfg(test)]
     pub(crate) fn detached(capacity: usize) -> (Router, Receiver<StoreMsg>) {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
-        (Router { tx }, rx)
+        let (ctl, _) = crossbeam_channel::unbounded();
+        let closed = Arc::default();
+        (Router { tx, ctl, closed }, rx)
+    }
+
+    /// Queues a request without waiting: a full inbox refuses it as busy.
+    fn try_send(&self, msg: StoreMsg) -> Result<(), ProposeError> {
+        let closed = self.closed.read();
+        if *closed {
+            return Err(ProposeError::Shutdown);
+        }
+        self.tx.try_send(msg).map_err(|e| match e {
+            TrySendError::Full(_) => ProposeError::Busy,
+            TrySendError::Disconnected(_) => ProposeError::Shutdown,
+        })
+    }
+
+    /// Tells the loop about its own machinery; never blocks.
+    pub(crate) fn control(&self, msg: ControlMsg) {
+        let _ = self.ctl.send(msg);
     }
 
     /// Queues a request; a full inbox means the store is overloaded and the
     /// request is refused at once rather than queued without bound.
-    async fn call(&self, make: impl FnOnce(Callback) -> StoreMsg) -> Result<(), ProposeError> {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ProposeError>>) -> StoreMsg,
+    ) -> Result<T, ProposeError> {
         let (cb, rx) = oneshot::channel();
-        self.tx.try_send(make(cb)).map_err(|e| match e {
-            TrySendError::Full(_) => ProposeError::Busy,
-            TrySendError::Disconnected(_) => ProposeError::Shutdown,
-        })?;
+        self.try_send(make(cb))?;
         rx.await.map_err(|_| ProposeError::Shutdown)?
     }
 
     /// Proposes `cmd` to `region_id`; resolves once applied on this replica.
     pub async fn propose(&self, region_id: u64, cmd: RaftCmd) -> Result<(), ProposeError> {
-        self.call(|cb| StoreMsg::Propose { region_id, cmd, cb })
-            .await
+        self.call(|cb| StoreMsg::Propose {
+            region_id,
+            cmd,
+            term: None,
+            cb,
+        })
+        .await
+    }
+
+    /// Proposes `cmd` only if this replica still leads in `term` (the term
+    /// its input was read in, from [`Router::read_index`]).
+    pub async fn propose_in_term(
+        &self,
+        region_id: u64,
+        term: u64,
+        cmd: RaftCmd,
+    ) -> Result<(), ProposeError> {
+        self.call(|cb| StoreMsg::Propose {
+            region_id,
+            cmd,
+            term: Some(term),
+            cb,
+        })
+        .await
     }
 
     /// Adds, promotes or removes a replica; resolves once applied here.
@@ -130,27 +203,26 @@ impl Router {
         .await
     }
 
-    /// Resolves once this replica, as leader, may serve a linearizable read.
-    pub async fn read_index(&self, region_id: u64) -> Result<(), ProposeError> {
+    /// Resolves once this replica, as leader, may serve a linearizable read,
+    /// with the leader term the read was confirmed in.
+    pub async fn read_index(&self, region_id: u64) -> Result<u64, ProposeError> {
         self.call(|cb| StoreMsg::ReadIndex { region_id, cb }).await
     }
 
-    pub fn transfer_leader(&self, region_id: u64, peer_id: u64) {
-        let _ = self
-            .tx
-            .send(StoreMsg::TransferLeader { region_id, peer_id });
+    /// Asks the region's leader here to hand leadership to `peer_id`; a
+    /// full inbox refuses it (placement asks again).
+    pub fn transfer_leader(&self, region_id: u64, peer_id: u64) -> Result<(), ProposeError> {
+        self.try_send(StoreMsg::TransferLeader { region_id, peer_id })
     }
 
-    /// Delivers a raft message from another store.
+    /// Delivers a raft message from another store without blocking: a full
+    /// inbox drops it with `Busy` (raft retransmits what matters).
     pub fn send_raft_message(&self, msg: storepb::RaftMessage) -> Result<(), ProposeError> {
-        self.tx
-            .send(StoreMsg::Raft(msg))
-            .map_err(|_| ProposeError::Shutdown)
+        self.try_send(StoreMsg::Raft(msg))
     }
 
     pub fn shutdown(&self) {
-        // Blocks only while the loop drains a full inbox.
-        let _ = self.tx.send(StoreMsg::Shutdown);
+        self.control(ControlMsg::Shutdown);
     }
 }
 
@@ -160,6 +232,12 @@ pub struct RaftStoreConfig {
     pub peer: PeerConfig,
     /// Applied entries kept in the log before it is truncated.
     pub log_gc_threshold: u64,
+    /// A leader keeps the entries a lagging follower still needs (so one
+    /// that restarted catches up from the log, not a snapshot) until the
+    /// log holds this many entries past the truncation point...
+    pub log_gc_count_limit: u64,
+    /// ... or this many bytes of entry data.
+    pub log_gc_size_limit: u64,
     /// Most messages handled per round before the readies are processed.
     pub max_batch: usize,
     /// A peer silent this long is reported down to placement.
@@ -179,11 +257,31 @@ impl Default for RaftStoreConfig {
                 max_inflight_msgs: 256,
             },
             log_gc_threshold: 1024,
+            log_gc_count_limit: 50_000,
+            log_gc_size_limit: 64 << 20,
             max_batch: 4096,
             peer_down_after: Duration::from_secs(10),
             inbox_capacity: 65536,
         }
     }
+}
+
+/// How often (and after how long unused) received snapshot files that no
+/// replica installs are removed.
+const SNAP_GC_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the raftstore does when it cannot go on safely (a failed engine
+/// write, a raft panic): the default logs and aborts the process, so
+/// placement sees the store down and clients go elsewhere instead of a
+/// store that answers health checks but no longer replicates.
+pub type FatalHandler = Arc<dyn Fn(&str) + Send + Sync>;
+
+pub fn abort_on_fatal() -> FatalHandler {
+    Arc::new(|reason: &str| {
+        tracing::error!(%reason, "raftstore cannot go on; aborting the store process");
+        eprintln!("FATAL: raftstore cannot go on: {reason}");
+        std::process::abort();
+    })
 }
 
 pub struct RaftStore {
@@ -193,77 +291,152 @@ pub struct RaftStore {
     pub(super) peers: HashMap<u64, Peer>,
     pub(super) meta: Arc<RwLock<StoreMeta>>,
     rx: Receiver<StoreMsg>,
-    pub(super) logger: slog::Logger,
+    ctl_rx: Receiver<ControlMsg>,
+    closed: Arc<RwLock<bool>>,
+    pub(super) peer_ctx: PeerCtx,
     pub(super) transport: Box<dyn Transport>,
+    pub(super) feedback: Feedback,
+    pub(super) snap_mgr: Arc<SnapManager>,
+    pub(super) workers: SnapWorkers,
+    /// Held while applied data is written and published (see `snap::worker`).
+    pub(super) gate: ApplyGate,
     /// Woken when a region's leadership or shape changes (for heartbeats).
     pub(super) changed: Arc<Notify>,
     /// Regions whose meta must be republished after this round.
     pub(super) dirty: bool,
+    fatal: FatalHandler,
+    /// Set once a fatal error was reported: the loop stops.
+    stopped: bool,
+}
+
+/// What a [`RaftStore`] is built from besides its engine.
+pub struct RaftStoreParts {
+    pub store_id: u64,
+    pub cfg: RaftStoreConfig,
+    pub meta: Arc<RwLock<StoreMeta>>,
+    pub changed: Arc<Notify>,
+    pub transport: Box<dyn Transport>,
+    pub snap_mgr: Arc<SnapManager>,
+    pub fatal: FatalHandler,
 }
 
 impl RaftStore {
     /// Loads every region replica stored in `engine` and returns the loop
     /// (to run on its own thread) with the router that feeds it.
-    pub fn new(
-        engine: Engine,
-        store_id: u64,
-        cfg: RaftStoreConfig,
-        meta: Arc<RwLock<StoreMeta>>,
-        changed: Arc<Notify>,
-        transport: Box<dyn Transport>,
-    ) -> Result<(RaftStore, Router), StorageError> {
-        let logger = raft_logger();
-        let mut peers = HashMap::new();
-        for region in peer_storage::load_regions(&engine)? {
-            let Some(me) = region.peers.iter().find(|p| p.store_id == store_id) else {
+    pub fn new(engine: Engine, parts: RaftStoreParts) -> Result<(RaftStore, Router), StorageError> {
+        let RaftStoreParts {
+            store_id,
+            cfg,
+            meta,
+            changed,
+            transport,
+            snap_mgr,
+            fatal,
+        } = parts;
+        let (tx, rx) = crossbeam_channel::bounded(cfg.inbox_capacity);
+        let (ctl, ctl_rx) = crossbeam_channel::unbounded();
+        let gate = ApplyGate::default();
+        let workers =
+            SnapWorkers::start(engine.clone(), snap_mgr.clone(), gate.clone(), ctl.clone())
+                .map_err(|e| StorageError::Worker(e.to_string()))?;
+        let peer_ctx = PeerCtx {
+            cfg: cfg.peer.clone(),
+            logger: raft_logger(),
+            gen_tx: workers.gen.clone(),
+        };
+        let mut store = RaftStore {
+            engine,
+            store_id,
+            cfg,
+            peers: HashMap::new(),
+            meta,
+            rx,
+            ctl_rx,
+            closed: Arc::default(),
+            peer_ctx,
+            transport,
+            feedback: Feedback::new(ctl.clone()),
+            snap_mgr,
+            workers,
+            gate,
+            changed,
+            dirty: false,
+            fatal,
+            stopped: false,
+        };
+        store.load_peers()?;
+        store.meta.write().store_id = store_id;
+        store.refresh_meta();
+        let closed = store.closed.clone();
+        Ok((store, Router { tx, ctl, closed }))
+    }
+
+    /// Creates a replica for every region stored here; one whose snapshot
+    /// install a crash interrupted installs it again first.
+    fn load_peers(&mut self) -> Result<(), StorageError> {
+        for region in peer_storage::load_regions(&self.engine)? {
+            let Some(me) = region.peers.iter().find(|p| p.store_id == self.store_id) else {
                 tracing::warn!(
                     region_id = region.id,
-                    store_id,
+                    store_id = self.store_id,
                     "region has no peer on this store; skipped"
                 );
                 continue;
             };
-            let ps = peer_storage::load(&engine, &region)?;
-            let mut peer = Peer::new(region.clone(), me.id, ps, &engine, &cfg.peer, &logger)?;
-            if region.peers.len() == 1 {
+            let ps = peer_storage::load(&self.engine, &region)?;
+            let mut peer = Peer::new(region.clone(), me.id, ps, &self.peer_ctx)?;
+            if let Some(pending) = peer_storage::pending_install(&self.engine, region.id)? {
+                tracing::info!(
+                    region_id = region.id,
+                    index = pending.key.index,
+                    "finishing an interrupted snapshot install"
+                );
+                self.start_install(&mut peer, pending);
+            } else if region.peers.len() == 1 {
                 // A lone voter need not wait out an election timeout.
                 peer.node.campaign()?;
             }
-            peers.insert(region.id, peer);
+            self.peers.insert(region.id, peer);
         }
-        meta.write().store_id = store_id;
-        let (tx, rx) = crossbeam_channel::bounded(cfg.inbox_capacity);
-        let store = RaftStore {
-            engine,
-            store_id,
-            cfg,
-            peers,
-            meta,
-            rx,
-            logger,
-            transport,
-            changed,
-            dirty: false,
-        };
-        store.refresh_meta();
-        Ok((store, Router { tx }))
+        Ok(())
+    }
+
+    /// Reports a failure the store cannot go on from and stops the loop.
+    pub(super) fn fatal(&mut self, reason: &str) {
+        self.stopped = true;
+        (self.fatal)(reason);
     }
 
     /// Runs the loop until [`Router::shutdown`] or every router is dropped.
     pub fn run(mut self) {
         let mut last_tick = Instant::now();
+        let mut last_snap_gc = Instant::now();
         let mut ticks: u64 = 0;
         loop {
             let timeout = self.cfg.base_tick.saturating_sub(last_tick.elapsed());
-            match self.rx.recv_timeout(timeout) {
-                Ok(StoreMsg::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
-                Ok(msg) => self.handle(msg),
-                Err(RecvTimeoutError::Timeout) => {}
+            crossbeam_channel::select! {
+                recv(self.ctl_rx) -> m => match m {
+                    Ok(ControlMsg::Shutdown) | Err(_) => break,
+                    Ok(m) => self.on_control(m),
+                },
+                recv(self.rx) -> m => match m {
+                    Ok(msg) => self.handle(msg),
+                    Err(_) => break,
+                },
+                default(timeout) => {}
+            }
+            while let Ok(m) = self.ctl_rx.try_recv() {
+                match m {
+                    ControlMsg::Shutdown => return self.stop(),
+                    m => self.on_control(m),
+                }
+            }
+            if self.stopped {
+                break;
             }
             let mut handled = 1;
             while handled < self.cfg.max_batch {
                 match self.rx.try_recv() {
-                    Ok(StoreMsg::Shutdown) => return self.stop(),
                     Ok(msg) => self.handle(msg),
                     Err(_) => break,
                 }
@@ -279,12 +452,18 @@ impl RaftStore {
                 if ticks.is_multiple_of(10) {
                     self.dirty = true;
                 }
+                if last_snap_gc.elapsed() >= SNAP_GC_INTERVAL {
+                    last_snap_gc = Instant::now();
+                    self.gc_received_snapshots();
+                }
             }
             for p in self.peers.values_mut() {
                 p.flush_reads();
             }
             if let Err(e) = self.on_ready() {
-                tracing::error!(error = %e, "raftstore failed to persist; stopping");
+                self.fatal(&format!("persisting or applying raft state failed: {e}"));
+            }
+            if self.stopped {
                 break;
             }
             if self.dirty {
@@ -295,14 +474,44 @@ impl RaftStore {
         self.stop();
     }
 
+    /// Removes received snapshot files no replica is installing (their
+    /// message was refused, or raft found them stale).
+    fn gc_received_snapshots(&self) {
+        let keep: Vec<PathBuf> = self
+            .peers
+            .values()
+            .filter_map(|p| p.installing.as_ref())
+            .map(|i| self.snap_mgr.recv_path(&i.key))
+            .collect();
+        self.snap_mgr.remove_stale_received(&keep, SNAP_GC_INTERVAL);
+    }
+
+    /// Answers everything still waiting: no request is left hanging.
     fn stop(&mut self) {
+        *self.closed.write() = true;
         for p in self.peers.values_mut() {
             p.fail_pending();
+        }
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                StoreMsg::Propose { cb, .. } | StoreMsg::ChangePeer { cb, .. } => {
+                    let _ = cb.send(Err(ProposeError::Shutdown));
+                }
+                StoreMsg::ReadIndex { cb, .. } => {
+                    let _ = cb.send(Err(ProposeError::Shutdown));
+                }
+                StoreMsg::TransferLeader { .. } | StoreMsg::Raft(_) => {}
+            }
         }
         tracing::info!("raftstore stopped");
     }
 
-    fn with_peer(&mut self, region_id: u64, cb: Callback, f: impl FnOnce(&mut Peer, Callback)) {
+    fn with_peer<T>(
+        &mut self,
+        region_id: u64,
+        cb: oneshot::Sender<Result<T, ProposeError>>,
+        f: impl FnOnce(&mut Peer, oneshot::Sender<Result<T, ProposeError>>),
+    ) {
         match self.peers.get_mut(&region_id) {
             Some(p) if p.is_initialized() => f(p, cb),
             _ => {
@@ -313,9 +522,12 @@ impl RaftStore {
 
     fn handle(&mut self, msg: StoreMsg) {
         match msg {
-            StoreMsg::Propose { region_id, cmd, cb } => {
-                self.with_peer(region_id, cb, |p, cb| p.propose(&cmd, cb))
-            }
+            StoreMsg::Propose {
+                region_id,
+                cmd,
+                term,
+                cb,
+            } => self.with_peer(region_id, cb, |p, cb| p.propose(&cmd, term, cb)),
             StoreMsg::ChangePeer {
                 region_id,
                 change,
@@ -339,207 +551,53 @@ impl RaftStore {
                 }
             }
             StoreMsg::Raft(m) => self.on_raft_message(m),
-            StoreMsg::Shutdown => {}
         }
     }
 
-    fn on_raft_message(&mut self, m: storepb::RaftMessage) {
-        let (Some(from), Some(to)) = (m.from_peer, m.to_peer) else {
-            return;
-        };
-        if to.store_id != self.store_id {
-            return;
-        }
-        if m.is_tombstone {
-            self.on_tombstone(&m, to.id);
-            return;
-        }
-        let Ok(msg) = Message::parse_from_bytes(&m.message) else {
-            tracing::warn!(region_id = m.region_id, "undecodable raft message dropped");
-            return;
-        };
-        if self
-            .peers
-            .get(&m.region_id)
-            .is_some_and(|p| p.peer_id < to.id)
-        {
-            // Our replica was removed while we were away, and this store has
-            // been added back under a new peer id: start over from a snapshot.
-            tracing::info!(
-                region_id = m.region_id,
-                new_peer_id = to.id,
-                "stale replica replaced"
-            );
-            if let Err(e) = self.destroy_peer(m.region_id) {
-                tracing::error!(region_id = m.region_id, error = %e, "removing stale replica failed");
-                return;
+    fn on_control(&mut self, m: ControlMsg) {
+        match m {
+            ControlMsg::Shutdown => {}
+            ControlMsg::SnapshotStatus {
+                region_id,
+                to_peer_id,
+                delivered,
+            } => {
+                if let Some(p) = self.peers.get_mut(&region_id) {
+                    let status = if delivered {
+                        raft::SnapshotStatus::Finish
+                    } else {
+                        raft::SnapshotStatus::Failure
+                    };
+                    tracing::debug!(
+                        region_id,
+                        to_peer_id,
+                        delivered,
+                        "snapshot reported to raft"
+                    );
+                    p.node.report_snapshot(to_peer_id, status);
+                }
             }
-        }
-        if !self.peers.contains_key(&m.region_id) && !self.maybe_create_peer(&m, &msg) {
-            return;
-        }
-        if self.tell_if_removed(&m, from) {
-            return;
-        }
-        let p = self.peers.get_mut(&m.region_id).expect("peer exists");
-        if p.peer_id != to.id {
-            tracing::debug!(
-                region_id = m.region_id,
-                to = to.id,
-                me = p.peer_id,
-                "message for another peer id dropped"
-            );
-            return;
-        }
-        if msg.get_msg_type() == MessageType::MsgSnapshot && !self.snapshot_fits(&m, &msg) {
-            return;
-        }
-        let p = self.peers.get_mut(&m.region_id).expect("peer exists");
-        p.step(from, msg);
-    }
-
-    /// Answers a message from a replica that is no longer in the region (it
-    /// was removed while away) with a tombstone, so it destroys itself.
-    fn tell_if_removed(&self, m: &storepb::RaftMessage, from: metapb::Peer) -> bool {
-        let Some(p) = self.peers.get(&m.region_id) else {
-            return false;
-        };
-        let theirs = m.region_epoch.map(|e| e.conf_ver).unwrap_or(0);
-        let mine = p.region.region_epoch.map(|e| e.conf_ver).unwrap_or(0);
-        // An uninitialized sender (conf_ver 0) may be a replica being added.
-        if !p.is_initialized()
-            || theirs == 0
-            || theirs >= mine
-            || p.region.peers.iter().any(|x| x.id == from.id)
-        {
-            return false;
-        }
-        let tombstone = storepb::RaftMessage {
-            region_id: m.region_id,
-            from_peer: m.to_peer,
-            to_peer: Some(from),
-            region_epoch: p.region.region_epoch,
-            is_tombstone: true,
-            ..Default::default()
-        };
-        tracing::info!(
-            region_id = m.region_id,
-            peer_id = from.id,
-            store_id = from.store_id,
-            "telling a removed replica to go"
-        );
-        self.transport.send(vec![tombstone]);
-        true
-    }
-
-    fn on_tombstone(&mut self, m: &storepb::RaftMessage, to_peer_id: u64) {
-        let Some(p) = self.peers.get(&m.region_id) else {
-            return;
-        };
-        let theirs = m.region_epoch.map(|e| e.conf_ver).unwrap_or(0);
-        let mine = p.region.region_epoch.map(|e| e.conf_ver).unwrap_or(0);
-        if p.peer_id != to_peer_id || !p.is_initialized() || theirs <= mine {
-            return;
-        }
-        tracing::info!(
-            region_id = m.region_id,
-            "replica was removed from its region; destroying it"
-        );
-        if let Err(e) = self.destroy_peer(m.region_id) {
-            tracing::error!(region_id = m.region_id, error = %e, "destroying removed replica failed");
-        }
-    }
-
-    /// Whether a snapshot's range is free on this store (no other region overlaps it).
-    fn snapshot_fits(&self, m: &storepb::RaftMessage, msg: &Message) -> bool {
-        let Ok((region, _)) = snapshot::decode_data(&msg.get_snapshot().data) else {
-            tracing::warn!(region_id = m.region_id, "undecodable snapshot dropped");
-            return false;
-        };
-        let overlap = self.overlapping(m.region_id, &region.start_key, &region.end_key);
-        if let Some(other) = overlap {
-            tracing::info!(
-                region_id = m.region_id,
-                other,
-                "snapshot overlaps another region; dropped"
-            );
-            return false;
-        }
-        true
-    }
-
-    /// An initialized region other than `except` overlapping `[start, end)`.
-    fn overlapping(&self, except: u64, start: &[u8], end: &[u8]) -> Option<u64> {
-        self.peers
-            .values()
-            .filter(|p| p.region.id != except && p.is_initialized())
-            .find(|p| {
-                let r = &p.region;
-                (end.is_empty() || r.start_key.as_slice() < end)
-                    && (r.end_key.is_empty() || start < r.end_key.as_slice())
-            })
-            .map(|p| p.region.id)
-    }
-
-    /// Creates an empty replica for a region this store is being added to;
-    /// it catches up from a snapshot. Messages that cannot create one (a
-    /// vote, a range still held by another region) are dropped.
-    fn maybe_create_peer(&mut self, m: &storepb::RaftMessage, msg: &Message) -> bool {
-        let creates = matches!(
-            msg.get_msg_type(),
-            MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
-        );
-        if !creates || m.is_tombstone {
-            return false;
-        }
-        if self.is_tombstone(m.region_id, m.region_epoch.as_ref()) {
-            return false;
-        }
-        if self
-            .overlapping(m.region_id, &m.start_key, &m.end_key)
-            .is_some()
-        {
-            return false;
-        }
-        let to = m.to_peer.expect("checked by caller");
-        let region = metapb::Region {
-            id: m.region_id,
-            ..Default::default()
-        };
-        let ps = peer_storage::empty(m.region_id);
-        match Peer::new(
-            region,
-            to.id,
-            ps,
-            &self.engine,
-            &self.cfg.peer,
-            &self.logger,
-        ) {
-            Ok(p) => {
-                tracing::info!(
-                    region_id = m.region_id,
-                    peer_id = to.id,
-                    "replica created, waiting for a snapshot"
-                );
-                self.peers.insert(m.region_id, p);
-                true
+            ControlMsg::Unreachable {
+                region_id,
+                to_peer_id,
+            } => {
+                if let Some(p) = self.peers.get_mut(&region_id) {
+                    p.node.report_unreachable(to_peer_id);
+                }
             }
-            Err(e) => {
-                tracing::warn!(region_id = m.region_id, error = %e, "creating replica failed");
-                false
-            }
-        }
-    }
-
-    /// Whether this store removed its replica of `region_id` at or after `epoch`.
-    fn is_tombstone(&self, region_id: u64, epoch: Option<&metapb::RegionEpoch>) -> bool {
-        let conf_ver = epoch.map(|e| e.conf_ver).unwrap_or(0);
-        match peer_storage::tombstone_conf_ver(&self.engine, region_id) {
-            Ok(Some(dead)) => conf_ver <= dead,
-            Ok(None) => false,
-            Err(e) => {
-                tracing::warn!(region_id, error = %e, "reading tombstone failed");
-                true
+            ControlMsg::SnapshotInstalled {
+                region_id,
+                index,
+                result,
+            } => {
+                if let Err(e) = result.map_err(|e| e.to_string()).and_then(|()| {
+                    self.finish_install(region_id, index)
+                        .map_err(|e| e.to_string())
+                }) {
+                    self.fatal(&format!(
+                        "installing a snapshot of region {region_id} failed: {e}"
+                    ));
+                }
             }
         }
     }

@@ -1,8 +1,9 @@
 //! Keys of the store's local metadata in the `raft` column family.
 //!
 //! Everything a region replica persists outside user data lives here: the raft
-//! log (`L`), raft hard state (`S`), apply state (`A`) and region state (`R`),
-//! each followed by the big-endian region id, plus the store identity (`I`).
+//! log (`L`), raft hard state (`S`), apply state (`A`), region state (`R`),
+//! tombstone (`T`) and pending snapshot install (`P`), each followed by the
+//! big-endian region id, plus the store identity (`I`).
 
 pub const STORE_IDENT_KEY: &[u8] = b"I";
 const LOG_PREFIX: u8 = b'L';
@@ -10,6 +11,7 @@ const RAFT_STATE_PREFIX: u8 = b'S';
 const APPLY_STATE_PREFIX: u8 = b'A';
 pub const REGION_STATE_PREFIX: u8 = b'R';
 const TOMBSTONE_PREFIX: u8 = b'T';
+const SNAPSHOT_INSTALL_PREFIX: u8 = b'P';
 
 fn region_key(prefix: u8, region_id: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
@@ -39,6 +41,12 @@ pub fn region_state_key(region_id: u64) -> Vec<u8> {
 /// Marks a region replica this store removed, with the conf version then.
 pub fn tombstone_key(region_id: u64) -> Vec<u8> {
     region_key(TOMBSTONE_PREFIX, region_id)
+}
+
+/// Marks a replica whose received snapshot is not fully installed yet; the
+/// value says which snapshot (so a restart finishes the install).
+pub fn snapshot_install_key(region_id: u64) -> Vec<u8> {
+    region_key(SNAPSHOT_INSTALL_PREFIX, region_id)
 }
 
 /// Region id encoded in a region state key, if it is one.

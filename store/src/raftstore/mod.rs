@@ -8,13 +8,16 @@
 //! batch). Below it: `peer` (one replica), `peer_storage` (its durable log),
 //! `cmd` (what log entries carry), `keys` (local metadata keys).
 
+mod apply;
 pub mod cmd;
 mod driver;
+mod incoming;
 pub mod keys;
 mod logger;
 pub mod peer;
 pub mod peer_storage;
 mod ready;
+pub mod snap;
 pub mod snapshot;
 pub mod split;
 pub mod split_check;
@@ -25,7 +28,10 @@ pub mod test_cluster;
 #[cfg(test)]
 mod tests;
 
-pub use driver::{RaftStore, RaftStoreConfig, RegionMeta, Router, StoreMeta, StoreMsg};
+pub use driver::{
+    abort_on_fatal, ControlMsg, FatalHandler, RaftStore, RaftStoreConfig, RaftStoreParts,
+    RegionMeta, Router, StoreMeta, StoreMsg,
+};
 
 use proto::metapb;
 
@@ -39,6 +45,13 @@ pub enum ProposeError {
     },
     #[error("region {0} not found on this store")]
     RegionNotFound(u64),
+    #[error("region {}: epoch changed since the request was checked", .region.id)]
+    EpochNotMatch { region: Box<metapb::Region> },
+    #[error("region {}: write outside the region's range", .region.id)]
+    KeyNotInRegion {
+        region: Box<metapb::Region>,
+        key: Vec<u8>,
+    },
     #[error("region {region_id}: stale command")]
     Stale { region_id: u64 },
     #[error("region {region_id}: read index not ready")]

@@ -11,22 +11,28 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use protobuf::Message as _;
-use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, Message};
-use raft::{RawNode, StateRole};
+use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, Message, MessageType};
+use raft::{RawNode, StateRole, Storage as _};
 use tokio::sync::oneshot;
 
 use super::cmd::RaftCmd;
 use super::peer_storage::{PeerStorage, StorageError};
-use super::snapshot::{PeerRaftStorage, SnapSource};
+use super::snap::worker::{GenState, GenTask, SnapSource};
+use super::snapshot::{PeerRaftStorage, PendingInstall};
 use super::ProposeError;
-use crate::engine::Engine;
 use proto::{metapb, storepb};
 
 pub type Callback = oneshot::Sender<Result<(), ProposeError>>;
+/// Answers a read with the leader term it was confirmed in.
+pub type ReadCallback = oneshot::Sender<Result<u64, ProposeError>>;
 
 struct Proposal {
     index: u64,
     term: u64,
+    /// A membership change: raft-rs turns one it will not apply (another
+    /// change still pending) into an empty normal entry, which must not be
+    /// reported as done.
+    conf_change: bool,
     cb: Callback,
 }
 
@@ -35,13 +41,23 @@ pub struct Peer {
     pub peer_id: u64,
     pub node: RawNode<PeerRaftStorage>,
     pub ps: PeerStorage,
+    /// The applied state the snapshot builder sees (published after each
+    /// apply write, under the store's apply gate).
     src: Arc<Mutex<SnapSource>>,
+    /// A received snapshot whose data the apply worker is installing; until
+    /// it is done, committed entries wait in `held` and no read completes.
+    pub installing: Option<PendingInstall>,
+    pub held: Vec<Entry>,
+    /// The highest log truncation this replica proposed as leader.
+    pub compact_proposed: u64,
     proposals: VecDeque<Proposal>,
-    /// Reads not yet sent for a read index, and those waiting for one.
-    reads_to_send: Vec<Callback>,
-    reads_sent: VecDeque<(u64, Vec<Callback>)>,
-    /// Reads whose read index is known, waiting for it to be applied.
-    reads_ready: VecDeque<(u64, Vec<Callback>)>,
+    /// Reads not yet sent for a read index, and those waiting for one
+    /// (request id, term it was sent in).
+    reads_to_send: Vec<ReadCallback>,
+    reads_sent: VecDeque<(u64, u64, Vec<ReadCallback>)>,
+    /// Reads whose read index is known, waiting for it to be applied
+    /// (read index, term).
+    reads_ready: VecDeque<(u64, u64, Vec<ReadCallback>)>,
     next_read_id: u64,
     /// Peers heard from, by id, with when (for `down_peers`).
     peer_cache: HashMap<u64, metapb::Peer>,
@@ -59,15 +75,22 @@ pub struct PeerConfig {
     pub max_inflight_msgs: usize,
 }
 
+/// What every replica of a store is built with.
+pub struct PeerCtx {
+    pub cfg: PeerConfig,
+    pub logger: slog::Logger,
+    /// The snapshot generation worker's queue.
+    pub gen_tx: crossbeam_channel::Sender<GenTask>,
+}
+
 impl Peer {
     pub fn new(
         region: metapb::Region,
         peer_id: u64,
         ps: PeerStorage,
-        engine: &Engine,
-        cfg: &PeerConfig,
-        logger: &slog::Logger,
+        ctx: &PeerCtx,
     ) -> Result<Self, StorageError> {
+        let cfg = &ctx.cfg;
         let raft_cfg = raft::Config {
             id: peer_id,
             election_tick: cfg.election_tick,
@@ -79,22 +102,24 @@ impl Peer {
             pre_vote: true,
             ..Default::default()
         };
-        let src = Arc::new(Mutex::new(SnapSource {
-            engine: engine.clone(),
-            region: region.clone(),
-            applied_index: ps.apply_state.applied_index,
-        }));
+        let src = Arc::new(Mutex::new(SnapSource::default()));
         let storage = PeerRaftStorage {
             mem: ps.mem.clone(),
+            truncated: ps.truncated.clone(),
             src: src.clone(),
+            gen: Arc::new(Mutex::new(GenState::Idle)),
+            gen_tx: ctx.gen_tx.clone(),
         };
-        let node = RawNode::new(&raft_cfg, storage, logger)?;
+        let node = RawNode::new(&raft_cfg, storage, &ctx.logger)?;
         let mut peer = Peer {
             region: metapb::Region::default(),
             peer_id,
             node,
             ps,
             src,
+            installing: None,
+            held: Vec::new(),
+            compact_proposed: 0,
             proposals: VecDeque::new(),
             reads_to_send: Vec::new(),
             reads_sent: VecDeque::new(),
@@ -105,6 +130,7 @@ impl Peer {
             written: Arc::default(),
         };
         peer.set_region(region);
+        peer.publish();
         Ok(peer)
     }
 
@@ -119,13 +145,24 @@ impl Peer {
             self.peer_cache.insert(p.id, *p);
             self.last_heard.entry(p.id).or_insert(now);
         }
-        self.src.lock().region = region.clone();
         self.region = region;
     }
 
     pub fn set_applied(&mut self, index: u64) {
         self.ps.apply_state.applied_index = index;
-        self.src.lock().applied_index = index;
+    }
+
+    /// Publishes the region and applied index to the snapshot builder. Call
+    /// only once the applied data is in the engine, under the apply gate.
+    pub fn publish(&self) {
+        let applied = self.ps.apply_state.applied_index;
+        let term = self.node.store().term(applied).unwrap_or(0);
+        *self.src.lock() = SnapSource {
+            region: self.region.clone(),
+            applied_index: applied,
+            applied_term: term,
+            installing: self.installing.is_some(),
+        };
     }
 
     pub fn is_leader(&self) -> bool {
@@ -148,18 +185,28 @@ impl Peer {
         }
     }
 
-    fn track(&mut self, cb: Callback) {
+    fn track(&mut self, cb: Callback, conf_change: bool) {
         self.proposals.push_back(Proposal {
             index: self.node.raft.raft_log.last_index(),
             term: self.node.raft.term,
+            conf_change,
             cb,
         });
     }
 
-    /// Appends `cmd` to the log if this replica leads; `cb` fires once applied.
-    pub fn propose(&mut self, cmd: &RaftCmd, cb: Callback) {
+    /// Appends `cmd` to the log if this replica leads (in `term`, when the
+    /// caller read its input in that term); `cb` fires once applied.
+    pub fn propose(&mut self, cmd: &RaftCmd, term: Option<u64>, cb: Callback) {
         if !self.is_leader() {
             let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        if term.is_some_and(|t| t != self.node.raft.term) {
+            // Leadership was lost and regained since the caller's read: what
+            // it decided may rest on state another leader changed meanwhile.
+            let _ = cb.send(Err(ProposeError::Stale {
+                region_id: self.region.id,
+            }));
             return;
         }
         if let Err(e) = self.node.propose(vec![], cmd.encode()) {
@@ -171,7 +218,7 @@ impl Peer {
             }));
             return;
         }
-        self.track(cb);
+        self.track(cb, false);
     }
 
     /// Starts handing leadership to `peer_id` if that is safe now: it is a
@@ -219,12 +266,12 @@ impl Peer {
             }));
             return;
         }
-        self.track(cb);
+        self.track(cb, true);
     }
 
     /// Queues a linearizable read; `cb` fires once this replica, as leader,
     /// has applied everything committed when the read arrived.
-    pub fn read_index(&mut self, cb: Callback) {
+    pub fn read_index(&mut self, cb: ReadCallback) {
         if !self.is_leader() {
             let _ = cb.send(Err(self.not_leader()));
             return;
@@ -243,7 +290,7 @@ impl Peer {
         self.next_read_id += 1;
         self.node.read_index(id.to_be_bytes().to_vec());
         let cbs = std::mem::take(&mut self.reads_to_send);
-        self.reads_sent.push_back((id, cbs));
+        self.reads_sent.push_back((id, self.node.raft.term, cbs));
     }
 
     /// Records read indexes raft confirmed.
@@ -253,13 +300,13 @@ impl Peer {
                 continue;
             };
             let id = u64::from_be_bytes(bytes);
-            while let Some((sent_id, _)) = self.reads_sent.front() {
+            while let Some((sent_id, _, _)) = self.reads_sent.front() {
                 if *sent_id > id {
                     break;
                 }
-                let (sent_id, cbs) = self.reads_sent.pop_front().expect("front exists");
+                let (sent_id, term, cbs) = self.reads_sent.pop_front().expect("front exists");
                 if sent_id == id {
-                    self.reads_ready.push_back((rs.index, cbs));
+                    self.reads_ready.push_back((rs.index, term, cbs));
                 } else {
                     // Raft dropped that request (e.g. no commit in this term yet).
                     for cb in cbs {
@@ -275,11 +322,23 @@ impl Peer {
 
     /// Answers reads whose read index has been applied.
     pub fn complete_reads(&mut self) {
+        if self.installing.is_some() {
+            return;
+        }
         let applied = self.ps.apply_state.applied_index;
-        while self.reads_ready.front().is_some_and(|(i, _)| *i <= applied) {
-            let (_, cbs) = self.reads_ready.pop_front().expect("front exists");
+        while self
+            .reads_ready
+            .front()
+            .is_some_and(|(i, _, _)| *i <= applied)
+        {
+            let (_, term, cbs) = self.reads_ready.pop_front().expect("front exists");
+            let res = if term == self.node.raft.term && self.is_leader() {
+                Ok(term)
+            } else {
+                Err(self.not_leader())
+            };
             for cb in cbs {
-                let _ = cb.send(Ok(()));
+                let _ = cb.send(res.clone());
             }
         }
     }
@@ -305,7 +364,14 @@ impl Peer {
                 break;
             }
             let p = self.proposals.pop_front().expect("front exists");
-            let res = if p.index == entry.index && p.term == entry.term {
+            let ignored = p.conf_change && entry.get_entry_type() == EntryType::EntryNormal;
+            let res = if p.index == entry.index && p.term == entry.term && ignored {
+                Err(ProposeError::Rejected {
+                    region_id: self.region.id,
+                    reason: "membership change ignored by raft: another change is still pending"
+                        .into(),
+                })
+            } else if p.index == entry.index && p.term == entry.term {
                 result.clone()
             } else {
                 Err(ProposeError::Stale {
@@ -331,8 +397,8 @@ impl Peer {
             let _ = p.cb.send(Err(err.clone()));
         }
         let reads = self.reads_to_send.drain(..);
-        let sent = self.reads_sent.drain(..).flat_map(|(_, cbs)| cbs);
-        let ready = self.reads_ready.drain(..).flat_map(|(_, cbs)| cbs);
+        let sent = self.reads_sent.drain(..).flat_map(|(_, _, cbs)| cbs);
+        let ready = self.reads_ready.drain(..).flat_map(|(_, _, cbs)| cbs);
         for cb in reads.chain(sent).chain(ready) {
             let _ = cb.send(Err(err.clone()));
         }
@@ -364,9 +430,9 @@ impl Peer {
                     region_epoch: self.region.region_epoch,
                     message: m.write_to_bytes().ok()?,
                     is_tombstone: false,
+                    is_snapshot: m.get_msg_type() == MessageType::MsgSnapshot,
                     start_key: self.region.start_key.clone(),
                     end_key: self.region.end_key.clone(),
-                    ..Default::default()
                 })
             })
             .collect()
@@ -406,5 +472,43 @@ impl Peer {
                 (silent > after).then_some((*p, silent.as_secs()))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Engine;
+    use crate::raftstore::peer_storage;
+    use crate::raftstore::test_cluster::region_on;
+
+    #[test]
+    fn the_snapshot_builder_sees_an_applied_index_only_once_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let region = region_on(1, &[1]);
+        engine
+            .write(&peer_storage::bootstrap_writes(&region).unwrap(), true)
+            .unwrap();
+        let ps = peer_storage::load(&engine, &region).unwrap();
+        let (gen_tx, _gen_rx) = crossbeam_channel::unbounded();
+        let ctx = PeerCtx {
+            cfg: crate::raftstore::RaftStoreConfig::default().peer,
+            logger: crate::raftstore::logger::raft_logger(),
+            gen_tx,
+        };
+        let mut p = Peer::new(region, 101, ps, &ctx).unwrap();
+        let before = p.src.lock().applied_index;
+        // Applying entries moves the raft thread's view only: their data is
+        // not in the engine until the batch is written.
+        p.set_applied(before + 3);
+        let mut split = p.region.clone();
+        split.end_key = b"m".to_vec();
+        p.set_region(split.clone());
+        assert_eq!(p.src.lock().applied_index, before);
+        assert_ne!(p.src.lock().region, split);
+        p.publish();
+        assert_eq!(p.src.lock().applied_index, before + 3);
+        assert_eq!(p.src.lock().region, split);
     }
 }

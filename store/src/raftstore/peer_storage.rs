@@ -6,6 +6,9 @@
 //! [`PeerStorage::set_hard_state`] stage writes into the round's shared write
 //! batch, so one synced RocksDB write persists the ready of every region.
 
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use prost::Message as _;
 use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState, Snapshot};
@@ -29,6 +32,28 @@ pub enum StorageError {
     Corrupt { region_id: u64, what: &'static str },
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
+    #[error("snapshot worker: {0}")]
+    Worker(String),
+    #[error("region {region_id}: encoding {what} failed: {reason}")]
+    Encode {
+        region_id: u64,
+        what: &'static str,
+        reason: String,
+    },
+}
+
+/// Encodes a raft record bound for disk; an encoding failure is an error,
+/// never an empty record.
+pub fn encode_pb(
+    msg: &impl protobuf::Message,
+    region_id: u64,
+    what: &'static str,
+) -> Result<Vec<u8>, StorageError> {
+    msg.write_to_bytes().map_err(|e| StorageError::Encode {
+        region_id,
+        what,
+        reason: e.to_string(),
+    })
 }
 
 pub struct PeerStorage {
@@ -36,10 +61,17 @@ pub struct PeerStorage {
     pub mem: MemStorage,
     pub apply_state: ApplyState,
     pub hard_state: HardState,
+    /// `(truncated index, its term)`, shared with the raft-rs storage:
+    /// `MemStorage` forgets the term at the truncation point when it
+    /// compacts, and raft needs it to send the entries after it.
+    pub truncated: Arc<Mutex<(u64, u64)>>,
+    /// Data size of each entry in the log cache, by index, and their sum.
+    sizes: std::collections::VecDeque<(u64, u64)>,
+    bytes: u64,
 }
 
 /// The writes that create a new region replica on disk at the initial index.
-pub fn bootstrap_writes(region: &metapb::Region) -> Vec<Modify> {
+pub fn bootstrap_writes(region: &metapb::Region) -> Result<Vec<Modify>, StorageError> {
     let hs = HardState {
         term: INIT_TERM,
         commit: INIT_INDEX,
@@ -50,7 +82,7 @@ pub fn bootstrap_writes(region: &metapb::Region) -> Vec<Modify> {
         truncated_index: INIT_INDEX,
         truncated_term: INIT_TERM,
     };
-    vec![
+    Ok(vec![
         Modify::Put {
             cf: CF_RAFT,
             key: keys::region_state_key(region.id),
@@ -59,14 +91,14 @@ pub fn bootstrap_writes(region: &metapb::Region) -> Vec<Modify> {
         Modify::Put {
             cf: CF_RAFT,
             key: keys::raft_state_key(region.id),
-            value: hs.write_to_bytes().unwrap_or_default(),
+            value: encode_pb(&hs, region.id, "hard state")?,
         },
         Modify::Put {
             cf: CF_RAFT,
             key: keys::apply_state_key(region.id),
             value: apply.encode(),
         },
-    ]
+    ])
 }
 
 pub fn conf_state_of(region: &metapb::Region) -> ConfState {
@@ -88,6 +120,9 @@ pub fn empty(region_id: u64) -> PeerStorage {
         mem: MemStorage::new(),
         apply_state: ApplyState::default(),
         hard_state: HardState::default(),
+        truncated: Arc::default(),
+        sizes: Default::default(),
+        bytes: 0,
     }
 }
 
@@ -112,6 +147,10 @@ pub fn destroy_writes(region: &metapb::Region) -> Vec<Modify> {
             cf: CF_RAFT,
             key: keys::region_state_key(region.id),
         },
+        Modify::Delete {
+            cf: CF_RAFT,
+            key: keys::snapshot_install_key(region.id),
+        },
         Modify::Put {
             cf: CF_RAFT,
             key: keys::tombstone_key(region.id),
@@ -126,6 +165,22 @@ pub fn tombstone_conf_ver(engine: &Engine, region_id: u64) -> Result<Option<u64>
         .get_cf(CF_RAFT, &keys::tombstone_key(region_id))?
         .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
         .map(u64::from_be_bytes))
+}
+
+/// The snapshot install a crash interrupted for `region_id`, if any.
+pub fn pending_install(
+    engine: &Engine,
+    region_id: u64,
+) -> Result<Option<super::snapshot::PendingInstall>, StorageError> {
+    let Some(v) = engine.get_cf(CF_RAFT, &keys::snapshot_install_key(region_id))? else {
+        return Ok(None);
+    };
+    super::snapshot::PendingInstall::decode(region_id, &v)
+        .map(Some)
+        .ok_or(StorageError::Corrupt {
+            region_id,
+            what: "pending snapshot install",
+        })
 }
 
 /// Every region whose state is stored in the engine.
@@ -183,17 +238,56 @@ pub fn load(engine: &Engine, region: &metapb::Region) -> Result<PeerStorage, Sto
     }
     mem.wl().append(&entries)?;
     mem.wl().set_hardstate(hard_state.clone());
-    Ok(PeerStorage {
+    let mut ps = PeerStorage {
         region_id,
         mem,
         apply_state,
         hard_state,
-    })
+        truncated: Arc::new(Mutex::new((
+            apply_state.truncated_index,
+            apply_state.truncated_term,
+        ))),
+        sizes: Default::default(),
+        bytes: 0,
+    };
+    ps.track_sizes(&entries);
+    Ok(ps)
 }
 
 impl PeerStorage {
     pub fn last_index(&self) -> u64 {
         self.mem.last_index().unwrap_or(0)
+    }
+
+    /// Bytes of entry data in the log cache.
+    pub fn log_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Resets the log to start after a snapshot at `(index, term)`.
+    pub fn reset_to_snapshot(&mut self, index: u64, term: u64) {
+        self.apply_state = ApplyState {
+            applied_index: index,
+            truncated_index: index,
+            truncated_term: term,
+        };
+        *self.truncated.lock() = (index, term);
+        self.sizes.clear();
+        self.bytes = 0;
+    }
+
+    fn track_sizes(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first().map(|e| e.index) else {
+            return;
+        };
+        while self.sizes.back().is_some_and(|(i, _)| *i >= first) {
+            let (_, n) = self.sizes.pop_back().expect("back exists");
+            self.bytes -= n;
+        }
+        for e in entries {
+            self.sizes.push_back((e.index, e.data.len() as u64));
+            self.bytes += e.data.len() as u64;
+        }
     }
 
     /// Stages `entries` (which may overwrite a conflicting tail) into `wb`.
@@ -212,7 +306,7 @@ impl PeerStorage {
             modifies.push(Modify::Put {
                 cf: CF_RAFT,
                 key: keys::raft_log_key(self.region_id, e.index),
-                value: e.write_to_bytes().unwrap_or_default(),
+                value: encode_pb(e, self.region_id, "log entry")?,
             });
         }
         let last_new = entries[entries.len() - 1].index;
@@ -227,6 +321,7 @@ impl PeerStorage {
         debug_assert!(first.index > 0);
         engine.fill_batch(wb, &modifies)?;
         self.mem.wl().append(entries)?;
+        self.track_sizes(entries);
         Ok(())
     }
 
@@ -243,7 +338,7 @@ impl PeerStorage {
             &[Modify::Put {
                 cf: CF_RAFT,
                 key: keys::raft_state_key(self.region_id),
-                value: hs.write_to_bytes().unwrap_or_default(),
+                value: encode_pb(hs, self.region_id, "hard state")?,
             }],
         )?;
         Ok(())
@@ -290,8 +385,13 @@ impl PeerStorage {
             }],
         )?;
         self.mem.wl().compact(index + 1)?;
+        while self.sizes.front().is_some_and(|(i, _)| *i <= index) {
+            let (_, n) = self.sizes.pop_front().expect("front exists");
+            self.bytes -= n;
+        }
         self.apply_state.truncated_index = index;
         self.apply_state.truncated_term = term;
+        *self.truncated.lock() = (index, term);
         engine.fill_batch(wb, &[self.apply_state_modify()])?;
         Ok(())
     }
@@ -330,7 +430,9 @@ mod tests {
     fn persisted_log_survives_reload_and_truncation() {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(dir.path()).unwrap();
-        engine.write(&bootstrap_writes(&region()), true).unwrap();
+        engine
+            .write(&bootstrap_writes(&region()).unwrap(), true)
+            .unwrap();
         let mut ps = load(&engine, &region()).unwrap();
         assert_eq!(ps.last_index(), INIT_INDEX);
         let mut wb = WriteBatch::default();

@@ -1,33 +1,25 @@
 //! Handling the readies of every region in one round: persist, send, apply.
 //!
 //! Order per round: messages that need no persistence go out first; every
-//! region's new log entries, hard state and received snapshot are written in
-//! one synced batch; then the messages that had to wait for that write are
-//! sent, raft advances, and the committed entries of all regions are applied
-//! in one batch (writes, splits, conf changes), after which their proposals
-//! and reads are answered.
+//! region's new log entries, hard state and received snapshot state are
+//! written in one synced batch; then the messages that had to wait for that
+//! write are sent, raft advances, and the committed entries of all regions
+//! are applied in one batch (`apply.rs`). A ready carrying a received
+//! snapshot persists only the raft side here (log reset, region, marker) and
+//! hands the data to the apply worker; the replica's committed entries wait
+//! until the install is done ([`RaftStore::finish_install`]).
 
-use prost::Message as _;
-use protobuf::Message as _;
-use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType, Snapshot};
+use raft::prelude::{Entry, Snapshot};
 use raft::StateRole;
 use rocksdb::WriteBatch;
 
-use super::cmd::RaftCmd;
 use super::driver::RaftStore;
-use super::keys::{self, ApplyState};
 use super::peer::Peer;
-use super::peer_storage::{self, StorageError};
-use super::{snapshot, split, ProposeError};
-use crate::engine::{Engine, Modify, CF_RAFT, DATA_CFS};
-use proto::{metapb, storepb};
-
-/// Per-region outcome of applying one batch of committed entries.
-struct Applied {
-    region_id: u64,
-    entries: Vec<Entry>,
-    results: Vec<Result<(), ProposeError>>,
-}
+use super::peer_storage::StorageError;
+use super::snap::worker::ApplyTask;
+use super::snap::{SnapDescriptor, SnapKey};
+use super::snapshot::{install_writes, PendingInstall};
+use proto::storepb;
 
 impl RaftStore {
     /// Persists, sends, applies and advances every region that has a ready.
@@ -36,6 +28,7 @@ impl RaftStore {
         let mut readies = Vec::new();
         let mut to_apply: Vec<(u64, Vec<Entry>)> = Vec::new();
         let mut early: Vec<storepb::RaftMessage> = Vec::new();
+        let mut installs = Vec::new();
         for (id, p) in self.peers.iter_mut() {
             if !p.node.has_ready() {
                 continue;
@@ -51,7 +44,8 @@ impl RaftStore {
             }
             early.extend(p.wrap_messages(self.store_id, rd.take_messages()));
             if !rd.snapshot().is_empty() {
-                install_snapshot(p, rd.snapshot(), &self.engine, &mut log_wb)?;
+                let pending = begin_install(p, rd.snapshot(), &self.engine, &mut log_wb)?;
+                installs.push(pending);
                 self.dirty = true;
             }
             let committed = rd.take_committed_entries();
@@ -66,13 +60,16 @@ impl RaftStore {
             readies.push((*id, rd));
         }
         if !early.is_empty() {
-            self.transport.send(early);
+            self.transport.send(early, &self.feedback);
         }
         if readies.is_empty() {
             return Ok(());
         }
         if !log_wb.is_empty() {
             self.engine.write_batch(log_wb, true)?;
+        }
+        for pending in installs {
+            self.dispatch_install(pending);
         }
         let mut apply_wb = WriteBatch::default();
         let mut late = Vec::new();
@@ -90,266 +87,99 @@ impl RaftStore {
             }
         }
         if !late.is_empty() {
-            self.transport.send(late);
+            self.transport.send(late, &self.feedback);
         }
         self.apply(to_apply, apply_wb)
     }
 
-    /// Applies committed entries of every region in one write batch, then
-    /// answers their proposals, starts regions splits created and drops
-    /// replicas that were removed.
-    fn apply(
-        &mut self,
-        to_apply: Vec<(u64, Vec<Entry>)>,
-        mut wb: WriteBatch,
-    ) -> Result<(), StorageError> {
-        let mut applied = Vec::with_capacity(to_apply.len());
-        let mut splits = Vec::new();
-        let mut removed = Vec::new();
-        for (region_id, entries) in to_apply {
-            let p = self.peers.get_mut(&region_id).expect("peer with entries");
-            let mut modifies: Vec<Modify> = Vec::new();
-            let mut results = Vec::with_capacity(entries.len());
-            for e in &entries {
-                let result = match e.get_entry_type() {
-                    EntryType::EntryNormal => apply_normal(p, e, &mut modifies, &mut splits),
-                    EntryType::EntryConfChange => {
-                        self.dirty = true;
-                        let r = apply_conf_change(p, e, &mut modifies);
-                        if let Ok(true) = r {
-                            removed.push(region_id);
-                        }
-                        r.map(|_| ())
-                    }
-                    EntryType::EntryConfChangeV2 => Err(ProposeError::Rejected {
-                        region_id,
-                        reason: "joint conf changes are not used".into(),
-                    }),
-                };
-                results.push(result);
-                p.set_applied(e.index);
-            }
-            modifies.push(p.ps.apply_state_modify());
-            self.engine.fill_batch(&mut wb, &modifies)?;
-            applied.push(Applied {
-                region_id,
-                entries,
-                results,
-            });
-        }
-        if !wb.is_empty() {
-            self.engine.write_batch(wb, false)?;
-        }
-        // New regions are routable before the split's proposer hears back.
-        if !splits.is_empty() {
-            for (was_leader, outcome) in splits {
-                self.start_split_regions(was_leader, outcome)?;
-            }
-            self.refresh_meta();
-        }
-        let mut gc_wb = WriteBatch::default();
-        for a in applied {
-            let p = self.peers.get_mut(&a.region_id).expect("peer with entries");
-            for (e, r) in a.entries.iter().zip(a.results) {
-                p.on_applied(e, r);
-            }
-            p.node.advance_apply();
-            p.complete_reads();
-            let applied = p.ps.apply_state.applied_index;
-            if applied - p.ps.apply_state.truncated_index > 2 * self.cfg.log_gc_threshold {
-                let to = applied - self.cfg.log_gc_threshold;
-                p.ps.compact_to(to, &self.engine, &mut gc_wb)?;
-            }
-        }
-        if !gc_wb.is_empty() {
-            self.engine.write_batch(gc_wb, false)?;
-        }
-        for region_id in removed {
-            self.destroy_peer(region_id)?;
-        }
-        Ok(())
+    /// Marks `p` as installing `pending` (its raft state already durable)
+    /// and queues the data install; used after a ready and at restart.
+    pub(super) fn start_install(&self, p: &mut Peer, pending: PendingInstall) {
+        p.set_region(pending.desc.region.clone());
+        p.installing = Some(pending.clone());
+        p.publish();
+        self.dispatch_install(pending);
     }
 
-    /// Creates the replicas of regions a split produced on this store; on the
-    /// parent's leader they campaign at once so the new ranges stay served.
-    fn start_split_regions(
-        &mut self,
-        was_leader: bool,
-        outcome: split::SplitOutcome,
-    ) -> Result<(), StorageError> {
-        for region in outcome.new_regions {
-            let Some(me) = region.peers.iter().find(|p| p.store_id == self.store_id) else {
-                continue;
-            };
-            if let Some(existing) = self.peers.get(&region.id) {
-                if existing.is_initialized() {
-                    continue;
-                }
-            }
-            let ps = peer_storage::load(&self.engine, &region)?;
-            let mut peer = Peer::new(
-                region.clone(),
-                me.id,
-                ps,
-                &self.engine,
-                &self.cfg.peer,
-                &self.logger,
-            )?;
-            if was_leader {
-                peer.node.campaign()?;
-            }
-            // Have the split checker look at the new region too: it may still
-            // be over the limits.
-            peer.written.store(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(
-                region_id = region.id,
-                parent = outcome.left.id,
-                "region created by split"
-            );
-            self.peers.insert(region.id, peer);
-        }
-        Ok(())
+    fn dispatch_install(&self, pending: PendingInstall) {
+        let task = ApplyTask {
+            key: pending.key,
+            old: pending.old,
+            desc: pending.desc,
+        };
+        // The worker lives as long as the loop; a send fails only at shutdown,
+        // and the marker makes the next start install again.
+        let _ = self.workers.apply.send(task);
     }
 
-    /// Drops a replica removed from its region: its data, raft state and
-    /// metadata go; a tombstone keeps stale messages from recreating it.
-    pub(super) fn destroy_peer(&mut self, region_id: u64) -> Result<(), StorageError> {
-        let Some(mut p) = self.peers.remove(&region_id) else {
+    /// The apply worker installed the snapshot at `index`: the replica
+    /// serves again, from the snapshot's state, and applies what committed
+    /// meanwhile.
+    pub(super) fn finish_install(
+        &mut self,
+        region_id: u64,
+        index: u64,
+    ) -> Result<(), StorageError> {
+        let Some(p) = self.peers.get_mut(&region_id) else {
             return Ok(());
         };
-        p.fail_pending();
-        let mut m = Vec::new();
-        for (start, end) in crate::keys::region_data_ranges(&p.region) {
-            for cf in DATA_CFS {
-                m.push(Modify::DeleteRange {
-                    cf,
-                    start: start.clone(),
-                    end: end.clone(),
-                });
-            }
+        if p.installing.as_ref().map(|i| i.key.index) != Some(index) {
+            return Ok(());
         }
-        m.extend(peer_storage::destroy_writes(&p.region));
-        self.engine.write(&m, true)?;
-        tracing::info!(
-            region_id,
-            peer_id = p.peer_id,
-            "replica removed from this store"
-        );
+        p.installing = None;
+        {
+            let _gate = self.gate.write();
+            p.publish();
+        }
+        p.node.advance_apply_to(index);
+        tracing::info!(region_id, index, "snapshot installed");
         self.dirty = true;
-        Ok(())
-    }
-}
-
-fn apply_normal(
-    p: &mut Peer,
-    e: &Entry,
-    modifies: &mut Vec<Modify>,
-    splits: &mut Vec<(bool, split::SplitOutcome)>,
-) -> Result<(), ProposeError> {
-    match p.entry_cmd(e) {
-        None => Ok(()),
-        Some(RaftCmd::Write(m)) => {
-            let bytes: usize = m.iter().map(Modify::size).sum();
-            p.written
-                .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
-            modifies.extend(m);
-            Ok(())
+        let held = std::mem::take(&mut p.held);
+        if held.is_empty() {
+            p.complete_reads();
+            return Ok(());
         }
-        Some(RaftCmd::BatchSplit(bs)) => match split::exec_batch_split(&p.region, &bs) {
-            Ok(outcome) => {
-                modifies.extend(split::split_writes(&outcome));
-                p.set_region(outcome.left.clone());
-                p.written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                splits.push((p.is_leader(), outcome));
-                Ok(())
-            }
-            Err(reason) => {
-                tracing::info!(region_id = p.region.id, %reason, "split rejected");
-                Err(ProposeError::Rejected {
-                    region_id: p.region.id,
-                    reason,
-                })
-            }
-        },
+        self.apply(vec![(region_id, held)], WriteBatch::default())
     }
 }
 
-/// Applies a membership change; Ok(true) if it removed this replica.
-fn apply_conf_change(
-    p: &mut Peer,
-    e: &Entry,
-    modifies: &mut Vec<Modify>,
-) -> Result<bool, ProposeError> {
-    let region_id = p.region.id;
-    let reject = |reason: String| ProposeError::Rejected { region_id, reason };
-    let cc = ConfChange::parse_from_bytes(&e.data).map_err(|err| reject(err.to_string()))?;
-    let peer = metapb::Peer::decode(e.context.as_ref()).map_err(|err| reject(err.to_string()))?;
-    let mut region = p.region.clone();
-    let role = |r: metapb::PeerRole| metapb::Peer {
-        role: r as i32,
-        ..peer
-    };
-    match cc.get_change_type() {
-        ConfChangeType::AddNode => match region.peers.iter_mut().find(|x| x.id == peer.id) {
-            Some(x) => x.role = metapb::PeerRole::Voter as i32,
-            None => region.peers.push(role(metapb::PeerRole::Voter)),
-        },
-        ConfChangeType::AddLearnerNode => {
-            if !region.peers.iter().any(|x| x.id == peer.id) {
-                region.peers.push(role(metapb::PeerRole::Learner));
-            }
-        }
-        ConfChangeType::RemoveNode => region.peers.retain(|x| x.id != peer.id),
-    }
-    let cs = p
-        .node
-        .apply_conf_change(&cc)
-        .map_err(|err| reject(err.to_string()))?;
-    p.ps.mem.wl().set_conf_state(cs);
-    let mut epoch = region.region_epoch.unwrap_or_default();
-    epoch.conf_ver += 1;
-    region.region_epoch = Some(epoch);
-    modifies.push(Modify::Put {
-        cf: CF_RAFT,
-        key: keys::region_state_key(region_id),
-        value: region.encode_to_vec(),
-    });
-    tracing::info!(region_id, change = ?cc.get_change_type(), peer_id = peer.id, store_id = peer.store_id, "membership changed");
-    p.set_region(region);
-    Ok(cc.get_change_type() == ConfChangeType::RemoveNode && peer.id == p.peer_id)
-}
-
-/// Installs a received snapshot (data, region, raft state) into `wb`.
-fn install_snapshot(
+/// Persists the raft side of a received snapshot into `wb` and switches the
+/// replica to it; returns the install for the apply worker.
+fn begin_install(
     p: &mut Peer,
     snap: &Snapshot,
-    engine: &Engine,
+    engine: &crate::engine::Engine,
     wb: &mut WriteBatch,
-) -> Result<(), StorageError> {
+) -> Result<PendingInstall, StorageError> {
     let region_id = p.region.id;
-    let (region, puts) = snapshot::decode_data(&snap.data).map_err(|_| StorageError::Corrupt {
+    let desc = SnapDescriptor::decode(&snap.data).map_err(|_| StorageError::Corrupt {
         region_id,
-        what: "snapshot",
+        what: "snapshot descriptor",
     })?;
     let meta = snap.get_metadata();
-    let old = p.is_initialized().then(|| p.region.clone());
+    let pending = PendingInstall {
+        key: SnapKey {
+            region_id,
+            term: meta.term,
+            index: meta.index,
+        },
+        old: p.is_initialized().then(|| p.region.clone()),
+        desc,
+    };
     let mut hs = p.ps.hard_state.clone();
     hs.commit = hs.commit.max(meta.index);
     hs.term = hs.term.max(meta.term);
-    let writes = snapshot::apply_writes(old.as_ref(), &region, puts, meta.index, meta.term, &hs);
-    engine.fill_batch(wb, &writes)?;
+    engine.fill_batch(wb, &install_writes(&pending, &hs)?)?;
     p.ps.mem.wl().apply_snapshot(snap.clone())?;
     p.ps.hard_state = hs;
-    p.ps.apply_state = ApplyState {
-        applied_index: meta.index,
-        truncated_index: meta.index,
-        truncated_term: meta.term,
-    };
-    p.set_applied(meta.index);
-    tracing::info!(region_id, index = meta.index, "snapshot installed");
-    crate::metrics::SNAPSHOTS
-        .with_label_values(&["applied"])
-        .inc();
-    p.set_region(region);
-    Ok(())
+    p.ps.reset_to_snapshot(meta.index, meta.term);
+    p.set_region(pending.desc.region.clone());
+    p.installing = Some(pending.clone());
+    p.publish();
+    tracing::info!(
+        region_id,
+        index = meta.index,
+        "snapshot received; installing"
+    );
+    Ok(pending)
 }

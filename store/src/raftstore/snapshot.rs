@@ -1,40 +1,50 @@
-//! Raft snapshots of a region: what a lagging or new replica catches up from.
+//! A replica's raft-rs `Storage`, and the raft-state side of installing a
+//! received snapshot.
 //!
-//! [`PeerRaftStorage`] is the raft-rs `Storage` of a replica: the log comes
-//! from its [`MemStorage`] cache, and a snapshot is built on demand from the
-//! engine — every key the region owns in every data column family, at the
-//! applied index (the raftstore applies synchronously, so the engine is at
-//! exactly that index whenever raft asks). The snapshot data is the region
-//! followed by the pairs, in the raft command encoding. [`apply_writes`]
-//! turns a received snapshot into one atomic batch of engine writes.
+//! [`PeerRaftStorage`] serves the log from the replica's [`MemStorage`]
+//! cache. When raft asks for a snapshot it hands back the one the
+//! generation worker last built (`snap::worker`) if that is still recent
+//! enough (at or after the log's truncation point), else queues a build and
+//! answers `SnapshotTemporarilyUnavailable`: raft asks again on the
+//! follower's next heartbeat answer. Nothing here reads region data.
+//!
+//! [`install_writes`] are the raft-state writes a ready carrying a received
+//! snapshot adds to the round's synced log batch: the log reset to the
+//! snapshot, the new region and apply state, and a [`PendingInstall`]
+//! marker. The data itself is installed by the apply worker, which removes
+//! the marker when done; a restart finds a leftover marker and installs
+//! again from the kept file.
 
 use std::sync::Arc;
 
+use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use prost::Message as _;
-use protobuf::Message as _;
-use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::prelude::{Entry, HardState, Snapshot};
 use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RaftState, Storage, StorageError as RaftStorageError};
 
-use super::cmd::RaftCmd;
 use super::keys::{self, ApplyState};
-use super::peer_storage::conf_state_of;
-use crate::engine::{Engine, EngineError, Modify, CF_RAFT, DATA_CFS};
-use crate::keys::region_data_ranges;
+use super::peer_storage::{encode_pb, StorageError};
+use super::snap::worker::{GenState, GenTask, SnapSource};
+use super::snap::{SnapDescriptor, SnapKey};
+use crate::engine::{Modify, CF_RAFT};
 use proto::metapb;
-
-/// What the snapshot builder needs to know of its replica.
-pub struct SnapSource {
-    pub engine: Engine,
-    pub region: metapb::Region,
-    pub applied_index: u64,
-}
 
 #[derive(Clone)]
 pub struct PeerRaftStorage {
     pub mem: MemStorage,
+    /// The log's truncation point `(index, term)`, kept by `PeerStorage`.
+    pub truncated: Arc<Mutex<(u64, u64)>>,
     pub src: Arc<Mutex<SnapSource>>,
+    pub gen: Arc<Mutex<GenState>>,
+    pub gen_tx: Sender<GenTask>,
+}
+
+fn temporarily_unavailable<T>() -> raft::Result<T> {
+    Err(raft::Error::Store(
+        RaftStorageError::SnapshotTemporarilyUnavailable,
+    ))
 }
 
 impl Storage for PeerRaftStorage {
@@ -53,200 +63,181 @@ impl Storage for PeerRaftStorage {
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
+        let (index, term) = *self.truncated.lock();
+        if idx == index {
+            return Ok(term);
+        }
         self.mem.term(idx)
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        self.mem.first_index()
+        let (index, _) = *self.truncated.lock();
+        Ok(self.mem.first_index()?.max(index + 1))
     }
 
     fn last_index(&self) -> raft::Result<u64> {
         self.mem.last_index()
     }
 
+    /// Never an error but `SnapshotTemporarilyUnavailable`: raft-rs panics on
+    /// any other.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let src = self.src.lock();
-        if src.applied_index < request_index {
-            return Err(raft::Error::Store(
-                RaftStorageError::SnapshotTemporarilyUnavailable,
-            ));
+        let (truncated, _) = *self.truncated.lock();
+        let mut gen = self.gen.lock();
+        match &*gen {
+            GenState::Generating => return temporarily_unavailable(),
+            GenState::Ready(snap, _) => {
+                let index = snap.get_metadata().index;
+                // A follower installing it goes on from the log after it.
+                if index >= request_index && index >= truncated {
+                    return Ok((**snap).clone());
+                }
+            }
+            GenState::Idle => {}
         }
-        let term = self.mem.term(src.applied_index)?;
-        let data = build_data(&src.engine, &src.region).map_err(|e| {
-            tracing::error!(region_id = src.region.id, error = %e, "building snapshot failed");
-            raft::Error::Store(RaftStorageError::SnapshotTemporarilyUnavailable)
-        })?;
-        let mut snap = Snapshot {
-            data: data.into(),
-            ..Default::default()
+        if self.src.lock().applied_index < request_index {
+            return temporarily_unavailable();
+        }
+        *gen = GenState::Generating;
+        drop(gen);
+        let task = GenTask {
+            source: self.src.clone(),
+            state: self.gen.clone(),
         };
-        let meta = snap.mut_metadata();
-        meta.index = src.applied_index;
-        meta.term = term;
-        meta.set_conf_state(conf_state_of(&src.region));
-        tracing::info!(
-            region_id = src.region.id,
-            index = src.applied_index,
-            bytes = snap.data.len(),
-            "snapshot built"
-        );
-        Ok(snap)
-    }
-}
-
-/// Encodes the region and every pair it owns.
-pub fn build_data(engine: &Engine, region: &metapb::Region) -> Result<Vec<u8>, EngineError> {
-    let snap = engine.snapshot();
-    let mut puts = Vec::new();
-    for (start, end) in region_data_ranges(region) {
-        for cf in DATA_CFS {
-            let mut c = snap.cursor(cf, Some(start.clone()), Some(end.clone()))?;
-            c.seek_to_first();
-            while c.valid()? {
-                puts.push(Modify::Put {
-                    cf,
-                    key: c.key().to_vec(),
-                    value: c.value().to_vec(),
-                });
-                c.next();
-            }
+        if self.gen_tx.send(task).is_err() {
+            *self.gen.lock() = GenState::Idle;
         }
-    }
-    let region_bytes = region.encode_to_vec();
-    let mut out = Vec::with_capacity(region_bytes.len() + 4);
-    out.extend_from_slice(&(region_bytes.len() as u32).to_be_bytes());
-    out.extend_from_slice(&region_bytes);
-    out.extend_from_slice(&RaftCmd::Write(puts).encode());
-    Ok(out)
-}
-
-/// Splits snapshot data into the region and its pairs.
-pub fn decode_data(data: &[u8]) -> Result<(metapb::Region, Vec<Modify>), String> {
-    let len = data
-        .get(..4)
-        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or("snapshot too short")?;
-    let region_bytes = data.get(4..4 + len).ok_or("snapshot region truncated")?;
-    let region = metapb::Region::decode(region_bytes).map_err(|e| e.to_string())?;
-    match RaftCmd::decode(&data[4 + len..]).map_err(|e| e.to_string())? {
-        RaftCmd::Write(puts) => Ok((region, puts)),
-        _ => Err("snapshot body is not a write".into()),
+        temporarily_unavailable()
     }
 }
 
-/// Engine writes installing a snapshot at `(index, term)`: the old and new
-/// ranges cleared, the pairs written, and the raft state reset to the
-/// snapshot (the old log is dropped).
-pub fn apply_writes(
-    old: Option<&metapb::Region>,
-    region: &metapb::Region,
-    puts: Vec<Modify>,
-    index: u64,
-    term: u64,
+/// Which snapshot a replica is installing, persisted as its marker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingInstall {
+    pub key: SnapKey,
+    /// The replica's region before the snapshot (its data goes too).
+    pub old: Option<metapb::Region>,
+    pub desc: SnapDescriptor,
+}
+
+impl PendingInstall {
+    pub fn encode(&self) -> Vec<u8> {
+        let old = self.old.as_ref().map(|r| r.encode_to_vec());
+        let mut out = Vec::new();
+        out.extend_from_slice(&self.key.term.to_be_bytes());
+        out.extend_from_slice(&self.key.index.to_be_bytes());
+        match old {
+            Some(o) => {
+                out.push(1);
+                out.extend_from_slice(&(o.len() as u32).to_be_bytes());
+                out.extend_from_slice(&o);
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(&self.desc.encode());
+        out
+    }
+
+    pub fn decode(region_id: u64, v: &[u8]) -> Option<Self> {
+        let u64_at = |i: usize| Some(u64::from_be_bytes(v.get(i..i + 8)?.try_into().ok()?));
+        let key = SnapKey {
+            region_id,
+            term: u64_at(0)?,
+            index: u64_at(8)?,
+        };
+        let (old, rest) = match v.get(16)? {
+            0 => (None, v.get(17..)?),
+            1 => {
+                let len = u32::from_be_bytes(v.get(17..21)?.try_into().ok()?) as usize;
+                let old = metapb::Region::decode(v.get(21..21 + len)?).ok()?;
+                (Some(old), v.get(21 + len..)?)
+            }
+            _ => return None,
+        };
+        let desc = SnapDescriptor::decode(rest).ok()?;
+        Some(PendingInstall { key, old, desc })
+    }
+}
+
+/// The raft-state writes of a ready that carries a received snapshot:
+/// the old log dropped, the new region, apply state and hard state, and
+/// the pending-install marker.
+pub fn install_writes(
+    pending: &PendingInstall,
     hs: &HardState,
-) -> Vec<Modify> {
-    let mut m = Vec::with_capacity(puts.len() + 16);
-    for r in old.into_iter().chain(std::iter::once(region)) {
-        for (start, end) in region_data_ranges(r) {
-            for cf in DATA_CFS {
-                m.push(Modify::DeleteRange {
-                    cf,
-                    start: start.clone(),
-                    end: end.clone(),
-                });
-            }
-        }
-    }
-    m.extend(puts);
+) -> Result<Vec<Modify>, StorageError> {
+    let region = &pending.desc.region;
     let apply = ApplyState {
-        applied_index: index,
-        truncated_index: index,
-        truncated_term: term,
+        applied_index: pending.key.index,
+        truncated_index: pending.key.index,
+        truncated_term: pending.key.term,
     };
-    m.push(Modify::DeleteRange {
-        cf: CF_RAFT,
-        start: keys::raft_log_key(region.id, 0),
-        end: keys::raft_log_key(region.id, u64::MAX),
-    });
-    m.push(Modify::Put {
-        cf: CF_RAFT,
-        key: keys::region_state_key(region.id),
-        value: region.encode_to_vec(),
-    });
-    m.push(Modify::Put {
-        cf: CF_RAFT,
-        key: keys::apply_state_key(region.id),
-        value: apply.encode(),
-    });
-    m.push(Modify::Put {
-        cf: CF_RAFT,
-        key: keys::raft_state_key(region.id),
-        value: hs.write_to_bytes().unwrap_or_default(),
-    });
-    m
-}
-
-/// The conf state a snapshot carries must match its region.
-pub fn conf_state_matches(snap: &Snapshot, region: &metapb::Region) -> bool {
-    let mut a: ConfState = snap.get_metadata().get_conf_state().clone();
-    let mut b = conf_state_of(region);
-    a.voters.sort_unstable();
-    b.voters.sort_unstable();
-    a.learners.sort_unstable();
-    b.learners.sort_unstable();
-    a.voters == b.voters && a.learners == b.learners
+    Ok(vec![
+        Modify::DeleteRange {
+            cf: CF_RAFT,
+            start: keys::raft_log_key(region.id, 0),
+            end: keys::raft_log_key(region.id, u64::MAX),
+        },
+        Modify::Put {
+            cf: CF_RAFT,
+            key: keys::region_state_key(region.id),
+            value: region.encode_to_vec(),
+        },
+        Modify::Put {
+            cf: CF_RAFT,
+            key: keys::apply_state_key(region.id),
+            value: apply.encode(),
+        },
+        Modify::Put {
+            cf: CF_RAFT,
+            key: keys::raft_state_key(region.id),
+            value: encode_pb(hs, region.id, "hard state")?,
+        },
+        Modify::Put {
+            cf: CF_RAFT,
+            key: keys::snapshot_install_key(region.id),
+            value: pending.encode(),
+        },
+    ])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::CF_WRITE;
-    use crate::keys::RawSpace;
+    use crate::raftstore::snap::SnapMeta;
 
     #[test]
-    fn snapshot_carries_only_the_region_and_installs_atomically() {
-        let src_dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(src_dir.path()).unwrap();
-        let region = metapb::Region {
-            id: 3,
-            start_key: proto::codec::encode_bytes(b"b"),
-            end_key: proto::codec::encode_bytes(b"m"),
-            ..Default::default()
+    fn pending_install_round_trips() {
+        let desc = SnapDescriptor {
+            region: metapb::Region {
+                id: 4,
+                end_key: b"k".to_vec(),
+                ..Default::default()
+            },
+            meta: SnapMeta {
+                size: 10,
+                crc32: 3,
+                count: 2,
+            },
         };
-        let put = |k: &[u8]| Modify::Put {
-            cf: CF_WRITE,
-            key: RawSpace::V2.key(k),
-            value: k.to_vec(),
-        };
-        engine
-            .write(&[put(b"a"), put(b"c"), put(b"k"), put(b"m")], false)
-            .unwrap();
-        let data = build_data(&engine, &region).unwrap();
-        let (decoded, puts) = decode_data(&data).unwrap();
-        assert_eq!(decoded, region);
-        assert_eq!(puts, vec![put(b"c"), put(b"k")]);
-        assert!(decode_data(&data[..data.len() - 1]).is_err());
-
-        let dst_dir = tempfile::tempdir().unwrap();
-        let dst = Engine::open(dst_dir.path()).unwrap();
-        // Stale data inside the range goes, data outside stays.
-        dst.write(&[put(b"d"), put(b"z")], false).unwrap();
-        let hs = HardState {
-            term: 7,
-            commit: 20,
-            ..Default::default()
-        };
-        dst.write(&apply_writes(None, &region, puts, 20, 7, &hs), true)
-            .unwrap();
-        let get = |k: &[u8]| dst.get_cf(CF_WRITE, &RawSpace::V2.key(k)).unwrap();
-        assert_eq!(get(b"c"), Some(b"c".to_vec()));
-        assert_eq!(get(b"d"), None);
-        assert_eq!(get(b"z"), Some(b"z".to_vec()));
-        let apply = dst
-            .get_cf(CF_RAFT, &keys::apply_state_key(3))
-            .unwrap()
-            .and_then(|v| ApplyState::decode(&v))
-            .unwrap();
-        assert_eq!((apply.applied_index, apply.truncated_term), (20, 7));
+        for old in [
+            None,
+            Some(metapb::Region {
+                id: 4,
+                ..Default::default()
+            }),
+        ] {
+            let p = PendingInstall {
+                key: SnapKey {
+                    region_id: 4,
+                    term: 6,
+                    index: 77,
+                },
+                old,
+                desc: desc.clone(),
+            };
+            assert_eq!(PendingInstall::decode(4, &p.encode()), Some(p));
+        }
+        assert_eq!(PendingInstall::decode(4, b"short"), None);
     }
 }

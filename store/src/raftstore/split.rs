@@ -10,7 +10,7 @@ use proto::metapb;
 
 use super::cmd::BatchSplit;
 use super::keys;
-use super::peer_storage::bootstrap_writes;
+use super::peer_storage::{bootstrap_writes, StorageError};
 use crate::engine::{Modify, CF_RAFT};
 
 /// The parent region after the split (leftmost part) and the new regions.
@@ -79,16 +79,16 @@ pub fn exec_batch_split(region: &metapb::Region, bs: &BatchSplit) -> Result<Spli
 
 /// Engine writes persisting a split: the shrunk parent and each new region's
 /// initial raft state.
-pub fn split_writes(outcome: &SplitOutcome) -> Vec<Modify> {
+pub fn split_writes(outcome: &SplitOutcome) -> Result<Vec<Modify>, StorageError> {
     let mut m = vec![Modify::Put {
         cf: CF_RAFT,
         key: keys::region_state_key(outcome.left.id),
         value: outcome.left.encode_to_vec(),
     }];
     for r in &outcome.new_regions {
-        m.extend(bootstrap_writes(r));
+        m.extend(bootstrap_writes(r)?);
     }
-    m
+    Ok(m)
 }
 
 #[cfg(test)]
@@ -154,7 +154,7 @@ mod tests {
                 (11, b"p".to_vec(), b"z".to_vec(), 111, 7)
             ]
         );
-        assert_eq!(split_writes(&out).len(), 1 + 3 * 2);
+        assert_eq!(split_writes(&out).unwrap().len(), 1 + 3 * 2);
     }
 
     #[test]

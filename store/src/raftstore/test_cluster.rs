@@ -13,22 +13,60 @@ use tokio::sync::Notify;
 
 use super::cmd::RaftCmd;
 use super::peer_storage;
-use super::transport::{BlockStores, FilteredTransport, Filters, Transport};
-use super::{ProposeError, RaftStore, RaftStoreConfig, Router, StoreMeta};
+use super::snap::{SnapKey, SnapManager};
+use super::transport::{BlockStores, Feedback, FilteredTransport, Filters, Transport};
+use super::{ProposeError, RaftStore, RaftStoreConfig, RaftStoreParts, Router, StoreMeta};
 use crate::engine::{Engine, Modify, CF_DEFAULT};
 use crate::keys::RawSpace;
 
-type Routers = Arc<RwLock<HashMap<u64, Router>>>;
+type Routers = Arc<RwLock<HashMap<u64, (Router, Arc<SnapManager>)>>>;
 
-/// Delivers messages straight to the destination store's router.
-struct LocalTransport(Routers);
+/// Delivers messages straight to the destination store's router; a
+/// snapshot's file is copied into the destination's snapshot directory
+/// first, as the gRPC transport streams it.
+struct LocalTransport {
+    routers: Routers,
+    snaps: Arc<SnapManager>,
+}
+
+impl LocalTransport {
+    fn copy_snapshot(&self, m: &storepb::RaftMessage, to: &SnapManager) -> bool {
+        let Ok(msg) = <raft::prelude::Message as protobuf::Message>::parse_from_bytes(&m.message)
+        else {
+            return false;
+        };
+        let meta = msg.get_snapshot().get_metadata();
+        let key = SnapKey {
+            region_id: m.region_id,
+            term: meta.term,
+            index: meta.index,
+        };
+        let tmp = to.recv_tmp_path(&key);
+        let copied = std::fs::copy(self.snaps.gen_path(&key), &tmp).is_ok()
+            && crate::raftstore::snap::file::publish(&tmp, &to.recv_path(&key)).is_ok();
+        if copied {
+            to.count_received();
+        }
+        copied
+    }
+}
 
 impl Transport for LocalTransport {
-    fn send(&self, msgs: Vec<storepb::RaftMessage>) {
-        let routers = self.0.read();
+    fn send(&self, msgs: Vec<storepb::RaftMessage>, feedback: &Feedback) {
+        let routers = self.routers.read();
         for m in msgs {
             let to = m.to_peer.map(|p| p.store_id).unwrap_or(0);
-            if let Some(r) = routers.get(&to) {
+            let Some((r, snaps)) = routers.get(&to) else {
+                if m.is_snapshot {
+                    feedback.snapshot_status(&m, false);
+                }
+                continue;
+            };
+            if m.is_snapshot {
+                let delivered =
+                    self.copy_snapshot(&m, snaps) && r.send_raft_message(m.clone()).is_ok();
+                feedback.snapshot_status(&m, delivered);
+            } else {
                 let _ = r.send_raft_message(m);
             }
         }
@@ -38,8 +76,11 @@ impl Transport for LocalTransport {
 struct Node {
     engine: Engine,
     _dir: tempfile::TempDir,
+    snaps: Arc<SnapManager>,
     meta: Arc<RwLock<StoreMeta>>,
     filters: Filters,
+    /// Why the raftstore stopped for good, if it did.
+    fatal: Arc<parking_lot::Mutex<Option<String>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -69,11 +110,15 @@ pub fn region_on(region_id: u64, stores: &[u64]) -> metapb::Region {
 }
 
 pub fn put_cmd(key: &str, value: &str) -> RaftCmd {
-    RaftCmd::Write(vec![Modify::Put {
-        cf: CF_DEFAULT,
-        key: RawSpace::V1.key(key.as_bytes()),
-        value: value.as_bytes().to_vec(),
-    }])
+    // Every test region starts at epoch version 1 and never splits.
+    RaftCmd::write(
+        1,
+        vec![Modify::Put {
+            cf: CF_DEFAULT,
+            key: RawSpace::V1.key(key.as_bytes()),
+            value: value.as_bytes().to_vec(),
+        }],
+    )
 }
 
 impl TestCluster {
@@ -82,17 +127,20 @@ impl TestCluster {
         let mut nodes = HashMap::new();
         for id in 1..=stores {
             let dir = tempfile::tempdir().unwrap();
-            let engine = Engine::open(dir.path()).unwrap();
+            let engine = Engine::open(&dir.path().join("db")).unwrap();
+            let snaps = Arc::new(SnapManager::open(&dir.path().join("snap")).unwrap());
             if region.peers.iter().any(|p| p.store_id == id) {
                 engine
-                    .write(&peer_storage::bootstrap_writes(region), true)
+                    .write(&peer_storage::bootstrap_writes(region).unwrap(), true)
                     .unwrap();
             }
             let node = Node {
                 engine,
                 _dir: dir,
+                snaps,
                 meta: Arc::new(RwLock::new(StoreMeta::default())),
                 filters: Filters::default(),
+                fatal: Arc::default(),
                 thread: None,
             };
             nodes.insert(id, node);
@@ -111,23 +159,29 @@ impl TestCluster {
     pub fn start(&mut self, store_id: u64) {
         let node = self.nodes.get_mut(&store_id).unwrap();
         node.meta = Arc::new(RwLock::new(StoreMeta::default()));
-        let transport =
-            FilteredTransport::new(LocalTransport(self.routers.clone()), node.filters.clone());
-        let (store, router) = RaftStore::new(
-            node.engine.clone(),
+        let local = LocalTransport {
+            routers: self.routers.clone(),
+            snaps: node.snaps.clone(),
+        };
+        let fatal = node.fatal.clone();
+        let parts = RaftStoreParts {
             store_id,
-            self.cfg.clone(),
-            node.meta.clone(),
-            Arc::new(Notify::new()),
-            Box::new(transport),
-        )
-        .unwrap();
+            cfg: self.cfg.clone(),
+            meta: node.meta.clone(),
+            changed: Arc::new(Notify::new()),
+            transport: Box::new(FilteredTransport::new(local, node.filters.clone())),
+            snap_mgr: node.snaps.clone(),
+            fatal: Arc::new(move |reason: &str| *fatal.lock() = Some(reason.to_string())),
+        };
+        let (store, router) = RaftStore::new(node.engine.clone(), parts).unwrap();
         node.thread = Some(std::thread::spawn(move || store.run()));
-        self.routers.write().insert(store_id, router);
+        self.routers
+            .write()
+            .insert(store_id, (router, node.snaps.clone()));
     }
 
     pub fn stop(&mut self, store_id: u64) {
-        if let Some(r) = self.routers.write().remove(&store_id) {
+        if let Some((r, _)) = self.routers.write().remove(&store_id) {
             r.shutdown();
         }
         if let Some(t) = self.nodes.get_mut(&store_id).and_then(|n| n.thread.take()) {
@@ -136,7 +190,39 @@ impl TestCluster {
     }
 
     pub fn router(&self, store_id: u64) -> Router {
-        self.routers.read()[&store_id].clone()
+        self.routers.read()[&store_id].0.clone()
+    }
+
+    pub fn snaps(&self, store_id: u64) -> &SnapManager {
+        &self.nodes[&store_id].snaps
+    }
+
+    /// Why `store_id`'s raftstore stopped for good, if it did.
+    pub fn fatal(&self, store_id: u64) -> Option<String> {
+        self.nodes[&store_id].fatal.lock().clone()
+    }
+
+    pub fn meta(&self, store_id: u64) -> Arc<RwLock<StoreMeta>> {
+        self.nodes[&store_id].meta.clone()
+    }
+
+    /// Hands leadership of `region_id` to the replica on `to`, retrying
+    /// until that replica leads.
+    pub async fn must_transfer_leader(&self, region_id: u64, to: u64) {
+        let peer_id = self
+            .region(to, region_id)
+            .and_then(|r| r.peers.iter().find(|p| p.store_id == to).map(|p| p.id))
+            .expect("a replica on the target store");
+        must_until(&format!("store {to} to lead region {region_id}"), || {
+            if self.leaders(region_id) == [to] {
+                return Some(());
+            }
+            for s in self.leaders(region_id) {
+                let _ = self.router(s).transfer_leader(region_id, peer_id);
+            }
+            None
+        })
+        .await
     }
 
     pub fn engine(&self, store_id: u64) -> &Engine {
@@ -159,6 +245,11 @@ impl TestCluster {
                 n.filters.add(Box::new(BlockStores([store_id].into())));
             }
         }
+    }
+
+    /// Adds a filter to the outgoing raft traffic of `store_id`.
+    pub fn add_filter(&self, store_id: u64, f: Box<dyn super::transport::Filter>) {
+        self.nodes[&store_id].filters.add(f);
     }
 
     pub fn heal(&self) {
@@ -212,7 +303,7 @@ impl TestCluster {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             for s in self.leaders(region_id) {
-                let Some(r) = self.routers.read().get(&s).cloned() else {
+                let Some(r) = self.routers.read().get(&s).map(|(r, _)| r.clone()) else {
                     continue;
                 };
                 let put = r.propose(region_id, put_cmd(key, value));
@@ -242,7 +333,7 @@ impl TestCluster {
         .await
     }
 
-    pub async fn read_index(&self, store_id: u64, region_id: u64) -> Result<(), ProposeError> {
+    pub async fn read_index(&self, store_id: u64, region_id: u64) -> Result<u64, ProposeError> {
         self.router(store_id).read_index(region_id).await
     }
 }

@@ -3,13 +3,16 @@
 
 use std::time::Duration;
 
-use raft::prelude::ConfChangeType;
+use raft::prelude::{ConfChangeType, MessageType};
 
+use super::cmd::RaftCmd;
 use super::keys::{self, ApplyState};
 use super::peer_storage::INIT_INDEX;
 use super::test_cluster::{must_until, put_cmd, region_on, TestCluster};
+use super::transport::{DropFirst, DropTypes, Filter};
 use super::{ProposeError, RaftStoreConfig};
-use crate::engine::CF_RAFT;
+use crate::engine::{Modify, CF_DEFAULT, CF_RAFT};
+use crate::keys::RawSpace;
 use proto::metapb;
 
 fn cfg() -> RaftStoreConfig {
@@ -107,7 +110,7 @@ async fn learner_added_by_snapshot_promoted_and_old_replica_removed() {
     assert_eq!(region.peers.len(), 2);
     assert_eq!(region.region_epoch.unwrap().conf_ver, 3);
     // Hand over and remove the original replica.
-    r1.transfer_leader(1, 202);
+    r1.transfer_leader(1, 202).unwrap();
     c.must_leader(1, &[2]).await;
     let first = region
         .peers
@@ -133,7 +136,12 @@ async fn learner_added_by_snapshot_promoted_and_old_replica_removed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_replica_catches_up_after_log_compaction() {
-    let mut c = TestCluster::new(3, &region_on(1, &[1, 2, 3]), cfg());
+    // Past 20 entries the leader no longer keeps the log for the stopped one.
+    let cfg = RaftStoreConfig {
+        log_gc_count_limit: 20,
+        ..cfg()
+    };
+    let mut c = TestCluster::new(3, &region_on(1, &[1, 2, 3]), cfg);
     c.must_leader(1, &[1, 2, 3]).await;
     c.must_put(1, "before", "v").await;
     let down = c.leaders(1)[0] % 3 + 1;
@@ -144,4 +152,255 @@ async fn restarted_replica_catches_up_after_log_compaction() {
     c.start(down);
     c.must_get_on(down, "k59", "v").await;
     c.must_get_on(down, "before", "v").await;
+    assert!(
+        c.snaps(down).received() >= 1,
+        "caught up without a snapshot"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_back_after_a_short_restart_catches_up_from_the_log() {
+    let mut c = TestCluster::new(3, &region_on(1, &[1, 2, 3]), cfg());
+    let leader = c.must_leader(1, &[1, 2, 3]).await;
+    c.must_put(1, "before", "v").await;
+    let down = leader % 3 + 1;
+    c.stop(down);
+    // Far more entries than the 8 the threshold keeps, far fewer than the
+    // count limit.
+    for i in 0..60 {
+        c.must_put(1, &format!("k{i:02}"), "v").await;
+    }
+    c.start(down);
+    c.must_get_on(down, "k59", "v").await;
+    let leader = c.must_leader(1, &[1, 2, 3]).await;
+    assert_eq!(
+        c.snaps(leader).generated(),
+        0,
+        "the leader built a snapshot for a follower it could have caught up from its log"
+    );
+    assert_eq!(c.snaps(down).received(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_snapshot_is_retried_and_the_learner_catches_up() {
+    let c = TestCluster::new(2, &region_on(1, &[1]), cfg());
+    c.must_leader(1, &[1]).await;
+    for i in 0..40 {
+        c.must_put(1, &format!("k{i:02}"), "v").await;
+    }
+    // The first snapshot store 1 sends is lost on the way.
+    c.add_filter(
+        1,
+        Box::new(DropFirst {
+            msg_type: MessageType::MsgSnapshot as i32,
+            remaining: 1.into(),
+        }),
+    );
+    let learner = metapb::Peer {
+        id: 202,
+        store_id: 2,
+        role: metapb::PeerRole::Learner as i32,
+        ..Default::default()
+    };
+    c.router(1)
+        .change_peer(1, ConfChangeType::AddLearnerNode, learner)
+        .await
+        .unwrap();
+    c.must_get_on(2, "k39", "v").await;
+    assert!(c.snaps(1).generated() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_message_carries_no_region_data() {
+    let c = TestCluster::new(2, &region_on(1, &[1]), cfg());
+    c.must_leader(1, &[1]).await;
+    let big = "x".repeat(64 << 10);
+    for i in 0..64 {
+        c.must_put(1, &format!("k{i:02}"), &big).await;
+    }
+    let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    c.add_filter(1, Box::new(RecordSnapshots(seen.clone())));
+    let learner = metapb::Peer {
+        id: 202,
+        store_id: 2,
+        role: metapb::PeerRole::Learner as i32,
+        ..Default::default()
+    };
+    c.router(1)
+        .change_peer(1, ConfChangeType::AddLearnerNode, learner)
+        .await
+        .unwrap();
+    c.must_get_on(2, "k63", &big).await;
+    let sizes = seen.lock().clone();
+    assert!(!sizes.is_empty(), "no snapshot message went out");
+    // 4 MiB of data; the raft message itself carries only the descriptor.
+    assert!(
+        sizes.iter().all(|n| *n < 4096),
+        "snapshot message sizes {sizes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_write_failure_stops_the_store_for_good() {
+    let c = TestCluster::new(1, &region_on(1, &[1]), cfg());
+    c.must_leader(1, &[1]).await;
+    c.must_put(1, "a", "1").await;
+    c.engine(1).inject_write_failure(true);
+    let put = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.router(1).propose(1, put_cmd("b", "2")),
+    )
+    .await
+    .expect("a proposal on a failed store never answered");
+    assert!(put.is_err(), "{put:?}");
+    let reason = must_until("the failure to be reported as fatal", || c.fatal(1)).await;
+    assert!(
+        reason.contains("write refused by fault injection"),
+        "{reason}"
+    );
+    assert!(matches!(
+        c.router(1).propose(1, put_cmd("c", "3")).await,
+        Err(ProposeError::Shutdown)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_outside_the_region_or_from_an_old_epoch_are_refused_at_apply() {
+    let mut region = region_on(1, &[1]);
+    region.start_key = b"b".to_vec();
+    region.end_key = b"m".to_vec();
+    let c = TestCluster::new(1, &region, cfg());
+    c.must_leader(1, &[1]).await;
+    let r = c.router(1);
+    r.propose(1, put_cmd("c", "1")).await.unwrap();
+
+    let outside = r.propose(1, put_cmd("z", "1")).await;
+    assert!(
+        matches!(outside, Err(ProposeError::KeyNotInRegion { .. })),
+        "{outside:?}"
+    );
+    assert_eq!(c.get(1, "z"), None);
+
+    let crossing = RaftCmd::write(
+        1,
+        vec![Modify::DeleteRange {
+            cf: CF_DEFAULT,
+            start: RawSpace::V1.key(b"c"),
+            end: RawSpace::V1.key(b"zz"),
+        }],
+    );
+    let res = r.propose(1, crossing).await;
+    assert!(
+        matches!(res, Err(ProposeError::KeyNotInRegion { .. })),
+        "{res:?}"
+    );
+    assert_eq!(c.get(1, "c").as_deref(), Some("1"), "nothing of it applied");
+
+    let RaftCmd::Write(mut stale) = put_cmd("d", "1") else {
+        unreachable!()
+    };
+    stale.version = Some(0);
+    let res = r.propose(1, RaftCmd::Write(stale)).await;
+    assert!(
+        matches!(res, Err(ProposeError::EpochNotMatch { .. })),
+        "{res:?}"
+    );
+    assert_eq!(c.get(1, "d"), None);
+
+    let raft_cf = RaftCmd::write(
+        1,
+        vec![Modify::Put {
+            cf: CF_RAFT,
+            key: RawSpace::V1.key(b"c"),
+            value: vec![],
+        }],
+    );
+    assert!(r.propose(1, raft_cf).await.is_err());
+    // The region still takes writes after the refusals.
+    c.must_put(1, "e", "1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_change_raft_ignores_is_reported_as_failed() {
+    let c = TestCluster::new(3, &region_on(1, &[1, 2]), cfg());
+    let leader = c.must_leader(1, &[1, 2]).await;
+    let follower = 3 - leader;
+    // Nothing commits while the follower's acks are lost (its heartbeat
+    // answers still keep the leader in office).
+    c.add_filter(
+        follower,
+        Box::new(DropTypes([MessageType::MsgAppendResponse as i32].into())),
+    );
+    let learner = |id| metapb::Peer {
+        id,
+        store_id: 3,
+        role: metapb::PeerRole::Learner as i32,
+        ..Default::default()
+    };
+    let r = c.router(leader);
+    let first = tokio::spawn({
+        let r = r.clone();
+        async move {
+            r.change_peer(1, ConfChangeType::AddLearnerNode, learner(103))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = tokio::spawn({
+        let r = r.clone();
+        async move {
+            r.change_peer(1, ConfChangeType::AddLearnerNode, learner(104))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.heal();
+    first.await.unwrap().expect("the first change applies");
+    let second = second.await.unwrap();
+    assert!(
+        matches!(second, Err(ProposeError::Rejected { .. })),
+        "a change raft dropped was reported as {second:?}"
+    );
+    let peers: Vec<u64> = c
+        .region(leader, 1)
+        .unwrap()
+        .peers
+        .iter()
+        .map(|p| p.id)
+        .collect();
+    assert!(peers.contains(&103) && !peers.contains(&104), "{peers:?}");
+}
+
+/// Records the size of every snapshot message let through.
+struct RecordSnapshots(std::sync::Arc<parking_lot::Mutex<Vec<usize>>>);
+
+impl Filter for RecordSnapshots {
+    fn allow(&self, msg: &proto::storepb::RaftMessage) -> bool {
+        if msg.is_snapshot {
+            self.0.lock().push(msg.message.len());
+        }
+        true
+    }
+    fn describe(&self) -> String {
+        "record snapshot sizes".into()
+    }
+}
+
+#[test]
+fn a_full_inbox_refuses_raft_messages_and_transfers_instead_of_blocking() {
+    let (router, _inbox) = super::Router::detached(1);
+    router
+        .send_raft_message(proto::storepb::RaftMessage::default())
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let second = router.send_raft_message(proto::storepb::RaftMessage::default());
+        let transfer = router.transfer_leader(1, 2);
+        let _ = tx.send((second, transfer));
+    });
+    let (second, transfer) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a send on a full inbox blocked");
+    assert!(matches!(second, Err(ProposeError::Busy)), "{second:?}");
+    assert!(matches!(transfer, Err(ProposeError::Busy)), "{transfer:?}");
 }

@@ -127,7 +127,7 @@ async fn bootstrap_cluster(
                 }],
                 ..Default::default()
             };
-            engine.write(&peer_storage::bootstrap_writes(&region), true)?;
+            engine.write(&peer_storage::bootstrap_writes(&region)?, true)?;
             region
         }
     };

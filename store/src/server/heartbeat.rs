@@ -292,7 +292,9 @@ impl Heartbeat {
         if let Some(t) = resp.transfer_leader {
             if let Some(peer) = t.peer {
                 tracing::info!(region_id, to_store = peer.store_id, "transferring leader");
-                self.router.transfer_leader(region_id, peer.id);
+                if let Err(e) = self.router.transfer_leader(region_id, peer.id) {
+                    tracing::warn!(region_id, error = %e, "leader transfer not queued");
+                }
             }
         }
         if let Some(cp) = resp.change_peer {

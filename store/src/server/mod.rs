@@ -31,8 +31,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::config::Config;
 use crate::engine::{Engine, EngineError};
 use crate::raftstore::peer_storage::StorageError;
+use crate::raftstore::snap::SnapManager;
 use crate::raftstore::transport::{FilteredTransport, Filters};
-use crate::raftstore::{RaftStore, Router, StoreMeta};
+use crate::raftstore::{
+    abort_on_fatal, FatalHandler, RaftStore, RaftStoreParts, Router, StoreMeta,
+};
 use crate::storage::{Storage, TsoSource};
 use crate::txn::ConcurrencyManager;
 use pd::{PdClient, PdError};
@@ -90,6 +93,20 @@ async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
         })
 }
 
+/// Runs the raftstore loop; a panic in it (raft-rs reports broken
+/// invariants by panicking) is fatal for the store, as an engine error is.
+fn run_or_die(raftstore: RaftStore, fatal: FatalHandler) {
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| raftstore.run()));
+    if let Err(panic) = run {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        fatal(&format!("the raftstore thread panicked: {what}"));
+    }
+}
+
 /// Starts the store described by `cfg` (already validated).
 pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
     let listener = bind(&cfg.addr).await?;
@@ -126,20 +143,33 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
     let meta = Arc::new(RwLock::new(StoreMeta::default()));
     let filters = Filters::default();
     let changed = Arc::new(Notify::new());
-    let (raftstore, router) = RaftStore::new(
-        engine.clone(),
+    let snap_dir = cfg.data_dir.join("snap");
+    let snaps = tokio::task::spawn_blocking(move || SnapManager::open(&snap_dir))
+        .await
+        .map_err(|e| ServerError::Cluster(e.to_string()))?
+        .map_err(|e| ServerError::Cluster(format!("opening the snapshot directory: {e}")))?;
+    let snaps = Arc::new(snaps);
+    let fatal = abort_on_fatal();
+    let parts = RaftStoreParts {
         store_id,
-        cfg.raftstore_config(),
-        meta.clone(),
-        changed.clone(),
-        Box::new(FilteredTransport::new(
-            raft_transport::GrpcTransport::start(pd.clone()),
+        cfg: cfg.raftstore_config(),
+        meta: meta.clone(),
+        changed: changed.clone(),
+        transport: Box::new(FilteredTransport::new(
+            raft_transport::GrpcTransport::start(pd.clone(), snaps.clone()),
             filters.clone(),
         )),
-    )?;
+        snap_mgr: snaps.clone(),
+        fatal: fatal.clone(),
+    };
+    let raft_engine = engine.clone();
+    let (raftstore, router) =
+        tokio::task::spawn_blocking(move || RaftStore::new(raft_engine, parts))
+            .await
+            .map_err(|e| ServerError::Cluster(e.to_string()))??;
     let raft_thread = std::thread::Builder::new()
         .name("raftstore".into())
-        .spawn(move || raftstore.run())
+        .spawn(move || run_or_die(raftstore, fatal))
         .map_err(|e| ServerError::Cluster(format!("spawning raftstore: {e}")))?;
 
     // Reads served before a restart may have pushed max_ts up to now; start
@@ -172,7 +202,7 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
         .add_service(health_service)
         .add_service(kv)
         .add_service(
-            StoreRaftServer::new(raft_transport::RaftService::new(router.clone()))
+            StoreRaftServer::new(raft_transport::RaftService::new(router.clone(), snaps))
                 .max_decoding_message_size(raft_transport::MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(raft_transport::MAX_RAFT_MESSAGE),
         )
@@ -186,11 +216,14 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
     });
 
     let (status_stop, status_stop_rx) = oneshot::channel::<()>();
-    let debug_filters = cfg.debug.fault_injection.then(|| filters.clone());
+    let debug = cfg
+        .debug
+        .fault_injection
+        .then(|| (filters.clone(), engine.clone()));
     tokio::spawn(status::serve(
         status_listener,
         meta.clone(),
-        debug_filters,
+        debug,
         status_stop_rx,
     ));
 

@@ -1,132 +1,152 @@
-//! Store-to-store raft traffic over gRPC (`storepb.StoreRaft/Raft`).
+//! Store-to-store raft traffic over gRPC (`storepb.StoreRaft`).
 //!
 //! [`GrpcTransport`] is the raftstore's [`Transport`]: messages go to a
 //! dispatcher task, which keeps one client stream per destination store
 //! (address looked up in placement) and sends whatever has queued up as one
 //! `RaftBatch`. Queues are bounded; when a store is unreachable or slow its
-//! messages are dropped and raft retransmits. Messages over [`CHUNK_SIZE`]
-//! (snapshots) are streamed in chunks and joined again on arrival.
-//! [`RaftService`] is the receiving side: each message goes to the local
-//! raftstore.
+//! messages are dropped (raft retransmits) and the raftstore is told the
+//! peer is unreachable. A snapshot message travels on its own `Snapshot`
+//! stream, followed by its file read in [`SNAP_CHUNK`] pieces, and its
+//! outcome goes back to raft either way. [`RaftService`] is the receiving
+//! side: raft messages go to the local raftstore; a snapshot's file is
+//! written, verified against the message's descriptor and published before
+//! its message is handed on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use proto::storepb::store_raft_client::StoreRaftClient;
 use proto::storepb::store_raft_server::StoreRaft;
-use proto::storepb::{Done, RaftBatch, RaftMessage};
-use tokio::sync::mpsc;
+use proto::storepb::{Done, RaftBatch, RaftMessage, SnapshotChunk};
+use protobuf::Message as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::pd::PdClient;
-use crate::raftstore::transport::Transport;
-use crate::raftstore::Router;
+use crate::raftstore::snap::{file, SnapDescriptor, SnapKey, SnapManager};
+use crate::raftstore::transport::{Feedback, Transport};
+use crate::raftstore::{ProposeError, Router};
 
-/// Largest message a raft stream carries (snapshots travel whole).
-pub const MAX_RAFT_MESSAGE: usize = 1 << 30;
+/// Largest message a raft stream carries (a batch of entries; snapshots
+/// travel as files, in pieces).
+pub const MAX_RAFT_MESSAGE: usize = 64 << 20;
 const QUEUE_PER_STORE: usize = 8192;
-/// Size of the pieces large messages are cut into.
-pub const CHUNK_SIZE: usize = 1 << 20;
+/// Size of the pieces a snapshot file is sent in.
+pub const SNAP_CHUNK: usize = 1 << 20;
 const MAX_BATCH: usize = 512;
+/// Snapshots sent, and received, at once by one store.
+const CONCURRENT_SNAPSHOTS: usize = 4;
 
 pub struct GrpcTransport {
-    tx: mpsc::UnboundedSender<Vec<RaftMessage>>,
+    tx: mpsc::UnboundedSender<(Vec<RaftMessage>, Feedback)>,
 }
 
 impl Transport for GrpcTransport {
-    fn send(&self, msgs: Vec<RaftMessage>) {
-        let _ = self.tx.send(msgs);
+    fn send(&self, msgs: Vec<RaftMessage>, feedback: &Feedback) {
+        let _ = self.tx.send((msgs, feedback.clone()));
     }
 }
 
 impl GrpcTransport {
     /// Starts the dispatcher on the current runtime.
-    pub fn start(pd: PdClient) -> Self {
+    pub fn start(pd: PdClient, snaps: Arc<SnapManager>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(dispatch(pd, rx));
+        tokio::spawn(dispatch(pd, snaps, rx));
         GrpcTransport { tx }
     }
 }
 
-async fn dispatch(pd: PdClient, mut rx: mpsc::UnboundedReceiver<Vec<RaftMessage>>) {
-    let mut queues: HashMap<u64, mpsc::Sender<RaftMessage>> = HashMap::new();
-    while let Some(msgs) = rx.recv().await {
+type Outbox = mpsc::Sender<(RaftMessage, Feedback)>;
+
+async fn dispatch(
+    pd: PdClient,
+    snaps: Arc<SnapManager>,
+    mut rx: mpsc::UnboundedReceiver<(Vec<RaftMessage>, Feedback)>,
+) {
+    let mut queues: HashMap<u64, Outbox> = HashMap::new();
+    let sending = Arc::new(Semaphore::new(CONCURRENT_SNAPSHOTS));
+    while let Some((msgs, feedback)) = rx.recv().await {
         for m in msgs {
             let store_id = m.to_peer.map(|p| p.store_id).unwrap_or(0);
+            if m.is_snapshot {
+                let (pd, snaps, fb) = (pd.clone(), snaps.clone(), feedback.clone());
+                let sending = sending.clone();
+                tokio::spawn(async move {
+                    let Ok(_permit) = sending.acquire_owned().await else {
+                        return;
+                    };
+                    let delivered = match send_snapshot(&pd, &snaps, store_id, &m).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(region_id = m.region_id, store_id, error = %e, "sending snapshot failed");
+                            false
+                        }
+                    };
+                    fb.snapshot_status(&m, delivered);
+                });
+                continue;
+            }
             let q = queues.entry(store_id).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(QUEUE_PER_STORE);
                 tokio::spawn(connection(pd.clone(), store_id, rx));
                 tx
             });
-            if q.try_send(m).is_err() {
+            if q.try_send((m, feedback.clone())).is_err() {
                 tracing::debug!(store_id, "raft queue full; message dropped");
             }
         }
     }
 }
 
+/// Tells raft that the peers of the messages dropped here are unreachable.
+fn report_unreachable(rx: &mut mpsc::Receiver<(RaftMessage, Feedback)>) {
+    let mut told = HashSet::new();
+    while let Ok((m, fb)) = rx.try_recv() {
+        let to = m.to_peer.map(|p| p.id).unwrap_or(0);
+        if told.insert((m.region_id, to)) {
+            fb.unreachable(&m);
+        }
+    }
+}
+
 /// Keeps a stream to `store_id` open and feeds it batches from `rx`.
-async fn connection(pd: PdClient, store_id: u64, mut rx: mpsc::Receiver<RaftMessage>) {
+async fn connection(pd: PdClient, store_id: u64, mut rx: mpsc::Receiver<(RaftMessage, Feedback)>) {
     loop {
-        let client = match connect(&pd, store_id).await {
+        let mut client = match connect(&pd, store_id).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(store_id, error = %e, "raft connection failed");
                 // Drop what queued up meanwhile: raft resends what matters.
-                while rx.try_recv().is_ok() {}
+                report_unreachable(&mut rx);
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
         };
         let (batch_tx, batch_rx) = mpsc::channel::<RaftBatch>(64);
-        let mut client = client;
         let call = tokio::spawn(async move { client.raft(ReceiverStream::new(batch_rx)).await });
         loop {
-            let Some(first) = rx.recv().await else {
+            let Some((first, _)) = rx.recv().await else {
                 return;
             };
-            let mut msgs = Vec::new();
-            let mut next = Some(first);
-            while let Some(m) = next.take() {
-                if m.message.len() > CHUNK_SIZE {
-                    // Flush what is queued, then the pieces, one batch each.
-                    if !msgs.is_empty()
-                        && batch_tx
-                            .send(RaftBatch {
-                                msgs: std::mem::take(&mut msgs),
-                            })
-                            .await
-                            .is_err()
-                    {
-                        break;
-                    }
-                    for piece in chunk(m) {
-                        if batch_tx
-                            .send(RaftBatch { msgs: vec![piece] })
-                            .await
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                } else {
-                    msgs.push(m);
-                }
-                if msgs.len() < MAX_BATCH {
-                    next = rx.try_recv().ok();
+            let mut msgs = vec![first];
+            while msgs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok((m, _)) => msgs.push(m),
+                    Err(_) => break,
                 }
             }
-            if !msgs.is_empty() && batch_tx.send(RaftBatch { msgs }).await.is_err() {
-                break;
-            }
-            if batch_tx.is_closed() {
+            if batch_tx.send(RaftBatch { msgs }).await.is_err() {
                 break;
             }
         }
         if let Ok(Err(status)) = call.await {
             tracing::debug!(store_id, %status, "raft stream ended");
         }
+        report_unreachable(&mut rx);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -148,14 +168,87 @@ async fn connect(
         .max_encoding_message_size(MAX_RAFT_MESSAGE))
 }
 
-/// Receives raft messages from other stores.
+/// The key and descriptor of a snapshot message.
+fn snapshot_of(m: &RaftMessage) -> Result<(SnapKey, SnapDescriptor), String> {
+    let msg = raft::prelude::Message::parse_from_bytes(&m.message).map_err(|e| e.to_string())?;
+    let snap = msg.get_snapshot();
+    let key = SnapKey {
+        region_id: m.region_id,
+        term: snap.get_metadata().term,
+        index: snap.get_metadata().index,
+    };
+    Ok((key, SnapDescriptor::decode(&snap.data)?))
+}
+
+/// Streams a snapshot message and then its file to `store_id`.
+async fn send_snapshot(
+    pd: &PdClient,
+    snaps: &SnapManager,
+    store_id: u64,
+    m: &RaftMessage,
+) -> Result<(), String> {
+    let (key, desc) = snapshot_of(m)?;
+    let path = snaps.gen_path(&key);
+    let mut f = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut client = connect(pd, store_id).await?;
+    let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);
+    let head = SnapshotChunk {
+        message: Some(m.clone()),
+        data: vec![],
+    };
+    let call = tokio::spawn(async move { client.snapshot(ReceiverStream::new(rx)).await });
+    let fed = feed_file(&tx, head, &mut f).await;
+    drop(tx);
+    let answer = call.await.map_err(|e| e.to_string())?;
+    answer.map_err(|s| s.to_string())?;
+    let sent = fed?;
+    if sent != desc.meta.size {
+        return Err(format!("sent {sent} of {} bytes", desc.meta.size));
+    }
+    Ok(())
+}
+
+/// Sends `head`, then `f` in pieces; returns the file bytes sent.
+async fn feed_file(
+    tx: &mpsc::Sender<SnapshotChunk>,
+    head: SnapshotChunk,
+    f: &mut tokio::fs::File,
+) -> Result<u64, String> {
+    let closed = |_| "the receiver closed the stream".to_string();
+    tx.send(head).await.map_err(closed)?;
+    let mut sent = 0u64;
+    loop {
+        let mut buf = vec![0u8; SNAP_CHUNK];
+        let n = f.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(sent);
+        }
+        buf.truncate(n);
+        sent += n as u64;
+        let chunk = SnapshotChunk {
+            message: None,
+            data: buf,
+        };
+        tx.send(chunk).await.map_err(closed)?;
+    }
+}
+
+/// Receives raft messages and snapshots from other stores.
 pub struct RaftService {
     router: Router,
+    snaps: Arc<SnapManager>,
+    receiving: Arc<Semaphore>,
 }
 
 impl RaftService {
-    pub fn new(router: Router) -> Self {
-        RaftService { router }
+    pub fn new(router: Router, snaps: Arc<SnapManager>) -> Self {
+        RaftService {
+            router,
+            snaps,
+            receiving: Arc::new(Semaphore::new(CONCURRENT_SNAPSHOTS)),
+        }
     }
 }
 
@@ -163,101 +256,87 @@ impl RaftService {
 impl StoreRaft for RaftService {
     async fn raft(&self, req: Request<Streaming<RaftBatch>>) -> Result<Response<Done>, Status> {
         let mut stream = req.into_inner();
-        let mut joiner = Joiner::default();
         while let Some(batch) = stream.message().await? {
             for m in batch.msgs {
-                let Some(m) = joiner.push(m) else { continue };
-                if self.router.send_raft_message(m).is_err() {
-                    return Err(Status::unavailable("store is shutting down"));
+                match self.router.send_raft_message(m) {
+                    Ok(()) => {}
+                    Err(ProposeError::Busy) => {
+                        crate::metrics::RAFT_MESSAGES_DROPPED.inc();
+                        tracing::debug!("raftstore inbox full; raft message dropped");
+                    }
+                    Err(_) => return Err(Status::unavailable("store is shutting down")),
                 }
             }
         }
         Ok(Response::new(Done {}))
     }
-}
 
-/// Cuts a large message into pieces of [`CHUNK_SIZE`].
-fn chunk(m: RaftMessage) -> Vec<RaftMessage> {
-    let count = m.message.len().div_ceil(CHUNK_SIZE) as u32;
-    m.message
-        .chunks(CHUNK_SIZE)
-        .enumerate()
-        .map(|(i, piece)| RaftMessage {
-            message: piece.to_vec(),
-            chunk_index: i as u32,
-            chunk_count: count,
-            ..header_of(&m)
-        })
-        .collect()
-}
-
-/// Every field of `m` but its payload.
-fn header_of(m: &RaftMessage) -> RaftMessage {
-    RaftMessage {
-        region_id: m.region_id,
-        from_peer: m.from_peer,
-        to_peer: m.to_peer,
-        region_epoch: m.region_epoch,
-        is_tombstone: m.is_tombstone,
-        start_key: m.start_key.clone(),
-        end_key: m.end_key.clone(),
-        ..Default::default()
-    }
-}
-
-/// Joins the pieces of chunked messages arriving on one stream (in order).
-#[derive(Default)]
-struct Joiner {
-    partial: Option<RaftMessage>,
-}
-
-impl Joiner {
-    fn push(&mut self, m: RaftMessage) -> Option<RaftMessage> {
-        if m.chunk_count == 0 {
-            return Some(m);
-        }
-        if m.chunk_index == 0 {
-            self.partial = Some(RaftMessage {
-                chunk_index: 0,
-                chunk_count: 0,
-                ..m.clone()
-            });
-        } else if let Some(p) = self.partial.as_mut() {
-            if p.region_id != m.region_id {
-                self.partial = None;
-                return None;
-            }
-            p.message.extend_from_slice(&m.message);
-        }
-        if m.chunk_index + 1 == m.chunk_count {
-            return self.partial.take();
-        }
-        None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunks_join_back_into_the_message() {
-        let m = RaftMessage {
-            region_id: 7,
-            message: (0..(CHUNK_SIZE * 2 + 10)).map(|i| i as u8).collect(),
-            start_key: b"a".to_vec(),
-            ..Default::default()
+    async fn snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<Done>, Status> {
+        let Ok(_permit) = self.receiving.clone().try_acquire_owned() else {
+            return Err(Status::resource_exhausted(
+                "too many snapshots being received; try later",
+            ));
         };
-        let pieces = chunk(m.clone());
-        assert_eq!(pieces.len(), 3);
-        let mut j = Joiner::default();
-        let mut out = None;
-        for p in pieces {
-            assert!(out.is_none());
-            out = j.push(p);
+        let mut stream = req.into_inner();
+        let head = stream
+            .message()
+            .await?
+            .and_then(|c| c.message)
+            .ok_or_else(|| Status::invalid_argument("a snapshot stream starts with its message"))?;
+        let (key, desc) = snapshot_of(&head).map_err(Status::invalid_argument)?;
+        let tmp = self.snaps.recv_tmp_path(&key);
+        let received = receive_file(&mut stream, &tmp, desc.meta.size).await;
+        let checked = received.and_then(|(size, crc)| {
+            if (size, crc) == (desc.meta.size, desc.meta.crc32) {
+                Ok(())
+            } else {
+                Err(Status::data_loss(format!(
+                    "snapshot file of region {} arrived damaged: {size} bytes, crc {crc:08x}",
+                    key.region_id
+                )))
+            }
+        });
+        if let Err(e) = checked {
+            self.snaps.remove(&tmp);
+            return Err(e);
         }
-        assert_eq!(out, Some(m));
-        let small = RaftMessage::default();
-        assert_eq!(j.push(small.clone()), Some(small));
+        let dest = self.snaps.recv_path(&key);
+        tokio::task::spawn_blocking(move || file::publish(&tmp, &dest))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.snaps.count_received();
+        match self.router.send_raft_message(head) {
+            Ok(()) => Ok(Response::new(Done {})),
+            Err(ProposeError::Busy) => Err(Status::unavailable("raftstore busy")),
+            Err(_) => Err(Status::unavailable("store is shutting down")),
+        }
     }
+}
+
+/// Writes the file pieces of a snapshot stream to `tmp` (synced); returns
+/// their size and checksum. More than `limit` bytes is refused.
+async fn receive_file(
+    stream: &mut Streaming<SnapshotChunk>,
+    tmp: &std::path::Path,
+    limit: u64,
+) -> Result<(u64, u32), Status> {
+    let io = |e: std::io::Error| Status::internal(format!("{}: {e}", tmp.display()));
+    let mut f = tokio::fs::File::create(tmp).await.map_err(io)?;
+    let mut crc = crc32fast::Hasher::new();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        size += chunk.data.len() as u64;
+        if size > limit {
+            return Err(Status::invalid_argument("snapshot longer than announced"));
+        }
+        crc.update(&chunk.data);
+        f.write_all(&chunk.data).await.map_err(io)?;
+    }
+    f.sync_all().await.map_err(io)?;
+    Ok((size, crc.finalize()))
 }

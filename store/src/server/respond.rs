@@ -67,18 +67,24 @@ pub fn respond<R: ErrorResponse>(result: Result<R, Error>) -> Result<R, Status> 
             r.set_region_error(*e);
             Ok(r)
         }
-        Err(Error::Invalid(msg)) => {
-            let mut r = R::default();
-            if r.set_invalid(msg.clone()) {
-                Ok(r)
-            } else {
-                Err(Status::invalid_argument(msg))
-            }
+        Err(Error::Invalid(msg)) => invalid(msg),
+        Err(Error::Txn(e @ crate::txn::TxnError::ResponseTooLarge { .. })) => {
+            invalid(e.to_string())
         }
         Err(Error::Unavailable) => Err(Status::unavailable("store is shutting down")),
         Err(e) => {
             tracing::error!(error = %e, "request failed");
             Err(Status::internal(e.to_string()))
         }
+    }
+}
+
+/// A bad-input answer: in the response's error field, else as a status.
+fn invalid<R: ErrorResponse>(msg: String) -> Result<R, Status> {
+    let mut r = R::default();
+    if r.set_invalid(msg.clone()) {
+        Ok(r)
+    } else {
+        Err(Status::invalid_argument(msg))
     }
 }

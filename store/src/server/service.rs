@@ -5,6 +5,7 @@
 //! (client-go's stream) runs the same commands concurrently and answers each
 //! with its request id as soon as it completes.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -15,7 +16,7 @@ use proto::tikvpb::tikv_server::Tikv;
 use proto::tikvpb::{
     batch_commands_request, batch_commands_response, BatchCommandsRequest, BatchCommandsResponse,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -23,6 +24,9 @@ use tonic::{Request, Response, Status, Streaming};
 use super::metrics;
 use super::respond::respond;
 use crate::storage::Storage;
+
+/// Commands of one `BatchCommands` stream running at once.
+pub const MAX_INFLIGHT_PER_STREAM: usize = 1024;
 
 #[derive(Clone)]
 pub struct KvService {
@@ -121,19 +125,38 @@ tikv_service! {
 
 impl KvService {
     /// Answers a `BatchCommands` stream: each command runs concurrently and
-    /// its response goes out, with its request id, as soon as it is done.
+    /// its response goes out, with its request id, as soon as it is done. At
+    /// most [`MAX_INFLIGHT_PER_STREAM`] run at once; the stream's requests
+    /// wait (backpressure) beyond that. A batch whose request ids do not
+    /// match its requests ends the stream with `InvalidArgument`: no request
+    /// is ever dropped without an answer.
     fn serve_batch_commands(
         &self,
         mut inbound: Streaming<BatchCommandsRequest>,
     ) -> BoxStream<BatchCommandsResponse> {
         let (tx, rx) = mpsc::channel(1024);
         let svc = self.clone();
+        let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_PER_STREAM));
         tokio::spawn(async move {
             while let Some(Ok(batch)) = inbound.next().await {
+                if batch.requests.len() != batch.request_ids.len() {
+                    let msg = format!(
+                        "BatchCommands: {} requests but {} request ids",
+                        batch.requests.len(),
+                        batch.request_ids.len()
+                    );
+                    tracing::warn!(%msg, "batch refused");
+                    let _ = tx.send(Err(Status::invalid_argument(msg))).await;
+                    return;
+                }
                 for (req, id) in batch.requests.into_iter().zip(batch.request_ids) {
+                    let Ok(permit) = inflight.clone().acquire_owned().await else {
+                        return;
+                    };
                     let (svc, tx) = (svc.clone(), tx.clone());
                     tokio::spawn(async move {
                         let resp = svc.dispatch(req).await;
+                        drop(permit);
                         let out = BatchCommandsResponse {
                             responses: vec![resp],
                             request_ids: vec![id],

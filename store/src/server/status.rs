@@ -1,7 +1,9 @@
 //! The status HTTP server: Prometheus `/metrics`, `/health` and `/status`;
 //! and, only when `debug.fault-injection` is on, `/debug/raft/filters` to
 //! cut this store's outgoing raft traffic to chosen stores (for partition
-//! tests against real processes): `POST ?block=2,3`, `DELETE`, `GET`.
+//! tests against real processes): `POST ?block=2,3`, `DELETE`, `GET`; and
+//! `POST /debug/engine/fail-writes`, after which every engine write fails
+//! as on a full disk (for fail-stop tests).
 
 use std::sync::Arc;
 
@@ -21,7 +23,7 @@ use crate::raftstore::StoreMeta;
 pub async fn serve(
     listener: TcpListener,
     meta: Arc<RwLock<StoreMeta>>,
-    filters: Option<Filters>,
+    debug: Option<(Filters, crate::engine::Engine)>,
     stop: oneshot::Receiver<()>,
 ) {
     let status_meta = meta.clone();
@@ -47,22 +49,31 @@ pub async fn serve(
                 }
             }),
         );
-    let app = match filters {
-        Some(f) => app.route(
-            "/debug/raft/filters",
-            get({
-                let f = f.clone();
-                move || async move { f.describe().join("\n") }
-            })
-            .delete({
-                let f = f.clone();
-                move || async move {
-                    f.clear();
-                    "cleared"
-                }
-            })
-            .post(move |q: Query<HashMap<String, String>>| async move { add_block(&f, &q) }),
-        ),
+    let app = match debug {
+        Some((f, engine)) => app
+            .route(
+                "/debug/engine/fail-writes",
+                axum::routing::post(move || {
+                    tracing::warn!("fault injection: every engine write fails from now on");
+                    engine.inject_write_failure(true);
+                    async { "engine writes fail" }
+                }),
+            )
+            .route(
+                "/debug/raft/filters",
+                get({
+                    let f = f.clone();
+                    move || async move { f.describe().join("\n") }
+                })
+                .delete({
+                    let f = f.clone();
+                    move || async move {
+                        f.clear();
+                        "cleared"
+                    }
+                })
+                .post(move |q: Query<HashMap<String, String>>| async move { add_block(&f, &q) }),
+            ),
         None => app,
     };
     let served = axum::serve(listener, app).with_graceful_shutdown(async {

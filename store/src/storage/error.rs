@@ -43,6 +43,21 @@ impl From<ProposeError> for Error {
                 region_not_found: Some(errorpb::RegionNotFound { region_id }),
                 ..Default::default()
             },
+            ProposeError::EpochNotMatch { region } => errorpb::Error {
+                epoch_not_match: Some(errorpb::EpochNotMatch {
+                    current_regions: vec![*region],
+                }),
+                ..Default::default()
+            },
+            ProposeError::KeyNotInRegion { region, key } => errorpb::Error {
+                key_not_in_region: Some(errorpb::KeyNotInRegion {
+                    key,
+                    region_id: region.id,
+                    start_key: region.start_key,
+                    end_key: region.end_key,
+                }),
+                ..Default::default()
+            },
             ProposeError::Stale { .. } | ProposeError::Rejected { .. } => errorpb::Error {
                 stale_command: Some(errorpb::StaleCommand {}),
                 ..Default::default()

@@ -9,8 +9,11 @@
 
 mod error;
 pub mod latch;
+mod range_txn;
 mod raw;
 mod region;
+#[cfg(test)]
+mod tests;
 mod txn;
 
 use std::sync::Arc;
@@ -26,7 +29,7 @@ use crate::raftstore::cmd::RaftCmd;
 use crate::raftstore::{Router, StoreMeta};
 use crate::txn::ConcurrencyManager;
 use latch::Latches;
-use proto::errorpb;
+use proto::{errorpb, metapb};
 
 /// Which client API versions the store accepts (TiKV's `api-version`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -108,8 +111,10 @@ impl Storage {
     }
 
     /// Makes sure max_ts is at least a timestamp fetched since this replica
-    /// became leader (term `term`): reads served by a previous leader may have
-    /// pushed max_ts there, and async-commit/1PC timestamps must exceed them.
+    /// became leader in `term` (the term the caller's read index was
+    /// confirmed in, so the same term its snapshot and proposal belong to):
+    /// reads served by a previous leader may have pushed max_ts there, and
+    /// async-commit/1PC timestamps must exceed them.
     async fn sync_max_ts(&self, region_id: u64, term: u64) -> Result<()> {
         if self.inner.max_ts_synced.lock().get(&region_id) == Some(&term) {
             return Ok(());
@@ -117,26 +122,13 @@ impl Storage {
         let ts = self.inner.tso.get_ts().await.map_err(|e| {
             Error::region(proto::errorpb::Error {
                 message: format!("max timestamp not synced: {e}"),
-                read_index_not_ready: Some(proto::errorpb::ReadIndexNotReady {
-                    reason: "max timestamp not synced".into(),
-                    region_id,
-                }),
+                max_timestamp_not_synced: Some(proto::errorpb::MaxTimestampNotSynced {}),
                 ..Default::default()
             })
         })?;
         self.inner.cm.update_max_ts(ts);
         self.inner.max_ts_synced.lock().insert(region_id, term);
         Ok(())
-    }
-
-    fn region_term(&self, region_id: u64) -> u64 {
-        self.inner
-            .meta
-            .read()
-            .regions
-            .get(&region_id)
-            .map(|r| r.term)
-            .unwrap_or(0)
     }
 
     pub fn engine(&self) -> &Engine {
@@ -156,8 +148,18 @@ impl Storage {
         T: Send + 'static,
         F: FnOnce(&Snapshot<'_>) -> Result<T> + Send + 'static,
     {
-        self.inner.router.read_index(region_id).await?;
-        self.read_local(f).await
+        Ok(self.read_in_term(region_id, f).await?.1)
+    }
+
+    /// [`Storage::read`], also returning the leader term the read was
+    /// confirmed in; a write derived from the read proposes in that term.
+    async fn read_in_term<T, F>(&self, region_id: u64, f: F) -> Result<(u64, T)>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Snapshot<'_>) -> Result<T> + Send + 'static,
+    {
+        let term = self.inner.router.read_index(region_id).await?;
+        Ok((term, self.read_local(f).await?))
     }
 
     /// Runs `f` on a snapshot of the local engine, with no region check.
@@ -175,9 +177,18 @@ impl Storage {
         .map_err(|e| Error::Internal(format!("read task failed: {e}")))?
     }
 
-    /// Replicates `modifies` through the region's raft group; returns once
-    /// they are applied on this store.
-    async fn propose(&self, region_id: u64, modifies: Vec<Modify>) -> Result<()> {
+    /// Replicates `modifies` through the raft group of `region` (as the
+    /// request was checked against it: the apply refuses them if its epoch
+    /// version moved meanwhile); returns once they are applied on this store.
+    /// With `term`, only while this replica still leads in that term (the
+    /// one the caller read its input in).
+    async fn propose(
+        &self,
+        region: &metapb::Region,
+        term: Option<u64>,
+        modifies: Vec<Modify>,
+    ) -> Result<()> {
+        let region_id = region.id;
         if modifies.is_empty() {
             return Ok(());
         }
@@ -195,10 +206,12 @@ impl Storage {
                 ..Default::default()
             }));
         }
-        self.inner
-            .router
-            .propose(region_id, RaftCmd::Write(modifies))
-            .await?;
+        let cmd = RaftCmd::write(region.region_epoch.unwrap_or_default().version, modifies);
+        let router = &self.inner.router;
+        match term {
+            Some(term) => router.propose_in_term(region_id, term, cmd).await?,
+            None => router.propose(region_id, cmd).await?,
+        }
         Ok(())
     }
 }

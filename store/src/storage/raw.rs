@@ -12,10 +12,23 @@ use super::region::{Checked, KeyMode};
 use super::{Error, Result, Storage};
 use crate::engine::{cf_from_name, CfName, Modify, Snapshot};
 use crate::keys::RawSpace;
+use crate::txn::ResponseBudget;
 
 const FLAG_TTL: u8 = 1;
-/// Most pairs one scan returns, whatever the client asks.
+/// Most pairs one scan may ask for (the clients' own limit, as TiKV's).
 const MAX_SCAN_LIMIT: usize = 10240;
+/// Most ranges one batch scan may name.
+const MAX_BATCH_SCAN_RANGES: usize = 1024;
+
+fn check_scan_limit(limit: u32) -> Result<usize> {
+    let limit = limit as usize;
+    if limit > MAX_SCAN_LIMIT {
+        return Err(Error::Invalid(format!(
+            "scan limit {limit} is over the maximum of {MAX_SCAN_LIMIT}"
+        )));
+    }
+    Ok(limit)
+}
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -73,6 +86,7 @@ fn scan(
     limit: usize,
     key_only: bool,
     reverse: bool,
+    budget: &mut ResponseBudget,
 ) -> Result<Vec<kvrpcpb::KvPair>> {
     let (lo, hi) = space.bounds(lower, upper);
     let mut cursor = snap.cursor(cf, Some(lo), Some(hi))?;
@@ -84,6 +98,8 @@ fn scan(
     let mut out = Vec::new();
     while out.len() < limit && cursor.valid()? {
         if let Some((value, _)) = decode_value(cursor.value()) {
+            let value_len = if key_only { 0 } else { value.len() };
+            budget.charge(cursor.key().len() + value_len)?;
             out.push(kvrpcpb::KvPair {
                 key: cursor.key()[1..].to_vec(),
                 value: if key_only { vec![] } else { value.to_vec() },
@@ -162,8 +178,10 @@ impl Storage {
         let (cf, space) = Self::raw_place(&checked, &req.cf)?;
         self.read(checked.region.id, move |snap| {
             let mut pairs = Vec::with_capacity(req.keys.len());
+            let mut budget = ResponseBudget::default();
             for key in req.keys {
                 if let Some((value, _)) = get_value(snap, space, cf, &key)? {
+                    budget.charge(key.len() + value.len())?;
                     pairs.push(kvrpcpb::KvPair {
                         key,
                         value,
@@ -205,7 +223,7 @@ impl Storage {
             (req.start_key.as_slice(), req.end_key.as_slice())
         };
         let (lower, upper) = checked.clip(lower, upper);
-        let limit = (req.limit as usize).min(MAX_SCAN_LIMIT);
+        let limit = check_scan_limit(req.limit)?;
         self.read(checked.region.id, move |snap| {
             let kvs = scan(
                 snap,
@@ -216,6 +234,7 @@ impl Storage {
                 limit,
                 req.key_only,
                 req.reverse,
+                &mut ResponseBudget::default(),
             )?;
             Ok(kvrpcpb::RawScanResponse {
                 kvs,
@@ -231,7 +250,13 @@ impl Storage {
     ) -> Result<kvrpcpb::RawBatchScanResponse> {
         let checked = self.check_context(req.context.as_ref(), KeyMode::Raw)?;
         let (cf, space) = Self::raw_place(&checked, &req.cf)?;
-        let limit = (req.each_limit as usize).min(MAX_SCAN_LIMIT);
+        let limit = check_scan_limit(req.each_limit)?;
+        if req.ranges.len() > MAX_BATCH_SCAN_RANGES {
+            return Err(Error::Invalid(format!(
+                "batch scan of {} ranges is over the maximum of {MAX_BATCH_SCAN_RANGES}",
+                req.ranges.len()
+            )));
+        }
         let ranges: Vec<_> = req
             .ranges
             .iter()
@@ -246,6 +271,7 @@ impl Storage {
             .collect();
         self.read(checked.region.id, move |snap| {
             let mut kvs = Vec::new();
+            let mut budget = ResponseBudget::default();
             for (lo, hi) in ranges {
                 kvs.extend(scan(
                     snap,
@@ -256,6 +282,7 @@ impl Storage {
                     limit,
                     req.key_only,
                     req.reverse,
+                    &mut budget,
                 )?);
             }
             Ok(kvrpcpb::RawBatchScanResponse {
@@ -269,7 +296,7 @@ impl Storage {
     /// Latches `keys`, builds the modifies, replicates them.
     async fn raw_write(
         &self,
-        region_id: u64,
+        checked: &Checked,
         keys: Vec<Vec<u8>>,
         modifies: Vec<Modify>,
     ) -> Result<()> {
@@ -278,7 +305,7 @@ impl Storage {
             .latches
             .acquire(keys.iter().map(Vec::as_slice))
             .await;
-        self.propose(region_id, modifies).await
+        self.propose(&checked.region, None, modifies).await
     }
 
     pub async fn raw_put(&self, req: kvrpcpb::RawPutRequest) -> Result<kvrpcpb::RawPutResponse> {
@@ -290,8 +317,7 @@ impl Storage {
             key: space.key(&req.key),
             value: encode_value(&req.value, req.ttl),
         };
-        self.raw_write(checked.region.id, vec![req.key], vec![m])
-            .await?;
+        self.raw_write(&checked, vec![req.key], vec![m]).await?;
         Ok(kvrpcpb::RawPutResponse::default())
     }
 
@@ -329,7 +355,7 @@ impl Storage {
             })
             .collect();
         let keys = req.pairs.into_iter().map(|p| p.key).collect();
-        self.raw_write(checked.region.id, keys, modifies).await?;
+        self.raw_write(&checked, keys, modifies).await?;
         Ok(kvrpcpb::RawBatchPutResponse::default())
     }
 
@@ -343,8 +369,7 @@ impl Storage {
             cf,
             key: space.key(&req.key),
         };
-        self.raw_write(checked.region.id, vec![req.key], vec![m])
-            .await?;
+        self.raw_write(&checked, vec![req.key], vec![m]).await?;
         Ok(kvrpcpb::RawDeleteResponse::default())
     }
 
@@ -366,8 +391,7 @@ impl Storage {
                 key: space.key(k),
             })
             .collect();
-        self.raw_write(checked.region.id, req.keys, modifies)
-            .await?;
+        self.raw_write(&checked, req.keys, modifies).await?;
         Ok(kvrpcpb::RawBatchDeleteResponse::default())
     }
 
@@ -375,18 +399,15 @@ impl Storage {
         &self,
         req: kvrpcpb::RawDeleteRangeRequest,
     ) -> Result<kvrpcpb::RawDeleteRangeResponse> {
-        let checked = self.raw_check(req.context.as_ref(), [req.start_key.as_slice()], true)?;
+        let checked = self.check_context(req.context.as_ref(), KeyMode::Raw)?;
+        checked.check_range(&req.start_key, &req.end_key)?;
         let (cf, space) = Self::raw_place(&checked, &req.cf)?;
-        if !req.end_key.is_empty() && req.end_key < req.start_key {
-            return Err(Error::Invalid(
-                "delete range: end key is before start key".into(),
-            ));
-        }
-        let (lower, upper) = checked.clip(&req.start_key, &req.end_key);
-        let (start, end) = space.bounds(&lower, upper.as_deref());
+        let upper = (!req.end_key.is_empty()).then_some(req.end_key.as_slice());
+        let (start, end) = space.bounds(&req.start_key, upper);
         let _guard = self.inner.latches.acquire_all().await;
         self.propose(
-            checked.region.id,
+            &checked.region,
+            None,
             vec![Modify::DeleteRange { cf, start, end }],
         )
         .await?;
@@ -402,12 +423,12 @@ impl Storage {
         let (cf, space) = Self::raw_place(&checked, &req.cf)?;
         let _guard = self.inner.latches.acquire([req.key.as_slice()]).await;
         let key = req.key.clone();
-        let current = self
-            .read(checked.region.id, move |snap| {
+        let (term, current) = self
+            .read_in_term(checked.region.id, move |snap| {
                 get_value(snap, space, cf, &key)
             })
-            .await?
-            .map(|(v, _)| v);
+            .await?;
+        let current = current.map(|(v, _)| v);
         let succeed = match &current {
             None => req.previous_not_exist,
             Some(v) => !req.previous_not_exist && *v == req.previous_value,
@@ -418,7 +439,7 @@ impl Storage {
                 key: space.key(&req.key),
                 value: encode_value(&req.value, req.ttl),
             };
-            self.propose(checked.region.id, vec![m]).await?;
+            self.propose(&checked.region, Some(term), vec![m]).await?;
         }
         Ok(kvrpcpb::RawCasResponse {
             succeed,

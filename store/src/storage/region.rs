@@ -43,6 +43,45 @@ impl Checked {
             && (self.region.end_key.is_empty() || rk.as_slice() < self.region.end_key.as_slice())
     }
 
+    /// Checks that the user range `[start, end)` (empty end = unbounded) lies
+    /// inside the region, as TiKV does for a range deletion: the start key in
+    /// it, the end key at or before its end.
+    pub fn check_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
+        if !end.is_empty() && end < start {
+            return Err(Error::Invalid(
+                "range end key is before its start key".into(),
+            ));
+        }
+        if self.v2 {
+            check_keyspace_prefix(start, self.mode)?;
+        }
+        if !self.contains(start) {
+            return Err(self.key_not_in_region(start));
+        }
+        let region_end = &self.region.end_key;
+        let ends_inside = if end.is_empty() {
+            region_end.is_empty()
+        } else {
+            region_end.is_empty() || self.range_key(end).as_slice() <= region_end.as_slice()
+        };
+        if !ends_inside {
+            return Err(self.key_not_in_region(end));
+        }
+        Ok(())
+    }
+
+    fn key_not_in_region(&self, key: &[u8]) -> Error {
+        let region = &self.region;
+        region_error(format!("key is not in region {}", region.id), |e| {
+            e.key_not_in_region = Some(errorpb::KeyNotInRegion {
+                key: key.to_vec(),
+                region_id: region.id,
+                start_key: region.start_key.clone(),
+                end_key: region.end_key.clone(),
+            })
+        })
+    }
+
     /// The region's range in user-key space: `[lower, upper)`, None = unbounded.
     pub fn user_range(&self) -> (Vec<u8>, Option<Vec<u8>>) {
         let decode = |b: &[u8]| -> Vec<u8> {
@@ -178,19 +217,9 @@ impl Storage {
             if checked.v2 {
                 check_keyspace_prefix(key, checked.mode)?;
             }
-            if !key.is_empty() && !checked.contains(key) {
-                let region = &checked.region;
-                return Err(region_error(
-                    format!("key is not in region {}", region.id),
-                    |e| {
-                        e.key_not_in_region = Some(errorpb::KeyNotInRegion {
-                            key: key.to_vec(),
-                            region_id: region.id,
-                            start_key: region.start_key.clone(),
-                            end_key: region.end_key.clone(),
-                        })
-                    },
-                ));
+            // The empty key is the smallest: only the first region holds it.
+            if !checked.contains(key) {
+                return Err(checked.key_not_in_region(key));
             }
         }
         Ok(())

@@ -6,15 +6,7 @@ use proto::kvrpcpb;
 use super::region::{Checked, KeyMode};
 use super::{Result, Storage};
 use crate::engine::Snapshot;
-use crate::keys::RawSpace;
 use crate::txn::{self, ConcurrencyManager, WriteOutcome};
-
-/// Which latches a write command needs.
-enum Latch {
-    Keys(Vec<Vec<u8>>),
-    /// Commands over a whole range exclude every other writer.
-    All,
-}
 
 impl Storage {
     fn txn_check<'a>(
@@ -37,25 +29,36 @@ impl Storage {
         self.read(region_id, move |snap| Ok(f(snap, &cm)?)).await
     }
 
-    /// Runs a write action under latches and replicates what it produced.
-    async fn txn_write<R, F>(&self, checked: Checked, latch: Latch, f: F) -> Result<R>
+    /// Runs a write action under latches and replicates what it produced in
+    /// the leader term its snapshot was read in. With `sync_max_ts` (async
+    /// commit, 1PC), max_ts is first synced for exactly that term.
+    pub(super) async fn txn_write<R, F>(
+        &self,
+        checked: Checked,
+        keys: Vec<Vec<u8>>,
+        sync_max_ts: bool,
+        f: F,
+    ) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&Snapshot<'_>, &ConcurrencyManager) -> txn::Result<WriteOutcome<R>>
             + Send
             + 'static,
     {
-        let _latch = match &latch {
-            Latch::Keys(keys) => {
-                self.inner
-                    .latches
-                    .acquire(keys.iter().map(Vec::as_slice))
-                    .await
-            }
-            Latch::All => self.inner.latches.acquire_all().await,
-        };
-        let outcome = self.txn_read(checked.region.id, f).await?;
-        self.propose(checked.region.id, outcome.modifies).await?;
+        let _latch = self
+            .inner
+            .latches
+            .acquire(keys.iter().map(Vec::as_slice))
+            .await;
+        let region_id = checked.region.id;
+        let term = self.inner.router.read_index(region_id).await?;
+        if sync_max_ts {
+            self.sync_max_ts(region_id, term).await?;
+        }
+        let cm = self.inner.cm.clone();
+        let outcome = self.read_local(move |snap| Ok(f(snap, &cm)?)).await?;
+        self.propose(&checked.region, Some(term), outcome.modifies)
+            .await?;
         drop(outcome.guards);
         Ok(outcome.response)
     }
@@ -144,12 +147,8 @@ impl Storage {
         let checked =
             self.txn_check(req.context.as_ref(), keys.iter().map(Vec::as_slice), false)?;
         self.check_key_sizes(keys.iter().map(Vec::as_slice))?;
-        if req.use_async_commit || req.try_one_pc {
-            let region_id = checked.region.id;
-            self.sync_max_ts(region_id, self.region_term(region_id))
-                .await?;
-        }
-        self.txn_write(checked, Latch::Keys(keys), move |snap, cm| {
+        let sync = req.use_async_commit || req.try_one_pc;
+        self.txn_write(checked, keys, sync, move |snap, cm| {
             txn::prewrite(snap, cm, &req)
         })
         .await
@@ -162,7 +161,7 @@ impl Storage {
             false,
         )?;
         let keys = req.keys.clone();
-        self.txn_write(checked, Latch::Keys(keys), move |snap, cm| {
+        self.txn_write(checked, keys, false, move |snap, cm| {
             txn::commit(snap, cm, &req)
         })
         .await
@@ -174,7 +173,7 @@ impl Storage {
     ) -> Result<kvrpcpb::CleanupResponse> {
         let checked = self.txn_check(req.context.as_ref(), [req.key.as_slice()], false)?;
         let keys = vec![req.key.clone()];
-        self.txn_write(checked, Latch::Keys(keys), move |snap, cm| {
+        self.txn_write(checked, keys, false, move |snap, cm| {
             txn::cleanup(snap, cm, &req)
         })
         .await
@@ -190,7 +189,7 @@ impl Storage {
             false,
         )?;
         let keys = req.keys.clone();
-        self.txn_write(checked, Latch::Keys(keys), move |snap, _| {
+        self.txn_write(checked, keys, false, move |snap, _| {
             txn::batch_rollback(snap, &req)
         })
         .await
@@ -202,7 +201,7 @@ impl Storage {
     ) -> Result<kvrpcpb::CheckTxnStatusResponse> {
         let checked = self.txn_check(req.context.as_ref(), [req.primary_key.as_slice()], false)?;
         let keys = vec![req.primary_key.clone()];
-        self.txn_write(checked, Latch::Keys(keys), move |snap, cm| {
+        self.txn_write(checked, keys, false, move |snap, cm| {
             txn::check_txn_status(snap, cm, &req)
         })
         .await
@@ -218,7 +217,7 @@ impl Storage {
             false,
         )?;
         let keys = req.keys.clone();
-        self.txn_write(checked, Latch::Keys(keys), move |snap, cm| {
+        self.txn_write(checked, keys, false, move |snap, cm| {
             txn::check_secondary_locks(snap, cm, &req)
         })
         .await
@@ -233,14 +232,12 @@ impl Storage {
             req.keys.iter().map(Vec::as_slice),
             false,
         )?;
-        let latch = if req.keys.is_empty() {
-            Latch::All
-        } else {
-            Latch::Keys(req.keys.clone())
-        };
-        let (lower, upper) = checked.user_range();
-        self.txn_write(checked, latch, move |snap, _| {
-            txn::resolve_lock(snap, &req, &lower, upper.as_deref())
+        if req.keys.is_empty() {
+            return self.resolve_lock_range(checked, req).await;
+        }
+        let keys = req.keys.clone();
+        self.txn_write(checked, keys, false, move |snap, _| {
+            txn::resolve_lock(snap, &req)
         })
         .await
     }
@@ -253,7 +250,7 @@ impl Storage {
         let checked =
             self.txn_check(req.context.as_ref(), keys.iter().map(Vec::as_slice), false)?;
         self.check_key_sizes(keys.iter().map(Vec::as_slice))?;
-        self.txn_write(checked, Latch::Keys(keys), move |snap, cm| {
+        self.txn_write(checked, keys, false, move |snap, cm| {
             txn::pessimistic_lock(snap, cm, &req)
         })
         .await
@@ -269,7 +266,7 @@ impl Storage {
             false,
         )?;
         let keys = req.keys.clone();
-        self.txn_write(checked, Latch::Keys(keys), move |snap, _| {
+        self.txn_write(checked, keys, false, move |snap, _| {
             txn::pessimistic_rollback(snap, &req)
         })
         .await
@@ -281,71 +278,9 @@ impl Storage {
     ) -> Result<kvrpcpb::TxnHeartBeatResponse> {
         let checked = self.txn_check(req.context.as_ref(), [req.primary_lock.as_slice()], false)?;
         let keys = vec![req.primary_lock.clone()];
-        self.txn_write(checked, Latch::Keys(keys), move |snap, _| {
+        self.txn_write(checked, keys, false, move |snap, _| {
             txn::txn_heartbeat(snap, &req)
         })
         .await
-    }
-
-    pub async fn kv_delete_range(
-        &self,
-        req: kvrpcpb::DeleteRangeRequest,
-    ) -> Result<kvrpcpb::DeleteRangeResponse> {
-        let checked = self.txn_check(req.context.as_ref(), [req.start_key.as_slice()], true)?;
-        let _latch = self.inner.latches.acquire_all().await;
-        self.propose(checked.region.id, txn::delete_range(&req))
-            .await?;
-        Ok(kvrpcpb::DeleteRangeResponse::default())
-    }
-
-    pub async fn kv_gc(&self, req: kvrpcpb::GcRequest) -> Result<kvrpcpb::GcResponse> {
-        let checked = self.check_context(req.context.as_ref(), KeyMode::Txn)?;
-        let (lower, upper) = checked.user_range();
-        let _latch = self.inner.latches.acquire_all().await;
-        let safe_point = req.safe_point;
-        let modifies = self
-            .read(checked.region.id, move |snap| {
-                Ok(txn::gc(
-                    snap,
-                    safe_point,
-                    &lower,
-                    upper.as_deref(),
-                    usize::MAX,
-                )?)
-            })
-            .await?;
-        self.propose(checked.region.id, modifies).await?;
-        Ok(kvrpcpb::GcResponse::default())
-    }
-
-    /// Deletes every key of `[start, end)`, raw and transactional, on this
-    /// store's engine directly, bypassing raft, as TiKV does; the client sends
-    /// it to every store.
-    pub async fn unsafe_destroy_range(
-        &self,
-        req: kvrpcpb::UnsafeDestroyRangeRequest,
-    ) -> Result<kvrpcpb::UnsafeDestroyRangeResponse> {
-        let _latch = self.inner.latches.acquire_all().await;
-        let upper = (!req.end_key.is_empty()).then_some(req.end_key.as_slice());
-        let mut modifies = txn::delete_range(&kvrpcpb::DeleteRangeRequest {
-            start_key: req.start_key.clone(),
-            end_key: req.end_key.clone(),
-            ..Default::default()
-        });
-        for space in [RawSpace::V1, RawSpace::V2] {
-            let (start, end) = space.bounds(&req.start_key, upper);
-            for cf in crate::engine::DATA_CFS {
-                modifies.push(crate::engine::Modify::DeleteRange {
-                    cf,
-                    start: start.clone(),
-                    end: end.clone(),
-                });
-            }
-        }
-        let engine = self.inner.engine.clone();
-        tokio::task::spawn_blocking(move || engine.write(&modifies, true))
-            .await
-            .map_err(|e| super::Error::Internal(e.to_string()))??;
-        Ok(kvrpcpb::UnsafeDestroyRangeResponse::default())
     }
 }

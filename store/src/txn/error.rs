@@ -18,6 +18,8 @@ pub enum TxnError {
     Engine(#[from] EngineError),
     #[error("corrupt {cf} record at engine key {key:?}")]
     Corrupt { cf: CfName, key: Vec<u8> },
+    #[error("the response would carry more than {limit} bytes of keys and values: lower the limit or narrow the request")]
+    ResponseTooLarge { limit: usize },
     #[error("bad engine key {key:?}: {source}")]
     BadKey {
         key: Vec<u8>,

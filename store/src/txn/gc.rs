@@ -1,10 +1,12 @@
 //! Garbage collection of old versions and whole-range deletion.
 //!
-//! [`gc`] keeps, for each key, every record newer than the safe point plus the
-//! newest Put at or below it (what a read at the safe point sees); it drops
-//! older versions with their long values, Lock and Rollback records below
-//! the safe point, and a Delete at or below the safe point along with
+//! [`gc_keys`] keeps, for each key, every record newer than the safe point
+//! plus the newest Put at or below it (what a read at the safe point sees);
+//! it drops older versions with their long values, Lock and Rollback records
+//! below the safe point, and a Delete at or below the safe point along with
 //! everything older. Locks are left alone: clients resolve them before GC.
+//! A region is collected in bounded batches: [`scan_write_keys`] picks the
+//! next keys, the caller latches them and runs [`gc_keys`] on them.
 //! [`delete_range`] removes all transactional data of a user-key range.
 
 use std::ops::ControlFlow;
@@ -17,41 +19,74 @@ use crate::mvcc::codec::{prefix_end, split_ts, txn_range};
 use crate::mvcc::reader::decode_user_key;
 use crate::mvcc::{MvccReader, MvccTxn, Write, WriteType};
 
-/// The modifies that garbage-collect `[lower, upper)` at `safe_point`. Stops
-/// after the key at which `limit` modifies are reached; calling again after
-/// applying them continues (collected keys produce nothing the second time).
-pub fn gc(
+/// Up to `limit` user keys with commit records in `[lower, upper)`, in
+/// order: the next batch a region-wide GC works on.
+pub fn scan_write_keys(
     snap: &Snapshot<'_>,
-    safe_point: u64,
     lower: &[u8],
     upper: Option<&[u8]>,
     limit: usize,
-) -> Result<Vec<Modify>> {
-    let reader = MvccReader::new(snap);
+) -> Result<Vec<Vec<u8>>> {
     let (start, end) = txn_range(lower, upper);
     let mut cursor = snap.cursor(CF_WRITE, Some(start), Some(end))?;
     cursor.seek_to_first();
-    let mut txn = MvccTxn::new();
-    let mut count = 0;
-    while cursor.valid()? && count < limit {
+    let mut keys = Vec::new();
+    while keys.len() < limit && cursor.valid()? {
         let (prefix, _) = split_ts(cursor.key()).map_err(|_| super::TxnError::Corrupt {
             cf: CF_WRITE,
             key: cursor.key().to_vec(),
         })?;
         let prefix = prefix.to_vec();
-        let key = decode_user_key(&prefix)?;
-        count += gc_key(&mut txn, &reader, &key, safe_point)?;
+        keys.push(decode_user_key(&prefix)?);
         cursor.seek(&prefix_end(&prefix));
     }
-    Ok(txn.into_modifies())
+    Ok(keys)
 }
 
-/// Collects the garbage of one key; returns how many records it drops.
+/// What one GC batch produced.
+#[derive(Debug, Default)]
+pub struct GcBatch {
+    pub modifies: Vec<Modify>,
+    /// The key the batch stopped inside (its `limit` was reached there); the
+    /// next batch starts again at it. None: every key was collected.
+    pub resume: Option<Vec<u8>>,
+}
+
+/// The modifies that garbage-collect `keys` at `safe_point`, at most `limit`
+/// of them. Collecting is idempotent: what was dropped is gone, so running
+/// a batch again after applying it makes progress.
+pub fn gc_keys(
+    snap: &Snapshot<'_>,
+    safe_point: u64,
+    keys: &[Vec<u8>],
+    limit: usize,
+) -> Result<GcBatch> {
+    let reader = MvccReader::new(snap);
+    let mut txn = MvccTxn::new();
+    let mut dropped = 0;
+    for key in keys {
+        dropped += gc_key(&mut txn, &reader, key, safe_point, limit - dropped)?;
+        if dropped >= limit {
+            return Ok(GcBatch {
+                modifies: txn.into_modifies(),
+                resume: Some(key.clone()),
+            });
+        }
+    }
+    Ok(GcBatch {
+        modifies: txn.into_modifies(),
+        resume: None,
+    })
+}
+
+/// Collects the garbage of one key, at most `limit` records; returns how
+/// many records it drops.
 fn gc_key(
     txn: &mut MvccTxn,
     reader: &MvccReader<'_, '_>,
     key: &[u8],
     safe_point: u64,
+    limit: usize,
 ) -> Result<usize> {
     let mut dropped = 0;
     let mut kept_data = false;
@@ -72,7 +107,11 @@ fn gc_key(
             drop_version(txn, key, commit_ts, &write);
             dropped += 1;
         }
-        ControlFlow::Continue(())
+        if dropped >= limit {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     })?;
     Ok(dropped)
 }
@@ -116,9 +155,14 @@ mod tests {
         t.must_commit(k, start, commit);
     }
 
+    fn keys(t: &TestEngine) -> Vec<Vec<u8>> {
+        t.with_snap(|s| scan_write_keys(s, b"", None, usize::MAX).unwrap())
+    }
+
     fn run_gc(t: &TestEngine, safe_point: u64) {
-        let modifies = t.with_snap(|s| gc(s, safe_point, b"", None, usize::MAX).unwrap());
-        t.engine.write(&modifies, false).unwrap();
+        let batch = t.with_snap(|s| gc_keys(s, safe_point, &keys(t), usize::MAX).unwrap());
+        assert_eq!(batch.resume, None);
+        t.engine.write(&batch.modifies, false).unwrap();
     }
 
     #[test]
@@ -150,7 +194,8 @@ mod tests {
         t.must_no_write(b"c", 6);
         // Nothing left to collect.
         assert!(t
-            .with_snap(|s| gc(s, 15, b"", None, usize::MAX).unwrap())
+            .with_snap(|s| gc_keys(s, 15, &keys(&t), usize::MAX).unwrap())
+            .modifies
             .is_empty());
     }
 
@@ -161,10 +206,15 @@ mod tests {
             put(&t, k, b"1", 5, 6);
             put(&t, k, b"2", 7, 8);
         }
-        let first = t.with_snap(|s| gc(s, 10, b"", None, 1).unwrap());
-        assert_eq!(first.len(), 1);
-        let ranged = t.with_snap(|s| gc(s, 10, b"b", Some(b"c"), usize::MAX).unwrap());
-        assert_eq!(ranged.len(), 1);
+        let first = t.with_snap(|s| gc_keys(s, 10, &keys(&t), 1).unwrap());
+        assert_eq!(first.modifies.len(), 1);
+        assert_eq!(first.resume, Some(b"a".to_vec()));
+        let ranged = t.with_snap(|s| scan_write_keys(s, b"b", Some(b"c"), 10).unwrap());
+        assert_eq!(ranged, vec![b"b".to_vec()]);
+        assert_eq!(
+            t.with_snap(|s| scan_write_keys(s, b"", None, 2).unwrap()),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
     }
 
     #[test]

@@ -39,15 +39,37 @@ pub use check_txn_status::check_txn_status;
 pub use commit::commit;
 pub use concurrency_manager::{ConcurrencyManager, KeyHandleGuard};
 pub use error::{Result, TxnError};
-pub use gc::{delete_range, gc};
+pub use gc::{delete_range, gc_keys, scan_write_keys, GcBatch};
 pub use pessimistic::{pessimistic_lock, pessimistic_rollback, txn_heartbeat};
 pub use prewrite::prewrite;
 pub use read::{kv_batch_get, kv_get, kv_scan, kv_scan_lock, read_check_keys, read_check_range};
-pub use resolve_lock::resolve_lock;
+pub use resolve_lock::{resolve_lock, resolve_locks_of, scan_resolvable_keys, txn_statuses};
 pub use rollback::{batch_rollback, cleanup};
 
 use crate::engine::Modify;
 use crate::mvcc::MvccTxn;
+
+/// Most bytes of keys and values one read response gathers; a read that
+/// would return more fails with [`TxnError::ResponseTooLarge`] instead of
+/// holding it all in memory (gRPC refuses messages over 64 MiB anyway).
+pub const MAX_READ_RESPONSE_BYTES: usize = 32 << 20;
+
+/// The bytes a read response has gathered so far.
+#[derive(Debug, Default)]
+pub struct ResponseBudget(usize);
+
+impl ResponseBudget {
+    /// Counts `bytes` more; fails once the total passes the limit.
+    pub fn charge(&mut self, bytes: usize) -> Result<()> {
+        self.0 += bytes;
+        if self.0 > MAX_READ_RESPONSE_BYTES {
+            return Err(TxnError::ResponseTooLarge {
+                limit: MAX_READ_RESPONSE_BYTES,
+            });
+        }
+        Ok(())
+    }
+}
 
 /// What a write action produced.
 #[derive(Debug)]

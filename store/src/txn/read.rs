@@ -15,7 +15,7 @@ use proto::kvrpcpb::{
 };
 
 use super::key_error::locked;
-use super::{ConcurrencyManager, Result};
+use super::{ConcurrencyManager, ResponseBudget, Result};
 use crate::engine::Snapshot;
 use crate::mvcc::scanner::{point_get, ReadOpts, ReadResult};
 use crate::mvcc::{MvccReader, Scanner};
@@ -71,10 +71,13 @@ pub fn read_check_range(
     })
 }
 
+/// Every read at `ts`, a `stale_read` one included, raises `max_ts`: this
+/// store serves stale reads as ordinary leader reads (it keeps no resolved
+/// ts that would make a lower safe point possible), and an async-commit or
+/// 1PC prewrite must then commit above the read, or the read repeated would
+/// see new data.
 fn prepare(cm: &ConcurrencyManager, ctx: Option<&Context>, ts: u64) -> ReadOpts {
-    if !ctx.is_some_and(|c| c.stale_read) {
-        cm.update_max_ts(ts);
-    }
+    cm.update_max_ts(ts);
     read_opts(ctx, ts)
 }
 
@@ -116,9 +119,12 @@ pub fn kv_batch_get(
     let reader = MvccReader::new(snap);
     let opts = read_opts(ctx, req.version);
     let mut pairs = Vec::new();
+    let mut budget = ResponseBudget::default();
     for key in &req.keys {
         let result = point_get(&reader, key, &opts, true)?;
-        pairs.extend(to_pair(key.clone(), result));
+        let pair = to_pair(key.clone(), result);
+        budget.charge(pair.as_ref().map_or(0, pair_size))?;
+        pairs.extend(pair);
     }
     Ok(BatchGetResponse {
         pairs,
@@ -136,6 +142,10 @@ fn to_pair(key: Vec<u8>, result: ReadResult) -> Option<KvPair> {
         Ok(None) => None,
         Err(info) => Some(error_pair(key, locked(*info))),
     }
+}
+
+fn pair_size(p: &KvPair) -> usize {
+    p.key.len() + p.value.len()
 }
 
 fn error_pair(key: Vec<u8>, error: KeyError) -> KvPair {
@@ -170,11 +180,14 @@ pub fn kv_scan(
     let reader = MvccReader::new(snap);
     let opts = read_opts(ctx, req.version);
     let mut scanner = Scanner::new(&reader, lower, upper, opts, req.reverse)?;
+    let mut budget = ResponseBudget::default();
     while pairs.len() < limit {
         let Some((key, result)) = scanner.next_entry(!req.key_only)? else {
             break;
         };
-        pairs.extend(to_pair(key, result));
+        let pair = to_pair(key, result);
+        budget.charge(pair.as_ref().map_or(0, pair_size))?;
+        pairs.extend(pair);
     }
     Ok(ScanResponse {
         pairs,
@@ -354,6 +367,54 @@ mod tests {
         assert_eq!(t.cm.memory_lock_count(), 0);
         assert!(t.get_err(b"k", 60).locked.is_some(), "now from the engine");
         t.must_get_none(b"k", 50);
+    }
+
+    #[test]
+    fn stale_read_still_pushes_max_ts_so_async_commit_lands_above_it() {
+        let t = TestEngine::new();
+        let stale = Context {
+            stale_read: true,
+            ..Default::default()
+        };
+        let req = GetRequest {
+            context: Some(stale),
+            key: b"k".to_vec(),
+            version: 100,
+        };
+        let resp = t.with_snap(|s| kv_get(s, &t.cm, &req).unwrap());
+        assert!(resp.not_found);
+        let mut prewrite = prewrite_req(vec![mutation(Op::Put, b"k", b"v")], b"k", 10);
+        prewrite.use_async_commit = true;
+        let out = t.with_snap(|s| crate::txn::prewrite(s, &t.cm, &prewrite).unwrap());
+        assert!(
+            out.response.min_commit_ts > 100,
+            "async commit at {} would rewrite what the stale read at 100 saw",
+            out.response.min_commit_ts
+        );
+    }
+
+    #[test]
+    fn a_scan_over_the_response_budget_fails_clearly() {
+        let t = TestEngine::new();
+        let big = vec![b'v'; 1 << 20];
+        let n = crate::txn::MAX_READ_RESPONSE_BYTES / big.len() + 2;
+        for i in 0..n {
+            let key = format!("k{i:03}");
+            t.must_prewrite_put(key.as_bytes(), &big, key.as_bytes(), 5);
+            t.must_commit(key.as_bytes(), 5, 6);
+        }
+        let req = scan_req(10, u32::MAX, false);
+        let err = t
+            .with_snap(|s| kv_scan(s, &t.cm, &req, b"", None))
+            .unwrap_err();
+        assert!(
+            matches!(err, crate::txn::TxnError::ResponseTooLarge { .. }),
+            "{err}"
+        );
+        let mut key_only = scan_req(10, u32::MAX, false);
+        key_only.key_only = true;
+        let keys = t.with_snap(|s| kv_scan(s, &t.cm, &key_only, b"", None).unwrap());
+        assert_eq!(keys.pairs.len(), n);
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! `KvResolveLock`: commit or roll back the locks of txns whose fate is known
 //! (TiKV's `commands/resolve_lock.rs` and `resolve_lock_lite.rs`).
 //!
-//! With `keys`, only those keys are resolved for `start_version`. Without, every
-//! lock in the caller's range whose ts is `start_version` (or, when that is 0,
-//! any txn of `txn_infos`) is resolved: `commit_version` / `status` 0 rolls
-//! back, anything else commits at that ts.
+//! With `keys`, only those keys are resolved for `start_version`
+//! ([`resolve_lock`]). Without, every lock in the caller's range whose ts is
+//! `start_version` (or, when that is 0, any txn of `txn_infos`) is resolved:
+//! `commit_version` / `status` 0 rolls back, anything else commits at that
+//! ts. The caller works through a range in bounded batches:
+//! [`scan_resolvable_keys`] finds the next locked keys, the caller latches
+//! them and [`resolve_locks_of`] resolves those still locked.
 
 use std::collections::HashMap;
 
@@ -18,19 +21,26 @@ use super::{Result, WriteOutcome};
 use crate::engine::Snapshot;
 use crate::mvcc::{MvccReader, MvccTxn};
 
+/// Resolves the keys a request names (`req.keys` must not be empty).
 pub fn resolve_lock(
     snap: &Snapshot<'_>,
     req: &ResolveLockRequest,
-    lower: &[u8],
-    upper: Option<&[u8]>,
 ) -> Result<WriteOutcome<ResolveLockResponse>> {
     let reader = MvccReader::new(snap);
     let mut txn = MvccTxn::new();
-    let result = if req.keys.is_empty() {
-        resolve_range(&mut txn, &reader, &txn_statuses(req), lower, upper)
-    } else {
-        resolve_keys(&mut txn, &reader, req)
-    };
+    let result = req.keys.iter().try_for_each(|key| {
+        resolve_key(
+            &mut txn,
+            &reader,
+            key,
+            req.start_version,
+            req.commit_version,
+        )
+    });
+    outcome(txn, result)
+}
+
+fn outcome(txn: MvccTxn, result: ActionResult<()>) -> Result<WriteOutcome<ResolveLockResponse>> {
     Ok(match split(result)? {
         Ok(()) => WriteOutcome::new(txn, ResolveLockResponse::default()),
         Err(e) => WriteOutcome::response_only(ResolveLockResponse {
@@ -40,8 +50,8 @@ pub fn resolve_lock(
     })
 }
 
-/// start_ts -> commit_ts (0 = roll back).
-fn txn_statuses(req: &ResolveLockRequest) -> HashMap<u64, u64> {
+/// start_ts -> commit_ts (0 = roll back) of the txns a request resolves.
+pub fn txn_statuses(req: &ResolveLockRequest) -> HashMap<u64, u64> {
     if req.start_version > 0 {
         HashMap::from([(req.start_version, req.commit_version)])
     } else {
@@ -49,29 +59,42 @@ fn txn_statuses(req: &ResolveLockRequest) -> HashMap<u64, u64> {
     }
 }
 
-fn resolve_keys(
-    txn: &mut MvccTxn,
-    reader: &MvccReader<'_, '_>,
-    req: &ResolveLockRequest,
-) -> ActionResult<()> {
-    for key in &req.keys {
-        resolve_key(txn, reader, key, req.start_version, req.commit_version)?;
-    }
-    Ok(())
-}
-
-fn resolve_range(
-    txn: &mut MvccTxn,
-    reader: &MvccReader<'_, '_>,
+/// Up to `limit` keys of `[lower, upper)` locked by a txn of `statuses`.
+pub fn scan_resolvable_keys(
+    snap: &Snapshot<'_>,
     statuses: &HashMap<u64, u64>,
     lower: &[u8],
     upper: Option<&[u8]>,
-) -> ActionResult<()> {
-    let locks = reader.scan_locks(lower, upper, |l| statuses.contains_key(&l.ts), 0)?;
-    for (key, lock) in locks {
-        resolve_key(txn, reader, &key, lock.ts, statuses[&lock.ts])?;
+    limit: usize,
+) -> Result<Vec<Vec<u8>>> {
+    let reader = MvccReader::new(snap);
+    let locks = reader.scan_locks(lower, upper, |l| statuses.contains_key(&l.ts), limit)?;
+    Ok(locks.into_iter().map(|(key, _)| key).collect())
+}
+
+/// Resolves the locks on `keys` that belong to a txn of `statuses`; a key
+/// no longer locked by one of them is left alone.
+pub fn resolve_locks_of(
+    snap: &Snapshot<'_>,
+    statuses: &HashMap<u64, u64>,
+    keys: &[Vec<u8>],
+) -> Result<WriteOutcome<ResolveLockResponse>> {
+    let reader = MvccReader::new(snap);
+    let mut txn = MvccTxn::new();
+    let mut result = Ok(());
+    for key in keys {
+        let Some(lock) = reader.load_lock(key)? else {
+            continue;
+        };
+        let Some(&commit_ts) = statuses.get(&lock.ts) else {
+            continue;
+        };
+        result = resolve_key(&mut txn, &reader, key, lock.ts, commit_ts);
+        if result.is_err() {
+            break;
+        }
     }
-    Ok(())
+    outcome(txn, result)
 }
 
 fn resolve_key(

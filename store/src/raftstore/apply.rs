@@ -1,0 +1,335 @@
+//! Applying committed entries: data writes, splits and membership changes
+//! of every region in one engine write, then answering their proposals,
+//! creating the regions splits made, dropping removed replicas and
+//! truncating logs.
+//!
+//! The apply write and the publication of the new applied states happen
+//! together under the store's apply gate (`snap::worker`), so a snapshot is
+//! always built from exactly the data of the index it names. The leader
+//! decides log truncation ([`gc_index`], keeping what lagging followers
+//! still need) and proposes it, so every replica truncates at the same
+//! index and a follower that becomes leader can still catch the laggards up.
+
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType};
+use raft::Storage as _;
+use rocksdb::WriteBatch;
+
+use super::cmd::RaftCmd;
+use super::driver::{RaftStore, RaftStoreConfig};
+use super::keys;
+use super::peer::Peer;
+use super::peer_storage::{self, StorageError};
+use super::{split, ProposeError};
+use crate::engine::{Modify, CF_RAFT, DATA_CFS};
+use proto::metapb;
+
+/// Per-region outcome of applying one batch of committed entries.
+struct Applied {
+    region_id: u64,
+    entries: Vec<Entry>,
+    results: Vec<Result<(), ProposeError>>,
+    /// The log truncation the leader decided, if one applied.
+    compact_to: Option<u64>,
+}
+
+impl RaftStore {
+    /// Applies committed entries of every region in one write batch, then
+    /// answers their proposals, starts regions splits created and drops
+    /// replicas that were removed.
+    pub(super) fn apply(
+        &mut self,
+        to_apply: Vec<(u64, Vec<Entry>)>,
+        mut wb: WriteBatch,
+    ) -> Result<(), StorageError> {
+        let mut applied = Vec::with_capacity(to_apply.len());
+        let mut splits = Vec::new();
+        let mut removed = Vec::new();
+        for (region_id, entries) in to_apply {
+            let Some(p) = self.peers.get_mut(&region_id) else {
+                continue;
+            };
+            if p.installing.is_some() {
+                // Applied once the snapshot under them is installed.
+                p.held.extend(entries);
+                continue;
+            }
+            let mut modifies: Vec<Modify> = Vec::new();
+            let mut results = Vec::with_capacity(entries.len());
+            let mut compact_to = None;
+            for e in &entries {
+                let result = match e.get_entry_type() {
+                    EntryType::EntryNormal => match p.entry_cmd(e) {
+                        Some(RaftCmd::CompactLog { index, .. }) => {
+                            compact_to = Some(index);
+                            Ok(())
+                        }
+                        cmd => apply_normal(p, e, cmd, &mut modifies, &mut splits)?,
+                    },
+                    EntryType::EntryConfChange => {
+                        self.dirty = true;
+                        let r = apply_conf_change(p, e, &mut modifies);
+                        if let Ok(true) = r {
+                            removed.push(region_id);
+                        }
+                        r.map(|_| ())
+                    }
+                    EntryType::EntryConfChangeV2 => Err(ProposeError::Rejected {
+                        region_id,
+                        reason: "joint conf changes are not used".into(),
+                    }),
+                };
+                results.push(result);
+                p.set_applied(e.index);
+            }
+            modifies.push(p.ps.apply_state_modify());
+            self.engine.fill_batch(&mut wb, &modifies)?;
+            applied.push(Applied {
+                region_id,
+                entries,
+                results,
+                compact_to,
+            });
+        }
+        {
+            let _gate = self.gate.write();
+            if !wb.is_empty() {
+                self.engine.write_batch(wb, false)?;
+            }
+            for a in &applied {
+                if let Some(p) = self.peers.get(&a.region_id) {
+                    p.publish();
+                }
+            }
+        }
+        // New regions are routable before the split's proposer hears back.
+        if !splits.is_empty() {
+            for (was_leader, outcome) in splits {
+                self.start_split_regions(was_leader, outcome)?;
+            }
+            self.refresh_meta();
+        }
+        let mut gc_wb = WriteBatch::default();
+        for a in applied {
+            let p = self.peers.get_mut(&a.region_id).expect("peer with entries");
+            for (e, r) in a.entries.iter().zip(a.results) {
+                p.on_applied(e, r);
+            }
+            if let Some(last) = a.entries.last() {
+                p.node.advance_apply_to(last.index);
+            }
+            p.complete_reads();
+            if let Some(to) = a.compact_to {
+                p.ps.compact_to(to, &self.engine, &mut gc_wb)?;
+            }
+            propose_compaction(p, &self.cfg);
+        }
+        if !gc_wb.is_empty() {
+            self.engine.write_batch(gc_wb, false)?;
+        }
+        for region_id in removed {
+            self.destroy_peer(region_id)?;
+        }
+        Ok(())
+    }
+
+    /// Creates the replicas of regions a split produced on this store; on the
+    /// parent's leader they campaign at once so the new ranges stay served.
+    fn start_split_regions(
+        &mut self,
+        was_leader: bool,
+        outcome: split::SplitOutcome,
+    ) -> Result<(), StorageError> {
+        for region in outcome.new_regions {
+            let Some(me) = region.peers.iter().find(|p| p.store_id == self.store_id) else {
+                continue;
+            };
+            if let Some(existing) = self.peers.get(&region.id) {
+                if existing.is_initialized() {
+                    continue;
+                }
+            }
+            let ps = peer_storage::load(&self.engine, &region)?;
+            let mut peer = Peer::new(region.clone(), me.id, ps, &self.peer_ctx)?;
+            if was_leader {
+                peer.node.campaign()?;
+            }
+            // Have the split checker look at the new region too: it may still
+            // be over the limits.
+            peer.written.store(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                region_id = region.id,
+                parent = outcome.left.id,
+                "region created by split"
+            );
+            self.peers.insert(region.id, peer);
+        }
+        Ok(())
+    }
+
+    /// Drops a replica removed from its region: its data, raft state and
+    /// metadata go; a tombstone keeps stale messages from recreating it.
+    pub(super) fn destroy_peer(&mut self, region_id: u64) -> Result<(), StorageError> {
+        let Some(mut p) = self.peers.remove(&region_id) else {
+            return Ok(());
+        };
+        p.fail_pending();
+        let mut m = Vec::new();
+        for (start, end) in crate::keys::region_data_ranges(&p.region) {
+            for cf in DATA_CFS {
+                m.push(Modify::DeleteRange {
+                    cf,
+                    start: start.clone(),
+                    end: end.clone(),
+                });
+            }
+        }
+        m.extend(peer_storage::destroy_writes(&p.region));
+        self.engine.write(&m, true)?;
+        tracing::info!(
+            region_id,
+            peer_id = p.peer_id,
+            "replica removed from this store"
+        );
+        self.dirty = true;
+        Ok(())
+    }
+}
+
+/// Applies one normal entry: the outer error is a local failure (the store
+/// must stop), the inner one the command's own outcome.
+fn apply_normal(
+    p: &mut Peer,
+    e: &Entry,
+    cmd: Option<RaftCmd>,
+    modifies: &mut Vec<Modify>,
+    splits: &mut Vec<(bool, split::SplitOutcome)>,
+) -> Result<Result<(), ProposeError>, StorageError> {
+    Ok(match cmd {
+        None | Some(RaftCmd::CompactLog { .. }) => Ok(()),
+        Some(RaftCmd::Write(w)) => {
+            if let Err(err) = w.check(&p.region) {
+                tracing::info!(region_id = p.region.id, index = e.index, error = %err, "write refused at apply");
+                return Ok(Err(err));
+            }
+            let bytes: usize = w.modifies.iter().map(Modify::size).sum();
+            p.written
+                .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+            modifies.extend(w.modifies);
+            Ok(())
+        }
+        Some(RaftCmd::BatchSplit(bs)) => match split::exec_batch_split(&p.region, &bs) {
+            Ok(outcome) => {
+                modifies.extend(split::split_writes(&outcome)?);
+                p.set_region(outcome.left.clone());
+                p.written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                splits.push((p.is_leader(), outcome));
+                Ok(())
+            }
+            Err(reason) => {
+                tracing::info!(region_id = p.region.id, %reason, "split rejected");
+                Err(ProposeError::Rejected {
+                    region_id: p.region.id,
+                    reason,
+                })
+            }
+        },
+    })
+}
+
+/// Applies a membership change; Ok(true) if it removed this replica.
+fn apply_conf_change(
+    p: &mut Peer,
+    e: &Entry,
+    modifies: &mut Vec<Modify>,
+) -> Result<bool, ProposeError> {
+    let region_id = p.region.id;
+    let reject = |reason: String| ProposeError::Rejected { region_id, reason };
+    let cc = ConfChange::parse_from_bytes(&e.data).map_err(|err| reject(err.to_string()))?;
+    let peer = metapb::Peer::decode(e.context.as_ref()).map_err(|err| reject(err.to_string()))?;
+    let mut region = p.region.clone();
+    let role = |r: metapb::PeerRole| metapb::Peer {
+        role: r as i32,
+        ..peer
+    };
+    match cc.get_change_type() {
+        ConfChangeType::AddNode => match region.peers.iter_mut().find(|x| x.id == peer.id) {
+            Some(x) => x.role = metapb::PeerRole::Voter as i32,
+            None => region.peers.push(role(metapb::PeerRole::Voter)),
+        },
+        ConfChangeType::AddLearnerNode => {
+            if !region.peers.iter().any(|x| x.id == peer.id) {
+                region.peers.push(role(metapb::PeerRole::Learner));
+            }
+        }
+        ConfChangeType::RemoveNode => region.peers.retain(|x| x.id != peer.id),
+    }
+    let cs = p
+        .node
+        .apply_conf_change(&cc)
+        .map_err(|err| reject(err.to_string()))?;
+    p.ps.mem.wl().set_conf_state(cs);
+    let mut epoch = region.region_epoch.unwrap_or_default();
+    epoch.conf_ver += 1;
+    region.region_epoch = Some(epoch);
+    modifies.push(Modify::Put {
+        cf: CF_RAFT,
+        key: keys::region_state_key(region_id),
+        value: region.encode_to_vec(),
+    });
+    tracing::info!(region_id, change = ?cc.get_change_type(), peer_id = peer.id, store_id = peer.store_id, "membership changed");
+    p.set_region(region);
+    Ok(cc.get_change_type() == ConfChangeType::RemoveNode && peer.id == p.peer_id)
+}
+
+/// On a leader, proposes truncating the log when [`gc_index`] says so; every
+/// replica truncates at the same index when the command applies.
+fn propose_compaction(p: &mut Peer, cfg: &RaftStoreConfig) {
+    let Some(index) = gc_index(p, cfg) else {
+        return;
+    };
+    if index <= p.compact_proposed {
+        return;
+    }
+    let Ok(term) = p.ps.mem.term(index) else {
+        return;
+    };
+    let cmd = RaftCmd::CompactLog { index, term };
+    if p.node.propose(vec![], cmd.encode()).is_ok() {
+        p.compact_proposed = index;
+    }
+}
+
+/// Where the leader should truncate the region's log now, if at all.
+/// Applied entries beyond `log-gc-threshold` go, but every entry some
+/// follower has not acknowledged stays (a follower that restarted a few
+/// seconds ago then catches up from the log), until the log passes the
+/// count or size limit: then a lagging follower gets a snapshot instead.
+pub(super) fn gc_index(p: &Peer, cfg: &RaftStoreConfig) -> Option<u64> {
+    if !p.is_leader() {
+        return None;
+    }
+    let applied = p.ps.apply_state.applied_index;
+    let truncated = p.ps.apply_state.truncated_index;
+    if applied < truncated + 2 * cfg.log_gc_threshold {
+        return None;
+    }
+    let mut to = applied - cfg.log_gc_threshold;
+    let over_limit =
+        applied - truncated > cfg.log_gc_count_limit || p.ps.log_bytes() > cfg.log_gc_size_limit;
+    if !over_limit {
+        let slowest = p
+            .node
+            .raft
+            .prs()
+            .iter()
+            // One already behind the truncation point needs a snapshot anyway.
+            .filter(|(id, pr)| **id != p.peer_id && pr.matched >= truncated)
+            .map(|(_, pr)| pr.matched)
+            .min()
+            .unwrap_or(applied);
+        to = to.min(slowest);
+    }
+    (to > truncated).then_some(to)
+}
