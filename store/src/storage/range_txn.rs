@@ -3,9 +3,10 @@
 //!
 //! GC and range resolve-lock work through their region in bounded batches,
 //! as TiKV does: a read finds the next keys (at most [`GC_BATCH_KEYS`] /
-//! [`RESOLVE_BATCH_KEYS`]), those keys are latched, the batch's writes are
-//! computed on a fresh snapshot and replicated as one raft entry well under
-//! `raft-entry-max-size`, and the next batch starts after the last key. No
+//! [`RESOLVE_BATCH_KEYS`], and no more than half a `raft-entry-max-size` of
+//! writes), those keys are latched, the batch's writes are computed on a
+//! fresh snapshot and replicated as one raft entry, and the next batch
+//! starts after the last key. No
 //! batch holds more than its own keys' latches, so other writers of the
 //! region keep going meanwhile.
 
@@ -35,10 +36,16 @@ fn next_key(key: &[u8]) -> Vec<u8> {
 }
 
 impl Storage {
+    /// Bytes one batch of a range-wide command may write: half a raft entry.
+    fn batch_bytes(&self) -> usize {
+        (self.inner.cfg.raft_entry_max_size / 2) as usize
+    }
+
     pub async fn kv_gc(&self, req: kvrpcpb::GcRequest) -> Result<kvrpcpb::GcResponse> {
         let checked = self.check_context(req.context.as_ref(), KeyMode::Txn)?;
         let (mut from, upper) = checked.user_range();
         let safe_point = req.safe_point;
+        let max_bytes = self.batch_bytes();
         loop {
             let (lo, hi) = (from.clone(), upper.clone());
             let keys = self
@@ -61,7 +68,8 @@ impl Storage {
                 .await;
             let (term, batch) = self
                 .read_in_term(checked.region.id, move |snap| {
-                    Ok(txn::gc_keys(snap, safe_point, &keys, GC_BATCH_RECORDS)?)
+                    let batch = txn::gc_keys(snap, safe_point, &keys, GC_BATCH_RECORDS, max_bytes);
+                    Ok(batch?)
                 })
                 .await?;
             self.propose(&checked.region, Some(term), batch.modifies)
@@ -79,17 +87,14 @@ impl Storage {
     ) -> Result<kvrpcpb::ResolveLockResponse> {
         let statuses: HashMap<u64, u64> = txn::txn_statuses(&req);
         let (mut from, upper) = checked.user_range();
+        let max_bytes = self.batch_bytes();
         loop {
             let (lo, hi, st) = (from.clone(), upper.clone(), statuses.clone());
             let keys = self
                 .read(checked.region.id, move |snap| {
-                    let found = txn::scan_resolvable_keys(
-                        snap,
-                        &st,
-                        &lo,
-                        hi.as_deref(),
-                        RESOLVE_BATCH_KEYS,
-                    );
+                    let limit = RESOLVE_BATCH_KEYS;
+                    let found =
+                        txn::scan_resolvable_keys(snap, &st, &lo, hi.as_deref(), limit, max_bytes);
                     Ok(found?)
                 })
                 .await?;

@@ -249,3 +249,96 @@ async fn an_empty_key_outside_the_region_is_refused() {
         .await;
     assert!(matches!(get, Err(super::Error::Region(_))), "{get:?}");
 }
+
+/// A storage whose raft entries may not exceed 16 KiB, over a one-store
+/// region holding everything.
+async fn must_small_entry_storage() -> (TestCluster, Storage) {
+    let c = TestCluster::new(1, &region_on(1, &[1]), raft_cfg());
+    c.must_leader(1, &[1]).await;
+    let cfg = StorageConfig {
+        raft_entry_max_size: 16 << 10,
+        ..StorageConfig::default()
+    };
+    let s = Storage::new(
+        c.engine(1).clone(),
+        c.router(1),
+        c.meta(1),
+        Arc::new(ConcurrencyManager::new(0)),
+        cfg,
+        MockTso::starting_at(100),
+    );
+    (c, s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_of_a_region_larger_than_one_raft_entry_runs_in_batches() {
+    let (c, s) = must_small_entry_storage().await;
+    // 1500 keys with an old version each: one entry dropping them all would
+    // be about 40 KiB.
+    let mut txn = crate::mvcc::MvccTxn::new();
+    for i in 0..1500u32 {
+        let key = format!("gc{i:05}");
+        for (start, commit) in [(10, 11), (20, 21)] {
+            let w =
+                crate::mvcc::Write::new(crate::mvcc::WriteType::Put, start, Some(b"v".to_vec()));
+            txn.put_write(key.as_bytes(), commit, &w);
+        }
+    }
+    s.engine().write(&txn.into_modifies(), true).unwrap();
+    let resp = s
+        .kv_gc(kvrpcpb::GcRequest {
+            context: Some(ctx(&c, 1, 1)),
+            safe_point: 30,
+        })
+        .await
+        .unwrap();
+    assert!(
+        resp.error.is_none() && resp.region_error.is_none(),
+        "{resp:?}"
+    );
+    let snap = s.engine().snapshot();
+    let reader = crate::mvcc::MvccReader::new(&snap);
+    for i in [0u32, 777, 1499] {
+        let key = format!("gc{i:05}");
+        assert_eq!(reader.get(key.as_bytes(), 25).unwrap(), Some(b"v".to_vec()));
+        assert_eq!(
+            reader.get(key.as_bytes(), 15).unwrap(),
+            None,
+            "{key} kept its old version"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolving_the_locks_of_a_large_region_runs_in_batches() {
+    let (c, s) = must_small_entry_storage().await;
+    let mut txn = crate::mvcc::MvccTxn::new();
+    for i in 0..1500u32 {
+        let key = format!("lock{i:05}");
+        let mut lock =
+            crate::mvcc::Lock::new(crate::mvcc::LockType::Put, b"lock00000".to_vec(), 10, 3000);
+        lock.short_value = Some(b"v".to_vec());
+        txn.put_lock(key.as_bytes(), &lock);
+    }
+    s.engine().write(&txn.into_modifies(), true).unwrap();
+    let resp = s
+        .kv_resolve_lock(kvrpcpb::ResolveLockRequest {
+            context: Some(ctx(&c, 1, 1)),
+            start_version: 10,
+            commit_version: 12,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        resp.error.is_none() && resp.region_error.is_none(),
+        "{resp:?}"
+    );
+    let snap = s.engine().snapshot();
+    let reader = crate::mvcc::MvccReader::new(&snap);
+    assert!(reader
+        .scan_locks(b"", None, |_| true, 0)
+        .unwrap()
+        .is_empty());
+    assert_eq!(reader.get(b"lock01234", 20).unwrap(), Some(b"v".to_vec()));
+}

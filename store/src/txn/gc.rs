@@ -52,21 +52,29 @@ pub struct GcBatch {
     pub resume: Option<Vec<u8>>,
 }
 
-/// The modifies that garbage-collect `keys` at `safe_point`, at most `limit`
-/// of them. Collecting is idempotent: what was dropped is gone, so running
-/// a batch again after applying it makes progress.
+/// The modifies that garbage-collect `keys` at `safe_point`: at most `limit`
+/// records, about `max_bytes` of writes. Collecting is idempotent: what was
+/// dropped is gone, so running a batch again after applying it makes
+/// progress.
 pub fn gc_keys(
     snap: &Snapshot<'_>,
     safe_point: u64,
     keys: &[Vec<u8>],
     limit: usize,
+    max_bytes: usize,
 ) -> Result<GcBatch> {
     let reader = MvccReader::new(snap);
     let mut txn = MvccTxn::new();
     let mut dropped = 0;
     for key in keys {
-        dropped += gc_key(&mut txn, &reader, key, safe_point, limit - dropped)?;
-        if dropped >= limit {
+        // Each record dropped deletes a versioned key, and maybe its value.
+        let per_record = 2 * (key.len() + 24);
+        let room = limit
+            .saturating_sub(dropped)
+            .min((max_bytes / per_record).max(1));
+        let n = gc_key(&mut txn, &reader, key, safe_point, room)?;
+        dropped += n;
+        if n >= room {
             return Ok(GcBatch {
                 modifies: txn.into_modifies(),
                 resume: Some(key.clone()),
@@ -160,7 +168,8 @@ mod tests {
     }
 
     fn run_gc(t: &TestEngine, safe_point: u64) {
-        let batch = t.with_snap(|s| gc_keys(s, safe_point, &keys(t), usize::MAX).unwrap());
+        let batch =
+            t.with_snap(|s| gc_keys(s, safe_point, &keys(t), usize::MAX, usize::MAX).unwrap());
         assert_eq!(batch.resume, None);
         t.engine.write(&batch.modifies, false).unwrap();
     }
@@ -194,7 +203,7 @@ mod tests {
         t.must_no_write(b"c", 6);
         // Nothing left to collect.
         assert!(t
-            .with_snap(|s| gc_keys(s, 15, &keys(&t), usize::MAX).unwrap())
+            .with_snap(|s| gc_keys(s, 15, &keys(&t), usize::MAX, usize::MAX).unwrap())
             .modifies
             .is_empty());
     }
@@ -206,7 +215,7 @@ mod tests {
             put(&t, k, b"1", 5, 6);
             put(&t, k, b"2", 7, 8);
         }
-        let first = t.with_snap(|s| gc_keys(s, 10, &keys(&t), 1).unwrap());
+        let first = t.with_snap(|s| gc_keys(s, 10, &keys(&t), 1, usize::MAX).unwrap());
         assert_eq!(first.modifies.len(), 1);
         assert_eq!(first.resume, Some(b"a".to_vec()));
         let ranged = t.with_snap(|s| scan_write_keys(s, b"b", Some(b"c"), 10).unwrap());

@@ -292,8 +292,9 @@ fn resolve(t: &TestEngine, req: &ResolveLockRequest) -> ResolveLockResponse {
     let statuses = super::txn_statuses(req);
     let mut from = Vec::new();
     for _ in 0..100 {
-        let keys =
-            t.with_snap(|s| super::scan_resolvable_keys(s, &statuses, &from, None, 2).unwrap());
+        let keys = t.with_snap(|s| {
+            super::scan_resolvable_keys(s, &statuses, &from, None, 2, usize::MAX).unwrap()
+        });
         let Some(last) = keys.last() else {
             return ResolveLockResponse::default();
         };

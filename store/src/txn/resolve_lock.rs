@@ -59,17 +59,29 @@ pub fn txn_statuses(req: &ResolveLockRequest) -> HashMap<u64, u64> {
     }
 }
 
-/// Up to `limit` keys of `[lower, upper)` locked by a txn of `statuses`.
+/// Up to `limit` keys of `[lower, upper)` locked by a txn of `statuses`,
+/// fewer if resolving them would write more than about `max_bytes`.
 pub fn scan_resolvable_keys(
     snap: &Snapshot<'_>,
     statuses: &HashMap<u64, u64>,
     lower: &[u8],
     upper: Option<&[u8]>,
     limit: usize,
+    max_bytes: usize,
 ) -> Result<Vec<Vec<u8>>> {
     let reader = MvccReader::new(snap);
     let locks = reader.scan_locks(lower, upper, |l| statuses.contains_key(&l.ts), limit)?;
-    Ok(locks.into_iter().map(|(key, _)| key).collect())
+    let mut bytes = 0;
+    let mut keys = Vec::with_capacity(locks.len());
+    for (key, lock) in locks {
+        // The lock deleted, a commit record (with a short value) written.
+        bytes += 3 * (key.len() + 24) + lock.short_value.as_ref().map_or(0, Vec::len);
+        if bytes > max_bytes && !keys.is_empty() {
+            break;
+        }
+        keys.push(key);
+    }
+    Ok(keys)
 }
 
 /// Resolves the locks on `keys` that belong to a txn of `statuses`; a key
