@@ -81,15 +81,18 @@ impl Storage for PeerRaftStorage {
 
     /// Never an error but `SnapshotTemporarilyUnavailable`: raft-rs panics on
     /// any other.
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         let (truncated, _) = *self.truncated.lock();
         let mut gen = self.gen.lock();
         match &*gen {
             GenState::Generating => return temporarily_unavailable(),
             GenState::Ready(snap, _) => {
-                let index = snap.get_metadata().index;
-                // A follower installing it goes on from the log after it.
-                if index >= request_index && index >= truncated {
+                let meta = snap.get_metadata();
+                let cs = meta.get_conf_state();
+                // The receiver must be in it (raft refuses one that does not
+                // name it), and it goes on from the log after it.
+                let names_it = cs.voters.contains(&to) || cs.learners.contains(&to);
+                if names_it && meta.index >= request_index && meta.index >= truncated {
                     return Ok((**snap).clone());
                 }
             }

@@ -361,14 +361,12 @@ async fn a_membership_change_raft_ignores_is_reported_as_failed() {
         matches!(second, Err(ProposeError::Rejected { .. })),
         "a change raft dropped was reported as {second:?}"
     );
-    let peers: Vec<u64> = c
-        .region(leader, 1)
-        .unwrap()
-        .peers
-        .iter()
-        .map(|p| p.id)
-        .collect();
-    assert!(peers.contains(&103) && !peers.contains(&104), "{peers:?}");
+    let peers = must_until("the region to show the first learner", || {
+        let peers: Vec<u64> = c.region(leader, 1)?.peers.iter().map(|p| p.id).collect();
+        peers.contains(&103).then_some(peers)
+    })
+    .await;
+    assert!(!peers.contains(&104), "{peers:?}");
 }
 
 /// Records the size of every snapshot message let through.
@@ -403,4 +401,29 @@ fn a_full_inbox_refuses_raft_messages_and_transfers_instead_of_blocking() {
         .expect("a send on a full inbox blocked");
     assert!(matches!(second, Err(ProposeError::Busy)), "{second:?}");
     assert!(matches!(transfer, Err(ProposeError::Busy)), "{transfer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_learner_gets_a_snapshot_that_names_it() {
+    let c = TestCluster::new(3, &region_on(1, &[1]), cfg());
+    c.must_leader(1, &[1]).await;
+    for i in 0..40 {
+        c.must_put(1, &format!("k{i:02}"), "v").await;
+    }
+    let learner = |id, store_id| metapb::Peer {
+        id,
+        store_id,
+        role: metapb::PeerRole::Learner as i32,
+        ..Default::default()
+    };
+    let r = c.router(1);
+    r.change_peer(1, ConfChangeType::AddLearnerNode, learner(202, 2))
+        .await
+        .unwrap();
+    c.must_get_on(2, "k39", "v").await;
+    // The snapshot built for the first learner does not name the second one.
+    r.change_peer(1, ConfChangeType::AddLearnerNode, learner(303, 3))
+        .await
+        .unwrap();
+    c.must_get_on(3, "k39", "v").await;
 }

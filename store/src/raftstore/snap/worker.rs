@@ -95,10 +95,17 @@ impl SnapWorkers {
     }
 }
 
+/// Runs `f`, turning a panic into an error (a worker must outlive any one
+/// task: a replica whose task died would wait for it forever).
+fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err("the snapshot task panicked".into()))
+}
+
 fn run_gen(engine: Engine, mgr: Arc<SnapManager>, gate: ApplyGate, rx: Receiver<GenTask>) {
     for task in rx {
         let region_id = task.source.lock().region.id;
-        match generate(&engine, &mgr, &gate, &task.source) {
+        match guarded(|| generate(&engine, &mgr, &gate, &task.source)) {
             Ok((snap, key)) => {
                 let old = std::mem::replace(
                     &mut *task.state.lock(),
@@ -183,7 +190,7 @@ fn run_apply(
     rx: Receiver<ApplyTask>,
 ) {
     for task in rx {
-        let result = install(&engine, &mgr, &task).map_err(|e| e.to_string());
+        let result = guarded(|| install(&engine, &mgr, &task).map_err(|e| e.to_string()));
         if result.is_ok() {
             mgr.remove(&mgr.recv_path(&task.key));
             crate::metrics::SNAPSHOTS
