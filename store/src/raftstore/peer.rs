@@ -254,6 +254,14 @@ impl Peer {
             let _ = cb.send(Err(self.not_leader()));
             return;
         }
+        if self.node.raft.has_pending_conf() {
+            // raft-rs would log it as an empty entry; answer at once instead.
+            let _ = cb.send(Err(ProposeError::Rejected {
+                region_id: self.region.id,
+                reason: "another membership change is still being applied".into(),
+            }));
+            return;
+        }
         let mut cc = ConfChange::default();
         cc.set_change_type(change);
         cc.node_id = peer.id;

@@ -76,7 +76,9 @@ impl RaftStore {
         for (id, mut rd) in readies {
             let p = self.peers.get_mut(&id).expect("peer with ready");
             late.extend(p.wrap_messages(self.store_id, rd.take_persisted_messages()));
-            let mut light = p.node.advance(rd);
+            // Applied progress is reported as entries really apply (`apply.rs`):
+            // a replica installing a snapshot holds its committed entries back.
+            let mut light = p.node.advance_append(rd);
             if let Some(commit) = light.commit_index() {
                 p.ps.set_commit(commit, &self.engine, &mut apply_wb)?;
             }

@@ -427,3 +427,30 @@ async fn a_second_learner_gets_a_snapshot_that_names_it() {
         .unwrap();
     c.must_get_on(3, "k39", "v").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_committed_while_a_snapshot_installs_apply_after_it() {
+    let c = TestCluster::new(2, &region_on(1, &[1]), cfg());
+    c.must_leader(1, &[1]).await;
+    for i in 0..40 {
+        c.must_put(1, &format!("k{i:02}"), "v").await;
+    }
+    let pause = super::snap::worker::INSTALL_PAUSE.lock();
+    let learner = metapb::Peer {
+        id: 202,
+        store_id: 2,
+        role: metapb::PeerRole::Learner as i32,
+        ..Default::default()
+    };
+    c.router(1)
+        .change_peer(1, ConfChangeType::AddLearnerNode, learner)
+        .await
+        .unwrap();
+    must_until("store 2 to start installing", || c.region(2, 1)).await;
+    for i in 0..10 {
+        c.must_put(1, &format!("late{i}"), "v").await;
+    }
+    drop(pause);
+    c.must_get_on(2, "late9", "v").await;
+    c.must_get_on(2, "k00", "v").await;
+}
