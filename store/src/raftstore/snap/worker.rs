@@ -183,6 +183,10 @@ fn generate(
     Ok((out, key))
 }
 
+/// Tests hold it to keep installs waiting (and entries committing meanwhile).
+#[cfg(test)]
+pub static INSTALL_PAUSE: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
 fn run_apply(
     engine: Engine,
     mgr: Arc<SnapManager>,
@@ -190,6 +194,8 @@ fn run_apply(
     rx: Receiver<ApplyTask>,
 ) {
     for task in rx {
+        #[cfg(test)]
+        drop(INSTALL_PAUSE.lock());
         let result = guarded(|| install(&engine, &mgr, &task).map_err(|e| e.to_string()));
         if result.is_ok() {
             mgr.remove(&mgr.recv_path(&task.key));
