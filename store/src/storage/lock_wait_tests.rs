@@ -328,3 +328,21 @@ async fn opposite_lock_order_gets_a_deadlock_error_naming_the_cycle() {
     let resp = must_be_woken(first, "txn 10").await;
     assert!(resp.errors.is_empty(), "txn 10 must get k2: {resp:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_range_with_the_lock_wakes_its_waiter() {
+    let t = TestStorage::must_start().await;
+    t.must_lock(&[b"k"], 10).await;
+    let mut waiter = t.spawn_lock(lock_req(&[b"k"], 20, 20, 0));
+    must_still_wait(&mut waiter, "txn 20").await;
+    let delete = kvrpcpb::DeleteRangeRequest {
+        context: ctx(),
+        start_key: b"a".to_vec(),
+        end_key: b"z".to_vec(),
+        ..Default::default()
+    };
+    let resp = t.storage.kv_delete_range(delete).await.unwrap();
+    assert!(resp.error.is_empty(), "{resp:?}");
+    let resp = must_be_woken(waiter, "txn 20").await;
+    assert!(resp.errors.is_empty(), "txn 20 must get the lock: {resp:?}");
+}
