@@ -7,6 +7,7 @@ const FILES: &[&str] = &[
     "metapb.proto",
     "errorpb.proto",
     "eraftpb.proto",
+    "deadlock.proto",
     "kvrpcpb.proto",
     "pdpb.proto",
     "tikvpb.proto",

@@ -27,6 +27,12 @@ pub mod eraftpb {
     tonic::include_proto!("eraftpb");
 }
 
+/// Deadlock detection between stores (`deadlock_server::{Deadlock, DeadlockServer}`).
+pub mod deadlock {
+    #![allow(clippy::all)]
+    tonic::include_proto!("deadlock");
+}
+
 /// Transactional and raw kv requests and responses.
 pub mod kvrpcpb {
     #![allow(clippy::all)]

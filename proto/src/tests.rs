@@ -2,7 +2,7 @@
 
 use prost::Message;
 
-use crate::{errorpb, etcdserverpb, keyspacepb, kvrpcpb, metapb, pdpb, storepb, tikvpb};
+use crate::{deadlock, errorpb, etcdserverpb, keyspacepb, kvrpcpb, metapb, pdpb, storepb, tikvpb};
 
 fn enc<M: Message>(m: &M) -> Vec<u8> {
     m.encode_to_vec()
@@ -408,4 +408,52 @@ fn grpc_method_paths() {
     assert!(etcd.contains("/etcdserverpb.Cluster/MemberList"));
     let store = include_str!(concat!(env!("OUT_DIR"), "/storepb.rs"));
     assert!(store.contains("/storepb.StoreRaft/Raft"));
+}
+
+#[test]
+fn deadlock_key_error_carries_the_wait_chain_as_field_4() {
+    let entry = deadlock::WaitForEntry {
+        txn: 3,
+        wait_for_txn: 4,
+        key_hash: 5,
+        key: b"x".to_vec(),
+        ..Default::default()
+    };
+    let entry_bytes = enc(&entry);
+    let want_entry = [
+        tag(1, VARINT),
+        vec![3],
+        tag(2, VARINT),
+        vec![4],
+        tag(3, VARINT),
+        vec![5],
+        tag(4, LEN),
+        vec![1, b'x'],
+    ]
+    .concat();
+    assert_eq!(entry_bytes, want_entry);
+    let d = kvrpcpb::Deadlock {
+        lock_ts: 1,
+        lock_key: b"k".to_vec(),
+        deadlock_key_hash: 2,
+        wait_chain: vec![entry],
+    };
+    let want = [
+        tag(1, VARINT),
+        vec![1],
+        tag(2, LEN),
+        vec![1, b'k'],
+        tag(3, VARINT),
+        vec![2],
+        tag(4, LEN),
+        vec![want_entry.len() as u8],
+        want_entry,
+    ]
+    .concat();
+    assert_eq!(enc(&d), want);
+    let req = deadlock::DeadlockRequest {
+        tp: deadlock::DeadlockRequestType::CleanUp as i32,
+        ..Default::default()
+    };
+    assert_eq!(enc(&req), [tag(1, VARINT), vec![2]].concat());
 }

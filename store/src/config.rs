@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::lock_manager::PessimisticTxnConfig;
 use crate::raftstore::RaftStoreConfig;
 use crate::storage::StorageConfig;
 
@@ -44,6 +45,8 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
     pub storage: StorageConfig,
     pub raftstore: RaftstoreSection,
+    /// Lock waiting of pessimistic transactions.
+    pub pessimistic_txn: PessimisticTxnConfig,
     pub debug: DebugSection,
 }
 
@@ -113,6 +116,7 @@ impl Default for Config {
             labels: BTreeMap::new(),
             storage: StorageConfig::default(),
             raftstore: RaftstoreSection::default(),
+            pessimistic_txn: PessimisticTxnConfig::default(),
             debug: DebugSection::default(),
         }
     }
@@ -191,6 +195,9 @@ impl Config {
                 "must exceed twice raft-log-gc-threshold",
             ));
         }
+        self.pessimistic_txn
+            .validate()
+            .map_err(|(field, reason)| invalid(field, reason))?;
         Ok(())
     }
 
@@ -245,6 +252,37 @@ mod tests {
         assert!(parsed.is_err());
         let parsed: Config = toml::from_str("[storage]\nmax-key-size = 100\n").unwrap();
         assert_eq!(parsed.storage.max_key_size, 100);
+    }
+
+    #[test]
+    fn pessimistic_txn_wait_is_read_and_checked() {
+        let mut c: Config = toml::from_str(
+            "[pessimistic-txn]\nwait-for-lock-timeout-ms = 3000\nwake-up-delay-duration-ms = 5\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.pessimistic_txn.wait_for_lock_timeout_ms, 3000);
+        assert_eq!(
+            Config::default().pessimistic_txn.wait_for_lock_timeout_ms,
+            1000
+        );
+        assert_eq!(
+            Config::default().pessimistic_txn.wake_up_delay_duration_ms,
+            20
+        );
+        c.pessimistic_txn.wait_for_lock_timeout_ms = 0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("pessimistic-txn.wait-for-lock-timeout-ms"),
+            "{err}"
+        );
+        c.pessimistic_txn.wait_for_lock_timeout_ms = 10;
+        c.pessimistic_txn.wake_up_delay_duration_ms = 11;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("wake-up-delay-duration-ms"), "{err}");
+        let bad: Result<Config, _> =
+            toml::from_str("[pessimistic-txn]\nwait-for-lock-timeout = 1\n");
+        assert!(bad.is_err(), "unknown keys are refused");
     }
 
     #[test]

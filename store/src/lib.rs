@@ -5,10 +5,13 @@
 //! reader) and `txn` (Percolator actions) -> `raftstore` (raft-rs groups per
 //! region) -> `storage` (RawKV and transactional commands, latches) -> `server`
 //! (gRPC, placement client, status HTTP). Nothing below `server` opens sockets.
+//! `lock_manager` (pessimistic lock waiting, deadlock detection) sits beside
+//! `storage`, which calls it; `server` serves its gRPC side.
 
 pub mod config;
 pub mod engine;
 pub mod keys;
+pub mod lock_manager;
 pub mod metrics;
 pub mod mvcc;
 pub mod raftstore;

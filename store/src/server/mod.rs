@@ -3,10 +3,12 @@
 //!
 //! [`start`] is what the binary and the tests run: it opens the engine,
 //! registers (and, on a fresh cluster, bootstraps) through placement, starts
-//! the raftstore thread, the `tikvpb.Tikv` + health gRPC server, the status
-//! server and the heartbeat task, and returns a [`RunningStore`].
+//! the raftstore thread, the `tikvpb.Tikv` + `deadlock.Deadlock` + health gRPC
+//! server, the status server and the heartbeat task, and returns a
+//! [`RunningStore`].
 
 mod bootstrap;
+mod deadlock;
 #[cfg(test)]
 mod fake_placement;
 mod heartbeat;
@@ -30,6 +32,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::Config;
 use crate::engine::{Engine, EngineError};
+use crate::lock_manager::LockManager;
 use crate::raftstore::peer_storage::StorageError;
 use crate::raftstore::snap::SnapManager;
 use crate::raftstore::transport::{FilteredTransport, Filters};
@@ -39,6 +42,7 @@ use crate::raftstore::{
 use crate::storage::{Storage, TsoSource};
 use crate::txn::ConcurrencyManager;
 use pd::{PdClient, PdError};
+use proto::deadlock::deadlock_server::DeadlockServer;
 use proto::storepb::store_raft_server::StoreRaftServer;
 use proto::tikvpb::tikv_server::TikvServer;
 
@@ -176,6 +180,14 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
     // above any of them so async-commit and 1PC timestamps stay safe.
     let cm = Arc::new(ConcurrencyManager::new(pd.get_ts().await?));
     let tso: Arc<dyn TsoSource> = Arc::new(pd.clone());
+    let lock_manager = LockManager::new(cfg.pessimistic_txn.clone(), meta.clone());
+    lock_manager
+        .detector()
+        .set_link(Arc::new(deadlock::GrpcLeaderLink::start(
+            pd.clone(),
+            store_id,
+            lock_manager.clone(),
+        )));
     let storage = Storage::new(
         engine.clone(),
         router.clone(),
@@ -183,6 +195,7 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
         cm,
         cfg.storage.clone(),
         tso,
+        lock_manager.clone(),
     );
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -201,6 +214,9 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(kv)
+        .add_service(DeadlockServer::new(deadlock::DeadlockService::new(
+            lock_manager,
+        )))
         .add_service(
             StoreRaftServer::new(raft_transport::RaftService::new(router.clone(), snaps))
                 .max_decoding_message_size(raft_transport::MAX_RAFT_MESSAGE)

@@ -467,6 +467,24 @@ impl PdClient {
         Ok(resp.region)
     }
 
+    /// The leader placement knows for the region holding `key` (`None` if
+    /// it knows no region or no leader there).
+    pub async fn get_region_leader(&self, key: &[u8]) -> Result<Option<metapb::Peer>, PdError> {
+        let req = pdpb::GetRegionRequest {
+            header: self.header(),
+            region_key: key.to_vec(),
+            ..Default::default()
+        };
+        let resp = self
+            .call("get_region", |mut c| {
+                let req = req.clone();
+                async move { c.get_region(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        check(resp.header)?;
+        Ok(resp.leader)
+    }
+
     pub async fn get_store(&self, store_id: u64) -> Result<metapb::Store, PdError> {
         let header = self.header();
         let resp = self

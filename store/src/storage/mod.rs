@@ -9,6 +9,8 @@
 
 mod error;
 pub mod latch;
+#[cfg(test)]
+mod lock_wait_tests;
 mod range_txn;
 mod raw;
 mod region;
@@ -25,6 +27,7 @@ pub use error::{Error, Result};
 pub use region::KeyMode;
 
 use crate::engine::{Engine, Modify, Snapshot};
+use crate::lock_manager::LockManager;
 use crate::raftstore::cmd::RaftCmd;
 use crate::raftstore::{Router, StoreMeta};
 use crate::txn::ConcurrencyManager;
@@ -83,6 +86,8 @@ struct Inner {
     latches: Latches,
     cfg: StorageConfig,
     tso: Arc<dyn TsoSource>,
+    /// Pessimistic lock waiters and the deadlock detector.
+    lock_manager: LockManager,
     /// Per region, the leader term whose max_ts was synced from the oracle.
     max_ts_synced: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
 }
@@ -95,6 +100,7 @@ impl Storage {
         cm: Arc<ConcurrencyManager>,
         cfg: StorageConfig,
         tso: Arc<dyn TsoSource>,
+        lock_manager: LockManager,
     ) -> Self {
         Storage {
             inner: Arc::new(Inner {
@@ -105,6 +111,7 @@ impl Storage {
                 latches: Latches::new(4096),
                 cfg,
                 tso,
+                lock_manager,
                 max_ts_synced: Default::default(),
             }),
         }
@@ -137,6 +144,10 @@ impl Storage {
 
     pub fn concurrency_manager(&self) -> &Arc<ConcurrencyManager> {
         &self.inner.cm
+    }
+
+    pub fn lock_manager(&self) -> &LockManager {
+        &self.inner.lock_manager
     }
 
     /// Runs `f` on a consistent snapshot of `region_id`, off the async

@@ -18,6 +18,7 @@ use super::region::{Checked, KeyMode};
 use super::{Error, Result, Storage};
 use crate::engine::{Modify, DATA_CFS};
 use crate::keys::RawSpace;
+use crate::lock_manager::ReleasedLocks;
 use crate::txn;
 
 /// Keys one GC batch covers.
@@ -72,8 +73,10 @@ impl Storage {
                     Ok(batch?)
                 })
                 .await?;
+            let released = ReleasedLocks::of(&batch.modifies);
             self.propose(&checked.region, Some(term), batch.modifies)
                 .await?;
+            self.inner.lock_manager.on_released(&released);
             from = batch.resume.unwrap_or_else(|| next_key(&last));
         }
     }
@@ -122,8 +125,10 @@ impl Storage {
         let checked = self.check_context(req.context.as_ref(), KeyMode::Txn)?;
         checked.check_range(&req.start_key, &req.end_key)?;
         let _latch = self.inner.latches.acquire_all().await;
-        self.propose(&checked.region, None, txn::delete_range(&req))
-            .await?;
+        let modifies = txn::delete_range(&req);
+        let released = ReleasedLocks::of(&modifies);
+        self.propose(&checked.region, None, modifies).await?;
+        self.inner.lock_manager.on_released(&released);
         Ok(kvrpcpb::DeleteRangeResponse::default())
     }
 
@@ -156,10 +161,12 @@ impl Storage {
                 });
             }
         }
+        let released = ReleasedLocks::of(&modifies);
         let engine = self.inner.engine.clone();
         tokio::task::spawn_blocking(move || engine.write(&modifies, true))
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
+        self.inner.lock_manager.on_released(&released);
         Ok(kvrpcpb::UnsafeDestroyRangeResponse::default())
     }
 }

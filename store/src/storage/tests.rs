@@ -8,6 +8,7 @@ use std::time::Duration;
 use proto::kvrpcpb::{self, Context, Mutation, Op};
 
 use super::{Storage, StorageConfig, TsoSource};
+use crate::lock_manager::{LockManager, PessimisticTxnConfig};
 use crate::raftstore::test_cluster::{region_on, TestCluster};
 use crate::raftstore::RaftStoreConfig;
 use crate::txn::ConcurrencyManager;
@@ -54,7 +55,13 @@ pub(crate) fn storage_on(c: &TestCluster, store: u64, tso: Arc<MockTso>) -> Stor
         Arc::new(ConcurrencyManager::new(0)),
         StorageConfig::default(),
         tso,
+        default_lock_manager(c, store),
     )
+}
+
+/// A lock manager with the default configuration.
+fn default_lock_manager(c: &TestCluster, store: u64) -> LockManager {
+    LockManager::new(PessimisticTxnConfig::default(), c.meta(store))
 }
 
 /// The request context addressing `store`'s replica of `region_id`.
@@ -266,6 +273,7 @@ async fn must_small_entry_storage() -> (TestCluster, Storage) {
         Arc::new(ConcurrencyManager::new(0)),
         cfg,
         MockTso::starting_at(100),
+        default_lock_manager(&c, 1),
     );
     (c, s)
 }

@@ -1,11 +1,19 @@
 //! Transactional (Percolator) commands: checks, latches, snapshot, action,
 //! replication. The actions themselves live in `crate::txn`.
+//!
+//! Every write that removes locks from the lock column family tells the
+//! lock manager once it is applied, so requests waiting for those locks
+//! wake up. `kv_pessimistic_lock` is the waiting side: when its only error is
+//! another transaction's lock, it registers a waiter while still holding the
+//! key's latch, lets the latch go, waits, and on a release runs again from
+//! the region checks on.
 
 use proto::kvrpcpb;
 
 use super::region::{Checked, KeyMode};
 use super::{Result, Storage};
 use crate::engine::Snapshot;
+use crate::lock_manager::{ReleasedLocks, WaitHandle, Wake};
 use crate::txn::{self, ConcurrencyManager, WriteOutcome};
 
 impl Storage {
@@ -50,6 +58,18 @@ impl Storage {
             .latches
             .acquire(keys.iter().map(Vec::as_slice))
             .await;
+        self.txn_write_latched(&checked, sync_max_ts, f).await
+    }
+
+    /// The part of a write that runs under its latches: read and act,
+    /// replicate, then wake the waiters of the locks it removed.
+    async fn txn_write_latched<R, F>(&self, checked: &Checked, sync_max_ts: bool, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Snapshot<'_>, &ConcurrencyManager) -> txn::Result<WriteOutcome<R>>
+            + Send
+            + 'static,
+    {
         let region_id = checked.region.id;
         let term = self.inner.router.read_index(region_id).await?;
         if sync_max_ts {
@@ -57,9 +77,11 @@ impl Storage {
         }
         let cm = self.inner.cm.clone();
         let outcome = self.read_local(move |snap| Ok(f(snap, &cm)?)).await?;
+        let released = ReleasedLocks::of(&outcome.modifies);
         self.propose(&checked.region, Some(term), outcome.modifies)
             .await?;
         drop(outcome.guards);
+        self.inner.lock_manager.on_released(&released);
         Ok(outcome.response)
     }
 
@@ -242,18 +264,72 @@ impl Storage {
         .await
     }
 
+    /// Locks the keys, waiting (up to the request's `wait_timeout`, capped by
+    /// the config) while another transaction holds one of them.
     pub async fn kv_pessimistic_lock(
         &self,
         req: kvrpcpb::PessimisticLockRequest,
     ) -> Result<kvrpcpb::PessimisticLockResponse> {
         let keys: Vec<Vec<u8>> = req.mutations.iter().map(|m| m.key.clone()).collect();
-        let checked =
-            self.txn_check(req.context.as_ref(), keys.iter().map(Vec::as_slice), false)?;
-        self.check_key_sizes(keys.iter().map(Vec::as_slice))?;
-        self.txn_write(checked, keys, false, move |snap, cm| {
-            txn::pessimistic_lock(snap, cm, &req)
-        })
-        .await
+        let wait = self.inner.lock_manager.wait_timeout(req.wait_timeout);
+        let deadline = wait.map(|d| tokio::time::Instant::now() + d);
+        loop {
+            // Checked again after every wait: leadership or epoch may have moved.
+            let checked =
+                self.txn_check(req.context.as_ref(), keys.iter().map(Vec::as_slice), false)?;
+            self.check_key_sizes(keys.iter().map(Vec::as_slice))?;
+            let latch = self
+                .inner
+                .latches
+                .acquire(keys.iter().map(Vec::as_slice))
+                .await;
+            let attempt = req.clone();
+            let resp = self
+                .txn_write_latched(&checked, false, move |snap, cm| {
+                    txn::pessimistic_lock(snap, cm, &attempt)
+                })
+                .await?;
+            let Some(waiter) = self.register_waiter(&req, &resp, deadline) else {
+                return Ok(resp);
+            };
+            drop(latch);
+            match waiter.wait().await {
+                Wake::Released => continue,
+                Wake::TimedOut => return Ok(resp),
+                Wake::Deadlock(deadlock) => {
+                    return Ok(kvrpcpb::PessimisticLockResponse {
+                        errors: vec![txn::key_error::deadlock(deadlock)],
+                        ..Default::default()
+                    })
+                }
+            }
+        }
+    }
+
+    /// Registers the request as waiting when its one error is another
+    /// transaction's lock and its deadline has not passed.
+    fn register_waiter(
+        &self,
+        req: &kvrpcpb::PessimisticLockRequest,
+        resp: &kvrpcpb::PessimisticLockResponse,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Option<WaitHandle> {
+        let deadline = deadline.filter(|d| *d > tokio::time::Instant::now())?;
+        let [error] = resp.errors.as_slice() else {
+            return None;
+        };
+        let lock = error.locked.as_ref()?;
+        if lock.lock_version == req.start_version {
+            return None;
+        }
+        let lm = &self.inner.lock_manager;
+        Some(lm.register(
+            req.start_version,
+            lock.lock_version,
+            &lock.key,
+            !req.is_first_lock,
+            deadline,
+        ))
     }
 
     pub async fn kv_pessimistic_rollback(

@@ -11,6 +11,14 @@ pub fn locked(info: LockInfo) -> KeyError {
     }
 }
 
+/// Waiting for a lock would close a cycle of waiting transactions.
+pub fn deadlock(deadlock: kvrpcpb::Deadlock) -> KeyError {
+    KeyError {
+        deadlock: Some(deadlock),
+        ..Default::default()
+    }
+}
+
 pub struct Conflict<'a> {
     pub start_ts: u64,
     pub conflict_start_ts: u64,
