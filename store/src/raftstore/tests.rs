@@ -439,7 +439,7 @@ async fn entries_committed_while_a_snapshot_installs_apply_after_it() {
     for i in 0..40 {
         c.must_put(1, &format!("k{i:02}"), "v").await;
     }
-    let pause = super::snap::worker::INSTALL_PAUSE.lock();
+    let paused = PauseInstalls::new();
     let learner = metapb::Peer {
         id: 202,
         store_id: 2,
@@ -454,7 +454,23 @@ async fn entries_committed_while_a_snapshot_installs_apply_after_it() {
     for i in 0..10 {
         c.must_put(1, &format!("late{i}"), "v").await;
     }
-    drop(pause);
+    drop(paused);
     c.must_get_on(2, "late9", "v").await;
     c.must_get_on(2, "k00", "v").await;
+}
+
+/// Keeps snapshot installs waiting until dropped (even by a panic).
+struct PauseInstalls;
+
+impl PauseInstalls {
+    fn new() -> Self {
+        super::snap::worker::INSTALL_PAUSED.store(true, std::sync::atomic::Ordering::SeqCst);
+        PauseInstalls
+    }
+}
+
+impl Drop for PauseInstalls {
+    fn drop(&mut self) {
+        super::snap::worker::INSTALL_PAUSED.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
 }

@@ -183,9 +183,10 @@ fn generate(
     Ok((out, key))
 }
 
-/// Tests hold it to keep installs waiting (and entries committing meanwhile).
+/// Tests set it to keep installs waiting (and entries committing meanwhile).
 #[cfg(test)]
-pub static INSTALL_PAUSE: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+pub static INSTALL_PAUSED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 fn run_apply(
     engine: Engine,
@@ -195,7 +196,9 @@ fn run_apply(
 ) {
     for task in rx {
         #[cfg(test)]
-        drop(INSTALL_PAUSE.lock());
+        while INSTALL_PAUSED.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let result = guarded(|| install(&engine, &mgr, &task).map_err(|e| e.to_string()));
         if result.is_ok() {
             mgr.remove(&mgr.recv_path(&task.key));
