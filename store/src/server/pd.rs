@@ -119,6 +119,7 @@ async fn channel(url: &str) -> Result<Channel, String> {
     let endpoint = Channel::from_shared(with_scheme(url))
         .map_err(|e| format!("bad placement url {url:?}: {e}"))?
         .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
         // A leader that vanishes without closing its sockets is noticed.
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(3))

@@ -76,6 +76,12 @@ pub async fn serve(
             ),
         None => app,
     };
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     let served = axum::serve(listener, app).with_graceful_shutdown(async {
         let _ = stop.await;
     });
