@@ -158,6 +158,11 @@ impl TimestampOracle {
         }
     }
 
+    /// The persisted high-water mark this member allocates below (physical milliseconds).
+    pub fn saved_limit(&self) -> i64 {
+        self.state.lock().saved_limit()
+    }
+
     /// Extends the persisted window if it is running short; called periodically.
     pub async fn tick(&self) -> Result<()> {
         let due = self.state.lock().window_due(now_ms());

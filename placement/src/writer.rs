@@ -20,6 +20,7 @@ use raft::eraftpb::ConfChangeType;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
+use crate::member::filter::Filters;
 use crate::member::log::Restored;
 use crate::member::node::{Msg, Node};
 use crate::member::transport::Transport;
@@ -35,6 +36,7 @@ pub struct MetaWriter {
     tx: Sender<Msg>,
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    filters: Filters,
 }
 
 impl MetaWriter {
@@ -47,7 +49,12 @@ impl MetaWriter {
     ) -> Result<(Self, mpsc::UnboundedReceiver<Event>)> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let transport = Transport::new(tokio::runtime::Handle::current(), shared.clone());
+        let filters = Filters::default();
+        let transport = Transport::new(
+            tokio::runtime::Handle::current(),
+            shared.clone(),
+            filters.clone(),
+        );
         let logger = crate::member::raft_logger();
         let node = Node::new(
             restored,
@@ -65,9 +72,15 @@ impl MetaWriter {
                 tx,
                 shared,
                 thread: Mutex::new(Some(thread)),
+                filters,
             },
             events_rx,
         ))
+    }
+
+    /// The filters on this member's outgoing raft messages (empty unless a test adds some).
+    pub fn filters(&self) -> &Filters {
+        &self.filters
     }
 
     /// The channel peers' messages go into.

@@ -6,6 +6,7 @@
 //!   answers proposals once their entry is applied on this member.
 //! - [`transport`]: batched raft messages between members over gRPC on the peer URL
 //!   (`placementpb.MemberRaft`), and the `Join` call a new member makes.
+//! - [`filter`]: filters tests put on a member's outgoing raft messages.
 //!
 //! [`Shared`] is what the rest of the server reads: who leads, which members exist and their
 //! URLs, and whether this member is serving as leader. A member serves (gRPC beyond
@@ -16,6 +17,7 @@
 //! started later (scale out) finds the leader through the others and asks it to add it; it then
 //! catches up from a snapshot. Members are removed through `DELETE /pd/api/v1/members/name/{n}`.
 
+pub mod filter;
 pub mod log;
 pub mod node;
 pub mod transport;

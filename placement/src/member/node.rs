@@ -152,6 +152,9 @@ impl Node {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => closing = true,
             }
+            if self.store.faults().take_raft_panic() {
+                panic!("injected fault: the placement raft thread panics");
+            }
             if Instant::now() >= next_tick {
                 self.raw.tick();
                 next_tick = Instant::now() + TICK;

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use super::filter::Filters;
 use super::node::Msg;
 use super::Shared;
 
@@ -40,14 +41,16 @@ pub struct Transport {
     runtime: tokio::runtime::Handle,
     shared: Arc<Shared>,
     peers: Arc<Mutex<HashMap<u64, mpsc::Sender<Vec<u8>>>>>,
+    filters: Filters,
 }
 
 impl Transport {
-    pub fn new(runtime: tokio::runtime::Handle, shared: Arc<Shared>) -> Self {
+    pub fn new(runtime: tokio::runtime::Handle, shared: Arc<Shared>, filters: Filters) -> Self {
         Transport {
             runtime,
             shared,
             peers: Arc::new(Mutex::new(HashMap::new())),
+            filters,
         }
     }
 
@@ -55,6 +58,10 @@ impl Transport {
     pub fn send(&self, msgs: Vec<Message>) {
         for m in msgs {
             let to = m.to;
+            if !self.filters.allow(&m) {
+                tracing::debug!(to, kind = ?m.get_msg_type(), "raft message dropped by a filter");
+                continue;
+            }
             let Some(queue) = self.queue(to) else {
                 tracing::debug!(to, "no peer URL known; raft message dropped");
                 continue;
