@@ -53,6 +53,7 @@ impl MetaWriter {
         let transport = Transport::new(
             tokio::runtime::Handle::current(),
             shared.clone(),
+            tx.clone(),
             filters.clone(),
         );
         let logger = crate::member::raft_logger();

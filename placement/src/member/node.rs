@@ -18,7 +18,7 @@ use proto::placementpb::{MemberInfo, MetaOps};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message};
 use raft::storage::MemStorage;
-use raft::{RawNode, StateRole, Storage};
+use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 use rocksdb::WriteBatch;
 use tokio::sync::{mpsc, oneshot};
 
@@ -58,6 +58,17 @@ pub enum Msg {
     },
     /// Messages from peers.
     Step(Vec<Message>),
+    /// Messages to `to` were lost (a failed call, a full queue, no address): raft probes
+    /// the peer again rather than stream to it blindly.
+    Unreachable {
+        to: u64,
+    },
+    /// A snapshot sent to `to` was delivered (the peer accepted it) or lost: raft resumes
+    /// replication, or sends another.
+    SnapshotStatus {
+        to: u64,
+        delivered: bool,
+    },
     /// Hand leadership to `to`.
     TransferLeader {
         to: u64,
@@ -205,6 +216,19 @@ impl Node {
                         tracing::debug!(error = %e, "raft message dropped");
                     }
                 }
+            }
+            Msg::Unreachable { to } => self.raw.report_unreachable(to),
+            Msg::SnapshotStatus { to, delivered } => {
+                let status = if delivered {
+                    SnapshotStatus::Finish
+                } else {
+                    tracing::info!(
+                        to,
+                        "a snapshot to a placement member was lost; it is resent"
+                    );
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, status);
             }
             Msg::TransferLeader { to } => self.raw.transfer_leader(to),
             Msg::ConfChange {
