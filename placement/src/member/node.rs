@@ -230,7 +230,14 @@ impl Node {
                 };
                 self.raw.report_snapshot(to, status);
             }
-            Msg::TransferLeader { to } => self.raw.transfer_leader(to),
+            Msg::TransferLeader { to } => {
+                // The transferee may be elected at once, without waiting for this leader's
+                // lease to run out: stop handing out timestamps before it can be.
+                self.shared.revoke_lease();
+                self.raw.transfer_leader(to);
+                let handing_over = self.raw.raft.lead_transferee.is_some();
+                self.shared.set_handing_over(handing_over);
+            }
             Msg::ConfChange {
                 change,
                 member,
@@ -273,6 +280,12 @@ impl Node {
             self.last_probe = None;
             return;
         }
+        if self.raw.raft.lead_transferee.is_some() {
+            // No lease while handing over; rounds sent until the transfer ends never count.
+            self.shared.revoke_lease();
+            self.last_probe = None;
+            return;
+        }
         let now = Instant::now();
         if self.last_probe.is_some_and(|t| now - t < LEASE_PROBE) {
             return;
@@ -283,10 +296,13 @@ impl Node {
     }
 
     fn renew_lease(&self, states: &[raft::ReadState]) {
+        if self.raw.raft.lead_transferee.is_some() {
+            return;
+        }
         for rs in states {
             if let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
                 let sent = self.epoch + Duration::from_nanos(u64::from_be_bytes(bytes));
-                self.shared.extend_lease(sent + LEASE);
+                self.shared.extend_lease(sent, sent + LEASE);
             }
         }
     }
@@ -422,6 +438,8 @@ impl Node {
         let raft = &self.raw.raft;
         let leading = raft.state == StateRole::Leader;
         self.shared.set_role(raft.leader_id, raft.term, leading);
+        self.shared
+            .set_handing_over(leading && raft.lead_transferee.is_some());
         if !leading {
             if self.announced != 0 {
                 self.announced = 0;
