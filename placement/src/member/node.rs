@@ -4,8 +4,8 @@
 //! from a channel, ticks every [`TICK`], and handles each ready: messages out, the snapshot and
 //! new entries persisted with the hard state and the applied records in one synced RocksDB
 //! write, committed entries applied (metadata ops, configuration changes), then proposals
-//! answered. Everything this thread does blocks on disk, so nothing here runs on the async
-//! runtime.
+//! answered (a membership change raft-rs dropped, as a failure). Everything this thread does
+//! blocks on disk, so nothing here runs on the async runtime.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +46,9 @@ const KEEP_ENTRIES: u64 = 2_000;
 /// Compact once this many applied entries are in the log.
 const COMPACT_AFTER: u64 = 20_000;
 
+/// Why a membership change cannot be made now.
+const CHANGE_IN_PROGRESS: &str = "another membership change is still in progress";
+
 /// The answer to a proposal once its entry is applied (or lost).
 pub type Ack = oneshot::Sender<Result<()>>;
 
@@ -82,6 +85,15 @@ pub enum Msg {
     Close,
 }
 
+/// A proposal waiting for its entry to be applied.
+struct Pending {
+    index: u64,
+    term: u64,
+    /// A membership change: raft-rs may have turned its entry into an empty one.
+    conf_change: bool,
+    ack: Ack,
+}
+
 pub struct Node {
     raw: RawNode<MetaRaftStorage>,
     mem: MemStorage,
@@ -90,8 +102,8 @@ pub struct Node {
     shared: Arc<Shared>,
     transport: Transport,
     events: mpsc::UnboundedSender<Event>,
-    /// Proposals waiting for their entry: (index, term, ack).
-    pending: VecDeque<(u64, u64, Ack)>,
+    /// Proposals waiting for their entry.
+    pending: VecDeque<Pending>,
     /// The term whose leadership was announced, 0 when following.
     announced: u64,
     /// Base of the lease probes' timestamps (their ReadIndex context).
@@ -186,8 +198,8 @@ impl Node {
             }
         }
         self.shared.set_role(0, self.raw.raft.term, false);
-        for (_, _, ack) in self.pending.drain(..) {
-            let _ = ack.send(Err(Error::WriterStopped));
+        for p in self.pending.drain(..) {
+            let _ = p.ack.send(Err(Error::WriterStopped));
         }
     }
 
@@ -199,8 +211,7 @@ impl Node {
                 match self.raw.propose(vec![], data) {
                     Ok(()) if self.raw.raft.raft_log.last_index() > last => {
                         if let Some(ack) = ack {
-                            let index = self.raw.raft.raft_log.last_index();
-                            self.pending.push_back((index, self.raw.raft.term, ack));
+                            self.wait_for_last_entry(false, ack);
                         }
                     }
                     _ => {
@@ -248,9 +259,23 @@ impl Node {
         false
     }
 
+    /// Answers `ack` once the entry just appended (the last one) is applied.
+    fn wait_for_last_entry(&mut self, conf_change: bool, ack: Ack) {
+        self.pending.push_back(Pending {
+            index: self.raw.raft.raft_log.last_index(),
+            term: self.raw.raft.term,
+            conf_change,
+            ack,
+        });
+    }
+
     fn propose_conf_change(&mut self, change: ConfChangeType, member: MemberInfo, ack: Ack) {
         if self.raw.raft.state != StateRole::Leader {
             let _ = ack.send(Err(self.shared.not_leader()));
+            return;
+        }
+        if self.raw.raft.has_pending_conf() {
+            let _ = ack.send(Err(Error::Membership(CHANGE_IN_PROGRESS.into())));
             return;
         }
         let mut cc = ConfChange::default();
@@ -259,13 +284,10 @@ impl Node {
         let last = self.raw.raft.raft_log.last_index();
         match self.raw.propose_conf_change(member.encode_to_vec(), cc) {
             Ok(()) if self.raw.raft.raft_log.last_index() > last => {
-                let index = self.raw.raft.raft_log.last_index();
-                self.pending.push_back((index, self.raw.raft.term, ack));
+                self.wait_for_last_entry(true, ack);
             }
             Ok(()) => {
-                let _ = ack.send(Err(Error::Membership(
-                    "another membership change is still in progress".into(),
-                )));
+                let _ = ack.send(Err(Error::Membership(CHANGE_IN_PROGRESS.into())));
             }
             Err(e) => {
                 let _ = ack.send(Err(Error::Membership(e.to_string())));
@@ -314,24 +336,25 @@ impl Node {
         let mut ready = self.raw.ready();
         self.renew_lease(&ready.take_read_states());
         self.transport.send(ready.take_messages());
+        // One write for everything this ready persists: a snapshot with the hard state that
+        // goes with it, so a failure part-way never leaves one without the other.
         let mut batch = WriteBatch::default();
         if !ready.snapshot().is_empty() {
             let snap = ready.snapshot().clone();
             log::install_snapshot(&self.store, &self.mem, &mut batch, &snap)?;
-            self.store.write_batch(std::mem::take(&mut batch), true)?;
-            let index = snap.get_metadata().index;
-            self.applied.store(index, Ordering::Release);
-            self.shared
-                .set_voters(snap.get_metadata().get_conf_state().voters.clone());
-            tracing::info!(index, "placement member installed a snapshot");
+            let meta = snap.get_metadata();
+            self.applied.store(meta.index, Ordering::Release);
+            self.shared.set_voters(meta.get_conf_state().voters.clone());
+            tracing::info!(index = meta.index, "placement member installs a snapshot");
         }
         let mut acks = Vec::new();
         self.apply(ready.take_committed_entries(), &mut batch, &mut acks)?;
         log::append(&self.mem, &mut batch, ready.entries())?;
         if let Some(hs) = ready.hs() {
-            log::set_hard_state(&self.mem, &mut batch, hs);
+            log::set_hard_state(&self.mem, &mut batch, hs)?;
         }
-        let sync = !ready.entries().is_empty() || ready.hs().is_some();
+        let sync =
+            !ready.snapshot().is_empty() || !ready.entries().is_empty() || ready.hs().is_some();
         if !batch.is_empty() {
             self.store.write_batch(batch, sync)?;
         }
@@ -342,7 +365,7 @@ impl Node {
         if let Some(commit) = light.commit_index() {
             let mut hs = self.mem.rl().hard_state().clone();
             hs.commit = commit;
-            log::set_hard_state(&self.mem, &mut batch, &hs);
+            log::set_hard_state(&self.mem, &mut batch, &hs)?;
         }
         self.transport.send(light.take_messages());
         let mut acks = Vec::new();
@@ -384,25 +407,45 @@ impl Node {
                 EntryType::EntryConfChange => self.apply_conf_change(&entry, batch),
                 EntryType::EntryConfChangeV2 => Ok(()),
             };
-            while let Some((index, _, _)) = self.pending.front() {
-                if *index > entry.index {
-                    break;
-                }
-                let (index, term, ack) = self.pending.pop_front().expect("front exists");
-                let result = if index == entry.index && term == entry.term {
-                    match &outcome {
-                        Ok(()) => Ok(()),
-                        Err(e) => Err(Error::WriteFailed(e.to_string())),
-                    }
-                } else {
-                    Err(self.shared.not_leader())
-                };
-                acks.push((ack, result));
-            }
+            self.answer_applied(&entry, outcome, acks);
         }
         log::set_applied(batch, last);
         self.applied.store(last, Ordering::Release);
         Ok(())
+    }
+
+    /// Answers the proposals waiting for entries up to `entry` (just applied, with
+    /// `outcome`): entries they wanted were overwritten by another leader's (not leader any
+    /// more), or were membership changes raft-rs turned into empty entries (refused).
+    fn answer_applied(
+        &mut self,
+        entry: &Entry,
+        outcome: Result<()>,
+        acks: &mut Vec<(Ack, Result<()>)>,
+    ) {
+        let outcome = outcome.map_err(|e| e.to_string());
+        while let Some(p) = self.pending.front() {
+            if p.index > entry.index {
+                break;
+            }
+            let Some(p) = self.pending.pop_front() else {
+                break;
+            };
+            let result = if p.index != entry.index || p.term != entry.term {
+                Err(self.shared.not_leader())
+            } else if p.conf_change && entry.get_entry_type() != EntryType::EntryConfChange {
+                Err(Error::Membership(format!(
+                    "the change was dropped by raft: {CHANGE_IN_PROGRESS}"
+                )))
+            } else {
+                match (&outcome, p.conf_change) {
+                    (Ok(()), _) => Ok(()),
+                    (Err(e), true) => Err(Error::Membership(e.clone())),
+                    (Err(e), false) => Err(Error::WriteFailed(e.clone())),
+                }
+            };
+            acks.push((p.ack, result));
+        }
     }
 
     fn apply_conf_change(&mut self, entry: &Entry, batch: &mut WriteBatch) -> Result<()> {
@@ -415,7 +458,7 @@ impl Node {
             self.shared.learn(&info);
         }
         let cs = self.raw.apply_conf_change(&cc)?;
-        log::set_conf_state(&self.mem, batch, &cs);
+        log::set_conf_state(&self.mem, batch, &cs)?;
         self.shared.set_voters(cs.voters.clone());
         tracing::info!(
             change = ?cc.get_change_type(),
@@ -474,3 +517,6 @@ impl Node {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
