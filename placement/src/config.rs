@@ -57,6 +57,18 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     /// Where store topology labels come from (`[topology]`).
     pub topology: TopologyConfig,
+    /// Test-only switches (`[debug]`).
+    pub debug: DebugConfig,
+}
+
+/// The `[debug]` section: switches for tests, never for production.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DebugConfig {
+    /// Serve `POST /debug/fail/{meta-write, raft-panic}` on the client port, which make the
+    /// metadata engine's writes fail (as a full disk would) or the raft thread panic, so
+    /// tests can watch the member stop. Default false.
+    pub fault_injection: bool,
 }
 
 /// Where store topology labels (`region`, `zone`, `host`) come from.
@@ -144,6 +156,7 @@ impl Default for Config {
             isolation_level: String::new(),
             schedule: ScheduleConfig::default(),
             topology: TopologyConfig::default(),
+            debug: DebugConfig::default(),
         }
     }
 }
@@ -496,6 +509,16 @@ mod tests {
         assert_eq!(c.schedule.store_add_peer_limit, 2);
         assert_eq!(c.schedule.replica_schedule_limit, 64);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn parses_debug_section() {
+        assert!(!Config::default().debug.fault_injection);
+        let c: Config = toml::from_str("[debug]\nfault-injection = true\n").unwrap();
+        assert!(c.debug.fault_injection);
+        c.validate().unwrap();
+        let err = toml::from_str::<Config>("[debug]\nfail = 1\n").unwrap_err();
+        assert!(err.to_string().contains("fail"), "{err}");
     }
 
     #[test]

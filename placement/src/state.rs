@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::cluster::ClusterView;
 use crate::config::{split_urls, Config};
 use crate::error::{Error, Result};
+use crate::fault::Faults;
 use crate::heartbeat::HeartbeatStreams;
 use crate::id::IdAllocator;
 use crate::member::transport::Entry;
@@ -46,6 +47,8 @@ pub struct Placement {
     pub writer: Arc<MetaWriter>,
     /// Role and membership of this member in the placement group.
     pub member: Arc<Shared>,
+    /// Failures tests inject into the metadata engine and the raft thread.
+    pub faults: Arc<Faults>,
     pub metrics: Metrics,
     pub streams: HeartbeatStreams,
     /// Scheduling settings from the config.
@@ -128,6 +131,7 @@ impl Placement {
         .await
         .map_err(|e| Error::Io(std::io::Error::other(e)))??;
         let shared = Arc::new(Shared::new(&setup));
+        let faults = store.faults().clone();
         let (writer, events) = MetaWriter::spawn(store, restored, shared.clone())?;
         let writer = Arc::new(writer);
         let tso = TimestampOracle::new(config.tso_save_interval.0, writer.clone());
@@ -145,6 +149,7 @@ impl Placement {
             ids,
             writer,
             member: shared,
+            faults,
             metrics: Metrics::new(),
             streams: HeartbeatStreams::default(),
             started_ms: now_ms(),

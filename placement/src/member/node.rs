@@ -155,8 +155,19 @@ impl Node {
         })
     }
 
-    /// Runs until [`Msg::Close`] or every sender is gone.
-    pub fn run(mut self, rx: Receiver<Msg>) {
+    /// Runs until [`Msg::Close`] or every sender is gone (`Ok`), or until the raft state can
+    /// no longer be persisted (the error): the member then serves nothing more from memory
+    /// that the disk does not hold, and the caller stops the process ([`crate::writer`]).
+    pub fn run(mut self, rx: Receiver<Msg>) -> Result<()> {
+        let outcome = self.drive(&rx);
+        self.shared.set_role(0, self.raw.raft.term, false);
+        for p in self.pending.drain(..) {
+            let _ = p.ack.send(Err(Error::WriterStopped));
+        }
+        outcome
+    }
+
+    fn drive(&mut self, rx: &Receiver<Msg>) -> Result<()> {
         // A lone voter need not wait for an election timeout.
         if self.shared.voters() == vec![self.shared.id()] {
             let _ = self.raw.campaign();
@@ -183,23 +194,14 @@ impl Node {
                 next_tick = Instant::now() + TICK;
             }
             self.probe_lease();
-            if let Err(e) = self.on_ready() {
-                // The metadata can no longer be persisted: stop leading rather than serve
-                // from memory what the disk does not hold.
-                tracing::error!(error = %e, "placement raft state could not be persisted; member stops");
-                closing = true;
-            }
+            self.on_ready()?;
             self.publish_role();
             if let Err(e) = self.maybe_compact() {
                 tracing::warn!(error = %e, "raft log compaction failed");
             }
             if closing {
-                break;
+                return Ok(());
             }
-        }
-        self.shared.set_role(0, self.raw.raft.term, false);
-        for p in self.pending.drain(..) {
-            let _ = p.ack.send(Err(Error::WriterStopped));
         }
     }
 
