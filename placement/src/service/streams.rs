@@ -230,7 +230,7 @@ fn apply_heartbeat(
         header: Some(error_header(cluster_id, e)),
         ..Default::default()
     };
-    let Some(info) = RegionInfo::from_heartbeat(request) else {
+    let Some(info) = RegionInfo::from_heartbeat(request, crate::state::now_ms()) else {
         return (fail(&Error::invalid("heartbeat without region")), true).into();
     };
     let Some(leader) = info.leader else {
