@@ -13,6 +13,28 @@ use common::group::*;
 use common::*;
 use proto::pdpb;
 
+/// GetMembers from one member once it names a leader. The leader may serve a few
+/// milliseconds before the slowest member has heard from it; until then that member answers
+/// Unavailable (and clients ask another one).
+async fn must_name_a_leader(
+    pd: &mut proto::pdpb::pd_client::PdClient<tonic::transport::Channel>,
+) -> pdpb::GetMembersResponse {
+    let start = Instant::now();
+    loop {
+        match pd.get_members(pdpb::GetMembersRequest::default()).await {
+            Ok(resp) => return resp.into_inner(),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "no leader named within 5s: {status}"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_members_replicate_fail_over_and_rejoin() {
     let mut group = Group::start(3).await;
@@ -29,11 +51,7 @@ async fn three_members_replicate_fail_over_and_rejoin() {
     // Every member names the leader; followers refuse other calls with Unavailable.
     for i in 0..3 {
         let mut pd = client(group.server(i)).await;
-        let members = pd
-            .get_members(pdpb::GetMembersRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
+        let members = must_name_a_leader(&mut pd).await;
         assert_eq!(members.members.len(), 3);
         assert_eq!(members.leader.unwrap().name, format!("pd{leader}"));
         if i != leader {
