@@ -57,6 +57,18 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     /// Where store topology labels come from (`[topology]`).
     pub topology: TopologyConfig,
+    /// Test-only switches (`[debug]`).
+    pub debug: DebugConfig,
+}
+
+/// The `[debug]` section: switches for tests, never for production.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DebugConfig {
+    /// Serve `POST /debug/fail/{meta-write, raft-panic}` on the client port, which make the
+    /// metadata engine's writes fail (as a full disk would) or the raft thread panic, so
+    /// tests can watch the member stop. Default false.
+    pub fault_injection: bool,
 }
 
 /// Where store topology labels (`region`, `zone`, `host`) come from.
@@ -113,6 +125,11 @@ pub struct ScheduleConfig {
     /// 0 disables region balancing. Count. Default 4 (PD's is 2048; ours moves data
     /// gently).
     pub region_schedule_limit: u64,
+    /// A peer its region's leader has reported pending (needing a snapshot, or far behind)
+    /// in every heartbeat for this long is replaced like a down one: a new replica goes
+    /// elsewhere and the stuck one is removed. At least 1s. Default `"10m"` (TiKV's
+    /// `max-peer-down-duration`, after which a silent peer counts as down).
+    pub max_pending_peer_time: ReadableDuration,
 }
 
 impl Default for ScheduleConfig {
@@ -122,6 +139,7 @@ impl Default for ScheduleConfig {
             store_add_peer_limit: 4,
             leader_schedule_limit: 4,
             region_schedule_limit: 4,
+            max_pending_peer_time: ReadableDuration(Duration::from_secs(10 * 60)),
         }
     }
 }
@@ -144,6 +162,7 @@ impl Default for Config {
             isolation_level: String::new(),
             schedule: ScheduleConfig::default(),
             topology: TopologyConfig::default(),
+            debug: DebugConfig::default(),
         }
     }
 }
@@ -200,6 +219,9 @@ impl Config {
         }
         check_isolation_level(&self.isolation_level, &self.location_labels)
             .map_err(|r| bad("isolation-level", &r))?;
+        if self.schedule.max_pending_peer_time.0 < Duration::from_secs(1) {
+            return Err(bad("schedule.max-pending-peer-time", "must be at least 1s"));
+        }
         if self.schedule.replica_schedule_limit > 0 && self.schedule.store_add_peer_limit == 0 {
             return Err(bad(
                 "schedule.store-add-peer-limit",
@@ -477,6 +499,16 @@ mod tests {
                 },
                 "schedule.store-add-peer-limit",
             ),
+            (
+                Config {
+                    schedule: ScheduleConfig {
+                        max_pending_peer_time: ReadableDuration(Duration::from_millis(500)),
+                        ..ScheduleConfig::default()
+                    },
+                    ..Config::default()
+                },
+                "schedule.max-pending-peer-time",
+            ),
         ];
         for (config, field) in cases {
             let err = config.validate().unwrap_err().to_string();
@@ -489,13 +521,30 @@ mod tests {
 
     #[test]
     fn parses_schedule_section() {
-        let c: Config =
-            toml::from_str("[schedule]\nleader-schedule-limit = 0\nstore-add-peer-limit = 2\n")
-                .unwrap();
+        let c: Config = toml::from_str(
+            "[schedule]\nleader-schedule-limit = 0\nstore-add-peer-limit = 2\n\
+             max-pending-peer-time = \"5m\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.schedule.max_pending_peer_time.0, Duration::from_secs(300));
+        assert_eq!(
+            Config::default().schedule.max_pending_peer_time.0,
+            Duration::from_secs(600)
+        );
         assert_eq!(c.schedule.leader_schedule_limit, 0);
         assert_eq!(c.schedule.store_add_peer_limit, 2);
         assert_eq!(c.schedule.replica_schedule_limit, 64);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn parses_debug_section() {
+        assert!(!Config::default().debug.fault_injection);
+        let c: Config = toml::from_str("[debug]\nfault-injection = true\n").unwrap();
+        assert!(c.debug.fault_injection);
+        c.validate().unwrap();
+        let err = toml::from_str::<Config>("[debug]\nfail = 1\n").unwrap_err();
+        assert!(err.to_string().contains("fail"), "{err}");
     }
 
     #[test]

@@ -107,6 +107,11 @@ pub enum Error {
     #[error("not leader; the placement leader is {leader}")]
     NotLeader { leader: String },
 
+    /// This member may not hand out timestamps: it no longer serves as leader of the term a
+    /// request was taken in, or its leader lease lapsed, or it is handing leadership over.
+    #[error("no leader lease for timestamps: {0}")]
+    NoTsoLease(String),
+
     /// The member group's raft state machine refused a step.
     #[error("placement raft: {0}")]
     Raft(#[from] raft::Error),

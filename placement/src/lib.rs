@@ -5,7 +5,8 @@
 //!   points, keyspaces), [`schedule`] (operators and the checkers that make them), [`tso`] and
 //!   [`id`] state machines, and [`meta`], the records and write commands they emit;
 //! - persistence and replication: [`storage`] (RocksDB), [`member`] (the members' raft group)
-//!   and [`writer`], the handle the server writes through;
+//!   and [`writer`], the handle the server writes through; [`fault`] injects their failures
+//!   in tests;
 //! - the operator tool: [`ctl`] (`placement-ctl`, over the HTTP API);
 //! - Kubernetes: [`topology`] derives store topology labels from pods and nodes;
 //! - the shell: [`state`] (shared server state), [`service`] (gRPC `pdpb.PD`,
@@ -20,6 +21,7 @@ pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod error;
+pub mod fault;
 pub mod gate;
 pub mod heartbeat;
 pub mod http;

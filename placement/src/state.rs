@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::cluster::ClusterView;
 use crate::config::{split_urls, Config};
 use crate::error::{Error, Result};
+use crate::fault::Faults;
 use crate::heartbeat::HeartbeatStreams;
 use crate::id::IdAllocator;
 use crate::member::transport::Entry;
@@ -26,7 +27,7 @@ use crate::meta::{MetaWrite, StoredMeta};
 use crate::metrics::Metrics;
 use crate::schedule::{Scheduler, Settings};
 use crate::storage::MetaStore;
-use crate::tso::TimestampOracle;
+use crate::tso::{Timestamp, TimestampOracle};
 use crate::writer::MetaWriter;
 
 /// Version reported as `binary_version` and `cluster_version` (PD-compatible numbering).
@@ -46,6 +47,8 @@ pub struct Placement {
     pub writer: Arc<MetaWriter>,
     /// Role and membership of this member in the placement group.
     pub member: Arc<Shared>,
+    /// Failures tests inject into the metadata engine and the raft thread.
+    pub faults: Arc<Faults>,
     pub metrics: Metrics,
     pub streams: HeartbeatStreams,
     /// Scheduling settings from the config.
@@ -128,6 +131,7 @@ impl Placement {
         .await
         .map_err(|e| Error::Io(std::io::Error::other(e)))??;
         let shared = Arc::new(Shared::new(&setup));
+        let faults = store.faults().clone();
         let (writer, events) = MetaWriter::spawn(store, restored, shared.clone())?;
         let writer = Arc::new(writer);
         let tso = TimestampOracle::new(config.tso_save_interval.0, writer.clone());
@@ -145,6 +149,7 @@ impl Placement {
             ids,
             writer,
             member: shared,
+            faults,
             metrics: Metrics::new(),
             streams: HeartbeatStreams::default(),
             started_ms: now_ms(),
@@ -181,7 +186,7 @@ impl Placement {
             let _guard = self.write_lock.lock().await;
             *self.view.write() = ClusterView::load(self.cluster_id, &stored);
             *self.scheduler.lock() = Scheduler::default();
-            self.tso.reset(stored.tso_limit);
+            self.tso.reset(term, stored.tso_limit);
             self.ids.reset(stored.id_limit);
             self.revision.fetch_add(1, Ordering::Relaxed);
         }
@@ -197,6 +202,50 @@ impl Placement {
             );
         }
         Ok(())
+    }
+
+    /// Allocates `count` timestamps for a client and returns the largest. Only a member
+    /// serving as leader hands them out, and only under its lease, checked again right where
+    /// each timestamp is made (after any wait for the window to be replicated), against the
+    /// term the request was taken in: so no timestamp handed out after a successor was
+    /// elected is below the successor's.
+    pub async fn allocate_timestamps(&self, count: u32) -> Result<Timestamp> {
+        let term = self.member.serving_term();
+        if term == 0 {
+            return Err(self.member.not_leader());
+        }
+        self.wait_for_lease(term).await?;
+        let may_serve = || self.may_hand_out_timestamps(term);
+        self.tso.get(count, term, &may_serve).await
+    }
+
+    fn may_hand_out_timestamps(&self, term: u64) -> Result<()> {
+        if self.member.may_hand_out_timestamps(term) {
+            Ok(())
+        } else if self.member.is_handing_over() {
+            Err(Error::NoTsoLease(
+                "leadership is being handed over".to_owned(),
+            ))
+        } else {
+            Err(Error::NoTsoLease(self.member.not_leader().to_string()))
+        }
+    }
+
+    /// A new leader gets its lease within one probe round: requests wait that long (up to
+    /// 1 s) before failing, unless this member stopped leading or is handing over.
+    async fn wait_for_lease(&self, term: u64) -> Result<()> {
+        for _ in 0..50 {
+            let member = &self.member;
+            if member.may_hand_out_timestamps(term)
+                || !member.is_raft_leader()
+                || member.is_handing_over()
+                || member.serving_term() != term
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        self.may_hand_out_timestamps(term)
     }
 
     /// True while this member serves as leader.

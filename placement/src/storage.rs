@@ -31,6 +31,7 @@ use proto::placementpb::{MetaOp, MetaOps};
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
 use crate::error::{Error, Result};
+use crate::fault::Faults;
 use crate::meta::{
     ConfigRecord, MetaWrite, RegionRecord, SchedulerRecord, ServiceSafePoint, StoredMeta,
 };
@@ -51,10 +52,11 @@ const KEYSPACE_PREFIX: &str = "k/";
 /// Prefix of the member's own keys (raft log and state).
 pub const LOCAL_PREFIX: &[u8] = b"~";
 
-/// The metadata database. Cheap to clone: clones share the database.
+/// The metadata database. Cheap to clone: clones share the database and its [`Faults`].
 #[derive(Clone)]
 pub struct MetaStore {
     db: Arc<DB>,
+    faults: Arc<Faults>,
 }
 
 impl MetaStore {
@@ -65,7 +67,15 @@ impl MetaStore {
         opts.create_if_missing(true);
         opts.set_keep_log_file_num(4);
         let db = DB::open(&opts, data_dir.join("meta"))?;
-        Ok(MetaStore { db: Arc::new(db) })
+        Ok(MetaStore {
+            db: Arc::new(db),
+            faults: Arc::default(),
+        })
+    }
+
+    /// The failures tests can inject into this database's writes.
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
     }
 
     /// The underlying database, for the member's raft log.
@@ -82,6 +92,7 @@ impl MetaStore {
 
     /// Writes a prepared batch.
     pub fn write_batch(&self, batch: WriteBatch, sync: bool) -> Result<()> {
+        self.faults.check_write()?;
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
         self.db.write_opt(batch, &opts)?;

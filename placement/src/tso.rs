@@ -9,7 +9,12 @@
 //!
 //! [`TimestampOracle`] is the thin async driver around it: it persists marks through the
 //! [`MetaWriter`] (serialised, so a smaller mark never overwrites a larger one) and is ticked in
-//! the background so that requests rarely wait for the disk.
+//! the background so that requests rarely wait for the disk. Its window belongs to one leader
+//! term ([`TimestampOracle::reset`]); every allocation names the term it is for and a guard
+//! (is this member still the serving leader of that term, with its lease?), and both are
+//! checked right where the timestamp is made, after the last wait: a request that waited for
+//! a window through a change of leader gets an error, never a timestamp below the new
+//! leader's.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -120,9 +125,15 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The allocation state and the leader term it belongs to.
+struct Window {
+    term: u64,
+    state: TsoState,
+}
+
 /// Async driver: allocation plus persistence of the high-water mark.
 pub struct TimestampOracle {
-    state: Mutex<TsoState>,
+    window: Mutex<Window>,
     interval: Duration,
     save_lock: tokio::sync::Mutex<()>,
     writer: Arc<MetaWriter>,
@@ -133,50 +144,96 @@ impl TimestampOracle {
     /// replicated mark (when its member starts to lead).
     pub fn new(interval: Duration, writer: Arc<MetaWriter>) -> Self {
         TimestampOracle {
-            state: Mutex::new(TsoState::recover(0, interval)),
+            window: Mutex::new(Window {
+                term: 0,
+                state: TsoState::recover(0, interval),
+            }),
             interval,
             save_lock: tokio::sync::Mutex::new(()),
             writer,
         }
     }
 
-    /// Resumes from `saved_limit`, the mark replicated before this member's term: every
-    /// timestamp any earlier leader issued is below it. Call [`TimestampOracle::tick`] next to
-    /// persist a fresh window.
-    pub fn reset(&self, saved_limit: i64) {
-        *self.state.lock() = TsoState::recover(saved_limit, self.interval);
+    /// Resumes for leader term `term` from `saved_limit`, the mark replicated before it:
+    /// every timestamp any earlier leader issued is below it. Call [`TimestampOracle::tick`]
+    /// next to persist a fresh window.
+    pub fn reset(&self, term: u64, saved_limit: i64) {
+        *self.window.lock() = Window {
+            term,
+            state: TsoState::recover(saved_limit, self.interval),
+        };
     }
 
-    /// Allocates `count` timestamps and returns the largest.
-    pub async fn get(&self, count: u32) -> Result<Timestamp> {
+    /// Allocates `count` timestamps for leader term `term` and returns the largest. `may_serve`
+    /// says whether this member may still hand out timestamps for that term; it is asked
+    /// each time a timestamp is about to be made, after any wait for the disk.
+    pub async fn get(
+        &self,
+        count: u32,
+        term: u64,
+        may_serve: &(dyn Fn() -> Result<()> + Sync),
+    ) -> Result<Timestamp> {
         loop {
-            let step = self.state.lock().next(count, now_ms())?;
+            let step = {
+                let mut w = self.window.lock();
+                if w.term != term {
+                    return Err(stale_term(w.term, term));
+                }
+                may_serve()?;
+                w.state.next(count, now_ms())?
+            };
             match step {
                 TsoStep::Ready(ts) => return Ok(ts),
-                TsoStep::NeedSave(limit) => self.save(limit).await?,
+                TsoStep::NeedSave(limit) => self.save(limit, term).await?,
             }
         }
     }
 
+    /// The persisted high-water mark this member allocates below (physical milliseconds).
+    pub fn saved_limit(&self) -> i64 {
+        self.window.lock().state.saved_limit()
+    }
+
     /// Extends the persisted window if it is running short; called periodically.
     pub async fn tick(&self) -> Result<()> {
-        let due = self.state.lock().window_due(now_ms());
+        let (term, due) = {
+            let w = self.window.lock();
+            (w.term, w.state.window_due(now_ms()))
+        };
         match due {
-            Some(limit) => self.save(limit).await,
+            Some(limit) => self.save(limit, term).await,
             None => Ok(()),
         }
     }
 
-    async fn save(&self, limit: i64) -> Result<()> {
+    /// Persists `limit` for the window of `term`; a mark saved for an older term never raises
+    /// the window of a newer one.
+    async fn save(&self, limit: i64, term: u64) -> Result<()> {
         let _guard = self.save_lock.lock().await;
-        if self.state.lock().saved_limit() >= limit {
-            return Ok(());
+        {
+            let w = self.window.lock();
+            if w.term != term {
+                return Err(stale_term(w.term, term));
+            }
+            if w.state.saved_limit() >= limit {
+                return Ok(());
+            }
         }
         self.writer.write(vec![MetaWrite::TsoLimit(limit)]).await?;
-        self.state.lock().saved(limit);
-        tracing::debug!(limit, "tso window persisted");
+        let mut w = self.window.lock();
+        if w.term != term {
+            return Err(stale_term(w.term, term));
+        }
+        w.state.saved(limit);
+        tracing::debug!(limit, term, "tso window persisted");
         Ok(())
     }
+}
+
+fn stale_term(window: u64, asked: u64) -> Error {
+    Error::NoTsoLease(format!(
+        "the timestamp window is for leader term {window}, not {asked}"
+    ))
 }
 
 #[cfg(test)]

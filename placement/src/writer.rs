@@ -6,8 +6,11 @@
 //! (bootstrap, stores, TSO and id marks, safe points); [`MetaWriter::write_behind`] returns at
 //! once (region heartbeats, which the stores re-send anyway). Only the leader proposes: on any
 //! other member both fail with [`Error::NotLeader`]. The thread owns the raft state, so
-//! [`MetaWriter::close`] releases the directory for a restart in the same process.
+//! [`MetaWriter::close`] releases the directory for a restart in the same process. A raft
+//! thread that fails (its state can no longer be persisted) or panics stops the whole process
+//! (fail-stop): the other members then elect a leader that can serve.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -20,6 +23,7 @@ use raft::eraftpb::ConfChangeType;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
+use crate::member::filter::Filters;
 use crate::member::log::Restored;
 use crate::member::node::{Msg, Node};
 use crate::member::transport::Transport;
@@ -35,6 +39,7 @@ pub struct MetaWriter {
     tx: Sender<Msg>,
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    filters: Filters,
 }
 
 impl MetaWriter {
@@ -47,7 +52,13 @@ impl MetaWriter {
     ) -> Result<(Self, mpsc::UnboundedReceiver<Event>)> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let transport = Transport::new(tokio::runtime::Handle::current(), shared.clone());
+        let filters = Filters::default();
+        let transport = Transport::new(
+            tokio::runtime::Handle::current(),
+            shared.clone(),
+            tx.clone(),
+            filters.clone(),
+        );
         let logger = crate::member::raft_logger();
         let node = Node::new(
             restored,
@@ -59,15 +70,31 @@ impl MetaWriter {
         )?;
         let thread = std::thread::Builder::new()
             .name("meta-raft".into())
-            .spawn(move || node.run(rx))?;
+            .spawn(move || {
+                let run = std::panic::catch_unwind(AssertUnwindSafe(move || node.run(rx)));
+                match run {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => fail_stop(&format!("the raft loop failed: {e}")),
+                    Err(panic) => fail_stop(&format!(
+                        "the raft thread panicked: {}",
+                        panic_message(panic.as_ref())
+                    )),
+                }
+            })?;
         Ok((
             MetaWriter {
                 tx,
                 shared,
                 thread: Mutex::new(Some(thread)),
+                filters,
             },
             events_rx,
         ))
+    }
+
+    /// The filters on this member's outgoing raft messages (empty unless a test adds some).
+    pub fn filters(&self) -> &Filters {
+        &self.filters
     }
 
     /// The channel peers' messages go into.
@@ -146,6 +173,27 @@ impl MetaWriter {
                 tracing::error!("placement raft thread panicked");
             }
         }
+    }
+}
+
+/// Ends the process. A member whose raft thread is gone can neither persist nor apply: it
+/// must not go on answering health checks and `GetMembers` as if it could. Its peers elect
+/// another leader; a supervisor restarts it from its data directory.
+fn fail_stop(reason: &str) -> ! {
+    tracing::error!(
+        reason,
+        "placement member stops the process: its raft thread is gone (fail-stop)"
+    );
+    std::process::abort()
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "a non-text panic"
     }
 }
 

@@ -9,129 +9,29 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::group::*;
 use common::*;
-use placement::{Config, RunningServer};
 use proto::pdpb;
-use proto::pdpb::pd_client::PdClient;
-use tonic::transport::Channel;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Group {
-    dirs: Vec<tempfile::TempDir>,
-    configs: Vec<Config>,
-    servers: Vec<Option<RunningServer>>,
-}
-
-fn member_config(
-    dir: &std::path::Path,
-    name: &str,
-    client: u16,
-    peer: u16,
-    initial: &str,
-) -> Config {
-    Config {
-        name: name.into(),
-        client_urls: format!("http://127.0.0.1:{client}"),
-        peer_urls: format!("http://127.0.0.1:{peer}"),
-        initial_cluster: Some(initial.to_owned()),
-        data_dir: Some(dir.to_path_buf()),
-        ..Config::default()
-    }
-}
-
-impl Group {
-    async fn start(n: usize) -> Group {
-        init_logging();
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-        let initial: Vec<String> = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, peer))| format!("pd{i}=http://127.0.0.1:{peer}"))
-            .collect();
-        let initial = initial.join(",");
-        let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
-        let configs: Vec<Config> = (0..n)
-            .map(|i| {
-                member_config(
-                    dirs[i].path(),
-                    &format!("pd{i}"),
-                    ports[i].0,
-                    ports[i].1,
-                    &initial,
-                )
-            })
-            .collect();
-        let started =
-            futures::future::join_all(configs.iter().cloned().map(placement::start)).await;
-        let servers = started
-            .into_iter()
-            .map(|s| Some(s.expect("member starts")))
-            .collect();
-        Group {
-            dirs,
-            configs,
-            servers,
-        }
-    }
-
-    /// Waits until exactly one running member serves as leader; returns its index.
-    async fn leader(&self, timeout: Duration) -> usize {
-        let start = Instant::now();
-        loop {
-            let leaders: Vec<usize> = self
-                .servers
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.as_ref().is_some_and(|s| s.state().is_leader()))
-                .map(|(i, _)| i)
-                .collect();
-            if leaders.len() == 1 {
-                return leaders[0];
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "no single leader after {timeout:?}: {leaders:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn server(&self, i: usize) -> &RunningServer {
-        self.servers[i].as_ref().expect("member runs")
-    }
-
-    async fn stop(&mut self, i: usize) {
-        self.servers[i]
-            .take()
-            .expect("member runs")
-            .stop()
-            .await
-            .unwrap();
-    }
-
-    async fn restart(&mut self, i: usize) {
-        let server = placement::start(self.configs[i].clone()).await.unwrap();
-        self.servers[i] = Some(server);
-    }
-}
-
-async fn client(server: &RunningServer) -> PdClient<Channel> {
-    PdClient::connect(server.url()).await.unwrap()
-}
-
-/// Waits until `check` holds on member `i`'s view.
-async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+/// GetMembers from one member once it names a leader. The leader may serve a few
+/// milliseconds before the slowest member has heard from it; until then that member answers
+/// Unavailable (and clients ask another one).
+async fn must_name_a_leader(
+    pd: &mut proto::pdpb::pd_client::PdClient<tonic::transport::Channel>,
+) -> pdpb::GetMembersResponse {
     let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < timeout, "{what} not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    loop {
+        match pd.get_members(pdpb::GetMembersRequest::default()).await {
+            Ok(resp) => return resp.into_inner(),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "no leader named within 5s: {status}"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -151,11 +51,7 @@ async fn three_members_replicate_fail_over_and_rejoin() {
     // Every member names the leader; followers refuse other calls with Unavailable.
     for i in 0..3 {
         let mut pd = client(group.server(i)).await;
-        let members = pd
-            .get_members(pdpb::GetMembersRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
+        let members = must_name_a_leader(&mut pd).await;
         assert_eq!(members.members.len(), 3);
         assert_eq!(members.leader.unwrap().name, format!("pd{leader}"));
         if i != leader {
@@ -317,9 +213,7 @@ async fn three_members_replicate_fail_over_and_rejoin() {
             .unwrap();
     assert!(stores["count"].as_u64().unwrap() >= 2, "{stores}");
 
-    for i in 0..3 {
-        group.stop(i).await;
-    }
+    group.stop_all().await;
     drop(group.dirs);
 }
 
@@ -409,11 +303,7 @@ async fn a_member_is_removed_and_a_new_one_joins() {
     assert_ok_header(&boot.header, cid);
     assert!(boot.bootstrapped, "the joined member lacks the metadata");
     joined.stop().await.unwrap();
-    for i in 0..3 {
-        if group.servers[i].is_some() {
-            group.stop(i).await;
-        }
-    }
+    group.stop_all().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -6,6 +6,10 @@
 //! one that overlaps a region with a newer `version`. A newer report removes every region it
 //! overlaps: after a split the left half keeps the id and shrinks, the right halves arrive with
 //! new ids, and merges make the target grow over the source's range.
+//!
+//! Each region also remembers since when each of its peers has been reported pending without
+//! a break ([`RegionInfo::pending_since`]), so that schedulers can tell a peer catching up
+//! from one stuck for good.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -29,6 +33,9 @@ pub struct RegionInfo {
     pub term: u64,
     pub down_peers: Vec<pdpb::PeerStats>,
     pub pending_peers: Vec<metapb::Peer>,
+    /// For each peer in `pending_peers`: Unix milliseconds of the first report in the run
+    /// of reports that all named it pending. A peer missing here counts as pending since now.
+    pub pending_since: BTreeMap<u64, u64>,
 }
 
 impl RegionInfo {
@@ -41,8 +48,8 @@ impl RegionInfo {
         }
     }
 
-    /// Builds the info carried by a region heartbeat.
-    pub fn from_heartbeat(hb: &pdpb::RegionHeartbeatRequest) -> Option<Self> {
+    /// Builds the info carried by a region heartbeat received at `now_ms` (Unix ms).
+    pub fn from_heartbeat(hb: &pdpb::RegionHeartbeatRequest, now_ms: u64) -> Option<Self> {
         Some(RegionInfo {
             meta: hb.region.clone()?,
             leader: hb.leader,
@@ -55,7 +62,31 @@ impl RegionInfo {
             term: hb.term,
             down_peers: hb.down_peers.clone(),
             pending_peers: hb.pending_peers.clone(),
+            pending_since: hb.pending_peers.iter().map(|p| (p.id, now_ms)).collect(),
         })
+    }
+
+    /// Keeps, for the peers still pending, the earlier start of their pending run that
+    /// `previous` (the last report) knew of; forgets peers no longer pending.
+    fn carry_pending_since(&mut self, previous: &RegionInfo) {
+        let pending = &self.pending_peers;
+        self.pending_since
+            .retain(|id, _| pending.iter().any(|p| p.id == *id));
+        for p in pending {
+            if let Some(&before) = previous.pending_since.get(&p.id) {
+                let since = self.pending_since.entry(p.id).or_insert(before);
+                *since = (*since).min(before);
+            }
+        }
+    }
+
+    /// Since when `peer_id` has been reported pending, if it is.
+    pub fn pending_since(&self, peer_id: u64) -> Option<u64> {
+        self.pending_peers
+            .iter()
+            .any(|p| p.id == peer_id)
+            .then(|| self.pending_since.get(&peer_id).copied())
+            .flatten()
     }
 
     pub fn id(&self) -> u64 {
@@ -260,8 +291,11 @@ impl RegionMap {
     }
 
     /// Inserts or refreshes a region after [`RegionMap::check`]; overlapped regions go.
-    pub fn upsert(&mut self, info: RegionInfo) -> Result<RegionUpdate> {
+    pub fn upsert(&mut self, mut info: RegionInfo) -> Result<RegionUpdate> {
         self.check(&info)?;
+        if let Some(old) = self.by_id.get(&info.id()) {
+            info.carry_pending_since(old);
+        }
         let removed = self.overlaps(&info.meta);
         for id in &removed {
             self.remove(*id);
@@ -554,6 +588,42 @@ mod tests {
         assert_eq!((count(&m, 1), count(&m, 3)), ((1, 1), (0, 0)));
         m.remove(2);
         assert!(m.counts_by_store().is_empty());
+    }
+
+    #[test]
+    fn pending_peers_keep_the_start_of_their_pending_run() {
+        let mut m = RegionMap::default();
+        let two = |r: &mut RegionInfo| {
+            r.meta.peers.push(metapb::Peer {
+                id: 20,
+                store_id: 2,
+                ..Default::default()
+            });
+        };
+        let report = |pending: &[u64], at: u64| {
+            let mut r = region(1, "", "", 1, 1);
+            two(&mut r);
+            r.pending_peers = (r.meta.peers.iter())
+                .filter(|p| pending.contains(&p.id))
+                .copied()
+                .collect();
+            r.pending_since = pending.iter().map(|id| (*id, at)).collect();
+            r
+        };
+        m.upsert(report(&[20], 1_000)).unwrap();
+        m.upsert(report(&[20], 5_000)).unwrap();
+        assert_eq!(m.get(1).unwrap().pending_since(20), Some(1_000));
+        assert_eq!(m.get(1).unwrap().pending_since(10), None);
+        // A report without it ends the run; the next one starts a new run.
+        m.upsert(report(&[], 6_000)).unwrap();
+        assert_eq!(m.get(1).unwrap().pending_since(20), None);
+        m.upsert(report(&[20], 7_000)).unwrap();
+        assert_eq!(m.get(1).unwrap().pending_since(20), Some(7_000));
+        // A peer named pending without a start carries the known one.
+        let mut bare = report(&[20], 0);
+        bare.pending_since.clear();
+        m.upsert(bare).unwrap();
+        assert_eq!(m.get(1).unwrap().pending_since(20), Some(7_000));
     }
 
     #[test]

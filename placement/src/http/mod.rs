@@ -7,10 +7,12 @@
 //! schedulers/{name} (DELETE), fault-tolerance, regions, region/id/{id},
 //! cluster, config (GET, POST), config/replicate, config/schedule, operators, operators/{region_id}, version,
 //! status}` and `/pd/api/v2/keyspaces` (GET, POST `{name}`),
-//! `/pd/api/v2/keyspaces/{name}`. JSON shapes are PD's ([`views`]).
+//! `/pd/api/v2/keyspaces/{name}`. JSON shapes are PD's ([`views`]). With `[debug]
+//! fault-injection = true`, also `POST /debug/fail/{meta-write, raft-panic}` ([`debug`]).
 
 mod admin;
 mod config_api;
+mod debug;
 mod members;
 pub mod views;
 
@@ -34,7 +36,12 @@ type AppState = State<Arc<Placement>>;
 
 /// The HTTP routes, without a fallback (they are merged with the gRPC routes).
 pub fn router(state: Arc<Placement>) -> Router {
-    Router::new()
+    let routes = if state.config.debug.fault_injection {
+        Router::new().route("/debug/fail/{what}", post(debug::fail))
+    } else {
+        Router::new()
+    };
+    routes
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/pd/api/v1/health", get(members::health))

@@ -228,6 +228,7 @@ pub fn schedule_config(s: &Settings) -> Value {
         "region-schedule-limit": s.region_schedule_limit,
         "store-add-peer-limit": s.store_add_peer_limit,
         "max-store-down-time": go_duration(s.max_store_down_time),
+        "max-pending-peer-time": go_duration(s.max_pending_peer_time),
     })
 }
 

@@ -34,6 +34,16 @@ fn log_key(index: u64) -> String {
     format!("{LOG_PREFIX}{index:020}")
 }
 
+/// Encodes a raft record for the disk. A record that cannot be encoded fails the write: an
+/// empty one would read back as another state (no vote, no commit, an empty entry).
+fn encode(key: &str, record: &impl protobuf::Message) -> Result<Vec<u8>> {
+    encoded(key, record.write_to_bytes())
+}
+
+fn encoded(key: &str, bytes: protobuf::ProtobufResult<Vec<u8>>) -> Result<Vec<u8>> {
+    bytes.map_err(|e| Error::WriteFailed(format!("cannot encode raft record `{key}`: {e}")))
+}
+
 fn corrupt(key: &str, e: impl std::fmt::Display) -> Error {
     Error::Corrupt {
         key: key.to_owned(),
@@ -72,17 +82,14 @@ pub fn restore(store: &MetaStore, voters: &[u64]) -> Result<Restored> {
             meta.term = 1;
             meta.set_conf_state(ConfState::from((voters.to_vec(), vec![])));
             let mut batch = WriteBatch::default();
-            batch.put(SNAP_META, meta.write_to_bytes().unwrap_or_default());
-            batch.put(
-                CONF_STATE,
-                meta.get_conf_state().write_to_bytes().unwrap_or_default(),
-            );
+            batch.put(SNAP_META, encode("~raft/snap", meta)?);
+            batch.put(CONF_STATE, encode("~raft/cs", meta.get_conf_state())?);
             let hs = HardState {
                 term: 1,
                 commit: 1,
                 ..Default::default()
             };
-            batch.put(HARD_STATE, hs.write_to_bytes().unwrap_or_default());
+            batch.put(HARD_STATE, encode("~raft/hs", &hs)?);
             set_applied(&mut batch, 1);
             store.write_batch(batch, true)?;
             storage
@@ -152,7 +159,7 @@ pub fn append(storage: &MemStorage, batch: &mut WriteBatch, entries: &[Entry]) -
     }
     let last = storage.last_index()?;
     for e in entries {
-        batch.put(log_key(e.index), e.write_to_bytes().unwrap_or_default());
+        batch.put(log_key(e.index), encode("~raft/log", e)?);
     }
     let new_last = entries[entries.len() - 1].index;
     if new_last < last {
@@ -165,15 +172,17 @@ pub fn append(storage: &MemStorage, batch: &mut WriteBatch, entries: &[Entry]) -
 }
 
 /// Records the hard state in `batch` and the cache.
-pub fn set_hard_state(storage: &MemStorage, batch: &mut WriteBatch, hs: &HardState) {
-    batch.put(HARD_STATE, hs.write_to_bytes().unwrap_or_default());
+pub fn set_hard_state(storage: &MemStorage, batch: &mut WriteBatch, hs: &HardState) -> Result<()> {
+    batch.put(HARD_STATE, encode("~raft/hs", hs)?);
     storage.wl().set_hardstate(hs.clone());
+    Ok(())
 }
 
 /// Records the configuration in `batch` and the cache.
-pub fn set_conf_state(storage: &MemStorage, batch: &mut WriteBatch, cs: &ConfState) {
-    batch.put(CONF_STATE, cs.write_to_bytes().unwrap_or_default());
+pub fn set_conf_state(storage: &MemStorage, batch: &mut WriteBatch, cs: &ConfState) -> Result<()> {
+    batch.put(CONF_STATE, encode("~raft/cs", cs)?);
     storage.wl().set_conf_state(cs.clone());
+    Ok(())
 }
 
 /// Records the applied index in `batch`.
@@ -194,11 +203,8 @@ pub fn install_snapshot(
     store.replace_all(batch, &payload)?;
     let last = storage.last_index()?;
     batch.delete_range(log_key(0), log_key(last.max(meta.index) + 1));
-    batch.put(SNAP_META, meta.write_to_bytes().unwrap_or_default());
-    batch.put(
-        CONF_STATE,
-        meta.get_conf_state().write_to_bytes().unwrap_or_default(),
-    );
+    batch.put(SNAP_META, encode("~raft/snap", meta)?);
+    batch.put(CONF_STATE, encode("~raft/cs", meta.get_conf_state())?);
     set_applied(batch, meta.index);
     storage
         .wl()
@@ -221,7 +227,7 @@ pub fn compact(storage: &MemStorage, store: &MetaStore, index: u64) -> Result<()
     meta.set_conf_state(storage.initial_state()?.conf_state);
     let mut batch = WriteBatch::default();
     batch.delete_range(log_key(0), log_key(index));
-    batch.put(SNAP_META, meta.write_to_bytes().unwrap_or_default());
+    batch.put(SNAP_META, encode("~raft/snap", &meta)?);
     store.write_batch(batch, false)?;
     storage
         .wl()
@@ -279,5 +285,27 @@ impl Storage for MetaRaftStorage {
         meta.term = term;
         meta.set_conf_state(self.mem.initial_state()?.conf_state);
         Ok(snap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_that_cannot_be_encoded_fails_the_write() {
+        let failed = Err(protobuf::ProtobufError::MessageNotInitialized {
+            message: "HardState",
+        });
+        let err = encoded("~raft/hs", failed).unwrap_err().to_string();
+        assert!(err.contains("~raft/hs"), "{err}");
+        let hs = HardState {
+            term: 3,
+            vote: 2,
+            commit: 9,
+            ..Default::default()
+        };
+        let bytes = encode("~raft/hs", &hs).unwrap();
+        assert_eq!(HardState::parse_from_bytes(&bytes).unwrap(), hs);
     }
 }

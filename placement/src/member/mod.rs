@@ -6,6 +6,8 @@
 //!   answers proposals once their entry is applied on this member.
 //! - [`transport`]: batched raft messages between members over gRPC on the peer URL
 //!   (`placementpb.MemberRaft`), and the `Join` call a new member makes.
+//! - [`filter`]: filters tests put on a member's outgoing raft messages.
+//! - [`lease`]: the leader lease timestamps are handed out under.
 //!
 //! [`Shared`] is what the rest of the server reads: who leads, which members exist and their
 //! URLs, and whether this member is serving as leader. A member serves (gRPC beyond
@@ -16,6 +18,8 @@
 //! started later (scale out) finds the leader through the others and asks it to add it; it then
 //! catches up from a snapshot. Members are removed through `DELETE /pd/api/v1/members/name/{n}`.
 
+pub mod filter;
+pub mod lease;
 pub mod log;
 pub mod node;
 pub mod transport;
@@ -158,9 +162,10 @@ pub struct Shared {
     raft_leader: AtomicBool,
     /// The term this member serves as leader in, 0 when it does not serve.
     serving: watch::Sender<u64>,
-    /// Until when this leader may hand out timestamps: a quorum confirmed its leadership at
-    /// a moment `t`, and no other member can be elected before `t` + the election timeout.
-    lease_until: parking_lot::Mutex<Option<std::time::Instant>>,
+    /// Until when this leader may hand out timestamps (see [`lease`]).
+    lease: parking_lot::Mutex<lease::Lease>,
+    /// This leader is handing leadership over (the transferee may be elected any moment).
+    handing_over: AtomicBool,
 }
 
 impl Shared {
@@ -177,7 +182,8 @@ impl Shared {
             term: AtomicU64::new(0),
             raft_leader: AtomicBool::new(false),
             serving: watch::channel(0).0,
-            lease_until: parking_lot::Mutex::new(None),
+            lease: parking_lot::Mutex::new(lease::Lease::default()),
+            handing_over: AtomicBool::new(false),
         }
     }
 
@@ -254,35 +260,55 @@ impl Shared {
             .collect()
     }
 
+    /// Publishes the role the raft thread sees. A member that stops leading, or leads a new
+    /// term, stops serving and loses its lease.
     pub(crate) fn set_role(&self, leader_id: u64, term: u64, raft_leader: bool) {
         self.leader_id.store(leader_id, Ordering::Release);
-        self.term.store(term, Ordering::Release);
+        let old_term = self.term.swap(term, Ordering::AcqRel);
         self.raft_leader.store(raft_leader, Ordering::Release);
-        if !raft_leader {
+        if !raft_leader || old_term != term {
             self.serving
                 .send_if_modified(|s| std::mem::replace(s, 0) != 0);
-            *self.lease_until.lock() = None;
+            self.revoke_lease();
+        }
+        if !raft_leader {
+            self.set_handing_over(false);
         }
     }
 
-    /// Extends the leader lease to `until` (never shortens it).
-    pub(crate) fn extend_lease(&self, until: std::time::Instant) {
-        if !self.is_raft_leader() {
-            return;
+    /// A quorum confirmed this leader's leadership in a round sent at `sent`: it may hand
+    /// out timestamps until `until` (see [`lease::Lease::extend`]).
+    pub(crate) fn extend_lease(&self, sent: std::time::Instant, until: std::time::Instant) {
+        if self.is_raft_leader() {
+            self.lease.lock().extend(sent, until);
         }
-        let mut lease = self.lease_until.lock();
-        if lease.is_none_or(|l| l < until) {
-            *lease = Some(until);
-        }
+    }
+
+    /// Ends the lease at once (a leadership transfer starts, leadership is lost).
+    pub(crate) fn revoke_lease(&self) {
+        self.lease.lock().revoke(std::time::Instant::now());
+    }
+
+    pub(crate) fn set_handing_over(&self, handing_over: bool) {
+        self.handing_over.store(handing_over, Ordering::Release);
+    }
+
+    /// This leader is handing leadership over to another member.
+    pub fn is_handing_over(&self) -> bool {
+        self.handing_over.load(Ordering::Acquire)
     }
 
     /// Whether this leader's lease holds now: no other member can have been elected.
     pub fn has_lease(&self) -> bool {
         self.is_raft_leader()
-            && self
-                .lease_until
-                .lock()
-                .is_some_and(|l| std::time::Instant::now() < l)
+            && !self.is_handing_over()
+            && self.lease.lock().holds(std::time::Instant::now())
+    }
+
+    /// Whether this member may hand out a timestamp now, for a request it took in `term`:
+    /// it still serves as leader of that very term and holds its lease.
+    pub fn may_hand_out_timestamps(&self, term: u64) -> bool {
+        term != 0 && self.serving_term() == term && self.term() == term && self.has_lease()
     }
 
     /// The leader's raft id, 0 while unknown.

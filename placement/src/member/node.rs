@@ -4,8 +4,8 @@
 //! from a channel, ticks every [`TICK`], and handles each ready: messages out, the snapshot and
 //! new entries persisted with the hard state and the applied records in one synced RocksDB
 //! write, committed entries applied (metadata ops, configuration changes), then proposals
-//! answered. Everything this thread does blocks on disk, so nothing here runs on the async
-//! runtime.
+//! answered (a membership change raft-rs dropped, as a failure). Everything this thread does
+//! blocks on disk, so nothing here runs on the async runtime.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +18,7 @@ use proto::placementpb::{MemberInfo, MetaOps};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message};
 use raft::storage::MemStorage;
-use raft::{RawNode, StateRole, Storage};
+use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 use rocksdb::WriteBatch;
 use tokio::sync::{mpsc, oneshot};
 
@@ -46,6 +46,9 @@ const KEEP_ENTRIES: u64 = 2_000;
 /// Compact once this many applied entries are in the log.
 const COMPACT_AFTER: u64 = 20_000;
 
+/// Why a membership change cannot be made now.
+const CHANGE_IN_PROGRESS: &str = "another membership change is still in progress";
+
 /// The answer to a proposal once its entry is applied (or lost).
 pub type Ack = oneshot::Sender<Result<()>>;
 
@@ -58,6 +61,17 @@ pub enum Msg {
     },
     /// Messages from peers.
     Step(Vec<Message>),
+    /// Messages to `to` were lost (a failed call, a full queue, no address): raft probes
+    /// the peer again rather than stream to it blindly.
+    Unreachable {
+        to: u64,
+    },
+    /// A snapshot sent to `to` was delivered (the peer accepted it) or lost: raft resumes
+    /// replication, or sends another.
+    SnapshotStatus {
+        to: u64,
+        delivered: bool,
+    },
     /// Hand leadership to `to`.
     TransferLeader {
         to: u64,
@@ -71,6 +85,15 @@ pub enum Msg {
     Close,
 }
 
+/// A proposal waiting for its entry to be applied.
+struct Pending {
+    index: u64,
+    term: u64,
+    /// A membership change: raft-rs may have turned its entry into an empty one.
+    conf_change: bool,
+    ack: Ack,
+}
+
 pub struct Node {
     raw: RawNode<MetaRaftStorage>,
     mem: MemStorage,
@@ -79,8 +102,8 @@ pub struct Node {
     shared: Arc<Shared>,
     transport: Transport,
     events: mpsc::UnboundedSender<Event>,
-    /// Proposals waiting for their entry: (index, term, ack).
-    pending: VecDeque<(u64, u64, Ack)>,
+    /// Proposals waiting for their entry.
+    pending: VecDeque<Pending>,
     /// The term whose leadership was announced, 0 when following.
     announced: u64,
     /// Base of the lease probes' timestamps (their ReadIndex context).
@@ -132,8 +155,19 @@ impl Node {
         })
     }
 
-    /// Runs until [`Msg::Close`] or every sender is gone.
-    pub fn run(mut self, rx: Receiver<Msg>) {
+    /// Runs until [`Msg::Close`] or every sender is gone (`Ok`), or until the raft state can
+    /// no longer be persisted (the error): the member then serves nothing more from memory
+    /// that the disk does not hold, and the caller stops the process ([`crate::writer`]).
+    pub fn run(mut self, rx: Receiver<Msg>) -> Result<()> {
+        let outcome = self.drive(&rx);
+        self.shared.set_role(0, self.raw.raft.term, false);
+        for p in self.pending.drain(..) {
+            let _ = p.ack.send(Err(Error::WriterStopped));
+        }
+        outcome
+    }
+
+    fn drive(&mut self, rx: &Receiver<Msg>) -> Result<()> {
         // A lone voter need not wait for an election timeout.
         if self.shared.voters() == vec![self.shared.id()] {
             let _ = self.raw.campaign();
@@ -152,28 +186,22 @@ impl Node {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => closing = true,
             }
+            if self.store.faults().take_raft_panic() {
+                panic!("injected fault: the placement raft thread panics");
+            }
             if Instant::now() >= next_tick {
                 self.raw.tick();
                 next_tick = Instant::now() + TICK;
             }
             self.probe_lease();
-            if let Err(e) = self.on_ready() {
-                // The metadata can no longer be persisted: stop leading rather than serve
-                // from memory what the disk does not hold.
-                tracing::error!(error = %e, "placement raft state could not be persisted; member stops");
-                closing = true;
-            }
+            self.on_ready()?;
             self.publish_role();
             if let Err(e) = self.maybe_compact() {
                 tracing::warn!(error = %e, "raft log compaction failed");
             }
             if closing {
-                break;
+                return Ok(());
             }
-        }
-        self.shared.set_role(0, self.raw.raft.term, false);
-        for (_, _, ack) in self.pending.drain(..) {
-            let _ = ack.send(Err(Error::WriterStopped));
         }
     }
 
@@ -185,8 +213,7 @@ impl Node {
                 match self.raw.propose(vec![], data) {
                     Ok(()) if self.raw.raft.raft_log.last_index() > last => {
                         if let Some(ack) = ack {
-                            let index = self.raw.raft.raft_log.last_index();
-                            self.pending.push_back((index, self.raw.raft.term, ack));
+                            self.wait_for_last_entry(false, ack);
                         }
                     }
                     _ => {
@@ -203,7 +230,27 @@ impl Node {
                     }
                 }
             }
-            Msg::TransferLeader { to } => self.raw.transfer_leader(to),
+            Msg::Unreachable { to } => self.raw.report_unreachable(to),
+            Msg::SnapshotStatus { to, delivered } => {
+                let status = if delivered {
+                    SnapshotStatus::Finish
+                } else {
+                    tracing::info!(
+                        to,
+                        "a snapshot to a placement member was lost; it is resent"
+                    );
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, status);
+            }
+            Msg::TransferLeader { to } => {
+                // The transferee may be elected at once, without waiting for this leader's
+                // lease to run out: stop handing out timestamps before it can be.
+                self.shared.revoke_lease();
+                self.raw.transfer_leader(to);
+                let handing_over = self.raw.raft.lead_transferee.is_some();
+                self.shared.set_handing_over(handing_over);
+            }
             Msg::ConfChange {
                 change,
                 member,
@@ -214,9 +261,23 @@ impl Node {
         false
     }
 
+    /// Answers `ack` once the entry just appended (the last one) is applied.
+    fn wait_for_last_entry(&mut self, conf_change: bool, ack: Ack) {
+        self.pending.push_back(Pending {
+            index: self.raw.raft.raft_log.last_index(),
+            term: self.raw.raft.term,
+            conf_change,
+            ack,
+        });
+    }
+
     fn propose_conf_change(&mut self, change: ConfChangeType, member: MemberInfo, ack: Ack) {
         if self.raw.raft.state != StateRole::Leader {
             let _ = ack.send(Err(self.shared.not_leader()));
+            return;
+        }
+        if self.raw.raft.has_pending_conf() {
+            let _ = ack.send(Err(Error::Membership(CHANGE_IN_PROGRESS.into())));
             return;
         }
         let mut cc = ConfChange::default();
@@ -225,13 +286,10 @@ impl Node {
         let last = self.raw.raft.raft_log.last_index();
         match self.raw.propose_conf_change(member.encode_to_vec(), cc) {
             Ok(()) if self.raw.raft.raft_log.last_index() > last => {
-                let index = self.raw.raft.raft_log.last_index();
-                self.pending.push_back((index, self.raw.raft.term, ack));
+                self.wait_for_last_entry(true, ack);
             }
             Ok(()) => {
-                let _ = ack.send(Err(Error::Membership(
-                    "another membership change is still in progress".into(),
-                )));
+                let _ = ack.send(Err(Error::Membership(CHANGE_IN_PROGRESS.into())));
             }
             Err(e) => {
                 let _ = ack.send(Err(Error::Membership(e.to_string())));
@@ -246,6 +304,12 @@ impl Node {
             self.last_probe = None;
             return;
         }
+        if self.raw.raft.lead_transferee.is_some() {
+            // No lease while handing over; rounds sent until the transfer ends never count.
+            self.shared.revoke_lease();
+            self.last_probe = None;
+            return;
+        }
         let now = Instant::now();
         if self.last_probe.is_some_and(|t| now - t < LEASE_PROBE) {
             return;
@@ -256,10 +320,13 @@ impl Node {
     }
 
     fn renew_lease(&self, states: &[raft::ReadState]) {
+        if self.raw.raft.lead_transferee.is_some() {
+            return;
+        }
         for rs in states {
             if let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
                 let sent = self.epoch + Duration::from_nanos(u64::from_be_bytes(bytes));
-                self.shared.extend_lease(sent + LEASE);
+                self.shared.extend_lease(sent, sent + LEASE);
             }
         }
     }
@@ -271,24 +338,25 @@ impl Node {
         let mut ready = self.raw.ready();
         self.renew_lease(&ready.take_read_states());
         self.transport.send(ready.take_messages());
+        // One write for everything this ready persists: a snapshot with the hard state that
+        // goes with it, so a failure part-way never leaves one without the other.
         let mut batch = WriteBatch::default();
         if !ready.snapshot().is_empty() {
             let snap = ready.snapshot().clone();
             log::install_snapshot(&self.store, &self.mem, &mut batch, &snap)?;
-            self.store.write_batch(std::mem::take(&mut batch), true)?;
-            let index = snap.get_metadata().index;
-            self.applied.store(index, Ordering::Release);
-            self.shared
-                .set_voters(snap.get_metadata().get_conf_state().voters.clone());
-            tracing::info!(index, "placement member installed a snapshot");
+            let meta = snap.get_metadata();
+            self.applied.store(meta.index, Ordering::Release);
+            self.shared.set_voters(meta.get_conf_state().voters.clone());
+            tracing::info!(index = meta.index, "placement member installs a snapshot");
         }
         let mut acks = Vec::new();
         self.apply(ready.take_committed_entries(), &mut batch, &mut acks)?;
         log::append(&self.mem, &mut batch, ready.entries())?;
         if let Some(hs) = ready.hs() {
-            log::set_hard_state(&self.mem, &mut batch, hs);
+            log::set_hard_state(&self.mem, &mut batch, hs)?;
         }
-        let sync = !ready.entries().is_empty() || ready.hs().is_some();
+        let sync =
+            !ready.snapshot().is_empty() || !ready.entries().is_empty() || ready.hs().is_some();
         if !batch.is_empty() {
             self.store.write_batch(batch, sync)?;
         }
@@ -299,7 +367,7 @@ impl Node {
         if let Some(commit) = light.commit_index() {
             let mut hs = self.mem.rl().hard_state().clone();
             hs.commit = commit;
-            log::set_hard_state(&self.mem, &mut batch, &hs);
+            log::set_hard_state(&self.mem, &mut batch, &hs)?;
         }
         self.transport.send(light.take_messages());
         let mut acks = Vec::new();
@@ -341,25 +409,45 @@ impl Node {
                 EntryType::EntryConfChange => self.apply_conf_change(&entry, batch),
                 EntryType::EntryConfChangeV2 => Ok(()),
             };
-            while let Some((index, _, _)) = self.pending.front() {
-                if *index > entry.index {
-                    break;
-                }
-                let (index, term, ack) = self.pending.pop_front().expect("front exists");
-                let result = if index == entry.index && term == entry.term {
-                    match &outcome {
-                        Ok(()) => Ok(()),
-                        Err(e) => Err(Error::WriteFailed(e.to_string())),
-                    }
-                } else {
-                    Err(self.shared.not_leader())
-                };
-                acks.push((ack, result));
-            }
+            self.answer_applied(&entry, outcome, acks);
         }
         log::set_applied(batch, last);
         self.applied.store(last, Ordering::Release);
         Ok(())
+    }
+
+    /// Answers the proposals waiting for entries up to `entry` (just applied, with
+    /// `outcome`): entries they wanted were overwritten by another leader's (not leader any
+    /// more), or were membership changes raft-rs turned into empty entries (refused).
+    fn answer_applied(
+        &mut self,
+        entry: &Entry,
+        outcome: Result<()>,
+        acks: &mut Vec<(Ack, Result<()>)>,
+    ) {
+        let outcome = outcome.map_err(|e| e.to_string());
+        while let Some(p) = self.pending.front() {
+            if p.index > entry.index {
+                break;
+            }
+            let Some(p) = self.pending.pop_front() else {
+                break;
+            };
+            let result = if p.index != entry.index || p.term != entry.term {
+                Err(self.shared.not_leader())
+            } else if p.conf_change && entry.get_entry_type() != EntryType::EntryConfChange {
+                Err(Error::Membership(format!(
+                    "the change was dropped by raft: {CHANGE_IN_PROGRESS}"
+                )))
+            } else {
+                match (&outcome, p.conf_change) {
+                    (Ok(()), _) => Ok(()),
+                    (Err(e), true) => Err(Error::Membership(e.clone())),
+                    (Err(e), false) => Err(Error::WriteFailed(e.clone())),
+                }
+            };
+            acks.push((p.ack, result));
+        }
     }
 
     fn apply_conf_change(&mut self, entry: &Entry, batch: &mut WriteBatch) -> Result<()> {
@@ -372,7 +460,7 @@ impl Node {
             self.shared.learn(&info);
         }
         let cs = self.raw.apply_conf_change(&cc)?;
-        log::set_conf_state(&self.mem, batch, &cs);
+        log::set_conf_state(&self.mem, batch, &cs)?;
         self.shared.set_voters(cs.voters.clone());
         tracing::info!(
             change = ?cc.get_change_type(),
@@ -395,6 +483,8 @@ impl Node {
         let raft = &self.raw.raft;
         let leading = raft.state == StateRole::Leader;
         self.shared.set_role(raft.leader_id, raft.term, leading);
+        self.shared
+            .set_handing_over(leading && raft.lead_transferee.is_some());
         if !leading {
             if self.announced != 0 {
                 self.announced = 0;
@@ -429,3 +519,6 @@ impl Node {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,9 +3,12 @@
 //!
 //! [`Transport::send`] is called from the raft thread and never blocks: each peer has a
 //! bounded queue drained by one async task that sends what has gathered as one `Step` batch.
-//! A full queue or a failed call drops messages; raft resends what matters. Every batch and
-//! every answer carries the sender's [`MemberInfo`], which is how members learn each other's
-//! client URLs (for `GetMembers`).
+//! A full queue, a failed call or a test filter drops messages, and raft hears of it
+//! ([`Msg::Unreachable`], [`Msg::SnapshotStatus`]): it then resends what matters, a snapshot
+//! included, instead of waiting for an answer that never comes. A snapshot counts as
+//! delivered once the peer accepted the batch holding it. Every batch and every answer
+//! carries the sender's [`MemberInfo`], which is how members learn each other's client URLs
+//! (for `GetMembers`).
 //!
 //! [`MemberRaftService`] receives batches and `Join` requests.
 
@@ -19,11 +22,12 @@ use proto::placementpb::member_raft_client::MemberRaftClient;
 use proto::placementpb::member_raft_server::MemberRaft;
 use proto::placementpb::{JoinRequest, JoinResponse, MemberInfo, RaftAck, RaftBatch};
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChangeType, Message};
+use raft::eraftpb::{ConfChangeType, Message, MessageType};
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use super::filter::Filters;
 use super::node::Msg;
 use super::Shared;
 
@@ -34,39 +38,93 @@ const BATCH: usize = 512;
 /// Largest raft batch accepted or sent: snapshots carry the whole metadata.
 pub const MAX_MESSAGE: usize = 512 << 20;
 
+/// One encoded raft message on its way to a peer.
+struct Outgoing {
+    bytes: Vec<u8>,
+    snapshot: bool,
+}
+
+/// Tells the raft thread that messages to `to` were lost or delivered.
+#[derive(Clone)]
+struct Feedback {
+    node: Sender<Msg>,
+    to: u64,
+}
+
+impl Feedback {
+    /// The peer did not get a message (and a snapshot, if `snapshots` > 0).
+    fn lost(&self, snapshots: usize) {
+        let _ = self.node.send(Msg::Unreachable { to: self.to });
+        for _ in 0..snapshots {
+            self.snapshot(false);
+        }
+    }
+
+    fn snapshot(&self, delivered: bool) {
+        let to = self.to;
+        let _ = self.node.send(Msg::SnapshotStatus { to, delivered });
+    }
+}
+
 /// Outgoing raft messages, one queue and task per peer.
 #[derive(Clone)]
 pub struct Transport {
     runtime: tokio::runtime::Handle,
     shared: Arc<Shared>,
-    peers: Arc<Mutex<HashMap<u64, mpsc::Sender<Vec<u8>>>>>,
+    peers: Arc<Mutex<HashMap<u64, mpsc::Sender<Outgoing>>>>,
+    filters: Filters,
+    /// The raft thread's own channel, for what became of the messages.
+    node: Sender<Msg>,
 }
 
 impl Transport {
-    pub fn new(runtime: tokio::runtime::Handle, shared: Arc<Shared>) -> Self {
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        shared: Arc<Shared>,
+        node: Sender<Msg>,
+        filters: Filters,
+    ) -> Self {
         Transport {
             runtime,
             shared,
             peers: Arc::new(Mutex::new(HashMap::new())),
+            filters,
+            node,
         }
     }
 
-    /// Queues messages for their peers.
+    /// Queues messages for their peers; raft hears of each one that cannot be.
     pub fn send(&self, msgs: Vec<Message>) {
         for m in msgs {
-            let to = m.to;
-            let Some(queue) = self.queue(to) else {
-                tracing::debug!(to, "no peer URL known; raft message dropped");
-                continue;
-            };
-            let bytes = m.write_to_bytes().unwrap_or_default();
-            if queue.try_send(bytes).is_err() {
-                tracing::debug!(to, "peer queue full; raft message dropped");
+            if let Err(why) = self.try_send(&m) {
+                let to = m.to;
+                let kind = m.get_msg_type();
+                tracing::debug!(to, ?kind, why, "raft message dropped");
+                let feedback = Feedback {
+                    node: self.node.clone(),
+                    to,
+                };
+                feedback.lost(usize::from(kind == MessageType::MsgSnapshot));
             }
         }
     }
 
-    fn queue(&self, to: u64) -> Option<mpsc::Sender<Vec<u8>>> {
+    fn try_send(&self, m: &Message) -> Result<(), &'static str> {
+        if !self.filters.allow(m) {
+            return Err("a test filter dropped it");
+        }
+        let queue = self.queue(m.to).ok_or("no peer URL known")?;
+        let bytes = m.write_to_bytes().map_err(|e| {
+            tracing::error!(to = m.to, error = %e, "raft message cannot be encoded");
+            "it cannot be encoded"
+        })?;
+        let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+        queue
+            .try_send(Outgoing { bytes, snapshot })
+            .map_err(|_| "the peer's queue is full")
+    }
+
+    fn queue(&self, to: u64) -> Option<mpsc::Sender<Outgoing>> {
         let mut peers = self.peers.lock();
         if let Some(q) = peers.get(&to) {
             if !q.is_closed() {
@@ -83,35 +141,42 @@ impl Transport {
             let _guard = self.runtime.enter();
             endpoint.connect_lazy()
         };
+        let feedback = Feedback {
+            node: self.node.clone(),
+            to,
+        };
         self.runtime
-            .spawn(peer_loop(to, url, channel, rx, self.shared.clone()));
+            .spawn(peer_loop(url, channel, rx, self.shared.clone(), feedback));
         peers.insert(to, tx.clone());
         Some(tx)
     }
 }
 
+/// Sends one peer's queued messages in batches, and tells raft what became of them.
 async fn peer_loop(
-    to: u64,
     url: String,
     channel: Channel,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: mpsc::Receiver<Outgoing>,
     shared: Arc<Shared>,
+    feedback: Feedback,
 ) {
+    let to = feedback.to;
     let mut client = MemberRaftClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let mut failing = false;
     while let Some(first) = rx.recv().await {
-        let mut messages = vec![first];
-        while messages.len() < BATCH {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(m) => messages.push(m),
+                Ok(m) => batch.push(m),
                 Err(_) => break,
             }
         }
+        let snapshots = batch.iter().filter(|m| m.snapshot).count();
         let request = RaftBatch {
             from: Some(shared.me().clone()),
-            messages,
+            messages: batch.into_iter().map(|m| m.bytes).collect(),
         };
         match client.step(request).await {
             Ok(resp) => {
@@ -122,12 +187,16 @@ async fn peer_loop(
                 if let Some(member) = resp.into_inner().member {
                     shared.learn(&member);
                 }
+                for _ in 0..snapshots {
+                    feedback.snapshot(true);
+                }
             }
             Err(status) => {
                 if !failing {
                     tracing::warn!(to, %url, %status, "placement peer unreachable");
                     failing = true;
                 }
+                feedback.lost(snapshots);
             }
         }
     }

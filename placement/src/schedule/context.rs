@@ -6,8 +6,9 @@
 //!
 //! A peer needs replacing when its store is Down (no store heartbeat for
 //! `max-store-down-time`), Tombstone or unknown, when the leader reports it in `down_peers`
-//! for at least `max-store-down-time`, or when its store is Offline (being drained):
-//! [`PeerHealth`].
+//! for at least `max-store-down-time`, when the leader has reported it pending in every
+//! heartbeat for `max-pending-peer-time` (a snapshot that never arrives), or when its store
+//! is Offline (being drained): [`PeerHealth`].
 
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ pub struct Settings {
     /// this level ([`Context::isolated`]).
     pub isolation_level: String,
     pub max_store_down_time: Duration,
+    /// A peer reported pending this long needs replacing ([`PeerHealth::Pending`]).
+    pub max_pending_peer_time: Duration,
     pub replica_schedule_limit: usize,
     pub store_add_peer_limit: usize,
     pub leader_schedule_limit: usize,
@@ -49,6 +52,7 @@ impl Settings {
             location_labels: c.location_labels.clone(),
             isolation_level: c.isolation_level.clone(),
             max_store_down_time: c.max_store_down_time.0,
+            max_pending_peer_time: c.schedule.max_pending_peer_time.0,
             replica_schedule_limit: count(c.schedule.replica_schedule_limit),
             store_add_peer_limit: count(c.schedule.store_add_peer_limit),
             leader_schedule_limit: count(c.schedule.leader_schedule_limit),
@@ -86,6 +90,8 @@ pub enum PeerHealth {
     Healthy,
     /// Store down, tombstone or unknown, or the peer reported down for too long.
     Down,
+    /// Reported pending (needing a snapshot, or far behind) for too long: stuck.
+    Pending,
     /// Store being drained.
     Offline,
 }
@@ -151,8 +157,14 @@ impl<'a> Context<'a> {
                     .down_peers
                     .iter()
                     .any(|d| d.peer.is_some_and(|p| p.id == peer.id) && d.down_seconds >= limit);
+                let bound = self.settings.max_pending_peer_time.as_millis();
+                let stuck = region
+                    .pending_since(peer.id)
+                    .is_some_and(|since| u128::from(self.now_ms.saturating_sub(since)) >= bound);
                 if down {
                     PeerHealth::Down
+                } else if stuck {
+                    PeerHealth::Pending
                 } else {
                     PeerHealth::Healthy
                 }

@@ -3,12 +3,14 @@
 //! function of one region and the cluster [`Context`]; it returns at most one [`Operator`],
 //! checking in this order:
 //!
-//! 1. a learner that must be replaced (store down, tombstone or offline) is removed;
+//! 1. a learner that must be replaced (store down, tombstone or offline, or stuck pending) is
+//!    removed;
 //! 2. a healthy learner that has caught up (not pending) is promoted (`promote-learner`);
-//! 3. a voter that must be replaced: while the region has fewer than `max-replicas` healthy
-//!    voters, a replacement learner is added and promoted (`replace-down-replica`,
-//!    `replace-offline-replica`); once it has enough, the voter is removed
-//!    (`remove-down-replica`, `remove-offline-replica`). Nothing else happens meanwhile;
+//! 3. a voter that must be replaced (down first, then stuck pending, then offline): while the
+//!    region has fewer than `max-replicas` healthy voters, a replacement learner is added and
+//!    promoted (`replace-down-replica`, `replace-pending-replica`, `replace-offline-replica`);
+//!    once it has enough, the voter is removed (`remove-down-replica`,
+//!    `remove-pending-replica`, `remove-offline-replica`). Nothing else happens meanwhile;
 //! 4. fewer voters and learners than `max-replicas`: a learner is added on the best store and
 //!    promoted (`make-up-replica`);
 //! 5. more voters than `max-replicas`: the worst-placed voter is removed
@@ -123,7 +125,13 @@ pub fn check_region(
     let healthy = |(_, h): &&(metapb::Peer, PeerHealth)| *h == PeerHealth::Healthy;
     let descs = |h: PeerHealth| match h {
         PeerHealth::Offline => ("remove-offline-replica", "replace-offline-replica"),
+        PeerHealth::Pending => ("remove-pending-replica", "replace-pending-replica"),
         _ => ("remove-down-replica", "replace-down-replica"),
+    };
+    let urgency = |h: PeerHealth| match h {
+        PeerHealth::Down => 0,
+        PeerHealth::Pending => 1,
+        PeerHealth::Offline | PeerHealth::Healthy => 2,
     };
 
     // 1. A learner that must go.
@@ -152,11 +160,11 @@ pub fn check_region(
         .filter(healthy)
         .filter(|(p, _)| is_voter(p))
         .count();
-    // 3. A voter that must be replaced: down first, then offline.
+    // 3. A voter that must be replaced: down first, then stuck pending, then offline.
     let sick = health
         .iter()
         .filter(|(p, h)| is_voter(p) && *h != PeerHealth::Healthy)
-        .min_by_key(|(p, h)| (*h != PeerHealth::Down, p.store_id));
+        .min_by_key(|(p, h)| (urgency(*h), p.store_id));
     if let Some((p, h)) = sick {
         let (remove_desc, replace_desc) = descs(*h);
         if healthy_voters >= max {

@@ -480,7 +480,13 @@ impl Pd for PdService {
     async fn get_min_ts(&self, request: Request<GetMinTsRequest>) -> Rpc<GetMinTsResponse> {
         let call = self.call("GetMinTS");
         call.check_header(request.get_ref().header.as_ref())?;
-        let ts = self.state.tso.get(1).await;
+        // The same guard as the Tso stream: a member without the lease must not answer.
+        let ts = match self.state.allocate_timestamps(1).await {
+            Err(e @ (Error::NotLeader { .. } | Error::NoTsoLease(_))) => {
+                return Err(super::streams::tso_status(e));
+            }
+            other => other,
+        };
         call.reply(ts.map(|ts| GetMinTsResponse {
             timestamp: Some(Timestamp {
                 physical: ts.physical,

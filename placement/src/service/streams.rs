@@ -69,12 +69,8 @@ pub fn tso(state: Arc<Placement>, mut inbound: Streaming<TsoRequest>) -> BoxStre
 async fn tso_one(state: &Placement, request: TsoRequest) -> Result<TsoResponse, Status> {
     let start = Instant::now();
     check_cluster_id(state.cluster_id, request.header.as_ref())?;
-    wait_for_lease(state).await?;
     let count = request.count;
-    let ts = state.tso.get(count).await.map_err(|e| match e {
-        Error::InvalidArgument(msg) => Status::invalid_argument(msg),
-        other => Status::unknown(other.to_string()),
-    })?;
+    let ts = state.allocate_timestamps(count).await.map_err(tso_status)?;
     state.metrics.tso_requests.inc();
     state.metrics.tso_timestamps.inc_by(u64::from(count));
     state.metrics.observe_rpc("Tso", "ok", start.elapsed());
@@ -89,23 +85,15 @@ async fn tso_one(state: &Placement, request: TsoRequest) -> Result<TsoResponse, 
     })
 }
 
-/// Timestamps come only from a leader whose lease holds, so a deposed leader that has not
-/// noticed yet (cut off from the others) never hands out one below its successor's. A new
-/// leader gets its lease within one probe round; requests wait that long before failing.
-async fn wait_for_lease(state: &Placement) -> Result<(), Status> {
-    for _ in 0..50 {
-        if state.member.has_lease() {
-            return Ok(());
-        }
-        if !state.member.is_raft_leader() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+/// The status a failed timestamp allocation ends a Tso stream with: `Unavailable` when
+/// another member must be asked (clients reconnect to the leader), `InvalidArgument` for a
+/// bad count.
+pub(super) fn tso_status(e: Error) -> Status {
+    match e {
+        Error::InvalidArgument(msg) => Status::invalid_argument(msg),
+        e @ (Error::NotLeader { .. } | Error::NoTsoLease(_)) => Status::unavailable(e.to_string()),
+        other => Status::unknown(other.to_string()),
     }
-    Err(Status::unavailable(format!(
-        "no leader lease for timestamps: {}",
-        state.member.not_leader()
-    )))
 }
 
 /// Serves one region heartbeat stream.
@@ -242,7 +230,7 @@ fn apply_heartbeat(
         header: Some(error_header(cluster_id, e)),
         ..Default::default()
     };
-    let Some(info) = RegionInfo::from_heartbeat(request) else {
+    let Some(info) = RegionInfo::from_heartbeat(request, crate::state::now_ms()) else {
         return (fail(&Error::invalid("heartbeat without region")), true).into();
     };
     let Some(leader) = info.leader else {

@@ -25,7 +25,7 @@ fn beat(f: &mut Fixture, s: &mut Scheduler, r: &mut FakeRegion, ids: &mut TestId
     out
 }
 
-fn describe(c: &Command) -> String {
+pub(super) fn describe(c: &Command) -> String {
     match c {
         Command::ChangePeer { peer, change_type } => {
             format!(

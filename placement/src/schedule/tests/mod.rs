@@ -5,6 +5,7 @@ mod checkers;
 mod drive;
 mod isolation;
 mod operators;
+mod pending;
 mod size_balance;
 mod steps;
 
