@@ -75,11 +75,24 @@ async fn serve_peers(
     let app = tonic::service::Routes::new(server)
         .into_axum_router()
         .reset_fallback();
-    axum::serve(listener, app)
+    axum::serve(no_delay(listener), app)
         .with_graceful_shutdown(async {
             let _ = shutdown.await;
         })
         .await
+}
+
+/// `listener` with Nagle's algorithm off on every accepted connection: a
+/// small answer held back for a delayed ACK costs a client ~40 ms.
+fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    })
 }
 
 /// Binds `client-urls` (port 0 picks one), opens the data directory and starts serving.
@@ -139,7 +152,7 @@ pub async fn start_with_topology(
     let app = router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
+        axum::serve(no_delay(listener), app)
             .with_graceful_shutdown(async {
                 let _ = rx.await;
             })

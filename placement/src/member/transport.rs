@@ -134,6 +134,7 @@ impl Transport {
         let url = self.shared.peer_url(to)?;
         let endpoint = Endpoint::from_shared(url.clone())
             .ok()?
+            .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(3));
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -388,6 +389,7 @@ async fn join_round(setup: &super::Setup) -> (Entry, bool) {
 async fn ask_join(url: &str, me: &MemberInfo) -> Option<JoinResponse> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .ok()?
+        .tcp_nodelay(true)
         .connect_timeout(Duration::from_millis(500))
         .timeout(Duration::from_secs(12));
     let channel = endpoint.connect().await.ok()?;
