@@ -12,6 +12,7 @@
 pub mod elle;
 pub mod error;
 pub mod history;
+pub mod porcupine;
 
 #[cfg(test)]
 mod testdir;
