@@ -9,6 +9,7 @@
 //! (bank totals, monotonic timestamps, lost writes as plain assertions). Checkers are pure
 //! functions of a history, except [`porcupine`], which runs `go`.
 
+pub mod checks;
 pub mod elle;
 pub mod error;
 pub mod history;
