@@ -4,16 +4,16 @@
 //!
 //! Because every append adds a unique value to the end of a list, one read reveals a prefix of
 //! the key's version order. [`check`] works in three passes:
-//! - [`index`]: each key's version order from its longest read (every other read must be a
+//! - `index`: each key's version order from its longest read (every other read must be a
 //!   prefix: else `incompatible-order`), who appended each value, and the anomalies visible
 //!   without a graph: `G1a` (a read sees an append of a failed transaction), `G1b` (a read ends
 //!   at a non-final append of another transaction), `garbage-read` (a value nobody appended),
 //!   `duplicate-elements`, `internal` (a transaction disagrees with its own earlier reads and
 //!   appends) and `lost-update` (two committed transactions read the same version of a key and
 //!   both appended to it).
-//! - [`graph`]: ww, wr and rw edges between committed transactions and the indeterminate ones
+//! - `graph`: ww, wr and rw edges between committed transactions and the indeterminate ones
 //!   whose appends were observed.
-//! - [`cycles`]: Tarjan SCCs and a short cycle per SCC, named by its edges: `G0` (ww only),
+//! - `cycles`: Tarjan SCCs and a short cycle per SCC, named by its edges: `G0` (ww only),
 //!   `G1c` (ww and wr), `G-single` (exactly one rw: read skew), `G-nonadjacent` (several rw,
 //!   never two in a row) and `G2-item` (several rw, some adjacent: write skew).
 //!

@@ -39,6 +39,10 @@ pub enum Error {
     #[error("invalid history: {0}")]
     InvalidHistory(String),
 
+    /// A caller passed an argument the function cannot use.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
     /// A tool the checker runs could not be started.
     #[error("cannot run `{command}`: {source}")]
     Spawn {

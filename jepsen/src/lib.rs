@@ -7,13 +7,15 @@
 //! [`porcupine`] (single-key linearizability through the Porcupine checker, a Go program under
 //! `porcupine/` that the wrapper builds once into a cache outside the clone) and [`checks`]
 //! (bank totals, monotonic timestamps, lost writes as plain assertions). Checkers are pure
-//! functions of a history, except [`porcupine`], which runs `go`.
+//! functions of a history, except [`porcupine`], which runs `go`. [`results`] lays out what a
+//! failing run leaves behind: histories, nemesis schedule, logs and a one-line reproducer.
 
 pub mod checks;
 pub mod elle;
 pub mod error;
 pub mod history;
 pub mod porcupine;
+pub mod results;
 
 #[cfg(test)]
 mod testdir;
