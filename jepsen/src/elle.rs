@@ -28,6 +28,8 @@ mod search;
 mod tests;
 #[cfg(test)]
 mod tests_paper;
+#[cfg(test)]
+mod tests_sim;
 
 use std::collections::BTreeMap;
 

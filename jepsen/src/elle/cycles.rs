@@ -218,6 +218,9 @@ fn rw_entries(g: &Graph, states: &[usize], comp: &[usize], c: usize) -> Vec<Edge
 /// G-single. Exact, in one pass over the ww/wr condensation per 64 edges: each edge's bit
 /// starts at `b`'s component and flows along the condensation in topological order.
 fn closes_g_single(g: &Graph, rw: &[Edge3]) -> Vec<bool> {
+    if rw.is_empty() {
+        return Vec::new();
+    }
     let n = g.len();
     let comps = tarjan_all(n, succ(g, WW | WR, &vec![0; n], 0));
     let comp = component_of(n, &comps);

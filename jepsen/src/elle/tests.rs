@@ -122,6 +122,17 @@ fn indeterminate_transactions_join_the_graph_only_when_observed() {
 }
 
 #[test]
+fn observed_indeterminate_transaction_takes_part_in_cycles() {
+    let history = vec![
+        txn(Outcome::Info, "ax1 ay1"),
+        txn(Outcome::Ok, "ax2 ay2"),
+        txn(Outcome::Ok, "rx12 ry21"),
+    ];
+    let report = must_check(&history);
+    assert_eq!(only_cycle(&report, "G0"), vec![0, 1]);
+}
+
+#[test]
 fn reappended_value_is_refused_as_bad_input() {
     let err = check(&oks(&["ax1", "ay2 ax1"])).unwrap_err().to_string();
     assert!(err.contains("value 1 appended to key \"x\" twice"), "{err}");

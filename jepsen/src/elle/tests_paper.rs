@@ -121,6 +121,24 @@ fn g_nonadjacent_is_an_si_violation() {
     assert!(!report.is_valid_si());
 }
 
+/// The same SCC holds write skews (T0 and T1 miss each other's appends; T0 -rw-> T1 -rw-> T4
+/// -wr-> T0) and a longer G-nonadjacent cycle T0 -rw-> T1 -wr-> T2 -rw-> T3 -wr-> T0: the SI
+/// violation must be the one found.
+#[test]
+fn g_nonadjacent_is_found_beside_shorter_write_skews() {
+    let history = oks(&[
+        "ax1 ry rv1 rt1",
+        "ay1 az1 rx ru",
+        "rz1 rw",
+        "aw1 av1",
+        "au1 at1",
+    ]);
+    let report = must_check(&history);
+    assert_eq!(names(&report), vec!["G-nonadjacent"], "{report:#?}");
+    assert_eq!(only_cycle(&report, "G-nonadjacent"), vec![0, 1, 2, 3]);
+    assert!(!report.is_valid_si());
+}
+
 /// rw rw wr rw wr around five transactions: two rw edges are adjacent, so SI allows it.
 #[test]
 fn adjacent_anti_dependencies_stay_valid_si() {
