@@ -2,7 +2,7 @@
 //!
 //! The builder holds the store count, the cluster directory (a temporary one by default), the
 //! TOML config texts for placement and stores, per-store `--labels`, the port plan and whether
-//! children get their own process groups. [`ClusterBuilder::start`] lays out the directories,
+//! children get their own process groups and network namespaces. [`ClusterBuilder::start`] lays out the directories,
 //! starts placement and then each store, and returns the [`Cluster`] once every process listens;
 //! [`ClusterBuilder::must_start`] also waits until the cluster is ready.
 
@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use crate::cluster::{Cluster, Member, Role, READY_TIMEOUT};
 use crate::error::{Error, Result};
+use crate::netns::{self, PodNet};
 use crate::pd_api::PdHttp;
 use crate::ports::PortPlan;
 use crate::process::Binaries;
@@ -25,6 +26,7 @@ pub struct ClusterBuilder {
     labels: Vec<Option<String>>,
     ports: PortPlan,
     own_process_groups: bool,
+    own_network: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -38,6 +40,7 @@ impl Default for ClusterBuilder {
             labels: Vec::new(),
             ports: PortPlan::Free,
             own_process_groups: false,
+            own_network: false,
         }
     }
 }
@@ -95,6 +98,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Gives every process a network namespace of its own on a private bridge (see
+    /// [`crate::netns`]), so that partitions cut real packets ([`crate::partition`]). Needs root.
+    pub fn own_network(mut self, own: bool) -> Self {
+        self.own_network = own;
+        self
+    }
+
     /// Starts placement, then each store, and waits until every process listens on its ports.
     /// Does not wait for readiness: see [`Cluster::wait_ready`].
     pub async fn start(self) -> Result<Cluster> {
@@ -133,6 +143,7 @@ impl ClusterBuilder {
             placements,
             stores: Vec::new(),
             http: PdHttp::default(),
+            net: None,
         };
         for i in 0..self.stores {
             let labels = self.labels.get(i).cloned().flatten();
@@ -147,6 +158,9 @@ impl ClusterBuilder {
             )?;
             member.node.set_own_process_group(self.own_process_groups);
             cluster.stores.push(member);
+        }
+        if self.own_network {
+            cluster.net = Some(join_pods(&mut cluster).await?);
         }
         if self.placements == 1 {
             cluster.placements[0].ports = vec![cluster.ports.pd_port()?];
@@ -182,4 +196,36 @@ impl ClusterBuilder {
         cluster.must_ready(READY_TIMEOUT).await;
         cluster
     }
+}
+
+/// Creates the cluster network and puts every member in a pod of its own (`pd0`, `s0`, ...).
+async fn join_pods(cluster: &mut Cluster) -> Result<PodNet> {
+    if let Some(reason) = netns::skip_reason() {
+        return Err(Error::Command {
+            command: "create a cluster network".to_owned(),
+            reason,
+        });
+    }
+    let names: Vec<String> = (0..cluster.placements.len())
+        .map(|i| format!("pd{i}"))
+        .chain((0..cluster.stores.len()).map(|i| format!("s{i}")))
+        .collect();
+    let (net, pods) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let mut net = PodNet::create()?;
+        let mut pods = Vec::new();
+        for name in &names {
+            pods.push(net.add_pod(name)?);
+        }
+        Ok((net, pods))
+    })
+    .await
+    .map_err(|e| Error::Command {
+        command: "create a cluster network".to_owned(),
+        reason: e.to_string(),
+    })??;
+    let members = cluster.placements.iter_mut().chain(&mut cluster.stores);
+    for (member, pod) in members.zip(pods) {
+        member.join_pod(pod);
+    }
+    Ok(net)
 }

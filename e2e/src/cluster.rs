@@ -8,6 +8,7 @@
 //! Dropping a cluster kills every child; a temporary directory is removed unless the thread is
 //! panicking, in which case it is kept and its path printed along with the log tails.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
@@ -15,8 +16,9 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::error::{Error, Result};
+use crate::netns::{NetPod, PodNet};
 use crate::pd_api::{check_ready, PdHttp};
-use crate::ports::{is_listening, loopback, PortPlan};
+use crate::ports::{is_listening, PortPlan};
 use crate::process::{mentions_addr_in_use, Node};
 use crate::wait::POLL_INTERVAL;
 
@@ -30,8 +32,8 @@ pub const STOP_GRACE: Duration = Duration::from_secs(15);
 const LOG_TAIL_LINES: usize = 30;
 
 /// Which process of the cluster.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Role {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
     /// Placement member `i`.
     Placement(usize),
     Store(usize),
@@ -46,6 +48,10 @@ pub(crate) struct Member {
     labels: Option<String>,
     /// Placement: `[client]`, or `[client, peer]` in a group; store: `[grpc, status]`.
     pub(crate) ports: Vec<u16>,
+    /// The address it listens on: loopback, or its pod's address on a cluster network.
+    pub(crate) host: Ipv4Addr,
+    /// Its network namespace on a cluster network.
+    pub(crate) pod: Option<NetPod>,
 }
 
 impl Member {
@@ -74,11 +80,20 @@ impl Member {
             config,
             labels,
             ports: Vec::new(),
+            host: Ipv4Addr::LOCALHOST,
+            pod: None,
         })
     }
 
+    /// Puts the member in `pod`: it listens on the pod's address and runs in its namespace.
+    pub(crate) fn join_pod(&mut self, pod: NetPod) {
+        self.host = pod.ip;
+        self.node.set_netns(Some(pod.netns.clone()));
+        self.pod = Some(pod);
+    }
+
     fn addr(&self, i: usize) -> String {
-        loopback(self.ports[i])
+        format!("{}:{}", self.host, self.ports[i])
     }
 }
 
@@ -91,6 +106,9 @@ pub struct Cluster {
     pub(crate) placements: Vec<Member>,
     pub(crate) stores: Vec<Member>,
     pub(crate) http: PdHttp,
+    /// The cluster network when every process has a namespace of its own (dropped last, after
+    /// the processes are gone).
+    pub(crate) net: Option<PodNet>,
 }
 
 impl Cluster {
@@ -242,8 +260,8 @@ impl Cluster {
             let args = self.args(role);
             let member = self.member(role)?;
             member.node.spawn(&args)?;
-            let ports = member.ports.clone();
-            match wait_listening(&mut member.node, &ports).await {
+            let (host, ports) = (member.host, member.ports.clone());
+            match wait_listening(&mut member.node, host, &ports).await {
                 Ok(()) => return Ok(()),
                 Err(Error::Exited { log_tail, .. })
                     if may_repick
@@ -277,7 +295,7 @@ impl Cluster {
     pub(crate) async fn wait_member_listening(&mut self, role: Role) -> Result<()> {
         let member = self.member(role)?;
         let ports = member.ports.clone();
-        wait_listening(&mut member.node, &ports).await
+        wait_listening(&mut member.node, member.host, &ports).await
     }
 
     /// Waits until placement is healthy, every running store is registered and `Up` and answers
@@ -402,6 +420,24 @@ impl Cluster {
             .ok_or_else(|| Error::NotRunning(format!("unknown placement leader `{leader}`")))
     }
 
+    /// Asks placement to hand its leadership to member `name` (`POST .../leader/transfer`).
+    pub async fn transfer_placement_leader(&self, name: &str) -> std::result::Result<(), String> {
+        let url = format!(
+            "http://{}/pd/api/v1/leader/transfer/{name}",
+            self.pd_endpoint()
+        );
+        self.http.send(reqwest::Method::POST, &url).await.map(drop)
+    }
+
+    /// Every process's name and log file.
+    pub fn log_files(&self) -> Vec<(String, PathBuf)> {
+        self.placements
+            .iter()
+            .chain(&self.stores)
+            .map(|m| (m.node.name().to_owned(), m.node.log_path().to_path_buf()))
+            .collect()
+    }
+
     /// Errors with the exit status and log tail of the first process that exited on its own.
     pub fn check_alive(&mut self) -> Result<()> {
         for m in self.placements.iter_mut().chain(&mut self.stores) {
@@ -440,7 +476,7 @@ impl Cluster {
 }
 
 /// Waits until `node` accepts connections on every port in `ports`, or fails if it exits.
-async fn wait_listening(node: &mut Node, ports: &[u16]) -> Result<()> {
+async fn wait_listening(node: &mut Node, host: Ipv4Addr, ports: &[u16]) -> Result<()> {
     let start = Instant::now();
     loop {
         if let Some(status) = node.exited() {
@@ -448,7 +484,7 @@ async fn wait_listening(node: &mut Node, ports: &[u16]) -> Result<()> {
         }
         let mut all = true;
         for &port in ports {
-            all &= is_listening(port).await;
+            all &= is_listening(host, port).await;
         }
         if all {
             return Ok(());

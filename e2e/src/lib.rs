@@ -13,6 +13,10 @@
 //! `/status`, metrics, raft filters), [`fault`] (partitions built from those filters) and
 //! [`load`] (a bounded client write load that records every acknowledged write).
 //!
+//! For the fault suite: [`partition`] (real packet loss between processes that each run in a
+//! network namespace of their own, and SIGSTOP pauses) and [`suite`] (workloads recording
+//! histories, a seeded nemesis, the `jepsen` crate's checkers, the summary table).
+//!
 //! For running the operator's rendered pods as Kubernetes would: [`netns`] (a network namespace
 //! per pod on a private bridge, hosts files as cluster DNS, volumes bind-mounted per pod).
 //!
@@ -41,18 +45,20 @@ pub mod fault;
 pub mod kind;
 pub mod load;
 pub mod netns;
+pub mod partition;
 pub mod pd_api;
 pub mod playground;
 pub mod ports;
 pub mod process;
 pub mod status;
+pub mod suite;
 pub mod testing;
 pub mod topology;
 pub mod wait;
 
 pub use builder::ClusterBuilder;
 pub use client::{must_raw_client, must_serve, must_txn_client, wait_serving, Api};
-pub use cluster::{Cluster, READY_TIMEOUT};
+pub use cluster::{Cluster, Role, READY_TIMEOUT};
 pub use error::{Error, Result};
 pub use load::{longest_gap_after, LoadReport, WriteLoad};
 pub use ports::PortPlan;

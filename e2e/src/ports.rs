@@ -8,7 +8,7 @@
 //! cluster then picks again (see `cluster.rs`).
 
 use std::collections::HashSet;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -106,19 +106,14 @@ pub fn free_port() -> Result<u16> {
     )))
 }
 
-/// Whether something accepts TCP connections on `127.0.0.1:port`.
-pub(crate) async fn is_listening(port: u16) -> bool {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+/// Whether something accepts TCP connections on `host:port`.
+pub(crate) async fn is_listening(host: Ipv4Addr, port: u16) -> bool {
+    let addr = SocketAddr::from((host, port));
     let connect = tokio::net::TcpStream::connect(addr);
     matches!(
         tokio::time::timeout(Duration::from_millis(500), connect).await,
         Ok(Ok(_))
     )
-}
-
-/// `127.0.0.1:port`.
-pub(crate) fn loopback(port: u16) -> String {
-    format!("127.0.0.1:{port}")
 }
 
 #[cfg(test)]

@@ -88,6 +88,8 @@ pub struct Node {
     log_path: PathBuf,
     own_process_group: bool,
     env: Vec<(String, String)>,
+    /// The network namespace it runs in (through `ip netns exec`), if not the host's.
+    netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -100,6 +102,7 @@ impl Node {
             log_path,
             own_process_group: false,
             env: Vec::new(),
+            netns: None,
             child: None,
         }
     }
@@ -107,6 +110,12 @@ impl Node {
     /// Environment variables the child gets on top of the parent's, from the next spawn on.
     pub fn set_env(&mut self, env: Vec<(String, String)>) {
         self.env = env;
+    }
+
+    /// Runs the child inside network namespace `netns` from the next spawn on (`ip netns exec`
+    /// execs the program, so the child's pid is the program's).
+    pub fn set_netns(&mut self, netns: Option<String>) {
+        self.netns = netns;
     }
 
     /// Runs the child in a process group of its own, so a terminal's Ctrl-C reaches only the
@@ -146,7 +155,14 @@ impl Node {
             .open(&self.log_path)
             .map_err(|e| Error::io(&self.log_path, e))?;
         let err_log = log.try_clone().map_err(|e| Error::io(&self.log_path, e))?;
-        let mut command = Command::new(&self.program);
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns]).arg(&self.program);
+                command
+            }
+            None => Command::new(&self.program),
+        };
         if self.own_process_group {
             command.process_group(0);
         }

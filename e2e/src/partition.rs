@@ -1,0 +1,132 @@
+//! Faults between and inside processes: network partitions on a cluster network, process pauses.
+//!
+//! On a cluster started with [`own_network`](crate::builder::ClusterBuilder::own_network) every
+//! process has a network namespace of its own, so a partition is real packet loss: a blackhole
+//! route in A's namespace to B's address drops every packet A sends to B (TCP to and from B then
+//! stalls both ways; UDP from B still arrives, which is what one-way loss means).
+//! [`Cluster::cut`] adds such routes for (from, to) pairs, [`Cluster::partition`] cuts every
+//! pair across the given sides both ways, and [`Cluster::heal_network`] removes every blackhole
+//! route. The test process itself (the clients) stays connected to every node, as Jepsen's
+//! control node does. [`Cluster::pause`] and [`Cluster::resume`] send SIGSTOP and SIGCONT.
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::Command;
+
+use crate::cluster::{Cluster, Role};
+use crate::error::{Error, Result};
+
+impl Cluster {
+    /// Whether every process runs in a network namespace of its own.
+    pub fn has_own_network(&self) -> bool {
+        self.net.is_some()
+    }
+
+    /// Every process of the cluster, placement members first.
+    pub fn roles(&self) -> Vec<Role> {
+        (0..self.placements.len())
+            .map(Role::Placement)
+            .chain((0..self.stores.len()).map(Role::Store))
+            .collect()
+    }
+
+    fn netns_of(&self, role: Role) -> Result<(&str, std::net::Ipv4Addr)> {
+        let member = match role {
+            Role::Placement(i) => self.placements.get(i),
+            Role::Store(i) => self.stores.get(i),
+        };
+        let pod = member
+            .and_then(|m| m.pod.as_ref())
+            .ok_or_else(|| Error::Command {
+                command: format!("cut the network of {role:?}"),
+                reason: "the cluster has no network of its own (see ClusterBuilder::own_network)"
+                    .to_owned(),
+            })?;
+        Ok((pod.netns.as_str(), pod.ip))
+    }
+
+    /// Drops every packet `from` sends to `to`, for each pair.
+    pub async fn cut(&self, pairs: &[(Role, Role)]) -> Result<()> {
+        for &(from, to) in pairs {
+            let (netns, _) = self.netns_of(from)?;
+            let (_, ip) = self.netns_of(to)?;
+            let route = format!("{ip}/32");
+            ip_netns(netns, &["route", "replace", "blackhole", &route]).await?;
+        }
+        Ok(())
+    }
+
+    /// Cuts every pair of processes on different sides, both ways. Processes on no side keep
+    /// every link.
+    pub async fn partition(&self, sides: &[Vec<Role>]) -> Result<()> {
+        let mut pairs = Vec::new();
+        for (i, a) in sides.iter().enumerate() {
+            for b in sides.iter().skip(i + 1) {
+                for &x in a {
+                    for &y in b {
+                        pairs.extend([(x, y), (y, x)]);
+                    }
+                }
+            }
+        }
+        self.cut(&pairs).await
+    }
+
+    /// Removes every cut: each namespace's blackhole routes.
+    pub async fn heal_network(&self) -> Result<()> {
+        for role in self.roles() {
+            let (netns, _) = self.netns_of(role)?;
+            ip_netns(netns, &["route", "flush", "type", "blackhole"]).await?;
+        }
+        Ok(())
+    }
+
+    /// The process id of `role`'s running process.
+    pub fn pid_of(&self, role: Role) -> Option<u32> {
+        match role {
+            Role::Placement(i) => self.placements.get(i)?.node.pid(),
+            Role::Store(i) => self.stores.get(i)?.node.pid(),
+        }
+    }
+
+    /// SIGSTOP: the process stops where it is, its sockets open, until [`Cluster::resume`].
+    pub fn pause(&self, role: Role) -> Result<()> {
+        self.signal(role, Signal::SIGSTOP)
+    }
+
+    /// SIGCONT a paused process (harmless on a running one).
+    pub fn resume(&self, role: Role) -> Result<()> {
+        self.signal(role, Signal::SIGCONT)
+    }
+
+    fn signal(&self, role: Role, signal: Signal) -> Result<()> {
+        let pid = self
+            .pid_of(role)
+            .ok_or_else(|| Error::NotRunning(format!("{role:?}")))?;
+        let pid = i32::try_from(pid).map_err(|_| Error::NotRunning(format!("{role:?}")))?;
+        kill(Pid::from_raw(pid), signal).map_err(|e| Error::Command {
+            command: format!("kill -{signal} {pid}"),
+            reason: e.to_string(),
+        })
+    }
+}
+
+async fn ip_netns(netns: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .arg("-n")
+        .arg(netns)
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| Error::Command {
+            command: format!("ip -n {netns} {}", args.join(" ")),
+            reason: e.to_string(),
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(Error::Command {
+        command: format!("ip -n {netns} {}", args.join(" ")),
+        reason: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    })
+}

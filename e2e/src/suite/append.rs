@@ -1,0 +1,188 @@
+//! The list-append workload: transactions that read and append to a few keys, each key holding
+//! the list of values appended to it; histories are checked by the Elle-style checker for
+//! snapshot isolation (G0, G1a/b/c, G-single, lost update, ...).
+//!
+//! An append reads the key's list inside the transaction and writes it back one longer. Values
+//! are unique per key over the whole run (one counter for all processes). Half the transactions
+//! are pessimistic (appends lock with `get_for_update`). A transaction that fails before its
+//! commit did nothing (`fail`); one whose commit fails or times out may have committed
+//! (`info`). Each commit timestamp is kept for the monotonic check.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jepsen::checks::monotonic::TsRead;
+use jepsen::{Mop, Outcome, TxnOp};
+use tikv_client::TimestampExt;
+use tikv_client::{CheckLevel, Transaction, TransactionClient, TransactionOptions};
+
+use super::clock::{bounded, text, CallError, Ctx};
+use super::rng::Rng;
+use crate::testing::kv_strings;
+
+/// The lists: `jr-list-0` ..
+pub const KEYS: u64 = 8;
+/// Micro-operations per transaction: 1 ..= this.
+const MAX_MOPS: u64 = 4;
+
+pub fn key(i: u64) -> String {
+    format!("jr-list-{i}")
+}
+
+/// What one process recorded.
+#[derive(Debug, Default)]
+pub struct AppendHistory {
+    pub txns: Vec<TxnOp>,
+    pub commit_ts: Vec<TsRead>,
+}
+
+fn options(pessimistic: bool) -> TransactionOptions {
+    let options = if pessimistic {
+        TransactionOptions::new_pessimistic()
+    } else {
+        TransactionOptions::new_optimistic()
+    };
+    // A transaction abandoned on a timeout is dropped unfinished: its locks expire.
+    options.drop_check(CheckLevel::None)
+}
+
+/// One process: transactions one after another until the run stops.
+pub async fn process(
+    client: TransactionClient,
+    ctx: Ctx,
+    process: u64,
+    mut rng: Rng,
+    counter: Arc<AtomicU64>,
+) -> AppendHistory {
+    let mut history = AppendHistory::default();
+    while !ctx.stopped() {
+        let mops: Vec<Mop> = (0..rng.between(1, MAX_MOPS))
+            .map(|_| {
+                let key = key(rng.below(KEYS));
+                if rng.chance(1, 2) {
+                    Mop::read(&key, None)
+                } else {
+                    Mop::append(&key, counter.fetch_add(1, Ordering::Relaxed))
+                }
+            })
+            .collect();
+        let pessimistic = rng.chance(1, 2);
+        let call = ctx.now();
+        let (outcome, mops, commit_ts) = run_txn(&client, pessimistic, mops).await;
+        let ret = ctx.now();
+        if let Some(ts) = commit_ts {
+            history.commit_ts.push(TsRead {
+                process,
+                call_ns: call,
+                return_ns: ret,
+                ts,
+            });
+        }
+        history
+            .txns
+            .push(TxnOp::new(process, (call, ret), outcome, mops));
+        ctx.think().await;
+    }
+    history
+}
+
+/// Runs the transaction; returns its outcome, its micro-operations with what the reads saw, and
+/// its commit timestamp when it committed.
+async fn run_txn(
+    client: &TransactionClient,
+    pessimistic: bool,
+    mut mops: Vec<Mop>,
+) -> (Outcome, Vec<Mop>, Option<u64>) {
+    let mut txn = match bounded(client.begin_with_options(options(pessimistic))).await {
+        Ok(txn) => txn,
+        Err(_) => return (Outcome::Fail, mops, None),
+    };
+    for mop in &mut mops {
+        if step(&mut txn, pessimistic, mop).await.is_err() {
+            let _ = bounded(txn.rollback()).await;
+            return (Outcome::Fail, mops, None);
+        }
+    }
+    match bounded(txn.commit()).await {
+        Ok(ts) => (Outcome::Ok, mops, ts.map(|t| t.version())),
+        Err(_) => (Outcome::Info, mops, None),
+    }
+}
+
+async fn step(txn: &mut Transaction, pessimistic: bool, mop: &mut Mop) -> Result<(), CallError> {
+    let key = mop.key().to_owned();
+    let current = if pessimistic && matches!(mop, Mop::Append { .. }) {
+        bounded(txn.get_for_update(key.clone())).await?
+    } else {
+        bounded(txn.get(key.clone())).await?
+    };
+    let list = parse(current.as_deref());
+    match mop {
+        Mop::Read { value, .. } => *value = Some(list),
+        Mop::Append { value, .. } => {
+            let mut list = list;
+            list.push(*value);
+            bounded(txn.put(key, render(&list))).await?;
+        }
+    }
+    Ok(())
+}
+
+fn parse(bytes: Option<&[u8]>) -> Vec<u64> {
+    let Some(bytes) = bytes else {
+        return Vec::new();
+    };
+    text(bytes)
+        .split(',')
+        .filter(|s| !s.is_empty())
+        // A value that does not parse shows up as u64::MAX: garbage the checker reports.
+        .map(|s| s.parse().unwrap_or(u64::MAX))
+        .collect()
+}
+
+fn render(list: &[u64]) -> String {
+    let parts: Vec<String> = list.iter().map(u64::to_string).collect();
+    parts.join(",")
+}
+
+/// Every list, read in one snapshot, retrying until it answers or `limit` passes.
+pub async fn final_read(
+    client: &TransactionClient,
+    limit: Duration,
+) -> Result<BTreeMap<String, Vec<u64>>, String> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match read_all(client).await {
+            Ok(lists) => return Ok(lists),
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                return Err(format!("final read of the lists: {e}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+async fn read_all(client: &TransactionClient) -> Result<BTreeMap<String, Vec<u64>>, CallError> {
+    let ts = bounded(client.current_timestamp()).await?;
+    let mut snapshot = client.snapshot(ts, options(false));
+    let keys: Vec<String> = (0..KEYS).map(key).collect();
+    let pairs = bounded(snapshot.batch_get(keys)).await?;
+    Ok(kv_strings(pairs)
+        .into_iter()
+        .map(|(k, v)| (k, parse(Some(v.as_bytes()))))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_round_trip_and_garbage_is_visible() {
+        assert_eq!(parse(None), Vec::<u64>::new());
+        assert_eq!(parse(Some(render(&[3, 1, 2]).as_bytes())), vec![3, 1, 2]);
+        assert_eq!(parse(Some(b"4,x")), vec![4, u64::MAX]);
+    }
+}

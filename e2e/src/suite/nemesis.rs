@@ -1,0 +1,350 @@
+//! The nemesis: faults injected into a running cluster at random times, and their healing.
+//!
+//! Each [`Fault`] picks its targets when it strikes (the placement leader, the store leading the
+//! most regions, a random split of the nodes) and returns how to undo it. A [`Schedule`] is the
+//! list of events a run performs: in the short form every fault once in a seeded order; in the
+//! long form random faults, alone or two at once, until the run's time is up. Every event is
+//! logged with what it hit, for the results directory.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::rng::Rng;
+use crate::cluster::{Cluster, Role};
+use crate::topology::leader_store;
+
+/// A kind of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// SIGKILL a store, restart it when healing.
+    KillStore,
+    /// SIGKILL the placement leader, restart it when healing.
+    KillPlacementLeader,
+    /// SIGSTOP the store leading the most regions, long enough for its leases to run out.
+    PauseStoreLeader,
+    /// SIGSTOP the placement leader, long enough for another member to be elected.
+    PausePlacementLeader,
+    /// Cut one store off from every other node.
+    IsolateStore,
+    /// Cut the placement leader off from every other node.
+    IsolatePlacementLeader,
+    /// Split the nodes at random into a majority and a minority.
+    MajorityMinority,
+    /// Two halves that cannot talk, and one node that talks to both.
+    Bridge,
+    /// One node's packets to every other node are lost; theirs to it arrive.
+    OneWay,
+    /// Move placement leadership to another member.
+    TransferPlacementLeader,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 10] = [
+        Fault::KillStore,
+        Fault::KillPlacementLeader,
+        Fault::PauseStoreLeader,
+        Fault::PausePlacementLeader,
+        Fault::IsolateStore,
+        Fault::IsolatePlacementLeader,
+        Fault::MajorityMinority,
+        Fault::Bridge,
+        Fault::OneWay,
+        Fault::TransferPlacementLeader,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::KillStore => "kill-store",
+            Fault::KillPlacementLeader => "kill-placement-leader",
+            Fault::PauseStoreLeader => "pause-store-leader",
+            Fault::PausePlacementLeader => "pause-placement-leader",
+            Fault::IsolateStore => "isolate-store",
+            Fault::IsolatePlacementLeader => "isolate-placement-leader",
+            Fault::MajorityMinority => "majority-minority",
+            Fault::Bridge => "bridge",
+            Fault::OneWay => "one-way",
+            Fault::TransferPlacementLeader => "transfer-placement-leader",
+        }
+    }
+
+    /// Whether the fault cuts packets (needs every process in a namespace of its own).
+    pub fn is_network(self) -> bool {
+        matches!(
+            self,
+            Fault::IsolateStore
+                | Fault::IsolatePlacementLeader
+                | Fault::MajorityMinority
+                | Fault::Bridge
+                | Fault::OneWay
+        )
+    }
+}
+
+/// One planned event: the faults that strike together, after a quiet time, held for a while.
+#[derive(Clone, Debug, Serialize)]
+pub struct Planned {
+    pub faults: Vec<Fault>,
+    pub quiet_ms: u64,
+    pub hold_ms: u64,
+}
+
+/// The events of a run, in order.
+#[derive(Clone, Debug, Serialize)]
+pub struct Schedule(pub Vec<Planned>);
+
+impl Schedule {
+    /// Every fault once, alone, in a seeded order.
+    pub fn each_once(rng: &mut Rng) -> Schedule {
+        let mut faults = Fault::ALL.to_vec();
+        rng.shuffle(&mut faults);
+        Schedule(
+            faults
+                .into_iter()
+                .map(|f| Planned {
+                    faults: vec![f],
+                    quiet_ms: rng.between(1000, 2000),
+                    hold_ms: hold_ms(rng, f),
+                })
+                .collect(),
+        )
+    }
+
+    /// Random events, a third of them two faults at once, filling about `seconds`.
+    pub fn random(rng: &mut Rng, seconds: u64) -> Schedule {
+        let mut events = Vec::new();
+        let mut total = 0;
+        while total < seconds * 1000 {
+            let mut faults = vec![*rng.pick(&Fault::ALL).unwrap_or(&Fault::KillStore)];
+            if rng.chance(1, 3) {
+                let second = *rng.pick(&Fault::ALL).unwrap_or(&Fault::KillStore);
+                if second != faults[0] {
+                    faults.push(second);
+                }
+            }
+            let hold = faults.iter().map(|&f| hold_ms(rng, f)).max().unwrap_or(0);
+            let quiet = rng.between(500, 3000);
+            total += quiet + hold;
+            events.push(Planned {
+                faults,
+                quiet_ms: quiet,
+                hold_ms: hold,
+            });
+        }
+        Schedule(events)
+    }
+}
+
+/// Pauses outlast raft's election timeout and placement's leader lease; the rest vary.
+fn hold_ms(rng: &mut Rng, fault: Fault) -> u64 {
+    match fault {
+        Fault::PauseStoreLeader | Fault::PausePlacementLeader => rng.between(4000, 7000),
+        Fault::TransferPlacementLeader => 500,
+        _ => rng.between(2000, 6000),
+    }
+}
+
+/// What must be undone after an event.
+#[derive(Clone, Debug, Default)]
+pub struct Damage {
+    restart: BTreeSet<Role>,
+    resume: BTreeSet<Role>,
+    network: bool,
+}
+
+/// What an event did, for the results.
+#[derive(Clone, Debug, Serialize)]
+pub struct Struck {
+    pub at_ms: u64,
+    pub fault: Fault,
+    pub what: String,
+}
+
+/// Injects `fault`, recording what must be undone in `damage`; returns what it hit.
+pub async fn strike(
+    cluster: &mut Cluster,
+    rng: &mut Rng,
+    fault: Fault,
+    damage: &mut Damage,
+) -> Result<String, String> {
+    let e = |e: crate::Error| e.to_string();
+    match fault {
+        Fault::KillStore => {
+            let i = pick_running_store(cluster, rng, damage)?;
+            cluster.kill_store(i).await.map_err(e)?;
+            damage.restart.insert(Role::Store(i));
+            Ok(format!("store {i}"))
+        }
+        Fault::KillPlacementLeader => {
+            let i = placement_leader(cluster, damage).await?;
+            cluster.kill_placement_member(i).await.map_err(e)?;
+            damage.restart.insert(Role::Placement(i));
+            Ok(format!("placement {i}"))
+        }
+        Fault::PauseStoreLeader => {
+            let i = busiest_leader(cluster, rng, damage).await?;
+            cluster.pause(Role::Store(i)).map_err(e)?;
+            damage.resume.insert(Role::Store(i));
+            Ok(format!("store {i}"))
+        }
+        Fault::PausePlacementLeader => {
+            let i = placement_leader(cluster, damage).await?;
+            cluster.pause(Role::Placement(i)).map_err(e)?;
+            damage.resume.insert(Role::Placement(i));
+            Ok(format!("placement {i}"))
+        }
+        Fault::TransferPlacementLeader => transfer_placement(cluster, rng, damage).await,
+        _ => cut(cluster, rng, fault, damage).await,
+    }
+}
+
+async fn cut(
+    cluster: &mut Cluster,
+    rng: &mut Rng,
+    fault: Fault,
+    damage: &mut Damage,
+) -> Result<String, String> {
+    let mut all = cluster.roles();
+    rng.shuffle(&mut all);
+    let e = |e: crate::Error| e.to_string();
+    damage.network = true;
+    let what = match fault {
+        Fault::IsolateStore | Fault::IsolatePlacementLeader => {
+            let alone = if fault == Fault::IsolateStore {
+                Role::Store(rng.below(cluster.store_count() as u64) as usize)
+            } else {
+                Role::Placement(placement_leader(cluster, damage).await?)
+            };
+            let rest: Vec<Role> = all.into_iter().filter(|&r| r != alone).collect();
+            cluster.partition(&[vec![alone], rest]).await.map_err(e)?;
+            format!("{alone:?} alone")
+        }
+        Fault::MajorityMinority => {
+            let minority = all.split_off(all.len().div_ceil(2));
+            cluster
+                .partition(&[all.clone(), minority.clone()])
+                .await
+                .map_err(e)?;
+            format!("{all:?} | {minority:?}")
+        }
+        Fault::Bridge => {
+            let bridge = all.remove(0);
+            let right = all.split_off(all.len() / 2);
+            cluster
+                .partition(&[all.clone(), right.clone()])
+                .await
+                .map_err(e)?;
+            format!("{all:?} | {right:?} bridged by {bridge:?}")
+        }
+        _ => {
+            let from = all[0];
+            let pairs: Vec<(Role, Role)> = all[1..].iter().map(|&to| (from, to)).collect();
+            cluster.cut(&pairs).await.map_err(e)?;
+            format!("{from:?} cannot send")
+        }
+    };
+    Ok(what)
+}
+
+/// The placement leader, asking until the members name one (a heal may have just restarted the
+/// old one), for at most [`LEADER_WAIT`].
+/// Members the nemesis paused are not asked (they would not answer).
+async fn placement_leader(cluster: &Cluster, damage: &Damage) -> Result<usize, String> {
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    let mut last = "no member asked".to_owned();
+    loop {
+        for i in 0..cluster.placement_count() {
+            if !cluster.placement_running(i) || damage.resume.contains(&Role::Placement(i)) {
+                continue;
+            }
+            match cluster.http.leader_name(&cluster.placement_addr(i)).await {
+                Ok(name) => {
+                    if let Some(j) =
+                        (0..cluster.placement_count()).find(|&j| cluster.placement_name(j) == name)
+                    {
+                        return Ok(j);
+                    }
+                    last = format!("unknown leader `{name}`");
+                }
+                Err(e) => last = e,
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("no placement leader: {last}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn pick_running_store(cluster: &Cluster, rng: &mut Rng, damage: &Damage) -> Result<usize, String> {
+    let candidates: Vec<usize> = (0..cluster.store_count())
+        .filter(|&i| cluster.store_running(i) && !damage.resume.contains(&Role::Store(i)))
+        .collect();
+    rng.pick(&candidates)
+        .copied()
+        .ok_or_else(|| "no running store".to_owned())
+}
+
+/// The running store that leads the most regions (a random one if placement cannot say).
+async fn busiest_leader(
+    cluster: &Cluster,
+    rng: &mut Rng,
+    damage: &Damage,
+) -> Result<usize, String> {
+    let fallback = pick_running_store(cluster, rng, damage)?;
+    let (Ok(regions), Ok(ids)) = (cluster.regions().await, cluster.store_ids().await) else {
+        return Ok(fallback);
+    };
+    let mut counts = vec![0usize; ids.len()];
+    for id in regions.iter().filter_map(leader_store) {
+        if let Some(i) = ids.iter().position(|&s| s == id) {
+            counts[i] += 1;
+        }
+    }
+    Ok((0..ids.len())
+        .filter(|&i| cluster.store_running(i) && !damage.resume.contains(&Role::Store(i)))
+        .max_by_key(|&i| counts[i])
+        .unwrap_or(fallback))
+}
+
+async fn transfer_placement(
+    cluster: &Cluster,
+    rng: &mut Rng,
+    damage: &Damage,
+) -> Result<String, String> {
+    let leader = placement_leader(cluster, damage).await?;
+    let others: Vec<usize> = (0..cluster.placement_count())
+        .filter(|&i| i != leader && cluster.placement_running(i))
+        .collect();
+    let Some(&to) = rng.pick(&others) else {
+        return Ok("no other member".to_owned());
+    };
+    cluster
+        .transfer_placement_leader(&cluster.placement_name(to))
+        .await?;
+    Ok(format!("placement {leader} -> {to}"))
+}
+
+/// Undoes everything in `damage`: heals the network, resumes paused processes, restarts killed
+/// ones (on their ports and data).
+pub async fn heal(cluster: &mut Cluster, damage: Damage) -> Result<(), String> {
+    let e = |e: crate::Error| e.to_string();
+    if damage.network {
+        cluster.heal_network().await.map_err(e)?;
+    }
+    for role in damage.resume {
+        cluster.resume(role).map_err(e)?;
+    }
+    for role in damage.restart {
+        match role {
+            Role::Store(i) => cluster.restart_store(i).await.map_err(e)?,
+            Role::Placement(i) => cluster.restart_placement_member(i).await.map_err(e)?,
+        }
+    }
+    Ok(())
+}
+
+/// How long the nemesis waits for placement to name its leader.
+const LEADER_WAIT: Duration = Duration::from_secs(20);
