@@ -24,9 +24,17 @@ pub const OPERATOR_REPO: &str = "ghcr.io/ferrokv/tikv-operator";
 
 /// The checkout's root directory.
 pub fn repo_root() -> PathBuf {
-    let e2e = Path::new(env!("CARGO_MANIFEST_DIR"));
-    e2e.parent()
-        .map_or_else(|| e2e.to_path_buf(), Path::to_path_buf)
+    let e2e = crate_dir();
+    e2e.parent().map_or_else(|| e2e.clone(), Path::to_path_buf)
+}
+
+/// The `e2e` crate's directory in the checkout being tested: `CARGO_MANIFEST_DIR` as cargo sets
+/// it when running the tests, else as it was at build time. The runtime value comes first
+/// because a build directory shared between checkouts (CI's clone and a developer's) may reuse
+/// binaries built in another checkout, whose compile-time path is elsewhere.
+pub fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
 /// A name no other run on this machine uses: `prefix-<pid>-<seconds>-<counter>`, lower case as

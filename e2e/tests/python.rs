@@ -5,7 +5,6 @@
 //! `tikv_client` module is missing (`pip install tikv-client==0.0.4`), the test prints why it
 //! skipped and passes. The script exits with pytest's codes: 0 passed, 1 failed, 4 usage, 5 none.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -42,7 +41,7 @@ async fn python_client_raw_and_transactions() {
         // As a user would: start once the cluster has finished forming.
         cluster.must_settled(3, Duration::from_secs(60)).await;
         must_serve(&cluster, Duration::from_secs(60)).await;
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/test_client.py");
+        let script = e2e::docker::crate_dir().join("python/test_client.py");
         let run = Command::new("python3")
             .arg(&script)
             .env("PD_ENDPOINT", cluster.pd_endpoint())

@@ -8,7 +8,10 @@ use std::process::Command;
 use serde::Deserialize;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    // At run time first: a shared build directory may hold a binary built in another checkout.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("..")
 }
 
 fn must_read(path: &Path) -> String {
