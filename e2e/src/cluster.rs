@@ -429,6 +429,13 @@ impl Cluster {
         self.http.send(reqwest::Method::POST, &url).await.map(drop)
     }
 
+    /// Shifts the clock placement member `i`'s timestamp oracle reads by `ms` milliseconds
+    /// (needs `[debug] fault-injection = true` in the placement config).
+    pub async fn set_clock_offset(&self, i: usize, ms: i64) -> std::result::Result<(), String> {
+        let url = format!("http://{}/debug/clock-offset/{ms}", self.placement_addr(i));
+        self.http.send(reqwest::Method::POST, &url).await.map(drop)
+    }
+
     /// Every process's name and log file.
     pub fn log_files(&self) -> Vec<(String, PathBuf)> {
         self.placements

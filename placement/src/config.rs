@@ -65,9 +65,10 @@ pub struct Config {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct DebugConfig {
-    /// Serve `POST /debug/fail/{meta-write, raft-panic}` on the client port, which make the
-    /// metadata engine's writes fail (as a full disk would) or the raft thread panic, so
-    /// tests can watch the member stop. Default false.
+    /// Serve `POST /debug/fail/{meta-write, raft-panic}` and `POST /debug/clock-offset/{ms}` on
+    /// the client port. The first make the metadata engine's writes fail (as a full disk
+    /// would) or the raft thread panic, so tests can watch the member stop; the second shifts
+    /// the wall clock the timestamp oracle reads, as a skewed clock would. Default false.
     pub fault_injection: bool,
 }
 

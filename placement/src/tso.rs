@@ -16,6 +16,7 @@
 //! a window through a change of leader gets an error, never a timestamp below the new
 //! leader's.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -117,12 +118,23 @@ impl TsoState {
     }
 }
 
-/// Wall-clock milliseconds since the Unix epoch.
+/// A shift added to the wall clock the oracle reads, set only by the fault-injection endpoint
+/// (`POST /debug/clock-offset/{ms}`) so that tests can skew or jump one member's clock.
+static CLOCK_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Shifts the oracle's wall clock by `ms` (negative: behind) from now on.
+pub fn set_clock_offset_ms(ms: i64) {
+    CLOCK_OFFSET_MS.store(ms, Ordering::Relaxed);
+}
+
+/// Wall-clock milliseconds since the Unix epoch (plus the injected offset, zero unless a test
+/// set one).
 pub fn now_ms() -> i64 {
-    SystemTime::now()
+    let real = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    real.saturating_add(CLOCK_OFFSET_MS.load(Ordering::Relaxed))
 }
 
 /// The allocation state and the leader term it belongs to.

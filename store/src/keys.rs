@@ -77,9 +77,55 @@ pub fn region_data_ranges(region: &metapb::Region) -> Vec<(Vec<u8>, Vec<u8>)> {
     ]
 }
 
-/// The region boundary at which engine key `key` starts: the memcomparable
-/// encoding of its user key (valid for every client; V1 raw clients compare
-/// it as plain bytes). None for keys outside the data namespaces.
+/// Engine ranges of `region` (see [`region_data_ranges`]) minus the parts of its key range
+/// that any region in `others` covers: what destroying a replica of `region` may delete while
+/// the store keeps replicas of `others`.
+pub fn exclusive_data_ranges<'a>(
+    region: &metapb::Region,
+    others: impl Iterator<Item = &'a metapb::Region>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    // Pieces [start, end) of the region's key range ("" end = unbounded) not yet covered.
+    let mut pieces = vec![(region.start_key.clone(), region.end_key.clone())];
+    for o in others.filter(|o| o.id != region.id) {
+        pieces = pieces
+            .into_iter()
+            .flat_map(|(s, e)| subtract((s, e), (&o.start_key, &o.end_key)))
+            .collect();
+    }
+    pieces
+        .into_iter()
+        .flat_map(|(start_key, end_key)| {
+            region_data_ranges(&metapb::Region {
+                start_key,
+                end_key,
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
+/// `[s, e)` minus `[os, oe)`, in region-key order ("" end = unbounded): up to two pieces.
+fn subtract((s, e): (Vec<u8>, Vec<u8>), (os, oe): (&[u8], &[u8])) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let below = |a: &[u8], b: &[u8]| b.is_empty() || a < b; // a < b, "" = +inf for b
+    let overlaps = below(os, &e) && below(&s, oe);
+    if !overlaps {
+        return vec![(s, e)];
+    }
+    let mut out = Vec::new();
+    if s.as_slice() < os {
+        out.push((s, os.to_vec()));
+    }
+    if !oe.is_empty() && below(oe, &e) {
+        out.push((oe.to_vec(), e));
+    }
+    out
+}
+
+/// The region boundary at which engine key `key` starts, as the clients of its namespace
+/// compare it: the memcomparable encoding of the user key for transactional and V2 raw keys,
+/// the raw key itself for V1 raw keys (V1 raw clients compare boundaries as plain bytes; the
+/// encoding would sort after every key sharing its first eight bytes, leaving them all on one
+/// side). None for keys outside the data namespaces.
 pub fn boundary_of(key: &[u8]) -> Option<Vec<u8>> {
     let (&prefix, rest) = key.split_first()?;
     match prefix {
@@ -87,7 +133,8 @@ pub fn boundary_of(key: &[u8]) -> Option<Vec<u8>> {
             let (user, _) = crate::mvcc::codec::decode_bytes_prefix(rest).ok()?;
             Some(proto::codec::encode_bytes(&user))
         }
-        RAW_V1_PREFIX | RAW_V2_PREFIX => Some(proto::codec::encode_bytes(rest)),
+        RAW_V1_PREFIX => Some(rest.to_vec()),
+        RAW_V2_PREFIX => Some(proto::codec::encode_bytes(rest)),
         _ => None,
     }
 }
@@ -98,19 +145,53 @@ mod tests {
     use proto::codec::encode_bytes;
 
     #[test]
-    fn boundaries_are_encoded_user_keys() {
+    fn boundaries_are_user_keys_as_their_clients_compare_them() {
         let mut txn = crate::mvcc::codec::lock_key(b"user");
         txn.extend_from_slice(&[1; 8]);
         assert_eq!(boundary_of(&txn), Some(encode_bytes(b"user")));
-        assert_eq!(
-            boundary_of(&RawSpace::V1.key(b"k")),
-            Some(encode_bytes(b"k"))
-        );
+        assert_eq!(boundary_of(&RawSpace::V1.key(b"k")), Some(b"k".to_vec()));
         assert_eq!(
             boundary_of(&RawSpace::V2.key(b"k")),
             Some(encode_bytes(b"k"))
         );
         assert_eq!(boundary_of(b"zzz"), None);
+    }
+
+    #[test]
+    fn exclusive_ranges_leave_out_what_other_regions_cover() {
+        let r = |id, s: &str, e: &str| metapb::Region {
+            id,
+            start_key: s.as_bytes().to_vec(),
+            end_key: e.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        let txn_ranges = |rs: Vec<(Vec<u8>, Vec<u8>)>| -> Vec<(Vec<u8>, Vec<u8>)> {
+            rs.into_iter().filter(|(s, _)| s[0] == TXN_PREFIX).collect()
+        };
+        let t = |k: &str| {
+            let mut v = vec![TXN_PREFIX];
+            v.extend_from_slice(k.as_bytes());
+            v
+        };
+        let me = r(1, "b", "");
+        let alone = exclusive_data_ranges(&me, [r(1, "a", "z")].iter());
+        assert_eq!(
+            alone,
+            region_data_ranges(&me),
+            "a region does not exclude itself"
+        );
+        let inner = [r(2, "d", "f"), r(3, "x", "")];
+        assert_eq!(
+            txn_ranges(exclusive_data_ranges(&me, inner.iter())),
+            vec![(t("b"), t("d")), (t("f"), t("x"))]
+        );
+        let everything = [r(2, "", "")];
+        assert!(exclusive_data_ranges(&me, everything.iter()).is_empty());
+        let disjoint = [r(2, "", "b")];
+        assert_eq!(
+            exclusive_data_ranges(&me, disjoint.iter()),
+            region_data_ranges(&me)
+        );
     }
 
     #[test]

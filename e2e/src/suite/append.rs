@@ -4,11 +4,13 @@
 //!
 //! An append reads the key's list inside the transaction and writes it back one longer. Values
 //! are unique per key over the whole run (one counter for all processes). Half the transactions
-//! are pessimistic (appends lock with `get_for_update`). A transaction that fails before its
+//! are pessimistic: they lock every key they touch, reads included, with `get_for_update`. A transaction that fails before its
 //! commit did nothing (`fail`); one whose commit fails or times out may have committed
-//! (`info`). Each commit timestamp is kept for the monotonic check.
+//! (`info`). One optimistic transaction in twenty plays a client killed in the middle of
+//! two-phase commit.
+//! Each commit timestamp is kept for the monotonic check.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,8 +71,14 @@ pub async fn process(
             })
             .collect();
         let pessimistic = rng.chance(1, 2);
+        // One optimistic transaction in twenty is a client that dies during two-phase commit:
+        // its commit is abandoned after a few milliseconds, leaving whatever locks it wrote for
+        // others to resolve once they expire. (Pessimistic ones are spared: their locks live
+        // 20 s, which would stall a short run.)
+        let crash =
+            (!pessimistic && rng.chance(1, 20)).then(|| Duration::from_millis(rng.between(1, 30)));
         let call = ctx.now();
-        let (outcome, mops, commit_ts) = run_txn(&client, pessimistic, mops).await;
+        let (outcome, mops, commit_ts) = run_txn(&client, pessimistic, mops, crash).await;
         let ret = ctx.now();
         if let Some(ts) = commit_ts {
             history.commit_ts.push(TsRead {
@@ -94,37 +102,65 @@ async fn run_txn(
     client: &TransactionClient,
     pessimistic: bool,
     mut mops: Vec<Mop>,
+    crash: Option<Duration>,
 ) -> (Outcome, Vec<Mop>, Option<u64>) {
     let mut txn = match bounded(client.begin_with_options(options(pessimistic))).await {
         Ok(txn) => txn,
-        Err(_) => return (Outcome::Fail, mops, None),
+        Err(e) => {
+            tracing::debug!(error = %e, "list-append transaction could not begin");
+            return (Outcome::Fail, mops, None);
+        }
     };
+    let mut lists = HashMap::new();
     for mop in &mut mops {
-        if step(&mut txn, pessimistic, mop).await.is_err() {
+        if let Err(e) = step(&mut txn, pessimistic, &mut lists, mop).await {
+            tracing::debug!(error = %e, pessimistic, "list-append transaction failed");
             let _ = bounded(txn.rollback()).await;
             return (Outcome::Fail, mops, None);
         }
     }
-    match bounded(txn.commit()).await {
+    let commit = bounded(txn.commit());
+    let result = match crash {
+        Some(after) => match tokio::time::timeout(after, commit).await {
+            Ok(result) => result,
+            // Dropped mid-commit, as a client process killed there would be.
+            Err(_) => return (Outcome::Info, mops, None),
+        },
+        None => commit.await,
+    };
+    match result {
         Ok(ts) => (Outcome::Ok, mops, ts.map(|t| t.version())),
         Err(_) => (Outcome::Info, mops, None),
     }
 }
 
-async fn step(txn: &mut Transaction, pessimistic: bool, mop: &mut Mop) -> Result<(), CallError> {
+/// One micro-operation. The transaction's view of each key it touched is kept in `lists`: the
+/// first access fetches it (a pessimistic transaction locks it then, with `get_for_update`,
+/// which answers the latest committed value, so every key it reads or writes stays locked
+/// until commit and it is serializable), later ones use that view (the client's
+/// `get_for_update` answers from the server, not from the transaction's own writes).
+async fn step(
+    txn: &mut Transaction,
+    pessimistic: bool,
+    lists: &mut HashMap<String, Vec<u64>>,
+    mop: &mut Mop,
+) -> Result<(), CallError> {
     let key = mop.key().to_owned();
-    let current = if pessimistic && matches!(mop, Mop::Append { .. }) {
-        bounded(txn.get_for_update(key.clone())).await?
-    } else {
-        bounded(txn.get(key.clone())).await?
-    };
-    let list = parse(current.as_deref());
+    if !lists.contains_key(&key) {
+        let current = if pessimistic {
+            bounded(txn.get_for_update(key.clone())).await?
+        } else {
+            bounded(txn.get(key.clone())).await?
+        };
+        lists.insert(key.clone(), parse(current.as_deref()));
+    }
+    let list = lists.entry(key.clone()).or_default();
     match mop {
-        Mop::Read { value, .. } => *value = Some(list),
+        Mop::Read { value, .. } => *value = Some(list.clone()),
         Mop::Append { value, .. } => {
-            let mut list = list;
             list.push(*value);
-            bounded(txn.put(key, render(&list))).await?;
+            let text = render(list);
+            bounded(txn.put(key, text)).await?;
         }
     }
     Ok(())

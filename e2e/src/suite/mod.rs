@@ -38,6 +38,8 @@ use crate::cluster::Cluster;
 /// Small regions, checked often: the load splits them while faults strike.
 const STORE_CONFIG: &str = "[raftstore]\nregion-max-size = 262144\nregion-max-keys = 2000\n\
                             split-check-interval-ms = 1000\n";
+/// The clock-skew fault's debug route.
+const PLACEMENT_CONFIG: &str = "[debug]\nfault-injection = true\n";
 /// How long the cluster may take to serve again after the last heal.
 const RECOVERY: Duration = Duration::from_secs(120);
 
@@ -75,6 +77,7 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
         .placements(3)
         .stores(5)
         .store_config(STORE_CONFIG)
+        .placement_config(PLACEMENT_CONFIG)
         .own_network(true)
         .start()
         .await
@@ -133,6 +136,11 @@ async fn recover(cluster: &mut Cluster) -> Result<(), String> {
     cluster.heal_network().await.map_err(|e| e.to_string())?;
     for role in cluster.roles() {
         let _ = cluster.resume(role);
+    }
+    for i in 0..cluster.placement_count() {
+        if cluster.placement_running(i) {
+            cluster.set_clock_offset(i, 0).await?;
+        }
     }
     for i in 0..cluster.placement_count() {
         if !cluster.placement_running(i) {

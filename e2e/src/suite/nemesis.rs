@@ -39,10 +39,13 @@ pub enum Fault {
     OneWay,
     /// Move placement leadership to another member.
     TransferPlacementLeader,
+    /// Skew a placement member's clock (the leader half the time), by less than its lease or
+    /// by far more, ahead or behind.
+    ClockSkew,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 10] = [
+    pub const ALL: [Fault; 11] = [
         Fault::KillStore,
         Fault::KillPlacementLeader,
         Fault::PauseStoreLeader,
@@ -53,6 +56,7 @@ impl Fault {
         Fault::Bridge,
         Fault::OneWay,
         Fault::TransferPlacementLeader,
+        Fault::ClockSkew,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +71,7 @@ impl Fault {
             Fault::Bridge => "bridge",
             Fault::OneWay => "one-way",
             Fault::TransferPlacementLeader => "transfer-placement-leader",
+            Fault::ClockSkew => "clock-skew",
         }
     }
 
@@ -146,12 +151,17 @@ fn hold_ms(rng: &mut Rng, fault: Fault) -> u64 {
     }
 }
 
+/// Clock skews: within the placement leader's lease, a few seconds, a minute.
+const CLOCK_SKEWS_MS: [i64; 3] = [200, 3_000, 60_000];
+
 /// What must be undone after an event.
 #[derive(Clone, Debug, Default)]
 pub struct Damage {
     restart: BTreeSet<Role>,
     resume: BTreeSet<Role>,
     network: bool,
+    /// Placement members whose clock is skewed.
+    clocks: BTreeSet<usize>,
 }
 
 /// What an event did, for the results.
@@ -196,6 +206,22 @@ pub async fn strike(
             Ok(format!("placement {i}"))
         }
         Fault::TransferPlacementLeader => transfer_placement(cluster, rng, damage).await,
+        Fault::ClockSkew => {
+            let i = if rng.chance(1, 2) {
+                placement_leader(cluster, damage).await?
+            } else {
+                rng.below(cluster.placement_count() as u64) as usize
+            };
+            let magnitude = *rng.pick(&CLOCK_SKEWS_MS).unwrap_or(&200);
+            let offset = if rng.chance(1, 2) {
+                magnitude
+            } else {
+                -magnitude
+            };
+            cluster.set_clock_offset(i, offset).await?;
+            damage.clocks.insert(i);
+            Ok(format!("placement {i} clock {offset:+} ms"))
+        }
         _ => cut(cluster, rng, fault, damage).await,
     }
 }
@@ -336,6 +362,11 @@ pub async fn heal(cluster: &mut Cluster, damage: Damage) -> Result<(), String> {
     }
     for role in damage.resume {
         cluster.resume(role).map_err(e)?;
+    }
+    for i in damage.clocks {
+        if cluster.placement_running(i) {
+            cluster.set_clock_offset(i, 0).await?;
+        }
     }
     for role in damage.restart {
         match role {

@@ -2,6 +2,8 @@
 //! `POST /debug/fail/meta-write` makes every later write of the metadata engine fail (as a
 //! full disk would), `POST /debug/fail/raft-panic` makes the raft thread panic. Either way the
 //! member must stop ([`crate::writer`]), which is what the tests watch for.
+//! `POST /debug/clock-offset/{ms}` shifts the wall clock the timestamp oracle reads by `ms`
+//! milliseconds (negative: behind; 0 undoes it), as a skewed or jumping clock would.
 
 use std::sync::Arc;
 
@@ -29,4 +31,16 @@ pub(super) async fn fail(
     }
     tracing::warn!(fault = %what, "fault injected");
     Ok(Json(Value::String(format!("injected {what}"))))
+}
+
+pub(super) async fn clock_offset(Path(ms): Path<String>) -> ApiResult {
+    let offset: i64 = ms.parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("clock offset `{ms}` is not a whole number of milliseconds"),
+        )
+    })?;
+    crate::tso::set_clock_offset_ms(offset);
+    tracing::warn!(offset_ms = offset, "clock offset injected");
+    Ok(Json(Value::String(format!("clock offset {offset} ms"))))
 }

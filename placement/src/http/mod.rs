@@ -37,7 +37,9 @@ type AppState = State<Arc<Placement>>;
 /// The HTTP routes, without a fallback (they are merged with the gRPC routes).
 pub fn router(state: Arc<Placement>) -> Router {
     let routes = if state.config.debug.fault_injection {
-        Router::new().route("/debug/fail/{what}", post(debug::fail))
+        Router::new()
+            .route("/debug/fail/{what}", post(debug::fail))
+            .route("/debug/clock-offset/{ms}", post(debug::clock_offset))
     } else {
         Router::new()
     };

@@ -176,7 +176,20 @@ impl RaftStore {
         };
         p.fail_pending();
         let mut m = Vec::new();
-        for (start, end) in crate::keys::region_data_ranges(&p.region) {
+        // An uninitialized replica owns no data yet (its region has no range: deleting "its"
+        // range would wipe the store). An initialized one owns its range, less whatever another
+        // initialized region here holds (never expected; kept as a guard).
+        let owned = if p.is_initialized() {
+            let others = self
+                .peers
+                .values()
+                .filter(|o| o.is_initialized())
+                .map(|o| &o.region);
+            crate::keys::exclusive_data_ranges(&p.region, others)
+        } else {
+            Vec::new()
+        };
+        for (start, end) in owned {
             for cf in DATA_CFS {
                 m.push(Modify::DeleteRange {
                     cf,

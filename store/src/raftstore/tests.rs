@@ -474,3 +474,108 @@ impl Drop for PauseInstalls {
         super::snap::worker::INSTALL_PAUSED.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_of_a_region_made_by_a_split_gets_its_data() {
+    let c = TestCluster::new(2, &region_on(1, &[1]), cfg());
+    c.must_leader(1, &[1]).await;
+    for i in 0..20 {
+        c.must_put(1, &format!("jr-lost-{i:04}"), "v").await;
+    }
+    c.must_put(1, "jr-reg-0", "r").await;
+    // The split checker's boundary for a V1 raw key is its memcomparable encoding; as plain
+    // bytes every `jr-lost-…` key sorts below it and `jr-reg-0` above.
+    let split = RaftCmd::BatchSplit(super::cmd::BatchSplit {
+        epoch: (1, 1),
+        splits: vec![super::cmd::SplitSpec {
+            key: proto::codec::encode_bytes(b"jr-lost-0010"),
+            new_region_id: 2,
+            new_peer_ids: vec![201],
+        }],
+    });
+    c.router(1).propose(1, split).await.unwrap();
+    c.must_leader(2, &[1]).await;
+    let learner = metapb::Peer {
+        id: 202,
+        store_id: 2,
+        role: metapb::PeerRole::Learner as i32,
+        ..Default::default()
+    };
+    c.router(1)
+        .change_peer(2, ConfChangeType::AddLearnerNode, learner)
+        .await
+        .unwrap();
+    c.must_get_on(2, "jr-reg-0", "r").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_a_replica_still_waiting_for_its_snapshot_keeps_other_regions_data() {
+    let c = TestCluster::new(2, &region_on(1, &[1, 2]), cfg());
+    c.must_leader(1, &[1, 2]).await;
+    c.must_put(1, "a", "left").await;
+    c.must_put(1, "n", "right").await;
+    let split = RaftCmd::BatchSplit(super::cmd::BatchSplit {
+        epoch: (1, 1),
+        splits: vec![super::cmd::SplitSpec {
+            key: b"m".to_vec(),
+            new_region_id: 2,
+            new_peer_ids: vec![201, 202],
+        }],
+    });
+    let leader = c.must_leader(1, &[1, 2]).await;
+    c.router(leader).propose(1, split).await.unwrap();
+    c.must_leader(2, &[1, 2]).await;
+    c.must_transfer_leader(2, 1).await;
+    let peer = |id, role: metapb::PeerRole| metapb::Peer {
+        id,
+        store_id: 2,
+        role: role as i32,
+        ..Default::default()
+    };
+    let r = c.router(1);
+    r.change_peer(
+        2,
+        ConfChangeType::RemoveNode,
+        peer(202, metapb::PeerRole::Voter),
+    )
+    .await
+    .unwrap();
+    must_until("store 2 to drop its replica of region 2", || {
+        c.region(2, 2).is_none().then_some(())
+    })
+    .await;
+    // Store 2 is added back twice; no snapshot reaches it the first time, so that replica is
+    // still uninitialized (no range yet) when the second one replaces it.
+    let no_snapshots = DropTypes([MessageType::MsgSnapshot as i32].into_iter().collect());
+    c.add_filter(1, Box::new(no_snapshots));
+    r.change_peer(
+        2,
+        ConfChangeType::AddLearnerNode,
+        peer(203, metapb::PeerRole::Learner),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    r.change_peer(
+        2,
+        ConfChangeType::RemoveNode,
+        peer(203, metapb::PeerRole::Learner),
+    )
+    .await
+    .unwrap();
+    r.change_peer(
+        2,
+        ConfChangeType::AddLearnerNode,
+        peer(204, metapb::PeerRole::Learner),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.heal();
+    c.must_get_on(2, "n", "right").await;
+    assert_eq!(
+        c.get(2, "a").as_deref(),
+        Some("left"),
+        "region 1's data on store 2 went with an uninitialized replica of region 2"
+    );
+}
