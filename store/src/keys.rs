@@ -121,11 +121,12 @@ fn subtract((s, e): (Vec<u8>, Vec<u8>), (os, oe): (&[u8], &[u8])) -> Vec<(Vec<u8
     out
 }
 
-/// The region boundary at which engine key `key` starts, as the clients of its namespace
-/// compare it: the memcomparable encoding of the user key for transactional and V2 raw keys,
-/// the raw key itself for V1 raw keys (V1 raw clients compare boundaries as plain bytes; the
-/// encoding would sort after every key sharing its first eight bytes, leaving them all on one
-/// side). None for keys outside the data namespaces.
+/// The region boundary at which engine key `key` starts: the memcomparable
+/// encoding of its user key, for every namespace (transactional clients decode
+/// boundaries and fail on anything else; V1 raw clients compare them as plain
+/// bytes, so V1 raw keys that share their first eight bytes all sort below the
+/// encoding of any of them and cannot be split apart). None for keys outside the
+/// data namespaces.
 pub fn boundary_of(key: &[u8]) -> Option<Vec<u8>> {
     let (&prefix, rest) = key.split_first()?;
     match prefix {
@@ -133,8 +134,7 @@ pub fn boundary_of(key: &[u8]) -> Option<Vec<u8>> {
             let (user, _) = crate::mvcc::codec::decode_bytes_prefix(rest).ok()?;
             Some(proto::codec::encode_bytes(&user))
         }
-        RAW_V1_PREFIX => Some(rest.to_vec()),
-        RAW_V2_PREFIX => Some(proto::codec::encode_bytes(rest)),
+        RAW_V1_PREFIX | RAW_V2_PREFIX => Some(proto::codec::encode_bytes(rest)),
         _ => None,
     }
 }
@@ -145,11 +145,14 @@ mod tests {
     use proto::codec::encode_bytes;
 
     #[test]
-    fn boundaries_are_user_keys_as_their_clients_compare_them() {
+    fn boundaries_are_encoded_user_keys() {
         let mut txn = crate::mvcc::codec::lock_key(b"user");
         txn.extend_from_slice(&[1; 8]);
         assert_eq!(boundary_of(&txn), Some(encode_bytes(b"user")));
-        assert_eq!(boundary_of(&RawSpace::V1.key(b"k")), Some(b"k".to_vec()));
+        assert_eq!(
+            boundary_of(&RawSpace::V1.key(b"k")),
+            Some(encode_bytes(b"k"))
+        );
         assert_eq!(
             boundary_of(&RawSpace::V2.key(b"k")),
             Some(encode_bytes(b"k"))

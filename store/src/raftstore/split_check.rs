@@ -133,31 +133,4 @@ mod tests {
         let by_keys = check(&engine, &region, limits(1 << 20, 30)).unwrap();
         assert_eq!(by_keys.split_keys.len(), 4);
     }
-
-    #[test]
-    fn v1_raw_keys_sharing_a_long_prefix_split_where_the_client_routes_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(dir.path()).unwrap();
-        let puts: Vec<Modify> = (0..90u32)
-            .map(|i| Modify::Put {
-                cf: CF_DEFAULT,
-                key: RawSpace::V1.key(format!("jr-lost-00-{i:08}").as_bytes()),
-                value: vec![0; 10],
-            })
-            .collect();
-        engine.write(&puts, false).unwrap();
-        let region = metapb::Region::default();
-        let limits = SplitLimits {
-            max_size: 1 << 20,
-            max_keys: 45,
-        };
-        let keys = check(&engine, &region, limits).unwrap().split_keys;
-        assert_eq!(keys.len(), 2, "{keys:?}");
-        // A V1 raw client compares raw keys with boundaries as plain bytes: each piece must hold
-        // its share of the keys.
-        let left = (0..90u32)
-            .filter(|i| format!("jr-lost-00-{i:08}").as_bytes() < keys[0].as_slice())
-            .count();
-        assert_eq!(left, 30, "split at {:?}", String::from_utf8_lossy(&keys[0]));
-    }
 }
