@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use e2e::suite::{self, table, RunConfig};
+use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Parser, Debug)]
 #[command(about = "Randomized fault-injection runs with checked histories")]
@@ -46,6 +47,13 @@ async fn main() -> std::process::ExitCode {
             .map_or(1, |d| d.as_secs())
     });
     let mut reports = Vec::new();
+    let (Ok(mut sigint), Ok(mut sigterm)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        eprintln!("cannot listen for signals");
+        return std::process::ExitCode::from(2);
+    };
     for i in 0..args.runs {
         let config = RunConfig {
             seed: first.wrapping_add(i),
@@ -56,7 +64,13 @@ async fn main() -> std::process::ExitCode {
                 args.seconds
             ),
         };
-        let report = match suite::run(&config).await {
+        // A signal drops the run, and with it the cluster: its processes, namespaces and bridge.
+        let result = tokio::select! {
+            result = suite::run(&config) => result,
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        };
+        let report = match result {
             Ok(report) => report,
             Err(e) => suite::RunReport::unjudged(config.seed, e),
         };
@@ -74,6 +88,9 @@ async fn main() -> std::process::ExitCode {
                 .sum::<usize>(),
         );
         reports.push(report);
+    }
+    if reports.len() as u64 != args.runs {
+        eprintln!("stopped by a signal after {} runs", reports.len());
     }
     println!("{}", table::render(&reports));
     if reports.iter().all(suite::RunReport::is_clean) {
