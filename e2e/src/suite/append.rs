@@ -18,9 +18,9 @@ use std::time::Duration;
 use jepsen::checks::monotonic::TsRead;
 use jepsen::{Mop, Outcome, TxnOp};
 use tikv_client::TimestampExt;
-use tikv_client::{CheckLevel, Transaction, TransactionClient, TransactionOptions};
+use tikv_client::{Transaction, TransactionClient};
 
-use super::clock::{bounded, text, CallError, Ctx};
+use super::clock::{bounded, text, txn_options, CallError, Ctx};
 use super::rng::Rng;
 use crate::testing::kv_strings;
 
@@ -38,16 +38,6 @@ pub fn key(i: u64) -> String {
 pub struct AppendHistory {
     pub txns: Vec<TxnOp>,
     pub commit_ts: Vec<TsRead>,
-}
-
-fn options(pessimistic: bool) -> TransactionOptions {
-    let options = if pessimistic {
-        TransactionOptions::new_pessimistic()
-    } else {
-        TransactionOptions::new_optimistic()
-    };
-    // A transaction abandoned on a timeout is dropped unfinished: its locks expire.
-    options.drop_check(CheckLevel::None)
 }
 
 /// One process: transactions one after another until the run stops.
@@ -104,7 +94,7 @@ async fn run_txn(
     mut mops: Vec<Mop>,
     crash: Option<Duration>,
 ) -> (Outcome, Vec<Mop>, Option<u64>) {
-    let mut txn = match bounded(client.begin_with_options(options(pessimistic))).await {
+    let mut txn = match bounded(client.begin_with_options(txn_options(pessimistic))).await {
         Ok(txn) => txn,
         Err(e) => {
             tracing::debug!(error = %e, "list-append transaction could not begin");
@@ -202,7 +192,7 @@ pub async fn final_read(
 
 async fn read_all(client: &TransactionClient) -> Result<BTreeMap<String, Vec<u64>>, CallError> {
     let ts = bounded(client.current_timestamp()).await?;
-    let mut snapshot = client.snapshot(ts, options(false));
+    let mut snapshot = client.snapshot(ts, txn_options(false));
     let keys: Vec<String> = (0..KEYS).map(key).collect();
     let pairs = bounded(snapshot.batch_get(keys)).await?;
     Ok(kv_strings(pairs)

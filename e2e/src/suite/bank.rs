@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jepsen::checks::BankRead;
-use tikv_client::{CheckLevel, TransactionClient, TransactionOptions};
+use tikv_client::TransactionClient;
 
-use super::clock::{bounded, text, CallError, Ctx};
+use super::clock::{bounded, text, txn_options, CallError, Ctx};
 use super::rng::Rng;
 use crate::testing::kv_strings;
 
@@ -23,21 +23,12 @@ fn account(i: u64) -> String {
     format!("jr-bank-{i}")
 }
 
-fn options(pessimistic: bool) -> TransactionOptions {
-    let options = if pessimistic {
-        TransactionOptions::new_pessimistic()
-    } else {
-        TransactionOptions::new_optimistic()
-    };
-    options.drop_check(CheckLevel::None)
-}
-
 /// Opens every account with [`OPENING`] (before any fault), retrying until `limit` passes.
 pub async fn open(client: &TransactionClient, limit: Duration) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let attempt = async {
-            let mut txn = bounded(client.begin_with_options(options(false))).await?;
+            let mut txn = bounded(client.begin_with_options(txn_options(false))).await?;
             for i in 0..ACCOUNTS {
                 bounded(txn.put(account(i), OPENING.to_string())).await?;
             }
@@ -76,7 +67,7 @@ async fn transfer(
     amount: i64,
 ) -> Result<bool, String> {
     let run = async {
-        let mut txn = bounded(client.begin_with_options(options(pessimistic))).await?;
+        let mut txn = bounded(client.begin_with_options(txn_options(pessimistic))).await?;
         let mut balances = [0i64; 2];
         for (slot, i) in balances.iter_mut().zip([from, to]) {
             let value = if pessimistic {
@@ -121,7 +112,7 @@ pub async fn read_all(client: &TransactionClient) -> Result<BTreeMap<String, i64
     let ts = bounded(client.current_timestamp())
         .await
         .map_err(|e| e.to_string())?;
-    let mut snapshot = client.snapshot(ts, options(false));
+    let mut snapshot = client.snapshot(ts, txn_options(false));
     let keys: Vec<String> = (0..ACCOUNTS).map(account).collect();
     let pairs = bounded(snapshot.batch_get(keys))
         .await

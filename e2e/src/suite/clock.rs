@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tikv_client::{CheckLevel, TransactionOptions};
+
 /// How long one client call may take before the process gives up on it. Past this the call's
 /// outcome is unknown (indeterminate for writes).
 pub const OP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,6 +82,17 @@ pub async fn bounded<T>(
         Ok(Err(e)) => Err(CallError::Client(e)),
         Err(_) => Err(CallError::Timeout),
     }
+}
+
+/// Options of the workloads' transactions: optimistic or pessimistic, and no panic when one
+/// abandoned on a timeout is dropped unfinished (its locks expire).
+pub fn txn_options(pessimistic: bool) -> TransactionOptions {
+    let options = if pessimistic {
+        TransactionOptions::new_pessimistic()
+    } else {
+        TransactionOptions::new_optimistic()
+    };
+    options.drop_check(CheckLevel::None)
 }
 
 /// A value's bytes as text (the workloads only write UTF-8).

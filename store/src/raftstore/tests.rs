@@ -15,6 +15,16 @@ use crate::engine::{Modify, CF_DEFAULT, CF_RAFT};
 use crate::keys::RawSpace;
 use proto::metapb;
 
+/// A learner replica `id` on store `store_id`.
+fn learner_on(id: u64, store_id: u64) -> metapb::Peer {
+    metapb::Peer {
+        id,
+        store_id,
+        role: metapb::PeerRole::Learner as i32,
+        ..Default::default()
+    }
+}
+
 fn cfg() -> RaftStoreConfig {
     RaftStoreConfig {
         base_tick: Duration::from_millis(20),
@@ -93,12 +103,7 @@ async fn learner_added_by_snapshot_promoted_and_old_replica_removed() {
     for i in 0..40 {
         c.must_put(1, &format!("k{i:02}"), "v").await;
     }
-    let learner = metapb::Peer {
-        id: 202,
-        store_id: 2,
-        role: metapb::PeerRole::Learner as i32,
-        ..Default::default()
-    };
+    let learner = learner_on(202, 2);
     let r1 = c.router(1);
     r1.change_peer(1, ConfChangeType::AddLearnerNode, learner)
         .await
@@ -200,12 +205,7 @@ async fn a_lost_snapshot_is_retried_and_the_learner_catches_up() {
             remaining: 1.into(),
         }),
     );
-    let learner = metapb::Peer {
-        id: 202,
-        store_id: 2,
-        role: metapb::PeerRole::Learner as i32,
-        ..Default::default()
-    };
+    let learner = learner_on(202, 2);
     c.router(1)
         .change_peer(1, ConfChangeType::AddLearnerNode, learner)
         .await
@@ -224,12 +224,7 @@ async fn a_snapshot_message_carries_no_region_data() {
     }
     let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
     c.add_filter(1, Box::new(RecordSnapshots(seen.clone())));
-    let learner = metapb::Peer {
-        id: 202,
-        store_id: 2,
-        role: metapb::PeerRole::Learner as i32,
-        ..Default::default()
-    };
+    let learner = learner_on(202, 2);
     c.router(1)
         .change_peer(1, ConfChangeType::AddLearnerNode, learner)
         .await
@@ -440,12 +435,7 @@ async fn entries_committed_while_a_snapshot_installs_apply_after_it() {
         c.must_put(1, &format!("k{i:02}"), "v").await;
     }
     let paused = PauseInstalls::new();
-    let learner = metapb::Peer {
-        id: 202,
-        store_id: 2,
-        role: metapb::PeerRole::Learner as i32,
-        ..Default::default()
-    };
+    let learner = learner_on(202, 2);
     c.router(1)
         .change_peer(1, ConfChangeType::AddLearnerNode, learner)
         .await
@@ -495,12 +485,7 @@ async fn a_learner_of_a_region_made_by_a_split_gets_its_data() {
     });
     c.router(1).propose(1, split).await.unwrap();
     c.must_leader(2, &[1]).await;
-    let learner = metapb::Peer {
-        id: 202,
-        store_id: 2,
-        role: metapb::PeerRole::Learner as i32,
-        ..Default::default()
-    };
+    let learner = learner_on(202, 2);
     c.router(1)
         .change_peer(2, ConfChangeType::AddLearnerNode, learner)
         .await
