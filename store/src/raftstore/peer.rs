@@ -398,12 +398,24 @@ impl Peer {
         }
     }
 
-    /// Fails every waiting proposal and read, e.g. when leadership is lost.
+    /// Fails every waiting proposal and read: the replica is going away (removed, store
+    /// stopping), so no entry will be applied here any more.
     pub fn fail_pending(&mut self) {
         let err = self.not_leader();
         for p in self.proposals.drain(..) {
             let _ = p.cb.send(Err(err.clone()));
         }
+        self.fail_reads();
+    }
+
+    /// Fails every waiting read, when leadership is lost. Proposals stay: an entry this
+    /// leader appended may still be committed by the next one, and its proposer must hear
+    /// the truth when the entry at that index is applied here (success if it is the same
+    /// entry, `Stale` if another leader replaced it). Failing it now would have the client
+    /// retry a write that may already be applied (a compare-and-swap would then report that
+    /// it did not swap).
+    pub fn fail_reads(&mut self) {
+        let err = self.not_leader();
         let reads = self.reads_to_send.drain(..);
         let sent = self.reads_sent.drain(..).flat_map(|(_, _, cbs)| cbs);
         let ready = self.reads_ready.drain(..).flat_map(|(_, _, cbs)| cbs);
