@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -24,7 +25,8 @@ const (
 // client reading the keys resolves them: a 2PC transaction whose primary was
 // never committed is rolled back once its lock TTL passes; an async-commit
 // transaction whose prewrites all succeeded is committed (found through the
-// primary's secondaries). Afterwards the keys take new writes.
+// primary's secondaries, unless the dying client's commit messages got out
+// first). Afterwards the keys take new writes.
 func TestTxnLockResolutionAfterClientDies(t *testing.T) {
 	c := mustTxnClient(t)
 	for _, async := range []bool{false, true} {
@@ -69,32 +71,56 @@ func mustRunDyingClient(t *testing.T, keys []string, async bool) {
 	if !ok || !exit.Sys().(syscall.WaitStatus).Signaled() {
 		t.Fatalf("the dying client did not die by a signal (err %v):\n%s", err, out.String())
 	}
-	if !strings.Contains(out.String(), "PREWRITTEN") {
+	mode := map[bool]string{false: "mode=2pc", true: "mode=async_commit"}[async]
+	if !strings.Contains(out.String(), "PREWRITTEN") || !strings.Contains(out.String(), mode) {
 		t.Fatalf("the dying client died before its prewrite succeeded:\n%s", out.String())
 	}
 }
 
 // TestHelperDieMidCommit is the child of TestTxnLockResolutionAfterClientDies:
-// it commits its keys and, once every prewrite has succeeded and the commit
-// timestamp is chosen, kills itself before any commit is sent.
+// it commits its keys and kills itself before any commit message is sent.
+//
+// In 2PC it dies in the commit-ts upper bound check, which client-go calls once
+// every prewrite has succeeded and the commit timestamp is chosen. client-go
+// turns async commit off when that check is set, so an async-commit
+// transaction instead dies as soon as Commit returns: the transaction is
+// committed once its prewrites succeed, and client-go sends the commit
+// messages from a goroutine afterwards, which the SIGKILL cuts short.
 func TestHelperDieMidCommit(t *testing.T) {
 	raw := os.Getenv(dieKeysEnv)
 	if raw == "" {
 		t.Skip("helper process of TestTxnLockResolutionAfterClientDies")
 	}
+	async := os.Getenv(dieAsyncEnv) == "true"
 	c := mustTxnClient(t)
 	txn := mustBegin(t, c)
-	txn.SetEnableAsyncCommit(os.Getenv(dieAsyncEnv) == "true")
+	txn.SetEnableAsyncCommit(async)
 	txn.SetEnable1PC(false)
 	for _, k := range strings.Split(raw, ",") {
 		mustSet(t, txn, k, "dead-writer")
 	}
-	txn.SetCommitTSUpperBoundCheck(func(commitTS uint64) bool {
+	die := func(what string) {
 		w := bufio.NewWriter(os.Stdout)
-		fmt.Fprintf(w, "PREWRITTEN start_ts=%d commit_ts=%d\n", txn.StartTS(), commitTS)
+		fmt.Fprintf(w, "PREWRITTEN start_ts=%d %s\n", txn.StartTS(), what)
 		_ = w.Flush()
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		time.Sleep(time.Minute)
+	}
+	if async {
+		// The commit callback runs as Commit returns, right after the commit
+		// messages' goroutine is spawned.
+		txn.SetCommitCallback(func(raw string, err error) {
+			var info commitInfo
+			_ = json.Unmarshal([]byte(raw), &info.TxnInfo)
+			if err == nil {
+				die(fmt.Sprintf("mode=%s commit_ts=%d", info.TxnCommitMode, info.CommitTS))
+			}
+		})
+		err := txn.Commit(ctxTimeout(t))
+		t.Fatalf("async commit returned (%v) instead of the process dying", err)
+	}
+	txn.SetCommitTSUpperBoundCheck(func(commitTS uint64) bool {
+		die(fmt.Sprintf("mode=2pc commit_ts=%d", commitTS))
 		return false
 	})
 	err := txn.Commit(ctxTimeout(t))
