@@ -362,9 +362,10 @@ async fn reported_urls(
 
 /// Followers exchange no raft messages with each other, yet each must report every member's
 /// client URLs: the Java client takes `client_urls[0]` of every member GetMembers lists and
-/// fails on an empty list.
+/// fails on an empty list. Every member, followers too, answers the standard gRPC health
+/// check SERVING (PD's embedded etcd does; client-go's PD client probes members with it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_member_reports_every_members_client_urls() {
+async fn every_member_lists_every_members_urls_and_serves_grpc_health() {
     let mut group = Group::start(3).await;
     group.leader(Duration::from_secs(20)).await;
     let want: Vec<(String, Vec<String>)> = (0..3)
@@ -383,6 +384,20 @@ async fn every_member_reports_every_members_client_urls() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let channel = tonic::transport::Channel::from_shared(group.server(i).url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let health = tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .unwrap_or_else(|s| panic!("health check of pd{i}: {s}"))
+            .into_inner();
+        assert_eq!(
+            health.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
     }
     group.stop_all().await;
 }
