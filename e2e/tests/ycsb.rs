@@ -4,9 +4,11 @@
 //!
 //! - `ycsb_tikv_raw_and_txn_workloads`: its `tikv` driver in raw and in txn mode against a
 //!   playground-shaped cluster (one placement, three stores), with the driver's defaults (128
-//!   gRPC connections per store, BatchCommands batches of 128);
+//!   gRPC connections per store, BatchCommands batches of 128), 8 client threads in raw mode
+//!   and 1 in txn mode (see [`threads`]);
 //! - `ycsb_etcd_workloads`: its `etcd` driver against a 3-member etcd cluster from Debian's
-//!   `etcd-server`, so that benchmarks can compare both with the same tool.
+//!   `etcd-server`, so that benchmarks can compare both with the same tool (workloads A-D and
+//!   F: the driver's scan is broken against any etcd, see [`ETCD_SCAN_BUG`]).
 //!
 //! Each workload is loaded (`go-ycsb load`) and then run (`go-ycsb run`) on its own table with a
 //! small record and operation count: a correctness run for CI, not a measurement. go-ycsb
@@ -25,6 +27,12 @@ use tokio::process::{Child, Command};
 const BUILD_LIMIT: Duration = Duration::from_secs(2400);
 const STEP_LIMIT: Duration = Duration::from_secs(120);
 const WORKLOADS: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+/// Why workload E (short scans) is not run with the etcd driver: go-ycsb 1.0.3's etcd `Scan`
+/// reads `[start, +inf)` with a limit and then requires the response's `count` to equal that
+/// limit, but etcd's `count` is the number of keys in the whole range, not the number
+/// returned, so every scan that does not end exactly at the last key fails, against any etcd.
+const ETCD_SCAN_BUG: &str = "go-ycsb 1.0.3's etcd Scan compares etcd's total range count \
+                             with its limit and fails against any etcd";
 /// Records loaded and operations run per workload.
 const RECORDS: &str = "500";
 const OPERATIONS: &str = "500";
@@ -77,6 +85,10 @@ fn copy_workloads(from: &Path, to: &Path) -> e2e::Result<()> {
 /// Loads and runs every workload with `driver` and its `props`; fails on any error line.
 async fn must_run_workloads(ycsb: &Path, driver: &str, table_prefix: &str, props: &[String]) {
     for w in WORKLOADS {
+        if driver == "etcd" && w == "e" {
+            println!("== go-ycsb etcd workloade not run: {ETCD_SCAN_BUG}");
+            continue;
+        }
         let table = format!("{table_prefix}_{w}");
         for phase in ["load", "run"] {
             let mut cmd = Command::new(ycsb.join("go-ycsb"));
@@ -86,7 +98,7 @@ async fn must_run_workloads(ycsb: &Path, driver: &str, table_prefix: &str, props
                 .arg(ycsb.join("workloads").join(format!("workload{w}")))
                 .args(["-p", &format!("recordcount={RECORDS}")])
                 .args(["-p", &format!("operationcount={OPERATIONS}")])
-                .args(["-p", "threadcount=8"])
+                .args(["-p", &format!("threadcount={}", threads(driver, props))])
                 .args(["-p", &format!("table={table}")]);
             for p in props {
                 cmd.args(["-p", p]);
@@ -114,6 +126,19 @@ async fn must_run_workloads(ycsb: &Path, driver: &str, table_prefix: &str, props
                 "{what} reported no operations:\n{text}"
             );
         }
+    }
+}
+
+/// Client threads: 8, but 1 for the tikv driver in txn mode. There, workloads A and F update
+/// the same few hundred keys from optimistic transactions (read, then write), and two that
+/// overlap rightly abort one with a write conflict, which go-ycsb counts as an error without
+/// telling it apart from a real failure. One thread makes every error a real one; conflicts
+/// themselves are proven by the Go suite (`TestTxnConflictExactlyOneWins`).
+fn threads(driver: &str, props: &[String]) -> usize {
+    if driver == "tikv" && props.iter().any(|p| p == "tikv.type=txn") {
+        1
+    } else {
+        8
     }
 }
 
