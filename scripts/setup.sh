@@ -42,3 +42,21 @@ if command -v python3 >/dev/null 2>&1; then
   pip_need jsonschema "jsonschema"
   pip_need yaml "pyyaml"
 fi
+# The Go, Java and go-ycsb client suites (each says SKIPPED where its tools are absent):
+# Java 17 and Maven, and etcd for go-ycsb's etcd comparison, from Debian's packages. Go
+# itself comes with the machine: Debian's golang-go (1.19) is too old for client-go, so it is
+# not installed here; without Go >= 1.26 those suites skip, saying so.
+apt_need=()
+command -v java >/dev/null 2>&1 || apt_need+=(openjdk-17-jdk-headless)
+command -v mvn >/dev/null 2>&1 || apt_need+=(maven)
+command -v etcd >/dev/null 2>&1 || apt_need+=(etcd-server)
+if [ ${#apt_need[@]} -gt 0 ]; then
+  echo "setup: installing ${apt_need[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  { $SUDO apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_need[@]}" >/dev/null; } \
+    || echo "setup: could not install ${apt_need[*]}; the tests needing them will be skipped" >&2
+fi
+command -v go >/dev/null 2>&1 \
+  || echo "setup: go is absent; the Go client and go-ycsb suites will be skipped" >&2

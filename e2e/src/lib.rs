@@ -20,6 +20,9 @@
 //! For running the operator's rendered pods as Kubernetes would: [`netns`] (a network namespace
 //! per pod on a private bridge, hosts files as cluster DNS, volumes bind-mounted per pod).
 //!
+//! For the clients in other languages (Go, Java, go-ycsb): [`foreign`] (builds cached outside
+//! the checkout by source hash, bounded runs, reasons to skip).
+//!
 //! For the container suites: [`docker`] (the Docker client: images built by
 //! `scripts/images.sh`, networks and containers removed on drop) and [`kind`] (a throwaway kind
 //! cluster driven with `kubectl` and `helm` under its own kubeconfig).
@@ -42,6 +45,7 @@ pub mod cluster;
 pub mod docker;
 pub mod error;
 pub mod fault;
+pub mod foreign;
 pub mod kind;
 pub mod load;
 pub mod netns;

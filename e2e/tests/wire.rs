@@ -307,3 +307,32 @@ async fn scans_over_the_limits_are_refused_not_cut_short() {
     })
     .await;
 }
+
+/// client-go polls every store with `GetStoreSafeTS` (no region context): the store answers
+/// it (0: no stale read is known safe here) instead of `Unimplemented`, while a call it does
+/// not serve, `RawChecksum`, is refused with `Unimplemented` at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_safe_ts_is_answered_and_unserved_calls_are_unimplemented() {
+    e2e::init_test_tracing();
+    with_deadline(Duration::from_secs(120), async {
+        let cluster = must_single_store_cluster().await;
+        let mut kv = TikvClient::new(connect(&cluster.store_addr(0)).await);
+        let resp = kv
+            .get_store_safe_ts(kvrpcpb::StoreSafeTsRequest {
+                key_range: Some(kvrpcpb::KeyRange::default()),
+            })
+            .await
+            .expect("GetStoreSafeTS is served")
+            .into_inner();
+        assert_eq!(
+            resp.safe_ts, 0,
+            "no resolved ts is kept, so none is claimed"
+        );
+        let status = kv
+            .raw_checksum(kvrpcpb::RawChecksumRequest::default())
+            .await
+            .expect_err("RawChecksum is not served");
+        assert_eq!(status.code(), tonic::Code::Unimplemented, "{status}");
+    })
+    .await;
+}

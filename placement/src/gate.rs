@@ -3,7 +3,8 @@
 //!
 //! Every member answers `GetMembers`, `GetClusterInfo`, etcd `MemberList`, `/health`,
 //! `/metrics` and the member routes of the HTTP API, so clients and tools can find the
-//! leader through any member. Other gRPC calls get `Unavailable` "not leader ...", as PD's
+//! leader through any member, and etcd calls placement does not serve get `Unimplemented`
+//! from any member. Other gRPC calls get `Unavailable` "not leader ...", as PD's
 //! followers answer, and the clients reconnect to the leader. Other HTTP API calls are
 //! forwarded to the leader (as PD's followers do), so a Service spreading requests over the
 //! members works; a forwarded request that lands on a non-leader again is refused rather than
@@ -52,12 +53,11 @@ fn classify(path: &str) -> Route {
         | "/pd/api/v1/members"
         | "/pd/api/v1/leader"
         | "/pd/api/v1/version" => Route::Open,
-        p if p.starts_with("/pdpb.")
-            || p.starts_with("/keyspacepb.")
-            || p.starts_with("/etcdserverpb.") =>
-        {
-            Route::Grpc
-        }
+        // The one etcd call served with leader's data; every other etcd call is answered
+        // `Unimplemented` by any member, not `Unavailable`, which clients would retry.
+        "/etcdserverpb.KV/Range" => Route::Grpc,
+        p if p.starts_with("/etcdserverpb.") => Route::Open,
+        p if p.starts_with("/pdpb.") || p.starts_with("/keyspacepb.") => Route::Grpc,
         p if p.starts_with("/pd/api/") => Route::Http,
         _ => Route::Open,
     }
@@ -136,6 +136,21 @@ async fn forward(state: &Placement, req: Request) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// client-go's etcd client may send any etcd call to any member: one placement does not
+    /// serve must be refused as unimplemented by followers too, never as "not leader".
+    #[test]
+    fn unserved_etcd_calls_are_unimplemented_on_every_member() {
+        for path in [
+            "/etcdserverpb.KV/Put",
+            "/etcdserverpb.KV/Txn",
+            "/etcdserverpb.Watch/Watch",
+            "/etcdserverpb.Lease/LeaseGrant",
+        ] {
+            assert!(matches!(classify(path), Route::Open), "{path}");
+        }
+        assert!(matches!(classify("/etcdserverpb.KV/Range"), Route::Grpc));
+    }
 
     #[test]
     fn routes_are_classified() {

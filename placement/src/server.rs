@@ -51,7 +51,9 @@ pub fn router(state: Arc<Placement>) -> Router {
     let grpc = tonic::service::Routes::new(PdServer::new(PdService::new(state.clone())))
         .add_service(KeyspaceServer::new(KeyspaceService::new(state.clone())))
         .add_service(KvServer::new(EtcdService::new(state.clone())))
-        .add_service(ClusterServer::new(EtcdService::new(state.clone())));
+        .add_service(ClusterServer::new(EtcdService::new(state.clone())))
+        // gRPC health, as PD's embedded etcd serves it: every member answers SERVING.
+        .add_service(tonic_health::server::health_reporter().1);
     grpc.into_axum_router()
         .reset_fallback()
         .merge(crate::http::router(state.clone()))

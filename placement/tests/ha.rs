@@ -339,3 +339,65 @@ async fn a_leader_cut_off_from_its_quorum_stops_handing_out_timestamps() {
     eprintln!("TSO_REFUSED_AFTER_MS={}", cut_off.elapsed().as_millis());
     group.stop(leader).await;
 }
+
+/// The client URLs each member reports for every member, by member name (empty when the
+/// member does not know them).
+async fn reported_urls(
+    server: &placement::RunningServer,
+) -> Result<Vec<(String, Vec<String>)>, String> {
+    let mut pd = client(server).await;
+    let resp = pd
+        .get_members(pdpb::GetMembersRequest::default())
+        .await
+        .map_err(|s| s.to_string())?
+        .into_inner();
+    let mut urls: Vec<(String, Vec<String>)> = resp
+        .members
+        .into_iter()
+        .map(|m| (m.name, m.client_urls))
+        .collect();
+    urls.sort();
+    Ok(urls)
+}
+
+/// Followers exchange no raft messages with each other, yet each must report every member's
+/// client URLs: the Java client takes `client_urls[0]` of every member GetMembers lists and
+/// fails on an empty list. Every member, followers too, answers the standard gRPC health
+/// check SERVING (PD's embedded etcd does; client-go's PD client probes members with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_member_lists_every_members_urls_and_serves_grpc_health() {
+    let mut group = Group::start(3).await;
+    group.leader(Duration::from_secs(20)).await;
+    let want: Vec<(String, Vec<String>)> = (0..3)
+        .map(|i| (format!("pd{i}"), vec![group.server(i).url()]))
+        .collect();
+    for i in 0..3 {
+        let start = Instant::now();
+        loop {
+            let got = reported_urls(group.server(i)).await;
+            if got.as_ref() == Ok(&want) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "member pd{i} reports {got:?}, want {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let channel = tonic::transport::Channel::from_shared(group.server(i).url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let health = tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .unwrap_or_else(|s| panic!("health check of pd{i}: {s}"))
+            .into_inner();
+        assert_eq!(
+            health.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    }
+    group.stop_all().await;
+}

@@ -208,6 +208,36 @@ impl Shared {
         self.members.write().insert(info.id, info.clone());
     }
 
+    /// Takes the client URLs another member relays for `info`, for a member this one knows but
+    /// has no client URLs of yet. What a member says about itself ([`learn`](Self::learn))
+    /// stays authoritative; relayed news neither adds members nor counts as hearing from one.
+    pub fn learn_relayed(&self, info: &MemberInfo) {
+        if info.id == self.me.id || info.client_urls.is_empty() {
+            return;
+        }
+        let needed = |m: Option<&MemberInfo>| m.is_some_and(|m| m.client_urls.is_empty());
+        if !needed(self.members.read().get(&info.id)) {
+            return;
+        }
+        let mut members = self.members.write();
+        if let Some(m) = members
+            .get_mut(&info.id)
+            .filter(|m| m.client_urls.is_empty())
+        {
+            m.client_urls = info.client_urls.clone();
+        }
+    }
+
+    /// The other members whose client URLs this member knows, to relay to its peers.
+    pub fn known_peers(&self) -> Vec<MemberInfo> {
+        self.members
+            .read()
+            .values()
+            .filter(|m| m.id != self.me.id && !m.client_urls.is_empty())
+            .cloned()
+            .collect()
+    }
+
     /// Whether a member was heard from within `within` (always true for this member).
     pub fn is_healthy(&self, id: u64, within: std::time::Duration) -> bool {
         id == self.me.id
@@ -457,6 +487,61 @@ mod tests {
             let err = parse_initial_cluster(bad).unwrap_err().to_string();
             assert!(err.contains("initial-cluster"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn relayed_client_urls_fill_gaps_only() {
+        let initial =
+            parse_initial_cluster("a=http://h1:2380,b=http://h2:2380,c=http://h3:2380").unwrap();
+        let mut me = initial[0].clone();
+        me.client_urls = vec!["http://h1:2379".into()];
+        let shared = Shared::new(&Setup {
+            me,
+            initial: initial.clone(),
+        });
+        let urls = |id: u64| {
+            let members = shared.members();
+            members
+                .into_iter()
+                .find(|m| m.id == id)
+                .unwrap()
+                .client_urls
+        };
+        let with_url = |m: &MemberInfo, url: &str| MemberInfo {
+            client_urls: vec![url.to_owned()],
+            ..m.clone()
+        };
+        // b speaks for itself; c is only relayed (by b), twice with different URLs.
+        shared.learn(&with_url(&initial[1], "http://h2:2379"));
+        shared.learn_relayed(&with_url(&initial[2], "http://h3:2379"));
+        shared.learn_relayed(&with_url(&initial[2], "http://stale:2379"));
+        shared.learn_relayed(&with_url(&initial[1], "http://stale:2379"));
+        assert_eq!(
+            urls(initial[1].id),
+            vec!["http://h2:2379"],
+            "b's own word stands"
+        );
+        assert_eq!(
+            urls(initial[2].id),
+            vec!["http://h3:2379"],
+            "c's gap filled once"
+        );
+        assert!(!shared.is_healthy(initial[2].id, std::time::Duration::from_secs(60)));
+        // Unknown members are not added by hearsay; relays name the others, not oneself.
+        shared.learn_relayed(&with_url(
+            &MemberInfo {
+                id: 99,
+                ..Default::default()
+            },
+            "http://x",
+        ));
+        assert!(shared.members().iter().all(|m| m.id != 99));
+        let known: Vec<u64> = shared.known_peers().iter().map(|m| m.id).collect();
+        assert_eq!(known, {
+            let mut ids = vec![initial[1].id, initial[2].id];
+            ids.sort();
+            ids
+        });
     }
 
     #[test]

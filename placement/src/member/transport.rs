@@ -8,7 +8,9 @@
 //! included, instead of waiting for an answer that never comes. A snapshot counts as
 //! delivered once the peer accepted the batch holding it. Every batch and every answer
 //! carries the sender's [`MemberInfo`], which is how members learn each other's client URLs
-//! (for `GetMembers`).
+//! (for `GetMembers`); a batch also relays the client URLs the sender knows of the other
+//! members, so that followers, which never message each other, learn each other's from the
+//! leader.
 //!
 //! [`MemberRaftService`] receives batches and `Join` requests.
 
@@ -178,6 +180,7 @@ async fn peer_loop(
         let request = RaftBatch {
             from: Some(shared.me().clone()),
             messages: batch.into_iter().map(|m| m.bytes).collect(),
+            known: shared.known_peers(),
         };
         match client.step(request).await {
             Ok(resp) => {
@@ -226,6 +229,9 @@ impl MemberRaft for MemberRaftService {
         let batch = request.into_inner();
         if let Some(from) = &batch.from {
             self.shared.learn(from);
+        }
+        for member in &batch.known {
+            self.shared.learn_relayed(member);
         }
         let mut msgs = Vec::with_capacity(batch.messages.len());
         for bytes in &batch.messages {

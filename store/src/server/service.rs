@@ -83,6 +83,16 @@ macro_rules! tikv_service {
                 call!(self, req.into_inner(), unsafe_destroy_range).map(Response::new)
             }
 
+            /// This store keeps no resolved ts per region, so no stale read is ever known to
+            /// be safe: it answers 0, as TiKV does for regions whose safe ts has not advanced.
+            /// Clients then read at a fresh timestamp (client-go polls this every few seconds).
+            async fn get_store_safe_ts(
+                &self,
+                _req: Request<StoreSafeTsRequest>,
+            ) -> Result<Response<StoreSafeTsResponse>, Status> {
+                Ok(Response::new(StoreSafeTsResponse { safe_ts: 0 }))
+            }
+
             async fn batch_commands(
                 &self,
                 req: Request<Streaming<BatchCommandsRequest>>,
