@@ -35,7 +35,7 @@ pub fn cache_root() -> PathBuf {
 
 /// The directory of a client project inside `e2e/` (`go`, `java`, `ycsb`).
 pub fn project_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(name)
+    crate::docker::crate_dir().join(name)
 }
 
 /// Why `program` cannot run here (it is missing, or `program args` fails), or `None`.
