@@ -21,11 +21,11 @@
 //!
 //! A new peer goes where [`pick_store`] says: never onto a store low on space
 //! ([`Context::is_low_space`]; [`Blocked::LowSpace`] when that leaves none), never into an
-//! `isolation-level` domain that
-//! already holds a replica of the region (the region stays under-replicated instead, and
-//! [`check_region`] says so as [`Blocked::Isolation`]); among the rest, to the stores best
-//! isolated from the region's other replicas ([`Context::distinct_score`]), and of those to
-//! the Up one under its add-peer limit with the lowest region score, then the lowest id.
+//! `isolation-level` domain that already holds a replica of the region (the region stays
+//! under-replicated instead, and [`check_region`] says so as [`Blocked::Isolation`]);
+//! among the rest, to the stores best isolated from the region's other replicas
+//! ([`Context::distinct_score`]), and of those to the Up one under its add-peer limit with
+//! the lowest region score, then the lowest id.
 //! The leader is only removed when nothing else can be, after a leader transfer in the same
 //! operator. A region in a joint state is left alone.
 
@@ -247,8 +247,8 @@ pub enum Pick {
 /// The best store for a new peer of `region`, next to the replicas on `keep`, among those
 /// `accept` lets through, in PD's two stages: first, of the stores that could hold the
 /// region (Up or just disconnected, not holding it, not low on space, isolated under
-/// `isolation-level`), keep
-/// those best isolated from `keep` ([`Context::distinct_score`]); then, of those, take the
+/// `isolation-level`), keep those best isolated from `keep` ([`Context::distinct_score`]);
+/// then, of those, take the
 /// Up one under its add-peer limit with the lowest region score, then the lowest id. A
 /// temporary state thus delays a replica instead of putting it somewhere worse.
 pub fn pick_store(
