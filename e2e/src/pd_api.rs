@@ -59,7 +59,7 @@ pub fn parse_byte_size(text: &str) -> Option<u64> {
         .iter()
         .find_map(|(unit, scale)| text.strip_suffix(unit).map(|n| (n, *scale)))?;
     let value: f64 = number.trim().parse().ok()?;
-    (value >= 0.0).then(|| (value * scale as f64) as u64)
+    (value >= 0.0).then_some((value * scale as f64) as u64)
 }
 
 /// `stores[].store`.
