@@ -36,6 +36,30 @@ pub struct StoreStatusInfo {
     pub leader_count: u64,
     #[serde(default)]
     pub region_count: u64,
+    /// Disk sizes as PD prints them (`"96MiB"`); see [`parse_byte_size`].
+    #[serde(default)]
+    pub capacity: String,
+    #[serde(default)]
+    pub available: String,
+    #[serde(default)]
+    pub used_size: String,
+}
+
+/// Bytes of a size as PD's HTTP API prints it (`"0B"`, `"1.5KiB"`, `"96MiB"`, `"2GiB"`).
+pub fn parse_byte_size(text: &str) -> Option<u64> {
+    const UNITS: [(&str, u64); 6] = [
+        ("PiB", 1 << 50),
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+    ];
+    let (number, scale) = UNITS
+        .iter()
+        .find_map(|(unit, scale)| text.strip_suffix(unit).map(|n| (n, *scale)))?;
+    let value: f64 = number.trim().parse().ok()?;
+    (value >= 0.0).then_some((value * scale as f64) as u64)
 }
 
 /// `stores[].store`.

@@ -110,7 +110,7 @@ impl Default for TopologyConfig {
 
 /// The `[schedule]` section: how much scheduling may run at once. A limit of 0 turns that
 /// kind of scheduling off, as in PD.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ScheduleConfig {
     /// Replica operators (add, promote, remove a peer) running at once in the cluster;
@@ -131,6 +131,10 @@ pub struct ScheduleConfig {
     /// elsewhere and the stuck one is removed. At least 1s. Default `"10m"` (TiKV's
     /// `max-peer-down-duration`, after which a silent peer counts as down).
     pub max_pending_peer_time: ReadableDuration,
+    /// A store whose available space is under `1 - low-space-ratio` of its capacity is low
+    /// on space: no replica is added to it or moved onto it (PD's `low-space-ratio`).
+    /// Between 0 and 1, exclusive. Default 0.8 (PD's).
+    pub low_space_ratio: f64,
 }
 
 impl Default for ScheduleConfig {
@@ -141,6 +145,7 @@ impl Default for ScheduleConfig {
             leader_schedule_limit: 4,
             region_schedule_limit: 4,
             max_pending_peer_time: ReadableDuration(Duration::from_secs(10 * 60)),
+            low_space_ratio: 0.8,
         }
     }
 }
@@ -222,6 +227,13 @@ impl Config {
             .map_err(|r| bad("isolation-level", &r))?;
         if self.schedule.max_pending_peer_time.0 < Duration::from_secs(1) {
             return Err(bad("schedule.max-pending-peer-time", "must be at least 1s"));
+        }
+        let ratio = self.schedule.low_space_ratio;
+        if !(ratio > 0.0 && ratio < 1.0) {
+            return Err(bad(
+                "schedule.low-space-ratio",
+                "must be between 0 and 1, exclusive",
+            ));
         }
         if self.schedule.replica_schedule_limit > 0 && self.schedule.store_add_peer_limit == 0 {
             return Err(bad(

@@ -85,6 +85,10 @@ pub struct RaftstoreSection {
     pub region_max_keys: u64,
     /// How often written regions are checked for splitting, in ms (default 10000).
     pub split_check_interval_ms: u64,
+    /// The store's capacity in bytes as reported to placement, at most the
+    /// data directory's disk (default 0: the whole disk, as TiKV's
+    /// `raftstore.capacity`).
+    pub capacity: u64,
 }
 
 impl Default for RaftstoreSection {
@@ -101,6 +105,7 @@ impl Default for RaftstoreSection {
             region_max_size: 144 << 20,
             region_max_keys: 1_440_000,
             split_check_interval_ms: 10_000,
+            capacity: 0,
         }
     }
 }
@@ -168,6 +173,22 @@ impl Config {
             return Err(invalid(
                 "storage.raft-entry-max-size",
                 "must be at least 1024 bytes",
+            ));
+        }
+        let s = &self.storage;
+        if s.reserve_space != 0 && s.reserve_space < 1 << 20 {
+            return Err(invalid(
+                "storage.reserve-space",
+                format!(
+                    "{} bytes: must be 0 (off) or at least 1 MiB",
+                    s.reserve_space
+                ),
+            ));
+        }
+        if !(10..=60_000).contains(&s.disk_check_interval_ms) {
+            return Err(invalid(
+                "storage.disk-check-interval-ms",
+                "must be between 10 and 60000",
             ));
         }
         let r = &self.raftstore;
@@ -283,6 +304,30 @@ mod tests {
         let bad: Result<Config, _> =
             toml::from_str("[pessimistic-txn]\nwait-for-lock-timeout = 1\n");
         assert!(bad.is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn disk_full_settings_are_read_and_checked() {
+        let d = Config::default();
+        assert_eq!(d.storage.reserve_space, 5 << 30);
+        assert_eq!(d.storage.disk_check_interval_ms, 1000);
+        assert_eq!(d.raftstore.capacity, 0);
+        let mut c: Config = toml::from_str(
+            "[storage]\nreserve-space = 8388608\ndisk-check-interval-ms = 100\n\
+             [raftstore]\ncapacity = 1073741824\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.storage.reserve_space, 8 << 20);
+        assert_eq!(c.raftstore.capacity, 1 << 30);
+        c.storage.reserve_space = 1000;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("storage.reserve-space"), "{err}");
+        c.storage.reserve_space = 0;
+        c.validate().unwrap();
+        c.storage.disk_check_interval_ms = 0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("storage.disk-check-interval-ms"), "{err}");
     }
 
     #[test]

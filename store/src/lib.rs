@@ -6,9 +6,12 @@
 //! region) -> `storage` (RawKV and transactional commands, latches) -> `server`
 //! (gRPC, placement client, status HTTP). Nothing below `server` opens sockets.
 //! `lock_manager` (pessimistic lock waiting, deadlock detection) sits beside
-//! `storage`, which calls it; `server` serves its gRPC side.
+//! `storage`, which calls it; `server` serves its gRPC side. `disk` watches
+//! the data directory's disk (a monitor thread started by `server`) and says
+//! which writes `storage` still takes when it fills up.
 
 pub mod config;
+pub mod disk;
 pub mod engine;
 pub mod keys;
 pub mod lock_manager;

@@ -56,6 +56,7 @@ pub fn stores(v: &Value) -> String {
                 text(&st["region_count"]),
                 text(&st["capacity"]),
                 text(&st["available"]),
+                text(&st["used_size"]),
             ]
         })
         .collect();
@@ -68,6 +69,7 @@ pub fn stores(v: &Value) -> String {
         "REGIONS",
         "CAPACITY",
         "AVAILABLE",
+        "USED",
     ];
     table(&headers, &rows)
 }
@@ -154,12 +156,12 @@ mod tests {
             "store": {"id": 1, "address": "127.0.0.1:20160", "state_name": "Up",
                       "labels": [{"key": "zone", "value": "z1"}]},
             "status": {"leader_count": 2, "region_count": 3, "capacity": "10GiB",
-                       "available": "5GiB"},
+                       "available": "5GiB", "used_size": "4.5GiB"},
         }]});
         assert_eq!(
             stores(&v),
-            "ID  ADDRESS          STATE  LABELS   LEADERS  REGIONS  CAPACITY  AVAILABLE\n\
-             1   127.0.0.1:20160  Up     zone=z1  2        3        10GiB     5GiB\n"
+            "ID  ADDRESS          STATE  LABELS   LEADERS  REGIONS  CAPACITY  AVAILABLE  USED\n\
+             1   127.0.0.1:20160  Up     zone=z1  2        3        10GiB     5GiB       4.5GiB\n"
         );
         let v = json!({"regions": [{"id": 2, "start_key": "", "end_key": "7A",
             "leader": {"store_id": 1}, "approximate_size": 1, "peers": [

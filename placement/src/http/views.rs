@@ -229,6 +229,7 @@ pub fn schedule_config(s: &Settings) -> Value {
         "store-add-peer-limit": s.store_add_peer_limit,
         "max-store-down-time": go_duration(s.max_store_down_time),
         "max-pending-peer-time": go_duration(s.max_pending_peer_time),
+        "low-space-ratio": s.low_space_ratio,
     })
 }
 

@@ -2,7 +2,8 @@
 //! cluster view at one instant with each store's liveness, labels and counts, plus the
 //! location scoring the replica checker ranks stores by ([`Context::distinct_score`]), the
 //! `isolation-level` constraint ([`Context::isolated`]) and the size-based region score
-//! region balance compares stores by ([`Context::region_score`]).
+//! region balance compares stores by ([`Context::region_score`]), and which stores are too
+//! full for new replicas ([`Context::is_low_space`], PD's `low-space-ratio`).
 //!
 //! A peer needs replacing when its store is Down (no store heartbeat for
 //! `max-store-down-time`), Tombstone or unknown, when the leader reports it in `down_peers`
@@ -25,8 +26,14 @@ use crate::meta::ConfigRecord;
 /// `replicaBaseScore`).
 const LEVEL_WEIGHT: u64 = 100;
 
+/// A store with fewer regions than this and more than [`INIT_MIN_SPACE`] available is never
+/// low on space (PD's `InitClusterRegionThreshold`).
+pub const INIT_REGION_THRESHOLD: u64 = 100;
+/// See [`INIT_REGION_THRESHOLD`]: 8 GiB, PD's `initialMinSpace`.
+pub const INIT_MIN_SPACE: u64 = 8 << 30;
+
 /// Scheduling settings, fixed at startup.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// Replicas per region when the cluster metadata does not say (before bootstrap).
     pub max_replicas: usize,
@@ -42,6 +49,9 @@ pub struct Settings {
     pub store_add_peer_limit: usize,
     pub leader_schedule_limit: usize,
     pub region_schedule_limit: usize,
+    /// Stores with less than `1 - low_space_ratio` of their capacity available take no new
+    /// replica ([`Context::is_low_space`]).
+    pub low_space_ratio: f64,
 }
 
 impl Settings {
@@ -57,6 +67,7 @@ impl Settings {
             store_add_peer_limit: count(c.schedule.store_add_peer_limit),
             leader_schedule_limit: count(c.schedule.leader_schedule_limit),
             region_schedule_limit: count(c.schedule.region_schedule_limit),
+            low_space_ratio: c.schedule.low_space_ratio,
         }
     }
 }
@@ -170,6 +181,25 @@ impl<'a> Context<'a> {
                 }
             }
         }
+    }
+
+    /// Whether a store is low on space (PD's `IsLowSpace`): it reported its disk (capacity
+    /// above 0) and has less than `1 - low-space-ratio` of it available. As in PD, a store
+    /// still holding few regions (under [`INIT_REGION_THRESHOLD`]) with more than
+    /// [`INIT_MIN_SPACE`] available is not: a new cluster on big disks is not low.
+    pub fn is_low_space(&self, store_id: u64) -> bool {
+        let Some(stats) = self.store(store_id).and_then(|s| s.stats.as_ref()) else {
+            return false;
+        };
+        if stats.capacity == 0 {
+            return false;
+        }
+        let regions = self.counts(store_id).peers;
+        if regions < INIT_REGION_THRESHOLD && stats.available > INIT_MIN_SPACE {
+            return false;
+        }
+        let ratio = stats.available as f64 / stats.capacity as f64;
+        ratio < 1.0 - self.settings.low_space_ratio
     }
 
     /// How well `candidate` is isolated from `others` (PD's `DistinctScore`): for each other

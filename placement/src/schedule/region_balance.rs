@@ -9,9 +9,10 @@
 //! [`check`] only looks at a settled region (a leader, exactly `max-replicas` healthy,
 //! caught-up voters on Up stores, no learner). It tries the region's stores as the source,
 //! highest score first. The target is the Up store, not holding the region and under its
-//! add-peer limit, with the lowest score, among those at least as well isolated from the
-//! region's other replicas as the source ([`Context::distinct_score`]) and allowed by
-//! `isolation-level` ([`Context::isolated`]), so isolation never gets worse. The move is
+//! add-peer limit and not low on space ([`Context::is_low_space`]), with the lowest score,
+//! among those at least as well isolated from the region's other replicas as the source
+//! ([`Context::distinct_score`]) and allowed by `isolation-level` ([`Context::isolated`]),
+//! so isolation never gets worse. The move is
 //! worth it when the source's score exceeds the target's by more than twice the tolerance
 //! ([`tolerance`], PD's tolerant resource): after the move the source still scores higher
 //! than the target, so the reverse move is never worth it and replicas do not ping-pong;
@@ -93,6 +94,7 @@ pub fn check(
             .filter(|id| ctx.liveness(*id) == Some(Liveness::Up))
             .filter(|id| !peers.iter().any(|p| p.store_id == *id))
             .filter(|id| ops.adding_to(*id) < add_limit)
+            .filter(|id| !ctx.is_low_space(*id))
             .filter(|id| ctx.distinct_score(&others, *id) >= floor)
             .filter(|id| ctx.isolated(&others, *id))
             .min_by_key(|id| (score(*id), *id));

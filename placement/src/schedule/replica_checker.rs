@@ -19,11 +19,13 @@
 //!    others: it moves there (`move-to-better-location`: add a learner, promote it, remove
 //!    the old voter).
 //!
-//! A new peer goes where [`pick_store`] says: never into an `isolation-level` domain that
-//! already holds a replica of the region (the region stays under-replicated instead, and
-//! [`check_region`] says so as [`Blocked::Isolation`]); among the rest, to the stores best
-//! isolated from the region's other replicas ([`Context::distinct_score`]), and of those to
-//! the Up one under its add-peer limit with the lowest region score, then the lowest id.
+//! A new peer goes where [`pick_store`] says: never onto a store low on space
+//! ([`Context::is_low_space`]; [`Blocked::LowSpace`] when that leaves none), never into an
+//! `isolation-level` domain that already holds a replica of the region (the region stays
+//! under-replicated instead, and [`check_region`] says so as [`Blocked::Isolation`]);
+//! among the rest, to the stores best isolated from the region's other replicas
+//! ([`Context::distinct_score`]), and of those to the Up one under its add-peer limit with
+//! the lowest region score, then the lowest id.
 //! The leader is only removed when nothing else can be, after a leader transfer in the same
 //! operator. A region in a joint state is left alone.
 
@@ -68,6 +70,8 @@ pub enum Blocked {
     /// Stores could take it, but each shares an `isolation-level` domain with a replica of
     /// the region: it stays under-replicated rather than break isolation.
     Isolation,
+    /// Every store that could take it is low on space ([`Context::is_low_space`]).
+    LowSpace,
 }
 
 impl Blocked {
@@ -76,6 +80,7 @@ impl Blocked {
         match self {
             Blocked::NoTargetStore => "no-target-store",
             Blocked::Isolation => "isolation-level-blocked",
+            Blocked::LowSpace => "low-space",
         }
     }
 }
@@ -241,8 +246,9 @@ pub enum Pick {
 
 /// The best store for a new peer of `region`, next to the replicas on `keep`, among those
 /// `accept` lets through, in PD's two stages: first, of the stores that could hold the
-/// region (Up or just disconnected, not holding it, isolated under `isolation-level`), keep
-/// those best isolated from `keep` ([`Context::distinct_score`]); then, of those, take the
+/// region (Up or just disconnected, not holding it, not low on space, isolated under
+/// `isolation-level`), keep those best isolated from `keep` ([`Context::distinct_score`]);
+/// then, of those, take the
 /// Up one under its add-peer limit with the lowest region score, then the lowest id. A
 /// temporary state thus delays a replica instead of putting it somewhere worse.
 pub fn pick_store(
@@ -266,6 +272,13 @@ pub fn pick_store(
         .collect();
     if possible.is_empty() {
         return Pick::Blocked(Blocked::NoTargetStore);
+    }
+    let possible: Vec<u64> = possible
+        .into_iter()
+        .filter(|id| !ctx.is_low_space(*id))
+        .collect();
+    if possible.is_empty() {
+        return Pick::Blocked(Blocked::LowSpace);
     }
     let isolated: Vec<(u64, u64)> = possible
         .into_iter()

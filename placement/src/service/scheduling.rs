@@ -70,6 +70,11 @@ pub fn schedule_region(
                 isolation_level = %settings.isolation_level,
                 "region under-replicated: every candidate store would break isolation-level"
             ),
+            Blocked::LowSpace => tracing::debug!(
+                region_id,
+                peers,
+                "region under-replicated: every candidate store is low on space"
+            ),
             Blocked::NoTargetStore => {
                 tracing::debug!(
                     region_id,

@@ -2,7 +2,8 @@
 //!
 //! Each region this store leads is reported periodically and whenever
 //! leadership or shape changes; the store's own statistics go out on their
-//! own interval. A `split_region` operator in a heartbeat answer is carried
+//! own interval, with the disk monitor's capacity, available and used
+//! bytes. A `split_region` operator in a heartbeat answer is carried
 //! out here: new ids from placement, the split proposed through raft, the
 //! result reported back. When placement's leader changes, the region stream
 //! ends (or the client has moved on); it is reopened on the new leader at
@@ -20,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::pd::{PdClient, PdError};
+use crate::disk::DiskState;
 use crate::engine::{Engine, CF_DEFAULT, CF_WRITE};
 use crate::raftstore::cmd::{BatchSplit, RaftCmd, SplitSpec};
 use crate::raftstore::split_check::{self, SplitLimits};
@@ -48,6 +50,8 @@ pub struct Heartbeat {
     /// placement never sees the parent shrink before it knows the regions that took over the
     /// rest (which would leave a hole in its key space).
     pub reporting_splits: Mutex<HashSet<u64>>,
+    /// The disk monitor's latest look: capacity, available and used bytes.
+    pub disk: Arc<DiskState>,
 }
 
 fn now_secs() -> u64 {
@@ -196,10 +200,14 @@ impl Heartbeat {
 
     async fn store_heartbeat(self: Arc<Self>, start_time: u32) {
         let region_count = self.meta.read().regions.len() as u32;
+        let disk = self.disk.stats();
         let stats = pdpb::StoreStats {
             store_id: self.store.id,
             region_count,
             start_time,
+            capacity: disk.capacity,
+            available: disk.available,
+            used_size: disk.used,
             ..Default::default()
         };
         if let Err(e) = self.pd.store_heartbeat(stats).await {

@@ -257,6 +257,7 @@ async fn region_heartbeats_follow_the_leader_and_its_operators_still_run() {
             },
         },
         reporting_splits: Default::default(),
+        disk: Default::default(),
     };
     let (stop, stop_rx) = oneshot::channel();
     let task = tokio::spawn(hb.run(stop_rx));

@@ -4,8 +4,8 @@
 //! [`start`] is what the binary and the tests run: it opens the engine,
 //! registers (and, on a fresh cluster, bootstraps) through placement, starts
 //! the raftstore thread, the `tikvpb.Tikv` + `deadlock.Deadlock` + health gRPC
-//! server, the status server and the heartbeat task, and returns a
-//! [`RunningStore`].
+//! server, the status server, the heartbeat task and the disk monitor, and
+//! returns a [`RunningStore`].
 
 mod bootstrap;
 mod deadlock;
@@ -31,6 +31,8 @@ use tokio::sync::{oneshot, Notify};
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::Config;
+use crate::disk::monitor::{DiskMonitor, MonitorConfig};
+use crate::disk::DiskState;
 use crate::engine::{Engine, EngineError};
 use crate::lock_manager::LockManager;
 use crate::raftstore::peer_storage::StorageError;
@@ -73,6 +75,8 @@ pub struct RunningStore {
     router: Router,
     stop_tx: Vec<oneshot::Sender<()>>,
     raft_thread: Option<std::thread::JoinHandle<()>>,
+    /// Stops looking at the disk when dropped.
+    _disk_monitor: DiskMonitor,
 }
 
 impl RunningStore {
@@ -152,6 +156,20 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
             .await
             .map_err(|e| ServerError::Cluster(e.to_string()))??
     };
+    let disk = Arc::new(DiskState::default());
+    let disk_monitor = {
+        let monitor_cfg = MonitorConfig {
+            data_dir: cfg.data_dir.clone(),
+            reserve_space: cfg.storage.reserve_space,
+            capacity_limit: cfg.raftstore.capacity,
+            interval: Duration::from_millis(cfg.storage.disk_check_interval_ms),
+        };
+        let state = disk.clone();
+        tokio::task::spawn_blocking(move || DiskMonitor::start(monitor_cfg, state))
+            .await
+            .map_err(|e| ServerError::Cluster(e.to_string()))?
+            .map_err(|e| ServerError::Cluster(format!("checking the data directory's disk: {e}")))?
+    };
     let pd = PdClient::connect(&cfg.pd_endpoints, Duration::from_secs(60)).await?;
     let store = bootstrap::store_meta(&cfg, status_addr, 0);
     let store_id = bootstrap::join_cluster(&engine, &pd, store).await?;
@@ -211,6 +229,7 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
         tso,
         lock_manager.clone(),
     );
+    storage.set_disk_state(disk.clone());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -276,6 +295,7 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
         changed,
         cfg: hb_cfg,
         reporting_splits: Default::default(),
+        disk,
     };
     tokio::spawn(hb.run(hb_stop_rx));
 
@@ -286,5 +306,6 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
         router,
         stop_tx: vec![grpc_stop, status_stop, hb_stop],
         raft_thread: Some(raft_thread),
+        _disk_monitor: disk_monitor,
     })
 }

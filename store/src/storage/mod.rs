@@ -5,8 +5,13 @@
 //! and writes by proposing engine modifies through the region's raft group.
 //! Write commands hold [`latch::Latches`] from their read to their apply.
 //! `raw` holds the RawKV commands, `txn` the Percolator ones (the actions
-//! themselves are in `crate::txn`), `region` the request checks.
+//! themselves are in `crate::txn`), `region` the request checks. Writes that
+//! add data (raw puts, CAS, prewrites, pessimistic locks) are refused with
+//! `errorpb.disk_full` while the disk monitor says the disk is full
+//! ([`crate::disk`]); deletes and the rest of a transaction's life go on.
 
+#[cfg(test)]
+mod disk_full_tests;
 mod error;
 pub mod latch;
 #[cfg(test)]
@@ -26,12 +31,14 @@ use serde::{Deserialize, Serialize};
 pub use error::{Error, Result};
 pub use region::KeyMode;
 
+use crate::disk::{self, DiskState, WriteKind};
 use crate::engine::{Engine, Modify, Snapshot};
 use crate::lock_manager::LockManager;
 use crate::raftstore::cmd::RaftCmd;
 use crate::raftstore::{Router, StoreMeta};
 use crate::txn::ConcurrencyManager;
 use latch::Latches;
+use proto::kvrpcpb::{self, DiskFullOpt};
 use proto::{errorpb, metapb};
 
 /// Which client API versions the store accepts (TiKV's `api-version`).
@@ -54,6 +61,14 @@ pub struct StorageConfig {
     pub raft_entry_max_size: u64,
     /// API versions served (default `mixed`).
     pub api_version: ApiMode,
+    /// Space kept back on the data directory's disk, in bytes (default
+    /// 5 GiB, TiKV's; 0 turns disk-full protection off). On a disk smaller
+    /// than ten times this, a tenth of the disk instead. With at most this
+    /// much available, writes that add data are refused (`disk_full`); a
+    /// placeholder file of a fifth of it is released then. 0 or at least 1 MiB.
+    pub reserve_space: u64,
+    /// How often the disk is checked, in ms (default 1000).
+    pub disk_check_interval_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -62,6 +77,8 @@ impl Default for StorageConfig {
             max_key_size: 8 * 1024,
             raft_entry_max_size: 8 * 1024 * 1024,
             api_version: ApiMode::Mixed,
+            reserve_space: 5 << 30,
+            disk_check_interval_ms: 1000,
         }
     }
 }
@@ -90,6 +107,9 @@ struct Inner {
     lock_manager: LockManager,
     /// Per region, the leader term whose max_ts was synced from the oracle.
     max_ts_synced: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
+    /// The disk monitor's state, once set: writes adding data are refused
+    /// while the disk is full. Unset: never refused.
+    disk: std::sync::OnceLock<Arc<DiskState>>,
 }
 
 impl Storage {
@@ -113,8 +133,30 @@ impl Storage {
                 tso,
                 lock_manager,
                 max_ts_synced: Default::default(),
+                disk: Default::default(),
             }),
         }
+    }
+
+    /// Makes writes follow the disk state the monitor publishes; false if
+    /// one was set already.
+    pub fn set_disk_state(&self, state: Arc<DiskState>) -> bool {
+        self.inner.disk.set(state).is_ok()
+    }
+
+    /// Refuses a write of `kind` with `errorpb.disk_full` while the disk is
+    /// too full for it (the request's `disk_full_opt` may allow more).
+    pub(crate) fn check_disk(&self, ctx: Option<&kvrpcpb::Context>, kind: WriteKind) -> Result<()> {
+        let Some(state) = self.inner.disk.get() else {
+            return Ok(());
+        };
+        let usage = state.usage();
+        let opt = ctx.map_or(DiskFullOpt::NotAllowedOnFull, |c| c.disk_full_opt());
+        if disk::allows(usage, kind, opt) {
+            return Ok(());
+        }
+        let store_id = self.inner.meta.read().store_id;
+        Err(Error::region(disk::disk_full_error(store_id, state)))
     }
 
     /// Makes sure max_ts is at least a timestamp fetched since this replica

@@ -10,6 +10,7 @@ use proto::kvrpcpb;
 
 use super::region::{Checked, KeyMode};
 use super::{Error, Result, Storage};
+use crate::disk::WriteKind;
 use crate::engine::{cf_from_name, CfName, Modify, Snapshot};
 use crate::keys::RawSpace;
 use crate::txn::ResponseBudget;
@@ -311,6 +312,7 @@ impl Storage {
     pub async fn raw_put(&self, req: kvrpcpb::RawPutRequest) -> Result<kvrpcpb::RawPutResponse> {
         let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
         self.check_key_sizes([req.key.as_slice()])?;
+        self.check_disk(req.context.as_ref(), WriteKind::Grow)?;
         let (cf, space) = Self::raw_place(&checked, &req.cf)?;
         let m = Modify::Put {
             cf,
@@ -331,6 +333,7 @@ impl Storage {
             true,
         )?;
         self.check_key_sizes(req.pairs.iter().map(|p| p.key.as_slice()))?;
+        self.check_disk(req.context.as_ref(), WriteKind::Grow)?;
         let (cf, space) = Self::raw_place(&checked, &req.cf)?;
         if !req.ttls.is_empty() && req.ttls.len() != req.pairs.len() && req.ttls.len() != 1 {
             return Err(Error::Invalid(format!(
@@ -420,6 +423,7 @@ impl Storage {
     ) -> Result<kvrpcpb::RawCasResponse> {
         let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
         self.check_key_sizes([req.key.as_slice()])?;
+        self.check_disk(req.context.as_ref(), WriteKind::Grow)?;
         let (cf, space) = Self::raw_place(&checked, &req.cf)?;
         let _guard = self.inner.latches.acquire([req.key.as_slice()]).await;
         let key = req.key.clone();

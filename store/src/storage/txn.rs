@@ -12,6 +12,7 @@ use proto::kvrpcpb;
 
 use super::region::{Checked, KeyMode};
 use super::{Result, Storage};
+use crate::disk::WriteKind;
 use crate::engine::Snapshot;
 use crate::lock_manager::{ReleasedLocks, WaitHandle, Wake};
 use crate::txn::{self, ConcurrencyManager, WriteOutcome};
@@ -169,6 +170,7 @@ impl Storage {
         let checked =
             self.txn_check(req.context.as_ref(), keys.iter().map(Vec::as_slice), false)?;
         self.check_key_sizes(keys.iter().map(Vec::as_slice))?;
+        self.check_disk(req.context.as_ref(), WriteKind::Grow)?;
         let sync = req.use_async_commit || req.try_one_pc;
         self.txn_write(checked, keys, sync, move |snap, cm| {
             txn::prewrite(snap, cm, &req)
@@ -278,6 +280,7 @@ impl Storage {
             let checked =
                 self.txn_check(req.context.as_ref(), keys.iter().map(Vec::as_slice), false)?;
             self.check_key_sizes(keys.iter().map(Vec::as_slice))?;
+            self.check_disk(req.context.as_ref(), WriteKind::Grow)?;
             let latch = self
                 .inner
                 .latches

@@ -4,6 +4,7 @@
 mod checkers;
 mod drive;
 mod isolation;
+mod low_space;
 mod operators;
 mod pending;
 mod size_balance;
@@ -52,6 +53,8 @@ pub struct Fixture {
     pub settings: Settings,
     pub now_ms: u64,
     silent: Vec<u64>,
+    /// `(capacity, available)` bytes each store reports in its heartbeats (none: 0, 0).
+    disks: std::collections::BTreeMap<u64, (u64, u64)>,
 }
 
 pub fn store_meta(id: u64, labels: &[(&str, &str)]) -> metapb::Store {
@@ -157,6 +160,7 @@ impl Fixture {
             },
             now_ms: 10_000_000,
             silent: Vec::new(),
+            disks: Default::default(),
         };
         f.advance(0);
         f
@@ -167,12 +171,22 @@ impl Fixture {
         self.now_ms += ms;
         let ids: Vec<u64> = self.view.stores().map(|s| s.meta.id).collect();
         for id in ids.into_iter().filter(|id| !self.silent.contains(id)) {
+            let (capacity, available) = self.disks.get(&id).copied().unwrap_or_default();
             let stats = pdpb::StoreStats {
                 store_id: id,
+                capacity,
+                available,
+                used_size: capacity.saturating_sub(available),
                 ..Default::default()
             };
             self.view.store_heartbeat(stats, self.now_ms).unwrap();
         }
+    }
+
+    /// Has `store_id` report this disk (bytes) from now on, and heartbeat once.
+    pub fn disk(&mut self, store_id: u64, capacity: u64, available: u64) {
+        self.disks.insert(store_id, (capacity, available));
+        self.advance(0);
     }
 
     /// Stops a store's heartbeats and lets `max-store-down-time` pass: the store is Down.
