@@ -187,15 +187,20 @@ async fn direct_client(addr: &str) -> TikvClient<tonic::transport::Channel> {
     TikvClient::new(channel)
 }
 
-/// Sends a RawPut of `key` straight to the store at `addr`, bounded by `DIRECT_RPC`.
-async fn put_direct(addr: String, ctx: Context, key: &'static str) -> kvrpcpb::RawPutResponse {
-    let mut kv = direct_client(&addr).await;
-    let put = kvrpcpb::RawPutRequest {
+/// A RawPut of `key` that the isolated store must not apply.
+fn refused_put(ctx: Context, key: &str) -> kvrpcpb::RawPutRequest {
+    kvrpcpb::RawPutRequest {
         context: Some(ctx),
         key: key.as_bytes().to_vec(),
         value: b"must-not-exist".to_vec(),
         ..Default::default()
-    };
+    }
+}
+
+/// Sends a RawPut of `key` straight to the store at `addr`, bounded by `DIRECT_RPC`.
+async fn put_direct(addr: String, ctx: Context, key: &'static str) -> kvrpcpb::RawPutResponse {
+    let mut kv = direct_client(&addr).await;
+    let put = refused_put(ctx, key);
     must_within(DIRECT_RPC, "RawPut on the isolated store", kv.raw_put(put))
         .await
         .expect("RawPut rpc")
@@ -212,12 +217,7 @@ async fn put_early(
     key: &'static str,
 ) -> Option<kvrpcpb::RawPutResponse> {
     let mut kv = direct_client(&addr).await;
-    let put = kvrpcpb::RawPutRequest {
-        context: Some(ctx),
-        key: key.as_bytes().to_vec(),
-        value: b"must-not-exist".to_vec(),
-        ..Default::default()
-    };
+    let put = refused_put(ctx, key);
     let answer = tokio::time::timeout(DIRECT_RPC + Duration::from_secs(1), kv.raw_put(put)).await;
     match answer {
         Ok(Ok(resp)) => Some(resp.into_inner()),
