@@ -27,8 +27,10 @@ const APPENDERS: u64 = 3;
 const TRANSFERS: u64 = 2;
 /// How long the workloads go on after the cluster is healed (they must make progress again).
 const AFTER_HEAL: Duration = Duration::from_secs(3);
-/// Bound on each final read.
-const FINAL_READ: Duration = Duration::from_secs(60);
+/// Bound on each final read: long enough for the locks of transactions abandoned mid-commit to
+/// expire and be resolved even after a minute of clock skew (a final read once needed more than
+/// 60 s; see the note on issue 10).
+const FINAL_READ: Duration = Duration::from_secs(150);
 
 /// Everything the run recorded.
 #[derive(Debug, Default)]
