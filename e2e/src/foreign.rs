@@ -153,13 +153,17 @@ pub async fn must_succeed(what: &str, command: Command, limit: Duration) -> Resu
     }
     Err(Error::Command {
         command: what.to_owned(),
-        reason: format!(
-            "{}\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+        reason: format!("{}\n{}", out.status, output_text(&out)),
     })
+}
+
+/// A finished command's stdout, then its stderr, as text.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[cfg(test)]

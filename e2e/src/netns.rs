@@ -302,7 +302,7 @@ impl Drop for PodNet {
 }
 
 /// `ip -n <netns> args...`.
-fn ip_in(netns: &str, args: &[&str]) -> Result<String> {
+pub(crate) fn ip_in(netns: &str, args: &[&str]) -> Result<String> {
     run("ip", &[&["-n", netns][..], args].concat())
 }
 

@@ -11,7 +11,6 @@
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tokio::process::Command;
 
 use crate::cluster::{Cluster, Role};
 use crate::error::{Error, Result};
@@ -111,22 +110,17 @@ impl Cluster {
     }
 }
 
+/// `ip -n netns args`, off the async runtime's threads (see [`crate::netns`]).
 async fn ip_netns(netns: &str, args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .arg("-n")
-        .arg(netns)
-        .args(args)
-        .output()
-        .await
-        .map_err(|e| Error::Command {
-            command: format!("ip -n {netns} {}", args.join(" ")),
-            reason: e.to_string(),
-        })?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(Error::Command {
-        command: format!("ip -n {netns} {}", args.join(" ")),
-        reason: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    let netns = netns.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::netns::ip_in(&netns, &args).map(drop)
     })
+    .await
+    .map_err(|e| Error::Command {
+        command: "ip -n".to_owned(),
+        reason: e.to_string(),
+    })?
 }

@@ -19,6 +19,27 @@ use crate::cluster::Cluster;
 
 /// Installs a `tracing` subscriber that writes through the test harness's capture, filtered by
 /// `RUST_LOG` (default `info`). Safe to call from every test.
+/// Env var that turns a suite's SKIPPED into a failure. `scripts/test.sh` sets it: the
+/// project's machines have everything the suites need (Go, Java, Python, root for network
+/// namespaces and mounts), so there a skip would hide a suite that should have run.
+pub const REQUIRE_TOOLS_ENV: &str = "FERROKV_REQUIRE_TOOLS";
+
+/// Whether [`REQUIRE_TOOLS_ENV`] is set (to anything but `0`).
+pub fn tools_required() -> bool {
+    std::env::var(REQUIRE_TOOLS_ENV).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Says why `test` cannot run here and lets it pass (`SKIPPED test: reason`), or fails it where
+/// [`tools_required`].
+pub fn skip(test: &str, reason: &str) {
+    assert!(
+        !tools_required(),
+        "{test} cannot run here: {reason} ({REQUIRE_TOOLS_ENV} is set: this machine must have \
+         what the suite needs; scripts/setup.sh installs it)"
+    );
+    eprintln!("SKIPPED {test}: {reason}");
+}
+
 pub fn init_test_tracing() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {

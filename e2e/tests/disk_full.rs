@@ -134,7 +134,7 @@ async fn writes_refused_on_full_disk_then_resume() {
     let tmpfs = match Tmpfs::mount(&data, TMPFS_BYTES) {
         Ok(t) => t,
         Err(reason) => {
-            eprintln!("SKIPPED: {reason}");
+            e2e::testing::skip("disk_full", &reason);
             return;
         }
     };

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use e2e::foreign::{cached_build, must_succeed, run_bounded, tool_unavailable};
+use e2e::foreign::{cached_build, must_succeed, output_text, run_bounded, tool_unavailable};
 use e2e::testing::serial;
 use e2e::{must_eventually, must_within, with_deadline, Cluster, ClusterBuilder};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -37,7 +37,10 @@ const RUN_LIMIT: Duration = Duration::from_secs(420);
 /// The Go test binary, or `None` (after printing SKIPPED and why) where Go is absent.
 async fn go_tests(test: &str) -> Option<PathBuf> {
     if let Some(reason) = tool_unavailable("go", &["version"]).await {
-        eprintln!("SKIPPED {test}: the Go toolchain is not available ({reason}); scripts/setup.sh installs it");
+        e2e::testing::skip(
+            test,
+            &format!("the Go toolchain is not available ({reason})"),
+        );
         return None;
     }
     let built = cached_build("go", "clients.test", |dir, out| async move {
@@ -119,11 +122,7 @@ async fn go_client_suite() {
         let out = run_bounded("the Go client tests", cmd, RUN_LIMIT)
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails()));
-        let text = format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = output_text(&out);
         eprintln!("{text}");
         assert!(
             out.status.success(),

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use e2e::foreign::{cached_build, must_succeed, run_bounded, tool_unavailable};
+use e2e::foreign::{cached_build, must_succeed, output_text, run_bounded, tool_unavailable};
 use e2e::testing::serial;
 use e2e::{with_deadline, ClusterBuilder};
 use tokio::process::Command;
@@ -31,10 +31,7 @@ async fn java_unavailable() -> Option<String> {
 async fn java_client_raw_and_transactions() {
     e2e::init_test_tracing();
     if let Some(reason) = java_unavailable().await {
-        eprintln!(
-            "SKIPPED java_client_raw_and_transactions: {reason}; scripts/setup.sh installs \
-             Java 17 and Maven"
-        );
+        e2e::testing::skip("java_client_raw_and_transactions", &reason);
         return;
     }
     let built = cached_build("java", "build", |dir, out| async move {
@@ -71,11 +68,7 @@ async fn java_client_raw_and_transactions() {
         let out = run_bounded("the Java client check", java, RUN_LIMIT)
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", cluster.log_tails()));
-        let text = format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = output_text(&out);
         eprintln!("{text}");
         assert!(
             out.status.success() && text.contains("JAVA CLIENT OK"),

@@ -32,7 +32,7 @@ async fn python_unavailable() -> Option<String> {
 async fn python_client_raw_and_transactions() {
     e2e::init_test_tracing();
     if let Some(reason) = python_unavailable().await {
-        eprintln!("SKIPPED python_client_raw_and_transactions: {reason}");
+        e2e::testing::skip("python_client_raw_and_transactions", &reason);
         return;
     }
     with_deadline(Duration::from_secs(180), async {

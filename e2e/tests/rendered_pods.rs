@@ -486,7 +486,7 @@ async fn rendered_pods_boot_a_working_cluster() {
         .await
         .expect("skip check");
     if let Some(reason) = skip {
-        println!("SKIPPED: {reason}");
+        e2e::testing::skip("rendered_pods", &reason);
         return;
     }
     with_deadline(TEST_LIMIT, run()).await;

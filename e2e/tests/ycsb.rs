@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use e2e::foreign::{cached_build, must_succeed, run_bounded, tool_unavailable};
+use e2e::foreign::{cached_build, must_succeed, output_text, run_bounded, tool_unavailable};
 use e2e::ports::free_port;
 use e2e::testing::serial;
 use e2e::{must_eventually, with_deadline, ClusterBuilder};
@@ -41,7 +41,10 @@ const OPERATIONS: &str = "500";
 /// printing SKIPPED where Go is absent.
 async fn go_ycsb(test: &str) -> Option<PathBuf> {
     if let Some(reason) = tool_unavailable("go", &["version"]).await {
-        eprintln!("SKIPPED {test}: the Go toolchain is not available ({reason}); scripts/setup.sh installs it");
+        e2e::testing::skip(
+            test,
+            &format!("the Go toolchain is not available ({reason})"),
+        );
         return None;
     }
     let built = cached_build("ycsb", "go-ycsb", |dir, out| async move {
@@ -107,11 +110,7 @@ async fn must_run_workloads(ycsb: &Path, driver: &str, table_prefix: &str, props
             let out = run_bounded(&what, cmd, STEP_LIMIT)
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
-            let text = format!(
-                "{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let text = output_text(&out);
             println!("== {what}\n{}", summary_lines(&text));
             assert!(
                 out.status.success(),
@@ -269,10 +268,8 @@ impl Drop for Etcd {
 async fn ycsb_etcd_workloads() {
     e2e::init_test_tracing();
     if let Some(reason) = tool_unavailable("etcd", &["--version"]).await {
-        eprintln!(
-            "SKIPPED ycsb_etcd_workloads: etcd is not available ({reason}); scripts/setup.sh \
-             installs Debian's etcd-server"
-        );
+        let reason = format!("etcd is not available ({reason}); Debian's etcd-server has it");
+        e2e::testing::skip("ycsb_etcd_workloads", &reason);
         return;
     }
     let Some(ycsb) = go_ycsb("ycsb_etcd_workloads").await else {

@@ -63,6 +63,7 @@ async fn main() -> std::process::ExitCode {
                 "scripts/jepsen.sh --runs 1 --seconds {} --seed {{seed}}",
                 args.seconds
             ),
+            client_crashes: true,
         };
         // A signal drops the run, and with it the cluster: its processes, namespaces and bridge.
         let result = tokio::select! {

@@ -23,6 +23,7 @@ use tikv_client::{Transaction, TransactionClient};
 use super::clock::{bounded, text, txn_options, CallError, Ctx};
 use super::rng::Rng;
 use crate::testing::kv_strings;
+use crate::wait::wait_for;
 
 /// The lists: `jr-list-0` ..
 pub const KEYS: u64 = 8;
@@ -65,8 +66,8 @@ pub async fn process(
         // its commit is abandoned after a few milliseconds, leaving whatever locks it wrote for
         // others to resolve once they expire. (Pessimistic ones are spared: their locks live
         // 20 s, which would stall a short run.)
-        let crash =
-            (!pessimistic && rng.chance(1, 20)).then(|| Duration::from_millis(rng.between(1, 30)));
+        let crash = (ctx.client_crashes() && !pessimistic && rng.chance(1, 20))
+            .then(|| Duration::from_millis(rng.between(1, 30)));
         let call = ctx.now();
         let (outcome, mops, commit_ts) = run_txn(&client, pessimistic, mops, crash).await;
         let ret = ctx.now();
@@ -178,16 +179,10 @@ pub async fn final_read(
     client: &TransactionClient,
     limit: Duration,
 ) -> Result<BTreeMap<String, Vec<u64>>, String> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match read_all(client).await {
-            Ok(lists) => return Ok(lists),
-            Err(e) if tokio::time::Instant::now() > deadline => {
-                return Err(format!("final read of the lists: {e}"))
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+    let read = || async { read_all(client).await.map_err(|e| e.to_string()) };
+    wait_for("the final read of the lists", limit, read, String::new)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn read_all(client: &TransactionClient) -> Result<BTreeMap<String, Vec<u64>>, CallError> {

@@ -11,6 +11,7 @@ use tikv_client::TransactionClient;
 use super::clock::{bounded, text, txn_options, CallError, Ctx};
 use super::rng::Rng;
 use crate::testing::kv_strings;
+use crate::wait::wait_for;
 
 /// Accounts `jr-bank-0` ..
 pub const ACCOUNTS: u64 = 5;
@@ -25,23 +26,17 @@ fn account(i: u64) -> String {
 
 /// Opens every account with [`OPENING`] (before any fault), retrying until `limit` passes.
 pub async fn open(client: &TransactionClient, limit: Duration) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let attempt = async {
-            let mut txn = bounded(client.begin_with_options(txn_options(false))).await?;
-            for i in 0..ACCOUNTS {
-                bounded(txn.put(account(i), OPENING.to_string())).await?;
-            }
-            bounded(txn.commit()).await
-        };
-        match attempt.await {
-            Ok(_) => return Ok(()),
-            Err(e) if tokio::time::Instant::now() > deadline => {
-                return Err(format!("opening the bank accounts: {e}"))
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+    let attempt = || async {
+        let mut txn = bounded(client.begin_with_options(txn_options(false))).await?;
+        for i in 0..ACCOUNTS {
+            bounded(txn.put(account(i), OPENING.to_string())).await?;
         }
-    }
+        bounded(txn.commit()).await.map(drop)
+    };
+    let attempt = || async { attempt().await.map_err(|e: CallError| e.to_string()) };
+    wait_for("the bank accounts to open", limit, attempt, String::new)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// A transfer process; returns how many transfers committed.

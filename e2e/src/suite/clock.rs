@@ -19,14 +19,22 @@ pub const THINK: Duration = Duration::from_millis(10);
 pub struct Ctx {
     start: Instant,
     stop: Arc<AtomicBool>,
+    client_crashes: bool,
 }
 
 impl Ctx {
-    pub fn new() -> Ctx {
+    /// `client_crashes`: whether some transactions abandon their commit midway.
+    pub fn new(client_crashes: bool) -> Ctx {
         Ctx {
             start: Instant::now(),
             stop: Arc::new(AtomicBool::new(false)),
+            client_crashes,
         }
+    }
+
+    /// Whether clients may die in the middle of two-phase commit in this run.
+    pub fn client_crashes(&self) -> bool {
+        self.client_crashes
     }
 
     /// Nanoseconds since the run started, on one monotonic clock.
@@ -46,12 +54,6 @@ impl Ctx {
     /// Waits [`THINK`] between operations.
     pub async fn think(&self) {
         tokio::time::sleep(THINK).await;
-    }
-}
-
-impl Default for Ctx {
-    fn default() -> Self {
-        Ctx::new()
     }
 }
 

@@ -8,6 +8,7 @@ use tikv_client::RawClient;
 
 use super::clock::{bounded, Ctx};
 use crate::testing::kv_strings;
+use crate::wait::wait_for;
 
 /// Keys are `jr-lost-<process>-<n>`.
 fn key(process: u64, n: u64) -> String {
@@ -39,18 +40,16 @@ pub async fn final_read(
     let deadline = tokio::time::Instant::now() + limit;
     let mut found = BTreeMap::new();
     for chunk in keys.chunks(256) {
-        loop {
-            match bounded(client.batch_get(chunk.to_vec())).await {
-                Ok(pairs) => {
-                    found.extend(kv_strings(pairs));
-                    break;
-                }
-                Err(e) if tokio::time::Instant::now() > deadline => {
-                    return Err(format!("final read of the lost-writes keys: {e}"));
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let read = || async {
+            let pairs = bounded(client.batch_get(chunk.to_vec())).await;
+            pairs.map(kv_strings).map_err(|e| e.to_string())
+        };
+        let what = "the final read of the lost-writes keys";
+        let pairs = wait_for(what, left, read, String::new)
+            .await
+            .map_err(|e| e.to_string())?;
+        found.extend(pairs);
     }
     Ok(found)
 }

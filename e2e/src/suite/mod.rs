@@ -53,6 +53,9 @@ pub struct RunConfig {
     pub results: PathBuf,
     /// The command that repeats this run, with `{seed}` where the seed goes.
     pub reproducer: String,
+    /// Whether one optimistic list-append transaction in twenty abandons its commit midway (a
+    /// client killed during two-phase commit).
+    pub client_crashes: bool,
 }
 
 impl RunConfig {
@@ -89,7 +92,7 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
     wait_serving(&cluster, RECOVERY)
         .await
         .map_err(|e| e.to_string())?;
-    let load = workloads::start(&cluster, rng.fork(1)).await?;
+    let load = workloads::start(&cluster, rng.fork(1), config.client_crashes).await?;
     let struck = run_schedule(&mut cluster, &schedule, rng.fork(2)).await;
     let recovered = recover(&mut cluster).await;
     let histories = load.finish(&cluster, recovered.is_ok()).await;

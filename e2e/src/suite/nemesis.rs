@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::rng::Rng;
 use crate::cluster::{Cluster, Role};
 use crate::topology::leader_store;
+use crate::wait::wait_for;
 
 /// A kind of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -278,18 +279,16 @@ async fn cut(
 /// old one), for at most [`LEADER_WAIT`].
 /// Members the nemesis paused are not asked (they would not answer).
 async fn placement_leader(cluster: &Cluster, damage: &Damage) -> Result<usize, String> {
-    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
-    let mut last = "no member asked".to_owned();
-    loop {
+    let ask = || async {
+        let mut last = "no member to ask".to_owned();
         for i in 0..cluster.placement_count() {
             if !cluster.placement_running(i) || damage.resume.contains(&Role::Placement(i)) {
                 continue;
             }
             match cluster.http.leader_name(&cluster.placement_addr(i)).await {
                 Ok(name) => {
-                    if let Some(j) =
-                        (0..cluster.placement_count()).find(|&j| cluster.placement_name(j) == name)
-                    {
+                    let count = cluster.placement_count();
+                    if let Some(j) = (0..count).find(|&j| cluster.placement_name(j) == name) {
                         return Ok(j);
                     }
                     last = format!("unknown leader `{name}`");
@@ -297,11 +296,16 @@ async fn placement_leader(cluster: &Cluster, damage: &Damage) -> Result<usize, S
                 Err(e) => last = e,
             }
         }
-        if tokio::time::Instant::now() > deadline {
-            return Err(format!("no placement leader: {last}"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Err(last)
+    };
+    wait_for(
+        "placement to name its leader",
+        LEADER_WAIT,
+        ask,
+        String::new,
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 fn pick_running_store(cluster: &Cluster, rng: &mut Rng, damage: &Damage) -> Result<usize, String> {

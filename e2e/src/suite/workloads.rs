@@ -73,8 +73,8 @@ async fn txn(cluster: &Cluster) -> Result<TransactionClient, String> {
 }
 
 /// Opens the bank and starts every process.
-pub async fn start(cluster: &Cluster, mut rng: Rng) -> Result<Load, String> {
-    let ctx = Ctx::new();
+pub async fn start(cluster: &Cluster, mut rng: Rng, client_crashes: bool) -> Result<Load, String> {
+    let ctx = Ctx::new(client_crashes);
     bank::open(&txn(cluster).await?, FINAL_READ).await?;
     let mut registers = Vec::new();
     for p in 0..REGISTERS {

@@ -453,24 +453,16 @@ impl PdClient {
 
     /// The region placement holds for `key` (`None` if it knows none).
     pub async fn get_region(&self, key: &[u8]) -> Result<Option<metapb::Region>, PdError> {
-        let req = pdpb::GetRegionRequest {
-            header: self.header(),
-            region_key: key.to_vec(),
-            ..Default::default()
-        };
-        let resp = self
-            .call("get_region", |mut c| {
-                let req = req.clone();
-                async move { c.get_region(req).await.map(|r| r.into_inner()) }
-            })
-            .await?;
-        check(resp.header)?;
-        Ok(resp.region)
+        Ok(self.region_by_key(key).await?.region)
     }
 
     /// The leader placement knows for the region holding `key` (`None` if
     /// it knows no region or no leader there).
     pub async fn get_region_leader(&self, key: &[u8]) -> Result<Option<metapb::Peer>, PdError> {
+        Ok(self.region_by_key(key).await?.leader)
+    }
+
+    async fn region_by_key(&self, key: &[u8]) -> Result<pdpb::GetRegionResponse, PdError> {
         let req = pdpb::GetRegionRequest {
             header: self.header(),
             region_key: key.to_vec(),
@@ -482,8 +474,8 @@ impl PdClient {
                 async move { c.get_region(req).await.map(|r| r.into_inner()) }
             })
             .await?;
-        check(resp.header)?;
-        Ok(resp.leader)
+        check(resp.header.clone())?;
+        Ok(resp)
     }
 
     pub async fn get_store(&self, store_id: u64) -> Result<metapb::Store, PdError> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use proto::kvrpcpb::{self, Context, DiskFullOpt, Mutation, Op};
 
-use super::tests::{ctx, raft_cfg, storage_on, MockTso};
+use super::tests::{ctx, prewrite, raft_cfg, storage_on, MockTso};
 use super::{Error, Storage};
 use crate::disk::{DiskState, DiskStats, DiskUsage};
 use crate::raftstore::test_cluster::{region_on, TestCluster};
@@ -27,22 +27,6 @@ fn put(context: Context, key: &[u8]) -> kvrpcpb::RawPutRequest {
         context: Some(context),
         key: key.to_vec(),
         value: b"v".to_vec(),
-        ..Default::default()
-    }
-}
-
-fn prewrite(context: Context, key: &[u8], start_ts: u64) -> kvrpcpb::PrewriteRequest {
-    kvrpcpb::PrewriteRequest {
-        context: Some(context),
-        mutations: vec![Mutation {
-            op: Op::Put as i32,
-            key: key.to_vec(),
-            value: b"v".to_vec(),
-            ..Default::default()
-        }],
-        primary_lock: key.to_vec(),
-        start_version: start_ts,
-        lock_ttl: 3000,
         ..Default::default()
     }
 }

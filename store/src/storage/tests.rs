@@ -75,7 +75,8 @@ pub(crate) fn ctx(c: &TestCluster, store: u64, region_id: u64) -> Context {
     }
 }
 
-fn async_commit_prewrite(context: Context, key: &[u8], start_ts: u64) -> kvrpcpb::PrewriteRequest {
+/// A one-key prewrite of `key` = `v` by transaction `start_ts`.
+pub(crate) fn prewrite(context: Context, key: &[u8], start_ts: u64) -> kvrpcpb::PrewriteRequest {
     kvrpcpb::PrewriteRequest {
         context: Some(context),
         mutations: vec![Mutation {
@@ -87,9 +88,15 @@ fn async_commit_prewrite(context: Context, key: &[u8], start_ts: u64) -> kvrpcpb
         primary_lock: key.to_vec(),
         start_version: start_ts,
         lock_ttl: 3000,
+        ..Default::default()
+    }
+}
+
+fn async_commit_prewrite(context: Context, key: &[u8], start_ts: u64) -> kvrpcpb::PrewriteRequest {
+    kvrpcpb::PrewriteRequest {
         use_async_commit: true,
         secondaries: vec![],
-        ..Default::default()
+        ..prewrite(context, key, start_ts)
     }
 }
 
