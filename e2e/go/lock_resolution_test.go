@@ -12,6 +12,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pingcap/kvproto/pkg/kvrpcpb"
+	"github.com/tikv/client-go/v2/oracle"
+	"github.com/tikv/client-go/v2/tikv"
+	"github.com/tikv/client-go/v2/tikvrpc"
+	"github.com/tikv/client-go/v2/txnkv"
 )
 
 // Env vars of the helper process that dies mid-commit.
@@ -125,4 +131,68 @@ func TestHelperDieMidCommit(t *testing.T) {
 	})
 	err := txn.Commit(ctxTimeout(t))
 	t.Fatalf("Commit returned (%v) instead of the process dying", err)
+}
+
+// TestTxnOrphanedLockIsRolledBackAfterItsTTL: a transaction that died after
+// one secondary lock landed and before its primary lock did leaves an orphan,
+// a lock whose primary holds neither a lock nor a commit or rollback record.
+// The store answers CheckTxnStatus on that primary with TxnNotFound until the
+// caller asks for a rollback; client-go asks once the orphan's TTL has passed.
+// The read then finds the key absent, the dead transaction can no longer
+// commit (its late primary prewrite is refused), and the key takes new writes.
+func TestTxnOrphanedLockIsRolledBackAfterItsTTL(t *testing.T) {
+	c := mustTxnClient(t)
+	p := prefix("orphan")
+	primary, secondary := []byte(p+"primary"), []byte(p+"secondary")
+	startTS, err := c.CurrentTimestamp(oracle.GlobalTxnScope)
+	if err != nil {
+		t.Fatalf("CurrentTimestamp: %v", err)
+	}
+	const ttl = 2000
+	prewrite := func(key []byte) *kvrpcpb.PrewriteResponse {
+		bo := tikv.NewBackofferWithVars(ctxTimeout(t), 20000, nil)
+		loc, err := c.GetRegionCache().LocateKey(bo, key)
+		if err != nil {
+			t.Fatalf("locating %q: %v", key, err)
+		}
+		req := tikvrpc.NewRequest(tikvrpc.CmdPrewrite, &kvrpcpb.PrewriteRequest{
+			Mutations:    []*kvrpcpb.Mutation{{Op: kvrpcpb.Op_Put, Key: key, Value: []byte("orphan")}},
+			PrimaryLock:  primary,
+			StartVersion: startTS,
+			LockTtl:      ttl,
+		})
+		resp, err := c.SendReq(bo, req, loc.Region, callTimeout)
+		if err != nil {
+			t.Fatalf("prewriting %q: %v", key, err)
+		}
+		if regionErr, _ := resp.GetRegionError(); regionErr != nil {
+			t.Fatalf("prewriting %q: region error %v", key, regionErr)
+		}
+		return resp.Resp.(*kvrpcpb.PrewriteResponse)
+	}
+	if errs := prewrite(secondary).GetErrors(); len(errs) != 0 {
+		t.Fatalf("the orphan's prewrite failed: %v", errs)
+	}
+	mustEqualStrings(t, "the orphaned key", mustRead(t, c, secondary), []string{"<absent>"})
+	if now := oracle.GetTimeFromTS(mustTS(t, c)); now.Before(oracle.GetTimeFromTS(startTS).Add(ttl * time.Millisecond)) {
+		t.Fatalf("the orphan was rolled back at %v, before its TTL ran out", now)
+	}
+	if errs := prewrite(primary).GetErrors(); len(errs) == 0 {
+		t.Fatalf("the rolled-back transaction could still prewrite its primary")
+	}
+	txn := mustBegin(t, c)
+	mustSet(t, txn, string(secondary), "after")
+	if err := txn.Commit(ctxTimeout(t)); err != nil {
+		t.Fatalf("writing the key the orphan held: %v", err)
+	}
+	mustEqualStrings(t, "after the orphan", mustRead(t, c, secondary), []string{"after"})
+}
+
+func mustTS(t testing.TB, c *txnkv.Client) uint64 {
+	t.Helper()
+	ts, err := c.CurrentTimestamp(oracle.GlobalTxnScope)
+	if err != nil {
+		t.Fatalf("CurrentTimestamp: %v", err)
+	}
+	return ts
 }

@@ -9,7 +9,8 @@
 //!
 //! - `go_client_suite` runs every Go test but the churn one: the article's program, rawkv,
 //!   txnkv (optimistic, pessimistic, conflicts, snapshot isolation, each commit protocol, lock
-//!   resolution after a client dies mid-commit, `Iter` over several regions, GC), API V2
+//!   resolution after a client dies mid-commit and of an orphaned lock whose primary never
+//!   landed, `Iter` over several regions, GC), API V2
 //!   clients beside V1 ones, and the calls client-go makes in the background.
 //! - `go_client_region_churn` runs `TestChurn` (transfers and raw writes, checked at the end)
 //!   while the harness moves leaders off a store, regions split under the load, and a store is

@@ -21,6 +21,7 @@ use tikv_client::TimestampExt;
 use tikv_client::{Transaction, TransactionClient};
 
 use super::clock::{bounded, text, txn_options, CallError, Ctx};
+use super::orphans;
 use super::rng::Rng;
 use crate::testing::kv_strings;
 use crate::wait::wait_for;
@@ -107,6 +108,7 @@ async fn run_txn(
         if let Err(e) = step(&mut txn, pessimistic, &mut lists, mop).await {
             tracing::debug!(error = %e, pessimistic, "list-append transaction failed");
             let _ = bounded(txn.rollback()).await;
+            orphans::recover(client, &e).await;
             return (Outcome::Fail, mops, None);
         }
     }
@@ -121,7 +123,10 @@ async fn run_txn(
     };
     match result {
         Ok(ts) => (Outcome::Ok, mops, ts.map(|t| t.version())),
-        Err(_) => (Outcome::Info, mops, None),
+        Err(e) => {
+            orphans::recover(client, &e).await;
+            (Outcome::Info, mops, None)
+        }
     }
 }
 
@@ -189,7 +194,13 @@ async fn read_all(client: &TransactionClient) -> Result<BTreeMap<String, Vec<u64
     let ts = bounded(client.current_timestamp()).await?;
     let mut snapshot = client.snapshot(ts, txn_options(false));
     let keys: Vec<String> = (0..KEYS).map(key).collect();
-    let pairs = bounded(snapshot.batch_get(keys)).await?;
+    let pairs = match bounded(snapshot.batch_get(keys)).await {
+        Ok(pairs) => pairs,
+        Err(e) => {
+            orphans::recover(client, &e).await;
+            return Err(e);
+        }
+    };
     Ok(kv_strings(pairs)
         .into_iter()
         .map(|(k, v)| (k, parse(Some(v.as_bytes()))))

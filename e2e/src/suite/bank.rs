@@ -9,6 +9,7 @@ use jepsen::checks::BankRead;
 use tikv_client::TransactionClient;
 
 use super::clock::{bounded, text, txn_options, CallError, Ctx};
+use super::orphans;
 use super::rng::Rng;
 use crate::testing::kv_strings;
 use crate::wait::wait_for;
@@ -80,7 +81,13 @@ async fn transfer(
         bounded(txn.put(account(to), (balances[1] + amount).to_string())).await?;
         bounded(txn.commit()).await.map(|_| true)
     };
-    run.await.map_err(|e: CallError| e.to_string())
+    match run.await {
+        Ok(committed) => Ok(committed),
+        Err(e) => {
+            orphans::recover(client, &e).await;
+            Err(e.to_string())
+        }
+    }
 }
 
 /// A reader process: snapshot reads of every account.
@@ -109,9 +116,13 @@ pub async fn read_all(client: &TransactionClient) -> Result<BTreeMap<String, i64
         .map_err(|e| e.to_string())?;
     let mut snapshot = client.snapshot(ts, txn_options(false));
     let keys: Vec<String> = (0..ACCOUNTS).map(account).collect();
-    let pairs = bounded(snapshot.batch_get(keys))
-        .await
-        .map_err(|e| e.to_string())?;
+    let pairs = match bounded(snapshot.batch_get(keys)).await {
+        Ok(pairs) => pairs,
+        Err(e) => {
+            orphans::recover(client, &e).await;
+            return Err(e.to_string());
+        }
+    };
     let balances: BTreeMap<String, i64> = kv_strings(pairs)
         .into_iter()
         .map(|(k, v)| (k, v.parse().unwrap_or(i64::MIN)))

@@ -17,6 +17,7 @@ pub mod bank;
 pub mod clock;
 pub mod lost;
 pub mod nemesis;
+pub mod orphans;
 pub mod register;
 pub mod rng;
 pub mod table;

@@ -28,8 +28,9 @@ const TRANSFERS: u64 = 2;
 /// How long the workloads go on after the cluster is healed (they must make progress again).
 const AFTER_HEAL: Duration = Duration::from_secs(3);
 /// Bound on each final read: long enough for the locks of transactions abandoned mid-commit to
-/// expire and be resolved even after a minute of clock skew (a final read once needed more than
-/// 60 s; see the note on issue 10).
+/// expire and be resolved even after a minute of clock skew (TTLs are judged on the timestamp
+/// oracle's clock, which stands still after the leader's clock jumped ahead and back until the
+/// wall clock catches up).
 const FINAL_READ: Duration = Duration::from_secs(150);
 
 /// Everything the run recorded.
