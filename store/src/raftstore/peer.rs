@@ -398,11 +398,8 @@ impl Peer {
         }
     }
 
-    /// Fails every waiting proposal and read, e.g. when leadership is lost. (An entry this
-    /// leader appended may still be committed by the next one: its proposer then hears
-    /// NotLeader for a write that is applied, and a client retrying a compare-and-swap gets a
-    /// wrong answer. Keeping proposals through a step-down fixed that but left transaction
-    /// locks unresolved in the fault suite; see issue 10.)
+    /// Fails every waiting proposal and read: the replica is going away (removed, store
+    /// stopping), so no entry will be applied here any more.
     pub fn fail_pending(&mut self) {
         let err = self.not_leader();
         for p in self.proposals.drain(..) {
@@ -411,7 +408,12 @@ impl Peer {
         self.fail_reads();
     }
 
-    /// Fails every waiting read.
+    /// Fails every waiting read, when leadership is lost. Proposals stay: an entry this
+    /// leader appended may still be committed by the next one, and its proposer must hear
+    /// the truth when the entry at that index is applied here (success if it is the same
+    /// entry, `Stale` if another leader replaced it). Failing it now would have the client
+    /// retry a write that may already be applied (a compare-and-swap would then report that
+    /// it did not swap).
     pub fn fail_reads(&mut self) {
         let err = self.not_leader();
         let reads = self.reads_to_send.drain(..);

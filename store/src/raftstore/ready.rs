@@ -39,7 +39,7 @@ impl RaftStore {
                 if ss.raft_state == StateRole::Leader {
                     p.reset_heard();
                 } else {
-                    p.fail_pending();
+                    p.fail_reads();
                 }
             }
             early.extend(p.wrap_messages(self.store_id, rd.take_messages()));

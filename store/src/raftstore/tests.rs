@@ -564,3 +564,38 @@ async fn replacing_a_replica_still_waiting_for_its_snapshot_keeps_other_regions_
         "region 1's data on store 2 went with an uninitialized replica of region 2"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_next_leader_commits_is_reported_applied_not_failed() {
+    let c = TestCluster::new(3, &region_on(1, &[1, 2, 3]), cfg());
+    let old = c.must_leader(1, &[1, 2, 3]).await;
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|&s| s != old).collect();
+    // The followers take the entry but their answers never reach the leader, so it cannot
+    // know the entry is committed before it is cut off.
+    for &s in &others {
+        let no_acks = DropTypes(
+            [MessageType::MsgAppendResponse as i32]
+                .into_iter()
+                .collect(),
+        );
+        c.add_filter(s, Box::new(no_acks));
+    }
+    let router = c.router(old);
+    let put = tokio::spawn(async move { router.propose(1, put_cmd("k", "v")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.heal();
+    c.isolate(old);
+    c.must_leader(1, &others).await;
+    c.must_get_on(others[0], "k", "v").await;
+    c.heal();
+    c.must_get_on(old, "k", "v").await;
+    let answer = tokio::time::timeout(Duration::from_secs(10), put)
+        .await
+        .expect("the proposer answers")
+        .unwrap();
+    assert!(
+        matches!(answer, Ok(())),
+        "the write was applied, yet its proposer was told {answer:?}: a client retrying it \
+         (a compare-and-swap, say) would apply it twice"
+    );
+}
