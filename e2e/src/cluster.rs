@@ -377,6 +377,17 @@ impl Cluster {
         self.spawn(Role::Store(i), false).await
     }
 
+    /// Scale-out on the host of store `i` once placement has drained it to a tombstone: stops
+    /// the process, empties its data directory and starts it again on the same address, where
+    /// it registers as a new store.
+    pub async fn replace_store(&mut self, i: usize) -> Result<()> {
+        self.stop_store(i).await?;
+        let dir = self.member(Role::Store(i))?.data_dir.clone();
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        self.spawn(Role::Store(i), false).await
+    }
+
     /// SIGKILL placement (member 0).
     pub async fn kill_placement(&mut self) -> Result<()> {
         self.kill_placement_member(0).await
@@ -433,6 +444,16 @@ impl Cluster {
     /// (needs `[debug] fault-injection = true` in the placement config).
     pub async fn set_clock_offset(&self, i: usize, ms: i64) -> std::result::Result<(), String> {
         let url = format!("http://{}/debug/clock-offset/{ms}", self.placement_addr(i));
+        self.http.send(reqwest::Method::POST, &url).await.map(drop)
+    }
+
+    /// Makes every synced write (the raft log's) of store `i` wait `ms` milliseconds first, as
+    /// on a slow disk; 0 ends it (needs `[debug] fault-injection = true` in the store config).
+    pub async fn set_sync_delay(&self, i: usize, ms: u64) -> std::result::Result<(), String> {
+        let url = format!(
+            "http://{}/debug/engine/sync-delay/{ms}",
+            self.store_status_addr(i)
+        );
         self.http.send(reqwest::Method::POST, &url).await.map(drop)
     }
 

@@ -81,6 +81,8 @@ pub struct Engine {
     db: Arc<DB>,
     /// Fault injection (tests, `debug.fault-injection`): every write fails.
     fail_writes: Arc<std::sync::atomic::AtomicBool>,
+    /// Fault injection: milliseconds every synced write waits first, as on a slow disk.
+    sync_delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -111,6 +113,7 @@ impl Engine {
         Ok(Engine {
             db: Arc::new(db),
             fail_writes: Arc::default(),
+            sync_delay_ms: Arc::default(),
         })
     }
 
@@ -158,9 +161,25 @@ impl Engine {
             .store(fail, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Makes every later synced write wait `ms` milliseconds first, as an fsync on a slow or
+    /// overloaded disk would (0: no wait). Synced writes happen on the raft threads, never on
+    /// the async runtime's, so the wait holds up exactly what a slow fsync would.
+    pub fn inject_sync_delay(&self, ms: u64) {
+        self.sync_delay_ms
+            .store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub fn write_batch(&self, wb: WriteBatch, sync: bool) -> Result<()> {
         if self.fail_writes.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(EngineError::Injected);
+        }
+        if sync {
+            let delay = self
+                .sync_delay_ms
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if delay > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(delay));
+            }
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
@@ -257,6 +276,37 @@ impl Cursor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_injected_sync_delay_holds_up_synced_writes_only_and_can_be_lifted() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let put = |k: &[u8]| Modify::Put {
+            cf: CF_WRITE,
+            key: k.to_vec(),
+            value: b"v".to_vec(),
+        };
+        engine.inject_sync_delay(300);
+        let started = std::time::Instant::now();
+        engine.write(&[put(b"synced")], true).unwrap();
+        assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+        // Unsynced writes (applies) never wait; the delay is on the fsync path only.
+        let started = std::time::Instant::now();
+        for i in 0..20u8 {
+            engine.write(&[put(&[b'u', i])], false).unwrap();
+        }
+        assert!(started.elapsed() < std::time::Duration::from_millis(300 * 20));
+        engine.inject_sync_delay(0);
+        engine.write(&[put(b"after")], true).unwrap();
+        assert_eq!(
+            engine.get_cf(CF_WRITE, b"synced").unwrap(),
+            Some(b"v".to_vec())
+        );
+        assert_eq!(
+            engine.get_cf(CF_WRITE, b"after").unwrap(),
+            Some(b"v".to_vec())
+        );
+    }
 
     #[test]
     fn write_snapshot_and_cursor_bounds() {

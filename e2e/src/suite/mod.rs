@@ -37,8 +37,9 @@ use crate::client::wait_serving;
 use crate::cluster::Cluster;
 
 /// Small regions, checked often: the load splits them while faults strike.
+/// Fault injection is on for the slow-disk fault's debug route.
 const STORE_CONFIG: &str = "[raftstore]\nregion-max-size = 262144\nregion-max-keys = 2000\n\
-                            split-check-interval-ms = 1000\n";
+                            split-check-interval-ms = 1000\n\n[debug]\nfault-injection = true\n";
 /// The clock-skew fault's debug route.
 const PLACEMENT_CONFIG: &str = "[debug]\nfault-injection = true\n";
 /// How long the cluster may take to serve again after the last heal.
@@ -157,6 +158,8 @@ async fn recover(cluster: &mut Cluster) -> Result<(), String> {
     for i in 0..cluster.store_count() {
         if !cluster.store_running(i) {
             cluster.restart_store(i).await.map_err(|e| e.to_string())?;
+        } else {
+            cluster.set_sync_delay(i, 0).await?;
         }
     }
     wait_serving(cluster, RECOVERY)

@@ -43,10 +43,18 @@ pub enum Fault {
     /// Skew a placement member's clock (the leader half the time), by less than its lease or
     /// by far more, ahead or behind.
     ClockSkew,
+    /// Slow a store's disk: every fsync of its raft log waits (the store leading the most
+    /// regions half the time), by a little or by more than an election timeout.
+    SlowDisk,
+    /// Scale a store in and out again: placement is told to remove it and drains its replicas
+    /// to the others while the load runs; once it is a tombstone the process comes back on
+    /// the same host with an empty data directory, as a new store. A drain still running when
+    /// the event heals is cancelled (the store is set Up again).
+    DrainStore,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 13] = [
         Fault::KillStore,
         Fault::KillPlacementLeader,
         Fault::PauseStoreLeader,
@@ -58,6 +66,8 @@ impl Fault {
         Fault::OneWay,
         Fault::TransferPlacementLeader,
         Fault::ClockSkew,
+        Fault::SlowDisk,
+        Fault::DrainStore,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +83,8 @@ impl Fault {
             Fault::OneWay => "one-way",
             Fault::TransferPlacementLeader => "transfer-placement-leader",
             Fault::ClockSkew => "clock-skew",
+            Fault::SlowDisk => "slow-disk",
+            Fault::DrainStore => "drain-store",
         }
     }
 
@@ -148,12 +160,18 @@ fn hold_ms(rng: &mut Rng, fault: Fault) -> u64 {
     match fault {
         Fault::PauseStoreLeader | Fault::PausePlacementLeader => rng.between(4000, 7000),
         Fault::TransferPlacementLeader => 500,
+        // Long enough for placement to move a good part of the store's replicas.
+        Fault::DrainStore => rng.between(8000, 15000),
         _ => rng.between(2000, 6000),
     }
 }
 
 /// Clock skews: within the placement leader's lease, a few seconds, a minute.
 const CLOCK_SKEWS_MS: [i64; 3] = [200, 3_000, 60_000];
+
+/// Slow-disk delays per fsync: a busy disk, one slower than raft's heartbeats, one slower than
+/// an election.
+const SYNC_DELAYS_MS: [u64; 3] = [20, 300, 2_000];
 
 /// What must be undone after an event.
 #[derive(Clone, Debug, Default)]
@@ -163,6 +181,10 @@ pub struct Damage {
     network: bool,
     /// Placement members whose clock is skewed.
     clocks: BTreeSet<usize>,
+    /// Stores whose disk is slowed.
+    slow_disks: BTreeSet<usize>,
+    /// The store being drained: harness index and store id.
+    drained: Option<(usize, u64)>,
 }
 
 /// What an event did, for the results.
@@ -222,6 +244,25 @@ pub async fn strike(
             cluster.set_clock_offset(i, offset).await?;
             damage.clocks.insert(i);
             Ok(format!("placement {i} clock {offset:+} ms"))
+        }
+        Fault::DrainStore => {
+            let i = pick_running_store(cluster, rng, damage)?;
+            let id = *cluster.store_ids().await?.get(i).ok_or("no such store")?;
+            let url = format!("http://{}/pd/api/v1/store/{id}", cluster.pd_endpoint());
+            cluster.http.send(reqwest::Method::DELETE, &url).await?;
+            damage.drained = Some((i, id));
+            Ok(format!("store {i} (id {id})"))
+        }
+        Fault::SlowDisk => {
+            let i = if rng.chance(1, 2) {
+                busiest_leader(cluster, rng, damage).await?
+            } else {
+                pick_running_store(cluster, rng, damage)?
+            };
+            let delay = *rng.pick(&SYNC_DELAYS_MS).unwrap_or(&20);
+            cluster.set_sync_delay(i, delay).await?;
+            damage.slow_disks.insert(i);
+            Ok(format!("store {i} fsync +{delay} ms"))
         }
         _ => cut(cluster, rng, fault, damage).await,
     }
@@ -372,13 +413,72 @@ pub async fn heal(cluster: &mut Cluster, damage: Damage) -> Result<(), String> {
             cluster.set_clock_offset(i, 0).await?;
         }
     }
+    // A store killed meanwhile restarts with a fast disk.
+    for i in damage.slow_disks {
+        if cluster.store_running(i) && !damage.restart.contains(&Role::Store(i)) {
+            cluster.set_sync_delay(i, 0).await?;
+        }
+    }
     for role in damage.restart {
         match role {
             Role::Store(i) => cluster.restart_store(i).await.map_err(e)?,
             Role::Placement(i) => cluster.restart_placement_member(i).await.map_err(e)?,
         }
     }
+    if let Some((i, id)) = damage.drained {
+        let done = finish_drain(cluster, i, id).await?;
+        tracing::info!(store = i, id, %done, "drain healed");
+    }
     Ok(())
+}
+
+/// How long healing waits for a drained store to become a tombstone before cancelling.
+const DRAIN_WAIT: Duration = Duration::from_secs(20);
+
+/// Scales the drained store `i` (id `id`) out again once it is a tombstone, or cancels the
+/// drain if it does not get there within [`DRAIN_WAIT`]; says which.
+async fn finish_drain(cluster: &mut Cluster, i: usize, id: u64) -> Result<String, String> {
+    let tombstone = || async {
+        match store_state(cluster, id).await {
+            Ok(state) if state == "Tombstone" => Ok(()),
+            Ok(state) => Err(format!("store {id} is {state}")),
+            Err(e) => Err(e),
+        }
+    };
+    let drained = wait_for(
+        "the drained store to become a tombstone",
+        DRAIN_WAIT,
+        tombstone,
+        String::new,
+    )
+    .await;
+    if drained.is_err() {
+        let url = format!(
+            "http://{}/pd/api/v1/store/{id}/state?state=Up",
+            cluster.pd_endpoint()
+        );
+        let cancelled = cluster.http.send(reqwest::Method::POST, &url).await;
+        // The last replica may have moved between the two calls.
+        match (cancelled, store_state(cluster, id).await) {
+            (_, Ok(state)) if state == "Tombstone" => {}
+            (Ok(_), _) => return Ok(format!("drain of store {id} cancelled")),
+            (Err(e), _) => return Err(format!("cancelling the drain of store {id}: {e}")),
+        }
+    }
+    cluster.replace_store(i).await.map_err(|e| e.to_string())?;
+    Ok(format!(
+        "store {id} drained; its host serves again as a new store"
+    ))
+}
+
+/// Placement's name for the state of store `id` (`Up`, `Offline`, `Tombstone`, ...).
+async fn store_state(cluster: &Cluster, id: u64) -> Result<String, String> {
+    let stores = cluster.http.all_store_infos(&cluster.pd_endpoint()).await?;
+    stores
+        .into_iter()
+        .find(|s| s.store.id == id)
+        .map(|s| s.store.state_name)
+        .ok_or_else(|| format!("store {id} is unknown to placement"))
 }
 
 /// How long the nemesis waits for placement to name its leader.

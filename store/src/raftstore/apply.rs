@@ -171,6 +171,16 @@ impl RaftStore {
     /// Drops a replica removed from its region: its data, raft state and
     /// metadata go; a tombstone keeps stale messages from recreating it.
     pub(super) fn destroy_peer(&mut self, region_id: u64) -> Result<(), StorageError> {
+        self.destroy_removed_peer(region_id, 0)
+    }
+
+    /// [`Self::destroy_peer`] for a replica another one said was removed at conf version
+    /// `removed_at` (newer than what this replica saw, if it was cut off meanwhile).
+    pub(super) fn destroy_removed_peer(
+        &mut self,
+        region_id: u64,
+        removed_at: u64,
+    ) -> Result<(), StorageError> {
         let Some(mut p) = self.peers.remove(&region_id) else {
             return Ok(());
         };
@@ -198,7 +208,9 @@ impl RaftStore {
                 });
             }
         }
-        m.extend(peer_storage::destroy_writes(&p.region));
+        m.extend(peer_storage::destroy_writes(
+            &p.region, p.peer_id, removed_at,
+        ));
         self.engine.write(&m, true)?;
         tracing::info!(
             region_id,

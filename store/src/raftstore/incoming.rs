@@ -123,7 +123,7 @@ impl RaftStore {
             region_id = m.region_id,
             "replica was removed from its region; destroying it"
         );
-        if let Err(e) = self.destroy_peer(m.region_id) {
+        if let Err(e) = self.destroy_removed_peer(m.region_id, theirs) {
             self.fatal(&format!(
                 "destroying a removed replica of region {}: {e}",
                 m.region_id
@@ -200,7 +200,8 @@ impl RaftStore {
         if !creates || m.is_tombstone {
             return false;
         }
-        if self.is_tombstone(m.region_id, m.region_epoch.as_ref()) {
+        let to = m.to_peer.expect("checked by caller");
+        if self.is_tombstone(m.region_id, m.region_epoch.as_ref(), to.id) {
             return false;
         }
         if self
@@ -209,7 +210,6 @@ impl RaftStore {
         {
             return false;
         }
-        let to = m.to_peer.expect("checked by caller");
         let region = metapb::Region {
             id: m.region_id,
             ..Default::default()
@@ -232,11 +232,17 @@ impl RaftStore {
         }
     }
 
-    /// Whether this store removed its replica of `region_id` at or after `epoch`.
-    fn is_tombstone(&self, region_id: u64, epoch: Option<&metapb::RegionEpoch>) -> bool {
+    /// Whether a message sent at `epoch` to peer `to_peer_id` of `region_id` is for a replica
+    /// this store already removed (see [`peer_storage::Tombstone`]).
+    fn is_tombstone(
+        &self,
+        region_id: u64,
+        epoch: Option<&metapb::RegionEpoch>,
+        to_peer_id: u64,
+    ) -> bool {
         let conf_ver = epoch.map(|e| e.conf_ver).unwrap_or(0);
-        match peer_storage::tombstone_conf_ver(&self.engine, region_id) {
-            Ok(Some(dead)) => conf_ver <= dead,
+        match peer_storage::tombstone(&self.engine, region_id) {
+            Ok(Some(dead)) => dead.outdates(conf_ver, to_peer_id),
             Ok(None) => false,
             Err(e) => {
                 tracing::warn!(region_id, error = %e, "reading tombstone failed");

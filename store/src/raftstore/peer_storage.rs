@@ -126,9 +126,57 @@ pub fn empty(region_id: u64) -> PeerStorage {
     }
 }
 
-/// Writes removing a replica's raft state and metadata, leaving a tombstone.
-pub fn destroy_writes(region: &metapb::Region) -> Vec<Modify> {
-    let conf_ver = region.region_epoch.map(|e| e.conf_ver).unwrap_or(0);
+/// What a removed replica leaves behind so that late messages cannot bring it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tombstone {
+    /// The conf version at which this store knows the replica was removed: messages from that
+    /// configuration or an older one are stale.
+    pub conf_ver: u64,
+    /// The removed replica's peer id (0 in tombstones written before it was kept): messages to
+    /// it or an older one are stale, since a store added back gets a new, larger peer id.
+    pub peer_id: u64,
+}
+
+impl Tombstone {
+    /// Whether a message sent in configuration `conf_ver` to peer `to_peer_id` is stale.
+    pub fn outdates(&self, conf_ver: u64, to_peer_id: u64) -> bool {
+        conf_ver <= self.conf_ver || to_peer_id <= self.peer_id
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut v = self.conf_ver.to_be_bytes().to_vec();
+        v.extend_from_slice(&self.peer_id.to_be_bytes());
+        v
+    }
+
+    fn decode(v: &[u8]) -> Option<Tombstone> {
+        let word = |i: usize| -> Option<u64> {
+            Some(u64::from_be_bytes(v.get(i..i + 8)?.try_into().ok()?))
+        };
+        match v.len() {
+            8 => Some(Tombstone {
+                conf_ver: word(0)?,
+                peer_id: 0,
+            }),
+            16 => Some(Tombstone {
+                conf_ver: word(0)?,
+                peer_id: word(8)?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Writes removing replica `peer_id`'s raft state and metadata, leaving a tombstone.
+/// `removed_at` is the conf version at which another replica said this one was removed (0 when
+/// it applied its own removal): a replica cut off while the region changed has an older view
+/// than the configuration that removed it, and messages from in between are stale too.
+pub fn destroy_writes(region: &metapb::Region, peer_id: u64, removed_at: u64) -> Vec<Modify> {
+    let own = region.region_epoch.map(|e| e.conf_ver).unwrap_or(0);
+    let tombstone = Tombstone {
+        conf_ver: own.max(removed_at),
+        peer_id,
+    };
     vec![
         Modify::DeleteRange {
             cf: CF_RAFT,
@@ -154,17 +202,16 @@ pub fn destroy_writes(region: &metapb::Region) -> Vec<Modify> {
         Modify::Put {
             cf: CF_RAFT,
             key: keys::tombstone_key(region.id),
-            value: conf_ver.to_be_bytes().to_vec(),
+            value: tombstone.encode(),
         },
     ]
 }
 
-/// The conf version at which this store removed its replica of `region_id`.
-pub fn tombstone_conf_ver(engine: &Engine, region_id: u64) -> Result<Option<u64>, StorageError> {
+/// The tombstone this store's removed replica of `region_id` left, if any.
+pub fn tombstone(engine: &Engine, region_id: u64) -> Result<Option<Tombstone>, StorageError> {
     Ok(engine
         .get_cf(CF_RAFT, &keys::tombstone_key(region_id))?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-        .map(u64::from_be_bytes))
+        .and_then(|v| Tombstone::decode(&v)))
 }
 
 /// The snapshot install a crash interrupted for `region_id`, if any.
@@ -457,5 +504,29 @@ mod tests {
         let ps = load(&engine, &region()).unwrap();
         assert_eq!(ps.mem.first_index().unwrap(), 8);
         assert_eq!(ps.apply_state.truncated_term, 6);
+    }
+
+    #[test]
+    fn a_tombstone_outdates_older_configurations_and_peer_ids_and_reads_its_old_form() {
+        let t = Tombstone {
+            conf_ver: 7,
+            peer_id: 40,
+        };
+        assert_eq!(Tombstone::decode(&t.encode()), Some(t));
+        assert!(t.outdates(7, 41), "same configuration");
+        assert!(t.outdates(9, 40), "same peer");
+        assert!(
+            !t.outdates(8, 41),
+            "a newer configuration adding the store back"
+        );
+        let old = Tombstone::decode(&7u64.to_be_bytes()).unwrap();
+        assert_eq!(
+            old,
+            Tombstone {
+                conf_ver: 7,
+                peer_id: 0
+            }
+        );
+        assert_eq!(Tombstone::decode(b"short"), None);
     }
 }

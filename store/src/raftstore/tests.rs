@@ -9,7 +9,7 @@ use super::cmd::RaftCmd;
 use super::keys::{self, ApplyState};
 use super::peer_storage::INIT_INDEX;
 use super::test_cluster::{must_until, put_cmd, region_on, TestCluster};
-use super::transport::{DropFirst, DropTypes, Filter};
+use super::transport::{BlockStores, DropFirst, DropTypes, Filter};
 use super::{ProposeError, RaftStoreConfig};
 use crate::engine::{Modify, CF_DEFAULT, CF_RAFT};
 use crate::keys::RawSpace;
@@ -598,4 +598,93 @@ async fn a_write_the_next_leader_commits_is_reported_applied_not_failed() {
         "the write was applied, yet its proposer was told {answer:?}: a client retrying it \
          (a compare-and-swap, say) would apply it twice"
     );
+}
+
+/// Records (and drops) the heartbeats one store sends to another from conf version `min_conf_ver`
+/// on: messages held up in a partition, to be delivered late.
+struct HoldHeartbeats {
+    to_store: u64,
+    min_conf_ver: u64,
+    held: std::sync::Arc<parking_lot::Mutex<Vec<proto::storepb::RaftMessage>>>,
+}
+
+impl Filter for HoldHeartbeats {
+    fn allow(&self, msg: &proto::storepb::RaftMessage) -> bool {
+        let to_store = msg.to_peer.map(|p| p.store_id);
+        if to_store != Some(self.to_store) {
+            return true;
+        }
+        let conf_ver = msg.region_epoch.map(|e| e.conf_ver).unwrap_or(0);
+        let heartbeat =
+            <raft::prelude::Message as protobuf::Message>::parse_from_bytes(&msg.message)
+                .is_ok_and(|m| m.get_msg_type() == MessageType::MsgHeartbeat && m.commit > 0);
+        if heartbeat && conf_ver >= self.min_conf_ver {
+            self.held.lock().push(msg.clone());
+        }
+        false
+    }
+    fn describe(&self) -> String {
+        format!("hold heartbeats to store {}", self.to_store)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_message_to_a_removed_replica_does_not_bring_it_back() {
+    // Store 3 is cut off, then the region changes twice without it (a learner joins, then store
+    // 3's replica is removed). Told of its removal, store 3 destroys its replica, whose own view
+    // is older than both changes. A heartbeat the leader sent between the two changes then
+    // arrives late: it must not recreate the replica (an empty replica handed a commit index
+    // past its log would stop the store).
+    let c = TestCluster::new(4, &region_on(1, &[1, 2, 3]), cfg());
+    c.must_transfer_leader(1, 1).await;
+    c.must_put(1, "k", "v").await;
+    c.must_get_on(3, "k", "v").await;
+    // Store 1's messages to store 3 are held (the heartbeats) or lost; the rest of the cut is
+    // plain loss.
+    let held = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    c.add_filter(
+        1,
+        Box::new(HoldHeartbeats {
+            to_store: 3,
+            min_conf_ver: 2,
+            held: held.clone(),
+        }),
+    );
+    c.add_filter(3, Box::new(BlockStores([1, 2, 4].into())));
+    c.add_filter(2, Box::new(BlockStores([3].into())));
+    c.add_filter(4, Box::new(BlockStores([3].into())));
+    let r1 = c.router(1);
+    r1.change_peer(1, ConfChangeType::AddLearnerNode, learner_on(104, 4))
+        .await
+        .unwrap();
+    must_until("a heartbeat to store 3 after the learner joined", || {
+        (!held.lock().is_empty()).then_some(())
+    })
+    .await;
+    let gone = c
+        .region(1, 1)
+        .unwrap()
+        .peers
+        .into_iter()
+        .find(|p| p.store_id == 3)
+        .unwrap();
+    r1.change_peer(1, ConfChangeType::RemoveNode, gone)
+        .await
+        .unwrap();
+    c.heal();
+    must_until("store 3 to destroy its removed replica", || {
+        c.region(3, 1).is_none().then_some(())
+    })
+    .await;
+    let late = held.lock().clone();
+    for m in late {
+        c.router(3).send_raft_message(m).unwrap();
+    }
+    // The store would stop at once on stepping the heartbeat; give it time to, then check it
+    // did not and has no replica of the region.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(c.fatal(3), None, "the late heartbeat stopped store 3");
+    assert!(c.region(3, 1).is_none());
+    c.must_put(1, "k2", "v2").await;
+    assert_eq!(c.fatal(3), None);
 }

@@ -3,13 +3,15 @@
 //! cut this store's outgoing raft traffic to chosen stores (for partition
 //! tests against real processes): `POST ?block=2,3`, `DELETE`, `GET`; and
 //! `POST /debug/engine/fail-writes`, after which every engine write fails
-//! as on a full disk (for fail-stop tests).
+//! as on a full disk (for fail-stop tests); and `POST
+//! /debug/engine/sync-delay/{ms}`, after which every synced write (the raft
+//! log's) first waits `ms` milliseconds, as on a slow disk (0 ends it).
 
 use std::sync::Arc;
 
 use std::collections::{HashMap, HashSet};
 
-use axum::extract::Query;
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
@@ -51,6 +53,13 @@ pub async fn serve(
         );
     let app = match debug {
         Some((f, engine)) => app
+            .route(
+                "/debug/engine/sync-delay/{ms}",
+                axum::routing::post({
+                    let engine = engine.clone();
+                    move |Path(ms): Path<String>| async move { sync_delay(&engine, &ms) }
+                }),
+            )
             .route(
                 "/debug/engine/fail-writes",
                 axum::routing::post(move || {
@@ -108,5 +117,44 @@ fn add_block(filters: &Filters, q: &HashMap<String, String>) -> (StatusCode, Str
             (StatusCode::OK, text)
         }
         Err(e) => (StatusCode::BAD_REQUEST, format!("bad store id list: {e}")),
+    }
+}
+
+fn sync_delay(engine: &crate::engine::Engine, ms: &str) -> (StatusCode, String) {
+    match ms.parse::<u64>() {
+        Ok(ms) if ms <= MAX_SYNC_DELAY_MS => {
+            tracing::warn!(ms, "fault injection: every synced engine write waits first");
+            engine.inject_sync_delay(ms);
+            (StatusCode::OK, format!("synced writes wait {ms} ms"))
+        }
+        Ok(ms) => (
+            StatusCode::BAD_REQUEST,
+            format!("sync delay {ms} ms is over the {MAX_SYNC_DELAY_MS} ms limit"),
+        ),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("bad sync delay {ms:?}: {e} (milliseconds expected)"),
+        ),
+    }
+}
+
+/// Longer waits would only stall the store; a minute already outlasts every lease.
+const MAX_SYNC_DELAY_MS: u64 = 60_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sync_delay_must_be_whole_milliseconds_within_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = crate::engine::Engine::open(dir.path()).unwrap();
+        assert_eq!(sync_delay(&engine, "250").0, StatusCode::OK);
+        assert_eq!(sync_delay(&engine, "0").0, StatusCode::OK);
+        for bad in ["-5", "1.5", "soon", "60001"] {
+            let (code, text) = sync_delay(&engine, bad);
+            assert_eq!(code, StatusCode::BAD_REQUEST, "{bad}: {text}");
+            assert!(text.contains(bad), "the answer names the bad value: {text}");
+        }
     }
 }
