@@ -248,8 +248,18 @@ pub async fn strike(
         Fault::DrainStore => {
             let i = pick_running_store(cluster, rng, damage)?;
             let id = *cluster.store_ids().await?.get(i).ok_or("no such store")?;
+            // Placement refuses while it does not see enough other stores Up (as after a
+            // fault that just healed, or a new placement leader): ask again, as an operator would.
             let url = format!("http://{}/pd/api/v1/store/{id}", cluster.pd_endpoint());
-            cluster.http.send(reqwest::Method::DELETE, &url).await?;
+            let drain = || async { cluster.http.send(reqwest::Method::DELETE, &url).await };
+            wait_for(
+                "placement to accept the drain",
+                DRAIN_ACCEPT,
+                drain,
+                String::new,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             damage.drained = Some((i, id));
             Ok(format!("store {i} (id {id})"))
         }
@@ -431,6 +441,9 @@ pub async fn heal(cluster: &mut Cluster, damage: Damage) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// How long the drain-store fault keeps asking placement to accept the drain.
+const DRAIN_ACCEPT: Duration = Duration::from_secs(15);
 
 /// How long healing waits for a drained store to become a tombstone before cancelling.
 const DRAIN_WAIT: Duration = Duration::from_secs(20);

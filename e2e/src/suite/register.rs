@@ -1,10 +1,17 @@
 //! The register workload: raw get, put and compare-and-swap on a few keys, each key a register
 //! that must be linearizable (checked by Porcupine).
 //!
-//! Values come from a small set so that compare-and-swaps often match. Every write goes through
-//! the client's atomic mode (`with_atomic_for_cas`), as TiKV requires when puts and
-//! compare-and-swaps meet on one key. A read that fails did nothing (`fail`); a write or swap
-//! that fails or times out may have taken effect (`info`).
+//! Every value written is unique (`<process>-<n>`), and a compare-and-swap usually expects the
+//! value its process last saw on that key, so that many of them swap. Unique values also make
+//! the client's retries visible: after a transport error (a leader killed mid-request)
+//! `tikv-client` sends a compare-and-swap again, and the retry may find the first attempt's
+//! effect. It then answers "not swapped, previous = our own new value"; since no other
+//! operation writes that value, the swap happened exactly once, and it is recorded as swapped.
+//! Every write goes through the client's atomic mode (`with_atomic_for_cas`), as TiKV requires
+//! when puts and compare-and-swaps meet on one key. A read that fails did nothing (`fail`); a
+//! write or swap that fails or times out may have taken effect (`info`).
+
+use std::collections::HashMap;
 
 use jepsen::{Outcome, RegisterOp};
 use tikv_client::RawClient;
@@ -14,8 +21,6 @@ use super::rng::Rng;
 
 /// The registers: `jr-reg-0` ..
 pub const KEYS: u64 = 3;
-/// Values written: `0` .. `VALUES - 1`.
-const VALUES: u64 = 5;
 
 pub fn key(i: u64) -> String {
     format!("jr-reg-{i}")
@@ -25,20 +30,37 @@ pub fn key(i: u64) -> String {
 pub async fn process(client: RawClient, ctx: Ctx, process: u64, mut rng: Rng) -> Vec<RegisterOp> {
     let client = client.with_atomic_for_cas();
     let mut ops = Vec::new();
+    // The value this process last saw on each key (read, written or reported by a swap).
+    let mut seen: HashMap<String, Option<String>> = HashMap::new();
+    let mut written = 0u64;
     while !ctx.stopped() {
         let key = key(rng.below(KEYS));
-        let op = match rng.below(3) {
-            0 => read(&client, &ctx, process, &key).await,
+        let last = seen.get(&key).cloned().flatten();
+        // What the operation shows the key holds afterwards, when it tells.
+        let (op, now) = match rng.below(3) {
+            0 => {
+                let op = read(&client, &ctx, process, &key).await;
+                let now = op.read.clone();
+                (op, Some(now))
+            }
             1 => {
-                let value = rng.below(VALUES).to_string();
-                write(&client, &ctx, process, &key, &value).await
+                written += 1;
+                let value = format!("{process}-{written}");
+                let op = write(&client, &ctx, process, &key, &value).await;
+                (op, Some(Some(value)))
             }
             _ => {
-                let expected = rng.below(VALUES + 1);
-                let expected = (expected < VALUES).then(|| expected.to_string());
-                let value = rng.below(VALUES).to_string();
+                written += 1;
+                // Mostly the value last seen (it may have changed since); sometimes "absent",
+                // which fails once the key exists.
+                let expected = if rng.chance(1, 4) { None } else { last };
+                let value = format!("{process}-{written}");
                 cas(&client, &ctx, process, &key, (expected, value)).await
             }
+        };
+        match now {
+            Some(now) if op.outcome == Outcome::Ok => seen.insert(key, now),
+            _ => seen.remove(&key),
         };
         ops.push(op);
         ctx.think().await;
@@ -76,14 +98,29 @@ async fn cas(
     process: u64,
     key: &str,
     (expected, value): (Option<String>, String),
-) -> RegisterOp {
+) -> (RegisterOp, Option<Option<String>>) {
     let call = ctx.now();
     let previous = expected.clone().map(String::into_bytes);
     let result = bounded(client.compare_and_swap(key.to_owned(), previous, value.clone())).await;
     let times = (call, ctx.now());
     let swap = (expected.as_deref(), value.as_str());
     match result {
-        Ok((_, swapped)) => RegisterOp::cas(process, times, key, swap, Outcome::Ok, Some(swapped)),
-        Err(_) => RegisterOp::cas(process, times, key, swap, Outcome::Info, None),
+        Ok((previous, swapped)) => {
+            // Not swapped, yet the key holds our own (unique) new value: an earlier attempt of
+            // this very call swapped it, and the client's retry found that.
+            let ours = previous.as_deref() == Some(value.as_bytes());
+            let swapped = swapped || ours;
+            let now = if swapped {
+                Some(value.clone())
+            } else {
+                previous.map(|v| text(&v))
+            };
+            let op = RegisterOp::cas(process, times, key, swap, Outcome::Ok, Some(swapped));
+            (op, Some(now))
+        }
+        Err(_) => (
+            RegisterOp::cas(process, times, key, swap, Outcome::Info, None),
+            None,
+        ),
     }
 }
