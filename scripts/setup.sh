@@ -18,6 +18,8 @@ if ! have_libclang; then
   need+=(libclang-dev clang)
 fi
 command -v g++ >/dev/null 2>&1 || need+=(g++)
+# ip and tc: the fault suite's network namespaces, cuts and throttles.
+{ command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1; } || need+=(iproute2)
 command -v make >/dev/null 2>&1 || need+=(make)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2

@@ -306,6 +306,11 @@ pub(crate) fn ip_in(netns: &str, args: &[&str]) -> Result<String> {
     run("ip", &[&["-n", netns][..], args].concat())
 }
 
+/// `tc -n <netns> args...`.
+pub(crate) fn tc_in(netns: &str, args: &[&str]) -> Result<String> {
+    run("tc", &[&["-n", netns][..], args].concat())
+}
+
 /// Runs a setup command to completion; its stdout, or an error with its stderr.
 fn run(program: &str, args: &[&str]) -> Result<String> {
     let command = format!("{program} {}", args.join(" "));

@@ -71,11 +71,28 @@ impl Cluster {
         self.cut(&pairs).await
     }
 
-    /// Removes every cut: each namespace's blackhole routes.
+    /// Slows everything `role` sends: its interface passes `kbit` kilobits a second, queueing
+    /// the excess for up to `queue_ms` and dropping the rest (a token bucket, `tc tbf`). Under
+    /// load its packets are delayed by a varying amount. (`tc netem`, which would add a fixed
+    /// delay and jitter, is not in every kernel; this one has no `sch_netem`.)
+    pub async fn throttle(&self, role: Role, kbit: u32, queue_ms: u32) -> Result<()> {
+        let (netns, _) = self.netns_of(role)?;
+        let (rate, latency) = (format!("{kbit}kbit"), format!("{queue_ms}ms"));
+        let args = [
+            "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", &rate, "burst", "16kbit",
+            "latency", &latency,
+        ];
+        blocking("tc -n", netns, &args, crate::netns::tc_in).await
+    }
+
+    /// Removes every cut and throttle: each namespace's blackhole routes and queueing rules.
     pub async fn heal_network(&self) -> Result<()> {
         for role in self.roles() {
             let (netns, _) = self.netns_of(role)?;
             ip_netns(netns, &["route", "flush", "type", "blackhole"]).await?;
+            // Fails when there is no rule to delete: nothing to heal then.
+            let unthrottle = ["qdisc", "del", "dev", "eth0", "root"];
+            let _ = blocking("tc -n", netns, &unthrottle, crate::netns::tc_in).await;
         }
         Ok(())
     }
@@ -112,15 +129,25 @@ impl Cluster {
 
 /// `ip -n netns args`, off the async runtime's threads (see [`crate::netns`]).
 async fn ip_netns(netns: &str, args: &[&str]) -> Result<()> {
+    blocking("ip -n", netns, args, crate::netns::ip_in).await
+}
+
+/// Runs `tool(netns, args)` (a setup command) off the async runtime's threads.
+async fn blocking(
+    what: &str,
+    netns: &str,
+    args: &[&str],
+    tool: fn(&str, &[&str]) -> Result<String>,
+) -> Result<()> {
     let netns = netns.to_owned();
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        crate::netns::ip_in(&netns, &args).map(drop)
+        tool(&netns, &args).map(drop)
     })
     .await
     .map_err(|e| Error::Command {
-        command: "ip -n".to_owned(),
+        command: what.to_owned(),
         reason: e.to_string(),
     })?
 }

@@ -51,10 +51,14 @@ pub enum Fault {
     /// the same host with an empty data directory, as a new store. A drain still running when
     /// the event heals is cancelled (the store is set Up again).
     DrainStore,
+    /// Throttle one node's outgoing traffic (the store leading the most regions half the
+    /// time): a token bucket that queues and drops, so its packets arrive late by varying
+    /// amounts or not at all.
+    SlowNetwork,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 13] = [
+    pub const ALL: [Fault; 14] = [
         Fault::KillStore,
         Fault::KillPlacementLeader,
         Fault::PauseStoreLeader,
@@ -68,6 +72,7 @@ impl Fault {
         Fault::ClockSkew,
         Fault::SlowDisk,
         Fault::DrainStore,
+        Fault::SlowNetwork,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +90,7 @@ impl Fault {
             Fault::ClockSkew => "clock-skew",
             Fault::SlowDisk => "slow-disk",
             Fault::DrainStore => "drain-store",
+            Fault::SlowNetwork => "slow-network",
         }
     }
 
@@ -97,6 +103,7 @@ impl Fault {
                 | Fault::MajorityMinority
                 | Fault::Bridge
                 | Fault::OneWay
+                | Fault::SlowNetwork
         )
     }
 }
@@ -172,6 +179,9 @@ const CLOCK_SKEWS_MS: [i64; 3] = [200, 3_000, 60_000];
 /// Slow-disk delays per fsync: a busy disk, one slower than raft's heartbeats, one slower than
 /// an election.
 const SYNC_DELAYS_MS: [u64; 3] = [20, 300, 2_000];
+
+/// Slow-network token buckets: (kilobits a second, longest queueing in milliseconds).
+const THROTTLES: [(u32, u32); 3] = [(4096, 50), (1024, 200), (256, 800)];
 
 /// What must be undone after an event.
 #[derive(Clone, Debug, Default)]
@@ -315,6 +325,16 @@ async fn cut(
                 .await
                 .map_err(e)?;
             format!("{all:?} | {right:?} bridged by {bridge:?}")
+        }
+        Fault::SlowNetwork => {
+            let node = if rng.chance(1, 2) {
+                Role::Store(busiest_leader(cluster, rng, damage).await?)
+            } else {
+                all[0]
+            };
+            let (kbit, queue_ms) = *rng.pick(&THROTTLES).unwrap_or(&THROTTLES[0]);
+            cluster.throttle(node, kbit, queue_ms).await.map_err(e)?;
+            format!("{node:?} sends {kbit} kbit/s, queueing up to {queue_ms} ms")
         }
         _ => {
             let from = all[0];
