@@ -364,30 +364,9 @@ async fn an_orphaned_lock_is_rolled_back_once_its_ttl_passes_and_not_before() {
             .expect("a timestamp")
             .version();
         let ttl_ms = 3000;
-        let prewrite =
-            |key: &[u8], region: &metapb::Region, leader: &metapb::Peer| kvrpcpb::PrewriteRequest {
-                context: Some(ctx(region, leader)),
-                mutations: vec![kvrpcpb::Mutation {
-                    op: kvrpcpb::Op::Put as i32,
-                    key: key.to_vec(),
-                    value: b"orphan".to_vec(),
-                    ..Default::default()
-                }],
-                primary_lock: primary.clone(),
-                start_version: start_ts,
-                lock_ttl: ttl_ms,
-                ..Default::default()
-            };
-        let (region, leader) = region_of(
-            &cluster.pd_endpoint(),
-            &proto::codec::encode_bytes(&secondary),
-        )
-        .await;
-        let resp = kv
-            .kv_prewrite(prewrite(&secondary, &region, &leader))
-            .await
-            .expect("prewrite rpc")
-            .into_inner();
+        let pd = cluster.pd_endpoint();
+        let orphan = (primary.as_slice(), start_ts, ttl_ms);
+        let resp = prewrite_alone(&pd, &mut kv, &secondary, orphan).await;
         assert!(
             resp.errors.is_empty() && resp.region_error.is_none(),
             "{resp:?}"
@@ -437,16 +416,7 @@ async fn an_orphaned_lock_is_rolled_back_once_its_ttl_passes_and_not_before() {
             None
         );
 
-        let (region, leader) = region_of(
-            &cluster.pd_endpoint(),
-            &proto::codec::encode_bytes(&primary),
-        )
-        .await;
-        let late = kv
-            .kv_prewrite(prewrite(&primary, &region, &leader))
-            .await
-            .expect("prewrite rpc")
-            .into_inner();
+        let late = prewrite_alone(&pd, &mut kv, &primary, orphan).await;
         assert!(
             !late.errors.is_empty(),
             "the rolled-back transaction prewrote its primary: {late:?}"
@@ -464,4 +434,32 @@ async fn an_orphaned_lock_is_rolled_back_once_its_ttl_passes_and_not_before() {
             .expect("the key the orphan held takes new writes");
     })
     .await;
+}
+
+/// Prewrites `key` alone (a put) on its region's leader, for the transaction `(primary,
+/// start_ts, ttl_ms)`.
+async fn prewrite_alone(
+    pd: &str,
+    kv: &mut TikvClient<Channel>,
+    key: &[u8],
+    (primary, start_ts, ttl_ms): (&[u8], u64, u64),
+) -> kvrpcpb::PrewriteResponse {
+    let (region, leader) = region_of(pd, &proto::codec::encode_bytes(key)).await;
+    let req = kvrpcpb::PrewriteRequest {
+        context: Some(ctx(&region, &leader)),
+        mutations: vec![kvrpcpb::Mutation {
+            op: kvrpcpb::Op::Put as i32,
+            key: key.to_vec(),
+            value: b"orphan".to_vec(),
+            ..Default::default()
+        }],
+        primary_lock: primary.to_vec(),
+        start_version: start_ts,
+        lock_ttl: ttl_ms,
+        ..Default::default()
+    };
+    kv.kv_prewrite(req)
+        .await
+        .expect("prewrite rpc")
+        .into_inner()
 }
