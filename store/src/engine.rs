@@ -161,6 +161,12 @@ impl Engine {
             .store(fail, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Cancels RocksDB's background work (flushes, compactions) and waits for what runs to
+    /// stop; for shutdown, after the last write.
+    pub fn stop_background_work(&self) {
+        self.db.cancel_all_background_work(true);
+    }
+
     /// Makes every later synced write wait `ms` milliseconds first, as an fsync on a slow or
     /// overloaded disk would (0: no wait). Synced writes happen on the raft threads, never on
     /// the async runtime's, so the wait holds up exactly what a slow fsync would.
