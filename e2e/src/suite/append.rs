@@ -191,16 +191,8 @@ pub async fn final_read(
 }
 
 async fn read_all(client: &TransactionClient) -> Result<BTreeMap<String, Vec<u64>>, CallError> {
-    let ts = bounded(client.current_timestamp()).await?;
-    let mut snapshot = client.snapshot(ts, txn_options(false));
     let keys: Vec<String> = (0..KEYS).map(key).collect();
-    let pairs = match bounded(snapshot.batch_get(keys)).await {
-        Ok(pairs) => pairs,
-        Err(e) => {
-            orphans::recover(client, &e).await;
-            return Err(e);
-        }
-    };
+    let pairs = orphans::snapshot_read(client, keys).await?;
     Ok(kv_strings(pairs)
         .into_iter()
         .map(|(k, v)| (k, parse(Some(v.as_bytes()))))

@@ -111,18 +111,10 @@ pub async fn reads(client: TransactionClient, ctx: Ctx, process: u64) -> Vec<Ban
 /// Every balance in one snapshot; an account that is missing or does not parse fails the read
 /// only if missing (a garbled balance is kept as `i64::MIN` for the checker to report).
 pub async fn read_all(client: &TransactionClient) -> Result<BTreeMap<String, i64>, String> {
-    let ts = bounded(client.current_timestamp())
+    let keys: Vec<String> = (0..ACCOUNTS).map(account).collect();
+    let pairs = orphans::snapshot_read(client, keys)
         .await
         .map_err(|e| e.to_string())?;
-    let mut snapshot = client.snapshot(ts, txn_options(false));
-    let keys: Vec<String> = (0..ACCOUNTS).map(account).collect();
-    let pairs = match bounded(snapshot.batch_get(keys)).await {
-        Ok(pairs) => pairs,
-        Err(e) => {
-            orphans::recover(client, &e).await;
-            return Err(e.to_string());
-        }
-    };
     let balances: BTreeMap<String, i64> = kv_strings(pairs)
         .into_iter()
         .map(|(k, v)| (k, v.parse().unwrap_or(i64::MIN)))

@@ -17,9 +17,9 @@
 //! then `ResolveLock`). A live transaction is left alone: its locks are not expired yet.
 
 use tikv_client::transaction::ResolveLocksOptions;
-use tikv_client::{Error, Timestamp, TimestampExt, TransactionClient};
+use tikv_client::{Error, KvPair, Timestamp, TimestampExt, TransactionClient};
 
-use super::clock::{bounded, CallError};
+use super::clock::{bounded, txn_options, CallError};
 
 /// A timestamp is `physical_ms << 18 | logical`.
 const PHYSICAL_SHIFT: u32 = 18;
@@ -66,6 +66,23 @@ pub async fn recover(client: &TransactionClient, error: &CallError) -> usize {
         Err(e) => {
             tracing::debug!(start_ts, error = %e, "could not roll back an orphaned transaction");
             0
+        }
+    }
+}
+
+/// Reads `keys` in one snapshot at the current timestamp. A read that meets an expired orphan
+/// rolls it back ([`recover`]) before failing, so that the caller's next attempt gets through.
+pub async fn snapshot_read(
+    client: &TransactionClient,
+    keys: Vec<String>,
+) -> Result<Vec<KvPair>, CallError> {
+    let ts = bounded(client.current_timestamp()).await?;
+    let mut snapshot = client.snapshot(ts, txn_options(false));
+    match bounded(snapshot.batch_get(keys)).await {
+        Ok(pairs) => Ok(pairs.collect()),
+        Err(e) => {
+            recover(client, &e).await;
+            Err(e)
         }
     }
 }
