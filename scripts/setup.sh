@@ -21,6 +21,8 @@ command -v g++ >/dev/null 2>&1 || need+=(g++)
 # ip and tc: the fault suite's network namespaces, cuts and throttles.
 { command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1; } || need+=(iproute2)
 command -v make >/dev/null 2>&1 || need+=(make)
+# openssl: the Kubernetes suite's throwaway certificates.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   SUDO=""

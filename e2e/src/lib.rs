@@ -46,6 +46,7 @@ pub mod docker;
 pub mod error;
 pub mod fault;
 pub mod foreign;
+pub mod k8s;
 pub mod kind;
 pub mod load;
 pub mod netns;

@@ -97,6 +97,8 @@ pub struct PodNet {
     /// Directories created on the host (`/etc/netns`, mount points), removed in reverse order
     /// if still empty.
     created_dirs: Vec<PathBuf>,
+    /// The hosts file last written, given to pods added later.
+    hosts: Option<String>,
 }
 
 impl PodNet {
@@ -122,6 +124,7 @@ impl PodNet {
             subnet,
             pods: Vec::new(),
             created_dirs: Vec::new(),
+            hosts: None,
         };
         run("ip", &["netns", "add", &net.bridge_ns])?;
         let (bridge_ns, bridge) = (net.bridge_ns.as_str(), net.bridge.as_str());
@@ -152,12 +155,12 @@ impl PodNet {
         &self.pods
     }
 
-    /// A namespace for pod `name` with the next address, joined to the bridge.
+    /// A namespace for pod `name` with the lowest free address, joined to the bridge; it gets
+    /// the hosts file last written.
     pub fn add_pod(&mut self, name: &str) -> Result<NetPod> {
-        let index = self.pods.len();
-        let host = u8::try_from(index + usize::from(FIRST_POD_HOST))
-            .ok()
-            .filter(|h| *h < 255)
+        let used: Vec<u8> = self.pods.iter().map(|p| p.ip.octets()[3]).collect();
+        let host = (FIRST_POD_HOST..255)
+            .find(|h| !used.contains(h))
             .ok_or_else(|| Error::Command {
                 command: format!("add pod {name}"),
                 reason: "the /24 has no address left".to_owned(),
@@ -170,10 +173,11 @@ impl PodNet {
         run("ip", &["netns", "add", &pod.netns])?;
         // Recorded before the links exist, so a failure below still deletes the namespace.
         self.pods.push(pod.clone());
-        // Both ends are created inside namespaces, so deleting those removes them.
+        // Both ends are created inside namespaces, so deleting those removes them; the names
+        // follow the address, which no two live pods share.
         let (outer, inner) = (
-            format!("{}p{index}", self.tag),
-            format!("{}q{index}", self.tag),
+            format!("{}p{host}", self.tag),
+            format!("{}q{host}", self.tag),
         );
         let peer = ["peer", "name", &inner, "netns", &pod.netns];
         ip_in(
@@ -191,23 +195,44 @@ impl PodNet {
         )?;
         ip_in(&pod.netns, &["link", "set", "eth0", "up"])?;
         ip_in(&pod.netns, &["link", "set", "lo", "up"])?;
+        if let Some(text) = self.hosts.clone() {
+            self.write_hosts_of(&pod, &text)?;
+        }
         Ok(pod)
     }
 
-    /// Writes the same hosts file for every pod: `localhost` plus one line per address with
-    /// all its names.
+    /// Deletes pod `name`'s namespace (and with it its link) and frees its address.
+    pub fn remove_pod(&mut self, name: &str) -> Result<()> {
+        let Some(at) = self.pods.iter().position(|p| p.name == name) else {
+            return Ok(());
+        };
+        let pod = self.pods.remove(at);
+        let etc = Path::new(ETC_NETNS).join(&pod.netns);
+        let _ = std::fs::remove_file(etc.join("hosts"));
+        let _ = std::fs::remove_dir(&etc);
+        run("ip", &["netns", "del", &pod.netns]).map(drop)
+    }
+
+    /// Writes the same hosts file for every pod (and every pod added later): `localhost` plus
+    /// one line per address with all its names. Files are rewritten in place, so a running
+    /// pod (whose `/etc/hosts` is a bind mount of its file) sees the change.
     pub fn write_hosts(&mut self, entries: &[(Ipv4Addr, Vec<String>)]) -> Result<()> {
         let mut text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost\n");
         for (ip, names) in entries {
             text.push_str(&format!("{ip}\t{}\n", names.join(" ")));
         }
         for pod in self.pods.clone() {
-            let dir = Path::new(ETC_NETNS).join(&pod.netns);
-            self.create_dir(&dir)?;
-            let file = dir.join("hosts");
-            std::fs::write(&file, &text).map_err(|e| Error::io(&file, e))?;
+            self.write_hosts_of(&pod, &text)?;
         }
+        self.hosts = Some(text);
         Ok(())
+    }
+
+    fn write_hosts_of(&mut self, pod: &NetPod, text: &str) -> Result<()> {
+        let dir = Path::new(ETC_NETNS).join(&pod.netns);
+        self.create_dir(&dir)?;
+        let file = dir.join("hosts");
+        std::fs::write(&file, text).map_err(|e| Error::io(&file, e))
     }
 
     /// Makes sure `target` exists as a directory to mount on, remembering what it created so

@@ -40,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use e2e::k8s::pod::expand;
 use e2e::netns::{self, BindMount, NetPod, PodNet};
 use e2e::pd_api::{check_ready, PdHttp};
 use e2e::process::{Binaries, Node};
@@ -100,33 +101,6 @@ fn must_render(tc: &TikvCluster) -> Rendered {
 
 fn must_parse<T: serde::de::DeserializeOwned>(kind: &str, obj: serde_json::Value) -> T {
     serde_json::from_value(obj).unwrap_or_else(|e| panic!("rendered {kind} does not parse: {e}"))
-}
-
-/// Expands `$(NAME)` in `input` as the kubelet does: a known name is replaced by its value,
-/// `$$` is a literal `$`, and anything else (unknown names, an unclosed `$(`) stays as written.
-fn expand(input: &str, vars: &BTreeMap<String, String>) -> String {
-    let mut out = String::with_capacity(input.len());
-    let mut rest = input;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
-            rest = tail;
-        } else if let Some(close) = after.strip_prefix('(').and_then(|a| a.find(')')) {
-            let name = &after[1..=close];
-            match vars.get(name) {
-                Some(value) => out.push_str(value),
-                None => out.push_str(&rest[at..at + close + 3]),
-            }
-            rest = &after[close + 2..];
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 /// What the kubelet knows about one pod, for the downward API.
@@ -620,23 +594,6 @@ async fn must_client_pod_pass(client: &NetPod, kvcheck: &Path, endpoint: &str, p
         out.status,
         String::from_utf8_lossy(&out.stderr),
         pods.log_tails()
-    );
-}
-
-#[test]
-fn expansion_follows_the_kubelet() {
-    let vars = BTreeMap::from([
-        ("POD_NAME".to_owned(), "basic-store-1".to_owned()),
-        ("EMPTY".to_owned(), String::new()),
-    ]);
-    assert_eq!(
-        expand("--advertise-addr=$(POD_NAME).peer.db.svc:20160", &vars),
-        "--advertise-addr=basic-store-1.peer.db.svc:20160"
-    );
-    assert_eq!(expand("$(UNKNOWN)-$(EMPTY)x", &vars), "$(UNKNOWN)-x");
-    assert_eq!(
-        expand("$$(POD_NAME) $$ $x $(open", &vars),
-        "$(POD_NAME) $ $x $(open"
     );
 }
 
