@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 use crate::netns::PodNet;
 use crate::wait::wait_for;
 
+/// The `node.kubernetes.io/instance-type` of every node (the zones example selects it).
+pub const INSTANCE_TYPE: &str = "storage-optimized";
 /// How long nodes may take to be Ready after registering.
 const NODES_READY: Duration = Duration::from_secs(90);
 
@@ -101,6 +103,7 @@ impl KubeCluster {
         let spec = NodeSpec {
             name: name.to_owned(),
             zone: zone.to_owned(),
+            instance_type: INSTANCE_TYPE.to_owned(),
         };
         let fabric = self
             .fabric
@@ -199,6 +202,22 @@ impl KubeCluster {
             }
         }
         out
+    }
+
+    /// The whole log of container `container` of the newest pod `namespace/name` run on any
+    /// node (it stays after the pod is deleted).
+    pub fn pod_log(&self, namespace: &str, name: &str, container: &str) -> String {
+        let pods = self.dir.join("nodes").join("pods");
+        let prefix = format!("{namespace}_{name}_");
+        let newest = std::fs::read_dir(&pods)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
+        newest
+            .and_then(|e| std::fs::read_to_string(e.path().join(format!("{container}.log"))).ok())
+            .unwrap_or_default()
     }
 
     /// Stops everything: agents (and their pods), DNS, provisioner, control plane, pod network.

@@ -159,6 +159,8 @@ impl Fabric {
 pub struct NodeSpec {
     pub name: String,
     pub zone: String,
+    /// The `node.kubernetes.io/instance-type` label.
+    pub instance_type: String,
 }
 
 /// A running node agent.
@@ -219,6 +221,10 @@ fn node_object(spec: &NodeSpec) -> Node {
                 .replace("aarch64", "arm64"),
         ),
         ("topology.kubernetes.io/zone".to_owned(), spec.zone.clone()),
+        (
+            "node.kubernetes.io/instance-type".to_owned(),
+            spec.instance_type.clone(),
+        ),
     ]);
     Node {
         metadata: ObjectMeta {
@@ -1068,6 +1074,7 @@ mod tests {
         let spec = NodeSpec {
             name: "node-2".into(),
             zone: "zone-b".into(),
+            instance_type: "storage-optimized".into(),
         };
         let node = node_object(&spec);
         let labels = node.metadata.labels.unwrap();
