@@ -15,10 +15,18 @@
 //!    labels every store with its Node's zone and host, read from the Nodes; a client pod
 //!    (`kvcheck`, the official Rust client) writes and reads through the client Service;
 //! 4. stores scale 3 → 5 → 3 under a client pod's write load (`kvload`): each removed store is
-//!    Tombstone in placement before its pod goes, and no acknowledged write is lost;
+//!    Tombstone in placement before its pod goes, no acknowledged write is lost, and the
+//!    operator's pod, deleted while a store drains, comes back and finishes the same scale-in;
 //! 5. a deleted store pod comes back with its data (the same store id, no new store);
-//! 6. deleting the TikvCluster runs the operator's finalizer; its volume claims stay under
-//!    `pvReclaimPolicy: Retain`.
+//! 6. placement members 1 → 3, a rolling upgrade of every component to a new tag, members
+//!    3 → 1, under a load that also takes TSO timestamps: no write lost, no timestamp going
+//!    back, the longest write pause within [`WRITE_PAUSE_BOUND`];
+//! 7. deleting the TikvCluster runs the operator's finalizer; its volume claims stay under
+//!    `pvReclaimPolicy: Retain`;
+//! 8. `manifests/tikvcluster-zones.yaml` (six stores, three members, isolation by zone,
+//!    storage class `fast-ssd` served by the fixture provisioner) becomes Ready with every
+//!    region holding one replica per zone; deleted under `pvReclaimPolicy: Delete`, its claims
+//!    go.
 //!
 //! The operator's log must hold no `forbidden`. Without Go, or where network namespaces cannot
 //! be made (not root), the test prints `SKIPPED` and passes (fails under
@@ -47,6 +55,10 @@ const NODES: [(&str, &str); 6] = [
     ("node-c2", "zone-c"),
 ];
 const STEP: Duration = Duration::from_secs(300);
+/// The longest a client's writes may stall through placement membership changes and a rolling
+/// upgrade (leaders are moved off each store before its restart; a placement leader change
+/// takes an election).
+const WRITE_PAUSE_BOUND: Duration = Duration::from_secs(15);
 /// The whole run, the control plane's start included.
 const TEST_LIMIT: Duration = Duration::from_secs(1500);
 
@@ -100,20 +112,66 @@ impl Run {
 
     fn logs(&self) -> String {
         format!(
-            "{}{}",
+            "{}{}{}",
             self.cluster.pod_logs("basic", 25),
+            self.cluster.pod_logs("prod", 15),
             self.cluster.pod_logs(RELEASE, 25)
         )
     }
 
-    /// Waits until TikvCluster `name` is Ready with `stores` ready stores.
+    /// Waits until TikvCluster `name` (in namespace `db`) is Ready with `stores` ready stores.
     async fn wait_ready(&self, name: &str, stores: u64) -> Value {
-        let what = format!("TikvCluster {name} Ready with {stores} stores");
+        self.wait_ready_in(DB, name, stores).await
+    }
+
+    /// Waits until TikvCluster `name` is Ready with `members` ready placement members.
+    async fn wait_placement(&self, name: &str, members: u64) {
+        wait_for(
+            &format!("TikvCluster {name} with {members} ready placement members"),
+            STEP,
+            || async {
+                let tc = get(self.plane(), &["tikvcluster", name, "-n", DB]).await?;
+                let status = &tc["status"];
+                let ready = status["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                if ready && status["placement"]["readyReplicas"] == members {
+                    let pods = self
+                        .plane()
+                        .kubectl(&[
+                            "get",
+                            "pods",
+                            "-n",
+                            DB,
+                            "-l",
+                            "app.kubernetes.io/component=placement",
+                            "-o",
+                            "name",
+                        ])
+                        .await?;
+                    if pods.lines().count() == usize::try_from(members).unwrap_or(0) {
+                        return Ok(());
+                    }
+                    return Err(format!("placement pods: {pods}"));
+                }
+                Err(status.to_string())
+            },
+            || self.logs(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Waits until TikvCluster `namespace/name` is Ready with `stores` ready stores.
+    async fn wait_ready_in(&self, namespace: &str, name: &str, stores: u64) -> Value {
+        let what = format!("TikvCluster {namespace}/{name} Ready with {stores} stores");
         wait_for(
             &what,
             STEP,
             || async {
-                let tc = get(self.plane(), &["tikvcluster", name, "-n", DB]).await?;
+                let tc = get(self.plane(), &["tikvcluster", name, "-n", namespace]).await?;
                 let ready = tc["status"]["conditions"]
                     .as_array()
                     .into_iter()
@@ -535,6 +593,7 @@ async fn user_path(run: &Run) {
     let leaving = ["basic-store-3", "basic-store-4"];
     let mut last_state: BTreeMap<&str, String> = BTreeMap::new();
     let deadline = Instant::now() + STEP;
+    let mut operator_restarted = false;
     loop {
         assert!(
             Instant::now() < deadline,
@@ -567,6 +626,23 @@ async fn user_path(run: &Run) {
                 }
             }
         }
+        // The operator restarted in the middle of the scale-in resumes the same step.
+        if !operator_restarted && last_state.values().any(|s| s == "Offline") {
+            plane
+                .kubectl(&[
+                    "delete",
+                    "pod",
+                    "-n",
+                    NAMESPACE,
+                    "-l",
+                    "app.kubernetes.io/name=tikv-operator",
+                    "--wait=false",
+                ])
+                .await
+                .unwrap();
+            operator_restarted = true;
+            println!("step 4b, operator pod deleted while a store drains: {last_state:?}");
+        }
         for pod in leaving {
             let running = present.iter().any(|(name, live)| name == pod && *live);
             let state = last_state.get(pod).map_or("never seen", String::as_str);
@@ -584,6 +660,10 @@ async fn user_path(run: &Run) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     run.wait_ready("basic", 3).await;
+    assert!(
+        operator_restarted,
+        "the drain was never seen in progress: {last_state:?}"
+    );
     let summary = run.stop_load("kvload").await;
     assert_eq!(summary["lost"], 0, "{summary}");
     assert_eq!(summary["unverified"], 0, "{summary}");
@@ -641,7 +721,131 @@ async fn user_path(run: &Run) {
         step.elapsed()
     );
 
-    // 6. Deleting the cluster runs the finalizer; the claims stay (Retain).
+    // 6. Placement members 1 -> 3, a rolling upgrade of every component, members 3 -> 1, under
+    //    a write load that also takes timestamps: none lost, TSO never goes back.
+    let step = Instant::now();
+    plane
+        .apply(&client_pod(
+            "kvload-tso",
+            &[
+                "/usr/local/bin/kvload",
+                "--pd=http://basic-placement.db.svc:2379",
+                "--prefix=members",
+                "--tso",
+            ],
+        ))
+        .await
+        .unwrap();
+    let members = |n: u32| format!("{{\"spec\":{{\"placement\":{{\"replicas\":{n}}}}}}}");
+    plane
+        .kubectl(&[
+            "patch",
+            "tikvcluster",
+            "basic",
+            "-n",
+            DB,
+            "--type=merge",
+            "-p",
+            &members(3),
+        ])
+        .await
+        .unwrap();
+    run.wait_placement("basic", 3).await;
+    println!(
+        "step 6a, placement scaled to 3 members: {:?}",
+        step.elapsed()
+    );
+    let upgrade = Instant::now();
+    plane
+        .kubectl(&[
+            "patch",
+            "tikvcluster",
+            "basic",
+            "-n",
+            DB,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"version":"v0.1.1"}}"#,
+        ])
+        .await
+        .unwrap();
+    wait_for(
+        "every pod of basic on v0.1.1 and Ready",
+        STEP,
+        || async {
+            let pods = get(
+                plane,
+                &["pods", "-n", DB, "-l", "app.kubernetes.io/instance=basic"],
+            )
+            .await?;
+            let items = pods["items"].as_array().cloned().unwrap_or_default();
+            let stale: Vec<String> = items
+                .iter()
+                .filter(|p| {
+                    let image = p["spec"]["containers"][0]["image"]
+                        .as_str()
+                        .unwrap_or_default();
+                    let ready = p["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                    !image.ends_with(":v0.1.1") || !ready
+                })
+                .map(|p| {
+                    p["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect();
+            if items.len() == 6 && stale.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} pods, not yet upgraded and ready: {stale:?}",
+                    items.len()
+                ))
+            }
+        },
+        || run.logs(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    run.wait_ready("basic", 3).await;
+    println!(
+        "step 6b, rolling upgrade to v0.1.1: {:?}",
+        upgrade.elapsed()
+    );
+    plane
+        .kubectl(&[
+            "patch",
+            "tikvcluster",
+            "basic",
+            "-n",
+            DB,
+            "--type=merge",
+            "-p",
+            &members(1),
+        ])
+        .await
+        .unwrap();
+    run.wait_placement("basic", 1).await;
+    run.wait_ready("basic", 3).await;
+    let summary = run.stop_load("kvload-tso").await;
+    assert_eq!(summary["lost"], 0, "{summary}");
+    assert_eq!(summary["unverified"], 0, "{summary}");
+    assert_eq!(summary["tso_backwards"], 0, "{summary}");
+    assert!(summary["timestamps"].as_u64().unwrap_or(0) > 0, "{summary}");
+    let pause = summary["longest_pause_ms"].as_u64().unwrap_or(u64::MAX);
+    assert!(pause < WRITE_PAUSE_BOUND.as_millis() as u64, "{summary}");
+    println!(
+        "step 6, placement 1 -> 3 -> 1 and a rolling upgrade under load ({} writes, {} timestamps, \
+         none lost or backwards, longest write pause {pause} ms): {:?}",
+        summary["acked"], summary["timestamps"], step.elapsed()
+    );
+
+    // 7. Deleting the cluster runs the finalizer; the claims stay (Retain).
     let step = Instant::now();
     plane
         .kubectl(&["delete", "tikvcluster", "basic", "-n", DB, "--timeout=120s"])
@@ -682,7 +886,102 @@ async fn user_path(run: &Run) {
         "Retain keeps the claims: {claims}"
     );
     println!(
-        "step 6, cluster deleted, claims retained: {:?}",
+        "step 7, cluster deleted, claims retained: {:?}",
+        step.elapsed()
+    );
+
+    // 8. The zones example: six stores, three members, isolation by zone; every region has one
+    //    replica per zone. Deleted under `pvReclaimPolicy: Delete`, its claims go.
+    let step = Instant::now();
+    plane
+        .kubectl(&["create", "namespace", "tikv"])
+        .await
+        .unwrap();
+    let class =
+        serde_json::to_string(&e2e::k8s::provisioner::class_named("fast-ssd", "Delete")).unwrap();
+    plane.apply(&class).await.unwrap();
+    let zones = repo_root().join("manifests/tikvcluster-zones.yaml");
+    plane
+        .kubectl(&["apply", "-f", &zones.display().to_string()])
+        .await
+        .unwrap();
+    run.wait_ready_in("tikv", "prod", 6).await;
+    let pd = run.placement_in("tikv", "prod").await;
+    let regions = wait_for(
+        "every region of prod with one replica in each zone",
+        STEP,
+        || async {
+            let stores = run.stores(&pd).await?;
+            let zone_of: BTreeMap<u64, String> = stores
+                .values()
+                .map(|(id, _, labels)| (*id, labels.get("zone").cloned().unwrap_or_default()))
+                .collect();
+            let regions = run.http.regions(&pd).await?;
+            for r in &regions {
+                let mut zones: Vec<&str> = r
+                    .peers
+                    .iter()
+                    .map(|p| zone_of.get(&p.store_id).map_or("", String::as_str))
+                    .collect();
+                zones.sort_unstable();
+                zones.dedup();
+                if r.peers.len() != 3 || zones.len() != 3 || zones.contains(&"") {
+                    return Err(format!(
+                        "region {} on zones {zones:?} ({} peers)",
+                        r.id,
+                        r.peers.len()
+                    ));
+                }
+            }
+            Ok(regions.len())
+        },
+        || run.logs(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    plane
+        .kubectl(&[
+            "patch",
+            "tikvcluster",
+            "prod",
+            "-n",
+            "tikv",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"pvReclaimPolicy":"Delete"}}"#,
+        ])
+        .await
+        .unwrap();
+    plane
+        .kubectl(&[
+            "delete",
+            "tikvcluster",
+            "prod",
+            "-n",
+            "tikv",
+            "--timeout=120s",
+        ])
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", run.logs()));
+    wait_for(
+        "prod's claims to go (Delete)",
+        STEP,
+        || async {
+            let left = plane
+                .kubectl(&["get", "pvc", "-n", "tikv", "-o", "name"])
+                .await?;
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(left)
+            }
+        },
+        || run.logs(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "step 8, zones example Ready, {regions} regions with one replica per zone, deleted with its claims: {:?}",
         step.elapsed()
     );
 }

@@ -26,8 +26,8 @@ pub struct Config {
     /// URL that clients are told to use. Default: `client-urls` (with the real port when the
     /// listen port is 0).
     pub advertise_client_urls: Option<String>,
-    /// URL to listen on for the other placement members' raft traffic; bound only when
-    /// `initial-cluster` names more than this member. Default `"http://127.0.0.1:2380"`.
+    /// URL to listen on for the other placement members' raft traffic (and the joins of members
+    /// added later); bound only when `initial-cluster` is set. Default `"http://127.0.0.1:2380"`.
     pub peer_urls: String,
     /// Advertised peer URL. Default: `peer-urls`.
     pub advertise_peer_urls: Option<String>,

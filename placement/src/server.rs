@@ -135,12 +135,15 @@ pub async fn start_with_topology(
     config.validate()?;
     let listener = TcpListener::bind(config.listen_addr()?).await?;
     let addr = listener.local_addr()?;
+    // A member named in an `initial-cluster` (even one listing only itself, as a one-member
+    // cluster on Kubernetes is) serves the peer port: members added later join through it. A
+    // lone member started without one (the playground, tests) has no peers and binds none.
     let group = config
         .initial_cluster
         .as_deref()
         .map(crate::member::parse_initial_cluster)
         .transpose()?
-        .is_some_and(|m| m.len() > 1);
+        .is_some_and(|m| !m.is_empty());
     let state = Placement::open(config.clone(), advertised_urls(&config, addr)).await?;
     // Bound only now: while a member starts, its peers see "connection refused" at once
     // (not a hung call) and do not wait for it before forming the group.

@@ -401,3 +401,48 @@ async fn every_member_lists_every_members_urls_and_serves_grpc_health() {
     }
     group.stop_all().await;
 }
+
+/// A one-member group started from an `initial-cluster` naming only itself (what the operator
+/// renders for `placement.replicas: 1`) grows: a member started later with the extended list
+/// joins it, the same cluster, and does not start a group of its own. (The Kubernetes suite
+/// found the lone member serving no peer port, so the newcomer heard nobody and bootstrapped
+/// a second cluster with another id.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_one_member_group_grows_by_joins() {
+    let group = Group::start(1).await;
+    let leader = group.leader(Duration::from_secs(20)).await;
+    assert_eq!(leader, 0);
+    let cid = group.server(0).cluster_id();
+    let mut pd = client(group.server(0)).await;
+    must_bootstrap(&mut pd, cid).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (client_port, peer_port) = (free_port(), free_port());
+    let mut initial = group.configs[0].initial_cluster.clone().unwrap();
+    initial.push_str(&format!(",pd1=http://127.0.0.1:{peer_port}"));
+    let config = member_config(dir.path(), "pd1", client_port, peer_port, &initial);
+    let joined = placement::start(config).await.unwrap();
+    assert_eq!(
+        joined.cluster_id(),
+        cid,
+        "the newcomer joined the running cluster"
+    );
+    let state = joined.state().clone();
+    let leader_id = group.server(0).state().member_id;
+    eventually(
+        "the new member follows the first one",
+        Duration::from_secs(15),
+        || state.member.leader_id() == leader_id && state.member.voters().len() == 2,
+    )
+    .await;
+    let members = pd
+        .get_members(pdpb::GetMembersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"pd1"), "{names:?}");
+    joined.stop().await;
+}

@@ -5,15 +5,16 @@
 //! or `--seconds`, each put bounded by `--op-timeout-ms`; counts acknowledged writes, errors and
 //! the longest time between two acknowledged writes. Then reads every acknowledged key back
 //! (retrying for up to `--verify-secs`) and prints one summary line:
-//! `kvload: {"acked":N,"errors":E,"longest_pause_ms":P,"lost":L,"unverified":U}`. Exits 0 only
-//! when no acknowledged write is lost and every one was read back.
+//! `kvload: {"acked":N,"errors":E,"longest_pause_ms":P,"lost":L,"unverified":U,...}`. Exits 0
+//! only when no acknowledged write is lost, every one was read back and (with `--tso`) no
+//! timestamp went back.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use e2e::Api;
-use tikv_client::RawClient;
+use tikv_client::{RawClient, TimestampExt, TransactionClient};
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Debug, Parser)]
@@ -34,6 +35,10 @@ struct Args {
     /// Bound on reading everything back.
     #[arg(long, default_value_t = 20)]
     verify_secs: u64,
+    /// Also take a timestamp from placement's TSO after every put and count any that is not
+    /// above the one before (`tso_backwards`): TSO stays monotonic across placement changes.
+    #[arg(long)]
+    tso: bool,
 }
 
 #[tokio::main]
@@ -50,6 +55,18 @@ async fn main() -> ExitCode {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
+    let tso = if args.tso {
+        loop {
+            match TransactionClient::new_with_config(args.pd.clone(), Api::V1.config()).await {
+                Ok(c) => break Some(c),
+                Err(e) => println!("kvload: connect (txn): {e}"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    } else {
+        None
+    };
+    let (mut last_ts, mut timestamps, mut backwards) = (0u64, 0u64, 0u64);
     println!("kvload: writing to {:?}", args.pd);
     let op = Duration::from_millis(args.op_timeout_ms);
     let end = Instant::now() + Duration::from_secs(args.seconds);
@@ -75,6 +92,17 @@ async fn main() -> ExitCode {
                 }
                 Err(_) => errors += 1,
             },
+        }
+        if let Some(tso) = &tso {
+            if let Ok(Ok(ts)) = tokio::time::timeout(op, tso.current_timestamp()).await {
+                let ts = ts.version();
+                timestamps += 1;
+                if ts <= last_ts {
+                    backwards += 1;
+                    println!("kvload: timestamp {ts} is not above {last_ts}");
+                }
+                last_ts = last_ts.max(ts);
+            }
         }
         next += 1;
         if Instant::now() >= end {
@@ -116,6 +144,8 @@ async fn main() -> ExitCode {
         "longest_pause_ms": longest.as_millis(),
         "lost": lost.len(),
         "unverified": unverified.len(),
+        "timestamps": timestamps,
+        "tso_backwards": backwards,
     });
     println!("kvload: {summary}");
     if !lost.is_empty() {
@@ -124,7 +154,7 @@ async fn main() -> ExitCode {
             &lost[..lost.len().min(20)]
         );
     }
-    if lost.is_empty() && unverified.is_empty() && !acked.is_empty() {
+    if lost.is_empty() && unverified.is_empty() && !acked.is_empty() && backwards == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

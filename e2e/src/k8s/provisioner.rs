@@ -41,15 +41,27 @@ pub fn storage_class() -> StorageClass {
     }
 }
 
-/// The volume for `claim`, in directory `dir`, or `None` when the claim is not this
-/// provisioner's to serve (another class, already bound, being deleted).
+/// A StorageClass named `name` that this provisioner serves (tests create such classes for
+/// manifests that name their own, e.g. `fast-ssd`).
+pub fn class_named(name: &str, reclaim: &str) -> StorageClass {
+    let mut class = storage_class();
+    class.metadata.name = Some(name.into());
+    class.metadata.annotations = None;
+    class.reclaim_policy = Some(reclaim.into());
+    class
+}
+
+/// The volume for `claim` of class `class` (served by this provisioner with reclaim policy
+/// `reclaim`), in directory `dir`, or `None` when the claim is not this provisioner's to serve
+/// (another class, already bound, being deleted).
 pub fn volume_for(
     claim: &PersistentVolumeClaim,
+    class: &str,
     dir: &std::path::Path,
     reclaim: &str,
 ) -> Option<PersistentVolume> {
     let spec = claim.spec.as_ref()?;
-    if spec.storage_class_name.as_deref() != Some(STORAGE_CLASS)
+    if spec.storage_class_name.as_deref() != Some(class)
         || spec.volume_name.as_deref().is_some_and(|v| !v.is_empty())
         || claim.metadata.deletion_timestamp.is_some()
     {
@@ -76,7 +88,7 @@ pub fn volume_for(
             capacity: Some(BTreeMap::from([("storage".to_owned(), size)])),
             access_modes: spec.access_modes.clone(),
             persistent_volume_reclaim_policy: Some(reclaim.to_owned()),
-            storage_class_name: Some(STORAGE_CLASS.into()),
+            storage_class_name: Some(class.into()),
             host_path: Some(HostPathVolumeSource {
                 path: dir.join(format!("pvc-{uid}")).display().to_string(),
                 type_: Some("DirectoryOrCreate".into()),
@@ -107,9 +119,30 @@ pub async fn run(client: Client, dir: PathBuf) {
     let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
     let volumes: Api<PersistentVolume> = Api::all(client);
     loop {
+        // The classes served: name -> reclaim policy.
+        let served: Vec<(String, String)> = match classes.list(&ListParams::default()).await {
+            Ok(list) => list
+                .items
+                .into_iter()
+                .filter(|c| c.provisioner == PROVISIONER)
+                .map(|c| {
+                    let reclaim = c.reclaim_policy.unwrap_or_else(|| "Delete".into());
+                    (c.metadata.name.unwrap_or_default(), reclaim)
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
         if let Ok(list) = claims.list(&ListParams::default()).await {
             for claim in &list.items {
-                let Some(pv) = volume_for(claim, &dir, "Delete") else {
+                let class = claim
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.storage_class_name.clone());
+                let Some((class, reclaim)) = served.iter().find(|(n, _)| Some(n) == class.as_ref())
+                else {
+                    continue;
+                };
+                let Some(pv) = volume_for(claim, class, &dir, reclaim) else {
                     continue;
                 };
                 if let Some(path) = pv.spec.as_ref().and_then(|s| s.host_path.as_ref()) {
@@ -127,9 +160,12 @@ pub async fn run(client: Client, dir: PathBuf) {
                 let spec = pv.spec.clone().unwrap_or_default();
                 let released =
                     pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Released");
+                let ours = served
+                    .iter()
+                    .any(|(n, _)| spec.storage_class_name.as_ref() == Some(n));
                 if !released
                     || spec.persistent_volume_reclaim_policy.as_deref() != Some("Delete")
-                    || spec.storage_class_name.as_deref() != Some(STORAGE_CLASS)
+                    || !ours
                 {
                     continue;
                 }
@@ -182,14 +218,21 @@ mod tests {
     }
 
     #[test]
-    fn a_pending_claim_of_the_class_gets_a_prebound_directory_volume() {
+    fn a_pending_claim_of_a_served_class_gets_a_prebound_directory_volume() {
+        let dir = std::path::Path::new("/pv");
         let pv = volume_for(
             &claim(Some(STORAGE_CLASS), None),
-            std::path::Path::new("/pv"),
-            "Delete",
+            STORAGE_CLASS,
+            dir,
+            "Retain",
         )
         .unwrap();
         let spec = pv.spec.unwrap();
+        assert_eq!(
+            spec.persistent_volume_reclaim_policy.as_deref(),
+            Some("Retain")
+        );
+        assert_eq!(spec.storage_class_name.as_deref(), Some(STORAGE_CLASS));
         assert_eq!(spec.host_path.unwrap().path, "/pv/pvc-u1");
         assert_eq!(spec.capacity.unwrap()["storage"], Quantity("10Gi".into()));
         let claim_ref = spec.claim_ref.unwrap();
@@ -197,17 +240,14 @@ mod tests {
             (claim_ref.namespace.as_deref(), claim_ref.uid.as_deref()),
             (Some("db"), Some("u1"))
         );
-        assert!(volume_for(
-            &claim(Some("other"), None),
-            std::path::Path::new("/pv"),
-            "Delete"
-        )
-        .is_none());
-        assert!(volume_for(
-            &claim(Some(STORAGE_CLASS), Some("pv-1")),
-            std::path::Path::new("/pv"),
-            "Delete"
-        )
-        .is_none());
+        assert!(volume_for(&claim(Some("other"), None), STORAGE_CLASS, dir, "Delete").is_none());
+        let bound = claim(Some(STORAGE_CLASS), Some("pv-1"));
+        assert!(volume_for(&bound, STORAGE_CLASS, dir, "Delete").is_none());
+        let fast = volume_for(&claim(Some("fast-ssd"), None), "fast-ssd", dir, "Delete").unwrap();
+        assert_eq!(
+            fast.spec.unwrap().storage_class_name.as_deref(),
+            Some("fast-ssd")
+        );
+        assert_eq!(class_named("fast-ssd", "Delete").provisioner, PROVISIONER);
     }
 }
