@@ -191,9 +191,13 @@ impl Run {
 
     /// `ip:2379` of placement pod 0 of cluster `name`, reached over the pod network.
     async fn placement(&self, name: &str) -> String {
+        self.placement_in(DB, name).await
+    }
+
+    async fn placement_in(&self, namespace: &str, name: &str) -> String {
         let pod = get(
             self.plane(),
-            &["pod", &format!("{name}-placement-0"), "-n", DB],
+            &["pod", &format!("{name}-placement-0"), "-n", namespace],
         )
         .await
         .unwrap();
