@@ -388,6 +388,17 @@ impl Cluster {
         self.spawn(Role::Store(i), false).await
     }
 
+    /// Stops placement member `i`, empties its data directory and starts it again: a new
+    /// member under the old name and ports, which must join the running group (after it was
+    /// removed from the membership, this is a scale-in followed by a scale-out).
+    pub async fn replace_placement_member(&mut self, i: usize) -> Result<()> {
+        self.stop_placement_member(i).await?;
+        let dir = self.member(Role::Placement(i))?.data_dir.clone();
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        self.spawn(Role::Placement(i), false).await
+    }
+
     /// SIGKILL placement (member 0).
     pub async fn kill_placement(&mut self) -> Result<()> {
         self.kill_placement_member(0).await

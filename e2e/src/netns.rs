@@ -156,8 +156,13 @@ impl PodNet {
     }
 
     /// A namespace for pod `name` with the lowest free address, joined to the bridge; it gets
-    /// the hosts file last written.
+    /// the hosts file last written. Pod `name` added before (and not removed) gets its own
+    /// namespace and address back.
     pub fn add_pod(&mut self, name: &str) -> Result<NetPod> {
+        // A pod set up before (its node agent crashed and came back) keeps its sandbox.
+        if let Some(pod) = self.pods.iter().find(|p| p.name == name) {
+            return Ok(pod.clone());
+        }
         let used: Vec<u8> = self.pods.iter().map(|p| p.ip.octets()[3]).collect();
         let host = (FIRST_POD_HOST..255)
             .find(|h| !used.contains(h))

@@ -17,7 +17,10 @@
 //! 4. stores scale 3 → 5 → 3 under a client pod's write load (`kvload`): each removed store is
 //!    Tombstone in placement before its pod goes, no acknowledged write is lost, and the
 //!    operator's pod, deleted while a store drains, comes back and finishes the same scale-in;
-//! 5. a deleted store pod comes back with its data (the same store id, no new store);
+//! 5. a deleted store pod comes back with its data (the same store id, no new store); a node
+//!    whose agent crashes (its pods' processes die) goes NotReady, after `failoverPeriod` a
+//!    replacement store pod appears and regions are re-replicated off the lost store; when the
+//!    node returns its store comes back and the extra store leaves through a drain;
 //! 6. placement members 1 → 3, a rolling upgrade of every component to a new tag, members
 //!    3 → 1, under a load that also takes TSO timestamps: no write lost, no timestamp going
 //!    back, the longest write pause within [`WRITE_PAUSE_BOUND`];
@@ -722,6 +725,134 @@ async fn user_path(run: &Run) {
     run.wait_ready("basic", 3).await;
     println!(
         "step 5, deleted store pod back with its data (store {id}): {:?}",
+        step.elapsed()
+    );
+
+    // 5b. A node fails: it goes NotReady, after failoverPeriod a replacement store appears and
+    //     regions are re-replicated off the lost store; the node returns, its store comes
+    //     back, and the extra store leaves through a drain.
+    let step = Instant::now();
+    let tuned = r#"{"spec":{"failoverPeriod":"15s","placement":{"config":"max-store-down-time = \"30s\"\n"}}}"#;
+    plane
+        .kubectl(&[
+            "patch",
+            "tikvcluster",
+            "basic",
+            "-n",
+            DB,
+            "--type=merge",
+            "-p",
+            tuned,
+        ])
+        .await
+        .unwrap();
+    run.wait_ready("basic", 3).await;
+    let pods = get(plane, &["pods", "-A"]).await.unwrap();
+    let mut busy = Vec::new();
+    let mut store_nodes = Vec::new();
+    for p in pods["items"].as_array().into_iter().flatten() {
+        let name = p["metadata"]["name"].as_str().unwrap_or_default();
+        let node = p["spec"]["nodeName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if name.starts_with("basic-store-") {
+            store_nodes.push((name.to_owned(), node));
+        } else if p["status"]["phase"] == "Running" {
+            busy.push(node);
+        }
+    }
+    let (victim_pod, victim_node) = store_nodes
+        .iter()
+        .find(|(_, node)| !busy.contains(node))
+        .cloned()
+        .unwrap_or_else(|| panic!("no store alone on its node: {store_nodes:?}, busy {busy:?}"));
+    let zone = NODES
+        .iter()
+        .find(|(n, _)| *n == victim_node)
+        .map(|(_, z)| *z)
+        .unwrap();
+    let victim_address = format!("{victim_pod}.basic-store-peer.db.svc:20160");
+    let (victim_id, _, _) = run.stores(&pd).await.unwrap()[&victim_address].clone();
+    run.cluster.crash_node(&victim_node).await;
+    println!("step 5b, node {victim_node} ({zone}) crashed with {victim_pod} (store {victim_id})");
+    wait_for(
+        &format!("node {victim_node} NotReady"),
+        STEP,
+        || async {
+            let node = get(plane, &["node", &victim_node]).await?;
+            let ready = node["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Ready")
+                .map(|c| c["status"].as_str().unwrap_or_default().to_owned());
+            if ready.as_deref() == Some("True") {
+                Err(format!("Ready={ready:?}"))
+            } else {
+                Ok(())
+            }
+        },
+        || run.logs(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    println!("step 5b, node NotReady: {:?}", step.elapsed());
+    let replacement = "basic-store-3.basic-store-peer.db.svc:20160";
+    wait_for(
+        "a replacement store Up and every region re-replicated off the lost store",
+        STEP,
+        || async {
+            let stores = run.stores(&pd).await?;
+            match stores.get(replacement) {
+                Some((_, state, _)) if state == "Up" => {}
+                other => return Err(format!("replacement: {other:?}")),
+            }
+            let regions = run.http.regions(&pd).await?;
+            let stuck: Vec<u64> = regions
+                .iter()
+                .filter(|r| r.peers.len() != 3 || r.peers.iter().any(|p| p.store_id == victim_id))
+                .map(|r| r.id)
+                .collect();
+            if stuck.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "regions still on store {victim_id} or short: {stuck:?}"
+                ))
+            }
+        },
+        || run.logs(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "step 5b, replacement store Up, regions re-replicated: {:?}",
+        step.elapsed()
+    );
+    run.cluster.add_node(&victim_node, zone).await.unwrap();
+    wait_for(
+        "the returned store Up and the extra store drained to Tombstone and gone",
+        STEP,
+        || async {
+            let stores = run.stores(&pd).await?;
+            let back = stores.get(&victim_address).is_some_and(|(id, s, _)| *id == victim_id && s == "Up");
+            let extra = stores.get(replacement).map(|(_, s, _)| s.clone());
+            let pod = plane.kubectl(&["get", "pod", "basic-store-3", "-n", DB, "-o", "name"]).await;
+            let extra_gone = pod.is_err() || pod.as_deref() == Ok("");
+            if back && extra_gone && extra.as_deref().is_none_or(|s| s == "Tombstone") {
+                Ok(())
+            } else {
+                Err(format!("store {victim_id} back: {back}; extra store {extra:?}, its pod gone: {extra_gone}"))
+            }
+        },
+        || run.logs(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    run.wait_ready("basic", 3).await;
+    println!(
+        "step 5b, node failure: NotReady, replacement, re-replication, return and drain of the extra store: {:?}",
         step.elapsed()
     );
 

@@ -39,7 +39,7 @@ pub async fn client_for(kubeconfig: &Path) -> Result<Client> {
 pub struct KubeCluster {
     plane: Option<ControlPlane>,
     fabric: Option<Arc<Fabric>>,
-    agents: Vec<NodeAgent>,
+    agents: tokio::sync::Mutex<Vec<NodeAgent>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     admin: Client,
     dir: PathBuf,
@@ -77,10 +77,10 @@ impl KubeCluster {
             .unwrap_or(443);
         let fabric = Fabric::new(net, dir.join("nodes"), bin_dir, host_ip.to_string(), port);
         let admin = client_for(plane.admin_kubeconfig()).await?;
-        let mut cluster = KubeCluster {
+        let cluster = KubeCluster {
             plane: Some(plane),
             fabric: Some(fabric.clone()),
-            agents: Vec::new(),
+            agents: tokio::sync::Mutex::new(Vec::new()),
             tasks: vec![
                 tokio::spawn(fabric.clone().publish_dns(admin.clone())),
                 tokio::spawn(super::provisioner::run(admin.clone(), dir.join("volumes"))),
@@ -96,7 +96,7 @@ impl KubeCluster {
     }
 
     /// Starts a node agent for node `name` in `zone` (again, after [`KubeCluster::crash_node`]).
-    pub async fn add_node(&mut self, name: &str, zone: &str) -> Result<()> {
+    pub async fn add_node(&self, name: &str, zone: &str) -> Result<()> {
         let plane = self.plane();
         let kubeconfig = plane.node_kubeconfig(name)?;
         let client = client_for(&kubeconfig).await?;
@@ -115,14 +115,19 @@ impl KubeCluster {
                 command: format!("start node agent {name}"),
                 reason,
             })?;
-        self.agents.push(agent);
+        self.agents.lock().await.push(agent);
         Ok(())
     }
 
     /// Crashes node `name`'s agent: heartbeats stop and its pods' processes die.
-    pub async fn crash_node(&mut self, name: &str) {
-        if let Some(at) = self.agents.iter().position(|a| a.name() == name) {
-            self.agents.remove(at).crash().await;
+    pub async fn crash_node(&self, name: &str) {
+        let agent = {
+            let mut agents = self.agents.lock().await;
+            let at = agents.iter().position(|a| a.name() == name);
+            at.map(|at| agents.remove(at))
+        };
+        if let Some(agent) = agent {
+            agent.crash().await;
         }
     }
 
@@ -230,7 +235,8 @@ impl KubeCluster {
             task.abort();
             let _ = task.await;
         }
-        for agent in self.agents.drain(..) {
+        let agents: Vec<NodeAgent> = self.agents.lock().await.drain(..).collect();
+        for agent in agents {
             agent.crash().await;
         }
         self.plane.take();
@@ -248,7 +254,7 @@ impl Drop for KubeCluster {
         }
         // Agents' pod tasks kill their processes when the runtime drops them; the control
         // plane kills its processes on drop; the pod network removes itself on drop.
-        self.agents.clear();
+        self.agents.get_mut().clear();
         self.plane.take();
         self.fabric.take();
     }

@@ -27,6 +27,8 @@ use crate::wait::wait_for;
 pub const SERVICE_CIDR: &str = "10.0.0.0/24";
 /// How long one kubectl or helm command may run.
 pub const COMMAND_LIMIT: Duration = Duration::from_secs(120);
+/// How long a node may miss heartbeats before the controller manager marks it NotReady.
+pub const NODE_MONITOR_GRACE: Duration = Duration::from_secs(20);
 /// How long the control plane may take to come up.
 const START_LIMIT: Duration = Duration::from_secs(180);
 
@@ -189,6 +191,12 @@ impl ControlPlane {
             format!("--cluster-signing-key-file={}", p.ca.key.display()),
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),
             "--allocate-node-cidrs=false".to_owned(),
+            // A node whose Lease stops is NotReady after this (upstream default 50 s): the
+            // node-failure step need not wait as long.
+            format!(
+                "--node-monitor-grace-period={}s",
+                NODE_MONITOR_GRACE.as_secs()
+            ),
             "--profiling=false".to_owned(),
         ])?;
         let sched = plane.component_kubeconfig("kube-scheduler", "system:kube-scheduler")?;

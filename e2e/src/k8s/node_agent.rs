@@ -1006,19 +1006,12 @@ impl PodRunner {
 }
 
 impl Drop for PodRunner {
-    /// An aborted task (a crashed node) kills its processes: `process::Node` kills on drop.
-    /// The network namespace goes too, so a restarted agent can set the pod up again.
+    /// An aborted task (a crashed node) kills its processes. The pod's network namespace and
+    /// address stay, as a dead node's pod keeps its IP until the pod is deleted: no other pod
+    /// may take the address its DNS name still points at, and the agent, back, reuses them.
     fn drop(&mut self) {
         for c in &mut self.containers {
             c.process.kill_blocking();
-        }
-        if let Some(net) = self.net.take() {
-            let mut guard = self
-                .fabric
-                .net
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let _ = guard.remove_pod(&net.name);
         }
     }
 }

@@ -55,10 +55,14 @@ pub enum Fault {
     /// time): a token bucket that queues and drops, so its packets arrive late by varying
     /// amounts or not at all.
     SlowNetwork,
+    /// Scale placement in and out again: a member other than the leader is removed from the
+    /// membership (`DELETE /pd/api/v1/members/name/<name>`) and killed; on healing it comes
+    /// back with an empty data directory and joins the running group as a new member.
+    ReplacePlacementMember,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 14] = [
+    pub const ALL: [Fault; 15] = [
         Fault::KillStore,
         Fault::KillPlacementLeader,
         Fault::PauseStoreLeader,
@@ -73,6 +77,7 @@ impl Fault {
         Fault::SlowDisk,
         Fault::DrainStore,
         Fault::SlowNetwork,
+        Fault::ReplacePlacementMember,
     ];
 
     pub fn name(self) -> &'static str {
@@ -91,6 +96,7 @@ impl Fault {
             Fault::SlowDisk => "slow-disk",
             Fault::DrainStore => "drain-store",
             Fault::SlowNetwork => "slow-network",
+            Fault::ReplacePlacementMember => "replace-placement-member",
         }
     }
 
@@ -195,6 +201,8 @@ pub struct Damage {
     slow_disks: BTreeSet<usize>,
     /// The store being drained: harness index and store id.
     drained: Option<(usize, u64)>,
+    /// The placement member removed from the membership, to come back as a new member.
+    replaced_member: Option<usize>,
 }
 
 /// What an event did, for the results.
@@ -272,6 +280,33 @@ pub async fn strike(
             .map_err(|e| e.to_string())?;
             damage.drained = Some((i, id));
             Ok(format!("store {i} (id {id})"))
+        }
+        Fault::ReplacePlacementMember => {
+            let leader = placement_leader(cluster, damage).await?;
+            let candidates: Vec<usize> = (0..cluster.placement_count())
+                .filter(|&i| i != leader && cluster.placement_running(i))
+                .filter(|&i| !damage.resume.contains(&Role::Placement(i)))
+                .collect();
+            let i = *rng
+                .pick(&candidates)
+                .ok_or("no running follower to remove")?;
+            let name = cluster.placement_name(i);
+            let url = format!(
+                "http://{}/pd/api/v1/members/name/{name}",
+                cluster.placement_addr(leader)
+            );
+            let remove = || async { cluster.http.send(reqwest::Method::DELETE, &url).await };
+            wait_for(
+                "placement to remove the member",
+                DRAIN_ACCEPT,
+                remove,
+                String::new,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            cluster.kill_placement_member(i).await.map_err(e)?;
+            damage.replaced_member = Some(i);
+            Ok(format!("placement {i} ({name}) removed"))
         }
         Fault::SlowDisk => {
             let i = if rng.chance(1, 2) {
@@ -454,6 +489,10 @@ pub async fn heal(cluster: &mut Cluster, damage: Damage) -> Result<(), String> {
             Role::Store(i) => cluster.restart_store(i).await.map_err(e)?,
             Role::Placement(i) => cluster.restart_placement_member(i).await.map_err(e)?,
         }
+    }
+    if let Some(i) = damage.replaced_member {
+        cluster.replace_placement_member(i).await.map_err(e)?;
+        tracing::info!(member = i, "removed placement member back as a new member");
     }
     if let Some((i, id)) = damage.drained {
         let done = finish_drain(cluster, i, id).await?;
