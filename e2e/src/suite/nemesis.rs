@@ -492,6 +492,31 @@ pub async fn heal(cluster: &mut Cluster, damage: Damage) -> Result<(), String> {
     }
     if let Some(i) = damage.replaced_member {
         cluster.replace_placement_member(i).await.map_err(e)?;
+        // It must have joined the running group, not started one of its own: it follows the
+        // leader every other member names.
+        let same_leader = || async {
+            let mine = cluster.http.leader_name(&cluster.placement_addr(i)).await?;
+            for j in (0..cluster.placement_count()).filter(|&j| j != i) {
+                if let Ok(theirs) = cluster.http.leader_name(&cluster.placement_addr(j)).await {
+                    return if theirs == mine {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "member {i} follows {mine}, member {j} follows {theirs}"
+                        ))
+                    };
+                }
+            }
+            Err("no other member names a leader".to_owned())
+        };
+        wait_for(
+            "the new member to join the running group",
+            LEADER_WAIT,
+            same_leader,
+            String::new,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         tracing::info!(member = i, "removed placement member back as a new member");
     }
     if let Some((i, id)) = damage.drained {
