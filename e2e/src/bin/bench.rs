@@ -2,8 +2,9 @@
 //!
 //! Starts its own cluster (placement + `--stores` stores as processes, in a
 //! temp dir) unless `--pd` names a running one, then runs `--clients`
-//! concurrent workers for `--secs` seconds per phase: raw puts, raw gets and
-//! single-key optimistic transactions. Prints one line per phase:
+//! concurrent workers for `--secs` seconds per phase: raw puts, raw gets,
+//! single-key optimistic transactions and two-key optimistic and pessimistic
+//! transactions (`--phases` picks some). Prints one line per phase:
 //! `bench <phase> ops=<n> ops_per_sec=<x> p50_us=<a> p99_us=<b> errors=<e>`.
 //! Every loop is bounded by time and by `--max-ops`.
 
@@ -35,6 +36,10 @@ struct Args {
     /// Value size in bytes.
     #[arg(long, default_value_t = 256)]
     value_size: usize,
+    /// Phases to run, comma separated (default: all): raw-put, raw-get, txn-put, txn2-optimistic,
+    /// txn2-pessimistic.
+    #[arg(long, value_delimiter = ',')]
+    phases: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -42,6 +47,30 @@ enum Phase {
     RawPut,
     RawGet,
     TxnPut,
+    /// Two keys in one optimistic transaction.
+    Txn2Optimistic,
+    /// Two keys in one pessimistic transaction.
+    Txn2Pessimistic,
+}
+
+impl Phase {
+    const ALL: [Phase; 5] = [
+        Phase::RawPut,
+        Phase::RawGet,
+        Phase::TxnPut,
+        Phase::Txn2Optimistic,
+        Phase::Txn2Pessimistic,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Phase::RawPut => "raw-put",
+            Phase::RawGet => "raw-get",
+            Phase::TxnPut => "txn-put",
+            Phase::Txn2Optimistic => "txn2-optimistic",
+            Phase::Txn2Pessimistic => "txn2-pessimistic",
+        }
+    }
 }
 
 struct Report {
@@ -78,6 +107,19 @@ async fn worker(
             Phase::TxnPut => async {
                 let mut t = txn.begin_optimistic().await?;
                 t.put(key, value.clone()).await?;
+                t.commit().await
+            }
+            .await
+            .is_ok(),
+            Phase::Txn2Optimistic | Phase::Txn2Pessimistic => async {
+                let mut t = if matches!(phase, Phase::Txn2Optimistic) {
+                    txn.begin_optimistic().await?
+                } else {
+                    txn.begin_pessimistic().await?
+                };
+                let other = format!("{key}-b");
+                t.put(key, value.clone()).await?;
+                t.put(other, value.clone()).await?;
                 t.commit().await
             }
             .await
@@ -125,8 +167,8 @@ async fn run_phase(phase: Phase, args: &Args, pd: &[String]) {
             .unwrap_or(0)
     };
     println!(
-        "bench {:?} ops={} ops_per_sec={:.0} p50_us={} p99_us={} errors={}",
-        phase,
+        "bench {} ops={} ops_per_sec={:.0} p50_us={} p99_us={} errors={}",
+        phase.name(),
         lat.len(),
         lat.len() as f64 / secs,
         pct(0.50),
@@ -151,8 +193,10 @@ async fn main() -> anyhow::Result<()> {
             pd
         }
     };
-    for phase in [Phase::RawPut, Phase::RawGet, Phase::TxnPut] {
-        run_phase(phase, &args, &pd).await;
+    for phase in Phase::ALL {
+        if args.phases.is_empty() || args.phases.iter().any(|p| p == phase.name()) {
+            run_phase(phase, &args, &pd).await;
+        }
     }
     Ok(())
 }
