@@ -27,6 +27,8 @@ pub struct ClusterBuilder {
     ports: PortPlan,
     own_process_groups: bool,
     own_network: bool,
+    /// Each store's data directory on a tmpfs of this many bytes (needs root).
+    store_tmpfs: Option<u64>,
 }
 
 impl Default for ClusterBuilder {
@@ -41,6 +43,7 @@ impl Default for ClusterBuilder {
             ports: PortPlan::Free,
             own_process_groups: false,
             own_network: false,
+            store_tmpfs: None,
         }
     }
 }
@@ -105,6 +108,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Puts every store's data directory on a tmpfs of `bytes` of its own (needs root), so a
+    /// test can fill a store's disk: the fault suite's fill-disk fault.
+    pub fn store_tmpfs(mut self, bytes: u64) -> Self {
+        self.store_tmpfs = Some(bytes);
+        self
+    }
+
     /// Starts placement, then each store, and waits until every process listens on its ports.
     /// Does not wait for readiness: see [`Cluster::wait_ready`].
     pub async fn start(self) -> Result<Cluster> {
@@ -144,6 +154,7 @@ impl ClusterBuilder {
             stores: Vec::new(),
             http: PdHttp::default(),
             net: None,
+            mounts: Vec::new(),
         };
         for i in 0..self.stores {
             let labels = self.labels.get(i).cloned().flatten();
@@ -157,6 +168,10 @@ impl ClusterBuilder {
                 labels,
             )?;
             member.node.set_own_process_group(self.own_process_groups);
+            if let Some(bytes) = self.store_tmpfs {
+                mount_tmpfs(&member.data_dir, bytes)?;
+                cluster.mounts.push(member.data_dir.clone());
+            }
             cluster.stores.push(member);
         }
         if self.own_network {
@@ -228,4 +243,23 @@ async fn join_pods(cluster: &mut Cluster) -> Result<PodNet> {
         member.join_pod(pod);
     }
     Ok(net)
+}
+
+/// Mounts a tmpfs of `bytes` at `dir`.
+fn mount_tmpfs(dir: &std::path::Path, bytes: u64) -> Result<()> {
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+        .arg(dir)
+        .output()
+        .map_err(|e| Error::Command {
+            command: format!("mount -t tmpfs {}", dir.display()),
+            reason: e.to_string(),
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(Error::Command {
+        command: format!("mount -t tmpfs {}", dir.display()),
+        reason: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    })
 }

@@ -43,7 +43,7 @@ pub enum Role {
 #[derive(Debug)]
 pub(crate) struct Member {
     pub(crate) node: Node,
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     config: Option<PathBuf>,
     labels: Option<String>,
     /// Placement: `[client]`, or `[client, peer]` in a group; store: `[grpc, status]`.
@@ -109,6 +109,8 @@ pub struct Cluster {
     /// The cluster network when every process has a namespace of its own (dropped last, after
     /// the processes are gone).
     pub(crate) net: Option<PodNet>,
+    /// tmpfs mounts (stores' data directories), unmounted when the cluster is dropped.
+    pub(crate) mounts: Vec<PathBuf>,
 }
 
 impl Cluster {
@@ -383,8 +385,7 @@ impl Cluster {
     pub async fn replace_store(&mut self, i: usize) -> Result<()> {
         self.stop_store(i).await?;
         let dir = self.member(Role::Store(i))?.data_dir.clone();
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        empty_dir(&dir)?;
         self.spawn(Role::Store(i), false).await
     }
 
@@ -394,8 +395,7 @@ impl Cluster {
     pub async fn replace_placement_member(&mut self, i: usize) -> Result<()> {
         self.stop_placement_member(i).await?;
         let dir = self.member(Role::Placement(i))?.data_dir.clone();
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        empty_dir(&dir)?;
         self.spawn(Role::Placement(i), false).await
     }
 
@@ -466,6 +466,17 @@ impl Cluster {
             self.store_status_addr(i)
         );
         self.http.send(reqwest::Method::POST, &url).await.map(drop)
+    }
+
+    /// Store `i`'s disk usage level as its metrics report it (`store_disk{type="usage"}`: 0
+    /// normal, 1 almost full, 2 already full).
+    pub async fn disk_usage(&self, i: usize) -> std::result::Result<u8, String> {
+        let url = format!("http://{}/metrics", self.store_status_addr(i));
+        let text = self.http.send(reqwest::Method::GET, &url).await?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("store_disk{type=\"usage\"} "))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| "no store_disk usage gauge in the metrics".to_owned())
     }
 
     /// Every process's name and log file.
@@ -540,6 +551,20 @@ async fn wait_listening(node: &mut Node, host: Ipv4Addr, ports: &[u16]) -> Resul
     }
 }
 
+/// Removes everything inside `dir` but not `dir` itself (it may be a mount point).
+fn empty_dir(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let panicking = std::thread::panicking();
@@ -549,6 +574,12 @@ impl Drop for Cluster {
         // Kill and reap before the temporary directory goes, so no process writes into it.
         for m in self.placements.iter_mut().chain(&mut self.stores) {
             m.node.kill_blocking();
+        }
+        for dir in &self.mounts {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(dir)
+                .status();
         }
         if panicking {
             if let Some(temp) = self.temp.take() {

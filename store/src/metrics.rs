@@ -80,3 +80,20 @@ pub fn render() -> String {
     }
     out
 }
+
+/// How full the data directory's disk is: 0 normal, 1 almost full (writes adding data
+/// refused), 2 already full; and the bytes available to the store.
+pub static DISK_USAGE: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    let g = prometheus::IntGaugeVec::new(
+        Opts::new(
+            "store_disk",
+            "disk of the data directory: usage level (0 normal, 1 almost full, 2 already full) and available bytes",
+        ),
+        &["type"],
+    )
+    .expect("valid metric");
+    REGISTRY
+        .register(Box::new(g.clone()))
+        .expect("register once");
+    g
+});

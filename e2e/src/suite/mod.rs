@@ -39,7 +39,10 @@ use crate::cluster::Cluster;
 /// Small regions, checked often: the load splits them while faults strike.
 /// Fault injection is on for the slow-disk fault's debug route.
 const STORE_CONFIG: &str = "[raftstore]\nregion-max-size = 262144\nregion-max-keys = 2000\n\
-                            split-check-interval-ms = 1000\n\n[debug]\nfault-injection = true\n";
+                            split-check-interval-ms = 1000\n\n[storage]\nreserve-space = 33554432\n\
+                            disk-check-interval-ms = 100\n\n[debug]\nfault-injection = true\n";
+/// Each store's data directory is a tmpfs of this size (the fill-disk fault fills it).
+const STORE_DISK: u64 = 512 << 20;
 /// The clock-skew fault's debug route.
 const PLACEMENT_CONFIG: &str = "[debug]\nfault-injection = true\n";
 /// How long the cluster may take to serve again after the last heal.
@@ -83,6 +86,7 @@ pub async fn run(config: &RunConfig) -> Result<RunReport, String> {
         .stores(5)
         .store_config(STORE_CONFIG)
         .placement_config(PLACEMENT_CONFIG)
+        .store_tmpfs(STORE_DISK)
         .own_network(true)
         .start()
         .await

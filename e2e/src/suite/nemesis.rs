@@ -7,6 +7,7 @@
 //! logged with what it hit, for the results directory.
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -55,6 +56,10 @@ pub enum Fault {
     /// time): a token bucket that queues and drops, so its packets arrive late by varying
     /// amounts or not at all.
     SlowNetwork,
+    /// Fill a store's disk (its data directory is a small tmpfs of its own) with a ballast file
+    /// until a few MiB are left: the store must release its reserved space, refuse writes with
+    /// a clear error and keep serving reads; on healing the ballast goes and writes resume.
+    FillDisk,
     /// Scale placement in and out again: a member other than the leader is removed from the
     /// membership (`DELETE /pd/api/v1/members/name/<name>`) and killed; on healing it comes
     /// back with an empty data directory and joins the running group as a new member.
@@ -62,7 +67,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 15] = [
+    pub const ALL: [Fault; 16] = [
         Fault::KillStore,
         Fault::KillPlacementLeader,
         Fault::PauseStoreLeader,
@@ -78,6 +83,7 @@ impl Fault {
         Fault::DrainStore,
         Fault::SlowNetwork,
         Fault::ReplacePlacementMember,
+        Fault::FillDisk,
     ];
 
     pub fn name(self) -> &'static str {
@@ -97,6 +103,7 @@ impl Fault {
             Fault::DrainStore => "drain-store",
             Fault::SlowNetwork => "slow-network",
             Fault::ReplacePlacementMember => "replace-placement-member",
+            Fault::FillDisk => "fill-disk",
         }
     }
 
@@ -203,6 +210,8 @@ pub struct Damage {
     drained: Option<(usize, u64)>,
     /// The placement member removed from the membership, to come back as a new member.
     replaced_member: Option<usize>,
+    /// Ballast files filling stores' disks.
+    ballasts: Vec<PathBuf>,
 }
 
 /// What an event did, for the results.
@@ -307,6 +316,36 @@ pub async fn strike(
             cluster.kill_placement_member(i).await.map_err(e)?;
             damage.replaced_member = Some(i);
             Ok(format!("placement {i} ({name}) removed"))
+        }
+        Fault::FillDisk => {
+            let i = pick_running_store(cluster, rng, damage)?;
+            let ballast = cluster.store_data_dir(i).join(BALLAST);
+            let path = ballast.clone();
+            let written = tokio::task::spawn_blocking(move || fill(&path, LEAVE_FREE))
+                .await
+                .map_err(|e| e.to_string())??;
+            damage.ballasts.push(ballast);
+            // The store must notice: its disk is no longer normal and writes adding data are
+            // refused (the workloads see `disk_full`).
+            let full = || async {
+                match cluster.disk_usage(i).await? {
+                    0 => Err("store still reports a normal disk".to_owned()),
+                    level => Ok(level),
+                }
+            };
+            let level = wait_for(
+                "the store to see its disk full",
+                DISK_NOTICE,
+                full,
+                String::new,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            Ok(format!(
+                "store {i} disk filled ({} MiB of ballast, about {} MiB left; usage level {level})",
+                written >> 20,
+                LEAVE_FREE >> 20
+            ))
         }
         Fault::SlowDisk => {
             let i = if rng.chance(1, 2) {
@@ -490,6 +529,9 @@ pub async fn heal(cluster: &mut Cluster, damage: Damage) -> Result<(), String> {
             Role::Placement(i) => cluster.restart_placement_member(i).await.map_err(e)?,
         }
     }
+    for ballast in damage.ballasts {
+        std::fs::remove_file(&ballast).map_err(|e| format!("{}: {e}", ballast.display()))?;
+    }
     if let Some(i) = damage.replaced_member {
         cluster.replace_placement_member(i).await.map_err(e)?;
         // It must have joined the running group, not started one of its own: it follows the
@@ -524,6 +566,39 @@ pub async fn heal(cluster: &mut Cluster, damage: Damage) -> Result<(), String> {
         tracing::info!(store = i, id, %done, "drain healed");
     }
     Ok(())
+}
+
+/// The fill-disk fault's ballast file, in the store's data directory.
+const BALLAST: &str = "e2e-ballast";
+/// How long a store may take to notice its disk filled (it looks every 100 ms in the suite).
+const DISK_NOTICE: Duration = Duration::from_secs(5);
+/// What the fill-disk fault leaves free: less than any store's write threshold.
+const LEAVE_FREE: u64 = 4 << 20;
+
+/// Writes `path` until the filesystem holding it has about `leave` bytes free (or none);
+/// returns the bytes written.
+fn fill(path: &Path, leave: u64) -> Result<u64, String> {
+    use std::io::Write;
+    let dir = path.parent().ok_or("a ballast path has a directory")?;
+    let stat =
+        nix::sys::statvfs::statvfs(dir).map_err(|e| format!("statvfs {}: {e}", dir.display()))?;
+    let free = stat.blocks_available() * stat.fragment_size();
+    let mut left = free.saturating_sub(leave);
+    let mut file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut written = 0;
+    while left > 0 {
+        let n = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
+        match file.write_all(&chunk[..n]) {
+            Ok(()) => {}
+            // Full already (the store wrote meanwhile): as filled as it gets.
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+        written += n as u64;
+        left -= n as u64;
+    }
+    Ok(written)
 }
 
 /// How long the drain-store fault keeps asking placement to accept the drain.

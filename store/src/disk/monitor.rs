@@ -82,6 +82,13 @@ impl Watcher {
         let usage = DiskUsage::classify(stats.available, reserve);
         self.keep_placeholder(usage, sample.placeholder, target);
         let before = self.state.publish(stats, reserve, usage);
+        let gauge = &crate::metrics::DISK_USAGE;
+        gauge
+            .with_label_values(&["usage"])
+            .set(i64::from(usage.to_u8()));
+        gauge
+            .with_label_values(&["available"])
+            .set(i64::try_from(stats.available).unwrap_or(i64::MAX));
         if before != usage {
             let level_warn = usage != DiskUsage::Normal;
             let (available, capacity) = (human(stats.available), human(stats.capacity));
