@@ -444,5 +444,5 @@ async fn a_one_member_group_grows_by_joins() {
     let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.contains(&"pd1"), "{names:?}");
-    joined.stop().await;
+    joined.stop().await.unwrap();
 }
