@@ -180,7 +180,9 @@ impl Run {
                     .into_iter()
                     .flatten()
                     .any(|c| c["type"] == "Ready" && c["status"] == "True");
-                if ready && tc["status"]["store"]["readyReplicas"] == stores {
+                // Ready for the spec as it is now, not for the one before the last change.
+                let observed = tc["status"]["observedGeneration"] == tc["metadata"]["generation"];
+                if ready && observed && tc["status"]["store"]["readyReplicas"] == stores {
                     Ok(tc)
                 } else {
                     Err(tc["status"].to_string())
@@ -249,6 +251,42 @@ impl Run {
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `kubectl patch tikvcluster <name> -n <namespace> --type=merge -p <patch>`.
+    async fn patch(&self, namespace: &str, name: &str, patch: &str) {
+        let args = [
+            "patch",
+            "tikvcluster",
+            name,
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            patch,
+        ];
+        self.plane()
+            .kubectl(&args)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Starts client pod `name` writing keys `<prefix>-<n>` through the client Service of
+    /// cluster `basic` (and taking TSO timestamps with `tso`); [`Run::stop_load`] ends it.
+    async fn start_load(&self, name: &str, prefix: &str, tso: bool) {
+        let prefix = format!("--prefix={prefix}");
+        let mut command = vec![
+            "/usr/local/bin/kvload",
+            "--pd=http://basic-placement.db.svc:2379",
+            &prefix,
+        ];
+        if tso {
+            command.push("--tso");
+        }
+        self.plane()
+            .apply(&client_pod(name, &command))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Deletes load pod `name` (SIGTERM: it stops, reads every acknowledged key back) and
@@ -551,31 +589,9 @@ async fn user_path(run: &Run) {
 
     // 4. Scale 3 -> 5 -> 3 under a write load; a store is Tombstone before its pod goes.
     let step = Instant::now();
-    plane
-        .apply(&client_pod(
-            "kvload",
-            &[
-                "/usr/local/bin/kvload",
-                "--pd=http://basic-placement.db.svc:2379",
-                "--prefix=scale",
-            ],
-        ))
-        .await
-        .unwrap();
+    run.start_load("kvload", "scale", false).await;
     let patch = |n: u32| format!("{{\"spec\":{{\"store\":{{\"replicas\":{n}}}}}}}");
-    plane
-        .kubectl(&[
-            "patch",
-            "tikvcluster",
-            "basic",
-            "-n",
-            DB,
-            "--type=merge",
-            "-p",
-            &patch(5),
-        ])
-        .await
-        .unwrap();
+    run.patch(DB, "basic", &patch(5)).await;
     run.wait_ready("basic", 5).await;
     let up = run.stores(&pd).await.unwrap();
     assert_eq!(
@@ -584,19 +600,7 @@ async fn user_path(run: &Run) {
         "{up:?}"
     );
     println!("step 4a, scaled out to 5 stores: {:?}", step.elapsed());
-    plane
-        .kubectl(&[
-            "patch",
-            "tikvcluster",
-            "basic",
-            "-n",
-            DB,
-            "--type=merge",
-            "-p",
-            &patch(3),
-        ])
-        .await
-        .unwrap();
+    run.patch(DB, "basic", &patch(3)).await;
     let leaving = ["basic-store-3", "basic-store-4"];
     let mut last_state: BTreeMap<&str, String> = BTreeMap::new();
     let deadline = Instant::now() + STEP;
@@ -733,20 +737,23 @@ async fn user_path(run: &Run) {
     //     back, and the extra store leaves through a drain.
     let step = Instant::now();
     let tuned = r#"{"spec":{"failoverPeriod":"15s","placement":{"config":"max-store-down-time = \"30s\"\n"}}}"#;
+    run.patch(DB, "basic", tuned).await;
+    run.wait_ready("basic", 3).await;
+    // The new placement config restarts the placement pod, which may come back on another
+    // address: ask for it again once the rollout is done.
     plane
         .kubectl(&[
-            "patch",
-            "tikvcluster",
-            "basic",
+            "rollout",
+            "status",
+            "statefulset/basic-placement",
             "-n",
             DB,
-            "--type=merge",
-            "-p",
-            tuned,
+            "--timeout=300s",
         ])
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e}\n{}", run.logs()));
     run.wait_ready("basic", 3).await;
+    let pd = run.placement("basic").await;
     let pods = get(plane, &["pods", "-A"]).await.unwrap();
     let mut busy = Vec::new();
     let mut store_nodes = Vec::new();
@@ -859,51 +866,17 @@ async fn user_path(run: &Run) {
     // 6. Placement members 1 -> 3, a rolling upgrade of every component, members 3 -> 1, under
     //    a write load that also takes timestamps: none lost, TSO never goes back.
     let step = Instant::now();
-    plane
-        .apply(&client_pod(
-            "kvload-tso",
-            &[
-                "/usr/local/bin/kvload",
-                "--pd=http://basic-placement.db.svc:2379",
-                "--prefix=members",
-                "--tso",
-            ],
-        ))
-        .await
-        .unwrap();
+    run.start_load("kvload-tso", "members", true).await;
     let members = |n: u32| format!("{{\"spec\":{{\"placement\":{{\"replicas\":{n}}}}}}}");
-    plane
-        .kubectl(&[
-            "patch",
-            "tikvcluster",
-            "basic",
-            "-n",
-            DB,
-            "--type=merge",
-            "-p",
-            &members(3),
-        ])
-        .await
-        .unwrap();
+    run.patch(DB, "basic", &members(3)).await;
     run.wait_placement("basic", 3).await;
     println!(
         "step 6a, placement scaled to 3 members: {:?}",
         step.elapsed()
     );
     let upgrade = Instant::now();
-    plane
-        .kubectl(&[
-            "patch",
-            "tikvcluster",
-            "basic",
-            "-n",
-            DB,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"version":"v0.1.1"}}"#,
-        ])
-        .await
-        .unwrap();
+    run.patch(DB, "basic", r#"{"spec":{"version":"v0.1.1"}}"#)
+        .await;
     wait_for(
         "every pod of basic on v0.1.1 and Ready",
         STEP,
@@ -952,19 +925,7 @@ async fn user_path(run: &Run) {
         "step 6b, rolling upgrade to v0.1.1: {:?}",
         upgrade.elapsed()
     );
-    plane
-        .kubectl(&[
-            "patch",
-            "tikvcluster",
-            "basic",
-            "-n",
-            DB,
-            "--type=merge",
-            "-p",
-            &members(1),
-        ])
-        .await
-        .unwrap();
+    run.patch(DB, "basic", &members(1)).await;
     run.wait_placement("basic", 1).await;
     run.wait_ready("basic", 3).await;
     let summary = run.stop_load("kvload-tso").await;
@@ -1074,19 +1035,8 @@ async fn user_path(run: &Run) {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    plane
-        .kubectl(&[
-            "patch",
-            "tikvcluster",
-            "prod",
-            "-n",
-            "tikv",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"pvReclaimPolicy":"Delete"}}"#,
-        ])
-        .await
-        .unwrap();
+    run.patch("tikv", "prod", r#"{"spec":{"pvReclaimPolicy":"Delete"}}"#)
+        .await;
     plane
         .kubectl(&[
             "delete",

@@ -256,27 +256,8 @@ async fn a_member_is_removed_and_a_new_one_joins() {
     assert_eq!(resp.status(), 400);
 
     // A new member named in an extended initial-cluster joins the running group.
-    let dir = tempfile::tempdir().unwrap();
-    let (client_port, peer_port) = (free_port(), free_port());
-    let mut initial = group.configs[leader].initial_cluster.clone().unwrap();
-    initial.push_str(&format!(",pd9=http://127.0.0.1:{peer_port}"));
-    let config = member_config(dir.path(), "pd9", client_port, peer_port, &initial);
-    let joined = placement::start(config).await.unwrap();
+    let (joined, _dir) = must_join(&group, leader, "pd9", &mut pd, 3).await;
     let state = joined.state().clone();
-    let leader_id = group.server(leader).state().member_id;
-    eventually(
-        "the new member follows the leader",
-        Duration::from_secs(15),
-        || state.member.leader_id() == leader_id && state.member.voters().len() == 3,
-    )
-    .await;
-    let members = pd
-        .get_members(pdpb::GetMembersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .members;
-    assert!(members.iter().any(|m| m.name == "pd9"), "{members:?}");
     // The joined member holds the metadata written before it joined (from the snapshot):
     // hand it leadership and ask it.
     let resp = http
@@ -416,23 +397,37 @@ async fn a_one_member_group_grows_by_joins() {
     let mut pd = client(group.server(0)).await;
     must_bootstrap(&mut pd, cid).await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let (client_port, peer_port) = (free_port(), free_port());
-    let mut initial = group.configs[0].initial_cluster.clone().unwrap();
-    initial.push_str(&format!(",pd1=http://127.0.0.1:{peer_port}"));
-    let config = member_config(dir.path(), "pd1", client_port, peer_port, &initial);
-    let joined = placement::start(config).await.unwrap();
+    let (joined, _dir) = must_join(&group, 0, "pd1", &mut pd, 2).await;
     assert_eq!(
         joined.cluster_id(),
         cid,
         "the newcomer joined the running cluster"
     );
+    joined.stop().await.unwrap();
+}
+
+/// Starts member `name` with `group`'s initial-cluster extended by it, and waits until it
+/// follows member `leader` with `voters` voters and the member list names it. Returns the
+/// member and its data directory.
+async fn must_join(
+    group: &Group,
+    leader: usize,
+    name: &str,
+    pd: &mut proto::pdpb::pd_client::PdClient<tonic::transport::Channel>,
+    voters: usize,
+) -> (placement::RunningServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let (client_port, peer_port) = (free_port(), free_port());
+    let mut initial = group.configs[leader].initial_cluster.clone().unwrap();
+    initial.push_str(&format!(",{name}=http://127.0.0.1:{peer_port}"));
+    let config = member_config(dir.path(), name, client_port, peer_port, &initial);
+    let joined = placement::start(config).await.unwrap();
     let state = joined.state().clone();
-    let leader_id = group.server(0).state().member_id;
+    let leader_id = group.server(leader).state().member_id;
     eventually(
-        "the new member follows the first one",
+        "the new member follows the leader",
         Duration::from_secs(15),
-        || state.member.leader_id() == leader_id && state.member.voters().len() == 2,
+        || state.member.leader_id() == leader_id && state.member.voters().len() == voters,
     )
     .await;
     let members = pd
@@ -441,8 +436,7 @@ async fn a_one_member_group_grows_by_joins() {
         .unwrap()
         .into_inner()
         .members;
-    let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(names.len(), 2, "{names:?}");
-    assert!(names.contains(&"pd1"), "{names:?}");
-    joined.stop().await.unwrap();
+    assert!(members.iter().any(|m| m.name == name), "{members:?}");
+    assert_eq!(members.len(), voters, "{members:?}");
+    (joined, dir)
 }

@@ -264,37 +264,30 @@ impl ControlPlane {
     /// A kubeconfig for a control-plane component authenticating as `user` (whose
     /// ClusterRoleBinding the API server bootstraps).
     fn component_kubeconfig(&self, name: &str, user: &str) -> Result<PathBuf> {
-        let pair = self.pki.client(name, user, &[])?;
-        let path = self.dir.join(format!("{name}.kubeconfig"));
-        write(
-            &path,
-            &kubeconfig(
-                &self.server,
-                &self.pki.ca.cert,
-                &Credentials::Certificate(pair),
-            ),
-        )?;
-        Ok(path)
+        self.certificate_kubeconfig(name, user, &[])
     }
 
-    /// A kubeconfig (in the control plane's directory, named `name`) for a node agent: user
-    /// `system:node:<node>` in group `system:nodes`, which the Node authorizer and the
-    /// NodeRestriction admission plugin limit to its own Node and pods.
+    /// A kubeconfig for a node agent: user `system:node:<node>` in group `system:nodes`, which
+    /// the Node authorizer and the NodeRestriction admission plugin limit to its own Node and
+    /// pods.
     pub fn node_kubeconfig(&self, node: &str) -> Result<PathBuf> {
-        let pair = self.pki.client(
+        self.certificate_kubeconfig(
             &format!("node-{node}"),
             &format!("system:node:{node}"),
             &["system:nodes"],
-        )?;
-        let path = self.dir.join(format!("node-{node}.kubeconfig"));
-        write(
-            &path,
-            &kubeconfig(
-                &self.server,
-                &self.pki.ca.cert,
-                &Credentials::Certificate(pair),
-            ),
-        )?;
+        )
+    }
+
+    /// `<dir>/<name>.kubeconfig` authenticating with a client certificate for `user` in `groups`.
+    fn certificate_kubeconfig(&self, name: &str, user: &str, groups: &[&str]) -> Result<PathBuf> {
+        let pair = self.pki.client(name, user, groups)?;
+        let path = self.dir.join(format!("{name}.kubeconfig"));
+        let config = kubeconfig(
+            &self.server,
+            &self.pki.ca.cert,
+            &Credentials::Certificate(pair),
+        );
+        write(&path, &config)?;
         Ok(path)
     }
 
