@@ -253,6 +253,21 @@ impl Run {
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Waits until `kubectl <args>` (a `get ... -o name`) lists nothing.
+    async fn wait_none(&self, what: &str, args: &[&str]) {
+        let listed = || async {
+            let left = self.plane().kubectl(args).await?;
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(left)
+            }
+        };
+        wait_for(what, STEP, listed, || self.logs())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// `kubectl patch tikvcluster <name> -n <namespace> --type=merge -p <patch>`.
     async fn patch(&self, namespace: &str, name: &str, patch: &str) {
         let args = [
@@ -947,32 +962,20 @@ async fn user_path(run: &Run) {
         .kubectl(&["delete", "tikvcluster", "basic", "-n", DB, "--timeout=120s"])
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", run.logs()));
-    wait_for(
+    run.wait_none(
         "the cluster's StatefulSets and pods to go",
-        STEP,
-        || async {
-            let left = plane
-                .kubectl(&[
-                    "get",
-                    "statefulsets,pods",
-                    "-n",
-                    DB,
-                    "-l",
-                    "app.kubernetes.io/instance=basic",
-                    "-o",
-                    "name",
-                ])
-                .await?;
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(left)
-            }
-        },
-        || run.logs(),
+        &[
+            "get",
+            "statefulsets,pods",
+            "-n",
+            DB,
+            "-l",
+            "app.kubernetes.io/instance=basic",
+            "-o",
+            "name",
+        ],
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .await;
     let claims = plane
         .kubectl(&["get", "pvc", "-n", DB, "-o", "name"])
         .await
@@ -1048,23 +1051,11 @@ async fn user_path(run: &Run) {
         ])
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", run.logs()));
-    wait_for(
+    run.wait_none(
         "prod's claims to go (Delete)",
-        STEP,
-        || async {
-            let left = plane
-                .kubectl(&["get", "pvc", "-n", "tikv", "-o", "name"])
-                .await?;
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(left)
-            }
-        },
-        || run.logs(),
+        &["get", "pvc", "-n", "tikv", "-o", "name"],
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    .await;
     println!(
         "step 8, zones example Ready, {regions} regions with one replica per zone, deleted with its claims: {:?}",
         step.elapsed()
