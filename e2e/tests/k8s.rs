@@ -31,7 +31,8 @@
 //!    region holding one replica per zone; deleted under `pvReclaimPolicy: Delete`, its claims
 //!    go.
 //!
-//! The operator's log must hold no `forbidden`. Without Go, or where network namespaces cannot
+//! A failing run keeps its directory (control-plane logs, every pod's log under `nodes/pods/`)
+//! and prints where it is. The operator's log must hold no `forbidden`. Without Go, or where network namespaces cannot
 //! be made (not root), the test prints `SKIPPED` and passes (fails under
 //! `FERROKV_REQUIRE_TOOLS=1`).
 
@@ -356,14 +357,20 @@ async fn the_user_path_on_a_real_control_plane() {
         tools.dir().display(),
         started.elapsed()
     );
-    let dir = tempfile::Builder::new().prefix("k8s-").tempdir().unwrap();
+    // Kept when the test fails (every pod's log is under `nodes/pods/`), removed when it passes.
+    let dir = tempfile::Builder::new()
+        .prefix("k8s-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    println!("cluster files (kept if the test fails): {}", dir.display());
     let bin_dir = Binaries::other("operator")
         .expect("cargo build --workspace --bins")
         .parent()
         .unwrap()
         .to_path_buf();
     let started = Instant::now();
-    let cluster = KubeCluster::start(&tools, dir.path(), bin_dir, &NODES)
+    let cluster = KubeCluster::start(&tools, &dir, bin_dir, &NODES)
         .await
         .unwrap_or_else(|e| panic!("the cluster did not start: {e}"));
     println!(
@@ -387,6 +394,7 @@ async fn the_user_path_on_a_real_control_plane() {
         forbidden.join("\n")
     );
     run.cluster.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 async fn user_path(run: &Run) {
