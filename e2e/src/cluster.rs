@@ -8,6 +8,7 @@
 //! Dropping a cluster kills every child; a temporary directory is removed unless the thread is
 //! panicking, in which case it is kept and its path printed along with the log tails.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -17,7 +18,7 @@ use tempfile::TempDir;
 
 use crate::error::{Error, Result};
 use crate::netns::{NetPod, PodNet};
-use crate::pd_api::{check_ready, PdHttp};
+use crate::pd_api::{check_leaders_confirmed, check_ready, PdHttp};
 use crate::ports::{is_listening, PortPlan};
 use crate::process::{mentions_addr_in_use, Node};
 use crate::wait::POLL_INTERVAL;
@@ -301,7 +302,8 @@ impl Cluster {
     }
 
     /// Waits until placement is healthy, every running store is registered and `Up` and answers
-    /// on its status port, and every region has a leader. Fails at once if a process exits.
+    /// on its status port, and every region has a leader that placement names and that store
+    /// confirms. Fails at once if a process exits.
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let start = Instant::now();
         loop {
@@ -349,10 +351,13 @@ impl Cluster {
         let stores = self.http.stores(&pd).await?;
         let regions = self.http.regions(&pd).await?;
         check_ready(&stores, &regions, &expected)?;
+        let mut leading = HashMap::new();
         for &i in &running {
             self.http.store_health(&self.store_status_addr(i)).await?;
+            let status = self.store_status(i).await?;
+            leading.insert(status.store_id, status.leader_regions);
         }
-        Ok(())
+        check_leaders_confirmed(&regions, &leading)
     }
 
     /// [`wait_ready`](Self::wait_ready), panicking with the logs on failure.

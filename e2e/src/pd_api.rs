@@ -3,11 +3,13 @@
 //! [`PdHttp`] fetches `/pd/api/v1/health`, `/stores` and `/regions` (PD's JSON shapes: regions
 //! with their peers, roles, epochs, pending and down peers; stores with their counts;
 //! running operators) and a
-//! store's status `/health`; [`PdHttp::send`] is the plain request the status-port helpers use. [`check_ready`] is the pure readiness rule used by
+//! store's status `/health`; [`PdHttp::send`] is the plain request the status-port helpers use.
+//! [`check_ready`] and [`check_leaders_confirmed`] are the pure readiness rules used by
 //! `Cluster::must_ready`: every expected store is registered and `Up`, there is at least one
-//! region, and every region has a leader. Failures are returned as observation strings for the
-//! wait loop to report.
+//! region, and every region has a leader, which its store confirms. Failures are returned as
+//! observation strings for the wait loop to report.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -294,6 +296,38 @@ pub fn check_ready(
     Ok(())
 }
 
+/// The second half of readiness: placement's view of who leads each region is confirmed by the
+/// stores themselves. `leading` maps each running store's id to the regions it says it leads (its
+/// `/status`). Placement learns of a new leader only from that leader's heartbeat, so after a
+/// leader is killed it keeps naming the old one (restarted, now a follower) until the election
+/// ends; a client sent there meanwhile gets `NotLeader` with no hint and may exhaust its retries.
+pub fn check_leaders_confirmed(
+    regions: &[RegionInfo],
+    leading: &HashMap<u64, Vec<u64>>,
+) -> Result<(), String> {
+    for r in regions {
+        let Some(store) = r.leader.as_ref().map(|l| l.store_id) else {
+            return Err(format!("region {} has no leader", r.id));
+        };
+        match leading.get(&store) {
+            None => {
+                return Err(format!(
+                    "region {}: placement names a leader on store {store}, which is not running",
+                    r.id
+                ))
+            }
+            Some(led) if !led.contains(&r.id) => {
+                return Err(format!(
+                    "region {}: placement names a leader on store {store}, which does not lead it (yet)",
+                    r.id
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,6 +378,17 @@ mod tests {
             serde_json::from_str(r#"{"count":1,"regions":[{"id":9}]}"#).unwrap();
         let err = check_ready(&stores, &leaderless.regions.unwrap(), &[]).unwrap_err();
         assert!(err.contains("region 9"), "{err}");
+    }
+
+    #[test]
+    fn leaders_must_be_confirmed_by_their_stores() {
+        let (_, regions) = parsed();
+        let leading = |led: &[u64]| HashMap::from([(1, led.to_vec()), (4, vec![])]);
+        check_leaders_confirmed(&regions, &leading(&[2])).unwrap();
+        let err = check_leaders_confirmed(&regions, &leading(&[])).unwrap_err();
+        assert!(err.contains("does not lead it"), "{err}");
+        let err = check_leaders_confirmed(&regions, &HashMap::from([(4, vec![2])])).unwrap_err();
+        assert!(err.contains("not running"), "{err}");
     }
 
     #[test]

@@ -16,13 +16,16 @@ use crate::cluster::Cluster;
 pub const FAULT_INJECTION_CONFIG: &str = "\n[debug]\nfault-injection = true\n";
 
 /// `GET /status` on a store's status port.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 pub struct StoreStatus {
     pub store_id: u64,
     /// Region replicas this store holds.
     pub region_count: u64,
     /// Of those, how many it leads.
     pub leader_count: u64,
+    /// The ids of the regions it leads, ascending.
+    #[serde(default)]
+    pub leader_regions: Vec<u64>,
 }
 
 /// The value of the sample `name{labels}` in Prometheus text `text`, where `labels` is the
@@ -108,9 +111,12 @@ mod tests {
 
     #[test]
     fn status_json_parses() {
-        let s: StoreStatus =
-            serde_json::from_str(r#"{"store_id":4,"region_count":5,"leader_count":2}"#).unwrap();
+        let s: StoreStatus = serde_json::from_str(
+            r#"{"store_id":4,"region_count":5,"leader_count":2,"leader_regions":[2,8]}"#,
+        )
+        .unwrap();
         assert_eq!(s.store_id, 4);
         assert_eq!((s.region_count, s.leader_count), (5, 2));
+        assert_eq!(s.leader_regions, [2, 8]);
     }
 }

@@ -1,4 +1,5 @@
-//! The status HTTP server: Prometheus `/metrics`, `/health` and `/status`;
+//! The status HTTP server: Prometheus `/metrics`, `/health` and `/status`
+//! (store id, replica and leader counts, and the ids of the regions it leads);
 //! and, only when `debug.fault-injection` is on, `/debug/raft/filters` to
 //! cut this store's outgoing raft traffic to chosen stores (for partition
 //! tests against real processes): `POST ?block=2,3`, `DELETE`, `GET`; and
@@ -36,12 +37,20 @@ pub async fn serve(
             "/status",
             get(move || {
                 let m = status_meta.read();
-                let leaders = m.regions.values().filter(|r| r.is_leader).count();
+                let mut leaders: Vec<u64> = m
+                    .regions
+                    .iter()
+                    .filter(|(_, r)| r.is_leader)
+                    .map(|(&id, _)| id)
+                    .collect();
+                leaders.sort_unstable();
+                let list: Vec<String> = leaders.iter().map(u64::to_string).collect();
                 let body = format!(
-                    "{{\"store_id\":{},\"region_count\":{},\"leader_count\":{}}}",
+                    "{{\"store_id\":{},\"region_count\":{},\"leader_count\":{},\"leader_regions\":[{}]}}",
                     m.store_id,
                     m.regions.len(),
-                    leaders
+                    leaders.len(),
+                    list.join(",")
                 );
                 async move {
                     (
