@@ -588,6 +588,11 @@ impl Drop for Cluster {
         }
         if panicking {
             if let Some(temp) = self.temp.take() {
+                // Logs and data stay for the post-mortem; each store's space placeholder
+                // (1 GiB of nothing) goes, or a few failed runs fill the disk.
+                for m in &self.stores {
+                    let _ = std::fs::remove_file(m.data_dir.join("space_placeholder_file"));
+                }
                 let kept = temp.keep();
                 eprintln!("cluster directory kept at {}", kept.display());
             }

@@ -192,6 +192,25 @@ impl PdHttp {
         }
     }
 
+    /// `POST url` with a JSON body; the body of a 2xx answer, else what went wrong.
+    pub async fn post_json(&self, url: &str, body: &serde_json::Value) -> Result<String, String> {
+        let what = format!("POST {url} {body}");
+        let resp = self
+            .http
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| format!("{what}: {e}"))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| format!("{what}: {e}"))?;
+        if status.is_success() {
+            Ok(text)
+        } else {
+            Err(format!("{what}: HTTP {status}: {text}"))
+        }
+    }
+
     async fn get_text(&self, url: &str) -> Result<String, String> {
         self.send(reqwest::Method::GET, url).await
     }

@@ -11,6 +11,11 @@
 //!   three healthy voters meanwhile (five other stores could hold them).
 //! - Evict-leader empties a store of leaders within a bound, and leaders are balanced within a
 //!   stated bound once it is removed.
+//! - A replica move inside a zone, held in its joint state (placement's `hold-joint` hook),
+//!   survives the loss of that zone: the region keeps serving (each of its two voter sets keeps
+//!   a majority), the report still says one zone may be lost, and once released the move
+//!   finishes and the region is repaired. A move by "add a voter, then remove the old one"
+//!   would have had four voters, two in the lost zone, and no quorum.
 //!
 //! The tests hold [`e2e::testing::serial`]: one cluster of this size at a time.
 
@@ -19,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use e2e::pd_api::{PdHttp, RegionInfo};
 use e2e::testing::serial;
-use e2e::topology::leader_store;
+use e2e::topology::{decode_hex, leader_store};
 use e2e::{must_eventually, must_raw_client, with_deadline, Api, Cluster, ClusterBuilder};
 
 /// Bound on every wait for placement to reach a layout.
@@ -37,9 +42,13 @@ fn zone_of(i: usize) -> usize {
 }
 
 async fn six_stores_three_zones() -> Cluster {
+    six_stores_three_zones_with(PLACEMENT).await
+}
+
+async fn six_stores_three_zones_with(placement: &str) -> Cluster {
     let mut b = ClusterBuilder::default()
         .stores(6)
-        .placement_config(PLACEMENT)
+        .placement_config(placement)
         .store_config(STORE);
     for i in 0..6 {
         b = b.store_labels(i, format!("zone=zone-{},host=host-{}", zone_of(i), i + 1));
@@ -364,6 +373,159 @@ async fn evict_leader_empties_a_store_and_leaders_balance_after() {
             "LEADER_BALANCE regions={} per store {:?}",
             counts.0, counts.1
         );
+        cluster.stop_all().await.unwrap();
+    })
+    .await
+}
+
+/// The API V2 raw key prefix (keyspace 0) the fill keys are stored under.
+const V2_RAW: &[u8] = b"r\0\0\0";
+
+/// Role names of the region's peers by store.
+fn roles(r: &RegionInfo) -> BTreeMap<u64, String> {
+    r.peers
+        .iter()
+        .map(|p| (p.store_id, p.role_name.clone()))
+        .collect()
+}
+
+async fn pd_post(cluster: &Cluster, path: &str, body: serde_json::Value) -> Result<String, String> {
+    let url = format!("http://{}{path}", cluster.pd_endpoint());
+    PdHttp::default().post_json(&url, &body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_inside_a_zone_held_in_its_joint_state_survives_losing_the_zone() {
+    e2e::init_test_tracing();
+    let _serial = serial().await;
+    with_deadline(Duration::from_secs(400), async {
+        let placement = format!("{PLACEMENT}\n[debug]\nfault-injection = true\n");
+        let mut cluster = six_stores_three_zones_with(&placement).await;
+        fill(&cluster).await;
+        let loc = locations(&cluster).await;
+        let ids = cluster.must_store_ids().await;
+        // Zone 3 is stores 2 and 5 (harness indexes).
+        let zone3 = [ids[2], ids[5]];
+        must_eventually("one replica per zone", CONVERGE, || async {
+            let regions = cluster
+                .wait_replicated(3, Duration::from_secs(1))
+                .await
+                .map_err(|e| e.to_string())?;
+            one_per_zone(&regions, &loc, 3)
+        })
+        .await;
+
+        // A region holding fill keys; its zone-3 replica moves to the other zone-3 store.
+        pd_post(&cluster, "/debug/hold-joint", serde_json::json!({}))
+            .await
+            .expect("hold joint states");
+        let (region_id, key, from, to) = must_eventually("a move started", CONVERGE, || async {
+            let regions = cluster.regions().await?;
+            one_per_zone(&regions, &loc, 3)?;
+            let r = regions
+                .iter()
+                .find(|r| {
+                    decode_hex(&r.start_key).is_ok_and(|k| k.starts_with(V2_RAW) && k.len() > 4)
+                })
+                .ok_or("no region starts inside the fill keys")?;
+            let key = decode_hex(&r.start_key)?[V2_RAW.len()..].to_vec();
+            let from = *voter_stores(r)
+                .iter()
+                .find(|s| zone3.contains(s))
+                .ok_or("no zone-3 voter")?;
+            let to = if from == zone3[0] { zone3[1] } else { zone3[0] };
+            let body = serde_json::json!({
+                "name": "transfer-peer",
+                "region_id": r.id,
+                "from_store_id": from,
+                "to_store_id": to,
+            });
+            pd_post(&cluster, "/pd/api/v1/operators", body).await?;
+            Ok((r.id, key, from, to))
+        })
+        .await;
+        println!("JOINT region={region_id} moves store {from} -> {to} inside zone 3");
+        must_eventually("the region held in its joint state", CONVERGE, || async {
+            let regions = cluster.regions().await?;
+            let r = regions
+                .iter()
+                .find(|r| r.id == region_id)
+                .ok_or("region gone")?;
+            let roles = roles(r);
+            match (roles.get(&to), roles.get(&from)) {
+                (Some(a), Some(b)) if a == "IncomingVoter" && b == "DemotingVoter" => Ok(()),
+                _ => Err(format!("roles {roles:?}")),
+            }
+        })
+        .await;
+        assert_eq!(
+            tolerable(&cluster, "zone").await.unwrap(),
+            1,
+            "each voter set of the joint region spans the three zones"
+        );
+
+        // Zone 3 stops with both the old and the new replica of the region.
+        let lost_at = Instant::now();
+        for i in [2, 5] {
+            cluster.kill_store(i).await.unwrap();
+        }
+        let client = must_raw_client(&cluster, Api::V2).await;
+        must_eventually(
+            "the joint region serves a write and a read",
+            CONVERGE,
+            || async {
+                client
+                    .put(key.clone(), b"after-the-zone".to_vec())
+                    .await
+                    .map_err(|e| format!("put: {e:?}"))?;
+                match client
+                    .get(key.clone())
+                    .await
+                    .map_err(|e| format!("get: {e:?}"))?
+                {
+                    Some(v) if v == b"after-the-zone" => Ok(()),
+                    other => Err(format!("read back {other:?}")),
+                }
+            },
+        )
+        .await;
+        println!("JOINT_SERVING_MS={}", lost_at.elapsed().as_millis());
+        let regions = cluster.regions().await.unwrap();
+        let r = regions.iter().find(|r| r.id == region_id).expect("region");
+        assert_eq!(
+            roles(r).get(&to).map(String::as_str),
+            Some("IncomingVoter"),
+            "still joint"
+        );
+
+        // Released, the move finishes and every region is repaired on the live stores.
+        let release = format!("http://{}/debug/hold-joint", cluster.pd_endpoint());
+        PdHttp::default()
+            .send(reqwest::Method::DELETE, &release)
+            .await
+            .expect("release joint states");
+        let live: BTreeSet<u64> = [0, 1, 3, 4].iter().map(|&i| ids[i]).collect();
+        must_eventually(
+            "repair on the remaining zones, one replica per host, no joint state",
+            CONVERGE,
+            || async {
+                let regions = cluster.regions().await?;
+                distinct_hosts(&regions, &loc, &live)?;
+                match regions
+                    .iter()
+                    .find(|r| r.peers.iter().any(|p| p.role_name != "Voter"))
+                {
+                    Some(r) => Err(format!("region {} roles {:?}", r.id, roles(r))),
+                    None => Ok(()),
+                }
+            },
+        )
+        .await;
+        println!("JOINT_REPAIR_MS={}", lost_at.elapsed().as_millis());
+        match client.get(key.clone()).await {
+            Ok(Some(v)) => assert_eq!(v, b"after-the-zone"),
+            other => panic!("the write made while joint is gone: {other:?}"),
+        }
         cluster.stop_all().await.unwrap();
     })
     .await

@@ -1,6 +1,7 @@
 //! The operator-facing write endpoints of PD's HTTP API: the store lifecycle
 //! (`DELETE /store/{id}`, `POST /store/{id}/state`, `DELETE /stores/remove-tombstone`), the
-//! schedulers (`/schedulers`) and the fault tolerance report (`/fault-tolerance`).
+//! schedulers (`/schedulers`), the fault tolerance report (`/fault-tolerance`) and operators
+//! asked for by hand (`POST /operators`: `transfer-peer`, `transfer-leader`).
 //!
 //! Each one plans against the cluster view and persists through [`Placement::commit`]; the
 //! logic lives in the pure core ([`crate::cluster::lifecycle`], [`crate::schedule`]).
@@ -165,4 +166,71 @@ pub async fn fault_tolerance(State(state): AppState) -> ApiResult {
     Ok(Json(
         json!({ "regions": view.regions().len(), "levels": levels }),
     ))
+}
+
+/// The body of `POST /pd/api/v1/operators`, as pd-ctl's `operator add` sends it.
+#[derive(Debug, Deserialize)]
+pub struct OperatorRequest {
+    name: String,
+    region_id: u64,
+    #[serde(default)]
+    from_store_id: Option<u64>,
+    #[serde(default)]
+    to_store_id: Option<u64>,
+}
+
+/// `POST /pd/api/v1/operators`: starts a `transfer-peer` (a replica move, with the joint
+/// steps the checkers use) or `transfer-leader` operator on one region, if no other operator
+/// runs there and the limits allow.
+pub async fn create_operator(
+    State(state): AppState,
+    Json(req): Json<OperatorRequest>,
+) -> ApiResult {
+    use crate::schedule::admin::{admin_operator, AdminRequest};
+    use crate::schedule::Context;
+    state.check_leader()?;
+    let need = |v: Option<u64>, field: &str| {
+        v.ok_or_else(|| Error::invalid(format!("{} needs `{field}`", req.name)))
+    };
+    let request = match req.name.as_str() {
+        "transfer-peer" => AdminRequest::TransferPeer {
+            from_store: need(req.from_store_id, "from_store_id")?,
+            to_store: need(req.to_store_id, "to_store_id")?,
+        },
+        "transfer-leader" => AdminRequest::TransferLeader {
+            to_store: need(req.to_store_id, "to_store_id")?,
+        },
+        other => {
+            return Err(Error::invalid(format!(
+                "unsupported operator `{other}` (transfer-peer, transfer-leader)"
+            ))
+            .into())
+        }
+    };
+    let peer_id = match request {
+        AdminRequest::TransferPeer { .. } => state.ids.alloc().await?,
+        AdminRequest::TransferLeader { .. } => 0,
+    };
+    let view = state.view.read();
+    let region = view
+        .regions()
+        .get(req.region_id)
+        .ok_or(Error::RegionNotFound(req.region_id))?;
+    let settings = state.settings(&view);
+    let ctx = Context {
+        view: &view,
+        settings: &settings,
+        now_ms: crate::state::now_ms(),
+        started_ms: state.started_ms,
+    };
+    let mut scheduler = state.scheduler.lock();
+    let op = admin_operator(request, region, &ctx, &scheduler.operators, peer_id)
+        .map_err(Error::invalid)?;
+    let steps = op.step_strings().join(", ");
+    scheduler
+        .operators
+        .add(op, &settings)
+        .map_err(|r| Error::invalid(format!("operator not admitted: {r:?}")))?;
+    tracing::info!(region_id = req.region_id, name = %req.name, %steps, "operator created by request");
+    Ok(Json(json!("The operator is created.")))
 }

@@ -4,6 +4,9 @@
 //! member must stop ([`crate::writer`]), which is what the tests watch for.
 //! `POST /debug/clock-offset/{ms}` shifts the wall clock the timestamp oracle reads by `ms`
 //! milliseconds (negative: behind; 0 undoes it), as a skewed or jumping clock would.
+//! `POST /debug/hold-joint` keeps every region an operator put in a joint state there (no
+//! leave command is sent) until `DELETE /debug/hold-joint`: the window a replica move's
+//! fault tolerance is tested in.
 
 use std::sync::Arc;
 
@@ -43,4 +46,16 @@ pub(super) async fn clock_offset(Path(ms): Path<String>) -> ApiResult {
     crate::tso::set_clock_offset_ms(offset);
     tracing::warn!(offset_ms = offset, "clock offset injected");
     Ok(Json(Value::String(format!("clock offset {offset} ms"))))
+}
+
+pub(super) async fn hold_joint(State(state): State<Arc<Placement>>) -> ApiResult {
+    state.scheduler.lock().operators.hold_joint = true;
+    tracing::warn!("fault injection: operators hold regions in their joint states");
+    Ok(Json(Value::String("joint states held".into())))
+}
+
+pub(super) async fn release_joint(State(state): State<Arc<Placement>>) -> ApiResult {
+    state.scheduler.lock().operators.hold_joint = false;
+    tracing::warn!("fault injection: joint states released");
+    Ok(Json(Value::String("joint states released".into())))
 }

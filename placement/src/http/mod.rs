@@ -40,6 +40,10 @@ pub fn router(state: Arc<Placement>) -> Router {
         Router::new()
             .route("/debug/fail/{what}", post(debug::fail))
             .route("/debug/clock-offset/{ms}", post(debug::clock_offset))
+            .route(
+                "/debug/hold-joint",
+                post(debug::hold_joint).delete(debug::release_joint),
+            )
     } else {
         Router::new()
     };
@@ -89,7 +93,10 @@ pub fn router(state: Arc<Placement>) -> Router {
             "/pd/api/v1/config/schedule",
             get(config_api::schedule).post(config_api::set),
         )
-        .route("/pd/api/v1/operators", get(operators))
+        .route(
+            "/pd/api/v1/operators",
+            get(operators).post(admin::create_operator),
+        )
         .route("/pd/api/v1/operators/{region_id}", get(operator))
         .route("/pd/api/v1/version", get(version))
         .route("/pd/api/v1/status", get(status))

@@ -8,7 +8,8 @@
 //! its voters, so the region tolerates the largest `k` whose top-`k` domain counts sum to at
 //! most `(n - 1) / 2`. The cluster tolerates the minimum over regions; the regions reaching
 //! that minimum are the limiting ones. A store without a label counts in the domain `""`
-//! (conservatively, all unlabeled stores fail together). Pure: [`report`].
+//! (conservatively, all unlabeled stores fail together). A region in a joint state counts by
+//! its worse configuration (incoming or outgoing voters). Pure: [`report`].
 
 use std::collections::BTreeMap;
 
@@ -80,18 +81,20 @@ fn level_report(view: &ClusterView, level: Option<&str>) -> LevelReport {
         .regions()
         .iter()
         .map(|r| {
-            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-            for p in r
-                .meta
-                .peers
-                .iter()
-                .filter(|p| matches!(p.role(), PeerRole::Voter | PeerRole::IncomingVoter))
-            {
-                // A voter on a forgotten store is already lost: its own domain.
-                let d = domain_of.get(&p.store_id).map_or("?", |d| d.as_str());
-                *counts.entry(d).or_default() += 1;
-            }
-            (r.id(), region_tolerance(counts.into_values().collect()))
+            let tolerance = |in_config: fn(PeerRole) -> bool| {
+                let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+                for p in r.meta.peers.iter().filter(|p| in_config(p.role())) {
+                    // A voter on a forgotten store is already lost: its own domain.
+                    let d = domain_of.get(&p.store_id).map_or("?", |d| d.as_str());
+                    *counts.entry(d).or_default() += 1;
+                }
+                region_tolerance(counts.into_values().collect())
+            };
+            // A region in a joint state needs a majority of both voter sets: it tolerates what
+            // its worse configuration does (outside a joint state both are the voters).
+            let incoming = tolerance(|r| matches!(r, PeerRole::Voter | PeerRole::IncomingVoter));
+            let outgoing = tolerance(|r| matches!(r, PeerRole::Voter | PeerRole::DemotingVoter));
+            (r.id(), incoming.min(outgoing))
         })
         .collect();
     per_region.sort_unstable();
@@ -141,6 +144,10 @@ mod tests {
 
     fn put_region(f: &mut Fixture, id: u64, stores: &[u64]) {
         let peers: Vec<metapb::Peer> = stores.iter().map(|s| voter(id * 10 + s, *s)).collect();
+        put_peers(f, id, peers);
+    }
+
+    fn put_peers(f: &mut Fixture, id: u64, peers: Vec<metapb::Peer>) {
         let meta = metapb::Region {
             id,
             start_key: format!("r{id:03}").into_bytes(),
@@ -184,5 +191,55 @@ mod tests {
                 ("store", 6, 1, vec![1, 2, 3]),
             ]
         );
+    }
+
+    fn zoned_fixture() -> Fixture {
+        // 6 stores: zone-1 {1,2}, zone-2 {3,4}, zone-3 {5,6}, one host each.
+        let stores: Vec<metapb::Store> = (1..=6)
+            .map(|id| {
+                let zone = format!("z{}", (id - 1) / 2 + 1);
+                store_meta(id, &[("zone", &zone), ("host", &format!("h{id}"))])
+            })
+            .collect();
+        Fixture::with_stores(&stores)
+    }
+
+    fn zone_tolerance(f: &Fixture) -> (usize, Vec<u64>) {
+        let got = report(&f.view, &f.settings.location_labels);
+        (got[0].tolerable_failures, got[0].limiting_regions.clone())
+    }
+
+    #[test]
+    fn a_joint_region_counts_by_its_worse_configuration() {
+        let role = |id: u64, store: u64, role: metapb::PeerRole| metapb::Peer {
+            role: role as i32,
+            ..voter(id, store)
+        };
+        let mut f = zoned_fixture();
+        put_region(&mut f, 1, &[1, 3, 5]);
+        // Moving zone 3's replica from store 5 to store 6: old {1,3,5}, new {1,3,6}. Each set
+        // spans the three zones, so losing zone 3 leaves both a majority; four plain voters
+        // with two in zone 3 would tolerate nothing.
+        let joint = vec![
+            voter(21, 1),
+            voter(23, 3),
+            role(25, 5, metapb::PeerRole::DemotingVoter),
+            role(26, 6, metapb::PeerRole::IncomingVoter),
+        ];
+        put_peers(&mut f, 2, joint);
+        assert_eq!(zone_tolerance(&f), (1, vec![1, 2]));
+        let four = vec![voter(21, 1), voter(23, 3), voter(25, 5), voter(26, 6)];
+        put_peers(&mut f, 2, four);
+        assert_eq!(zone_tolerance(&f), (0, vec![2]));
+        // Incoming {1,2,3} has two voters in zone 1: the outgoing set alone would hide it.
+        let bad_incoming = vec![
+            voter(31, 1),
+            voter(33, 3),
+            role(35, 5, metapb::PeerRole::DemotingVoter),
+            role(32, 2, metapb::PeerRole::IncomingVoter),
+        ];
+        put_peers(&mut f, 2, vec![voter(21, 1), voter(23, 3), voter(25, 5)]);
+        put_peers(&mut f, 3, bad_incoming);
+        assert_eq!(zone_tolerance(&f), (0, vec![3]));
     }
 }

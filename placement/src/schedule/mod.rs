@@ -8,7 +8,8 @@
 //! - [`leader_balance`]: moves leaders from the busiest store to the idlest;
 //! - [`evict_leader`]: the named scheduler set ([`SchedulerSet`]) and evict-leader;
 //! - [`region_balance`]: moves replicas from the fullest store to the emptiest;
-//! - [`fault_tolerance`]: how many failure domains per location level can be lost.
+//! - [`fault_tolerance`]: how many failure domains per location level can be lost;
+//! - [`admin`]: operators asked for by hand (`transfer-peer`, `transfer-leader`).
 //!
 //! [`Scheduler::on_heartbeat`] is what the region heartbeat handler calls, once the heartbeat
 //! is applied to the cluster view: it advances the region's operator, or asks the checkers for
@@ -17,6 +18,7 @@
 //! keyspace split is due, so that a running operator finishes first and the split goes before
 //! any new one.
 
+pub mod admin;
 pub mod context;
 pub mod evict_leader;
 pub mod fault_tolerance;

@@ -7,6 +7,14 @@
 //! impossible. [`Operator::check`] walks past every finished step and says what to send next;
 //! the current step's command is re-sent with every heartbeat until the region shows it done,
 //! as PD does, so a lost response only delays the operator.
+//!
+//! A replica move never adds a voter next to the one it replaces: the new peer joins as a
+//! learner, then one joint-consensus change ([`Step::EnterJoint`], PD's `ChangePeerV2Enter`)
+//! promotes it and demotes the old voter together, [`Step::LeaveJoint`] leaves the joint
+//! state, and the demoted learner is removed. While joint, every commit needs a majority of
+//! both the old and the new voter sets, so a failure that either set survives alone (one
+//! failure domain, when both are spread across domains) cannot take the region's quorum, as a
+//! 4-voter step between "add" and "remove" could.
 
 use std::fmt;
 use std::time::Duration;
@@ -33,6 +41,14 @@ pub enum Step {
     RemovePeer { store_id: u64, peer_id: u64 },
     /// Move leadership to the voter on `to_store`.
     TransferLeader { from_store: u64, to_store: u64 },
+    /// Enter a joint state that promotes the learner `promote` and demotes the voter `demote`
+    /// (never the leader) in one conf change.
+    EnterJoint {
+        promote: (u64, u64),
+        demote: (u64, u64),
+    },
+    /// Leave the joint state: incoming voters become voters, demoting voters learners.
+    LeaveJoint,
 }
 
 /// What the leader is asked to do, as `RegionHeartbeatResponse` carries it.
@@ -45,6 +61,13 @@ pub enum Command {
     TransferLeader {
         peer: metapb::Peer,
     },
+    /// `ChangePeerV2` promoting `promote` (AddNode) and demoting `demote` (AddLearnerNode).
+    EnterJoint {
+        promote: metapb::Peer,
+        demote: metapb::Peer,
+    },
+    /// `ChangePeerV2` with no changes.
+    LeaveJoint,
 }
 
 /// Where a step stands according to a region report.
@@ -75,6 +98,47 @@ pub fn store_peer(region: &RegionInfo, store_id: u64) -> Option<&metapb::Peer> {
 
 fn is_pending(region: &RegionInfo, peer_id: u64) -> bool {
     region.pending_peers.iter().any(|p| p.id == peer_id)
+}
+
+/// Whether some peer of `region` is an incoming or demoting voter.
+pub fn in_joint_state(region: &RegionInfo) -> bool {
+    region
+        .meta
+        .peers
+        .iter()
+        .any(|p| matches!(p.role(), PeerRole::IncomingVoter | PeerRole::DemotingVoter))
+}
+
+/// The peer with id `peer_id` on `store_id`, if the region has it.
+fn exact_peer(region: &RegionInfo, (store_id, peer_id): (u64, u64)) -> Option<&metapb::Peer> {
+    store_peer(region, store_id).filter(|p| p.id == peer_id)
+}
+
+fn enter_joint_state(region: &RegionInfo, promote: (u64, u64), demote: (u64, u64)) -> StepState {
+    let (Some(up), Some(down)) = (exact_peer(region, promote), exact_peer(region, demote)) else {
+        return StepState::Failed(format!(
+            "peer {} or {} of the joint change is gone",
+            promote.1, demote.1
+        ));
+    };
+    match (up.role(), down.role()) {
+        (
+            PeerRole::IncomingVoter | PeerRole::Voter,
+            PeerRole::DemotingVoter | PeerRole::Learner,
+        ) => StepState::Done,
+        (PeerRole::Learner, PeerRole::Voter) if in_joint_state(region) => StepState::Wait,
+        (PeerRole::Learner, PeerRole::Voter) if region.leader.is_some_and(|l| l.id == down.id) => {
+            StepState::Failed(format!("voter {} to demote is the leader", down.id))
+        }
+        (PeerRole::Learner, PeerRole::Voter) => StepState::Send(Command::EnterJoint {
+            promote: *up,
+            demote: *down,
+        }),
+        (a, b) => StepState::Failed(format!(
+            "peer {} is {a:?} and peer {} is {b:?}: not a learner and a voter",
+            up.id, down.id
+        )),
+    }
 }
 
 impl Step {
@@ -125,6 +189,9 @@ impl Step {
                 }
                 _ => StepState::Done,
             },
+            Step::EnterJoint { promote, demote } => enter_joint_state(region, promote, demote),
+            Step::LeaveJoint if in_joint_state(region) => StepState::Send(Command::LeaveJoint),
+            Step::LeaveJoint => StepState::Done,
             Step::TransferLeader { to_store, .. } => {
                 if region.leader.is_some_and(|l| l.store_id == to_store) {
                     return StepState::Done;
@@ -166,6 +233,13 @@ impl fmt::Display for Step {
                 f,
                 "transfer leader from store {from_store} to store {to_store}"
             ),
+            Step::EnterJoint { promote, demote } => write!(
+                f,
+                "use joint consensus, promote learner peer {} on store {} to voter, \
+                 demote voter peer {} on store {} to learner",
+                promote.1, promote.0, demote.1, demote.0
+            ),
+            Step::LeaveJoint => write!(f, "leave joint state"),
         }
     }
 }
@@ -334,8 +408,9 @@ impl Operator {
                 Step::AddLearner { store_id, .. } | Step::PromoteLearner { store_id, .. } => {
                     Some(store_id)
                 }
+                Step::EnterJoint { promote, .. } => Some(promote.0),
                 Step::TransferLeader { to_store, .. } => Some(to_store),
-                Step::RemovePeer { .. } => None,
+                Step::RemovePeer { .. } | Step::LeaveJoint => None,
             })
             .find(|store| !up(*store))
     }

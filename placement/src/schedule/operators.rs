@@ -74,6 +74,9 @@ pub struct Operators {
     running: BTreeMap<u64, Operator>,
     ended: HashMap<u64, Operator>,
     ended_order: VecDeque<u64>,
+    /// A test hook (placement's fault injection only): while set, no operator leaves a joint
+    /// state; each waits in it, as one whose leave command keeps getting lost would.
+    pub hold_joint: bool,
 }
 
 impl Operators {
@@ -159,6 +162,7 @@ impl Operators {
             return Dispatch::Idle;
         };
         match op.check(region, now_ms) {
+            Progress::Send(Command::LeaveJoint) if self.hold_joint => Dispatch::Wait,
             Progress::Send(command) => Dispatch::Send(command),
             Progress::Wait => Dispatch::Wait,
             Progress::Ended(_, reason) => match self.finish(region.id()) {

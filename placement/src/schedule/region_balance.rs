@@ -113,32 +113,12 @@ pub fn check(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{pending, region, store_meta, voter, Fixture, TestIds};
+    use super::super::tests::{joint_move, pending, region, store_meta, voter, Fixture, TestIds};
     use super::*;
     use crate::schedule::Step;
 
     fn moves(from: u64, to: u64, transfer_to: Option<u64>) -> Option<Vec<Step>> {
-        let mut steps = vec![
-            Step::AddLearner {
-                store_id: to,
-                peer_id: 100,
-            },
-            Step::PromoteLearner {
-                store_id: to,
-                peer_id: 100,
-            },
-        ];
-        if let Some(to_store) = transfer_to {
-            steps.push(Step::TransferLeader {
-                from_store: from,
-                to_store,
-            });
-        }
-        steps.push(Step::RemovePeer {
-            store_id: from,
-            peer_id: from,
-        });
-        Some(steps)
+        Some(joint_move(from, from, to, 100, transfer_to))
     }
 
     #[test]

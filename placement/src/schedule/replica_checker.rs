@@ -7,8 +7,8 @@
 //!    removed;
 //! 2. a healthy learner that has caught up (not pending) is promoted (`promote-learner`);
 //! 3. a voter that must be replaced (down first, then stuck pending, then offline): while the
-//!    region has fewer than `max-replicas` healthy voters, a replacement learner is added and
-//!    promoted (`replace-down-replica`, `replace-pending-replica`, `replace-offline-replica`);
+//!    region has fewer than `max-replicas` healthy voters, it is moved ([`move_steps`]) to a
+//!    new store (`replace-down-replica`, `replace-pending-replica`, `replace-offline-replica`);
 //!    once it has enough, the voter is removed (`remove-down-replica`,
 //!    `remove-pending-replica`, `remove-offline-replica`). Nothing else happens meanwhile;
 //! 4. fewer voters and learners than `max-replicas`: a learner is added on the best store and
@@ -16,8 +16,10 @@
 //! 5. more voters than `max-replicas`: the worst-placed voter is removed
 //!    (`remove-extra-replica`);
 //! 6. all in place, but a voter could sit somewhere strictly better isolated from the
-//!    others: it moves there (`move-to-better-location`: add a learner, promote it, remove
-//!    the old voter).
+//!    others: it moves there (`move-to-better-location`).
+//!
+//! Before all of these, a region left in a joint state by an operator that did not finish (a
+//! leader change, a timeout) gets a `leave-joint-state` operator, as PD's does.
 //!
 //! A new peer goes where [`pick_store`] says: never onto a store low on space
 //! ([`Context::is_low_space`]; [`Blocked::LowSpace`] when that leaves none), never into an
@@ -27,14 +29,20 @@
 //! ([`Context::distinct_score`]), and of those to the Up one under its add-peer limit with
 //! the lowest region score, then the lowest id.
 //! The leader is only removed when nothing else can be, after a leader transfer in the same
-//! operator. A region in a joint state is left alone.
+//! operator.
+//!
+//! A move ([`move_steps`], PD's move-peer with joint consensus) adds a learner on the new
+//! store, moves the leadership off the old voter if it leads, then promotes the learner and
+//! demotes the old voter in one joint change, leaves the joint state and removes the demoted
+//! learner: the region never has a single voter set holding both the old and the new replica,
+//! so a move inside one failure domain cannot leave two of a majority's voters there.
 
 use std::cmp::Reverse;
 
 use proto::metapb::{self, PeerRole};
 
 use super::context::{Context, PeerHealth};
-use super::operator::{OpKind, Operator, Step};
+use super::operator::{in_joint_state, OpKind, Operator, Step};
 use super::operators::Operators;
 use crate::cluster::{Liveness, RegionInfo};
 
@@ -119,10 +127,17 @@ pub fn check_region(
     if region.leader.is_none() {
         return Checked::default();
     }
-    let peers = &region.meta.peers;
-    if peers.iter().any(|p| !is_voter(p) && !is_learner(p)) {
-        return Checked::default();
+    if in_joint_state(region) {
+        let op = Operator::new(
+            "leave-joint-state",
+            REPLICA,
+            region,
+            vec![Step::LeaveJoint],
+            ctx.now_ms,
+        );
+        return Some(op).into();
     }
+    let peers = &region.meta.peers;
     let health: Vec<(metapb::Peer, PeerHealth)> = peers
         .iter()
         .map(|p| (*p, ctx.peer_health(region, p)))
@@ -178,7 +193,7 @@ pub fn check_region(
         if peers.iter().any(is_learner) {
             return Checked::default(); // A replacement is catching up.
         }
-        return add(region, ctx, ops, ids, replace_desc);
+        return replace(region, ctx, ops, ids, p, replace_desc);
     }
     // 4. Too few replicas.
     if peers.len() < max {
@@ -199,14 +214,14 @@ pub fn check_region(
     Checked::default()
 }
 
-/// An operator adding a learner on the best store, then promoting it.
-fn add(
+/// The best store for one more replica next to the region's healthy ones, and a peer id for
+/// it; `Err` says what to report (nothing when waiting).
+fn new_place(
     region: &RegionInfo,
     ctx: &Context<'_>,
     ops: &Operators,
     ids: &mut dyn PeerIds,
-    desc: &'static str,
-) -> Checked {
+) -> Result<(u64, u64), Checked> {
     let keep: Vec<u64> = region
         .meta
         .peers
@@ -216,22 +231,53 @@ fn add(
         .collect();
     let store_id = match pick_store(region, ctx, ops, &keep, &|_| true) {
         Pick::Store(id) => id,
-        Pick::Wait => return Checked::default(),
+        Pick::Wait => return Err(Checked::default()),
         Pick::Blocked(why) => {
-            return Checked {
+            return Err(Checked {
                 op: None,
                 blocked: Some(why),
-            }
+            })
         }
     };
-    let Some(peer_id) = ids.next_peer_id() else {
-        return Checked::default();
+    let peer_id = ids.next_peer_id().ok_or_else(Checked::default)?;
+    Ok((store_id, peer_id))
+}
+
+/// An operator adding a learner on the best store, then promoting it: for a region short of
+/// voters, where the new voter replaces none.
+fn add(
+    region: &RegionInfo,
+    ctx: &Context<'_>,
+    ops: &Operators,
+    ids: &mut dyn PeerIds,
+    desc: &'static str,
+) -> Checked {
+    let (store_id, peer_id) = match new_place(region, ctx, ops, ids) {
+        Ok(place) => place,
+        Err(checked) => return checked,
     };
     let steps = vec![
         Step::AddLearner { store_id, peer_id },
         Step::PromoteLearner { store_id, peer_id },
     ];
     Some(Operator::new(desc, REPLICA, region, steps, ctx.now_ms)).into()
+}
+
+/// An operator moving the sick voter `sick` to the best store ([`move_steps`]).
+fn replace(
+    region: &RegionInfo,
+    ctx: &Context<'_>,
+    ops: &Operators,
+    ids: &mut dyn PeerIds,
+    sick: &metapb::Peer,
+    desc: &'static str,
+) -> Checked {
+    let (store_id, peer_id) = match new_place(region, ctx, ops, ids) {
+        Ok(place) => place,
+        Err(checked) => return checked,
+    };
+    let (steps, kind) = move_steps(region, ctx, ops, sick, store_id, peer_id);
+    Some(Operator::new(desc, kind, region, steps, ctx.now_ms)).into()
 }
 
 /// The result of looking for a store for a new replica.
@@ -369,10 +415,15 @@ fn better_location(
     None
 }
 
-/// The steps moving `source`'s replica to `target` (PD's move-peer operator): add a learner
-/// with `peer_id` on `target`, promote it, move the leadership away first if `source` leads
-/// (to the remaining voter with the fewest leaders, skipping evicted stores), and remove
-/// `source`'s peer.
+/// The steps moving `source`'s replica to `target` (PD's move-peer operator with joint
+/// consensus): add a learner with `peer_id` on `target`; if `source` leads, move the
+/// leadership to the remaining voter with the fewest leaders (skipping evicted stores); then
+/// promote the learner and demote `source` in one joint change, leave the joint state and
+/// remove `source`'s peer, a learner by then.
+///
+/// A lone voter cannot hand its leadership to anyone before the learner is a voter: there
+/// (one replica, no fault tolerance to keep) the learner is promoted first, leads, and the
+/// old voter is removed.
 pub fn move_steps(
     region: &RegionInfo,
     ctx: &Context<'_>,
@@ -381,35 +432,66 @@ pub fn move_steps(
     target: u64,
     peer_id: u64,
 ) -> (Vec<Step>, OpKind) {
-    let mut steps = vec![
-        Step::AddLearner {
-            store_id: target,
-            peer_id,
-        },
-        Step::PromoteLearner {
-            store_id: target,
-            peer_id,
-        },
-    ];
-    let mut kind = REPLICA;
-    if region.leader.is_some_and(|l| l.id == source.id) {
-        let evicted = ctx.schedulers().evict_leader;
-        let to_store = (region.meta.peers.iter())
-            .filter(|p| p.id != source.id && is_voter(p))
-            .map(|p| p.store_id)
-            .filter(|s| !evicted.contains(s))
-            .min_by_key(|s| (ctx.counts(*s).leaders as i64 + ops.leader_influence(*s), *s))
-            .unwrap_or(target);
-        steps.push(Step::TransferLeader {
-            from_store: source.store_id,
-            to_store,
-        });
-        kind.leader = true;
-    }
-    steps.push(Step::RemovePeer {
+    let add = Step::AddLearner {
+        store_id: target,
+        peer_id,
+    };
+    let remove = Step::RemovePeer {
         store_id: source.store_id,
         peer_id: source.id,
-    });
+    };
+    let mut kind = REPLICA;
+    if region.leader.is_none_or(|l| l.id != source.id) {
+        let steps = vec![
+            add,
+            Step::EnterJoint {
+                promote: (target, peer_id),
+                demote: (source.store_id, source.id),
+            },
+            Step::LeaveJoint,
+            remove,
+        ];
+        return (steps, kind);
+    }
+    kind.leader = true;
+    let evicted = ctx.schedulers().evict_leader;
+    let voters: Vec<u64> = (region.meta.peers.iter())
+        .filter(|p| p.id != source.id && is_voter(p))
+        .map(|p| p.store_id)
+        .collect();
+    let to_store = voters
+        .iter()
+        .copied()
+        .filter(|s| !evicted.contains(s))
+        .min_by_key(|s| (ctx.counts(*s).leaders as i64 + ops.leader_influence(*s), *s))
+        .or_else(|| voters.iter().copied().min());
+    let steps = match to_store {
+        Some(to_store) => vec![
+            add,
+            Step::TransferLeader {
+                from_store: source.store_id,
+                to_store,
+            },
+            Step::EnterJoint {
+                promote: (target, peer_id),
+                demote: (source.store_id, source.id),
+            },
+            Step::LeaveJoint,
+            remove,
+        ],
+        None => vec![
+            add,
+            Step::PromoteLearner {
+                store_id: target,
+                peer_id,
+            },
+            Step::TransferLeader {
+                from_store: source.store_id,
+                to_store: target,
+            },
+            remove,
+        ],
+    };
     (steps, kind)
 }
 

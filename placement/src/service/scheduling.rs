@@ -11,6 +11,8 @@
 //! used up the outcome says `starved`, and the stream handler persists a new batch (off the
 //! lock) and schedules the region once more.
 
+use proto::eraftpb::ConfChangeType;
+use proto::metapb;
 use proto::pdpb::{self, RegionHeartbeatResponse};
 
 use crate::cluster::ClusterView;
@@ -127,6 +129,29 @@ pub fn put_command(reply: &mut RegionHeartbeatResponse, command: Command) {
                 peer: Some(peer),
                 peers: Vec::new(),
             });
+        }
+        Command::EnterJoint { promote, demote } => {
+            let change =
+                |peer: metapb::Peer, role: metapb::PeerRole, ty: ConfChangeType| pdpb::ChangePeer {
+                    peer: Some(metapb::Peer {
+                        role: role as i32,
+                        ..peer
+                    }),
+                    change_type: ty as i32,
+                };
+            reply.change_peer_v2 = Some(pdpb::ChangePeerV2 {
+                changes: vec![
+                    change(promote, metapb::PeerRole::Voter, ConfChangeType::AddNode),
+                    change(
+                        demote,
+                        metapb::PeerRole::Learner,
+                        ConfChangeType::AddLearnerNode,
+                    ),
+                ],
+            });
+        }
+        Command::LeaveJoint => {
+            reply.change_peer_v2 = Some(pdpb::ChangePeerV2::default());
         }
     }
 }

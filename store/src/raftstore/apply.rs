@@ -12,7 +12,9 @@
 
 use prost::Message as _;
 use protobuf::Message as _;
-use raft::prelude::{ConfChange, ConfChangeType, Entry, EntryType};
+use raft::prelude::{
+    ConfChange, ConfChangeTransition, ConfChangeType, ConfChangeV2, Entry, EntryType,
+};
 use raft::Storage as _;
 use rocksdb::WriteBatch;
 
@@ -21,7 +23,7 @@ use super::driver::{RaftStore, RaftStoreConfig};
 use super::keys;
 use super::peer::Peer;
 use super::peer_storage::{self, StorageError};
-use super::{split, ProposeError};
+use super::{membership, split, ProposeError};
 use crate::engine::{Modify, CF_RAFT, DATA_CFS};
 use proto::metapb;
 
@@ -75,10 +77,14 @@ impl RaftStore {
                         }
                         r.map(|_| ())
                     }
-                    EntryType::EntryConfChangeV2 => Err(ProposeError::Rejected {
-                        region_id,
-                        reason: "joint conf changes are not used".into(),
-                    }),
+                    EntryType::EntryConfChangeV2 => {
+                        self.dirty = true;
+                        let r = apply_conf_change_v2(p, e, &mut modifies);
+                        if let Ok(true) = r {
+                            removed.push(region_id);
+                        }
+                        r.map(|_| ())
+                    }
                 };
                 results.push(result);
                 p.set_applied(e.index);
@@ -273,6 +279,16 @@ fn apply_conf_change(
     let reject = |reason: String| ProposeError::Rejected { region_id, reason };
     let cc = ConfChange::parse_from_bytes(&e.data).map_err(|err| reject(err.to_string()))?;
     let peer = metapb::Peer::decode(e.context.as_ref()).map_err(|err| reject(err.to_string()))?;
+    if membership::in_joint(&p.region) {
+        tracing::info!(
+            region_id,
+            index = e.index,
+            "single membership change refused: region is joint"
+        );
+        return Err(reject(
+            "the region is in a joint state: leave it before a single membership change".into(),
+        ));
+    }
     let mut region = p.region.clone();
     let role = |r: metapb::PeerRole| metapb::Peer {
         role: r as i32,
@@ -306,6 +322,95 @@ fn apply_conf_change(
     tracing::info!(region_id, change = ?cc.get_change_type(), peer_id = peer.id, store_id = peer.store_id, "membership changed");
     p.set_region(region);
     Ok(cc.get_change_type() == ConfChangeType::RemoveNode && peer.id == p.peer_id)
+}
+
+/// Applies a joint-consensus membership change (entering or leaving the joint state, see
+/// [`membership`]); Ok(true) if it removed this replica. The region's metadata decides
+/// whether it is valid, the same way on every replica; an invalid one changes nothing.
+fn apply_conf_change_v2(
+    p: &mut Peer,
+    e: &Entry,
+    modifies: &mut Vec<Modify>,
+) -> Result<bool, ProposeError> {
+    let region_id = p.region.id;
+    let reject = |reason: String| {
+        tracing::info!(region_id, index = e.index, %reason, "joint membership change refused");
+        ProposeError::Rejected { region_id, reason }
+    };
+    let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| reject(err.to_string()))?;
+    let changes = membership::decode_context(&e.context).map_err(reject)?;
+    let leave = cc.leave_joint();
+    let (region, removes_me) = if leave {
+        if !changes.is_empty() {
+            return Err(reject("a leave-joint entry names changes".into()));
+        }
+        (membership::leave_joint(&p.region).map_err(reject)?, false)
+    } else {
+        if cc.get_transition() != ConfChangeTransition::Explicit {
+            return Err(reject(format!(
+                "joint changes are left explicitly; {:?} transition refused",
+                cc.get_transition()
+            )));
+        }
+        if !membership::matches(&cc, &changes) {
+            return Err(reject(
+                "the raft change does not match the peers its entry names".into(),
+            ));
+        }
+        let region = membership::enter_joint(&p.region, &changes).map_err(reject)?;
+        let removes_me = changes
+            .iter()
+            .any(|(t, peer)| *t == ConfChangeType::RemoveNode && peer.id == p.peer_id);
+        (region, removes_me)
+    };
+    let cs = p
+        .node
+        .apply_conf_change(&cc)
+        .map_err(|err| reject(err.to_string()))?;
+    p.ps.mem.wl().set_conf_state(cs);
+    modifies.push(Modify::Put {
+        cf: CF_RAFT,
+        key: keys::region_state_key(region_id),
+        value: region.encode_to_vec(),
+    });
+    let conf_ver = region.region_epoch.map(|ep| ep.conf_ver).unwrap_or(0);
+    if leave {
+        let roles: Vec<String> = region
+            .peers
+            .iter()
+            .map(|x| format!("{}@{}:{:?}", x.id, x.store_id, x.role()))
+            .collect();
+        tracing::info!(region_id, conf_ver, ?roles, "left joint state");
+        let demoted_me = region
+            .peers
+            .iter()
+            .any(|x| x.id == p.peer_id && x.role() == metapb::PeerRole::Learner);
+        if demoted_me && p.is_leader() {
+            // Proposed under another leader, applied under this one (a demoting voter elected
+            // meanwhile): raft-rs keeps a demoted leader in office; hand it to a voter.
+            p.set_region(region);
+            let to = p.hand_over_leadership();
+            tracing::info!(
+                region_id,
+                ?to,
+                "leader demoted to learner; handing leadership over"
+            );
+            return Ok(false);
+        }
+    } else {
+        let changes: Vec<String> = changes
+            .iter()
+            .map(|(t, x)| format!("{t:?} {}@{}", x.id, x.store_id))
+            .collect();
+        tracing::info!(
+            region_id,
+            conf_ver,
+            ?changes,
+            "membership changed: joint state entered"
+        );
+    }
+    p.set_region(region);
+    Ok(removes_me)
 }
 
 /// On a leader, proposes truncating the log when [`gc_index`] says so; every

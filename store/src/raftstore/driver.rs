@@ -19,6 +19,7 @@ use tokio::sync::{oneshot, Notify};
 
 use super::cmd::RaftCmd;
 use super::logger::raft_logger;
+use super::membership::PeerChange;
 use super::peer::{Callback, Peer, PeerConfig, PeerCtx, ReadCallback};
 use super::peer_storage::{self, StorageError};
 use super::snap::worker::{ApplyGate, SnapWorkers};
@@ -73,6 +74,13 @@ pub enum StoreMsg {
         peer: metapb::Peer,
         cb: Callback,
     },
+    /// A joint-consensus membership change: non-empty `changes` enter a joint state, empty
+    /// ones leave it.
+    ChangePeerV2 {
+        region_id: u64,
+        changes: Vec<PeerChange>,
+        cb: Callback,
+    },
     TransferLeader {
         region_id: u64,
         peer_id: u64,
@@ -82,6 +90,12 @@ pub enum StoreMsg {
         cb: ReadCallback,
     },
     Raft(storepb::RaftMessage),
+    /// Tests: the raft configuration the replica of `region_id` runs with.
+    #[cfg(test)]
+    ConfStateOf {
+        region_id: u64,
+        cb: oneshot::Sender<Option<raft::prelude::ConfState>>,
+    },
 }
 
 /// What the store's own machinery (transport, workers, shutdown) tells the
@@ -203,6 +217,22 @@ impl Router {
         .await
     }
 
+    /// Enters a joint state with `changes` (promotions, demotions, new peers, learners
+    /// removed) in one raft change, or leaves it if `changes` is empty; resolves once
+    /// applied here.
+    pub async fn change_peer_v2(
+        &self,
+        region_id: u64,
+        changes: Vec<PeerChange>,
+    ) -> Result<(), ProposeError> {
+        self.call(|cb| StoreMsg::ChangePeerV2 {
+            region_id,
+            changes,
+            cb,
+        })
+        .await
+    }
+
     /// Resolves once this replica, as leader, may serve a linearizable read,
     /// with the leader term the read was confirmed in.
     pub async fn read_index(&self, region_id: u64) -> Result<u64, ProposeError> {
@@ -219,6 +249,16 @@ impl Router {
     /// inbox drops it with `Busy` (raft retransmits what matters).
     pub fn send_raft_message(&self, msg: storepb::RaftMessage) -> Result<(), ProposeError> {
         self.try_send(StoreMsg::Raft(msg))
+    }
+
+    /// Tests: the raft configuration the replica of `region_id` runs with (None: no
+    /// replica, or the store stopped).
+    #[cfg(test)]
+    pub(crate) async fn conf_state(&self, region_id: u64) -> Option<raft::prelude::ConfState> {
+        let (cb, rx) = oneshot::channel();
+        self.try_send(StoreMsg::ConfStateOf { region_id, cb })
+            .ok()?;
+        rx.await.ok()?
     }
 
     pub fn shutdown(&self) {
@@ -494,13 +534,17 @@ impl RaftStore {
         }
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
-                StoreMsg::Propose { cb, .. } | StoreMsg::ChangePeer { cb, .. } => {
+                StoreMsg::Propose { cb, .. }
+                | StoreMsg::ChangePeer { cb, .. }
+                | StoreMsg::ChangePeerV2 { cb, .. } => {
                     let _ = cb.send(Err(ProposeError::Shutdown));
                 }
                 StoreMsg::ReadIndex { cb, .. } => {
                     let _ = cb.send(Err(ProposeError::Shutdown));
                 }
                 StoreMsg::TransferLeader { .. } | StoreMsg::Raft(_) => {}
+                #[cfg(test)]
+                StoreMsg::ConfStateOf { .. } => {}
             }
         }
         tracing::info!("raftstore stopped");
@@ -536,6 +580,11 @@ impl RaftStore {
             } => self.with_peer(region_id, cb, |p, cb| {
                 p.propose_conf_change(change, peer, cb)
             }),
+            StoreMsg::ChangePeerV2 {
+                region_id,
+                changes,
+                cb,
+            } => self.with_peer(region_id, cb, |p, cb| p.propose_conf_change_v2(changes, cb)),
             StoreMsg::ReadIndex { region_id, cb } => {
                 self.with_peer(region_id, cb, |p, cb| p.read_index(cb))
             }
@@ -545,12 +594,20 @@ impl RaftStore {
                         tracing::debug!(
                             region_id,
                             peer_id,
-                            "leader transfer skipped: target not a caught-up voter"
+                            "leader transfer skipped: target not a caught-up voter of the incoming configuration"
                         );
                     }
                 }
             }
             StoreMsg::Raft(m) => self.on_raft_message(m),
+            #[cfg(test)]
+            StoreMsg::ConfStateOf { region_id, cb } => {
+                let cs = self
+                    .peers
+                    .get(&region_id)
+                    .map(|p| p.node.raft.prs().conf().to_conf_state());
+                let _ = cb.send(cs);
+            }
         }
     }
 

@@ -6,7 +6,8 @@
 //! `storage` to validate requests), [`RaftStore`] (the loop: ticks, proposals,
 //! readies of all regions persisted with one synced write, then applied in one
 //! batch). Below it: `peer` (one replica), `peer_storage` (its durable log),
-//! `cmd` (what log entries carry), `keys` (local metadata keys).
+//! `cmd` (what log entries carry), `keys` (local metadata keys), `membership`
+//! (joint-consensus membership changes).
 
 mod apply;
 pub mod cmd;
@@ -14,6 +15,7 @@ mod driver;
 mod incoming;
 pub mod keys;
 mod logger;
+pub mod membership;
 pub mod peer;
 pub mod peer_storage;
 mod ready;
@@ -23,6 +25,8 @@ pub mod split;
 pub mod split_check;
 pub mod transport;
 
+#[cfg(test)]
+mod joint_tests;
 #[cfg(test)]
 pub mod test_cluster;
 #[cfg(test)]

@@ -16,6 +16,7 @@ use raft::{RawNode, StateRole, Storage as _};
 use tokio::sync::oneshot;
 
 use super::cmd::RaftCmd;
+use super::membership;
 use super::peer_storage::{PeerStorage, StorageError};
 use super::snap::worker::{GenState, GenTask, SnapSource};
 use super::snapshot::{PeerRaftStorage, PendingInstall};
@@ -223,14 +224,15 @@ impl Peer {
 
     /// Starts handing leadership to `peer_id` if that is safe now: it is a
     /// live voter (heard from within an election timeout) whose log is
-    /// nearly complete, and no transfer is under way.
+    /// nearly complete, and no transfer is under way. In a joint state it
+    /// must vote in the incoming configuration: never a demoting voter.
     pub fn transfer_leader(&mut self, peer_id: u64) -> bool {
         if !self.is_leader() || peer_id == self.peer_id || self.node.raft.lead_transferee.is_some()
         {
             return false;
         }
         let last = self.node.raft.raft_log.last_index();
-        let caught_up = self.node.raft.prs().conf().voters().contains(peer_id)
+        let caught_up = self.is_incoming_voter(peer_id)
             && self
                 .node
                 .raft
@@ -241,6 +243,47 @@ impl Peer {
             self.node.transfer_leader(peer_id);
         }
         caught_up
+    }
+
+    /// Whether `peer_id` votes in the incoming configuration (a voter or an incoming voter;
+    /// not a demoting voter, which leaves the voters when the joint state is left).
+    fn is_incoming_voter(&self, peer_id: u64) -> bool {
+        let in_raft = self
+            .node
+            .raft
+            .prs()
+            .conf()
+            .to_conf_state()
+            .voters
+            .contains(&peer_id);
+        let in_region = self.region.peers.iter().any(|p| {
+            p.id == peer_id
+                && matches!(
+                    p.role(),
+                    metapb::PeerRole::Voter | metapb::PeerRole::IncomingVoter
+                )
+        });
+        in_raft && in_region
+    }
+
+    /// Whether raft's configuration (or the region's roles) is joint.
+    fn is_joint(&self) -> bool {
+        !self
+            .node
+            .raft
+            .prs()
+            .conf()
+            .to_conf_state()
+            .voters_outgoing
+            .is_empty()
+            || membership::in_joint(&self.region)
+    }
+
+    fn reject(&self, cb: Callback, reason: impl Into<String>) {
+        let _ = cb.send(Err(ProposeError::Rejected {
+            region_id: self.region.id,
+            reason: reason.into(),
+        }));
     }
 
     /// Proposes adding, promoting or removing `peer`; `cb` fires once applied.
@@ -256,10 +299,14 @@ impl Peer {
         }
         if self.node.raft.has_pending_conf() {
             // raft-rs would log it as an empty entry; answer at once instead.
-            let _ = cb.send(Err(ProposeError::Rejected {
-                region_id: self.region.id,
-                reason: "another membership change is still being applied".into(),
-            }));
+            self.reject(cb, "another membership change is still being applied");
+            return;
+        }
+        if self.is_joint() {
+            self.reject(
+                cb,
+                "the region is in a joint state: leave it before a single membership change",
+            );
             return;
         }
         let mut cc = ConfChange::default();
@@ -275,6 +322,103 @@ impl Peer {
             return;
         }
         self.track(cb, true);
+    }
+
+    /// Proposes a joint-consensus membership change (see [`membership`]): non-empty `changes`
+    /// enter a joint state with all of them in one raft change, empty ones leave it. `cb`
+    /// fires once applied. Refused at once: a replica that does not lead, another change still
+    /// being applied, entering while joint, leaving while not, demoting the leader itself,
+    /// removing a voter (it must be demoted first) and whatever else the region's metadata
+    /// makes invalid. A leader that is itself a demoting voter does not leave the joint state
+    /// (it would lead as a learner): it hands leadership to a caught-up voter of the new
+    /// configuration and refuses, so the request is made again to the new leader.
+    pub fn propose_conf_change_v2(&mut self, changes: Vec<membership::PeerChange>, cb: Callback) {
+        if !self.is_leader() {
+            let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        if self.node.raft.has_pending_conf() {
+            self.reject(cb, "another membership change is still being applied");
+            return;
+        }
+        let joint = self.is_joint();
+        if changes.is_empty() {
+            if !joint {
+                self.reject(
+                    cb,
+                    "the region is not in a joint state: there is nothing to leave",
+                );
+                return;
+            }
+            let me = self.region.peers.iter().find(|p| p.id == self.peer_id);
+            if me.is_some_and(|p| p.role() == metapb::PeerRole::DemotingVoter) {
+                let to = self.hand_over_leadership();
+                let reason = match to {
+                    Some(to) => format!(
+                        "the leader is a demoting voter and cannot leave the joint state: \
+                         leadership is being handed to peer {to}; ask it again"
+                    ),
+                    None => "the leader is a demoting voter and cannot leave the joint state: \
+                             no caught-up voter of the new configuration to hand leadership to \
+                             yet"
+                    .to_string(),
+                };
+                self.reject(cb, reason);
+                return;
+            }
+        } else {
+            if joint {
+                self.reject(
+                    cb,
+                    "the region is already in a joint state: leave it before another \
+                     membership change",
+                );
+                return;
+            }
+            if let Some((_, p)) = changes.iter().find(|(t, p)| {
+                p.id == self.peer_id
+                    && matches!(
+                        t,
+                        ConfChangeType::AddLearnerNode | ConfChangeType::RemoveNode
+                    )
+            }) {
+                self.reject(
+                    cb,
+                    format!(
+                        "peer {} is the leader: it cannot be demoted or removed; transfer \
+                         leadership first",
+                        p.id
+                    ),
+                );
+                return;
+            }
+            if let Err(reason) = membership::enter_joint(&self.region, &changes) {
+                self.reject(cb, reason);
+                return;
+            }
+        }
+        let cc = membership::conf_change_v2(&changes);
+        let context = membership::encode_context(&changes);
+        if let Err(e) = self.node.propose_conf_change(context, cc) {
+            self.reject(cb, format!("conf change refused: {e}"));
+            return;
+        }
+        self.track(cb, true);
+    }
+
+    /// Starts handing leadership to a caught-up voter of the incoming configuration; the
+    /// peer it goes to, if any.
+    pub(super) fn hand_over_leadership(&mut self) -> Option<u64> {
+        if let Some(to) = self.node.raft.lead_transferee {
+            return Some(to);
+        }
+        let mut candidates: Vec<u64> = self.node.raft.prs().conf().to_conf_state().voters;
+        candidates.sort_unstable();
+        let me = self.peer_id;
+        candidates
+            .into_iter()
+            .filter(|id| *id != me)
+            .find(|id| self.transfer_leader(*id))
     }
 
     /// Queues a linearizable read; `cb` fires once this replica, as leader,

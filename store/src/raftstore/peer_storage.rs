@@ -101,15 +101,31 @@ pub fn bootstrap_writes(region: &metapb::Region) -> Result<Vec<Modify>, StorageE
     ])
 }
 
+/// The raft configuration `region`'s peer roles stand for (at restart, in snapshots). In a
+/// joint state (some peer an incoming or demoting voter) the incoming voters are the voters
+/// and incoming voters, the outgoing ones the voters and demoting voters, and the demoting
+/// voters become learners when the state is left; it is only ever left on request.
 pub fn conf_state_of(region: &metapb::Region) -> ConfState {
+    use metapb::PeerRole;
+    let joint = super::membership::in_joint(region);
     let mut cs = ConfState::default();
     for p in &region.peers {
-        if p.role == metapb::PeerRole::Learner as i32 {
-            cs.learners.push(p.id);
-        } else {
-            cs.voters.push(p.id);
+        match p.role() {
+            PeerRole::Voter => {
+                cs.voters.push(p.id);
+                if joint {
+                    cs.voters_outgoing.push(p.id);
+                }
+            }
+            PeerRole::IncomingVoter => cs.voters.push(p.id),
+            PeerRole::DemotingVoter => {
+                cs.voters_outgoing.push(p.id);
+                cs.learners_next.push(p.id);
+            }
+            PeerRole::Learner => cs.learners.push(p.id),
         }
     }
+    cs.auto_leave = false;
     cs
 }
 
@@ -504,6 +520,134 @@ mod tests {
         let ps = load(&engine, &region()).unwrap();
         assert_eq!(ps.mem.first_index().unwrap(), 8);
         assert_eq!(ps.apply_state.truncated_term, 6);
+    }
+
+    /// `cs` with every list sorted, to compare configurations.
+    fn sorted(mut cs: ConfState) -> ConfState {
+        cs.voters.sort_unstable();
+        cs.learners.sort_unstable();
+        cs.voters_outgoing.sort_unstable();
+        cs.learners_next.sort_unstable();
+        cs
+    }
+
+    fn peer(id: u64, store_id: u64, role: metapb::PeerRole) -> metapb::Peer {
+        metapb::Peer {
+            id,
+            store_id,
+            role: role as i32,
+            ..Default::default()
+        }
+    }
+
+    /// A raft node of peer 101 started from the configuration `region` stands for.
+    fn node_of(region: &metapb::Region) -> raft::RawNode<MemStorage> {
+        let cfg = raft::Config {
+            id: 101,
+            ..Default::default()
+        };
+        let storage = MemStorage::new_with_conf_state(conf_state_of(region));
+        raft::RawNode::new(&cfg, storage, &crate::raftstore::logger::raft_logger()).unwrap()
+    }
+
+    fn running(node: &raft::RawNode<MemStorage>) -> ConfState {
+        sorted(node.raft.prs().conf().to_conf_state())
+    }
+
+    #[test]
+    fn conf_state_of_a_joint_region_is_what_raft_runs_and_restarts_with() {
+        use crate::raftstore::membership;
+        use metapb::PeerRole;
+        use raft::prelude::ConfChangeType;
+        let mut region = region();
+        region.peers = vec![
+            peer(101, 1, PeerRole::Voter),
+            peer(102, 2, PeerRole::Voter),
+            peer(103, 3, PeerRole::Voter),
+            peer(104, 4, PeerRole::Learner),
+            peer(105, 5, PeerRole::Learner),
+        ];
+        let plain = conf_state_of(&region);
+        assert_eq!(plain.voters, vec![101, 102, 103]);
+        assert_eq!(plain.learners, vec![104, 105]);
+        assert!(plain.voters_outgoing.is_empty() && plain.learners_next.is_empty());
+        let mut node = node_of(&region);
+        assert_eq!(running(&node), sorted(plain));
+
+        // Promote 104, demote 103, remove learner 105, add learner 106: raft's joint
+        // configuration is exactly what the joint region's roles say.
+        let changes = [
+            (ConfChangeType::AddNode, peer(104, 4, PeerRole::Voter)),
+            (
+                ConfChangeType::AddLearnerNode,
+                peer(103, 3, PeerRole::Learner),
+            ),
+            (ConfChangeType::RemoveNode, peer(105, 5, PeerRole::Learner)),
+            (
+                ConfChangeType::AddLearnerNode,
+                peer(106, 6, PeerRole::Learner),
+            ),
+        ];
+        let joint = membership::enter_joint(&region, &changes).unwrap();
+        let cs = node
+            .apply_conf_change(&membership::conf_change_v2(&changes))
+            .unwrap();
+        let expected = ConfState {
+            voters: vec![101, 102, 104],
+            learners: vec![106],
+            voters_outgoing: vec![101, 102, 103],
+            learners_next: vec![103],
+            auto_leave: false,
+            ..Default::default()
+        };
+        assert_eq!(sorted(cs), expected);
+        assert_eq!(sorted(conf_state_of(&joint)), expected);
+        // A replica restarted (or built from a snapshot) in the joint state runs it again,
+        // and can leave it.
+        let mut restarted = node_of(&joint);
+        assert_eq!(running(&restarted), expected);
+
+        let left = membership::leave_joint(&joint).unwrap();
+        let leave = membership::conf_change_v2(&[]);
+        let expected = ConfState {
+            voters: vec![101, 102, 104],
+            learners: vec![103, 106],
+            ..Default::default()
+        };
+        assert_eq!(sorted(node.apply_conf_change(&leave).unwrap()), expected);
+        assert_eq!(
+            sorted(restarted.apply_conf_change(&leave).unwrap()),
+            expected
+        );
+        assert_eq!(sorted(conf_state_of(&left)), expected);
+    }
+
+    #[test]
+    fn a_joint_region_is_reloaded_with_its_joint_configuration() {
+        use metapb::PeerRole;
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let mut joint = region();
+        joint.peers = vec![
+            peer(2, 1, PeerRole::Voter),
+            peer(3, 2, PeerRole::DemotingVoter),
+            peer(4, 3, PeerRole::IncomingVoter),
+        ];
+        engine
+            .write(&bootstrap_writes(&joint).unwrap(), true)
+            .unwrap();
+        assert_eq!(load_regions(&engine).unwrap(), vec![joint.clone()]);
+        let ps = load(&engine, &joint).unwrap();
+        let cs = ps.mem.initial_state().unwrap().conf_state;
+        assert_eq!(
+            sorted(cs),
+            ConfState {
+                voters: vec![2, 4],
+                voters_outgoing: vec![2, 3],
+                learners_next: vec![3],
+                ..Default::default()
+            }
+        );
     }
 
     #[test]

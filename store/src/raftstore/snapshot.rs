@@ -90,8 +90,11 @@ impl Storage for PeerRaftStorage {
                 let meta = snap.get_metadata();
                 let cs = meta.get_conf_state();
                 // The receiver must be in it (raft refuses one that does not
-                // name it), and it goes on from the log after it.
-                let names_it = cs.voters.contains(&to) || cs.learners.contains(&to);
+                // name it; a demoting voter is named among the outgoing voters),
+                // and it goes on from the log after it.
+                let names_it = cs.voters.contains(&to)
+                    || cs.learners.contains(&to)
+                    || cs.voters_outgoing.contains(&to);
                 if names_it && meta.index >= request_index && meta.index >= truncated {
                     return Ok((**snap).clone());
                 }

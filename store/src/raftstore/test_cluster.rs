@@ -193,6 +193,11 @@ impl TestCluster {
         self.routers.read()[&store_id].0.clone()
     }
 
+    /// `store_id`'s router, unless the store is stopped.
+    pub fn try_router(&self, store_id: u64) -> Option<Router> {
+        self.routers.read().get(&store_id).map(|(r, _)| r.clone())
+    }
+
     pub fn snaps(&self, store_id: u64) -> &SnapManager {
         &self.nodes[&store_id].snaps
     }
@@ -331,6 +336,21 @@ impl TestCluster {
             (self.get(store_id, key).as_deref() == Some(value)).then_some(())
         })
         .await
+    }
+
+    /// The raft configuration `store_id`'s replica of `region_id` runs with, every list
+    /// sorted (None: no replica there, or the store is down).
+    pub async fn conf_state(
+        &self,
+        store_id: u64,
+        region_id: u64,
+    ) -> Option<raft::prelude::ConfState> {
+        let mut cs = self.try_router(store_id)?.conf_state(region_id).await?;
+        cs.voters.sort_unstable();
+        cs.learners.sort_unstable();
+        cs.voters_outgoing.sort_unstable();
+        cs.learners_next.sort_unstable();
+        Some(cs)
     }
 
     pub async fn read_index(&self, store_id: u64, region_id: u64) -> Result<u64, ProposeError> {

@@ -24,6 +24,7 @@ use super::pd::{PdClient, PdError};
 use crate::disk::DiskState;
 use crate::engine::{Engine, CF_DEFAULT, CF_WRITE};
 use crate::raftstore::cmd::{BatchSplit, RaftCmd, SplitSpec};
+use crate::raftstore::membership;
 use crate::raftstore::split_check::{self, SplitLimits};
 use crate::raftstore::{ProposeError, Router, StoreMeta};
 use raft::prelude::ConfChangeType;
@@ -313,6 +314,14 @@ impl Heartbeat {
             });
             return;
         }
+        if let Some(cp) = resp.change_peer_v2 {
+            tokio::spawn(async move {
+                if let Err(e) = self.change_peer_v2(region_id, cp).await {
+                    tracing::info!(region_id, error = %e, "joint peer change requested by placement failed");
+                }
+            });
+            return;
+        }
         if let Some(split) = resp.split_region {
             tokio::spawn(async move {
                 if let Err(e) = self.split(region_id, split.keys).await {
@@ -326,30 +335,54 @@ impl Heartbeat {
         let Some(peer) = cp.peer else {
             return Ok(());
         };
-        let change = match proto::eraftpb::ConfChangeType::try_from(cp.change_type) {
-            Ok(proto::eraftpb::ConfChangeType::AddNode) => ConfChangeType::AddNode,
-            Ok(proto::eraftpb::ConfChangeType::AddLearnerNode) => ConfChangeType::AddLearnerNode,
-            Ok(proto::eraftpb::ConfChangeType::RemoveNode) => ConfChangeType::RemoveNode,
-            _ => return Ok(()),
+        let Some(change) = membership::change_type_from_pd(cp.change_type) else {
+            return Ok(());
         };
         // Only act when the change is still needed (placement repeats operators).
         let needed = match self.meta.read().regions.get(&region_id) {
-            Some(r) if r.is_leader => {
-                let existing = r.region.peers.iter().find(|p| p.id == peer.id);
-                match change {
-                    ConfChangeType::AddNode => {
-                        existing.is_none_or(|p| p.role != metapb::PeerRole::Voter as i32)
-                    }
-                    ConfChangeType::AddLearnerNode => existing.is_none(),
-                    ConfChangeType::RemoveNode => existing.is_some(),
-                }
-            }
+            Some(r) if r.is_leader => change_peer_needed(&r.region, change, &peer),
             _ => false,
         };
         if !needed {
             return Ok(());
         }
         self.router.change_peer(region_id, change, peer).await?;
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// Carries out placement's `ChangePeerV2`: enter a joint state with its changes, or leave
+    /// the joint state if it has none, when this store leads the region and it is still needed.
+    async fn change_peer_v2(
+        &self,
+        region_id: u64,
+        cp: pdpb::ChangePeerV2,
+    ) -> Result<(), SplitError> {
+        let Some(changes) = membership::changes_from_pd(&cp) else {
+            tracing::warn!(
+                region_id,
+                ?cp,
+                "invalid joint peer change from placement ignored"
+            );
+            return Ok(());
+        };
+        let needed = match self.meta.read().regions.get(&region_id) {
+            Some(r) if r.is_leader => change_peer_v2_needed(&r.region, &changes),
+            _ => false,
+        };
+        if !needed {
+            return Ok(());
+        }
+        if changes.is_empty() {
+            tracing::info!(region_id, "leaving joint state as placement asks");
+        } else {
+            let summary: Vec<String> = changes
+                .iter()
+                .map(|(t, p)| format!("{t:?} {}@{}", p.id, p.store_id))
+                .collect();
+            tracing::info!(region_id, changes = ?summary, "entering joint state as placement asks");
+        }
+        self.router.change_peer_v2(region_id, changes).await?;
         self.changed.notify_one();
         Ok(())
     }
@@ -424,6 +457,50 @@ impl Heartbeat {
     }
 }
 
+/// Whether a single membership change placement asks for is still to be made in `region`
+/// (placement repeats it on every heartbeat until it sees it done). None while the region is
+/// joint: single changes wait until the joint state is left.
+fn change_peer_needed(
+    region: &metapb::Region,
+    change: ConfChangeType,
+    peer: &metapb::Peer,
+) -> bool {
+    if membership::in_joint(region) {
+        return false;
+    }
+    let existing = region.peers.iter().find(|p| p.id == peer.id);
+    match change {
+        ConfChangeType::AddNode => existing.is_none_or(|p| p.role() != metapb::PeerRole::Voter),
+        ConfChangeType::AddLearnerNode => existing.is_none(),
+        ConfChangeType::RemoveNode => existing.is_some(),
+    }
+}
+
+/// Whether a joint change placement asks for is still to be made in `region`: entering (some
+/// changes) only if the region is not joint yet and not every change is already reflected in
+/// its peers; leaving (no changes) only if it is joint.
+fn change_peer_v2_needed(region: &metapb::Region, changes: &[membership::PeerChange]) -> bool {
+    use metapb::PeerRole;
+    let joint = membership::in_joint(region);
+    if changes.is_empty() {
+        return joint;
+    }
+    if joint {
+        return false;
+    }
+    let reflected = |(change, peer): &membership::PeerChange| {
+        let existing = region.peers.iter().find(|p| p.id == peer.id);
+        match change {
+            ConfChangeType::AddNode => existing
+                .is_some_and(|p| matches!(p.role(), PeerRole::Voter | PeerRole::IncomingVoter)),
+            ConfChangeType::AddLearnerNode => existing
+                .is_some_and(|p| matches!(p.role(), PeerRole::Learner | PeerRole::DemotingVoter)),
+            ConfChangeType::RemoveNode => existing.is_none(),
+        }
+    };
+    !changes.iter().all(reflected)
+}
+
 #[derive(Debug, thiserror::Error)]
 enum SplitError {
     #[error(transparent)]
@@ -432,4 +509,143 @@ enum SplitError {
     Propose(#[from] ProposeError),
     #[error("placement gave {0} split ids for {1} keys")]
     Ids(usize, usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metapb::PeerRole;
+
+    fn peer(id: u64, store_id: u64, role: PeerRole) -> metapb::Peer {
+        metapb::Peer {
+            id,
+            store_id,
+            role: role as i32,
+            ..Default::default()
+        }
+    }
+
+    fn region(peers: Vec<metapb::Peer>) -> metapb::Region {
+        metapb::Region {
+            id: 1,
+            peers,
+            ..Default::default()
+        }
+    }
+
+    /// Placement's move of a replica from store 3 to store 4: promote 104, demote 103.
+    fn enter() -> Vec<membership::PeerChange> {
+        vec![
+            (ConfChangeType::AddNode, peer(104, 4, PeerRole::Voter)),
+            (
+                ConfChangeType::AddLearnerNode,
+                peer(103, 3, PeerRole::Learner),
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_joint_change_is_made_only_while_still_needed() {
+        let before = region(vec![
+            peer(101, 1, PeerRole::Voter),
+            peer(103, 3, PeerRole::Voter),
+            peer(104, 4, PeerRole::Learner),
+        ]);
+        let joint = region(vec![
+            peer(101, 1, PeerRole::Voter),
+            peer(103, 3, PeerRole::DemotingVoter),
+            peer(104, 4, PeerRole::IncomingVoter),
+        ]);
+        let after = region(vec![
+            peer(101, 1, PeerRole::Voter),
+            peer(103, 3, PeerRole::Learner),
+            peer(104, 4, PeerRole::Voter),
+        ]);
+        assert!(change_peer_v2_needed(&before, &enter()));
+        assert!(!change_peer_v2_needed(&joint, &enter()), "already entered");
+        assert!(!change_peer_v2_needed(&after, &enter()), "entered and left");
+        assert!(!change_peer_v2_needed(&before, &[]), "nothing to leave");
+        assert!(change_peer_v2_needed(&joint, &[]));
+        assert!(!change_peer_v2_needed(&after, &[]), "already left");
+        // Half reflected (the learner was promoted by a single change meanwhile): still to do.
+        let half = region(vec![
+            peer(101, 1, PeerRole::Voter),
+            peer(103, 3, PeerRole::Voter),
+            peer(104, 4, PeerRole::Voter),
+        ]);
+        assert!(change_peer_v2_needed(&half, &enter()));
+        // A removal is done once the peer is gone.
+        let remove = [(ConfChangeType::RemoveNode, peer(103, 3, PeerRole::Learner))];
+        assert!(change_peer_v2_needed(&after, &remove));
+        assert!(!change_peer_v2_needed(
+            &region(vec![peer(101, 1, PeerRole::Voter)]),
+            &remove
+        ));
+    }
+
+    #[test]
+    fn single_changes_wait_for_the_joint_state_to_be_left() {
+        let joint = region(vec![
+            peer(101, 1, PeerRole::Voter),
+            peer(103, 3, PeerRole::DemotingVoter),
+            peer(104, 4, PeerRole::IncomingVoter),
+        ]);
+        let promote = peer(104, 4, PeerRole::Voter);
+        assert!(!change_peer_needed(
+            &joint,
+            ConfChangeType::AddNode,
+            &promote
+        ));
+        let learner = region(vec![
+            peer(101, 1, PeerRole::Voter),
+            peer(104, 4, PeerRole::Learner),
+        ]);
+        assert!(change_peer_needed(
+            &learner,
+            ConfChangeType::AddNode,
+            &promote
+        ));
+        let removed = peer(103, 3, PeerRole::Learner);
+        assert!(!change_peer_needed(
+            &learner,
+            ConfChangeType::RemoveNode,
+            &removed
+        ));
+    }
+
+    #[test]
+    fn placements_joint_change_is_read_and_an_invalid_one_ignored() {
+        let cp = pdpb::ChangePeerV2 {
+            changes: vec![
+                pdpb::ChangePeer {
+                    peer: Some(peer(104, 4, PeerRole::Voter)),
+                    change_type: proto::eraftpb::ConfChangeType::AddNode as i32,
+                },
+                pdpb::ChangePeer {
+                    peer: Some(peer(103, 3, PeerRole::Learner)),
+                    change_type: proto::eraftpb::ConfChangeType::AddLearnerNode as i32,
+                },
+            ],
+        };
+        assert_eq!(membership::changes_from_pd(&cp), Some(enter()));
+        assert_eq!(
+            membership::changes_from_pd(&pdpb::ChangePeerV2::default()),
+            Some(vec![]),
+            "no changes: leave"
+        );
+        let no_peer = pdpb::ChangePeerV2 {
+            changes: vec![pdpb::ChangePeer {
+                peer: None,
+                change_type: 0,
+            }],
+        };
+        assert_eq!(membership::changes_from_pd(&no_peer), None);
+        let bad_type = pdpb::ChangePeerV2 {
+            changes: vec![pdpb::ChangePeer {
+                peer: Some(peer(104, 4, PeerRole::Voter)),
+                change_type: 42,
+            }],
+        };
+        assert_eq!(membership::changes_from_pd(&bad_type), None);
+    }
 }

@@ -91,10 +91,13 @@ fn replica_checker_table() {
             Some(("remove-extra-replica", remove(4, 4))),
         ),
         (
-            "store 3 down: replace it",
+            "store 3 down: move it",
             kill3,
             region(&three, 1, 3),
-            Some(("replace-down-replica", add(4, FIRST_NEW_PEER))),
+            Some((
+                "replace-down-replica",
+                joint_move(3, 3, 4, FIRST_NEW_PEER, None),
+            )),
         ),
         (
             "store 3 down, replacement catching up: wait",
@@ -129,7 +132,10 @@ fn replica_checker_table() {
             "peer reported down too long: replace it",
             nothing,
             down_peer(region(&three, 1, 3), 3, 2000),
-            Some(("replace-down-replica", add(4, FIRST_NEW_PEER))),
+            Some((
+                "replace-down-replica",
+                joint_move(3, 3, 4, FIRST_NEW_PEER, None),
+            )),
         ),
         (
             "peer reported down briefly: nothing",
@@ -141,7 +147,10 @@ fn replica_checker_table() {
             "store 2 offline: replace it",
             drain2,
             region(&three, 1, 3),
-            Some(("replace-offline-replica", add(4, FIRST_NEW_PEER))),
+            Some((
+                "replace-offline-replica",
+                joint_move(2, 2, 4, FIRST_NEW_PEER, None),
+            )),
         ),
         (
             "leader's store offline: transfer, then remove",
@@ -161,7 +170,12 @@ fn replica_checker_table() {
                 ],
             )),
         ),
-        ("joint state: leave it alone", nothing, joint, None),
+        (
+            "joint state left behind: leave it",
+            nothing,
+            joint,
+            Some(("leave-joint-state", vec![Step::LeaveJoint])),
+        ),
     ];
     for (name, setup, r, want) in rows {
         let got = summary(replica_case(setup, &r, &mut TestIds::default()));

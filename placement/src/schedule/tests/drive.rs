@@ -36,18 +36,38 @@ pub(super) fn describe(c: &Command) -> String {
             )
         }
         Command::TransferLeader { peer } => format!("TransferLeader {}@{}", peer.id, peer.store_id),
+        Command::EnterJoint { promote, demote } => format!(
+            "EnterJoint +{}@{} -{}@{}",
+            promote.id, promote.store_id, demote.id, demote.store_id
+        ),
+        Command::LeaveJoint => "LeaveJoint".to_owned(),
     }
 }
 
 /// Heartbeats until the scheduler has had nothing to say for two rounds; learners catch up
-/// after one round of waiting. Returns every command sent.
+/// after one round of waiting. Returns every command sent. Neither voter set of the region
+/// (incoming, outgoing) ever grows past `max-replicas` or the voters it started with.
 fn drive(f: &mut Fixture, s: &mut Scheduler, r: &mut FakeRegion) -> Vec<String> {
     let mut ids = TestIds::default();
     let mut sent = Vec::new();
     let mut idle = 0;
+    let widest = |r: &FakeRegion| {
+        let count = |set: &[PeerRole]| {
+            let peers = &r.info.meta.peers;
+            peers.iter().filter(|p| set.contains(&p.role())).count()
+        };
+        count(&[PeerRole::Voter, PeerRole::IncomingVoter])
+            .max(count(&[PeerRole::Voter, PeerRole::DemotingVoter]))
+    };
+    let bound = widest(r).max(f.settings.max_replicas);
     for _ in 0..50 {
         f.advance(1000);
         let out = beat(f, s, r, &mut ids);
+        assert!(
+            widest(r) <= bound,
+            "a voter set grew past {bound}: {:?} after {sent:?}",
+            r.info.meta.peers
+        );
         match &out.command {
             Some(c) => {
                 sent.push(describe(c));
@@ -93,7 +113,12 @@ fn down_store_is_replaced_then_removed() {
     let sent = drive(&mut f, &mut s, &mut r);
     assert_eq!(
         sent,
-        ["AddLearnerNode 100@4", "AddNode 100@4", "RemoveNode 3@3"]
+        [
+            "AddLearnerNode 100@4",
+            "EnterJoint +100@4 -3@3",
+            "LeaveJoint",
+            "RemoveNode 3@3"
+        ]
     );
     assert_eq!(r.voters(), vec![1, 2, 4]);
 }
@@ -111,8 +136,9 @@ fn draining_the_leaders_store_moves_the_leader_first() {
         sent,
         [
             "AddLearnerNode 100@4",
-            "AddNode 100@4",
             "TransferLeader 2@2",
+            "EnterJoint +100@4 -1@1",
+            "LeaveJoint",
             "RemoveNode 1@1",
         ]
     );
@@ -244,7 +270,8 @@ fn region_balance_moves_a_replica_off_the_fullest_store() {
         [
             "TransferLeader 2@2",
             "AddLearnerNode 100@4",
-            "AddNode 100@4",
+            "EnterJoint +100@4 -1@1",
+            "LeaveJoint",
             "RemoveNode 1@1",
         ]
     );
@@ -278,7 +305,12 @@ fn misplaced_replica_moves_to_the_empty_zone() {
     let sent = drive(&mut f, &mut s, &mut r);
     assert_eq!(
         sent,
-        ["AddLearnerNode 100@4", "AddNode 100@4", "RemoveNode 2@2"]
+        [
+            "AddLearnerNode 100@4",
+            "EnterJoint +100@4 -2@2",
+            "LeaveJoint",
+            "RemoveNode 2@2"
+        ]
     );
     assert_eq!(r.voters(), vec![1, 3, 4]);
     assert!(

@@ -21,18 +21,7 @@ fn add(store_id: u64) -> Vec<Step> {
 /// A move of the peer `old` (peer id = store id) to `new`, with a leader transfer first when
 /// `transfer_to` is set.
 fn moved(old: u64, new: u64, transfer_to: Option<u64>) -> Vec<Step> {
-    let mut steps = add(new);
-    if let Some(to_store) = transfer_to {
-        steps.push(Step::TransferLeader {
-            from_store: old,
-            to_store,
-        });
-    }
-    steps.push(Step::RemovePeer {
-        store_id: old,
-        peer_id: old,
-    });
-    steps
+    joint_move(old, old, new, FIRST_NEW_PEER, transfer_to)
 }
 
 /// Voters with peer id = store id, led by the first.
@@ -137,7 +126,13 @@ fn isolation_level_table() {
             "",
             on(&[1, 2, 3]),
             kill3,
-            (Some(("replace-down-replica", add(4))), None),
+            (
+                Some((
+                    "replace-down-replica",
+                    joint_move(3, 3, 4, FIRST_NEW_PEER, None),
+                )),
+                None,
+            ),
         ),
         (
             "every store holds a replica: nowhere to go",

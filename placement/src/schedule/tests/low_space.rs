@@ -121,20 +121,7 @@ fn region_balance_moves_nothing_onto_a_low_space_store() {
         op.map(|op| op.steps)
     };
     // Store 2 holds 510 MiB, store 4 nothing: move from 2 to 4 ...
-    let want = vec![
-        Step::AddLearner {
-            store_id: 4,
-            peer_id: FIRST_NEW_PEER,
-        },
-        Step::PromoteLearner {
-            store_id: 4,
-            peer_id: FIRST_NEW_PEER,
-        },
-        Step::RemovePeer {
-            store_id: 2,
-            peer_id: 2,
-        },
-    ];
+    let want = joint_move(2, 2, 4, FIRST_NEW_PEER, None);
     assert_eq!(balance(&f), Some(want));
     // ... unless store 4 is low on space.
     f.disk(4, 10 * GIB, GIB / 2);

@@ -81,6 +81,40 @@ pub fn peer(id: u64, store_id: u64, role: PeerRole) -> metapb::Peer {
     }
 }
 
+/// The steps of a move (joint consensus) of peer `from_peer` on `from_store` to a new peer
+/// `new_peer` on `to_store`, moving the leadership to `transfer_to` first when it is set.
+pub fn joint_move(
+    from_store: u64,
+    from_peer: u64,
+    to_store: u64,
+    new_peer: u64,
+    transfer_to: Option<u64>,
+) -> Vec<crate::schedule::Step> {
+    use crate::schedule::Step;
+    let mut steps = vec![Step::AddLearner {
+        store_id: to_store,
+        peer_id: new_peer,
+    }];
+    if let Some(to) = transfer_to {
+        steps.push(Step::TransferLeader {
+            from_store,
+            to_store: to,
+        });
+    }
+    steps.extend([
+        Step::EnterJoint {
+            promote: (to_store, new_peer),
+            demote: (from_store, from_peer),
+        },
+        Step::LeaveJoint,
+        Step::RemovePeer {
+            store_id: from_store,
+            peer_id: from_peer,
+        },
+    ]);
+    steps
+}
+
 pub fn voter(id: u64, store_id: u64) -> metapb::Peer {
     peer(id, store_id, PeerRole::Voter)
 }
@@ -289,6 +323,33 @@ impl FakeRegion {
                 let p = meta.peers.iter().find(|p| p.id == peer.id).unwrap();
                 assert_eq!(p.role(), PeerRole::Voter);
                 self.info.leader = Some(*p);
+            }
+            Command::EnterJoint { promote, demote } => {
+                assert_ne!(
+                    self.info.leader.map(|l| l.id),
+                    Some(demote.id),
+                    "leader demoted"
+                );
+                epoch.conf_ver += 2;
+                for p in meta.peers.iter_mut() {
+                    if p.id == promote.id {
+                        assert_eq!(p.role(), PeerRole::Learner, "only learners are promoted");
+                        p.role = PeerRole::IncomingVoter as i32;
+                    } else if p.id == demote.id {
+                        assert_eq!(p.role(), PeerRole::Voter, "only voters are demoted");
+                        p.role = PeerRole::DemotingVoter as i32;
+                    }
+                }
+            }
+            Command::LeaveJoint => {
+                epoch.conf_ver += 1;
+                for p in meta.peers.iter_mut() {
+                    match p.role() {
+                        PeerRole::IncomingVoter => p.role = PeerRole::Voter as i32,
+                        PeerRole::DemotingVoter => p.role = PeerRole::Learner as i32,
+                        _ => {}
+                    }
+                }
             }
         }
     }

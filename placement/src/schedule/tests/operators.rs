@@ -130,3 +130,34 @@ fn dispatch_follows_the_region() {
     assert!(ops.is_empty());
     assert_eq!(ops.latest(1).unwrap().status, OpStatus::Success);
 }
+
+#[test]
+fn a_held_joint_state_is_not_left_until_released() {
+    use crate::schedule::operator::Command;
+    let kind = OpKind {
+        leader: false,
+        replica: true,
+    };
+    let f = Fixture::new(4);
+    let role = |id: u64, store: u64, r: PeerRole| peer(id, store, r);
+    let joint = region(
+        &[
+            voter(1, 1),
+            voter(2, 2),
+            role(3, 3, PeerRole::DemotingVoter),
+            role(9, 4, PeerRole::IncomingVoter),
+        ],
+        1,
+        5,
+    );
+    let mut ops = Operators::default();
+    let op = Operator::new("move", kind, &joint, joint_move(3, 3, 4, 9, None), f.now_ms);
+    ops.add(op, &f.settings).unwrap();
+    ops.hold_joint = true;
+    assert_eq!(ops.dispatch(&joint, f.now_ms), Dispatch::Wait);
+    ops.hold_joint = false;
+    assert_eq!(
+        ops.dispatch(&joint, f.now_ms),
+        Dispatch::Send(Command::LeaveJoint)
+    );
+}

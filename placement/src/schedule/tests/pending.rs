@@ -15,13 +15,6 @@ fn pending_since(r: RegionInfo, peer_ids: &[u64], since_ms: u64) -> RegionInfo {
     r
 }
 
-fn add(store_id: u64, peer_id: u64) -> Vec<Step> {
-    vec![
-        Step::AddLearner { store_id, peer_id },
-        Step::PromoteLearner { store_id, peer_id },
-    ]
-}
-
 fn remove(store_id: u64, peer_id: u64) -> Vec<Step> {
     vec![Step::RemovePeer { store_id, peer_id }]
 }
@@ -50,7 +43,10 @@ fn pending_peer_checker_table() {
         (
             "voter pending past the bound: replace it",
             pending_since(region(&three, 1, 3), &[3], long_ago),
-            Some(("replace-pending-replica", add(4, FIRST_NEW_PEER))),
+            Some((
+                "replace-pending-replica",
+                joint_move(3, 3, 4, FIRST_NEW_PEER, None),
+            )),
         ),
         (
             "replacement catching up: wait",
@@ -94,7 +90,10 @@ fn the_bound_is_a_setting() {
     let op = replica_checker::check(&r, &f.ctx(), &Operators::default(), &mut TestIds::default());
     assert_eq!(
         summary(op),
-        Some(("replace-pending-replica", add(4, FIRST_NEW_PEER)))
+        Some((
+            "replace-pending-replica",
+            joint_move(3, 3, 4, FIRST_NEW_PEER, None)
+        ))
     );
 }
 
@@ -120,7 +119,10 @@ fn a_stuck_peer_is_replaced_within_isolation_level() {
     let op = replica_checker::check(&r, &f.ctx(), &Operators::default(), &mut TestIds::default());
     assert_eq!(
         summary(op),
-        Some(("replace-pending-replica", add(4, FIRST_NEW_PEER)))
+        Some((
+            "replace-pending-replica",
+            joint_move(3, 3, 4, FIRST_NEW_PEER, None)
+        ))
     );
 }
 
@@ -161,8 +163,9 @@ fn a_peer_reported_pending_in_every_heartbeat_is_replaced_once_the_bound_passes(
         sent,
         [
             (11, "AddLearnerNode 100@4"),
-            (12, "AddNode 100@4"),
-            (13, "RemoveNode 3@3"),
+            (12, "EnterJoint +100@4 -3@3"),
+            (13, "LeaveJoint"),
+            (14, "RemoveNode 3@3"),
         ],
         "first reported pending at minute 1"
     );

@@ -11,20 +11,7 @@ fn three(mib: u64) -> RegionInfo {
 }
 
 fn moved(from: u64, to: u64) -> Vec<Step> {
-    vec![
-        Step::AddLearner {
-            store_id: to,
-            peer_id: FIRST_NEW_PEER,
-        },
-        Step::PromoteLearner {
-            store_id: to,
-            peer_id: FIRST_NEW_PEER,
-        },
-        Step::RemovePeer {
-            store_id: from,
-            peer_id: from,
-        },
-    ]
+    joint_move(from, from, to, FIRST_NEW_PEER, None)
 }
 
 fn check(f: &Fixture, r: &RegionInfo, ops: &Operators) -> Option<Vec<Step>> {

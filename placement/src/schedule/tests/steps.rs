@@ -117,6 +117,150 @@ fn step_states_from_region_reports() {
 }
 
 #[test]
+fn joint_step_states_from_region_reports() {
+    // Moving peer 3 (store 3) to learner 5 on store 4; peer 1 on store 1 leads.
+    let enter = Step::EnterJoint {
+        promote: (4, 5),
+        demote: (3, 3),
+    };
+    let leave = Step::LeaveJoint;
+    let role = |id: u64, store: u64, r: PeerRole| peer(id, store, r);
+    let with = |peers: &[metapb::Peer], leader: u64| region(peers, leader, 4);
+    let before = with(&[voter(1, 1), voter(3, 3), learner(5, 4)], 1);
+    let joint = with(
+        &[
+            voter(1, 1),
+            role(3, 3, PeerRole::DemotingVoter),
+            role(5, 4, PeerRole::IncomingVoter),
+        ],
+        1,
+    );
+    let left = with(&[voter(1, 1), learner(3, 3), voter(5, 4)], 1);
+    let led_by_3 = with(&[voter(1, 1), voter(3, 3), learner(5, 4)], 3);
+    let learner_gone = with(&[voter(1, 1), voter(3, 3)], 1);
+    let other_joint = with(
+        &[
+            voter(1, 1),
+            voter(3, 3),
+            learner(5, 4),
+            role(7, 2, PeerRole::IncomingVoter),
+        ],
+        1,
+    );
+    let both_voters = with(&[voter(1, 1), voter(3, 3), voter(5, 4)], 1);
+    let cases: Vec<(&str, Step, &RegionInfo, StepState)> = vec![
+        (
+            "enter: learner and voter",
+            enter,
+            &before,
+            StepState::Send(Command::EnterJoint {
+                promote: learner(5, 4),
+                demote: voter(3, 3),
+            }),
+        ),
+        ("enter: joint", enter, &joint, StepState::Done),
+        ("enter: already left", enter, &left, StepState::Done),
+        (
+            "enter: would demote the leader",
+            enter,
+            &led_by_3,
+            StepState::Failed(String::new()),
+        ),
+        (
+            "enter: learner gone",
+            enter,
+            &learner_gone,
+            StepState::Failed(String::new()),
+        ),
+        (
+            "enter: another joint change under way",
+            enter,
+            &other_joint,
+            StepState::Wait,
+        ),
+        (
+            "enter: both voters (changed under it)",
+            enter,
+            &both_voters,
+            StepState::Failed(String::new()),
+        ),
+        (
+            "leave: joint",
+            leave,
+            &joint,
+            StepState::Send(Command::LeaveJoint),
+        ),
+        ("leave: left", leave, &left, StepState::Done),
+        ("leave: never joint", leave, &before, StepState::Done),
+    ];
+    for (name, step, r, want) in cases {
+        let got = step.state(r);
+        match (&got, &want) {
+            (StepState::Failed(reason), StepState::Failed(_)) => {
+                assert!(!reason.is_empty(), "{name}")
+            }
+            _ => assert_eq!(got, want, "{name}"),
+        }
+    }
+}
+
+/// A move run against a region that applies each command as a store would: at no step does
+/// either voter set hold both the old and the new replica, and the region ends with the new
+/// voter in place of the old one.
+#[test]
+fn a_joint_move_runs_step_by_step() {
+    let mut r = FakeRegion {
+        info: region(&[voter(1, 1), voter(2, 2), voter(3, 3)], 1, 3),
+    };
+    let mut op = Operator::new(
+        "move-to-better-location",
+        KIND,
+        &r.info,
+        joint_move(3, 3, 4, 9, None),
+        0,
+    );
+    let mut sent = Vec::new();
+    for now in 0..20 {
+        match op.check(&r.info, now) {
+            Progress::Send(c) => {
+                sent.push(super::drive::describe(&c));
+                r.apply(&c);
+            }
+            Progress::Wait => r.catch_up(),
+            Progress::Ended(status, reason) => {
+                assert_eq!((status, reason), (OpStatus::Success, None));
+                break;
+            }
+        }
+        let roles: Vec<(u64, PeerRole)> =
+            r.info.meta.peers.iter().map(|p| (p.id, p.role())).collect();
+        let in_one_set = |set: &[PeerRole]| {
+            roles.iter().any(|(id, r)| *id == 3 && set.contains(r))
+                && roles.iter().any(|(id, r)| *id == 9 && set.contains(r))
+        };
+        assert!(
+            !in_one_set(&[PeerRole::Voter, PeerRole::IncomingVoter]),
+            "{roles:?}"
+        );
+        assert!(
+            !in_one_set(&[PeerRole::Voter, PeerRole::DemotingVoter]),
+            "{roles:?}"
+        );
+    }
+    assert_eq!(
+        sent,
+        [
+            "AddLearnerNode 9@4",
+            "EnterJoint +9@4 -3@3",
+            "LeaveJoint",
+            "RemoveNode 3@3"
+        ]
+    );
+    assert_eq!(r.voters(), vec![1, 2, 4], "voter stores");
+    assert_eq!(op.status, OpStatus::Success);
+}
+
+#[test]
 fn add_replica_operator_runs_step_by_step() {
     let mut r = FakeRegion {
         info: region(&[voter(1, 1)], 1, 1),
