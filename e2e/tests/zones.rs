@@ -15,7 +15,9 @@
 //!   survives the loss of that zone: the region keeps serving (each of its two voter sets keeps
 //!   a majority), the report still says one zone may be lost, and once released the move
 //!   finishes and the region is repaired. A move by "add a voter, then remove the old one"
-//!   would have had four voters, two in the lost zone, and no quorum.
+//!   would have had four voters, two in the lost zone, and no quorum. Held joint, a region
+//!   whose leader's store dies elects a leader with a majority of both voter sets, and that
+//!   leader leaves the joint state once released.
 //!
 //! The tests hold [`e2e::testing::serial`]: one cluster of this size at a time.
 
@@ -394,76 +396,174 @@ async fn pd_post(cluster: &Cluster, path: &str, body: serde_json::Value) -> Resu
     PdHttp::default().post_json(&url, &body).await
 }
 
+/// A move held in its joint state: the region whose range starts inside the fill keys.
+struct HeldMove {
+    region_id: u64,
+    /// A key inside the region (its start key).
+    key: Vec<u8>,
+    /// The stores of the demoting and the incoming voter.
+    from: u64,
+    to: u64,
+}
+
+/// Six stores in three zones, placement holding joint states; the zone-3 replica of a region
+/// holding fill keys is moved to the other zone-3 store by `transfer-peer` and held joint.
+async fn a_held_move() -> (Cluster, BTreeMap<u64, (String, String)>, HeldMove) {
+    let placement = format!("{PLACEMENT}\n[debug]\nfault-injection = true\n");
+    let cluster = six_stores_three_zones_with(&placement).await;
+    fill(&cluster).await;
+    let loc = locations(&cluster).await;
+    let ids = cluster.must_store_ids().await;
+    // Zone 3 is stores 2 and 5 (harness indexes).
+    let zone3 = [ids[2], ids[5]];
+    must_eventually("one replica per zone", CONVERGE, || async {
+        let regions = cluster
+            .wait_replicated(3, Duration::from_secs(1))
+            .await
+            .map_err(|e| e.to_string())?;
+        one_per_zone(&regions, &loc, 3)
+    })
+    .await;
+
+    // A region holding fill keys; its zone-3 replica moves to the other zone-3 store.
+    pd_post(&cluster, "/debug/hold-joint", serde_json::json!({}))
+        .await
+        .expect("hold joint states");
+    let (region_id, key, from, to) = must_eventually("a move started", CONVERGE, || async {
+        let regions = cluster.regions().await?;
+        one_per_zone(&regions, &loc, 3)?;
+        let r = regions
+            .iter()
+            .find(|r| decode_hex(&r.start_key).is_ok_and(|k| k.starts_with(V2_RAW) && k.len() > 4))
+            .ok_or("no region starts inside the fill keys")?;
+        let key = decode_hex(&r.start_key)?[V2_RAW.len()..].to_vec();
+        let from = *voter_stores(r)
+            .iter()
+            .find(|s| zone3.contains(s))
+            .ok_or("no zone-3 voter")?;
+        let to = if from == zone3[0] { zone3[1] } else { zone3[0] };
+        let body = serde_json::json!({
+            "name": "transfer-peer",
+            "region_id": r.id,
+            "from_store_id": from,
+            "to_store_id": to,
+        });
+        pd_post(&cluster, "/pd/api/v1/operators", body).await?;
+        Ok((r.id, key, from, to))
+    })
+    .await;
+    println!("JOINT region={region_id} moves store {from} -> {to} inside zone 3");
+    must_eventually("the region held in its joint state", CONVERGE, || async {
+        let regions = cluster.regions().await?;
+        let r = regions
+            .iter()
+            .find(|r| r.id == region_id)
+            .ok_or("region gone")?;
+        let roles = roles(r);
+        match (roles.get(&to), roles.get(&from)) {
+            (Some(a), Some(b)) if a == "IncomingVoter" && b == "DemotingVoter" => Ok(()),
+            _ => Err(format!("roles {roles:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        tolerable(&cluster, "zone").await.unwrap(),
+        1,
+        "each voter set of the joint region spans the three zones"
+    );
+
+    (
+        cluster,
+        loc,
+        HeldMove {
+            region_id,
+            key,
+            from,
+            to,
+        },
+    )
+}
+
+/// Placement sends joint leave commands again.
+async fn release_joint_states(cluster: &Cluster) {
+    let release = format!("http://{}/debug/hold-joint", cluster.pd_endpoint());
+    PdHttp::default()
+        .send(reqwest::Method::DELETE, &release)
+        .await
+        .expect("release joint states");
+}
+
+/// `Ok` when `region_id` has three voters, none joint, none learner, none off `live`.
+fn settled_on(regions: &[RegionInfo], region_id: u64, live: &BTreeSet<u64>) -> Result<(), String> {
+    let r = regions
+        .iter()
+        .find(|r| r.id == region_id)
+        .ok_or("region gone")?;
+    let all_voters = r.peers.iter().all(|p| p.role_name == "Voter");
+    let on_live = r.peers.iter().all(|p| live.contains(&p.store_id));
+    if r.peers.len() == 3 && all_voters && on_live {
+        Ok(())
+    } else {
+        Err(format!("region {region_id} roles {:?}", roles(r)))
+    }
+}
+
+/// Who leads `region_id`: placement's view and the live stores' own (their `/status`).
+async fn who_leads(cluster: &Cluster, region_id: u64) -> String {
+    let placement = match cluster.regions().await {
+        Ok(regions) => format!(
+            "{:?}",
+            regions
+                .iter()
+                .find(|r| r.id == region_id)
+                .map(|r| (leader_store(r), roles(r)))
+        ),
+        Err(e) => e,
+    };
+    let mut stores = Vec::new();
+    for i in 0..cluster.store_count() {
+        if let Ok(status) = cluster.store_status(i).await {
+            if status.leader_regions.contains(&region_id) {
+                stores.push(status.store_id);
+            }
+        }
+    }
+    format!("placement says (leader, roles) {placement}; stores leading it: {stores:?}")
+}
+
+/// Writes `value` at `key` and reads it back, through a raw client.
+async fn put_and_get(
+    client: &tikv_client::RawClient,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(), String> {
+    client
+        .put(key.to_vec(), value.to_vec())
+        .await
+        .map_err(|e| format!("put: {e:?}"))?;
+    match client
+        .get(key.to_vec())
+        .await
+        .map_err(|e| format!("get: {e:?}"))?
+    {
+        Some(v) if v == value => Ok(()),
+        other => Err(format!("read back {other:?}")),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_inside_a_zone_held_in_its_joint_state_survives_losing_the_zone() {
     e2e::init_test_tracing();
     let _serial = serial().await;
     with_deadline(Duration::from_secs(400), async {
-        let placement = format!("{PLACEMENT}\n[debug]\nfault-injection = true\n");
-        let mut cluster = six_stores_three_zones_with(&placement).await;
-        fill(&cluster).await;
-        let loc = locations(&cluster).await;
+        let (mut cluster, loc, held) = a_held_move().await;
+        let HeldMove {
+            region_id,
+            ref key,
+            to,
+            ..
+        } = held;
         let ids = cluster.must_store_ids().await;
-        // Zone 3 is stores 2 and 5 (harness indexes).
-        let zone3 = [ids[2], ids[5]];
-        must_eventually("one replica per zone", CONVERGE, || async {
-            let regions = cluster
-                .wait_replicated(3, Duration::from_secs(1))
-                .await
-                .map_err(|e| e.to_string())?;
-            one_per_zone(&regions, &loc, 3)
-        })
-        .await;
-
-        // A region holding fill keys; its zone-3 replica moves to the other zone-3 store.
-        pd_post(&cluster, "/debug/hold-joint", serde_json::json!({}))
-            .await
-            .expect("hold joint states");
-        let (region_id, key, from, to) = must_eventually("a move started", CONVERGE, || async {
-            let regions = cluster.regions().await?;
-            one_per_zone(&regions, &loc, 3)?;
-            let r = regions
-                .iter()
-                .find(|r| {
-                    decode_hex(&r.start_key).is_ok_and(|k| k.starts_with(V2_RAW) && k.len() > 4)
-                })
-                .ok_or("no region starts inside the fill keys")?;
-            let key = decode_hex(&r.start_key)?[V2_RAW.len()..].to_vec();
-            let from = *voter_stores(r)
-                .iter()
-                .find(|s| zone3.contains(s))
-                .ok_or("no zone-3 voter")?;
-            let to = if from == zone3[0] { zone3[1] } else { zone3[0] };
-            let body = serde_json::json!({
-                "name": "transfer-peer",
-                "region_id": r.id,
-                "from_store_id": from,
-                "to_store_id": to,
-            });
-            pd_post(&cluster, "/pd/api/v1/operators", body).await?;
-            Ok((r.id, key, from, to))
-        })
-        .await;
-        println!("JOINT region={region_id} moves store {from} -> {to} inside zone 3");
-        must_eventually("the region held in its joint state", CONVERGE, || async {
-            let regions = cluster.regions().await?;
-            let r = regions
-                .iter()
-                .find(|r| r.id == region_id)
-                .ok_or("region gone")?;
-            let roles = roles(r);
-            match (roles.get(&to), roles.get(&from)) {
-                (Some(a), Some(b)) if a == "IncomingVoter" && b == "DemotingVoter" => Ok(()),
-                _ => Err(format!("roles {roles:?}")),
-            }
-        })
-        .await;
-        assert_eq!(
-            tolerable(&cluster, "zone").await.unwrap(),
-            1,
-            "each voter set of the joint region spans the three zones"
-        );
-
         // Zone 3 stops with both the old and the new replica of the region.
         let lost_at = Instant::now();
         for i in [2, 5] {
@@ -473,20 +573,7 @@ async fn a_move_inside_a_zone_held_in_its_joint_state_survives_losing_the_zone()
         must_eventually(
             "the joint region serves a write and a read",
             CONVERGE,
-            || async {
-                client
-                    .put(key.clone(), b"after-the-zone".to_vec())
-                    .await
-                    .map_err(|e| format!("put: {e:?}"))?;
-                match client
-                    .get(key.clone())
-                    .await
-                    .map_err(|e| format!("get: {e:?}"))?
-                {
-                    Some(v) if v == b"after-the-zone" => Ok(()),
-                    other => Err(format!("read back {other:?}")),
-                }
-            },
+            || put_and_get(&client, key, b"after-the-zone"),
         )
         .await;
         println!("JOINT_SERVING_MS={}", lost_at.elapsed().as_millis());
@@ -499,11 +586,7 @@ async fn a_move_inside_a_zone_held_in_its_joint_state_survives_losing_the_zone()
         );
 
         // Released, the move finishes and every region is repaired on the live stores.
-        let release = format!("http://{}/debug/hold-joint", cluster.pd_endpoint());
-        PdHttp::default()
-            .send(reqwest::Method::DELETE, &release)
-            .await
-            .expect("release joint states");
+        release_joint_states(&cluster).await;
         let live: BTreeSet<u64> = [0, 1, 3, 4].iter().map(|&i| ids[i]).collect();
         must_eventually(
             "repair on the remaining zones, one replica per host, no joint state",
@@ -522,9 +605,83 @@ async fn a_move_inside_a_zone_held_in_its_joint_state_survives_losing_the_zone()
         )
         .await;
         println!("JOINT_REPAIR_MS={}", lost_at.elapsed().as_millis());
+        settled_on(&cluster.regions().await.unwrap(), region_id, &live).unwrap();
         match client.get(key.clone()).await {
             Ok(Some(v)) => assert_eq!(v, b"after-the-zone"),
             other => panic!("the write made while joint is gone: {other:?}"),
+        }
+        cluster.stop_all().await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joint_state_whose_leader_dies_is_left_by_the_next_leader() {
+    e2e::init_test_tracing();
+    let _serial = serial().await;
+    with_deadline(Duration::from_secs(400), async {
+        let (mut cluster, _, held) = a_held_move().await;
+        let HeldMove {
+            region_id,
+            ref key,
+            from,
+            to,
+        } = held;
+        let ids = cluster.must_store_ids().await;
+        let regions = cluster.regions().await.unwrap();
+        let r = regions.iter().find(|r| r.id == region_id).expect("region");
+        let leader = leader_store(r).expect("a leader");
+        assert!(
+            leader != from && leader != to,
+            "the move took the leadership off the zone"
+        );
+        // The leader's store dies while the region is joint: the others (one old voter, the
+        // demoting and the incoming one) elect a leader with a majority of both sets.
+        let killed_at = Instant::now();
+        let dead = cluster.must_store_index(leader).await;
+        cluster.kill_store(dead).await.unwrap();
+        // A fresh client per attempt: tikv-client 0.4 caches the leader placement named when it
+        // first asked, and when connecting to that (dead) store fails it returns the error
+        // without dropping the cached leader, so one client would keep dialing the dead store.
+        must_eventually(
+            "the joint region serves under a new leader",
+            CONVERGE,
+            || async {
+                let client = must_raw_client(&cluster, Api::V2).await;
+                match put_and_get(&client, key, b"new-leader").await {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(format!("{e}; {}", who_leads(&cluster, region_id).await)),
+                }
+            },
+        )
+        .await;
+        println!("JOINT_NEW_LEADER_MS={}", killed_at.elapsed().as_millis());
+        // Released, the new leader leaves the joint state, the demoted learner goes and the
+        // dead store's voter is replaced.
+        release_joint_states(&cluster).await;
+        let live: BTreeSet<u64> = ids.iter().copied().filter(|s| *s != leader).collect();
+        must_eventually(
+            "the move finished and the region repaired",
+            CONVERGE,
+            || async {
+                let regions = cluster.regions().await?;
+                settled_on(&regions, region_id, &live)?;
+                let r = regions
+                    .iter()
+                    .find(|r| r.id == region_id)
+                    .ok_or("region gone")?;
+                match roles(r).contains_key(&from) {
+                    true => Err(format!("the demoted peer on store {from} is still there")),
+                    false => Ok(()),
+                }
+            },
+        )
+        .await;
+        println!("JOINT_LEFT_MS={}", killed_at.elapsed().as_millis());
+        let client = must_raw_client(&cluster, Api::V2).await;
+        match client.get(key.clone()).await {
+            Ok(Some(v)) => assert_eq!(v, b"new-leader"),
+            other => panic!("the write made under the new leader is gone: {other:?}"),
         }
         cluster.stop_all().await.unwrap();
     })
