@@ -21,7 +21,8 @@
 //! per pod on a private bridge, hosts files as cluster DNS, volumes bind-mounted per pod).
 //!
 //! For the clients in other languages (Go, Java, go-ycsb): [`foreign`] (builds cached outside
-//! the checkout by source hash, bounded runs, reasons to skip).
+//! the checkout by source hash, bounded runs, reasons to skip), [`ycsb`] (go-ycsb: build, run,
+//! read its summaries) and [`etcd`] (a 3-member etcd cluster to compare with).
 //!
 //! For the container suites: [`docker`] (the Docker client: images built by
 //! `scripts/images.sh`, networks and containers removed on drop) and [`kind`] (a throwaway kind
@@ -44,6 +45,7 @@ pub mod client;
 pub mod cluster;
 pub mod docker;
 pub mod error;
+pub mod etcd;
 pub mod fault;
 pub mod foreign;
 pub mod k8s;
@@ -60,6 +62,7 @@ pub mod suite;
 pub mod testing;
 pub mod topology;
 pub mod wait;
+pub mod ycsb;
 
 pub use builder::ClusterBuilder;
 pub use client::{must_raw_client, must_serve, must_txn_client, wait_serving, Api};

@@ -18,15 +18,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use e2e::foreign::{cached_build, must_succeed, output_text, run_bounded, tool_unavailable};
-use e2e::ports::free_port;
+use e2e::foreign::{output_text, run_bounded, tool_unavailable};
 use e2e::testing::serial;
-use e2e::{must_eventually, with_deadline, ClusterBuilder};
-use tokio::process::{Child, Command};
+use e2e::ycsb::WORKLOADS;
+use e2e::{with_deadline, ClusterBuilder};
 
-const BUILD_LIMIT: Duration = Duration::from_secs(2400);
 const STEP_LIMIT: Duration = Duration::from_secs(120);
-const WORKLOADS: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
 /// Why workload E (short scans) is not run with the etcd driver: go-ycsb 1.0.3's etcd `Scan`
 /// reads `[start, +inf)` with a limit and then requires the response's `count` to equal that
 /// limit, but etcd's `count` is the number of keys in the whole range, not the number
@@ -37,8 +34,8 @@ const ETCD_SCAN_BUG: &str = "go-ycsb 1.0.3's etcd Scan compares etcd's total ran
 const RECORDS: &str = "500";
 const OPERATIONS: &str = "500";
 
-/// go-ycsb's binary and its `workloads` directory (copied from the module), or `None` after
-/// printing SKIPPED where Go is absent.
+/// go-ycsb's directory (binary and `workloads`), or `None` after printing SKIPPED where Go is
+/// absent.
 async fn go_ycsb(test: &str) -> Option<PathBuf> {
     if let Some(reason) = tool_unavailable("go", &["version"]).await {
         e2e::testing::skip(
@@ -47,42 +44,10 @@ async fn go_ycsb(test: &str) -> Option<PathBuf> {
         );
         return None;
     }
-    let built = cached_build("ycsb", "go-ycsb", |dir, out| async move {
-        std::fs::create_dir_all(&out).map_err(|e| e2e::Error::Command {
-            command: format!("mkdir {}", out.display()),
-            reason: e.to_string(),
-        })?;
-        let mut go = Command::new("go");
-        go.current_dir(&dir)
-            .args(["build", "-o"])
-            .arg(out.join("go-ycsb"))
-            .arg("github.com/pingcap/go-ycsb/cmd/go-ycsb");
-        must_succeed("go build go-ycsb (e2e/ycsb)", go, BUILD_LIMIT).await?;
-        let mut list = Command::new("go");
-        list.current_dir(&dir)
-            .args(["list", "-m", "-f", "{{.Dir}}", "github.com/pingcap/go-ycsb"]);
-        let module = run_bounded("go list -m go-ycsb", list, STEP_LIMIT).await?;
-        let module = PathBuf::from(String::from_utf8_lossy(&module.stdout).trim());
-        copy_workloads(&module.join("workloads"), &out.join("workloads"))
-    })
-    .await;
-    match built {
+    match e2e::ycsb::build().await {
         Ok(dir) => Some(dir),
         Err(err) => panic!("building go-ycsb failed: {err}"),
     }
-}
-
-fn copy_workloads(from: &Path, to: &Path) -> e2e::Result<()> {
-    let fail = |e: std::io::Error| e2e::Error::Command {
-        command: format!("copy {} to {}", from.display(), to.display()),
-        reason: e.to_string(),
-    };
-    std::fs::create_dir_all(to).map_err(fail)?;
-    for w in WORKLOADS {
-        let name = format!("workload{w}");
-        std::fs::copy(from.join(&name), to.join(&name)).map_err(fail)?;
-    }
-    Ok(())
 }
 
 /// Loads and runs every workload with `driver` and its `props`; fails on any error line.
@@ -94,18 +59,14 @@ async fn must_run_workloads(ycsb: &Path, driver: &str, table_prefix: &str, props
         }
         let table = format!("{table_prefix}_{w}");
         for phase in ["load", "run"] {
-            let mut cmd = Command::new(ycsb.join("go-ycsb"));
-            cmd.arg(phase)
-                .arg(driver)
-                .arg("-P")
-                .arg(ycsb.join("workloads").join(format!("workload{w}")))
-                .args(["-p", &format!("recordcount={RECORDS}")])
-                .args(["-p", &format!("operationcount={OPERATIONS}")])
-                .args(["-p", &format!("threadcount={}", threads(driver, props))])
-                .args(["-p", &format!("table={table}")]);
-            for p in props {
-                cmd.args(["-p", p]);
-            }
+            let mut all = vec![
+                format!("recordcount={RECORDS}"),
+                format!("operationcount={OPERATIONS}"),
+                format!("threadcount={}", threads(driver, props)),
+                format!("table={table}"),
+            ];
+            all.extend_from_slice(props);
+            let cmd = e2e::ycsb::command(ycsb, phase, driver, w, &all);
             let what = format!("go-ycsb {phase} {driver} workload{w} ({table_prefix})");
             let out = run_bounded(&what, cmd, STEP_LIMIT)
                 .await
@@ -171,99 +132,6 @@ async fn ycsb_tikv_raw_and_txn_workloads() {
     .await
 }
 
-/// A 3-member etcd cluster of Debian's `etcd` on loopback ports; killed on drop.
-struct Etcd {
-    children: Vec<Child>,
-    endpoints: Vec<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Etcd {
-    async fn must_start() -> Etcd {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let ports: Vec<(u16, u16)> = (0..3)
-            .map(|_| (free_port().expect("port"), free_port().expect("port")))
-            .collect();
-        let initial: Vec<String> = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, peer))| format!("e{i}=http://127.0.0.1:{peer}"))
-            .collect();
-        let mut children = Vec::new();
-        for (i, (client, peer)) in ports.iter().enumerate() {
-            let log = std::fs::File::create(dir.path().join(format!("e{i}.log"))).expect("log");
-            let child = Command::new("etcd")
-                .arg("--name")
-                .arg(format!("e{i}"))
-                .arg("--data-dir")
-                .arg(dir.path().join(format!("e{i}")))
-                .arg("--listen-client-urls")
-                .arg(format!("http://127.0.0.1:{client}"))
-                .arg("--advertise-client-urls")
-                .arg(format!("http://127.0.0.1:{client}"))
-                .arg("--listen-peer-urls")
-                .arg(format!("http://127.0.0.1:{peer}"))
-                .arg("--initial-advertise-peer-urls")
-                .arg(format!("http://127.0.0.1:{peer}"))
-                .arg("--initial-cluster")
-                .arg(initial.join(","))
-                .arg("--initial-cluster-state")
-                .arg("new")
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log)
-                .kill_on_drop(true)
-                .spawn()
-                .expect("spawn etcd");
-            children.push(child);
-        }
-        let endpoints: Vec<String> = ports
-            .iter()
-            .map(|(c, _)| format!("127.0.0.1:{c}"))
-            .collect();
-        let etcd = Etcd {
-            children,
-            endpoints,
-            _dir: dir,
-        };
-        etcd.must_be_healthy().await;
-        etcd
-    }
-
-    /// Waits until every member's `/health` says `"health":"true"` (the cluster has a leader).
-    async fn must_be_healthy(&self) {
-        let http = reqwest::Client::new();
-        must_eventually("etcd members healthy", Duration::from_secs(60), || {
-            let http = http.clone();
-            let endpoints = self.endpoints.clone();
-            async move {
-                for ep in endpoints {
-                    let body = http
-                        .get(format!("http://{ep}/health"))
-                        .send()
-                        .await
-                        .map_err(|e| format!("{ep}: {e}"))?
-                        .text()
-                        .await
-                        .map_err(|e| format!("{ep}: {e}"))?;
-                    if !body.contains("\"health\":\"true\"") {
-                        return Err(format!("{ep}: {body}"));
-                    }
-                }
-                Ok(())
-            }
-        })
-        .await;
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.start_kill();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ycsb_etcd_workloads() {
     e2e::init_test_tracing();
@@ -277,7 +145,9 @@ async fn ycsb_etcd_workloads() {
     };
     let _serial = serial().await;
     with_deadline(Duration::from_secs(600), async {
-        let etcd = Etcd::must_start().await;
+        let etcd = e2e::etcd::EtcdCluster::start(3, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let props = [format!("etcd.endpoints={}", etcd.endpoints.join(","))];
         must_run_workloads(&ycsb, "etcd", "etcd", &props).await;
     })
