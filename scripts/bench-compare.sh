@@ -22,4 +22,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 . scripts/env.sh
 cargo build --release --workspace --bins
-exec "$CARGO_TARGET_DIR/release/bench-compare" "$@"
+case " $* " in
+  *" --out "*) exec "$CARGO_TARGET_DIR/release/bench-compare" "$@" ;;
+  *) exec "$CARGO_TARGET_DIR/release/bench-compare" --out "bench-results/$(date -u +%Y%m%d-%H%M%S)" "$@" ;;
+esac

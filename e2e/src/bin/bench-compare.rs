@@ -16,7 +16,7 @@
 //! 5. Resident memory of every store and etcd member.
 //!
 //! Prints progress as it goes, then one table; writes `table.md` and `results.json` under
-//! `--out` (default `bench-results/<UTC time>`). A component whose tool is missing is left out
+//! `--out`. A component whose tool is missing is left out
 //! with the reason in the table. Every run is bounded in operations and time.
 
 use std::collections::BTreeMap;
@@ -53,7 +53,8 @@ struct Args {
     /// Seconds per `bench` phase.
     #[arg(long, default_value_t = 20)]
     secs: u64,
-    /// Results directory (default `bench-results/<UTC time>`).
+    /// Results directory (default `bench-results/run-<unix seconds>`; the script passes
+    /// `bench-results/<UTC time>`).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Leave go-ycsb out.
@@ -110,8 +111,10 @@ fn die(msg: impl std::fmt::Display) -> ! {
 async fn main() {
     let args = Args::parse();
     let out = args.out.clone().unwrap_or_else(|| {
-        let stamp = utc_stamp();
-        PathBuf::from("bench-results").join(stamp)
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from("bench-results").join(format!("run-{secs}"))
     });
     if let Err(e) = std::fs::create_dir_all(&out) {
         die(format!("cannot create {}: {e}", out.display()));
@@ -130,9 +133,13 @@ async fn main() {
         Ok(c) => c,
         Err(e) => die(format!("the cluster did not start: {e}")),
     };
-    cluster.must_settled(3.min(args.stores), Duration::from_secs(120)).await;
+    cluster
+        .must_settled(3.min(args.stores), Duration::from_secs(120))
+        .await;
     let etcd = if let Some(why) = tool_unavailable("etcd", &["--version"]).await {
-        results.skipped.push(format!("etcd: {why} (Debian's etcd-server has it)"));
+        results
+            .skipped
+            .push(format!("etcd: {why} (Debian's etcd-server has it)"));
         None
     } else {
         progress("starting a 3-member etcd");
@@ -145,7 +152,9 @@ async fn main() {
     if args.no_ycsb {
         results.skipped.push("go-ycsb: --no-ycsb".to_owned());
     } else if let Some(why) = tool_unavailable("go", &["version"]).await {
-        results.skipped.push(format!("go-ycsb: no Go toolchain ({why})"));
+        results
+            .skipped
+            .push(format!("go-ycsb: no Go toolchain ({why})"));
     } else {
         progress("building go-ycsb (cached after the first time)");
         match ycsb::build().await {
@@ -182,31 +191,6 @@ async fn main() {
         }
     }
     progress(&format!("results in {}", out.display()));
-}
-
-/// `YYYYmmdd-HHMMSS` in UTC, from the system clock.
-fn utc_stamp() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 async fn machine() -> String {
@@ -338,9 +322,9 @@ async fn run_bench(args: &Args, cluster: &Cluster, results: &mut Results) {
 
 async fn rocksdb_ceiling(args: &Args, out: &Path, results: &mut Results) {
     if let Some(why) = tool_unavailable("db_bench", &["--version"]).await {
-        results.skipped.push(format!(
-            "db_bench: {why} (Debian's rocksdb-tools has it)"
-        ));
+        results
+            .skipped
+            .push(format!("db_bench: {why} (Debian's rocksdb-tools has it)"));
         return;
     }
     progress("db_bench fillrandom --sync=1 (RocksDB's synced-write ceiling)");
@@ -468,7 +452,10 @@ fn render(r: &Results) -> String {
             .iter()
             .map(|(k, v)| format!("{k} {} MiB", v / 1024))
             .collect();
-        t.push_str(&format!("\nResident memory after the run: {}\n", list.join(", ")));
+        t.push_str(&format!(
+            "\nResident memory after the run: {}\n",
+            list.join(", ")
+        ));
     }
     for s in &r.skipped {
         t.push_str(&format!("\nLeft out: {s}\n"));

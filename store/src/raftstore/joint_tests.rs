@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use proto::metapb::{self, PeerRole};
+use proto::metapb::PeerRole;
 use raft::prelude::{ConfChangeType, ConfState, MessageType};
 
-use super::membership::{self, PeerChange};
+use super::membership::{self, test_peer as peer, PeerChange};
 use super::peer_storage::conf_state_of;
 use super::test_cluster::{region_on, TestCluster};
 use super::transport::DropTypes;
@@ -18,15 +18,6 @@ fn cfg() -> RaftStoreConfig {
     RaftStoreConfig {
         base_tick: Duration::from_millis(20),
         log_gc_threshold: 8,
-        ..Default::default()
-    }
-}
-
-fn peer(id: u64, store_id: u64, role: PeerRole) -> metapb::Peer {
-    metapb::Peer {
-        id,
-        store_id,
-        role: role as i32,
         ..Default::default()
     }
 }

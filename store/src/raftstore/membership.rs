@@ -247,18 +247,21 @@ pub fn leave_joint(region: &metapb::Region) -> Result<metapb::Region, String> {
     Ok(out)
 }
 
+/// A peer with this id, store and role (for tests).
+#[cfg(test)]
+pub(crate) fn test_peer(id: u64, store_id: u64, role: PeerRole) -> metapb::Peer {
+    metapb::Peer {
+        id,
+        store_id,
+        role: role as i32,
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_peer as peer;
     use super::*;
-
-    fn peer(id: u64, store_id: u64, role: PeerRole) -> metapb::Peer {
-        metapb::Peer {
-            id,
-            store_id,
-            role: role as i32,
-            ..Default::default()
-        }
-    }
 
     /// Voters 101, 102, 103 on stores 1-3, learner 104 on store 4, conf version 5.
     fn region() -> metapb::Region {

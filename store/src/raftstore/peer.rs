@@ -286,6 +286,21 @@ impl Peer {
         }));
     }
 
+    /// `cb` back if this replica may propose a membership change now; else answers it (not
+    /// the leader, or another change still being applied: raft-rs would log a second one as an
+    /// empty entry, so it is refused at once).
+    fn may_change_membership(&self, cb: Callback) -> Option<Callback> {
+        if !self.is_leader() {
+            let _ = cb.send(Err(self.not_leader()));
+            return None;
+        }
+        if self.node.raft.has_pending_conf() {
+            self.reject(cb, "another membership change is still being applied");
+            return None;
+        }
+        Some(cb)
+    }
+
     /// Proposes adding, promoting or removing `peer`; `cb` fires once applied.
     pub fn propose_conf_change(
         &mut self,
@@ -293,15 +308,9 @@ impl Peer {
         peer: metapb::Peer,
         cb: Callback,
     ) {
-        if !self.is_leader() {
-            let _ = cb.send(Err(self.not_leader()));
+        let Some(cb) = self.may_change_membership(cb) else {
             return;
-        }
-        if self.node.raft.has_pending_conf() {
-            // raft-rs would log it as an empty entry; answer at once instead.
-            self.reject(cb, "another membership change is still being applied");
-            return;
-        }
+        };
         if self.is_joint() {
             self.reject(
                 cb,
@@ -333,14 +342,9 @@ impl Peer {
     /// (it would lead as a learner): it hands leadership to a caught-up voter of the new
     /// configuration and refuses, so the request is made again to the new leader.
     pub fn propose_conf_change_v2(&mut self, changes: Vec<membership::PeerChange>, cb: Callback) {
-        if !self.is_leader() {
-            let _ = cb.send(Err(self.not_leader()));
+        let Some(cb) = self.may_change_membership(cb) else {
             return;
-        }
-        if self.node.raft.has_pending_conf() {
-            self.reject(cb, "another membership change is still being applied");
-            return;
-        }
+        };
         let joint = self.is_joint();
         if changes.is_empty() {
             if !joint {

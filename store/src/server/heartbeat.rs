@@ -514,16 +514,8 @@ enum SplitError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raftstore::membership::test_peer as peer;
     use metapb::PeerRole;
-
-    fn peer(id: u64, store_id: u64, role: PeerRole) -> metapb::Peer {
-        metapb::Peer {
-            id,
-            store_id,
-            role: role as i32,
-            ..Default::default()
-        }
-    }
 
     fn region(peers: Vec<metapb::Peer>) -> metapb::Region {
         metapb::Region {

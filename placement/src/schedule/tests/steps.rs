@@ -18,6 +18,19 @@ fn send_change(p: metapb::Peer, t: ConfChangeType) -> StepState {
     })
 }
 
+/// Each step's state against its region; a `Failed` row only needs a reason.
+fn assert_states(cases: Vec<(&str, Step, &RegionInfo, StepState)>) {
+    for (name, step, r, want) in cases {
+        let got = step.state(r);
+        match (&got, &want) {
+            (StepState::Failed(reason), StepState::Failed(_)) => {
+                assert!(!reason.is_empty(), "{name}")
+            }
+            _ => assert_eq!(got, want, "{name}"),
+        }
+    }
+}
+
 #[test]
 fn step_states_from_region_reports() {
     let add = Step::AddLearner {
@@ -105,15 +118,7 @@ fn step_states_from_region_reports() {
             StepState::Failed(String::new()),
         ),
     ];
-    for (name, step, r, want) in cases {
-        let got = step.state(r);
-        match (&got, &want) {
-            (StepState::Failed(reason), StepState::Failed(_)) => {
-                assert!(!reason.is_empty(), "{name}")
-            }
-            _ => assert_eq!(got, want, "{name}"),
-        }
-    }
+    assert_states(cases);
 }
 
 #[test]
@@ -193,15 +198,7 @@ fn joint_step_states_from_region_reports() {
         ("leave: left", leave, &left, StepState::Done),
         ("leave: never joint", leave, &before, StepState::Done),
     ];
-    for (name, step, r, want) in cases {
-        let got = step.state(r);
-        match (&got, &want) {
-            (StepState::Failed(reason), StepState::Failed(_)) => {
-                assert!(!reason.is_empty(), "{name}")
-            }
-            _ => assert_eq!(got, want, "{name}"),
-        }
-    }
+    assert_states(cases);
 }
 
 /// A move run against a region that applies each command as a store would: at no step does
