@@ -177,38 +177,12 @@ impl PdHttp {
     /// Sends `method url` and returns the body of a 2xx answer, else what went wrong.
     pub async fn send(&self, method: reqwest::Method, url: &str) -> Result<String, String> {
         let what = format!("{method} {url}");
-        let resp = self
-            .http
-            .request(method, url)
-            .send()
-            .await
-            .map_err(|e| format!("{what}: {e}"))?;
-        let status = resp.status();
-        let body = resp.text().await.map_err(|e| format!("{what}: {e}"))?;
-        if status.is_success() {
-            Ok(body)
-        } else {
-            Err(format!("{what}: HTTP {status}: {body}"))
-        }
+        answer(what, self.http.request(method, url)).await
     }
 
     /// `POST url` with a JSON body; the body of a 2xx answer, else what went wrong.
     pub async fn post_json(&self, url: &str, body: &serde_json::Value) -> Result<String, String> {
-        let what = format!("POST {url} {body}");
-        let resp = self
-            .http
-            .post(url)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| format!("{what}: {e}"))?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(|e| format!("{what}: {e}"))?;
-        if status.is_success() {
-            Ok(text)
-        } else {
-            Err(format!("{what}: HTTP {status}: {text}"))
-        }
+        answer(format!("POST {url} {body}"), self.http.post(url).json(body)).await
     }
 
     async fn get_text(&self, url: &str) -> Result<String, String> {
@@ -281,6 +255,18 @@ impl PdHttp {
         self.get_text(&format!("http://{status_addr}/health"))
             .await
             .map(drop)
+    }
+}
+
+/// Sends `request` (described by `what` in errors) and returns the body of a 2xx answer.
+async fn answer(what: String, request: reqwest::RequestBuilder) -> Result<String, String> {
+    let resp = request.send().await.map_err(|e| format!("{what}: {e}"))?;
+    let status = resp.status();
+    let body = resp.text().await.map_err(|e| format!("{what}: {e}"))?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(format!("{what}: HTTP {status}: {body}"))
     }
 }
 
