@@ -1,7 +1,8 @@
 //! Replica scheduling over real gRPC: a fake store sends region heartbeats on the stream,
 //! applies every command placement answers with the way a TiKV leader does (a conf change
-//! bumps `conf_ver`; a new learner is pending until it has caught up; a split keeps the left
-//! part and bumps `version`), and heartbeats again.
+//! bumps `conf_ver`, a joint one once per change on entering and once per role changed on
+//! leaving; a new learner is pending until it has caught up; a split keeps the left part and
+//! bumps `version`), and heartbeats again.
 
 mod common;
 
@@ -75,6 +76,49 @@ impl FakeStore {
             let name = kind.as_str_name();
             self.commands
                 .push(format!("{name} on store {}", peer.store_id));
+            return true;
+        }
+        if let Some(v2) = &reply.change_peer_v2 {
+            let peers = &mut self.region.peers;
+            if v2.changes.is_empty() {
+                let mut changed = 0;
+                for p in peers.iter_mut() {
+                    let role = match p.role() {
+                        PeerRole::IncomingVoter => PeerRole::Voter,
+                        PeerRole::DemotingVoter => PeerRole::Learner,
+                        _ => continue,
+                    };
+                    p.role = role as i32;
+                    changed += 1;
+                }
+                assert!(changed > 0, "asked to leave a joint state it is not in");
+                epoch.conf_ver += changed;
+                self.commands.push("LeaveJoint".to_owned());
+                return true;
+            }
+            let mut names = Vec::new();
+            for change in &v2.changes {
+                let peer = change.peer.expect("a joint change names a peer");
+                let p = peers
+                    .iter_mut()
+                    .find(|p| p.id == peer.id)
+                    .expect("a joint change of a peer already in the region");
+                let (from, to) = match change.change_type() {
+                    ConfChangeType::AddNode => (PeerRole::Learner, PeerRole::IncomingVoter),
+                    ConfChangeType::AddLearnerNode => (PeerRole::Voter, PeerRole::DemotingVoter),
+                    ConfChangeType::RemoveNode => {
+                        panic!("a voter is demoted, not removed, in a move")
+                    }
+                };
+                assert_eq!(p.role(), from, "{change:?}");
+                assert_ne!(p.id, self.leader.id, "placement demoted the leader");
+                p.role = to as i32;
+                let name = change.change_type().as_str_name();
+                names.push(format!("{name} on store {}", peer.store_id));
+            }
+            epoch.conf_ver += v2.changes.len() as u64;
+            self.commands
+                .push(format!("EnterJoint: {}", names.join(", ")));
             return true;
         }
         if let Some(split) = &reply.split_region {
@@ -280,7 +324,8 @@ async fn fake_store_reaches_three_voters_then_replaces_a_down_store() {
     assert_eq!((epoch.conf_ver, epoch.version), (5, 2));
 
     // Store 3 stops heartbeating; store 4 joins. After max-store-down-time the peer on store
-    // 3 is replaced by one on store 4, then removed.
+    // 3 is replaced by one on store 4 by joint consensus (a learner on store 4, promoted while
+    // store 3's voter is demoted), then removed.
     let s4 = must_alloc(&mut pd, cid).await;
     must_put_store(&mut pd, cid, s4).await;
     fake.commands.clear();
@@ -292,7 +337,8 @@ async fn fake_store_reaches_three_voters_then_replaces_a_down_store() {
         fake.commands,
         [
             format!("AddLearnerNode on store {s4}"),
-            format!("AddNode on store {s4}"),
+            format!("EnterJoint: AddNode on store {s4}, AddLearnerNode on store {s3}"),
+            "LeaveJoint".to_owned(),
             format!("RemoveNode on store {s3}"),
         ]
     );
@@ -313,7 +359,10 @@ async fn fake_store_reaches_three_voters_then_replaces_a_down_store() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(done.desc, b"remove-down-replica");
+    assert_eq!(
+        done.desc, b"replace-down-replica",
+        "the move removes the replaced peer itself"
+    );
     assert_eq!(done.status(), pdpb::OperatorStatus::Success);
     let metrics = reqwest::get(format!("{base}/metrics"))
         .await
