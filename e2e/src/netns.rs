@@ -64,6 +64,13 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
+/// The first host number from `next` up (wrapping round to [`FIRST_POD_HOST`]) not in `used`.
+fn next_free_host(next: u8, used: &[u8]) -> Option<u8> {
+    (next..255)
+        .chain(FIRST_POD_HOST..next)
+        .find(|h| !used.contains(h))
+}
+
 /// One pod's namespace and address.
 #[derive(Clone, Debug)]
 pub struct NetPod {
@@ -94,6 +101,10 @@ pub struct PodNet {
     host_link: String,
     subnet: u8,
     pods: Vec<NetPod>,
+    /// Where the search for a free address starts: addresses go round the /24 and are not
+    /// reused until it wraps, so a restarted pod never takes an address another pod had
+    /// seconds before (connections and name lookups may still point at the old owner).
+    next_host: u8,
     /// Directories created on the host (`/etc/netns`, mount points), removed in reverse order
     /// if still empty.
     created_dirs: Vec<PathBuf>,
@@ -123,6 +134,7 @@ impl PodNet {
             tag,
             subnet,
             pods: Vec::new(),
+            next_host: FIRST_POD_HOST,
             created_dirs: Vec::new(),
             hosts: None,
         };
@@ -155,7 +167,7 @@ impl PodNet {
         &self.pods
     }
 
-    /// A namespace for pod `name` with the lowest free address, joined to the bridge; it gets
+    /// A namespace for pod `name` with the next free address in turn, joined to the bridge; it gets
     /// the hosts file last written. Pod `name` added before (and not removed) gets its own
     /// namespace and address back.
     pub fn add_pod(&mut self, name: &str) -> Result<NetPod> {
@@ -164,17 +176,19 @@ impl PodNet {
             return Ok(pod.clone());
         }
         let used: Vec<u8> = self.pods.iter().map(|p| p.ip.octets()[3]).collect();
-        let host = (FIRST_POD_HOST..255)
-            .find(|h| !used.contains(h))
-            .ok_or_else(|| Error::Command {
-                command: format!("add pod {name}"),
-                reason: "the /24 has no address left".to_owned(),
-            })?;
+        let host = next_free_host(self.next_host, &used).ok_or_else(|| Error::Command {
+            command: format!("add pod {name}"),
+            reason: "the /24 has no address left".to_owned(),
+        })?;
         let pod = NetPod {
             name: name.to_owned(),
             netns: format!("{}-{name}", self.tag),
             ip: self.addr(host),
         };
+        self.next_host = host
+            .checked_add(1)
+            .filter(|h| *h < 255)
+            .unwrap_or(FIRST_POD_HOST);
         run("ip", &["netns", "add", &pod.netns])?;
         // Recorded before the links exist, so a failure below still deletes the namespace.
         self.pods.push(pod.clone());
@@ -375,6 +389,17 @@ mod tests {
             netns: "fkv1-p-0".into(),
             ip: Ipv4Addr::new(10, 213, 30, 10),
         }
+    }
+
+    #[test]
+    fn addresses_go_round_the_subnet_before_one_is_reused() {
+        // A pod removed at .10 does not give its address to the next pod...
+        assert_eq!(next_free_host(12, &[11]), Some(12));
+        // ...until the range wraps, and then only free ones are taken.
+        assert_eq!(next_free_host(254, &[254]), Some(FIRST_POD_HOST));
+        assert_eq!(next_free_host(254, &[254, 10, 11]), Some(12));
+        let all: Vec<u8> = (FIRST_POD_HOST..255).collect();
+        assert_eq!(next_free_host(FIRST_POD_HOST, &all), None);
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! - a store stopped while the others write and compact their logs catches up by snapshot and
 //!   then carries the data when it is needed for a majority;
 //! - a store whose engine can no longer write (a full disk) exits instead of answering health
-//!   checks while it no longer replicates, and the others carry on without losing a write.
+//!   checks while it no longer replicates, and the others carry on without losing a write;
+//! - a leader paused (SIGSTOP) while it holds its lease, replaced and overwritten meanwhile,
+//!   serves no stale read when it wakes: its lease ran out while it slept.
 //!
 //! Partitions use the stores' raft filters (`[debug] fault-injection`, see `e2e::fault`).
 //! Each test holds [`e2e::testing::serial`] so that measured windows do not depend on other
@@ -23,7 +25,7 @@ use e2e::testing::serial;
 use e2e::topology::leader_store;
 use e2e::{
     longest_gap_after, must_eventually, must_raw_client, must_within, with_deadline, Api, Cluster,
-    ClusterBuilder, WriteLoad, FAULT_INJECTION_CONFIG,
+    ClusterBuilder, Role, WriteLoad, FAULT_INJECTION_CONFIG,
 };
 use proto::kvrpcpb::{self, Context};
 use proto::metapb;
@@ -440,6 +442,81 @@ async fn a_store_whose_engine_fails_exits_and_the_others_carry_on() {
         assert!(!cluster.store_running(failed), "another process exited");
         assert_eq!(must_get_eventually(&client, "fail/before").await, v("1"));
         assert_eq!(must_get_eventually(&client, "fail/after").await, v("2"));
+    })
+    .await
+}
+
+/// A leader answers reads from its lease without asking a quorum (`store/src/raftstore/lease.rs`).
+/// Cut off from the other stores and paused while it holds the lease, it sleeps through its
+/// replacement and a write the new leader makes. A read sent straight to it while it sleeps
+/// must be refused when it wakes, never answered with the overwritten value: its lease ran out
+/// on the monotonic clock while it slept (and the cut keeps any message of the new term from
+/// ending its leadership first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_in_its_lease_serves_no_stale_read_when_it_wakes() {
+    e2e::init_test_tracing();
+    let test = "a_leader_paused_in_its_lease_serves_no_stale_read_when_it_wakes";
+    if let Some(reason) = tokio::task::spawn_blocking(e2e::netns::skip_reason)
+        .await
+        .expect("skip check")
+    {
+        e2e::testing::skip(test, &reason);
+        return;
+    }
+    let _serial = serial().await;
+    with_deadline(Duration::from_secs(150), async {
+        let cluster = ClusterBuilder::default()
+            .stores(3)
+            .own_network(true)
+            .must_start()
+            .await;
+        cluster.must_settled(3, CONVERGE).await;
+        let client = must_raw_client(&cluster, Api::V1).await;
+        must_put_eventually(&client, "pause/k", "old").await;
+        let region = cluster.must_region_led(b"pause/", 0, CONVERGE).await;
+        let old_leader = leader_store(&region).expect("led");
+        let paused = cluster.must_store_index(old_leader).await;
+        let ctx = context_on(&region, old_leader);
+        let addr = cluster.store_addr(paused);
+        // A read right before the pause: the leader holds a fresh lease when it stops.
+        let mut kv = direct_client(&addr).await;
+        let get = kvrpcpb::RawGetRequest {
+            context: Some(ctx.clone()),
+            key: b"pause/k".to_vec(),
+            ..Default::default()
+        };
+        let before = kv.raw_get(get.clone()).await.expect("RawGet").into_inner();
+        assert_eq!((before.region_error, before.value), (None, b"old".to_vec()));
+        let others: Vec<Role> = (0..3).filter(|&i| i != paused).map(Role::Store).collect();
+        cluster
+            .partition(&[vec![Role::Store(paused)], others])
+            .await
+            .expect("cut the leader's store off");
+        cluster.pause(Role::Store(paused)).expect("SIGSTOP");
+        let region = cluster
+            .must_region_led(b"pause/", old_leader, CONVERGE)
+            .await;
+        println!("new leader: store {:?}", leader_store(&region));
+        must_put_eventually(&client, "pause/k", "new").await;
+        let read = tokio::spawn(async move { kv.raw_get(get).await });
+        // The request reaches the sleeping store's socket before it wakes.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.resume(Role::Store(paused)).expect("SIGCONT");
+        let resp = must_within(DIRECT_RPC, "RawGet on the woken store", read)
+            .await
+            .expect("RawGet task")
+            .expect("RawGet rpc")
+            .into_inner();
+        assert!(
+            resp.region_error.is_some(),
+            "the woken old leader served a read from its expired lease: {resp:?}"
+        );
+        println!(
+            "woken store refused: {:?}",
+            resp.region_error.map(|e| e.message)
+        );
+        cluster.heal_network().await.expect("heal");
+        assert_eq!(must_get_eventually(&client, "pause/k").await, v("new"));
     })
     .await
 }

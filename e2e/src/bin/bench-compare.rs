@@ -284,8 +284,9 @@ async fn run_bench(args: &Args, cluster: &Cluster, results: &mut Results) {
         }
     };
     let pd = cluster.pd_endpoint();
-    let load = "raw-put,raw-get,txn-put,txn2-optimistic,txn2-pessimistic";
-    let latency = "raw-put,txn-put,txn2-optimistic,txn2-pessimistic";
+    let load =
+        "raw-put,raw-get,txn-put,txn2-optimistic,txn2-pessimistic,txn2-async-commit,txn2-1pc";
+    let latency = "raw-put,txn-put,txn2-optimistic,txn2-pessimistic,txn2-async-commit,txn2-1pc";
     for (clients, phases) in [(args.threads, load), (1, latency)] {
         progress(&format!("bench: {clients} client(s), {phases}"));
         let mut cmd = Command::new(&bench);

@@ -4,7 +4,8 @@
 //! temp dir) unless `--pd` names a running one, then runs `--clients`
 //! concurrent workers for `--secs` seconds per phase: raw puts, raw gets,
 //! single-key optimistic transactions and two-key optimistic and pessimistic
-//! transactions (`--phases` picks some). Prints one line per phase:
+//! transactions, the optimistic ones also with async commit and with 1PC, as
+//! clients that enable them send (`--phases` picks some). Prints one line per phase:
 //! `bench <phase> ops=<n> ops_per_sec=<x> p50_us=<a> p99_us=<b> errors=<e>`.
 //! Every loop is bounded by time and by `--max-ops`.
 
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use e2e::ClusterBuilder;
+use tikv_client::TransactionOptions;
 
 #[derive(Debug, Parser)]
 #[command(name = "bench")]
@@ -37,7 +39,7 @@ struct Args {
     #[arg(long, default_value_t = 256)]
     value_size: usize,
     /// Phases to run, comma separated (default: all): raw-put, raw-get, txn-put, txn2-optimistic,
-    /// txn2-pessimistic.
+    /// txn2-pessimistic, txn2-async-commit, txn2-1pc.
     #[arg(long, value_delimiter = ',')]
     phases: Vec<String>,
 }
@@ -51,15 +53,21 @@ enum Phase {
     Txn2Optimistic,
     /// Two keys in one pessimistic transaction.
     Txn2Pessimistic,
+    /// Two keys in one optimistic transaction with async commit.
+    Txn2AsyncCommit,
+    /// Two keys in one optimistic transaction committed in one phase (1PC).
+    Txn2OnePc,
 }
 
 impl Phase {
-    const ALL: [Phase; 5] = [
+    const ALL: [Phase; 7] = [
         Phase::RawPut,
         Phase::RawGet,
         Phase::TxnPut,
         Phase::Txn2Optimistic,
         Phase::Txn2Pessimistic,
+        Phase::Txn2AsyncCommit,
+        Phase::Txn2OnePc,
     ];
 
     fn name(self) -> &'static str {
@@ -69,6 +77,8 @@ impl Phase {
             Phase::TxnPut => "txn-put",
             Phase::Txn2Optimistic => "txn2-optimistic",
             Phase::Txn2Pessimistic => "txn2-pessimistic",
+            Phase::Txn2AsyncCommit => "txn2-async-commit",
+            Phase::Txn2OnePc => "txn2-1pc",
         }
     }
 }
@@ -111,12 +121,19 @@ async fn worker(
             }
             .await
             .is_ok(),
-            Phase::Txn2Optimistic | Phase::Txn2Pessimistic => async {
-                let mut t = if matches!(phase, Phase::Txn2Optimistic) {
-                    txn.begin_optimistic().await?
-                } else {
-                    txn.begin_pessimistic().await?
+            Phase::Txn2Optimistic
+            | Phase::Txn2Pessimistic
+            | Phase::Txn2AsyncCommit
+            | Phase::Txn2OnePc => async {
+                let options = match phase {
+                    Phase::Txn2Pessimistic => TransactionOptions::new_pessimistic(),
+                    Phase::Txn2AsyncCommit => {
+                        TransactionOptions::new_optimistic().use_async_commit()
+                    }
+                    Phase::Txn2OnePc => TransactionOptions::new_optimistic().try_one_pc(),
+                    _ => TransactionOptions::new_optimistic(),
                 };
+                let mut t = txn.begin_with_options(options).await?;
                 let other = format!("{key}-b");
                 t.put(key, value.clone()).await?;
                 t.put(other, value.clone()).await?;

@@ -121,6 +121,9 @@ pub enum ControlMsg {
         index: u64,
         result: Result<(), String>,
     },
+    /// Unit tests only: the loop sleeps this long, as a paused process would.
+    #[cfg(test)]
+    Stall(Duration),
 }
 
 /// Handle through which upper layers reach the raftstore loop.
@@ -264,6 +267,12 @@ impl Router {
     pub fn shutdown(&self) {
         self.control(ControlMsg::Shutdown);
     }
+
+    /// Unit tests only: stalls the loop for `d` (a paused store, as SIGSTOP makes one).
+    #[cfg(test)]
+    pub fn stall(&self, d: Duration) {
+        self.control(ControlMsg::Stall(d));
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -383,6 +392,7 @@ impl RaftStore {
             cfg: cfg.peer.clone(),
             logger: raft_logger(),
             gen_tx: workers.gen.clone(),
+            max_lease: super::lease::max_lease(cfg.base_tick, cfg.peer.election_tick),
         };
         let mut store = RaftStore {
             engine,
@@ -411,6 +421,12 @@ impl RaftStore {
         Ok((store, Router { tx, ctl, closed }))
     }
 
+    /// The raft election timeout (ticks times the tick).
+    fn election_timeout(&self) -> Duration {
+        let ticks = u32::try_from(self.cfg.peer.election_tick).unwrap_or(u32::MAX);
+        self.cfg.base_tick.saturating_mul(ticks)
+    }
+
     /// Creates a replica for every region stored here; one whose snapshot
     /// install a crash interrupted installs it again first.
     fn load_peers(&mut self) -> Result<(), StorageError> {
@@ -425,6 +441,7 @@ impl RaftStore {
             };
             let ps = peer_storage::load(&self.engine, &region)?;
             let mut peer = Peer::new(region.clone(), me.id, ps, &self.peer_ctx)?;
+            peer.refuse_votes_until(Instant::now() + self.election_timeout());
             if let Some(pending) = peer_storage::pending_install(&self.engine, region.id)? {
                 tracing::info!(
                     region_id = region.id,
@@ -614,6 +631,8 @@ impl RaftStore {
     fn on_control(&mut self, m: ControlMsg) {
         match m {
             ControlMsg::Shutdown => {}
+            #[cfg(test)]
+            ControlMsg::Stall(d) => std::thread::sleep(d),
             ControlMsg::SnapshotStatus {
                 region_id,
                 to_peer_id,

@@ -14,6 +14,7 @@ pub mod cmd;
 mod driver;
 mod incoming;
 pub mod keys;
+pub mod lease;
 mod logger;
 pub mod membership;
 pub mod peer;

@@ -16,6 +16,7 @@ use raft::{RawNode, StateRole, Storage as _};
 use tokio::sync::oneshot;
 
 use super::cmd::RaftCmd;
+use super::lease::Lease;
 use super::membership;
 use super::peer_storage::{PeerStorage, StorageError};
 use super::snap::worker::{GenState, GenTask, SnapSource};
@@ -34,6 +35,8 @@ struct Proposal {
     /// change still pending) into an empty normal entry, which must not be
     /// reported as done.
     conf_change: bool,
+    /// When it was appended: its commit renews the leader lease from then.
+    proposed_at: Instant,
     cb: Callback,
 }
 
@@ -55,11 +58,21 @@ pub struct Peer {
     /// Reads not yet sent for a read index, and those waiting for one
     /// (request id, term it was sent in).
     reads_to_send: Vec<ReadCallback>,
-    reads_sent: VecDeque<(u64, u64, Vec<ReadCallback>)>,
+    /// (request id, term, when sent, reads).
+    reads_sent: VecDeque<(u64, u64, Instant, Vec<ReadCallback>)>,
     /// Reads whose read index is known, waiting for it to be applied
     /// (read index, term).
     reads_ready: VecDeque<(u64, u64, Vec<ReadCallback>)>,
     next_read_id: u64,
+    /// The leader lease (`lease.rs`): reads answered without a ReadIndex round.
+    lease: Lease,
+    /// The term of the last entry applied here: a leader answers from its lease only once it
+    /// has applied an entry of its own term (and so everything earlier leaders committed).
+    applied_term: u64,
+    /// Until then this replica, just loaded at store start, refuses votes as though it had
+    /// heard from a leader (it may have, just before the restart, and so be part of the
+    /// quorum a leader's lease rests on).
+    refuse_votes_until: Option<Instant>,
     /// Peers heard from, by id, with when (for `down_peers`).
     peer_cache: HashMap<u64, metapb::Peer>,
     last_heard: HashMap<u64, Instant>,
@@ -82,6 +95,9 @@ pub struct PeerCtx {
     pub logger: slog::Logger,
     /// The snapshot generation worker's queue.
     pub gen_tx: crossbeam_channel::Sender<GenTask>,
+    /// The leader lease's length (`lease::max_lease`; zero: every read takes a ReadIndex
+    /// round).
+    pub max_lease: Duration,
 }
 
 impl Peer {
@@ -126,6 +142,9 @@ impl Peer {
             reads_sent: VecDeque::new(),
             reads_ready: VecDeque::new(),
             next_read_id: 1,
+            lease: Lease::new(ctx.max_lease),
+            applied_term: 0,
+            refuse_votes_until: None,
             peer_cache: HashMap::new(),
             last_heard: HashMap::new(),
             written: Arc::default(),
@@ -191,6 +210,7 @@ impl Peer {
             index: self.node.raft.raft_log.last_index(),
             term: self.node.raft.term,
             conf_change,
+            proposed_at: Instant::now(),
             cb,
         });
     }
@@ -240,6 +260,9 @@ impl Peer {
                 .get(peer_id)
                 .is_some_and(|pr| pr.recent_active && pr.matched + 8 >= last);
         if caught_up {
+            // The target campaigns with the force flag, which voters grant inside their
+            // lease: this leader's lease ends for the term.
+            self.lease.give_up(self.node.raft.term);
             self.node.transfer_leader(peer_id);
         }
         caught_up
@@ -432,7 +455,28 @@ impl Peer {
             let _ = cb.send(Err(self.not_leader()));
             return;
         }
+        if self.in_lease(Instant::now()) {
+            let _ = cb.send(Ok(self.node.raft.term));
+            return;
+        }
         self.reads_to_send.push(cb);
+    }
+
+    /// Whether this leader may answer a read from what it has applied, without asking a
+    /// quorum: it holds the lease, has applied an entry of its term, installs no snapshot
+    /// and hands no leadership over.
+    pub fn in_lease(&self, now: Instant) -> bool {
+        let term = self.node.raft.term;
+        self.is_leader()
+            && self.applied_term == term
+            && self.installing.is_none()
+            && self.node.raft.lead_transferee.is_none()
+            && self.lease.holds(term, now)
+    }
+
+    /// Refuses votes until `until` (see `refuse_votes_until`).
+    pub fn refuse_votes_until(&mut self, until: Instant) {
+        self.refuse_votes_until = Some(until);
     }
 
     /// Sends one read-index request for every read queued this round.
@@ -444,9 +488,11 @@ impl Peer {
         }
         let id = self.next_read_id;
         self.next_read_id += 1;
+        let sent_at = Instant::now();
         self.node.read_index(id.to_be_bytes().to_vec());
         let cbs = std::mem::take(&mut self.reads_to_send);
-        self.reads_sent.push_back((id, self.node.raft.term, cbs));
+        self.reads_sent
+            .push_back((id, self.node.raft.term, sent_at, cbs));
     }
 
     /// Records read indexes raft confirmed.
@@ -456,12 +502,17 @@ impl Peer {
                 continue;
             };
             let id = u64::from_be_bytes(bytes);
-            while let Some((sent_id, _, _)) = self.reads_sent.front() {
+            while let Some((sent_id, _, _, _)) = self.reads_sent.front() {
                 if *sent_id > id {
                     break;
                 }
-                let (sent_id, term, cbs) = self.reads_sent.pop_front().expect("front exists");
+                let (sent_id, term, sent_at, cbs) =
+                    self.reads_sent.pop_front().expect("front exists");
                 if sent_id == id {
+                    // A quorum answered heartbeats sent after `sent_at` in `term`.
+                    if term == self.node.raft.term && self.is_leader() {
+                        self.lease.renew(term, sent_at);
+                    }
                     self.reads_ready.push_back((rs.index, term, cbs));
                 } else {
                     // Raft dropped that request (e.g. no commit in this term yet).
@@ -515,6 +566,12 @@ impl Peer {
 
     /// Answers the proposals of `entry` once it is applied with `result`.
     pub fn on_applied(&mut self, entry: &Entry, result: Result<(), ProposeError>) {
+        self.applied_term = entry.term;
+        if entry.get_entry_type() != EntryType::EntryNormal {
+            // The quorum that acknowledged earlier sends may not be one of the new
+            // membership.
+            self.lease.expire(Instant::now());
+        }
         while let Some(front) = self.proposals.front() {
             if front.index > entry.index {
                 break;
@@ -528,6 +585,10 @@ impl Peer {
                         .into(),
                 })
             } else if p.index == entry.index && p.term == entry.term {
+                if !p.conf_change && entry.term == self.node.raft.term && self.is_leader() {
+                    // Committed: a quorum received it after it was proposed.
+                    self.lease.renew(entry.term, p.proposed_at);
+                }
                 result.clone()
             } else {
                 Err(ProposeError::Stale {
@@ -565,7 +626,7 @@ impl Peer {
     pub fn fail_reads(&mut self) {
         let err = self.not_leader();
         let reads = self.reads_to_send.drain(..);
-        let sent = self.reads_sent.drain(..).flat_map(|(_, _, cbs)| cbs);
+        let sent = self.reads_sent.drain(..).flat_map(|(_, _, _, cbs)| cbs);
         let ready = self.reads_ready.drain(..).flat_map(|(_, _, cbs)| cbs);
         for cb in reads.chain(sent).chain(ready) {
             let _ = cb.send(Err(err.clone()));
@@ -575,7 +636,22 @@ impl Peer {
     /// Steps a message from another replica.
     pub fn step(&mut self, from: metapb::Peer, msg: Message) {
         self.peer_cache.insert(from.id, from);
-        self.last_heard.insert(from.id, Instant::now());
+        let now = Instant::now();
+        self.last_heard.insert(from.id, now);
+        if self.refuse_votes_until.is_some_and(|until| now < until)
+            && matches!(
+                msg.get_msg_type(),
+                MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+            )
+            && msg.context != raft::CAMPAIGN_TRANSFER
+        {
+            tracing::debug!(
+                region_id = self.region.id,
+                from = from.id,
+                "vote refused: just restarted"
+            );
+            return;
+        }
         if let Err(e) = self.node.step(msg) {
             tracing::debug!(region_id = self.region.id, error = %e, "raft message refused");
         }
@@ -650,11 +726,9 @@ mod tests {
     use crate::raftstore::peer_storage;
     use crate::raftstore::test_cluster::region_on;
 
-    #[test]
-    fn the_snapshot_builder_sees_an_applied_index_only_once_published() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A replica of `region` (peer 101 on store 1), on an engine kept in `dir`.
+    fn peer_of(dir: &tempfile::TempDir, region: metapb::Region) -> Peer {
         let engine = Engine::open(dir.path()).unwrap();
-        let region = region_on(1, &[1]);
         engine
             .write(&peer_storage::bootstrap_writes(&region).unwrap(), true)
             .unwrap();
@@ -664,8 +738,76 @@ mod tests {
             cfg: crate::raftstore::RaftStoreConfig::default().peer,
             logger: crate::raftstore::logger::raft_logger(),
             gen_tx,
+            max_lease: Duration::ZERO,
         };
-        let mut p = Peer::new(region, 101, ps, &ctx).unwrap();
+        Peer::new(region, 101, ps, &ctx).unwrap()
+    }
+
+    /// Whether `p` has answered a vote request (its ready carries a vote response).
+    fn answered_vote(p: &mut Peer) -> bool {
+        if !p.node.has_ready() {
+            return false;
+        }
+        let mut rd = p.node.ready();
+        let answered = rd
+            .take_messages()
+            .into_iter()
+            .chain(rd.take_persisted_messages())
+            .any(|m| {
+                matches!(
+                    m.get_msg_type(),
+                    MessageType::MsgRequestVoteResponse | MessageType::MsgRequestPreVoteResponse
+                )
+            });
+        let mut light = p.node.advance(rd);
+        p.node.advance_apply();
+        let _ = light.take_messages();
+        answered
+    }
+
+    fn vote_request(kind: MessageType, term: u64, context: &[u8]) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(kind);
+        m.from = 102;
+        m.to = 101;
+        m.term = term;
+        m.log_term = 100;
+        m.index = 100;
+        m.context = context.to_vec().into();
+        m
+    }
+
+    #[test]
+    fn a_replica_just_loaded_refuses_votes_but_not_a_leadership_transfer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = peer_of(&dir, region_on(1, &[1, 2, 3]));
+        let candidate = metapb::Peer {
+            id: 102,
+            store_id: 2,
+            ..Default::default()
+        };
+        p.refuse_votes_until(Instant::now() + Duration::from_secs(3600));
+        for kind in [MessageType::MsgRequestPreVote, MessageType::MsgRequestVote] {
+            p.step(candidate, vote_request(kind, 7, b""));
+            assert!(
+                !answered_vote(&mut p),
+                "{kind:?} answered inside the window"
+            );
+        }
+        p.step(
+            candidate,
+            vote_request(MessageType::MsgRequestVote, 8, raft::CAMPAIGN_TRANSFER),
+        );
+        assert!(answered_vote(&mut p), "a transfer's vote must be answered");
+        p.refuse_votes_until(Instant::now());
+        p.step(candidate, vote_request(MessageType::MsgRequestVote, 9, b""));
+        assert!(answered_vote(&mut p), "votes are answered after the window");
+    }
+
+    #[test]
+    fn the_snapshot_builder_sees_an_applied_index_only_once_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = peer_of(&dir, region_on(1, &[1]));
         let before = p.src.lock().applied_index;
         // Applying entries moves the raft thread's view only: their data is
         // not in the engine until the batch is written.

@@ -96,6 +96,70 @@ async fn three_replicas_replicate_and_survive_leader_isolation() {
     c.must_leader(1, &[1, 2, 3]).await;
 }
 
+/// A leader whose write was just committed holds its lease: cut off from every follower, it
+/// still answers a read at once (no quorum could confirm it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_answers_reads_from_its_lease() {
+    // 100 ms ticks: an 800 ms lease, long enough for a loaded machine to read inside it.
+    let cfg = RaftStoreConfig {
+        base_tick: Duration::from_millis(100),
+        ..cfg()
+    };
+    let c = TestCluster::new(3, &region_on(1, &[1, 2, 3]), cfg);
+    let old = c.must_leader(1, &[1, 2, 3]).await;
+    c.must_put(1, "a", "1").await;
+    c.isolate(old);
+    let read = tokio::time::timeout(Duration::from_millis(500), c.read_index(old, 1)).await;
+    assert!(
+        matches!(read, Ok(Ok(_))),
+        "a leader in its lease must answer without a quorum: {read:?}"
+    );
+}
+
+/// A leader stalled (as a paused process is) while it holds its lease sleeps through the
+/// election of another leader and a write through it. Cut off from the others (so that no
+/// message of the new term ends its leadership when it wakes), it must not answer the read
+/// queued meanwhile: its lease ran out while it slept, and it cannot confirm its leadership
+/// with a quorum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stalled_past_its_lease_answers_no_read_when_it_wakes() {
+    let c = TestCluster::new(3, &region_on(1, &[1, 2, 3]), cfg());
+    let old = c.must_leader(1, &[1, 2, 3]).await;
+    c.must_put(1, "a", "1").await;
+    // 20 ms ticks: a 160 ms lease and a 200 ms election timeout; the stall outlasts both and
+    // the election the others hold meanwhile.
+    c.isolate(old);
+    c.router(old).stall(Duration::from_secs(3));
+    let rest: Vec<u64> = (1..=3).filter(|s| *s != old).collect();
+    must_until("a new leader among the others", || {
+        let l: Vec<u64> = c
+            .leaders(1)
+            .into_iter()
+            .filter(|s| rest.contains(s))
+            .collect();
+        (l.len() == 1).then_some(())
+    })
+    .await;
+    let new = c.must_leader(1, &rest).await;
+    let router = c.router(new);
+    tokio::time::timeout(Duration::from_secs(2), router.propose(1, put_cmd("a", "2")))
+        .await
+        .expect("write through the new leader")
+        .expect("applied");
+    assert!(
+        c.leaders(1).contains(&old),
+        "the stalled leader still believes it leads"
+    );
+    let read = tokio::time::timeout(Duration::from_secs(5), c.read_index(old, 1)).await;
+    assert!(
+        !matches!(read, Ok(Ok(_))),
+        "the woken old leader answered a read from an expired lease: {read:?}"
+    );
+    assert_eq!(c.get(old, "a").as_deref(), Some("1"), "its data is stale");
+    c.heal();
+    c.must_get_on(old, "a", "2").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learner_added_by_snapshot_promoted_and_old_replica_removed() {
     let c = TestCluster::new(2, &region_on(1, &[1]), cfg());
