@@ -447,11 +447,16 @@ impl Cluster {
             .ok_or_else(|| Error::NotRunning(format!("unknown placement leader `{leader}`")))
     }
 
-    /// Asks placement to hand its leadership to member `name` (`POST .../leader/transfer`).
-    pub async fn transfer_placement_leader(&self, name: &str) -> std::result::Result<(), String> {
+    /// Asks placement member `via` (it must lead: a follower refuses) to hand its leadership to
+    /// member `name` (`POST .../leader/transfer`).
+    pub async fn transfer_placement_leader(
+        &self,
+        via: usize,
+        name: &str,
+    ) -> std::result::Result<(), String> {
         let url = format!(
             "http://{}/pd/api/v1/leader/transfer/{name}",
-            self.pd_endpoint()
+            self.placement_addr(via)
         );
         self.http.send(reqwest::Method::POST, &url).await.map(drop)
     }

@@ -489,17 +489,28 @@ async fn transfer_placement(
     rng: &mut Rng,
     damage: &Damage,
 ) -> Result<String, String> {
-    let leader = placement_leader(cluster, damage).await?;
-    let others: Vec<usize> = (0..cluster.placement_count())
-        .filter(|&i| i != leader && cluster.placement_running(i))
-        .collect();
-    let Some(&to) = rng.pick(&others) else {
-        return Ok("no other member".to_owned());
-    };
-    cluster
-        .transfer_placement_leader(&cluster.placement_name(to))
-        .await?;
-    Ok(format!("placement {leader} -> {to}"))
+    // Asked of the leader itself: another member may not know one (cut off by a partition
+    // struck meanwhile). Leadership may move between the lookup and the request, so a refusal
+    // is retried on the leader named again, a few times.
+    let mut refused = String::new();
+    for _ in 0..TRANSFER_ATTEMPTS {
+        let leader = placement_leader(cluster, damage).await?;
+        let others: Vec<usize> = (0..cluster.placement_count())
+            .filter(|&i| i != leader && cluster.placement_running(i))
+            .collect();
+        let Some(&to) = rng.pick(&others) else {
+            return Ok("no other member".to_owned());
+        };
+        match cluster
+            .transfer_placement_leader(leader, &cluster.placement_name(to))
+            .await
+        {
+            Ok(()) => return Ok(format!("placement {leader} -> {to}")),
+            Err(e) => refused = e,
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(refused)
 }
 
 /// Undoes everything in `damage`: heals the network, resumes paused processes, restarts killed
@@ -655,3 +666,5 @@ async fn store_state(cluster: &Cluster, id: u64) -> Result<String, String> {
 
 /// How long the nemesis waits for placement to name its leader.
 const LEADER_WAIT: Duration = Duration::from_secs(20);
+/// Leader lookups and requests a placement leader transfer gets before it is not injected.
+const TRANSFER_ATTEMPTS: usize = 5;
