@@ -81,16 +81,7 @@ impl FakeStore {
         if let Some(v2) = &reply.change_peer_v2 {
             let peers = &mut self.region.peers;
             if v2.changes.is_empty() {
-                let mut changed = 0;
-                for p in peers.iter_mut() {
-                    let role = match p.role() {
-                        PeerRole::IncomingVoter => PeerRole::Voter,
-                        PeerRole::DemotingVoter => PeerRole::Learner,
-                        _ => continue,
-                    };
-                    p.role = role as i32;
-                    changed += 1;
-                }
+                let changed = proto::membership::settle_joint_roles(peers);
                 assert!(changed > 0, "asked to leave a joint state it is not in");
                 epoch.conf_ver += changed;
                 self.commands.push("LeaveJoint".to_owned());

@@ -8,6 +8,7 @@
 //! service trait has default methods that answer `Unimplemented`.
 
 pub mod codec;
+pub mod membership;
 
 /// Cluster, store, region and peer metadata.
 pub mod metapb {

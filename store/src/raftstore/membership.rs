@@ -230,16 +230,7 @@ pub fn enter_joint(
 /// `region` once it left its joint state, or why it cannot.
 pub fn leave_joint(region: &metapb::Region) -> Result<metapb::Region, String> {
     let mut out = region.clone();
-    let mut changed = 0;
-    for p in &mut out.peers {
-        let role = match p.role() {
-            PeerRole::IncomingVoter => PeerRole::Voter,
-            PeerRole::DemotingVoter => PeerRole::Learner,
-            _ => continue,
-        };
-        p.role = role as i32;
-        changed += 1;
-    }
+    let changed = proto::membership::settle_joint_roles(&mut out.peers);
     if changed == 0 {
         return Err("the region is not in a joint state: there is nothing to leave".into());
     }
