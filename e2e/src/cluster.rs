@@ -461,11 +461,24 @@ impl Cluster {
         self.http.send(reqwest::Method::POST, &url).await.map(drop)
     }
 
-    /// Shifts the clock placement member `i`'s timestamp oracle reads by `ms` milliseconds
-    /// (needs `[debug] fault-injection = true` in the placement config).
-    pub async fn set_clock_offset(&self, i: usize, ms: i64) -> std::result::Result<(), String> {
-        let url = format!("http://{}/debug/clock-offset/{ms}", self.placement_addr(i));
+    /// Steps a process's wall clock by `ms` milliseconds (0 ends it): the clock a placement
+    /// member's timestamp oracle reads, or the one a store's raw TTLs read. Needs `[debug]
+    /// fault-injection = true` in its config.
+    pub async fn set_clock_offset(&self, role: Role, ms: i64) -> std::result::Result<(), String> {
+        let addr = match role {
+            Role::Placement(i) => self.placement_addr(i),
+            Role::Store(i) => self.store_status_addr(i),
+        };
+        let url = format!("http://{addr}/debug/clock-offset/{ms}");
         self.http.send(reqwest::Method::POST, &url).await.map(drop)
+    }
+
+    /// Whether the process in `role` runs (not killed or exited; a paused one runs).
+    pub fn running(&self, role: Role) -> bool {
+        match role {
+            Role::Placement(i) => self.placement_running(i),
+            Role::Store(i) => self.store_running(i),
+        }
     }
 
     /// Makes every synced write (the raft log's) of store `i` wait `ms` milliseconds first, as

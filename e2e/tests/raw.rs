@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use e2e::testing::{error_text, key_strings, kv_strings, pairs, strings};
 use e2e::{api_tests, must_eventually, must_raw_client, must_single_store_cluster, must_within};
-use e2e::{must_txn_client, Api};
+use e2e::{must_txn_client, Api, ClusterBuilder, Role, FAULT_INJECTION_CONFIG};
 use tikv_client::{ColumnFamily, Error, RawClient};
 
 /// Bound on each scan call: a scan that never returns names itself instead of tripping the
@@ -563,4 +563,62 @@ async fn api_v1_and_v2_data_are_kept_apart() {
         );
     })
     .await
+}
+
+/// A store's wall clock is what its raw TTLs read, written and judged: stepped ahead past a
+/// key's TTL the key reads as expired, and a TTL written meanwhile counts from the stepped
+/// clock. Nothing else follows it: the store keeps serving reads and writes (raft ticks and
+/// leases run on the monotonic clock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_clock_step_moves_ttl_expiry_and_nothing_else() {
+    e2e::init_test_tracing();
+    e2e::with_deadline(Duration::from_secs(90), async {
+        let cluster = ClusterBuilder::default()
+            .stores(1)
+            .store_config(FAULT_INJECTION_CONFIG)
+            .must_start()
+            .await;
+        let c = must_raw_client(&cluster, Api::V2).await;
+        let store = Role::Store(0);
+        c.put_with_ttl(s("ttl-60"), s("a minute"), 60)
+            .await
+            .expect("put_with_ttl");
+        c.put(s("plain"), s("kept")).await.expect("put");
+
+        cluster
+            .set_clock_offset(store, 90_000)
+            .await
+            .expect("step the store's clock 90 s ahead");
+        assert_eq!(
+            c.get(s("ttl-60")).await.expect("get after the step"),
+            None,
+            "a 60 s TTL read on a clock 90 s ahead has expired"
+        );
+        assert_eq!(c.get(s("plain")).await.expect("get plain"), v("kept"));
+        c.put_with_ttl(s("ttl-written-ahead"), s("x"), 60)
+            .await
+            .expect("a write with the clock ahead");
+
+        cluster
+            .set_clock_offset(store, 0)
+            .await
+            .expect("step the clock back");
+        let left = c
+            .get_key_ttl_secs(s("ttl-written-ahead"))
+            .await
+            .expect("get_key_ttl_secs");
+        assert!(
+            matches!(left, Some(t) if (120..=150).contains(&t)),
+            "a 60 s TTL written on a clock 90 s ahead has about 150 s left on the true clock, \
+             not {left:?}"
+        );
+        c.put(s("plain"), s("still-writable"))
+            .await
+            .expect("put after the steps");
+        assert_eq!(
+            c.get(s("plain")).await.expect("get plain"),
+            v("still-writable")
+        );
+    })
+    .await;
 }

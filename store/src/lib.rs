@@ -10,6 +10,7 @@
 //! the data directory's disk (a monitor thread started by `server`) and says
 //! which writes `storage` still takes when it fills up.
 
+pub mod clock;
 pub mod config;
 pub mod disk;
 pub mod engine;

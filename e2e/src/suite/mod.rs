@@ -146,9 +146,9 @@ async fn recover(cluster: &mut Cluster) -> Result<(), String> {
     for role in cluster.roles() {
         let _ = cluster.resume(role);
     }
-    for i in 0..cluster.placement_count() {
-        if cluster.placement_running(i) {
-            cluster.set_clock_offset(i, 0).await?;
+    for role in cluster.roles() {
+        if cluster.running(role) {
+            cluster.set_clock_offset(role, 0).await?;
         }
     }
     for i in 0..cluster.placement_count() {

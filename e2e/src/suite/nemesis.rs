@@ -44,6 +44,10 @@ pub enum Fault {
     /// Skew a placement member's clock (the leader half the time), by less than its lease or
     /// by far more, ahead or behind.
     ClockSkew,
+    /// Step a store's wall clock (the store leading the most regions half the time) ahead or
+    /// back by less than a lease or by far more: raft ticks, elections and leader leases run on
+    /// the monotonic clock, so only raw TTLs may follow it.
+    StoreClockSkew,
     /// Slow a store's disk: every fsync of its raft log waits (the store leading the most
     /// regions half the time), by a little or by more than an election timeout.
     SlowDisk,
@@ -67,7 +71,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 16] = [
+    pub const ALL: [Fault; 17] = [
         Fault::KillStore,
         Fault::KillPlacementLeader,
         Fault::PauseStoreLeader,
@@ -79,6 +83,7 @@ impl Fault {
         Fault::OneWay,
         Fault::TransferPlacementLeader,
         Fault::ClockSkew,
+        Fault::StoreClockSkew,
         Fault::SlowDisk,
         Fault::DrainStore,
         Fault::SlowNetwork,
@@ -99,6 +104,7 @@ impl Fault {
             Fault::OneWay => "one-way",
             Fault::TransferPlacementLeader => "transfer-placement-leader",
             Fault::ClockSkew => "clock-skew",
+            Fault::StoreClockSkew => "store-clock-skew",
             Fault::SlowDisk => "slow-disk",
             Fault::DrainStore => "drain-store",
             Fault::SlowNetwork => "slow-network",
@@ -202,8 +208,8 @@ pub struct Damage {
     restart: BTreeSet<Role>,
     resume: BTreeSet<Role>,
     network: bool,
-    /// Placement members whose clock is skewed.
-    clocks: BTreeSet<usize>,
+    /// Processes whose wall clock is skewed.
+    clocks: BTreeSet<Role>,
     /// Stores whose disk is slowed.
     slow_disks: BTreeSet<usize>,
     /// The store being drained: harness index and store id.
@@ -262,15 +268,15 @@ pub async fn strike(
             } else {
                 rng.below(cluster.placement_count() as u64) as usize
             };
-            let magnitude = *rng.pick(&CLOCK_SKEWS_MS).unwrap_or(&200);
-            let offset = if rng.chance(1, 2) {
-                magnitude
+            skew_clock(cluster, rng, damage, Role::Placement(i)).await
+        }
+        Fault::StoreClockSkew => {
+            let i = if rng.chance(1, 2) {
+                busiest_leader(cluster, rng, damage).await?
             } else {
-                -magnitude
+                pick_running_store(cluster, rng, damage)?
             };
-            cluster.set_clock_offset(i, offset).await?;
-            damage.clocks.insert(i);
-            Ok(format!("placement {i} clock {offset:+} ms"))
+            skew_clock(cluster, rng, damage, Role::Store(i)).await
         }
         Fault::DrainStore => {
             let i = pick_running_store(cluster, rng, damage)?;
@@ -453,6 +459,28 @@ async fn placement_leader(cluster: &Cluster, damage: &Damage) -> Result<usize, S
     .map_err(|e| e.to_string())
 }
 
+/// Steps `role`'s wall clock ahead or back by one of [`CLOCK_SKEWS_MS`].
+async fn skew_clock(
+    cluster: &Cluster,
+    rng: &mut Rng,
+    damage: &mut Damage,
+    role: Role,
+) -> Result<String, String> {
+    let magnitude = *rng.pick(&CLOCK_SKEWS_MS).unwrap_or(&200);
+    let offset = if rng.chance(1, 2) {
+        magnitude
+    } else {
+        -magnitude
+    };
+    cluster.set_clock_offset(role, offset).await?;
+    damage.clocks.insert(role);
+    let who = match role {
+        Role::Placement(i) => format!("placement {i}"),
+        Role::Store(i) => format!("store {i}"),
+    };
+    Ok(format!("{who} clock {offset:+} ms"))
+}
+
 fn pick_running_store(cluster: &Cluster, rng: &mut Rng, damage: &Damage) -> Result<usize, String> {
     let candidates: Vec<usize> = (0..cluster.store_count())
         .filter(|&i| cluster.store_running(i) && !damage.resume.contains(&Role::Store(i)))
@@ -523,9 +551,9 @@ pub async fn heal(cluster: &mut Cluster, damage: Damage) -> Result<(), String> {
     for role in damage.resume {
         cluster.resume(role).map_err(e)?;
     }
-    for i in damage.clocks {
-        if cluster.placement_running(i) {
-            cluster.set_clock_offset(i, 0).await?;
+    for role in damage.clocks {
+        if cluster.running(role) {
+            cluster.set_clock_offset(role, 0).await?;
         }
     }
     // A store killed meanwhile restarts with a fast disk.

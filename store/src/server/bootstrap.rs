@@ -6,7 +6,6 @@
 //! bootstrap with it, and dropped again if another store won the race.
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use proto::metapb;
 
@@ -37,10 +36,7 @@ pub fn store_meta(cfg: &Config, status_addr: SocketAddr, id: u64) -> metapb::Sto
             .collect(),
         version: "8.5.0".into(),
         git_hash: env!("CARGO_PKG_VERSION").into(),
-        start_timestamp: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
+        start_timestamp: crate::clock::now_secs() as i64,
         state: metapb::StoreState::Up as i32,
         deploy_path: std::env::current_exe()
             .ok()

@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use proto::{metapb, pdpb};
@@ -53,13 +53,6 @@ pub struct Heartbeat {
     pub reporting_splits: Mutex<HashSet<u64>>,
     /// The disk monitor's latest look: capacity, available and used bytes.
     pub disk: Arc<DiskState>,
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Approximate bytes of a region's data (transactional keys, encoded bounds).
@@ -104,7 +97,7 @@ impl Heartbeat {
     /// leader, and every led region is reported again on the new stream.
     pub async fn run(self, mut stop: oneshot::Receiver<()>) {
         let hb = Arc::new(self);
-        let start_time = now_secs() as u32;
+        let start_time = crate::clock::now_secs() as u32;
         let mut stream: Option<Stream> = None;
         // When set, the stream is down and is reopened at this instant.
         let mut reopen_at: Option<Instant> = None;

@@ -6,7 +6,9 @@
 //! `POST /debug/engine/fail-writes`, after which every engine write fails
 //! as on a full disk (for fail-stop tests); and `POST
 //! /debug/engine/sync-delay/{ms}`, after which every synced write (the raft
-//! log's) first waits `ms` milliseconds, as on a slow disk (0 ends it).
+//! log's) first waits `ms` milliseconds, as on a slow disk (0 ends it); and `POST
+//! /debug/clock-offset/{ms}`, which steps the store's wall clock (`crate::clock`: raw TTLs, the
+//! heartbeat's start time) by `ms` milliseconds either way (0 ends it).
 
 use std::sync::Arc;
 
@@ -62,6 +64,22 @@ pub async fn serve(
         );
     let app = match debug {
         Some((f, engine)) => app
+            .route(
+                "/debug/clock-offset/{ms}",
+                axum::routing::post(|Path(ms): Path<String>| async move {
+                    match parse_clock_offset(&ms) {
+                        Ok(offset) => {
+                            tracing::warn!(
+                                offset_ms = offset,
+                                "fault injection: wall clock offset"
+                            );
+                            crate::clock::set_offset_ms(offset);
+                            (StatusCode::OK, format!("clock offset {offset} ms"))
+                        }
+                        Err(e) => (StatusCode::BAD_REQUEST, e),
+                    }
+                }),
+            )
             .route(
                 "/debug/engine/sync-delay/{ms}",
                 axum::routing::post({
@@ -147,6 +165,21 @@ fn sync_delay(engine: &crate::engine::Engine, ms: &str) -> (StatusCode, String) 
     }
 }
 
+/// A wall-clock step of `ms` milliseconds, within a day either way.
+fn parse_clock_offset(ms: &str) -> Result<i64, String> {
+    match ms.parse::<i64>() {
+        Ok(ms) if ms.unsigned_abs() <= MAX_CLOCK_OFFSET_MS => Ok(ms),
+        Ok(ms) => Err(format!(
+            "clock offset {ms} ms is beyond the {MAX_CLOCK_OFFSET_MS} ms limit either way"
+        )),
+        Err(e) => Err(format!(
+            "bad clock offset {ms:?}: {e} (whole milliseconds expected)"
+        )),
+    }
+}
+
+const MAX_CLOCK_OFFSET_MS: u64 = 86_400_000;
+
 /// Longer waits would only stall the store; a minute already outlasts every lease.
 const MAX_SYNC_DELAY_MS: u64 = 60_000;
 
@@ -163,6 +196,17 @@ mod tests {
         for bad in ["-5", "1.5", "soon", "60001"] {
             let (code, text) = sync_delay(&engine, bad);
             assert_eq!(code, StatusCode::BAD_REQUEST, "{bad}: {text}");
+            assert!(text.contains(bad), "the answer names the bad value: {text}");
+        }
+    }
+
+    #[test]
+    fn a_clock_offset_is_whole_milliseconds_within_a_day_either_way() {
+        assert_eq!(parse_clock_offset("60000"), Ok(60_000));
+        assert_eq!(parse_clock_offset("-3000"), Ok(-3_000));
+        assert_eq!(parse_clock_offset("0"), Ok(0));
+        for bad in ["1.5", "later", "86400001", "-86400001"] {
+            let text = parse_clock_offset(bad).expect_err(bad);
             assert!(text.contains(bad), "the answer names the bad value: {text}");
         }
     }

@@ -4,12 +4,11 @@
 //! their API version (`crate::keys::RawSpace`), apart from transactional data.
 //! A stored raw value is `[flags][expire-at secs, if flagged][value]`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use proto::kvrpcpb;
 
 use super::region::{Checked, KeyMode};
 use super::{Error, Result, Storage};
+use crate::clock::now_secs;
 use crate::disk::WriteKind;
 use crate::engine::{cf_from_name, CfName, Modify, Snapshot};
 use crate::keys::RawSpace;
@@ -29,13 +28,6 @@ fn check_scan_limit(limit: u32) -> Result<usize> {
         )));
     }
     Ok(limit)
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn encode_value(value: &[u8], ttl: u64) -> Vec<u8> {
