@@ -183,6 +183,7 @@ mod tests {
             pending_peers: vec![],
             down_peers: vec![],
             written: Default::default(),
+            lease: Default::default(),
         }
     }
 

@@ -28,6 +28,7 @@ fn meta(leads_first_region: bool) -> Arc<RwLock<StoreMeta>> {
         pending_peers: vec![],
         down_peers: vec![],
         written: Default::default(),
+        lease: Default::default(),
     };
     let mut m = StoreMeta {
         store_id: 1,

@@ -126,6 +126,7 @@ impl RaftStore {
                 p.node.advance_apply_to(last.index);
             }
             p.complete_reads();
+            p.publish_lease();
             if let Some(to) = a.compact_to {
                 p.ps.compact_to(to, &self.engine, &mut gc_wb)?;
             }
@@ -190,6 +191,7 @@ impl RaftStore {
         let Some(mut p) = self.peers.remove(&region_id) else {
             return Ok(());
         };
+        p.withdraw_lease();
         p.fail_pending();
         let mut m = Vec::new();
         // An uninitialized replica owns no data yet (its region has no range: deleting "its"

@@ -18,6 +18,7 @@ use raft::prelude::ConfChangeType;
 use tokio::sync::{oneshot, Notify};
 
 use super::cmd::RaftCmd;
+use super::lease::LocalLease;
 use super::logger::raft_logger;
 use super::membership::PeerChange;
 use super::peer::{Callback, Peer, PeerConfig, PeerCtx, ReadCallback};
@@ -42,6 +43,8 @@ pub struct RegionMeta {
     pub down_peers: Vec<(metapb::Peer, u64)>,
     /// Bytes written since the split checker last looked.
     pub written: Arc<std::sync::atomic::AtomicU64>,
+    /// The replica's leader lease as published for reads on request threads.
+    pub lease: Arc<LocalLease>,
 }
 
 impl RegionMeta {
@@ -516,6 +519,9 @@ impl RaftStore {
             }
             for p in self.peers.values_mut() {
                 p.flush_reads();
+                // Before this round's messages leave: a lease ended early (a transfer, a
+                // step-down) must no longer answer reads on other threads when they do.
+                p.publish_lease();
             }
             if let Err(e) = self.on_ready() {
                 self.fatal(&format!("persisting or applying raft state failed: {e}"));
@@ -547,6 +553,7 @@ impl RaftStore {
     fn stop(&mut self) {
         *self.closed.write() = true;
         for p in self.peers.values_mut() {
+            p.withdraw_lease();
             p.fail_pending();
         }
         while let Ok(msg) = self.rx.try_recv() {
@@ -700,5 +707,6 @@ fn region_meta(p: &Peer, down_after: Duration) -> RegionMeta {
         pending_peers: p.pending_peers(),
         down_peers: p.down_peers(down_after),
         written: p.written.clone(),
+        lease: p.local_lease.clone(),
     }
 }

@@ -17,8 +17,19 @@
 //! membership changes (the acknowledging quorum may no longer be one), and
 //! for the rest of the term once a leadership transfer starts (the target
 //! campaigns with the force flag, which voters grant inside their lease).
+//!
+//! [`LocalLease`] is the lease as the request threads see it: the raftstore
+//! thread publishes it (only while every other condition for a lease read
+//! holds) before it sends anything a round produced and after it applies, and
+//! a read checks it on its own thread, without a hop through the raftstore
+//! loop, as TiKV's LocalReader does. Whatever ends a lease early (a leadership
+//! transfer, stepping down, a membership change) is published before the
+//! messages that could let another leader arise leave the store; an expiry by
+//! time needs no publishing, since readers compare the bound with the clock.
 
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 #[derive(Debug, Clone)]
 pub struct Lease {
@@ -72,8 +83,32 @@ impl Lease {
 
     /// Whether a leader in `term` holds the lease at `now`.
     pub fn holds(&self, term: u64, now: Instant) -> bool {
+        self.until(term).is_some_and(|until| now < until)
+    }
+
+    /// When the lease held in `term` ends (None: none held in it).
+    pub fn until(&self, term: u64) -> Option<Instant> {
         self.bound
-            .is_some_and(|(t, until)| t == term && now < until)
+            .filter(|&(t, _)| t == term)
+            .map(|(_, until)| until)
+    }
+}
+
+/// A leader's lease as published for reads on other threads: the term and the instant it ends.
+#[derive(Debug, Default)]
+pub struct LocalLease(Mutex<Option<(u64, Instant)>>);
+
+impl LocalLease {
+    /// Replaces what readers see (None: no lease reads).
+    pub fn publish(&self, lease: Option<(u64, Instant)>) {
+        *self.0.lock() = lease;
+    }
+
+    /// The term a read at `now` may be answered in from the lease, if it holds.
+    pub fn term_at(&self, now: Instant) -> Option<u64> {
+        self.0
+            .lock()
+            .and_then(|(term, until)| (now < until).then_some(term))
     }
 }
 
@@ -146,6 +181,18 @@ mod tests {
             l.holds(5, t0 + Duration::from_millis(2)),
             "a new term starts afresh"
         );
+    }
+
+    #[test]
+    fn a_published_lease_answers_until_its_end_and_a_withdrawn_one_never() {
+        let t0 = Instant::now();
+        let local = LocalLease::default();
+        assert_eq!(local.term_at(t0), None, "nothing published yet");
+        local.publish(Some((7, t0 + MAX)));
+        assert_eq!(local.term_at(t0 + Duration::from_millis(799)), Some(7));
+        assert_eq!(local.term_at(t0 + MAX), None, "it ends at its bound");
+        local.publish(None);
+        assert_eq!(local.term_at(t0), None, "withdrawn");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use raft::{RawNode, StateRole, Storage as _};
 use tokio::sync::oneshot;
 
 use super::cmd::RaftCmd;
-use super::lease::Lease;
+use super::lease::{Lease, LocalLease};
 use super::membership;
 use super::peer_storage::{PeerStorage, StorageError};
 use super::snap::worker::{GenState, GenTask, SnapSource};
@@ -66,6 +66,8 @@ pub struct Peer {
     next_read_id: u64,
     /// The leader lease (`lease.rs`): reads answered without a ReadIndex round.
     lease: Lease,
+    /// The lease as published for reads on request threads ([`Peer::publish_lease`]).
+    pub local_lease: Arc<LocalLease>,
     /// The term of the last entry applied here: a leader answers from its lease only once it
     /// has applied an entry of its own term (and so everything earlier leaders committed).
     applied_term: u64,
@@ -143,6 +145,7 @@ impl Peer {
             reads_ready: VecDeque::new(),
             next_read_id: 1,
             lease: Lease::new(ctx.max_lease),
+            local_lease: Arc::default(),
             applied_term: 0,
             refuse_votes_until: None,
             peer_cache: HashMap::new(),
@@ -466,12 +469,32 @@ impl Peer {
     /// quorum: it holds the lease, has applied an entry of its term, installs no snapshot
     /// and hands no leadership over.
     pub fn in_lease(&self, now: Instant) -> bool {
+        self.lease_bound().is_some_and(|(_, until)| now < until)
+    }
+
+    /// The term and end of the lease this replica may answer reads from, if every condition
+    /// of [`Peer::in_lease`] but the time holds.
+    fn lease_bound(&self) -> Option<(u64, Instant)> {
         let term = self.node.raft.term;
-        self.is_leader()
+        let ready = self.is_leader()
             && self.applied_term == term
             && self.installing.is_none()
-            && self.node.raft.lead_transferee.is_none()
-            && self.lease.holds(term, now)
+            && self.node.raft.lead_transferee.is_none();
+        ready
+            .then(|| self.lease.until(term))
+            .flatten()
+            .map(|until| (term, until))
+    }
+
+    /// Publishes the lease for reads on request threads: called by the raftstore loop before
+    /// it sends what a round produced and after it applies.
+    pub fn publish_lease(&self) {
+        self.local_lease.publish(self.lease_bound());
+    }
+
+    /// Withdraws the published lease (the replica is going away).
+    pub fn withdraw_lease(&self) {
+        self.local_lease.publish(None);
     }
 
     /// Refuses votes until `until` (see `refuse_votes_until`).

@@ -1,7 +1,7 @@
 //! Raftstore behaviour on in-process clusters (`test_cluster`): replication,
 //! leader loss, partitions, membership changes, snapshots, restarts.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use raft::prelude::{ConfChangeType, MessageType};
 
@@ -116,6 +116,43 @@ async fn a_leader_cut_off_answers_reads_from_its_lease() {
     );
 }
 
+/// A leader publishes its lease for reads on request threads (`StoreMeta`, no hop through the
+/// raftstore loop); followers publish none; a leadership transfer withdraws the old leader's
+/// before its messages leave, and the new leader publishes its own once it has applied an entry
+/// of its term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_publishes_its_lease_for_local_reads_and_a_transfer_withdraws_it() {
+    // 100 ms ticks: an 800 ms lease, long enough for a loaded machine to look inside it.
+    let cfg = RaftStoreConfig {
+        base_tick: Duration::from_millis(100),
+        ..cfg()
+    };
+    let c = TestCluster::new(3, &region_on(1, &[1, 2, 3]), cfg);
+    let local = |store: u64| {
+        c.meta(store)
+            .read()
+            .regions
+            .get(&1)
+            .and_then(|m| m.lease.term_at(Instant::now()))
+    };
+    let old = c.must_leader(1, &[1, 2, 3]).await;
+    c.must_put(1, "a", "1").await;
+    // Published in the round that applied the write, just after its callback fired.
+    let term = must_until("the leader's lease, once it applied in its term", || {
+        local(old)
+    })
+    .await;
+    let to = (1..=3).find(|s| *s != old).expect("a follower");
+    for f in (1..=3).filter(|s| *s != old) {
+        assert_eq!(local(f), None, "follower {f} publishes no lease");
+    }
+    c.must_transfer_leader(1, to).await;
+    assert_eq!(local(old), None, "the old leader's lease is withdrawn");
+    c.must_put(1, "a", "2").await;
+    let new_term = must_until("the new leader's lease", || local(to)).await;
+    assert!(new_term > term, "{new_term} after {term}");
+}
+
 /// A leader stalled (as a paused process is) while it holds its lease sleeps through the
 /// election of another leader and a write through it. Cut off from the others (so that no
 /// message of the new term ends its leadership when it wakes), it must not answer the read
@@ -149,6 +186,16 @@ async fn a_leader_stalled_past_its_lease_answers_no_read_when_it_wakes() {
     assert!(
         c.leaders(1).contains(&old),
         "the stalled leader still believes it leads"
+    );
+    let published = c
+        .meta(old)
+        .read()
+        .regions
+        .get(&1)
+        .and_then(|m| m.lease.term_at(Instant::now()));
+    assert_eq!(
+        published, None,
+        "the lease published before the stall ran out by the clock: no local read"
     );
     let read = tokio::time::timeout(Duration::from_secs(5), c.read_index(old, 1)).await;
     assert!(

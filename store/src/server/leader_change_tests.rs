@@ -201,6 +201,7 @@ fn led_region(id: u64) -> RegionMeta {
         pending_peers: vec![],
         down_peers: vec![],
         written: Default::default(),
+        lease: Default::default(),
     }
 }
 

@@ -211,8 +211,25 @@ impl Storage {
         T: Send + 'static,
         F: FnOnce(&Snapshot<'_>) -> Result<T> + Send + 'static,
     {
-        let term = self.inner.router.read_index(region_id).await?;
+        let term = self.leader_term(region_id).await?;
         Ok((term, self.read_local(f).await?))
+    }
+
+    /// The term in which this replica, as leader, may serve a linearizable read of
+    /// `region_id` now: from its published lease when it holds one (no hop through the
+    /// raftstore loop), else once a read index is confirmed and applied.
+    async fn leader_term(&self, region_id: u64) -> Result<u64> {
+        let leased = self
+            .inner
+            .meta
+            .read()
+            .regions
+            .get(&region_id)
+            .and_then(|m| m.lease.term_at(std::time::Instant::now()));
+        match leased {
+            Some(term) => Ok(term),
+            None => Ok(self.inner.router.read_index(region_id).await?),
+        }
     }
 
     /// Runs `f` on a snapshot of the local engine, with no region check.

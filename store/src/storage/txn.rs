@@ -72,7 +72,7 @@ impl Storage {
             + 'static,
     {
         let region_id = checked.region.id;
-        let term = self.inner.router.read_index(region_id).await?;
+        let term = self.leader_term(region_id).await?;
         if sync_max_ts {
             self.sync_max_ts(region_id, term).await?;
         }
