@@ -43,8 +43,36 @@ impl RaftStore {
     pub(super) fn apply(
         &mut self,
         to_apply: Vec<(u64, Vec<Entry>)>,
-        mut wb: WriteBatch,
+        wb: WriteBatch,
     ) -> Result<(), StorageError> {
+        let regions: Vec<u64> = to_apply.iter().map(|(id, _)| *id).collect();
+        let removed = self.apply_entries(to_apply, wb)?;
+        self.propose_compactions(&regions);
+        for region_id in removed {
+            self.destroy_peer(region_id)?;
+        }
+        Ok(())
+    }
+
+    /// On the leaders among `regions`, proposes the log truncations [`gc_index`] calls for.
+    /// Never between taking a ready and advancing it: raft-rs requires the unstable log to
+    /// end where that ready left it.
+    pub(super) fn propose_compactions(&mut self, regions: &[u64]) {
+        for id in regions {
+            if let Some(p) = self.peers.get_mut(id) {
+                propose_compaction(p, &self.cfg);
+            }
+        }
+    }
+
+    /// [`RaftStore::apply`] less its follow-ups: log truncations are not proposed and the
+    /// replicas removed are not dropped but returned, for the caller to drop once nothing of
+    /// theirs is still being written.
+    pub(super) fn apply_entries(
+        &mut self,
+        to_apply: Vec<(u64, Vec<Entry>)>,
+        mut wb: WriteBatch,
+    ) -> Result<Vec<u64>, StorageError> {
         let mut applied = Vec::with_capacity(to_apply.len());
         let mut splits = Vec::new();
         let mut removed = Vec::new();
@@ -130,15 +158,11 @@ impl RaftStore {
             if let Some(to) = a.compact_to {
                 p.ps.compact_to(to, &self.engine, &mut gc_wb)?;
             }
-            propose_compaction(p, &self.cfg);
         }
         if !gc_wb.is_empty() {
             self.engine.write_batch(gc_wb, false)?;
         }
-        for region_id in removed {
-            self.destroy_peer(region_id)?;
-        }
-        Ok(())
+        Ok(removed)
     }
 
     /// Creates the replicas of regions a split produced on this store; on the

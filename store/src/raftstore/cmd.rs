@@ -127,6 +127,12 @@ impl RaftCmd {
         }
     }
 
+    /// Whether encoded command `data` is a data write (not a split or a log truncation),
+    /// read from its tag alone.
+    pub fn is_data_write(data: &[u8]) -> bool {
+        matches!(data.first(), Some(&(TAG_WRITE | TAG_WRITE_UNVERSIONED)))
+    }
+
     pub fn decode(mut data: &[u8]) -> Result<Self, DecodeError> {
         let cmd = match take(&mut data, 1)?[0] {
             TAG_WRITE => {

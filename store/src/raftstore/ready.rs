@@ -1,18 +1,26 @@
 //! Handling the readies of every region in one round: persist, send, apply.
 //!
-//! Order per round: messages that need no persistence go out first; every
-//! region's new log entries, hard state and received snapshot state are
-//! written in one synced batch; then the messages that had to wait for that
-//! write are sent, raft advances, and the committed entries of all regions
-//! are applied in one batch (`apply.rs`). A ready carrying a received
+//! Order per round: messages that need no persistence go out first; when the
+//! entries the readies report committed are all data writes (raft-rs hands
+//! out only entries already persisted here, so a quorum holds them), they are
+//! applied in one batch (`apply.rs`) before this round's own log write, so
+//! that a write's answer never waits for the fsync of entries proposed after
+//! it; every region's new log entries, hard state and received snapshot state
+//! are written in one synced batch; then the messages that had to wait for
+//! that write are sent, raft advances, and the committed entries left (all of
+//! them in a round that splits, truncates or changes membership, whose
+//! follow-ups create, replace or drop replicas) are applied. Log truncations
+//! are proposed only after the readies advanced: raft-rs wants the unstable
+//! log to end where a ready left it until then. A ready carrying a received
 //! snapshot persists only the raft side here (log reset, region, marker) and
 //! hands the data to the apply worker; the replica's committed entries wait
 //! until the install is done ([`RaftStore::finish_install`]).
 
-use raft::prelude::{Entry, Snapshot};
+use raft::prelude::{Entry, EntryType, Snapshot};
 use raft::StateRole;
 use rocksdb::WriteBatch;
 
+use super::cmd::RaftCmd;
 use super::driver::RaftStore;
 use super::peer::Peer;
 use super::peer_storage::StorageError;
@@ -65,6 +73,17 @@ impl RaftStore {
         if readies.is_empty() {
             return Ok(());
         }
+        // A restart after this apply but before the log write below reaches disk finds an
+        // applied index above the persisted commit index; loading raises the commit index to it.
+        let early: Vec<u64> = if !to_apply.is_empty() && only_data_writes(&to_apply) {
+            let regions = to_apply.iter().map(|(id, _)| *id).collect();
+            let removed =
+                self.apply_entries(std::mem::take(&mut to_apply), WriteBatch::default())?;
+            debug_assert!(removed.is_empty(), "data writes removed a replica");
+            regions
+        } else {
+            Vec::new()
+        };
         if !log_wb.is_empty() {
             self.engine.write_batch(log_wb, true)?;
         }
@@ -91,6 +110,7 @@ impl RaftStore {
         if !late.is_empty() {
             self.transport.send(late, &self.feedback);
         }
+        self.propose_compactions(&early);
         self.apply(to_apply, apply_wb)
     }
 
@@ -143,6 +163,15 @@ impl RaftStore {
         }
         self.apply(vec![(region_id, held)], WriteBatch::default())
     }
+}
+
+/// Whether every entry of `to_apply` is a data write or an empty one (a new leader's): their
+/// apply creates, replaces or drops no replica and proposes nothing.
+fn only_data_writes(to_apply: &[(u64, Vec<Entry>)]) -> bool {
+    to_apply.iter().flat_map(|(_, entries)| entries).all(|e| {
+        e.get_entry_type() == EntryType::EntryNormal
+            && (e.data.is_empty() || RaftCmd::is_data_write(&e.data))
+    })
 }
 
 /// Persists the raft side of a received snapshot into `wb` and switches the

@@ -116,6 +116,34 @@ async fn a_leader_cut_off_answers_reads_from_its_lease() {
     );
 }
 
+/// Many writes in flight at once: rounds whose readies both commit earlier writes (applied
+/// before the round's own log write) and carry new ones, with the log truncated every few
+/// entries. Every write applies on every replica and no raftstore stops (raft-rs panics if a
+/// truncation is proposed between taking a ready and advancing it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_apply_everywhere_while_the_log_is_truncated() {
+    let c = TestCluster::new(3, &region_on(1, &[1, 2, 3]), cfg());
+    let leader = c.must_leader(1, &[1, 2, 3]).await;
+    let router = c.router(leader);
+    let writes = (0..300).map(|i| {
+        let router = router.clone();
+        async move {
+            router
+                .propose(1, put_cmd(&format!("k{i:03}"), &i.to_string()))
+                .await
+        }
+    });
+    let results = futures::future::join_all(writes).await;
+    for (i, r) in results.iter().enumerate() {
+        assert!(r.is_ok(), "write {i}: {r:?}");
+    }
+    for store in 1..=3 {
+        assert_eq!(c.fatal(store), None, "store {store} stopped");
+        c.must_get_on(store, "k299", "299").await;
+        c.must_get_on(store, "k000", "0").await;
+    }
+}
+
 /// A leader publishes its lease for reads on request threads (`StoreMeta`, no hop through the
 /// raftstore loop); followers publish none; a leadership transfer withdraws the old leader's
 /// before its messages leave, and the new leader publishes its own once it has applied an entry
