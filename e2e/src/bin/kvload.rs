@@ -44,6 +44,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    // The client's own account (PD reconnects, region errors) lands in the pod's log.
+    e2e::init_test_tracing();
     let Ok(mut term) = signal(SignalKind::terminate()) else {
         println!("kvload: cannot handle SIGTERM");
         return ExitCode::FAILURE;
@@ -133,7 +135,19 @@ async fn main() -> ExitCode {
                         }
                     }
                 }
-                _ => still.extend_from_slice(chunk),
+                failed => {
+                    // Say why once per pass: a read-back that never succeeds must leave a trace.
+                    if still.is_empty() {
+                        match failed {
+                            Ok(Err(e)) => println!("kvload: read back {} keys: {e}", chunk.len()),
+                            _ => println!(
+                                "kvload: read back {} keys: no answer within {op:?}",
+                                chunk.len()
+                            ),
+                        }
+                    }
+                    still.extend_from_slice(chunk);
+                }
             }
         }
         unverified = still;
