@@ -47,9 +47,32 @@ pub enum Error {
     #[error("metadata writer stopped")]
     WriterStopped,
 
-    /// A metadata batch could not be written (the writer thread's RocksDB error, as text).
+    /// A replicated metadata write failed when the member group applied it (its
+    /// apply outcome, as every member saw it).
     #[error("metadata write failed: {0}")]
     WriteFailed(String),
+
+    /// A replicated metadata write was not committed in time (no quorum of members?).
+    #[error("not committed within {waited:?} (no quorum of placement members?)")]
+    CommitTimeout { waited: std::time::Duration },
+
+    /// A lone member did not elect itself and take over in time.
+    #[error("placement did not take over within {waited:?}")]
+    TakeOverTimeout { waited: std::time::Duration },
+
+    /// A raft record could not be encoded for the disk.
+    #[error("cannot encode raft record `{key}`: {source}")]
+    Encode {
+        key: String,
+        source: protobuf::ProtobufError,
+    },
+
+    /// The member group's raft log in memory refused a change made on disk.
+    #[error("raft {what}: {source}")]
+    RaftLog {
+        what: &'static str,
+        source: raft::Error,
+    },
 
     /// Socket or file system error.
     #[error("io: {0}")]

@@ -172,7 +172,7 @@ impl Placement {
             let mut rx = placement.member.serving_watch();
             tokio::time::timeout(deadline, rx.wait_for(|t| *t != 0))
                 .await
-                .map_err(|_| Error::WriteFailed("placement did not take over in time".into()))?
+                .map_err(|_| Error::TakeOverTimeout { waited: deadline })?
                 .map_err(|_| Error::WriterStopped)?;
         }
         Ok(placement)

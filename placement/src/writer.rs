@@ -118,9 +118,9 @@ impl MetaWriter {
         match tokio::time::timeout(COMMIT_TIMEOUT, done).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::WriterStopped),
-            Err(_) => Err(Error::WriteFailed(format!(
-                "not committed within {COMMIT_TIMEOUT:?} (no quorum of placement members?)"
-            ))),
+            Err(_) => Err(Error::CommitTimeout {
+                waited: COMMIT_TIMEOUT,
+            }),
         }
     }
 

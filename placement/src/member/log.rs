@@ -41,7 +41,10 @@ fn encode(key: &str, record: &impl protobuf::Message) -> Result<Vec<u8>> {
 }
 
 fn encoded(key: &str, bytes: protobuf::ProtobufResult<Vec<u8>>) -> Result<Vec<u8>> {
-    bytes.map_err(|e| Error::WriteFailed(format!("cannot encode raft record `{key}`: {e}")))
+    bytes.map_err(|source| Error::Encode {
+        key: key.to_owned(),
+        source,
+    })
 }
 
 fn corrupt(key: &str, e: impl std::fmt::Display) -> Error {
@@ -168,7 +171,10 @@ pub fn append(storage: &MemStorage, batch: &mut WriteBatch, entries: &[Entry]) -
     storage
         .wl()
         .append(entries)
-        .map_err(|e| Error::WriteFailed(format!("raft log append: {e}")))
+        .map_err(|source| Error::RaftLog {
+            what: "log append",
+            source,
+        })
 }
 
 /// Records the hard state in `batch` and the cache.
@@ -209,7 +215,10 @@ pub fn install_snapshot(
     storage
         .wl()
         .apply_snapshot(snap.clone())
-        .map_err(|e| Error::WriteFailed(format!("raft snapshot: {e}")))
+        .map_err(|source| Error::RaftLog {
+            what: "snapshot",
+            source,
+        })
 }
 
 /// Drops log entries before `index` (which must be applied) from disk and cache.
@@ -232,7 +241,10 @@ pub fn compact(storage: &MemStorage, store: &MetaStore, index: u64) -> Result<()
     storage
         .wl()
         .compact(index)
-        .map_err(|e| Error::WriteFailed(format!("raft compaction: {e}")))
+        .map_err(|source| Error::RaftLog {
+            what: "compaction",
+            source,
+        })
 }
 
 /// The storage raft-rs reads: the cached log, and snapshots of the applied metadata.

@@ -22,7 +22,7 @@ use super::cmd::RaftCmd;
 use super::driver::{RaftStore, RaftStoreConfig};
 use super::keys;
 use super::peer::Peer;
-use super::peer_storage::{self, StorageError};
+use super::peer_storage::{self, RaftStateError};
 use super::{membership, split, ProposeError};
 use crate::engine::{Modify, CF_RAFT, DATA_CFS};
 use proto::metapb;
@@ -44,7 +44,7 @@ impl RaftStore {
         &mut self,
         to_apply: Vec<(u64, Vec<Entry>)>,
         wb: WriteBatch,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), RaftStateError> {
         let regions: Vec<u64> = to_apply.iter().map(|(id, _)| *id).collect();
         let removed = self.apply_entries(to_apply, wb)?;
         self.propose_compactions(&regions);
@@ -72,7 +72,7 @@ impl RaftStore {
         &mut self,
         to_apply: Vec<(u64, Vec<Entry>)>,
         mut wb: WriteBatch,
-    ) -> Result<Vec<u64>, StorageError> {
+    ) -> Result<Vec<u64>, RaftStateError> {
         let mut applied = Vec::with_capacity(to_apply.len());
         let mut splits = Vec::new();
         let mut removed = Vec::new();
@@ -171,7 +171,7 @@ impl RaftStore {
         &mut self,
         was_leader: bool,
         outcome: split::SplitOutcome,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), RaftStateError> {
         for region in outcome.new_regions {
             let Some(me) = region.peers.iter().find(|p| p.store_id == self.store_id) else {
                 continue;
@@ -201,7 +201,7 @@ impl RaftStore {
 
     /// Drops a replica removed from its region: its data, raft state and
     /// metadata go; a tombstone keeps stale messages from recreating it.
-    pub(super) fn destroy_peer(&mut self, region_id: u64) -> Result<(), StorageError> {
+    pub(super) fn destroy_peer(&mut self, region_id: u64) -> Result<(), RaftStateError> {
         self.destroy_removed_peer(region_id, 0)
     }
 
@@ -211,7 +211,7 @@ impl RaftStore {
         &mut self,
         region_id: u64,
         removed_at: u64,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), RaftStateError> {
         let Some(mut p) = self.peers.remove(&region_id) else {
             return Ok(());
         };
@@ -262,7 +262,7 @@ fn apply_normal(
     cmd: Option<RaftCmd>,
     modifies: &mut Vec<Modify>,
     splits: &mut Vec<(bool, split::SplitOutcome)>,
-) -> Result<Result<(), ProposeError>, StorageError> {
+) -> Result<Result<(), ProposeError>, RaftStateError> {
     Ok(match cmd {
         None | Some(RaftCmd::CompactLog { .. }) => Ok(()),
         Some(RaftCmd::Write(w)) => {
@@ -286,7 +286,7 @@ fn apply_normal(
             }
             Err(reason) => {
                 tracing::info!(region_id = p.region.id, %reason, "split rejected");
-                Err(ProposeError::Rejected {
+                Err(ProposeError::SplitRejected {
                     region_id: p.region.id,
                     reason,
                 })

@@ -22,7 +22,7 @@ use super::lease::LocalLease;
 use super::logger::raft_logger;
 use super::membership::PeerChange;
 use super::peer::{Callback, Peer, PeerConfig, PeerCtx, ReadCallback};
-use super::peer_storage::{self, StorageError};
+use super::peer_storage::{self, RaftStateError};
 use super::snap::worker::{ApplyGate, SnapWorkers};
 use super::snap::SnapManager;
 use super::transport::{Feedback, Transport};
@@ -122,7 +122,7 @@ pub enum ControlMsg {
     SnapshotInstalled {
         region_id: u64,
         index: u64,
-        result: Result<(), String>,
+        result: Result<(), super::snap::worker::InstallError>,
     },
     /// Unit tests only: the loop sleeps this long, as a paused process would.
     #[cfg(test)]
@@ -375,7 +375,10 @@ pub struct RaftStoreParts {
 impl RaftStore {
     /// Loads every region replica stored in `engine` and returns the loop
     /// (to run on its own thread) with the router that feeds it.
-    pub fn new(engine: Engine, parts: RaftStoreParts) -> Result<(RaftStore, Router), StorageError> {
+    pub fn new(
+        engine: Engine,
+        parts: RaftStoreParts,
+    ) -> Result<(RaftStore, Router), RaftStateError> {
         let RaftStoreParts {
             store_id,
             cfg,
@@ -390,7 +393,7 @@ impl RaftStore {
         let gate = ApplyGate::default();
         let workers =
             SnapWorkers::start(engine.clone(), snap_mgr.clone(), gate.clone(), ctl.clone())
-                .map_err(|e| StorageError::Worker(e.to_string()))?;
+                .map_err(RaftStateError::Worker)?;
         let peer_ctx = PeerCtx {
             cfg: cfg.peer.clone(),
             logger: raft_logger(),
@@ -432,7 +435,7 @@ impl RaftStore {
 
     /// Creates a replica for every region stored here; one whose snapshot
     /// install a crash interrupted installs it again first.
-    fn load_peers(&mut self) -> Result<(), StorageError> {
+    fn load_peers(&mut self) -> Result<(), RaftStateError> {
         for region in peer_storage::load_regions(&self.engine)? {
             let Some(me) = region.peers.iter().find(|p| p.store_id == self.store_id) else {
                 tracing::warn!(

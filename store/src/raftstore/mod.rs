@@ -63,6 +63,11 @@ pub enum ProposeError {
     ReadIndexNotReady { region_id: u64 },
     #[error("region {region_id}: {reason}")]
     Rejected { region_id: u64, reason: String },
+    #[error("region {region_id}: split rejected: {reason}")]
+    SplitRejected {
+        region_id: u64,
+        reason: split::SplitRejected,
+    },
     #[error("store is too busy: raftstore inbox full")]
     Busy,
     #[error("raftstore is shutting down")]

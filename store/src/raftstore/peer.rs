@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use super::cmd::RaftCmd;
 use super::lease::{Lease, LocalLease};
 use super::membership;
-use super::peer_storage::{PeerStorage, StorageError};
+use super::peer_storage::{PeerStorage, RaftStateError};
 use super::snap::worker::{GenState, GenTask, SnapSource};
 use super::snapshot::{PeerRaftStorage, PendingInstall};
 use super::ProposeError;
@@ -108,7 +108,7 @@ impl Peer {
         peer_id: u64,
         ps: PeerStorage,
         ctx: &PeerCtx,
-    ) -> Result<Self, StorageError> {
+    ) -> Result<Self, RaftStateError> {
         let cfg = &ctx.cfg;
         let raft_cfg = raft::Config {
             id: peer_id,

@@ -24,21 +24,24 @@ use proto::metapb;
 pub const INIT_INDEX: u64 = 5;
 pub const INIT_TERM: u64 = 5;
 
+/// A replica's persisted raft state (log, hard state, region and apply state)
+/// could not be read or written. Not to be confused with [`crate::storage::Error`],
+/// what a client request fails with, nor with raft-rs's own `StorageError`.
 #[derive(Debug, thiserror::Error)]
-pub enum StorageError {
+pub enum RaftStateError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("region {region_id}: corrupt {what}")]
     Corrupt { region_id: u64, what: &'static str },
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
-    #[error("snapshot worker: {0}")]
-    Worker(String),
-    #[error("region {region_id}: encoding {what} failed: {reason}")]
+    #[error("starting the snapshot workers: {0}")]
+    Worker(#[source] std::io::Error),
+    #[error("region {region_id}: encoding {what} failed: {source}")]
     Encode {
         region_id: u64,
         what: &'static str,
-        reason: String,
+        source: protobuf::ProtobufError,
     },
 }
 
@@ -48,12 +51,13 @@ pub fn encode_pb(
     msg: &impl protobuf::Message,
     region_id: u64,
     what: &'static str,
-) -> Result<Vec<u8>, StorageError> {
-    msg.write_to_bytes().map_err(|e| StorageError::Encode {
-        region_id,
-        what,
-        reason: e.to_string(),
-    })
+) -> Result<Vec<u8>, RaftStateError> {
+    msg.write_to_bytes()
+        .map_err(|source| RaftStateError::Encode {
+            region_id,
+            what,
+            source,
+        })
 }
 
 pub struct PeerStorage {
@@ -71,7 +75,7 @@ pub struct PeerStorage {
 }
 
 /// The writes that create a new region replica on disk at the initial index.
-pub fn bootstrap_writes(region: &metapb::Region) -> Result<Vec<Modify>, StorageError> {
+pub fn bootstrap_writes(region: &metapb::Region) -> Result<Vec<Modify>, RaftStateError> {
     let hs = HardState {
         term: INIT_TERM,
         commit: INIT_INDEX,
@@ -224,7 +228,7 @@ pub fn destroy_writes(region: &metapb::Region, peer_id: u64, removed_at: u64) ->
 }
 
 /// The tombstone this store's removed replica of `region_id` left, if any.
-pub fn tombstone(engine: &Engine, region_id: u64) -> Result<Option<Tombstone>, StorageError> {
+pub fn tombstone(engine: &Engine, region_id: u64) -> Result<Option<Tombstone>, RaftStateError> {
     Ok(engine
         .get_cf(CF_RAFT, &keys::tombstone_key(region_id))?
         .and_then(|v| Tombstone::decode(&v)))
@@ -234,20 +238,20 @@ pub fn tombstone(engine: &Engine, region_id: u64) -> Result<Option<Tombstone>, S
 pub fn pending_install(
     engine: &Engine,
     region_id: u64,
-) -> Result<Option<super::snapshot::PendingInstall>, StorageError> {
+) -> Result<Option<super::snapshot::PendingInstall>, RaftStateError> {
     let Some(v) = engine.get_cf(CF_RAFT, &keys::snapshot_install_key(region_id))? else {
         return Ok(None);
     };
     super::snapshot::PendingInstall::decode(region_id, &v)
         .map(Some)
-        .ok_or(StorageError::Corrupt {
+        .ok_or(RaftStateError::Corrupt {
             region_id,
             what: "pending snapshot install",
         })
 }
 
 /// Every region whose state is stored in the engine.
-pub fn load_regions(engine: &Engine) -> Result<Vec<metapb::Region>, StorageError> {
+pub fn load_regions(engine: &Engine) -> Result<Vec<metapb::Region>, RaftStateError> {
     let mut cursor = engine.raw_cursor(CF_RAFT)?;
     cursor.seek(&[keys::REGION_STATE_PREFIX]);
     let mut regions = vec![];
@@ -255,10 +259,11 @@ pub fn load_regions(engine: &Engine) -> Result<Vec<metapb::Region>, StorageError
         let Some(region_id) = keys::region_id_of_state_key(cursor.key()) else {
             break;
         };
-        let region = metapb::Region::decode(cursor.value()).map_err(|_| StorageError::Corrupt {
-            region_id,
-            what: "region state",
-        })?;
+        let region =
+            metapb::Region::decode(cursor.value()).map_err(|_| RaftStateError::Corrupt {
+                region_id,
+                what: "region state",
+            })?;
         regions.push(region);
         cursor.next();
     }
@@ -266,9 +271,9 @@ pub fn load_regions(engine: &Engine) -> Result<Vec<metapb::Region>, StorageError
 }
 
 /// Rebuilds the raft log cache of `region` from disk.
-pub fn load(engine: &Engine, region: &metapb::Region) -> Result<PeerStorage, StorageError> {
+pub fn load(engine: &Engine, region: &metapb::Region) -> Result<PeerStorage, RaftStateError> {
     let region_id = region.id;
-    let corrupt = |what| StorageError::Corrupt { region_id, what };
+    let corrupt = |what| RaftStateError::Corrupt { region_id, what };
     let apply_state = engine
         .get_cf(CF_RAFT, &keys::apply_state_key(region_id))?
         .and_then(|v| ApplyState::decode(&v))
@@ -359,7 +364,7 @@ impl PeerStorage {
         entries: &[Entry],
         engine: &Engine,
         wb: &mut WriteBatch,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), RaftStateError> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
@@ -393,7 +398,7 @@ impl PeerStorage {
         hs: &HardState,
         engine: &Engine,
         wb: &mut WriteBatch,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), RaftStateError> {
         self.hard_state = hs.clone();
         self.mem.wl().set_hardstate(hs.clone());
         engine.fill_batch(
@@ -412,7 +417,7 @@ impl PeerStorage {
         commit: u64,
         engine: &Engine,
         wb: &mut WriteBatch,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), RaftStateError> {
         let mut hs = self.hard_state.clone();
         hs.commit = commit;
         self.set_hard_state(&hs, engine, wb)
@@ -432,7 +437,7 @@ impl PeerStorage {
         index: u64,
         engine: &Engine,
         wb: &mut WriteBatch,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), RaftStateError> {
         if index <= self.apply_state.truncated_index || index > self.apply_state.applied_index {
             return Ok(());
         }

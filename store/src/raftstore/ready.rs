@@ -23,7 +23,7 @@ use rocksdb::WriteBatch;
 use super::cmd::RaftCmd;
 use super::driver::RaftStore;
 use super::peer::Peer;
-use super::peer_storage::StorageError;
+use super::peer_storage::RaftStateError;
 use super::snap::worker::ApplyTask;
 use super::snap::{SnapDescriptor, SnapKey};
 use super::snapshot::{install_writes, PendingInstall};
@@ -31,7 +31,7 @@ use proto::storepb;
 
 impl RaftStore {
     /// Persists, sends, applies and advances every region that has a ready.
-    pub(super) fn on_ready(&mut self) -> Result<(), StorageError> {
+    pub(super) fn on_ready(&mut self) -> Result<(), RaftStateError> {
         let mut log_wb = WriteBatch::default();
         let mut readies = Vec::new();
         let mut to_apply: Vec<(u64, Vec<Entry>)> = Vec::new();
@@ -141,7 +141,7 @@ impl RaftStore {
         &mut self,
         region_id: u64,
         index: u64,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(), RaftStateError> {
         let Some(p) = self.peers.get_mut(&region_id) else {
             return Ok(());
         };
@@ -181,9 +181,9 @@ fn begin_install(
     snap: &Snapshot,
     engine: &crate::engine::Engine,
     wb: &mut WriteBatch,
-) -> Result<PendingInstall, StorageError> {
+) -> Result<PendingInstall, RaftStateError> {
     let region_id = p.region.id;
-    let desc = SnapDescriptor::decode(&snap.data).map_err(|_| StorageError::Corrupt {
+    let desc = SnapDescriptor::decode(&snap.data).map_err(|_| RaftStateError::Corrupt {
         region_id,
         what: "snapshot descriptor",
     })?;

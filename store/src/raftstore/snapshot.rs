@@ -25,7 +25,7 @@ use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RaftState, Storage, StorageError as RaftStorageError};
 
 use super::keys::{self, ApplyState};
-use super::peer_storage::{encode_pb, StorageError};
+use super::peer_storage::{encode_pb, RaftStateError};
 use super::snap::worker::{GenState, GenTask, SnapSource};
 use super::snap::{SnapDescriptor, SnapKey};
 use crate::engine::{Modify, CF_RAFT};
@@ -171,7 +171,7 @@ impl PendingInstall {
 pub fn install_writes(
     pending: &PendingInstall,
     hs: &HardState,
-) -> Result<Vec<Modify>, StorageError> {
+) -> Result<Vec<Modify>, RaftStateError> {
     let region = &pending.desc.region;
     let apply = ApplyState {
         applied_index: pending.key.index,

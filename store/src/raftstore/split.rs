@@ -10,7 +10,7 @@ use proto::metapb;
 
 use super::cmd::BatchSplit;
 use super::keys;
-use super::peer_storage::{bootstrap_writes, StorageError};
+use super::peer_storage::{bootstrap_writes, RaftStateError};
 use crate::engine::{Modify, CF_RAFT};
 
 /// The parent region after the split (leftmost part) and the new regions.
@@ -20,27 +20,51 @@ pub struct SplitOutcome {
     pub new_regions: Vec<metapb::Region>,
 }
 
-pub fn exec_batch_split(region: &metapb::Region, bs: &BatchSplit) -> Result<SplitOutcome, String> {
+/// Why a committed split changes nothing (the same on every replica).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SplitRejected {
+    #[error(
+        "epoch changed since the split was proposed: now {}/{}, proposed at {}/{}",
+        .now.0, .now.1, .proposed.0, .proposed.1
+    )]
+    EpochChanged {
+        /// (conf_ver, version) of the region now.
+        now: (u64, u64),
+        /// (conf_ver, version) the split was proposed at.
+        proposed: (u64, u64),
+    },
+    #[error("no split keys")]
+    NoKeys,
+    #[error("split key {0:?} is not inside the region or not ascending")]
+    KeyOutside(Vec<u8>),
+    #[error("one new peer id per parent peer is required: {ids} ids for {peers} peers")]
+    PeerIds { ids: usize, peers: usize },
+}
+
+pub fn exec_batch_split(
+    region: &metapb::Region,
+    bs: &BatchSplit,
+) -> Result<SplitOutcome, SplitRejected> {
     let epoch = region.region_epoch.unwrap_or_default();
     if (epoch.conf_ver, epoch.version) != bs.epoch {
-        return Err(format!(
-            "epoch changed since the split was proposed: now {}/{}, proposed at {}/{}",
-            epoch.conf_ver, epoch.version, bs.epoch.0, bs.epoch.1
-        ));
+        return Err(SplitRejected::EpochChanged {
+            now: (epoch.conf_ver, epoch.version),
+            proposed: bs.epoch,
+        });
     }
     if bs.splits.is_empty() {
-        return Err("no split keys".into());
+        return Err(SplitRejected::NoKeys);
     }
     let mut prev = region.start_key.as_slice();
     for s in &bs.splits {
         if s.key.as_slice() <= prev || (!region.end_key.is_empty() && s.key >= region.end_key) {
-            return Err(format!(
-                "split key {:?} is not inside the region or not ascending",
-                s.key
-            ));
+            return Err(SplitRejected::KeyOutside(s.key.clone()));
         }
         if s.new_peer_ids.len() != region.peers.len() {
-            return Err("one new peer id per parent peer is required".into());
+            return Err(SplitRejected::PeerIds {
+                ids: s.new_peer_ids.len(),
+                peers: region.peers.len(),
+            });
         }
         prev = &s.key;
     }
@@ -79,7 +103,7 @@ pub fn exec_batch_split(region: &metapb::Region, bs: &BatchSplit) -> Result<Spli
 
 /// Engine writes persisting a split: the shrunk parent and each new region's
 /// initial raft state.
-pub fn split_writes(outcome: &SplitOutcome) -> Result<Vec<Modify>, StorageError> {
+pub fn split_writes(outcome: &SplitOutcome) -> Result<Vec<Modify>, RaftStateError> {
     let mut m = vec![Modify::Put {
         cf: CF_RAFT,
         key: keys::region_state_key(outcome.left.id),

@@ -51,9 +51,7 @@ fn load_ident(engine: &Engine) -> Result<Option<(u64, u64)>, ServerError> {
         return Ok(None);
     };
     if v.len() != 16 {
-        return Err(ServerError::Cluster(
-            "corrupt store identity in data dir".into(),
-        ));
+        return Err(ServerError::CorruptIdent { len: v.len() });
     }
     let cluster_id = u64::from_be_bytes(v[..8].try_into().unwrap_or_default());
     let store_id = u64::from_be_bytes(v[8..].try_into().unwrap_or_default());
@@ -70,10 +68,10 @@ pub async fn join_cluster(
     let store_id = match load_ident(engine)? {
         Some((cluster_id, store_id)) => {
             if cluster_id != pd.cluster_id() {
-                return Err(ServerError::Cluster(format!(
-                    "data dir belongs to cluster {cluster_id}, placement serves cluster {}",
-                    pd.cluster_id()
-                )));
+                return Err(ServerError::WrongCluster {
+                    data_dir: cluster_id,
+                    placement: pd.cluster_id(),
+                });
             }
             store_id
         }

@@ -35,7 +35,7 @@ use crate::disk::monitor::{DiskMonitor, MonitorConfig};
 use crate::disk::DiskState;
 use crate::engine::{Engine, EngineError};
 use crate::lock_manager::LockManager;
-use crate::raftstore::peer_storage::StorageError;
+use crate::raftstore::peer_storage::RaftStateError;
 use crate::raftstore::snap::SnapManager;
 use crate::raftstore::transport::{FilteredTransport, Filters};
 use crate::raftstore::{
@@ -55,7 +55,7 @@ pub enum ServerError {
     #[error("engine: {0}")]
     Engine(#[from] EngineError),
     #[error("raft storage: {0}")]
-    RaftStorage(#[from] StorageError),
+    RaftStorage(#[from] RaftStateError),
     #[error("placement: {0}")]
     Pd(#[from] PdError),
     #[error("binding {addr}: {source}")]
@@ -63,8 +63,27 @@ pub enum ServerError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Cluster(String),
+    /// The data directory, its disk or the snapshot directory could not be prepared.
+    #[error("{what} {}: {source}", .path.display())]
+    DataDir {
+        what: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("spawning the {thread} thread: {source}")]
+    Spawn {
+        thread: &'static str,
+        source: std::io::Error,
+    },
+    /// A start-up step run on the blocking pool panicked or was cancelled.
+    #[error("start-up task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The data directory's store identity is unreadable.
+    #[error("corrupt store identity in data dir: {len} bytes, expected 16")]
+    CorruptIdent { len: usize },
+    /// The data directory belongs to another cluster than the one placement serves.
+    #[error("data dir belongs to cluster {data_dir}, placement serves cluster {placement}")]
+    WrongCluster { data_dir: u64, placement: u64 },
 }
 
 /// A started store; dropping it does not stop it, call [`RunningStore::stop`].
@@ -139,58 +158,23 @@ fn run_or_die(raftstore: RaftStore, fatal: FatalHandler) {
 pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
     let listener = bind(&cfg.addr).await?;
     let status_listener = bind(&cfg.status_addr).await?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: cfg.addr.clone(),
-        source,
-    })?;
-    let status_addr = status_listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            addr: cfg.status_addr.clone(),
-            source,
-        })?;
+    let addr = local_addr(&listener, &cfg.addr)?;
+    let status_addr = local_addr(&status_listener, &cfg.status_addr)?;
     let mut cfg = cfg;
     if cfg.advertise_addr.is_empty() || cfg.advertise_addr.ends_with(":0") {
         cfg.advertise_addr = addr.to_string();
     }
 
-    std::fs::create_dir_all(&cfg.data_dir)
-        .map_err(|e| ServerError::Cluster(format!("creating data dir: {e}")))?;
-    let engine = {
-        let path = cfg.data_dir.join("db");
-        tokio::task::spawn_blocking(move || Engine::open(&path))
-            .await
-            .map_err(|e| ServerError::Cluster(e.to_string()))??
-    };
-    let disk = Arc::new(DiskState::default());
-    let disk_monitor = {
-        let monitor_cfg = MonitorConfig {
-            data_dir: cfg.data_dir.clone(),
-            reserve_space: cfg.storage.reserve_space,
-            capacity_limit: cfg.raftstore.capacity,
-            interval: Duration::from_millis(cfg.storage.disk_check_interval_ms),
-        };
-        let state = disk.clone();
-        tokio::task::spawn_blocking(move || DiskMonitor::start(monitor_cfg, state))
-            .await
-            .map_err(|e| ServerError::Cluster(e.to_string()))?
-            .map_err(|e| ServerError::Cluster(format!("checking the data directory's disk: {e}")))?
-    };
+    let local = open_local(&cfg).await?;
     let pd = PdClient::connect(&cfg.pd_endpoints, Duration::from_secs(60)).await?;
     let store = bootstrap::store_meta(&cfg, status_addr, 0);
-    let store_id = bootstrap::join_cluster(&engine, &pd, store).await?;
+    let store_id = bootstrap::join_cluster(&local.engine, &pd, store).await?;
     let store = bootstrap::store_meta(&cfg, status_addr, store_id);
     tracing::info!(store_id, addr = %cfg.advertise_addr, "store joined the cluster");
 
     let meta = Arc::new(RwLock::new(StoreMeta::default()));
     let filters = Filters::default();
     let changed = Arc::new(Notify::new());
-    let snap_dir = cfg.data_dir.join("snap");
-    let snaps = tokio::task::spawn_blocking(move || SnapManager::open(&snap_dir))
-        .await
-        .map_err(|e| ServerError::Cluster(e.to_string()))?
-        .map_err(|e| ServerError::Cluster(format!("opening the snapshot directory: {e}")))?;
-    let snaps = Arc::new(snaps);
     let fatal = abort_on_fatal();
     let parts = RaftStoreParts {
         store_id,
@@ -198,22 +182,131 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
         meta: meta.clone(),
         changed: changed.clone(),
         transport: Box::new(FilteredTransport::new(
-            raft_transport::GrpcTransport::start(pd.clone(), snaps.clone()),
+            raft_transport::GrpcTransport::start(pd.clone(), local.snaps.clone()),
             filters.clone(),
         )),
-        snap_mgr: snaps.clone(),
+        snap_mgr: local.snaps.clone(),
         fatal: fatal.clone(),
     };
-    let raft_engine = engine.clone();
+    let raft_engine = local.engine.clone();
     let (raftstore, router) =
-        tokio::task::spawn_blocking(move || RaftStore::new(raft_engine, parts))
-            .await
-            .map_err(|e| ServerError::Cluster(e.to_string()))??;
+        tokio::task::spawn_blocking(move || RaftStore::new(raft_engine, parts)).await??;
     let raft_thread = std::thread::Builder::new()
         .name("raftstore".into())
         .spawn(move || run_or_die(raftstore, fatal))
-        .map_err(|e| ServerError::Cluster(format!("spawning raftstore: {e}")))?;
+        .map_err(|source| ServerError::Spawn {
+            thread: "raftstore",
+            source,
+        })?;
 
+    let grpc_stop = serve_grpc(listener, &cfg, &pd, &local, &router, &meta, store_id).await?;
+    let (status_stop, status_stop_rx) = oneshot::channel::<()>();
+    let debug = cfg
+        .debug
+        .fault_injection
+        .then(|| (filters.clone(), local.engine.clone()));
+    tokio::spawn(status::serve(
+        status_listener,
+        meta.clone(),
+        debug,
+        status_stop_rx,
+    ));
+
+    let (hb_stop, hb_stop_rx) = oneshot::channel::<()>();
+    let hb = heartbeat::Heartbeat {
+        pd,
+        store,
+        engine: local.engine.clone(),
+        router: router.clone(),
+        meta,
+        changed,
+        cfg: heartbeat::HeartbeatConfig::of(&cfg),
+        reporting_splits: Default::default(),
+        disk: local.disk,
+    };
+    tokio::spawn(hb.run(hb_stop_rx));
+
+    Ok(RunningStore {
+        store_id,
+        addr,
+        status_addr,
+        router,
+        stop_tx: vec![grpc_stop, status_stop, hb_stop],
+        raft_thread: Some(raft_thread),
+        _disk_monitor: local.disk_monitor,
+        engine: local.engine,
+    })
+}
+
+fn local_addr(listener: &TcpListener, configured: &str) -> Result<SocketAddr, ServerError> {
+    listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: configured.to_owned(),
+        source,
+    })
+}
+
+/// What a store opens on its own machine before it talks to anybody.
+struct Local {
+    engine: Engine,
+    disk: Arc<DiskState>,
+    disk_monitor: DiskMonitor,
+    snaps: Arc<SnapManager>,
+}
+
+/// Opens the engine, starts watching the data directory's disk and opens the
+/// snapshot directory (all blocking work, run off the async threads).
+async fn open_local(cfg: &Config) -> Result<Local, ServerError> {
+    let data_dir = cfg.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| ServerError::DataDir {
+        what: "creating the data directory",
+        path: data_dir.clone(),
+        source,
+    })?;
+    let path = data_dir.join("db");
+    let engine = tokio::task::spawn_blocking(move || Engine::open(&path)).await??;
+    let disk = Arc::new(DiskState::default());
+    let monitor_cfg = MonitorConfig {
+        data_dir: data_dir.clone(),
+        reserve_space: cfg.storage.reserve_space,
+        capacity_limit: cfg.raftstore.capacity,
+        interval: Duration::from_millis(cfg.storage.disk_check_interval_ms),
+    };
+    let state = disk.clone();
+    let disk_monitor = tokio::task::spawn_blocking(move || DiskMonitor::start(monitor_cfg, state))
+        .await?
+        .map_err(|source| ServerError::DataDir {
+            what: "checking the disk of",
+            path: data_dir.clone(),
+            source,
+        })?;
+    let snap_dir = data_dir.join("snap");
+    let open_dir = snap_dir.clone();
+    let snaps = tokio::task::spawn_blocking(move || SnapManager::open(&open_dir))
+        .await?
+        .map_err(|source| ServerError::DataDir {
+            what: "opening the snapshot directory",
+            path: snap_dir,
+            source,
+        })?;
+    Ok(Local {
+        engine,
+        disk,
+        disk_monitor,
+        snaps: Arc::new(snaps),
+    })
+}
+
+/// Builds the transactional storage and serves `tikvpb.Tikv`, `deadlock.Deadlock`,
+/// the raft service and gRPC health on `listener`; the sender stops the server.
+async fn serve_grpc(
+    listener: TcpListener,
+    cfg: &Config,
+    pd: &PdClient,
+    local: &Local,
+    router: &Router,
+    meta: &Arc<RwLock<StoreMeta>>,
+    store_id: u64,
+) -> Result<oneshot::Sender<()>, ServerError> {
     // Reads served before a restart may have pushed max_ts up to now; start
     // above any of them so async-commit and 1PC timestamps stay safe.
     let cm = Arc::new(ConcurrencyManager::new(pd.get_ts().await?));
@@ -227,7 +320,7 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
             lock_manager.clone(),
         )));
     let storage = Storage::new(
-        engine.clone(),
+        local.engine.clone(),
         router.clone(),
         meta.clone(),
         cm,
@@ -235,7 +328,7 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
         tso,
         lock_manager.clone(),
     );
-    storage.set_disk_state(disk.clone());
+    storage.set_disk_state(local.disk.clone());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -253,6 +346,7 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
         // gzipping each one (a fresh deflate state per message) cost the store more CPU than
         // any other single thing under a put load.
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let raft = raft_transport::RaftService::new(router.clone(), local.snaps.clone());
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(kv)
@@ -260,7 +354,7 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
             lock_manager,
         )))
         .add_service(
-            StoreRaftServer::new(raft_transport::RaftService::new(router.clone(), snaps))
+            StoreRaftServer::new(raft)
                 .max_decoding_message_size(raft_transport::MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(raft_transport::MAX_RAFT_MESSAGE),
         )
@@ -272,50 +366,5 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
             tracing::error!(error = %e, "gRPC server failed");
         }
     });
-
-    let (status_stop, status_stop_rx) = oneshot::channel::<()>();
-    let debug = cfg
-        .debug
-        .fault_injection
-        .then(|| (filters.clone(), engine.clone()));
-    tokio::spawn(status::serve(
-        status_listener,
-        meta.clone(),
-        debug,
-        status_stop_rx,
-    ));
-
-    let (hb_stop, hb_stop_rx) = oneshot::channel::<()>();
-    let hb_cfg = heartbeat::HeartbeatConfig {
-        region_interval: Duration::from_millis(cfg.raftstore.region_heartbeat_interval_ms),
-        store_interval: Duration::from_millis(cfg.raftstore.store_heartbeat_interval_ms),
-        split_check_interval: Duration::from_millis(cfg.raftstore.split_check_interval_ms),
-        split_limits: crate::raftstore::split_check::SplitLimits {
-            max_size: cfg.raftstore.region_max_size,
-            max_keys: cfg.raftstore.region_max_keys,
-        },
-    };
-    let hb = heartbeat::Heartbeat {
-        pd,
-        store,
-        engine: engine.clone(),
-        router: router.clone(),
-        meta,
-        changed,
-        cfg: hb_cfg,
-        reporting_splits: Default::default(),
-        disk,
-    };
-    tokio::spawn(hb.run(hb_stop_rx));
-
-    Ok(RunningStore {
-        store_id,
-        addr,
-        status_addr,
-        router,
-        stop_tx: vec![grpc_stop, status_stop, hb_stop],
-        raft_thread: Some(raft_thread),
-        _disk_monitor: disk_monitor,
-        engine,
-    })
+    Ok(grpc_stop)
 }

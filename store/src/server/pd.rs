@@ -630,9 +630,7 @@ impl PdClient {
 }
 
 impl crate::storage::TsoSource for PdClient {
-    fn get_ts(
-        &self,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send + '_>> {
-        Box::pin(async move { PdClient::get_ts(self).await.map_err(|e| e.to_string()) })
+    fn get_ts(&self) -> futures::future::BoxFuture<'_, Result<u64, crate::storage::TsoError>> {
+        Box::pin(async move { Ok(PdClient::get_ts(self).await?) })
     }
 }

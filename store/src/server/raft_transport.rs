@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::pd::PdClient;
-use crate::raftstore::snap::{file, SnapDescriptor, SnapKey, SnapManager};
+use super::pd::{PdClient, PdError};
+use crate::raftstore::snap::{file, SnapDescriptor, SnapError, SnapKey, SnapManager};
 use crate::raftstore::transport::{Feedback, Transport};
 use crate::raftstore::{ProposeError, Router};
 
@@ -151,26 +151,57 @@ async fn connection(pd: PdClient, store_id: u64, mut rx: mpsc::Receiver<(RaftMes
     }
 }
 
+/// Why a raft connection or a snapshot send to another store failed.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("looking the store up: {0}")]
+    Pd(#[from] PdError),
+    #[error("store address {address:?}: {source}")]
+    Address {
+        address: String,
+        source: tonic::codegen::http::uri::InvalidUri,
+    },
+    #[error("connecting: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("undecodable raft message: {0}")]
+    Message(#[from] protobuf::ProtobufError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapError),
+    #[error("{}: {source}", .path.display())]
+    File {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the receiver closed the stream")]
+    Closed,
+    #[error("the receiver refused the snapshot: {0}")]
+    Refused(#[from] Status),
+    #[error("the snapshot call's task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("sent {sent} of {size} bytes")]
+    Short { sent: u64, size: u64 },
+}
+
 async fn connect(
     pd: &PdClient,
     store_id: u64,
-) -> Result<StoreRaftClient<tonic::transport::Channel>, String> {
-    let store = pd.get_store(store_id).await.map_err(|e| e.to_string())?;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", store.address))
-        .map_err(|e| e.to_string())?
+) -> Result<StoreRaftClient<tonic::transport::Channel>, SendError> {
+    let store = pd.get_store(store_id).await?;
+    let address = format!("http://{}", store.address);
+    let channel = tonic::transport::Channel::from_shared(address.clone())
+        .map_err(|source| SendError::Address { address, source })?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .connect()
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(StoreRaftClient::new(channel)
         .max_decoding_message_size(MAX_RAFT_MESSAGE)
         .max_encoding_message_size(MAX_RAFT_MESSAGE))
 }
 
 /// The key and descriptor of a snapshot message.
-fn snapshot_of(m: &RaftMessage) -> Result<(SnapKey, SnapDescriptor), String> {
-    let msg = raft::prelude::Message::parse_from_bytes(&m.message).map_err(|e| e.to_string())?;
+fn snapshot_of(m: &RaftMessage) -> Result<(SnapKey, SnapDescriptor), SendError> {
+    let msg = raft::prelude::Message::parse_from_bytes(&m.message)?;
     let snap = msg.get_snapshot();
     let key = SnapKey {
         region_id: m.region_id,
@@ -186,12 +217,13 @@ async fn send_snapshot(
     snaps: &SnapManager,
     store_id: u64,
     m: &RaftMessage,
-) -> Result<(), String> {
+) -> Result<(), SendError> {
     let (key, desc) = snapshot_of(m)?;
     let path = snaps.gen_path(&key);
-    let mut f = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut f = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(source) => return Err(SendError::File { path, source }),
+    };
     let mut client = connect(pd, store_id).await?;
     let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);
     let head = SnapshotChunk {
@@ -201,13 +233,23 @@ async fn send_snapshot(
     let call = tokio::spawn(async move { client.snapshot(ReceiverStream::new(rx)).await });
     let fed = feed_file(&tx, head, &mut f).await;
     drop(tx);
-    let answer = call.await.map_err(|e| e.to_string())?;
-    answer.map_err(|s| s.to_string())?;
-    let sent = fed?;
+    call.await??;
+    let sent = fed.map_err(|e| match e {
+        FeedError::Closed => SendError::Closed,
+        FeedError::Read(source) => SendError::File { path, source },
+    })?;
     if sent != desc.meta.size {
-        return Err(format!("sent {sent} of {} bytes", desc.meta.size));
+        return Err(SendError::Short {
+            sent,
+            size: desc.meta.size,
+        });
     }
     Ok(())
+}
+
+enum FeedError {
+    Closed,
+    Read(std::io::Error),
 }
 
 /// Sends `head`, then `f` in pieces; returns the file bytes sent.
@@ -215,13 +257,13 @@ async fn feed_file(
     tx: &mpsc::Sender<SnapshotChunk>,
     head: SnapshotChunk,
     f: &mut tokio::fs::File,
-) -> Result<u64, String> {
-    let closed = |_| "the receiver closed the stream".to_string();
+) -> Result<u64, FeedError> {
+    let closed = |_| FeedError::Closed;
     tx.send(head).await.map_err(closed)?;
     let mut sent = 0u64;
     loop {
         let mut buf = vec![0u8; SNAP_CHUNK];
-        let n = f.read(&mut buf).await.map_err(|e| e.to_string())?;
+        let n = f.read(&mut buf).await.map_err(FeedError::Read)?;
         if n == 0 {
             return Ok(sent);
         }
@@ -286,7 +328,8 @@ impl StoreRaft for RaftService {
             .await?
             .and_then(|c| c.message)
             .ok_or_else(|| Status::invalid_argument("a snapshot stream starts with its message"))?;
-        let (key, desc) = snapshot_of(&head).map_err(Status::invalid_argument)?;
+        let (key, desc) =
+            snapshot_of(&head).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let tmp = self.snaps.recv_tmp_path(&key);
         let received = receive_file(&mut stream, &tmp, desc.meta.size).await;
         let checked = received.and_then(|(size, crc)| {

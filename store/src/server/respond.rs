@@ -67,7 +67,7 @@ pub fn respond<R: ErrorResponse>(result: Result<R, Error>) -> Result<R, Status> 
             r.set_region_error(*e);
             Ok(r)
         }
-        Err(Error::Invalid(msg)) => invalid(msg),
+        Err(Error::Invalid(e)) => invalid(e.to_string()),
         Err(Error::Txn(e @ crate::txn::TxnError::ResponseTooLarge { .. })) => {
             invalid(e.to_string())
         }

@@ -11,16 +11,47 @@ pub enum Error {
     #[error("region error: {}", .0.message)]
     Region(Box<errorpb::Error>),
     /// Bad input: the response's `error` field (raw) or `KeyError.abort`.
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] InvalidRequest),
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
     Txn(#[from] crate::txn::TxnError),
     #[error("store is shutting down")]
     Unavailable,
-    #[error("internal: {0}")]
-    Internal(String),
+    /// A blocking task the request ran on the blocking pool panicked or was cancelled.
+    #[error("internal: blocking task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// What is wrong with a request the client must not send again as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidRequest {
+    #[error("{what}end key is before its start key")]
+    ReversedRange { what: &'static str },
+    #[error("api version mismatch: this store serves API {store} only, the request is {request}")]
+    ApiVersion {
+        store: &'static str,
+        request: &'static str,
+    },
+    #[error("key is too large: {len} bytes, limit {limit} bytes")]
+    KeyTooLarge { len: usize, limit: usize },
+    #[error("key must not be empty")]
+    EmptyKey,
+    #[error("API V2 {mode} key must start with '{prefix}' and a 3-byte keyspace id")]
+    KeyspacePrefix { mode: &'static str, prefix: char },
+    #[error("scan limit {limit} is over the maximum of {max}")]
+    ScanLimit { limit: usize, max: usize },
+    #[error("batch scan of {ranges} ranges is over the maximum of {max}")]
+    TooManyRanges { ranges: usize, max: usize },
+    #[error("ttls has {ttls} entries for {pairs} pairs")]
+    TtlCount { ttls: usize, pairs: usize },
+    #[error(
+        "column family {0:?} is deprecated in API V2: raw data lives in the default column family"
+    )]
+    DeprecatedCf(String),
+    #[error(transparent)]
+    UnknownCf(EngineError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -58,7 +89,9 @@ impl From<ProposeError> for Error {
                 }),
                 ..Default::default()
             },
-            ProposeError::Stale { .. } | ProposeError::Rejected { .. } => errorpb::Error {
+            ProposeError::Stale { .. }
+            | ProposeError::Rejected { .. }
+            | ProposeError::SplitRejected { .. } => errorpb::Error {
                 stale_command: Some(errorpb::StaleCommand {}),
                 ..Default::default()
             },

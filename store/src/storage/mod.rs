@@ -28,7 +28,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-pub use error::{Error, Result};
+pub use error::{Error, InvalidRequest, Result};
 pub use region::KeyMode;
 
 use crate::disk::{self, DiskState, WriteKind};
@@ -83,11 +83,13 @@ impl Default for StorageConfig {
     }
 }
 
-/// Where fresh timestamps come from (the placement service's oracle).
+/// Why a timestamp could not be had: the oracle's own error, kept whole.
+pub type TsoError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Where fresh timestamps come from (the placement service's oracle). Boxed
+/// futures keep it usable as `dyn TsoSource`.
 pub trait TsoSource: Send + Sync + 'static {
-    fn get_ts(
-        &self,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send + '_>>;
+    fn get_ts(&self) -> futures::future::BoxFuture<'_, Result<u64, TsoError>>;
 }
 
 #[derive(Clone)]
@@ -243,8 +245,7 @@ impl Storage {
             let snap = engine.snapshot();
             f(&snap)
         })
-        .await
-        .map_err(|e| Error::Internal(format!("read task failed: {e}")))?
+        .await?
     }
 
     /// Replicates `modifies` through the raft group of `region` (as the

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use proto::kvrpcpb;
 
 use super::region::{Checked, KeyMode};
-use super::{Error, Result, Storage};
+use super::{InvalidRequest, Result, Storage};
 use crate::engine::{Modify, DATA_CFS};
 use crate::keys::RawSpace;
 use crate::lock_manager::ReleasedLocks;
@@ -140,9 +140,10 @@ impl Storage {
         req: kvrpcpb::UnsafeDestroyRangeRequest,
     ) -> Result<kvrpcpb::UnsafeDestroyRangeResponse> {
         if !req.end_key.is_empty() && req.end_key < req.start_key {
-            return Err(Error::Invalid(
-                "unsafe destroy range: end key is before start key".into(),
-            ));
+            return Err(InvalidRequest::ReversedRange {
+                what: "unsafe destroy range: ",
+            }
+            .into());
         }
         let _latch = self.inner.latches.acquire_all().await;
         let upper = (!req.end_key.is_empty()).then_some(req.end_key.as_slice());
@@ -163,9 +164,7 @@ impl Storage {
         }
         let released = ReleasedLocks::of(&modifies);
         let engine = self.inner.engine.clone();
-        tokio::task::spawn_blocking(move || engine.write(&modifies, true))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
+        tokio::task::spawn_blocking(move || engine.write(&modifies, true)).await??;
         self.inner.lock_manager.on_released(&released);
         Ok(kvrpcpb::UnsafeDestroyRangeResponse::default())
     }

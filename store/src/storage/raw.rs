@@ -7,7 +7,7 @@
 use proto::kvrpcpb;
 
 use super::region::{Checked, KeyMode};
-use super::{Error, Result, Storage};
+use super::{InvalidRequest, Result, Storage};
 use crate::clock::now_secs;
 use crate::disk::WriteKind;
 use crate::engine::{cf_from_name, CfName, Modify, Snapshot};
@@ -23,9 +23,11 @@ const MAX_BATCH_SCAN_RANGES: usize = 1024;
 fn check_scan_limit(limit: u32) -> Result<usize> {
     let limit = limit as usize;
     if limit > MAX_SCAN_LIMIT {
-        return Err(Error::Invalid(format!(
-            "scan limit {limit} is over the maximum of {MAX_SCAN_LIMIT}"
-        )));
+        return Err(InvalidRequest::ScanLimit {
+            limit,
+            max: MAX_SCAN_LIMIT,
+        }
+        .into());
     }
     Ok(limit)
 }
@@ -65,7 +67,7 @@ fn get_value(
 }
 
 fn cf(name: &str) -> Result<CfName> {
-    cf_from_name(name).map_err(|e| Error::Invalid(e.to_string()))
+    cf_from_name(name).map_err(|e| InvalidRequest::UnknownCf(e).into())
 }
 
 /// Scans live pairs of `[lower, upper)` in order (or reverse order).
@@ -138,9 +140,7 @@ impl Storage {
     fn raw_cf(checked: &Checked, name: &str) -> Result<CfName> {
         let cf = cf(name)?;
         if checked.v2 && cf != crate::engine::CF_DEFAULT {
-            return Err(Error::Invalid(format!(
-                "column family {name:?} is deprecated in API V2: raw data lives in the default column family"
-            )));
+            return Err(InvalidRequest::DeprecatedCf(name.to_owned()).into());
         }
         Ok(cf)
     }
@@ -245,10 +245,11 @@ impl Storage {
         let (cf, space) = Self::raw_place(&checked, &req.cf)?;
         let limit = check_scan_limit(req.each_limit)?;
         if req.ranges.len() > MAX_BATCH_SCAN_RANGES {
-            return Err(Error::Invalid(format!(
-                "batch scan of {} ranges is over the maximum of {MAX_BATCH_SCAN_RANGES}",
-                req.ranges.len()
-            )));
+            return Err(InvalidRequest::TooManyRanges {
+                ranges: req.ranges.len(),
+                max: MAX_BATCH_SCAN_RANGES,
+            }
+            .into());
         }
         let ranges: Vec<_> = req
             .ranges
@@ -328,11 +329,11 @@ impl Storage {
         self.check_disk(req.context.as_ref(), WriteKind::Grow)?;
         let (cf, space) = Self::raw_place(&checked, &req.cf)?;
         if !req.ttls.is_empty() && req.ttls.len() != req.pairs.len() && req.ttls.len() != 1 {
-            return Err(Error::Invalid(format!(
-                "ttls has {} entries for {} pairs",
-                req.ttls.len(),
-                req.pairs.len()
-            )));
+            return Err(InvalidRequest::TtlCount {
+                ttls: req.ttls.len(),
+                pairs: req.pairs.len(),
+            }
+            .into());
         }
         let ttl_of = |i: usize| match req.ttls.len() {
             0 => 0,

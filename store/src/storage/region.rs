@@ -4,7 +4,7 @@
 
 use proto::{errorpb, kvrpcpb, metapb};
 
-use super::{ApiMode, Error, Result, Storage};
+use super::{ApiMode, Error, InvalidRequest, Result, Storage};
 use crate::raftstore::RegionMeta;
 
 /// Whether a request's keys are RawKV or transactional keys.
@@ -48,9 +48,7 @@ impl Checked {
     /// it, the end key at or before its end.
     pub fn check_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
         if !end.is_empty() && end < start {
-            return Err(Error::Invalid(
-                "range end key is before its start key".into(),
-            ));
+            return Err(InvalidRequest::ReversedRange { what: "range " }.into());
         }
         if self.v2 {
             check_keyspace_prefix(start, self.mode)?;
@@ -137,14 +135,18 @@ impl Storage {
         let v2 = ctx.api_version == kvrpcpb::ApiVersion::V2 as i32;
         match (self.inner.cfg.api_version, v2) {
             (ApiMode::V1, true) => {
-                return Err(Error::Invalid(
-                    "api version mismatch: this store serves API V1 only, the request is V2".into(),
-                ))
+                return Err(InvalidRequest::ApiVersion {
+                    store: "V1",
+                    request: "V2",
+                }
+                .into())
             }
             (ApiMode::V2, false) => {
-                return Err(Error::Invalid(
-                    "api version mismatch: this store serves API V2 only, the request is V1".into(),
-                ))
+                return Err(InvalidRequest::ApiVersion {
+                    store: "V2",
+                    request: "V1",
+                }
+                .into())
             }
             _ => {}
         }
@@ -195,10 +197,11 @@ impl Storage {
     ) -> Result<()> {
         let limit = self.inner.cfg.max_key_size;
         match keys.into_iter().find(|k| k.len() > limit) {
-            Some(key) => Err(Error::Invalid(format!(
-                "key is too large: {} bytes, limit {limit} bytes",
-                key.len()
-            ))),
+            Some(key) => Err(InvalidRequest::KeyTooLarge {
+                len: key.len(),
+                limit,
+            }
+            .into()),
             None => Ok(()),
         }
     }
@@ -212,7 +215,7 @@ impl Storage {
     ) -> Result<()> {
         for key in keys {
             if key.is_empty() && !allow_empty {
-                return Err(Error::Invalid("key must not be empty".into()));
+                return Err(InvalidRequest::EmptyKey.into());
             }
             if checked.v2 {
                 check_keyspace_prefix(key, checked.mode)?;
@@ -253,15 +256,15 @@ fn check_keyspace_prefix(key: &[u8], mode: KeyMode) -> Result<()> {
         KeyMode::Txn => b'x',
     };
     if key.len() < 4 || key[0] != want {
-        return Err(Error::Invalid(format!(
-            "API V2 {} key must start with '{}' and a 3-byte keyspace id",
-            if mode == KeyMode::Raw {
+        return Err(InvalidRequest::KeyspacePrefix {
+            mode: if mode == KeyMode::Raw {
                 "raw"
             } else {
                 "transactional"
             },
-            want as char
-        )));
+            prefix: want as char,
+        }
+        .into());
     }
     Ok(())
 }

@@ -31,9 +31,7 @@ impl MockTso {
 }
 
 impl TsoSource for MockTso {
-    fn get_ts(
-        &self,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send + '_>> {
+    fn get_ts(&self) -> futures::future::BoxFuture<'_, Result<u64, super::TsoError>> {
         Box::pin(async move { Ok(self.next()) })
     }
 }

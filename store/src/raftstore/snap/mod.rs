@@ -21,7 +21,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use prost::Message as _;
 use proto::metapb;
 
-pub use file::{SnapMeta, SnapReader, SnapWriter};
+pub use file::{SnapFileError, SnapMeta, SnapReader, SnapWriter};
+
+/// Why a snapshot could not be built or its descriptor read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapError {
+    #[error("not a snapshot descriptor")]
+    NotDescriptor,
+    #[error("snapshot descriptor truncated")]
+    Truncated,
+    #[error("snapshot descriptor's region: {0}")]
+    Region(#[from] prost::DecodeError),
+    #[error("the replica has no data to build from yet")]
+    NoData,
+    #[error(transparent)]
+    File(#[from] SnapFileError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    #[error("the snapshot task panicked")]
+    Panicked,
+}
 
 /// Names one snapshot of one region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,16 +82,16 @@ impl SnapDescriptor {
         out
     }
 
-    pub fn decode(data: &[u8]) -> Result<Self, String> {
+    pub fn decode(data: &[u8]) -> Result<Self, SnapError> {
         let rest = data
             .strip_prefix(DESCRIPTOR_MAGIC.as_slice())
-            .ok_or("not a snapshot descriptor")?;
-        let (len, rest) = rest.split_at_checked(4).ok_or("descriptor truncated")?;
-        let len = u32::from_be_bytes(len.try_into().map_err(|_| "bad length")?) as usize;
-        let (region, rest) = rest.split_at_checked(len).ok_or("descriptor truncated")?;
-        let region = metapb::Region::decode(region).map_err(|e| e.to_string())?;
+            .ok_or(SnapError::NotDescriptor)?;
+        let (len, rest) = rest.split_at_checked(4).ok_or(SnapError::Truncated)?;
+        let len = u32::from_be_bytes(len.try_into().map_err(|_| SnapError::Truncated)?) as usize;
+        let (region, rest) = rest.split_at_checked(len).ok_or(SnapError::Truncated)?;
+        let region = metapb::Region::decode(region)?;
         if rest.len() != 20 {
-            return Err("descriptor truncated".into());
+            return Err(SnapError::Truncated);
         }
         let u64_at = |i: usize| u64::from_be_bytes(rest[i..i + 8].try_into().unwrap_or_default());
         Ok(SnapDescriptor {

@@ -20,7 +20,7 @@ use proto::metapb;
 use raft::prelude::Snapshot;
 use rocksdb::WriteBatch;
 
-use super::{SnapDescriptor, SnapKey, SnapManager, SnapReader, SnapWriter};
+use super::{SnapDescriptor, SnapError, SnapKey, SnapManager, SnapReader, SnapWriter};
 use crate::engine::{Engine, Modify, CF_RAFT, DATA_CFS};
 use crate::keys::region_data_ranges;
 use crate::raftstore::driver::ControlMsg;
@@ -97,15 +97,17 @@ impl SnapWorkers {
 
 /// Runs `f`, turning a panic into an error (a worker must outlive any one
 /// task: a replica whose task died would wait for it forever).
-fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or_else(|_| Err("the snapshot task panicked".into()))
+fn guarded<T, E>(f: impl FnOnce() -> Result<T, E>, panicked: E) -> Result<T, E> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(Err(panicked))
 }
 
 fn run_gen(engine: Engine, mgr: Arc<SnapManager>, gate: ApplyGate, rx: Receiver<GenTask>) {
     for task in rx {
         let region_id = task.source.lock().region.id;
-        match guarded(|| generate(&engine, &mgr, &gate, &task.source)) {
+        match guarded(
+            || generate(&engine, &mgr, &gate, &task.source),
+            SnapError::Panicked,
+        ) {
             Ok((snap, key)) => {
                 let old = std::mem::replace(
                     &mut *task.state.lock(),
@@ -133,34 +135,32 @@ fn generate(
     mgr: &SnapManager,
     gate: &ApplyGate,
     source: &Mutex<SnapSource>,
-) -> Result<(Snapshot, SnapKey), String> {
+) -> Result<(Snapshot, SnapKey), SnapError> {
     let (src, snap) = {
         let _gate = gate.read();
         let src = source.lock().clone();
         (src, engine.snapshot())
     };
     if src.installing || src.region.peers.is_empty() {
-        return Err("the replica has no data to build from yet".into());
+        return Err(SnapError::NoData);
     }
     let key = SnapKey {
         region_id: src.region.id,
         term: src.applied_term,
         index: src.applied_index,
     };
-    let mut w = SnapWriter::create(&mgr.gen_path(&key)).map_err(|e| e.to_string())?;
+    let mut w = SnapWriter::create(&mgr.gen_path(&key))?;
     for (start, end) in region_data_ranges(&src.region) {
         for cf in DATA_CFS {
-            let mut c = snap
-                .cursor(cf, Some(start.clone()), Some(end.clone()))
-                .map_err(|e| e.to_string())?;
+            let mut c = snap.cursor(cf, Some(start.clone()), Some(end.clone()))?;
             c.seek_to_first();
-            while c.valid().map_err(|e| e.to_string())? {
-                w.put(cf, c.key(), c.value()).map_err(|e| e.to_string())?;
+            while c.valid()? {
+                w.put(cf, c.key(), c.value())?;
                 c.next();
             }
         }
     }
-    let meta = w.finish().map_err(|e| e.to_string())?;
+    let meta = w.finish()?;
     let desc = SnapDescriptor {
         region: src.region.clone(),
         meta,
@@ -199,7 +199,7 @@ fn run_apply(
         while INSTALL_PAUSED.load(std::sync::atomic::Ordering::SeqCst) {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        let result = guarded(|| install(&engine, &mgr, &task).map_err(|e| e.to_string()));
+        let result = guarded(|| install(&engine, &mgr, &task), InstallError::Panicked);
         if result.is_ok() {
             mgr.remove(&mgr.recv_path(&task.key));
             crate::metrics::SNAPSHOTS
@@ -269,4 +269,6 @@ pub enum InstallError {
     Foreign(&'static str),
     #[error("snapshot should hold {want} pairs, holds {got}")]
     Count { want: u64, got: u64 },
+    #[error("the snapshot install panicked")]
+    Panicked,
 }

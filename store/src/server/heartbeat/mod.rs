@@ -10,7 +10,9 @@
 //! once, with a growing pause if it keeps failing, and every led region is
 //! reported again so the new leader learns them all.
 
-use std::collections::HashSet;
+mod stream;
+
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +31,7 @@ use crate::raftstore::split_check::{self, SplitLimits};
 use crate::raftstore::{ProposeError, Router, StoreMeta};
 use raft::prelude::ConfChangeType;
 use std::sync::atomic::Ordering;
+use stream::{Action, Event, StreamMachine};
 
 pub struct HeartbeatConfig {
     pub region_interval: Duration,
@@ -72,122 +75,139 @@ fn approximate_size(engine: &Engine, region: &metapb::Region) -> u64 {
         .sum()
 }
 
-/// The open region heartbeat stream and the leader generation it was
-/// opened under.
+/// The open region heartbeat stream.
 struct Stream {
     tx: mpsc::Sender<pdpb::RegionHeartbeatRequest>,
     rx: mpsc::Receiver<pdpb::RegionHeartbeatResponse>,
-    generation: u64,
 }
 
-/// Pause before reopening a region heartbeat stream that keeps failing.
-const REOPEN_BACKOFF_STEP: Duration = Duration::from_millis(100);
-const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(2);
-
-enum Wake {
-    Round,
-    Store,
-    Split,
-    Response(Option<Box<pdpb::RegionHeartbeatResponse>>),
+impl HeartbeatConfig {
+    /// The intervals and split limits of the store's configuration.
+    pub fn of(cfg: &crate::config::Config) -> Self {
+        let rs = &cfg.raftstore;
+        HeartbeatConfig {
+            region_interval: Duration::from_millis(rs.region_heartbeat_interval_ms),
+            store_interval: Duration::from_millis(rs.store_heartbeat_interval_ms),
+            split_check_interval: Duration::from_millis(rs.split_check_interval_ms),
+            split_limits: SplitLimits {
+                max_size: rs.region_max_size,
+                max_keys: rs.region_max_keys,
+            },
+        }
+    }
 }
 
-impl Heartbeat {
-    /// Heartbeats until `stop` fires. The region stream is reopened on the
-    /// placement leader whenever it ends or the client has moved to another
-    /// leader, and every led region is reported again on the new stream.
-    pub async fn run(self, mut stop: oneshot::Receiver<()>) {
-        let hb = Arc::new(self);
-        let start_time = crate::clock::now_secs() as u32;
-        let mut stream: Option<Stream> = None;
-        // When set, the stream is down and is reopened at this instant.
-        let mut reopen_at: Option<Instant> = None;
-        let mut backoff = Duration::ZERO;
-        let mut store_hb: Option<JoinHandle<()>> = None;
-        let mut region_tick = tokio::time::interval(hb.cfg.region_interval);
-        let mut store_tick = tokio::time::interval(hb.cfg.store_interval);
-        let mut split_tick = tokio::time::interval(hb.cfg.split_check_interval);
+impl Driver {
+    async fn run(&mut self) -> Result<(), Stopped> {
+        let cfg = &self.hb.cfg;
+        let mut region_tick = tokio::time::interval(cfg.region_interval);
+        let mut store_tick = tokio::time::interval(cfg.store_interval);
+        let mut split_tick = tokio::time::interval(cfg.split_check_interval);
+        let mut machine = StreamMachine::new(Instant::now());
         loop {
             let responses = async {
-                match stream.as_mut() {
+                match self.stream.as_mut() {
                     Some(s) => s.rx.recv().await,
                     None => std::future::pending().await,
                 }
             };
+            let reopen_at = machine.reopen_at();
             let reopen = tokio::time::sleep_until(reopen_at.unwrap_or_else(Instant::now));
             let wake = tokio::select! {
-                _ = &mut stop => break,
-                _ = region_tick.tick() => Wake::Round,
-                _ = hb.changed.notified() => Wake::Round,
-                _ = reopen, if reopen_at.is_some() => Wake::Round,
-                _ = store_tick.tick() => Wake::Store,
-                _ = split_tick.tick() => Wake::Split,
-                resp = responses => Wake::Response(resp.map(Box::new)),
+                _ = &mut self.stop => return Err(Stopped),
+                _ = region_tick.tick() => None,
+                _ = self.hb.changed.notified() => None,
+                _ = reopen, if reopen_at.is_some() => None,
+                _ = store_tick.tick() => Some(Event::StoreTick {
+                    in_flight: self.store_hb.as_ref().is_some_and(|h| !h.is_finished()),
+                }),
+                _ = split_tick.tick() => Some(Event::SplitTick),
+                resp = responses => Some(match resp {
+                    Some(resp) => Event::Response(Box::new(resp)),
+                    None => {
+                        tracing::info!("region heartbeat stream ended; reopening");
+                        Event::Ended
+                    }
+                }),
             };
-            match wake {
-                Wake::Round => {}
-                Wake::Store => {
-                    // One store heartbeat at a time, even while placement
-                    // is slow to answer during a leader change.
-                    if store_hb.as_ref().is_none_or(|h| h.is_finished()) {
-                        store_hb = Some(tokio::spawn(hb.clone().store_heartbeat(start_time)));
-                    }
-                    continue;
-                }
-                Wake::Split => {
-                    hb.clone().check_splits();
-                    continue;
-                }
-                Wake::Response(Some(resp)) => {
-                    hb.clone().on_response(*resp);
-                    continue;
-                }
-                Wake::Response(None) => {
-                    tracing::info!("region heartbeat stream ended; reopening");
-                    stream = None;
-                    reopen_at = Some(Instant::now() + backoff);
-                    backoff = (backoff + REOPEN_BACKOFF_STEP).min(REOPEN_BACKOFF_MAX);
-                    continue;
-                }
-            }
-            let stale = stream
-                .as_ref()
-                .is_none_or(|s| s.tx.is_closed() || s.generation != hb.pd.leader_generation());
-            if stale {
-                stream = None;
-                if reopen_at.is_some_and(|t| t > Instant::now()) {
-                    continue;
-                }
-                let opened = tokio::select! {
-                    _ = &mut stop => break,
-                    r = hb.pd.region_heartbeat_stream() => r,
-                };
-                match opened {
-                    Ok((tx, rx)) => {
-                        let generation = hb.pd.leader_generation();
-                        tracing::info!(leader = %hb.pd.leader_url(), "region heartbeat stream open");
-                        stream = Some(Stream { tx, rx, generation });
-                        reopen_at = None;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "opening region heartbeat stream failed");
-                        reopen_at = Some(Instant::now() + backoff);
-                        backoff = (backoff + REOPEN_BACKOFF_STEP).min(REOPEN_BACKOFF_MAX);
-                        continue;
-                    }
-                }
-            } else {
-                // The stream outlived the round that opened it: healthy.
-                backoff = Duration::ZERO;
-            }
-            if let Some(s) = &stream {
-                if !hb.region_heartbeats(&s.tx).await {
-                    stream = None;
-                    reopen_at = Some(Instant::now() + backoff);
-                    backoff = (backoff + REOPEN_BACKOFF_STEP).min(REOPEN_BACKOFF_MAX);
+            // None: a round of region heartbeats is due.
+            let event = wake.unwrap_or_else(|| Event::Round {
+                leader_generation: self.hb.pd.leader_generation(),
+                closed: self.stream.as_ref().is_none_or(|s| s.tx.is_closed()),
+            });
+            let mut actions: VecDeque<Action> = machine.on(event, Instant::now()).into();
+            while let Some(action) = actions.pop_front() {
+                if let Some(event) = self.act(action).await? {
+                    actions.extend(machine.on(event, Instant::now()));
                 }
             }
         }
-        if let Some(h) = store_hb {
+    }
+
+    /// Does `action`; the event its outcome makes, if any.
+    async fn act(&mut self, action: Action) -> Result<Option<Event>, Stopped> {
+        let hb = &self.hb;
+        match action {
+            Action::Close => self.stream = None,
+            Action::Open => {
+                let opened = tokio::select! {
+                    _ = &mut self.stop => return Err(Stopped),
+                    r = hb.pd.region_heartbeat_stream() => r,
+                };
+                return Ok(Some(match opened {
+                    Ok((tx, rx)) => {
+                        tracing::info!(leader = %hb.pd.leader_url(), "region heartbeat stream open");
+                        self.stream = Some(Stream { tx, rx });
+                        Event::Opened {
+                            generation: hb.pd.leader_generation(),
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "opening region heartbeat stream failed");
+                        Event::OpenFailed
+                    }
+                }));
+            }
+            Action::Report => match &self.stream {
+                Some(s) if hb.region_heartbeats(&s.tx).await => {}
+                _ => return Ok(Some(Event::Ended)),
+            },
+            Action::StoreHeartbeat => {
+                let task = hb.clone().store_heartbeat(self.start_time);
+                self.store_hb = Some(tokio::spawn(task));
+            }
+            Action::CheckSplits => hb.clone().check_splits(),
+            Action::Carry(resp) => hb.clone().on_response(*resp),
+        }
+        Ok(None)
+    }
+}
+
+/// The I/O side of the heartbeat task: what [`StreamMachine`] decides, done.
+struct Driver {
+    hb: Arc<Heartbeat>,
+    stop: oneshot::Receiver<()>,
+    stream: Option<Stream>,
+    store_hb: Option<JoinHandle<()>>,
+    start_time: u32,
+}
+
+/// `stop` fired.
+struct Stopped;
+
+impl Heartbeat {
+    /// Heartbeats until `stop` fires: waits for the next event, asks the
+    /// [`StreamMachine`] what it calls for, and does it.
+    pub async fn run(self, stop: oneshot::Receiver<()>) {
+        let mut driver = Driver {
+            hb: Arc::new(self),
+            stop,
+            stream: None,
+            store_hb: None,
+            start_time: crate::clock::now_secs() as u32,
+        };
+        let _ = driver.run().await;
+        if let Some(h) = driver.store_hb {
             h.abort();
         }
     }
