@@ -31,6 +31,7 @@ use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -39,14 +40,14 @@ use tracing::{info, instrument, warn};
 
 use crate::builders::{self, Component, MANAGER};
 use crate::crd::{PvReclaimPolicy, TikvCluster, UpgradeStatus, FINALIZER};
-use crate::failover::{self, FailoverPlan};
 use crate::members::{plan_member_upgrade, plan_members, MemberStep};
 use crate::placement::{HttpPlacementClient, PlacementClient, PlacementView};
 use crate::scale::{plan_store_replicas, ScaleStep};
 use crate::server::Metrics;
-use crate::status::{self, Observation, Progress};
+use crate::status::{self, Observation};
 use crate::upgrade::{self, plan_upgrade, UpgradeStep};
 use crate::{Error, Result};
+use decide::{decide, Act, Decision, PlacementCall, Seen};
 
 /// What every reconcile shares.
 pub struct Context {
@@ -104,6 +105,7 @@ where
 
 /// Everything one component needs, rendered before anything is written, so a spec that does
 /// not render changes nothing rather than half of the objects.
+#[derive(Clone, Debug, PartialEq)]
 struct Desired {
     peer: Service,
     client: Service,
@@ -122,24 +124,14 @@ fn desired(tc: &TikvCluster, c: Component) -> Result<Desired> {
     })
 }
 
-/// Applies one component's objects; `shape` sets the StatefulSet's replicas and partition from
-/// the one running. Returns the StatefulSet as the API server holds it and what `shape` said.
-async fn apply_component<R>(
-    client: &Client,
-    ns: &str,
-    wanted: Desired,
-    shape: impl FnOnce(Option<&StatefulSet>, &mut StatefulSet) -> R,
-) -> Result<(StatefulSet, R)> {
-    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-    let current = sts_api.get_opt(&wanted.sts.name_any()).await?;
-    let mut sts = wanted.sts;
-    let decided = shape(current.as_ref(), &mut sts);
+/// Applies one component's objects; returns the StatefulSet as the API server holds it.
+async fn apply_component(client: &Client, ns: &str, wanted: Desired) -> Result<StatefulSet> {
     apply(client, ns, &wanted.peer).await?;
     apply(client, ns, &wanted.client).await?;
     apply(client, ns, &wanted.config).await?;
-    let sts = apply(client, ns, &sts).await?;
+    let sts = apply(client, ns, &wanted.sts).await?;
     apply(client, ns, &wanted.pdb).await?;
-    Ok((sts, decided))
+    Ok(sts)
 }
 
 /// The scale step of one component.
@@ -151,6 +143,7 @@ enum Scale {
 
 /// Sets replicas (scale step) and partition (upgrade step) of `sts`. `failover` is the number
 /// of replacement store pods wanted beyond the spec.
+#[allow(clippy::too_many_arguments)]
 fn shape(
     tc: &TikvCluster,
     c: Component,
@@ -159,6 +152,7 @@ fn shape(
     view: Option<&PlacementView>,
     upgrade_state: Option<&UpgradeStatus>,
     failover: i32,
+    now: Timestamp,
 ) -> (Scale, UpgradeStep) {
     let running = current.and_then(|s| s.spec.replicas);
     let (scale, upgrade) = match c {
@@ -167,7 +161,7 @@ fn shape(
             sts.spec.replicas = Some(step.replicas());
             let upgrade = current.map_or(UpgradeStep::Steady, |cur| {
                 let r = upgrade::rollout(cur, sts);
-                plan_upgrade(tc, &r, view, upgrade_state, Timestamp::now())
+                plan_upgrade(tc, &r, view, upgrade_state, now)
             });
             (Scale::Store(step), upgrade)
         }
@@ -190,74 +184,6 @@ fn shape(
         rolling.partition = Some(upgrade.partition());
     }
     (scale, upgrade)
-}
-
-/// Carries out an upgrade step's side effects on placement; records it for status.
-async fn take_upgrade_step(
-    ctx: &Context,
-    tc: &TikvCluster,
-    c: Component,
-    endpoint: &str,
-    step: &UpgradeStep,
-    obs: &mut Observation,
-) -> Result<()> {
-    let pod = |ordinal: i32| format!("{}-{ordinal}", builders::name(tc, c));
-    let (reason, message) = match step {
-        UpgradeStep::Steady => return Ok(()),
-        UpgradeStep::Hold { partition, reason } => {
-            let who = match c {
-                Component::Store => "stores",
-                Component::Placement => "placement members",
-            };
-            (*reason, format!("{who} upgrading; partition {partition}"))
-        }
-        UpgradeStep::EvictLeaders {
-            ordinal, store_id, ..
-        } => {
-            ctx.placement.evict_leader(endpoint, *store_id).await?;
-            obs.upgrade = Some(UpgradeStatus {
-                ordinal: *ordinal,
-                store_id: *store_id,
-                evict_started_at: Time(Timestamp::now()),
-            });
-            let note = format!(
-                "evicting leaders from store {store_id} before {} restarts",
-                pod(*ordinal)
-            );
-            publish(ctx, tc, "EvictingLeaders", note.clone()).await;
-            ("UpgradeEvictingLeaders", note)
-        }
-        UpgradeStep::TransferLeader { from, to, .. } => {
-            ctx.placement.transfer_leader(endpoint, to).await?;
-            let note = format!(
-                "transferring placement leadership from {from} to {to} before {from} restarts"
-            );
-            publish(ctx, tc, "TransferringLeader", note.clone()).await;
-            ("UpgradeTransferringLeader", note)
-        }
-        UpgradeStep::Restart { ordinal } => {
-            let note = format!("restarting {} on the new revision", pod(*ordinal));
-            let reason = match c {
-                Component::Store => "RestartingStorePod",
-                Component::Placement => "RestartingPlacementPod",
-            };
-            publish(ctx, tc, reason, note.clone()).await;
-            ("UpgradeRestartingPod", note)
-        }
-        UpgradeStep::Finish { store_id, .. } => {
-            ctx.placement
-                .remove_evict_leader(endpoint, *store_id)
-                .await?;
-            let done = obs.upgrade.take().map_or(String::new(), |u| pod(u.ordinal));
-            let note = format!(
-                "{done} is ready on the new revision; store {store_id} takes leaders again"
-            );
-            publish(ctx, tc, "StorePodUpgraded", note.clone()).await;
-            ("UpgradeRollingOut", note)
-        }
-    };
-    obs.rollout.get_or_insert(Progress { reason, message });
-    Ok(())
 }
 
 /// Records a step as an Event on the cluster; a failed publish is logged, never fatal.
@@ -284,159 +210,6 @@ async fn publish_typed(
     }
 }
 
-/// Carries out a store scale step's side effect on placement and says how status reports it.
-async fn take_store_step(
-    ctx: &Context,
-    tc: &TikvCluster,
-    endpoint: &str,
-    step: &ScaleStep,
-) -> Result<Option<Progress>> {
-    Ok(match step {
-        ScaleStep::Replicas(_) => None,
-        ScaleStep::Remove { replicas, pod } => {
-            let note = format!("store of {pod} is a tombstone; scaling to {replicas}");
-            info!(pod = %pod, replicas, "removing drained pod");
-            publish(ctx, tc, "RemovedDrainedPod", note).await;
-            None
-        }
-        ScaleStep::Drain { store_id, pod, .. } => {
-            info!(store_id, pod = %pod, "draining store before its pod is removed");
-            ctx.placement.delete_store(endpoint, *store_id).await?;
-            let note = format!("draining store {store_id} ({pod}) through placement");
-            publish(ctx, tc, "DrainingStore", note).await;
-            Some(Progress {
-                reason: "ScaleInDraining",
-                message: format!("draining store {store_id} ({pod}) before removing its pod"),
-            })
-        }
-        ScaleStep::Wait {
-            reason, message, ..
-        } => Some(Progress {
-            reason,
-            message: message.clone(),
-        }),
-    })
-}
-
-/// Carries out a placement member step on placement and says how status reports it.
-async fn take_member_step(
-    ctx: &Context,
-    tc: &TikvCluster,
-    endpoint: &str,
-    step: &MemberStep,
-) -> Result<Option<Progress>> {
-    Ok(match step {
-        MemberStep::Replicas(_) => None,
-        MemberStep::Grow { replicas, pod } => {
-            let note = format!("adding placement member {pod}; scaling to {replicas}");
-            publish(ctx, tc, "AddingMember", note.clone()).await;
-            Some(Progress {
-                reason: "ScaleOutAddingMember",
-                message: note,
-            })
-        }
-        MemberStep::TransferLeader { from, to, .. } => {
-            ctx.placement.transfer_leader(endpoint, to).await?;
-            let note = format!(
-                "transferring placement leadership from {from} to {to} before {from} leaves"
-            );
-            publish(ctx, tc, "TransferringLeader", note.clone()).await;
-            Some(Progress {
-                reason: "ScaleInTransferringLeader",
-                message: note,
-            })
-        }
-        MemberStep::DeleteMember { name, .. } => {
-            info!(member = %name, "removing placement member before its pod goes");
-            ctx.placement.delete_member(endpoint, name).await?;
-            let note = format!("removing member {name} from placement before its pod goes");
-            publish(ctx, tc, "DeletingMember", note.clone()).await;
-            Some(Progress {
-                reason: "ScaleInDeletingMember",
-                message: note,
-            })
-        }
-        MemberStep::Remove { replicas, pod } => {
-            let note = format!("{pod} left placement; scaling to {replicas}");
-            publish(ctx, tc, "RemovedMember", note).await;
-            None
-        }
-        MemberStep::Wait {
-            reason, message, ..
-        } => Some(Progress {
-            reason,
-            message: message.clone(),
-        }),
-    })
-}
-
-/// Publishes what failover decided this pass: new failures, recoveries, and (once, when the
-/// Degraded condition turns to it) the limit being reached.
-async fn report_failover(ctx: &Context, tc: &TikvCluster, plan: &FailoverPlan) {
-    for f in &plan.added {
-        warn!(store_id = f.store_id, pod = %f.pod, "store failed; adding a replacement pod");
-        let note = format!(
-            "store {} ({}) is down; adding a replacement store pod ({} of at most {})",
-            f.store_id,
-            f.pod,
-            plan.extra(),
-            tc.spec.max_failover_count
-        );
-        publish_typed(ctx, tc, EventType::Warning, "StoreFailover", note).await;
-    }
-    for f in &plan.recovered {
-        let note = format!(
-            "store {} ({}) is Up again; its replacement pod leaves through a drain",
-            f.store_id, f.pod
-        );
-        publish(ctx, tc, "StoreRecovered", note).await;
-    }
-    let was_capped = tc
-        .status
-        .as_ref()
-        .and_then(|s| status::find(s, "Degraded"))
-        .is_some_and(|c| c.reason == "FailoverLimitReached");
-    if !plan.capped.is_empty() && !was_capped {
-        let stores: Vec<_> = plan
-            .capped
-            .iter()
-            .map(|(id, pod)| format!("store {id} ({pod})"))
-            .collect();
-        let note = format!(
-            "{} failed but maxFailoverCount ({}) replacement pods already run",
-            stores.join(", "),
-            tc.spec.max_failover_count
-        );
-        publish_typed(ctx, tc, EventType::Warning, "FailoverLimitReached", note).await;
-    }
-}
-
-/// Adds [`FINALIZER`] unless present; the resourceVersion makes a concurrent change conflict.
-async fn ensure_finalizer(api: &Api<TikvCluster>, tc: &TikvCluster) -> Result<()> {
-    if tc.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(());
-    }
-    let mut finalizers = tc.finalizers().to_vec();
-    finalizers.push(FINALIZER.into());
-    set_finalizers(api, tc, finalizers).await
-}
-
-async fn set_finalizers(
-    api: &Api<TikvCluster>,
-    tc: &TikvCluster,
-    finalizers: Vec<String>,
-) -> Result<()> {
-    let patch = Patch::Merge(serde_json::json!({
-        "metadata": {
-            "finalizers": finalizers,
-            "resourceVersion": tc.resource_version(),
-        }
-    }));
-    api.patch(&tc.name_any(), &PatchParams::default(), &patch)
-        .await?;
-    Ok(())
-}
-
 /// Deletes `name` through `api`; one already gone is fine.
 async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<bool>
 where
@@ -450,16 +223,9 @@ where
 }
 
 /// The deletion path: record it, delete the cluster's volume claims under
-/// `pvReclaimPolicy: Delete`, delete the topology ClusterRoleBinding, drop the finalizer.
-async fn cleanup(
-    ctx: &Context,
-    tc: &TikvCluster,
-    api: &Api<TikvCluster>,
-    ns: &str,
-) -> Result<Action> {
-    if !tc.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(Action::await_change());
-    }
+/// `pvReclaimPolicy: Delete` and the topology ClusterRoleBinding; [`finalizer`] then drops
+/// the finalizer.
+async fn cleanup(ctx: &Context, tc: &TikvCluster, ns: &str) -> Result<Action> {
     let policy = tc.spec.pv_reclaim_policy;
     let verdict = match policy {
         PvReclaimPolicy::Delete => "its volume claims are deleted (pvReclaimPolicy: Delete)",
@@ -485,96 +251,122 @@ async fn cleanup(
         let bindings: Api<ClusterRoleBinding> = Api::all(ctx.client.clone());
         delete_if_present(&bindings, &builders::topology_binding_name(tc)?).await?;
     }
-    let rest: Vec<String> = tc
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    set_finalizers(api, tc, rest).await?;
     Ok(Action::await_change())
 }
 
-/// Brings one cluster's objects to its spec and reports what it saw.
+/// Brings one cluster's objects to its spec and reports what it saw. [`finalizer`] adds the
+/// finalizer first (that pass ends there: its own watch event starts the next) and runs
+/// [`cleanup`] on deletion; a paused cluster without the finalizer gets none.
 #[instrument(skip_all, fields(cluster = %tc.name_any(), namespace = tc.namespace()))]
 pub async fn reconcile(tc: Arc<TikvCluster>, ctx: Arc<Context>) -> Result<Action> {
     let ns = builders::namespace(&tc)?;
     let api: Api<TikvCluster> = Api::namespaced(ctx.client.clone(), &ns);
-    if tc.metadata.deletion_timestamp.is_some() {
-        let action = cleanup(&ctx, &tc, &api, &ns).await?;
-        ctx.metrics.reconciles.with_label_values(&["ok"]).inc();
-        return Ok(action);
-    }
-    let endpoint = builders::placement_endpoint(&tc)?;
-    let mut obs = Observation {
-        upgrade: tc.status.as_ref().and_then(|s| s.upgrade.clone()),
-        ..Observation::default()
-    };
-    let mut wanted = Vec::new();
-    for c in Component::ALL {
-        match desired(&tc, c) {
-            Ok(d) => wanted.push(d),
-            Err(e @ Error::ComponentConfig { .. }) => {
-                warn!(error = %e, "spec does not render; nothing applied");
-                obs.invalid_spec = Some(e.to_string());
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    match ctx.placement.view(&endpoint).await {
-        Ok(view) => obs.placement_view = Some(view),
-        Err(e) => info!(error = %e, "placement not answering"),
-    }
-    let write = !tc.spec.paused && obs.invalid_spec.is_none();
-    if !tc.spec.paused {
-        ensure_finalizer(&api, &tc).await?;
-    }
-    let plan = if write {
-        failover::plan_failover(&tc, obs.placement_view.as_ref(), Timestamp::now())
+    let unfinalized = !tc.finalizers().iter().any(|f| f == FINALIZER);
+    let action = if tc.spec.paused && unfinalized && tc.metadata.deletion_timestamp.is_none() {
+        pass(&ctx, &tc, &ns).await?
     } else {
-        failover::keep(&tc)
-    };
-    if write {
-        report_failover(&ctx, &tc, &plan).await;
-        apply(&ctx.client, &ns, &builders::placement_service_account(&tc)?).await?;
-        if let Some(role) = &ctx.topology_cluster_role {
-            let binding = builders::placement_topology_binding(&tc, role)?;
-            apply_cluster_scoped(&ctx.client, &binding).await?;
-        }
-    }
-    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut wanted = wanted.into_iter();
-    for c in Component::ALL {
-        let sts = match wanted.next().filter(|_| write) {
-            Some(d) => {
-                let view = obs.placement_view.as_ref();
-                let state = obs.upgrade.as_ref();
-                let extra = plan.extra();
-                let (sts, (step, upgrade)) = apply_component(&ctx.client, &ns, d, |cur, sts| {
-                    shape(&tc, c, cur, sts, view, state, extra)
-                })
-                .await?;
-                let progress = match &step {
-                    Scale::Store(s) => take_store_step(&ctx, &tc, &endpoint, s).await?,
-                    Scale::Placement(m) => take_member_step(&ctx, &tc, &endpoint, m).await?,
-                };
-                if let Some(p) = progress {
-                    obs.scale_in.get_or_insert(p);
-                }
-                take_upgrade_step(&ctx, &tc, c, &endpoint, &upgrade, &mut obs).await?;
-                Some(sts)
+        finalizer(&api, FINALIZER, tc, |event| async {
+            match event {
+                Finalizer::Apply(tc) => pass(&ctx, &tc, &ns).await,
+                Finalizer::Cleanup(tc) => cleanup(&ctx, &tc, &ns).await,
             }
-            None => sts_api.get_opt(&builders::name(&tc, c)).await?,
-        };
-        match c {
-            Component::Placement => obs.placement = sts,
-            Component::Store => obs.store = sts,
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)))?
+    };
+    ctx.metrics.reconciles.with_label_values(&["ok"]).inc();
+    Ok(action)
+}
+
+/// One pass over a live cluster: read, [`decide`], carry the acts out, write the status.
+async fn pass(ctx: &Context, tc: &TikvCluster, ns: &str) -> Result<Action> {
+    let endpoint = builders::placement_endpoint(tc)?;
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+    let view = match ctx.placement.view(&endpoint).await {
+        Ok(view) => Some(view),
+        Err(e) => {
+            info!(error = %e, "placement not answering");
+            None
+        }
+    };
+    let seen = Seen {
+        placement: sts_api
+            .get_opt(&builders::name(tc, Component::Placement))
+            .await?,
+        store: sts_api
+            .get_opt(&builders::name(tc, Component::Store))
+            .await?,
+        view,
+    };
+    let role = ctx.topology_cluster_role.as_deref();
+    let Decision { acts, mut obs } = decide(tc, seen, role, Timestamp::now())?;
+    if let Some(reason) = &obs.invalid_spec {
+        warn!(error = %reason, "spec does not render; nothing applied");
+    }
+    for act in acts {
+        carry_out(ctx, tc, ns, &endpoint, act, &mut obs).await?;
+    }
+    write_status(ctx, tc, ns, &obs).await
+}
+
+/// Does one act; an applied StatefulSet replaces the one read for status.
+async fn carry_out(
+    ctx: &Context,
+    tc: &TikvCluster,
+    ns: &str,
+    endpoint: &str,
+    act: Act,
+    obs: &mut Observation,
+) -> Result<()> {
+    match act {
+        Act::Publish { kind, reason, note } => publish_typed(ctx, tc, kind, reason, note).await,
+        Act::ApplyServiceAccount(account) => {
+            apply(&ctx.client, ns, &*account).await?;
+        }
+        Act::ApplyBinding(binding) => {
+            apply_cluster_scoped(&ctx.client, &*binding).await?;
+        }
+        Act::ApplyComponent(c, wanted) => {
+            let sts = Some(apply_component(&ctx.client, ns, *wanted).await?);
+            match c {
+                Component::Placement => obs.placement = sts,
+                Component::Store => obs.store = sts,
+            }
+        }
+        Act::Ask(call) => ask(ctx, endpoint, call).await?,
+    }
+    Ok(())
+}
+
+/// Makes a request to placement.
+async fn ask(ctx: &Context, endpoint: &str, call: PlacementCall) -> Result<()> {
+    let placement = &ctx.placement;
+    match call {
+        PlacementCall::EvictLeader { store_id } => placement.evict_leader(endpoint, store_id).await,
+        PlacementCall::RemoveEvictLeader { store_id } => {
+            placement.remove_evict_leader(endpoint, store_id).await
+        }
+        PlacementCall::TransferLeader { to } => placement.transfer_leader(endpoint, &to).await,
+        PlacementCall::DeleteStore { store_id } => {
+            info!(store_id, "draining store before its pod is removed");
+            placement.delete_store(endpoint, store_id).await
+        }
+        PlacementCall::DeleteMember { name } => {
+            info!(member = %name, "removing placement member before its pod goes");
+            placement.delete_member(endpoint, &name).await
         }
     }
-    obs.failure_stores = plan.failures;
-    obs.failover_capped = plan.capped;
+}
+
+/// Writes the status `obs` makes; requeues soon while anything is in progress.
+async fn write_status(
+    ctx: &Context,
+    tc: &TikvCluster,
+    ns: &str,
+    obs: &Observation,
+) -> Result<Action> {
     let now = Time(Timestamp::now());
-    let status = status::observe(&tc, &obs, now);
+    let status = status::observe(tc, obs, now);
     let busy = status::find(&status, "Progressing").is_some_and(|c| c.status == "True");
     let mut body = serde_json::to_value(&status).expect("status serializes");
     if status.upgrade.is_none() {
@@ -585,9 +377,9 @@ pub async fn reconcile(tc: Arc<TikvCluster>, ctx: Arc<Context>) -> Result<Action
         body["store"]["failureStores"] = serde_json::Value::Null;
     }
     let patch = Patch::Merge(serde_json::json!({ "status": body }));
+    let api: Api<TikvCluster> = Api::namespaced(ctx.client.clone(), ns);
     api.patch_status(&tc.name_any(), &PatchParams::default(), &patch)
         .await?;
-    ctx.metrics.reconciles.with_label_values(&["ok"]).inc();
     Ok(if obs.invalid_spec.is_some() {
         Action::await_change()
     } else {
@@ -660,5 +452,6 @@ pub async fn run(
         .await;
 }
 
+mod decide;
 #[cfg(test)]
 mod tests;

@@ -35,6 +35,10 @@ pub enum Error {
     #[error("placement {url}: {reason}")]
     PlacementUnavailable { url: String, reason: String },
 
+    /// Adding or removing the finalizer failed, or the pass it guards did.
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+
     /// The resource lacks a field the API server always sets (name, namespace, uid).
     #[error("TikvCluster is missing metadata.{0}")]
     MissingMetadata(&'static str),

@@ -66,6 +66,9 @@ fn settled(tc: &TikvCluster, c: Component, want: i32, s: &ComponentStatus) -> bo
         && s.image.as_deref() == Some(image(tc, c).as_str())
 }
 
+/// A condition's status, reason and message.
+type Verdict = (&'static str, &'static str, String);
+
 /// The status a reconcile pass writes. `previous` carries transition times over.
 pub fn observe(tc: &TikvCluster, obs: &Observation, now: Time) -> TikvClusterStatus {
     let previous = tc.status.clone().unwrap_or_default();
@@ -86,33 +89,56 @@ pub fn observe(tc: &TikvCluster, obs: &Observation, now: Time) -> TikvClusterSta
         assign_pods(tc, &mut status.store.stores);
         status.fault_tolerance = view.fault_tolerance;
     }
-
     let all_settled = settled(
         tc,
         Component::Placement,
         tc.spec.placement.replicas,
         &status.placement.replicas,
     ) && settled(tc, Component::Store, store_want, &status.store.replicas);
-    let ready = if all_settled {
-        (
+    let verdicts = [
+        ("Ready", ready(tc, &status, all_settled, store_want)),
+        ("Progressing", progressing(tc, obs, all_settled)),
+        ("Degraded", degraded(tc, obs, failover)),
+    ];
+    status.conditions = verdicts
+        .into_iter()
+        .map(|(kind, (s, reason, message))| {
+            condition(&previous.conditions, tc, kind, s, reason, message, &now)
+        })
+        .collect();
+    status
+}
+
+/// Ready: every replica of both components ready on the desired image.
+fn ready(
+    tc: &TikvCluster,
+    status: &TikvClusterStatus,
+    all_settled: bool,
+    store_want: i32,
+) -> Verdict {
+    if all_settled {
+        return (
             "True",
             "AllReplicasReady",
             "every placement member and store is ready".to_owned(),
-        )
-    } else {
-        (
-            "False",
-            "ReplicasNotReady",
-            format!(
-                "placement {}/{} ready, stores {}/{} ready",
-                status.placement.replicas.ready_replicas,
-                tc.spec.placement.replicas,
-                status.store.replicas.ready_replicas,
-                store_want
-            ),
-        )
-    };
-    let progressing = if tc.spec.paused {
+        );
+    }
+    (
+        "False",
+        "ReplicasNotReady",
+        format!(
+            "placement {}/{} ready, stores {}/{} ready",
+            status.placement.replicas.ready_replicas,
+            tc.spec.placement.replicas,
+            status.store.replicas.ready_replicas,
+            store_want
+        ),
+    )
+}
+
+/// Progressing: paused, a step in flight, converging, or stable.
+fn progressing(tc: &TikvCluster, obs: &Observation, all_settled: bool) -> Verdict {
+    if tc.spec.paused {
         (
             "False",
             "Paused",
@@ -128,22 +154,22 @@ pub fn observe(tc: &TikvCluster, obs: &Observation, now: Time) -> TikvClusterSta
             "RollingOut",
             "StatefulSets are converging on the spec".to_owned(),
         )
-    };
-    let describe = |list: &mut dyn Iterator<Item = (u64, &str)>| {
-        list.map(|(id, pod)| format!("store {id} ({pod})"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let covered = describe(
-        &mut obs
-            .failure_stores
-            .iter()
-            .map(|f| (f.store_id, f.pod.as_str())),
-    );
-    let degraded = if let Some(reason) = &obs.invalid_spec {
+    }
+}
+
+/// `store 2 (basic-store-1), store 3 (basic-store-2)`.
+fn describe<'a>(list: impl Iterator<Item = (u64, &'a str)>) -> String {
+    list.map(|(id, pod)| format!("store {id} ({pod})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Degraded: a spec that does not render, failover at its limit, or failover covering stores.
+fn degraded(tc: &TikvCluster, obs: &Observation, failover: i32) -> Verdict {
+    if let Some(reason) = &obs.invalid_spec {
         ("True", "InvalidSpec", reason.clone())
     } else if !obs.failover_capped.is_empty() {
-        let capped = describe(&mut obs.failover_capped.iter().map(|(id, p)| (*id, p.as_str())));
+        let capped = describe(obs.failover_capped.iter().map(|(id, p)| (*id, p.as_str())));
         (
             "True",
             "FailoverLimitReached",
@@ -153,6 +179,11 @@ pub fn observe(tc: &TikvCluster, obs: &Observation, now: Time) -> TikvClusterSta
             ),
         )
     } else if !obs.failure_stores.is_empty() {
+        let covered = describe(
+            obs.failure_stores
+                .iter()
+                .map(|f| (f.store_id, f.pod.as_str())),
+        );
         (
             "True",
             "StoreFailover",
@@ -162,18 +193,7 @@ pub fn observe(tc: &TikvCluster, obs: &Observation, now: Time) -> TikvClusterSta
         )
     } else {
         ("False", "AsExpected", "the spec renders".to_owned())
-    };
-    status.conditions = [
-        ("Ready", ready),
-        ("Progressing", progressing),
-        ("Degraded", degraded),
-    ]
-    .into_iter()
-    .map(|(kind, (s, reason, message))| {
-        condition(&previous.conditions, tc, kind, s, reason, message, &now)
-    })
-    .collect();
-    status
+    }
 }
 
 fn condition(

@@ -42,6 +42,25 @@ fn must<T>(r: prometheus::Result<T>) -> T {
     r.expect("valid metric definition")
 }
 
+/// An integer counter named `name`.
+fn counter(name: &str, help: &str) -> IntCounter {
+    must(IntCounter::new(name, help))
+}
+
+/// An integer counter family named `name`, split by `labels`.
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    must(IntCounterVec::new(Opts::new(name, help), labels))
+}
+
+/// The gRPC latency histogram, by method.
+fn rpc_latency_histogram() -> HistogramVec {
+    must(HistogramVec::new(
+        HistogramOpts::new("placement_grpc_request_duration_seconds", "gRPC latency")
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18).expect("buckets")),
+        &["method"],
+    ))
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -50,101 +69,72 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let rpc_total = must(IntCounterVec::new(
-            Opts::new(
+        let metrics = Metrics {
+            registry: Registry::new(),
+            rpc_total: counter_vec(
                 "placement_grpc_requests_total",
                 "gRPC requests by method and outcome",
+                &["method", "result"],
             ),
-            &["method", "result"],
-        ));
-        let rpc_seconds = must(HistogramVec::new(
-            HistogramOpts::new("placement_grpc_request_duration_seconds", "gRPC latency")
-                .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18).expect("buckets")),
-            &["method"],
-        ));
-        let http_total = must(IntCounterVec::new(
-            Opts::new(
+            rpc_seconds: rpc_latency_histogram(),
+            http_total: counter_vec(
                 "placement_http_requests_total",
                 "HTTP API requests by route",
+                &["route"],
             ),
-            &["route"],
-        ));
-        let tso_requests = must(IntCounter::new(
-            "placement_tso_requests_total",
-            "TSO batches served",
-        ));
-        let tso_timestamps = must(IntCounter::new(
-            "placement_tso_timestamps_total",
-            "timestamps handed out",
-        ));
-        let region_heartbeats = must(IntCounterVec::new(
-            Opts::new(
+            tso_requests: counter("placement_tso_requests_total", "TSO batches served"),
+            tso_timestamps: counter("placement_tso_timestamps_total", "timestamps handed out"),
+            region_heartbeats: counter_vec(
                 "placement_region_heartbeats_total",
                 "region heartbeats by outcome",
+                &["result"],
             ),
-            &["result"],
-        ));
-        let operators = must(IntCounterVec::new(
-            Opts::new(
+            operators: counter_vec(
                 "placement_schedule_operators_total",
                 "operators by type and event (create, finish, timeout, cancel)",
+                &["type", "event"],
             ),
-            &["type", "event"],
-        ));
-        let checker_events = must(IntCounterVec::new(
-            Opts::new(
+            checker_events: counter_vec(
                 "placement_schedule_checker_events_total",
                 "checker findings by checker and event",
+                &["checker", "event"],
             ),
-            &["checker", "event"],
-        ));
-        let topology_label_updates = must(IntCounter::new(
-            "placement_topology_label_updates_total",
-            "store label sets changed from Kubernetes topology",
-        ));
-        let topology_lookups = must(IntCounterVec::new(
-            Opts::new(
+            topology_label_updates: counter(
+                "placement_topology_label_updates_total",
+                "store label sets changed from Kubernetes topology",
+            ),
+            topology_lookups: counter_vec(
                 "placement_topology_lookups_total",
                 "store topology lookups by result (ok, not_found, error)",
+                &["result"],
             ),
-            &["result"],
-        ));
-        let stores = must(IntGaugeVec::new(
-            Opts::new("placement_stores", "stores by state"),
-            &["state"],
-        ));
-        let regions = must(IntGauge::new("placement_regions", "known regions"));
+            stores: must(IntGaugeVec::new(
+                Opts::new("placement_stores", "stores by state"),
+                &["state"],
+            )),
+            regions: must(IntGauge::new("placement_regions", "known regions")),
+        };
+        metrics.register_all();
+        metrics
+    }
+
+    /// Registers every metric with this server's own registry.
+    fn register_all(&self) {
         for c in [
-            Box::new(rpc_total.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(rpc_seconds.clone()),
-            Box::new(http_total.clone()),
-            Box::new(tso_requests.clone()),
-            Box::new(tso_timestamps.clone()),
-            Box::new(region_heartbeats.clone()),
-            Box::new(operators.clone()),
-            Box::new(checker_events.clone()),
-            Box::new(topology_label_updates.clone()),
-            Box::new(topology_lookups.clone()),
-            Box::new(stores.clone()),
-            Box::new(regions.clone()),
+            Box::new(self.rpc_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(self.rpc_seconds.clone()),
+            Box::new(self.http_total.clone()),
+            Box::new(self.tso_requests.clone()),
+            Box::new(self.tso_timestamps.clone()),
+            Box::new(self.region_heartbeats.clone()),
+            Box::new(self.operators.clone()),
+            Box::new(self.checker_events.clone()),
+            Box::new(self.topology_label_updates.clone()),
+            Box::new(self.topology_lookups.clone()),
+            Box::new(self.stores.clone()),
+            Box::new(self.regions.clone()),
         ] {
-            must(registry.register(c));
-        }
-        Metrics {
-            registry,
-            rpc_total,
-            rpc_seconds,
-            http_total,
-            tso_requests,
-            tso_timestamps,
-            region_heartbeats,
-            operators,
-            checker_events,
-            topology_label_updates,
-            topology_lookups,
-            stores,
-            regions,
+            must(self.registry.register(c));
         }
     }
 

@@ -7,6 +7,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::fault::Faults;
 use crate::heartbeat::HeartbeatStreams;
 use crate::id::IdAllocator;
+use crate::member::log::Restored;
 use crate::member::transport::Entry;
 use crate::member::{self, Event, Setup, Shared};
 use crate::meta::{MetaWrite, StoredMeta};
@@ -68,75 +70,59 @@ impl Placement {
     pub async fn open(config: Config, client_urls: Vec<String>) -> Result<Arc<Self>> {
         let dir = config.data_dir();
         let setup = Setup::from_config(&config, client_urls.clone())?;
-        let open_dir = dir.clone();
-        let (store, stored) = tokio::task::spawn_blocking(move || {
-            let store = MetaStore::open(&open_dir)?;
-            let stored = store.load()?;
-            Ok::<_, Error>((store, stored))
-        })
-        .await
-        .map_err(|e| Error::Io(std::io::Error::other(e)))??;
-        // Whom to start with, when this directory holds no raft state yet.
-        let has_raft_state = {
-            let store = store.clone();
-            tokio::task::spawn_blocking(move || member::log::has_state(&store))
-                .await
-                .map_err(|e| Error::Io(std::io::Error::other(e)))??
-        };
-        let entry = if has_raft_state || !setup.is_group() {
-            Entry::NewGroup
-        } else {
-            member::transport::try_join(&setup).await?
-        };
-        let (voters, joined_cluster): (Vec<u64>, Option<u64>) = match entry {
-            Entry::Added { cluster_id } => {
-                tracing::info!(name = %setup.me.name, "joined a running placement group");
-                (Vec::new(), Some(cluster_id))
-            }
-            Entry::Member { cluster_id } => (
-                setup.initial.iter().map(|m| m.id).collect(),
-                Some(cluster_id),
-            ),
-            Entry::NewGroup => (setup.initial.iter().map(|m| m.id).collect(), None),
-        };
-        let mut first_writes = Vec::new();
-        let cluster_id = match (
+        let (store, stored) = open_meta_store(dir.clone()).await?;
+        let entry = entry_point(&store, &setup).await?;
+        let (voters, joined_cluster) = initial_voters(entry, &setup);
+        let (cluster_id, mut first_writes) = settle_cluster_id(
             stored.cluster_id,
             joined_cluster.unwrap_or(config.cluster_id),
-        ) {
-            (Some(stored), 0) => stored,
-            (Some(stored), configured) if stored == configured => stored,
-            (Some(stored), configured) => {
-                return Err(Error::ClusterIdConflict { stored, configured })
-            }
-            (None, configured) => {
-                let id = match configured {
-                    0 if setup.is_group() => member::derived_cluster_id(&setup.initial),
-                    0 => new_cluster_id(),
-                    configured => configured,
-                };
-                first_writes.push(MetaWrite::ClusterId(id));
-                id
-            }
-        };
+            &setup,
+        )?;
         let member_id = setup.me.id;
         if stored.member_id != Some(member_id) {
             first_writes.push(MetaWrite::MemberId(member_id));
         }
-        let restore_store = store.clone();
-        let restored = tokio::task::spawn_blocking(move || {
-            restore_store.write(&first_writes, true)?;
-            member::log::restore(&restore_store, &voters)
-        })
-        .await
-        .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+        let restored = restore_raft(store.clone(), first_writes, voters).await?;
         let shared = Arc::new(Shared::new(&setup));
         let faults = store.faults().clone();
         let (writer, events) = MetaWriter::spawn(store, restored, shared.clone())?;
-        let writer = Arc::new(writer);
+        let placement = Arc::new(Self::assemble(
+            config,
+            client_urls,
+            cluster_id,
+            member_id,
+            Arc::new(writer),
+            shared,
+            faults,
+        ));
+        tracing::info!(
+            cluster_id,
+            member_id,
+            name = %placement.config.name,
+            members = %member::describe(&setup.initial),
+            data_dir = %dir.display(),
+            "placement member started"
+        );
+        tokio::spawn(follow_role(placement.clone(), events));
+        if !setup.is_group() {
+            placement.wait_until_serving().await?;
+        }
+        Ok(placement)
+    }
+
+    /// Builds the shared state of a member around its started metadata writer.
+    fn assemble(
+        config: Config,
+        client_urls: Vec<String>,
+        cluster_id: u64,
+        member_id: u64,
+        writer: Arc<MetaWriter>,
+        member: Arc<Shared>,
+        faults: Arc<Faults>,
+    ) -> Self {
         let tso = TimestampOracle::new(config.tso_save_interval.0, writer.clone());
         let ids = IdAllocator::new(0, writer.clone());
-        let placement = Arc::new(Placement {
+        Placement {
             peer_urls: config.peer_urls(),
             schedule: Settings::from_config(&config),
             scheduler: parking_lot::Mutex::new(Scheduler::default()),
@@ -148,7 +134,7 @@ impl Placement {
             tso,
             ids,
             writer,
-            member: shared,
+            member,
             faults,
             metrics: Metrics::new(),
             streams: HeartbeatStreams::default(),
@@ -156,26 +142,19 @@ impl Placement {
             write_lock: tokio::sync::Mutex::new(()),
             revision: AtomicI64::new(1),
             shutdown: watch::channel(false).0,
-        });
-        tracing::info!(
-            cluster_id,
-            member_id,
-            name = %placement.config.name,
-            members = %member::describe(&setup.initial),
-            data_dir = %dir.display(),
-            "placement member started"
-        );
-        tokio::spawn(follow_role(placement.clone(), events));
-        if !setup.is_group() {
-            // A lone member elects itself at once; serve only once it has.
-            let deadline = std::time::Duration::from_secs(30);
-            let mut rx = placement.member.serving_watch();
-            tokio::time::timeout(deadline, rx.wait_for(|t| *t != 0))
-                .await
-                .map_err(|_| Error::TakeOverTimeout { waited: deadline })?
-                .map_err(|_| Error::WriterStopped)?;
         }
-        Ok(placement)
+    }
+
+    /// Waits until a lone member has elected itself and serves, for at most 30 seconds.
+    async fn wait_until_serving(&self) -> Result<()> {
+        // A lone member elects itself at once; serve only once it has.
+        let deadline = std::time::Duration::from_secs(30);
+        let mut rx = self.member.serving_watch();
+        tokio::time::timeout(deadline, rx.wait_for(|t| *t != 0))
+            .await
+            .map_err(|_| Error::TakeOverTimeout { waited: deadline })?
+            .map_err(|_| Error::WriterStopped)?;
+        Ok(())
     }
 
     /// Takes over as leader of `term` from the metadata committed before it: reloads the
@@ -368,6 +347,87 @@ impl Placement {
         let mut rx = self.shutdown.subscribe();
         let _ = rx.wait_for(|down| *down).await;
     }
+}
+
+/// Runs `work` on the blocking thread pool, reporting a task that failed as an I/O error.
+async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))?
+}
+
+/// Opens the metadata store in `dir` and loads the metadata it holds.
+async fn open_meta_store(dir: PathBuf) -> Result<(MetaStore, StoredMeta)> {
+    run_blocking(move || {
+        let store = MetaStore::open(&dir)?;
+        let stored = store.load()?;
+        Ok((store, stored))
+    })
+    .await
+}
+
+/// Decides whom to start with, when this directory holds no raft state yet.
+async fn entry_point(store: &MetaStore, setup: &Setup) -> Result<Entry> {
+    let has_raft_state = {
+        let store = store.clone();
+        run_blocking(move || member::log::has_state(&store)).await?
+    };
+    if has_raft_state || !setup.is_group() {
+        Ok(Entry::NewGroup)
+    } else {
+        member::transport::try_join(setup).await
+    }
+}
+
+/// The voters a new raft state starts with, and the cluster id of the group joined, if any.
+fn initial_voters(entry: Entry, setup: &Setup) -> (Vec<u64>, Option<u64>) {
+    match entry {
+        Entry::Added { cluster_id } => {
+            tracing::info!(name = %setup.me.name, "joined a running placement group");
+            (Vec::new(), Some(cluster_id))
+        }
+        Entry::Member { cluster_id } => (
+            setup.initial.iter().map(|m| m.id).collect(),
+            Some(cluster_id),
+        ),
+        Entry::NewGroup => (setup.initial.iter().map(|m| m.id).collect(), None),
+    }
+}
+
+/// The cluster id to serve, checked against the stored one, and the write recording a new one.
+fn settle_cluster_id(
+    stored: Option<u64>,
+    configured: u64,
+    setup: &Setup,
+) -> Result<(u64, Vec<MetaWrite>)> {
+    match (stored, configured) {
+        (Some(stored), 0) => Ok((stored, Vec::new())),
+        (Some(stored), configured) if stored == configured => Ok((stored, Vec::new())),
+        (Some(stored), configured) => Err(Error::ClusterIdConflict { stored, configured }),
+        (None, configured) => {
+            let id = match configured {
+                0 if setup.is_group() => member::derived_cluster_id(&setup.initial),
+                0 => new_cluster_id(),
+                configured => configured,
+            };
+            Ok((id, vec![MetaWrite::ClusterId(id)]))
+        }
+    }
+}
+
+/// Persists `first_writes`, then loads the raft state (or starts one with `voters`).
+async fn restore_raft(
+    store: MetaStore,
+    first_writes: Vec<MetaWrite>,
+    voters: Vec<u64>,
+) -> Result<Restored> {
+    run_blocking(move || {
+        store.write(&first_writes, true)?;
+        member::log::restore(&store, &voters)
+    })
+    .await
 }
 
 /// Applies role changes from the raft thread: reload and serve on leadership, stop serving

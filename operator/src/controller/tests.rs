@@ -73,12 +73,31 @@ fn status_patch(calls: &[Call]) -> crate::crd::TikvClusterStatus {
 }
 
 #[tokio::test]
-async fn create_from_scratch_applies_everything_in_order() {
+async fn the_first_pass_only_adds_the_finalizer_guarded_by_a_test() {
     let tc = cluster(TikvClusterSpec::default());
     let (client, mock) = MockApiServer::new(&tc);
     let (action, calls) = must_reconcile(tc, mock, client).await;
+    assert_eq!(shorts(&calls), ["PATCH tikvclusters/basic"]);
+    // A JSON patch that fails if someone else set finalizers meanwhile.
+    assert_eq!(
+        calls[0].body,
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [crate::crd::FINALIZER]},
+        ])
+    );
+    // The patch's own watch event starts the next pass.
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn create_from_scratch_applies_everything_in_order() {
+    let tc = finalized(TikvClusterSpec::default());
+    let (client, mock) = MockApiServer::new(&tc);
+    let (action, calls) = must_reconcile(tc, mock, client).await;
     let expected: Vec<String> = [
-        "PATCH tikvclusters/basic",
+        "GET statefulsets/basic-placement",
+        "GET statefulsets/basic-store",
         "PATCH serviceaccounts/basic-placement",
         "PATCH clusterrolebindings/tikv-db-basic-placement-topology",
     ]
@@ -86,7 +105,6 @@ async fn create_from_scratch_applies_everything_in_order() {
     .into_iter()
     .chain(["placement", "store"].iter().flat_map(|c| {
         [
-            format!("GET statefulsets/basic-{c}"),
             format!("PATCH services/basic-{c}-peer"),
             format!("PATCH services/basic-{c}"),
             format!("PATCH configmaps/basic-{c}-config"),
@@ -97,17 +115,8 @@ async fn create_from_scratch_applies_everything_in_order() {
     .chain(["PATCH basic/status".to_owned()])
     .collect();
     assert_eq!(shorts(&calls), expected);
-    // The finalizer goes on first, guarded by the resourceVersion.
-    assert_eq!(
-        calls[0].body["metadata"]["finalizers"],
-        json!([crate::crd::FINALIZER])
-    );
-    assert!(calls[0].body["metadata"]
-        .as_object()
-        .unwrap()
-        .contains_key("resourceVersion"));
     // Placement runs as its own ServiceAccount, bound to the chart's topology ClusterRole.
-    let binding = &calls[2].body;
+    let binding = &calls[3].body;
     assert_eq!(binding["roleRef"]["name"], TOPOLOGY_ROLE);
     assert_eq!(binding["subjects"][0]["name"], "basic-placement");
     assert_eq!(binding["subjects"][0]["namespace"], "db");
@@ -139,7 +148,7 @@ async fn create_from_scratch_applies_everything_in_order() {
 async fn must_scale_in_pass(
     stores: Option<Vec<StoreInfo>>,
 ) -> (i64, Vec<u64>, String, Vec<String>) {
-    let mut tc = cluster(TikvClusterSpec::default());
+    let mut tc = finalized(TikvClusterSpec::default());
     let mut running = builders::stateful_set(&tc, Component::Store, 0).unwrap();
     running.spec.replicas = Some(5);
     running.status = Some(StatefulSetStatus {
@@ -242,14 +251,13 @@ async fn paused_cluster_only_reads_and_reports() {
 
 #[tokio::test]
 async fn unrenderable_config_applies_nothing_and_reports_degraded() {
-    let mut tc = cluster(TikvClusterSpec::default());
+    let mut tc = finalized(TikvClusterSpec::default());
     tc.spec.placement.common.config = Some("max-replicas = = 3".into());
     let (client, mock) = MockApiServer::new(&tc);
     let (action, calls) = must_reconcile(tc, mock, client).await;
     assert_eq!(
         shorts(&calls),
         [
-            "PATCH tikvclusters/basic",
             "GET statefulsets/basic-placement",
             "GET statefulsets/basic-store",
             "PATCH basic/status"
@@ -268,7 +276,7 @@ async fn unrenderable_config_applies_nothing_and_reports_degraded() {
 
 #[tokio::test]
 async fn reconcile_is_idempotent() {
-    let tc = cluster(TikvClusterSpec::default());
+    let tc = finalized(TikvClusterSpec::default());
     let bodies = |calls: Vec<Call>| -> Vec<_> {
         calls
             .into_iter()
@@ -293,7 +301,7 @@ async fn reconcile_is_idempotent() {
 
 #[tokio::test]
 async fn status_reports_what_placement_says() {
-    let tc = cluster(TikvClusterSpec::default());
+    let tc = finalized(TikvClusterSpec::default());
     let view = PlacementView {
         members: vec![PlacementMember {
             name: "basic-placement-0".into(),
@@ -346,7 +354,7 @@ async fn must_upgrade_pass(
     leaders: [i64; 3],
     state: Option<UpgradeStatus>,
 ) -> UpgradePass {
-    let mut tc = cluster(TikvClusterSpec::default());
+    let mut tc = finalized(TikvClusterSpec::default());
     tc.spec.version = running_version.into();
     let mut running = builders::stateful_set(&tc, Component::Store, partition).unwrap();
     running.status = Some(StatefulSetStatus {
@@ -703,8 +711,9 @@ async fn deletion_deletes_claims_only_under_the_delete_policy_then_drops_the_fin
         p.calls[1].query
     );
     assert_eq!(p.events(), ["Deleting"]);
+    // The finalizer comes off by index, after a test that it is still ours.
     let last = p.calls.last().unwrap();
-    assert_eq!(last.body["metadata"]["finalizers"], json!([]));
+    assert_eq!(last.body, finalizer_removal());
 
     // Retain (here on a paused cluster: deletion still runs): no claim is touched.
     let p = must_delete(crate::crd::PvReclaimPolicy::Retain, true).await;
@@ -716,15 +725,19 @@ async fn deletion_deletes_claims_only_under_the_delete_policy_then_drops_the_fin
             "PATCH tikvclusters/basic",
         ]
     );
-    assert_eq!(
-        p.calls.last().unwrap().body["metadata"]["finalizers"],
-        json!([])
-    );
+    assert_eq!(p.calls.last().unwrap().body, finalizer_removal());
+}
+
+fn finalizer_removal() -> serde_json::Value {
+    json!([
+        {"op": "test", "path": "/metadata/finalizers/0", "value": crate::crd::FINALIZER},
+        {"op": "remove", "path": "/metadata/finalizers/0"},
+    ])
 }
 
 #[tokio::test]
 async fn without_a_topology_role_no_binding_is_made_or_deleted() {
-    let tc = cluster(TikvClusterSpec::default());
+    let tc = finalized(TikvClusterSpec::default());
     let (client, mock) = MockApiServer::new(&tc);
     let (_, calls) = must_reconcile_as(tc, mock, client, ScriptedPlacement::down(), None).await;
     let applied = shorts(&calls);

@@ -73,61 +73,14 @@ pub fn restore(store: &MetaStore, voters: &[u64]) -> Result<Restored> {
     let db = store.db();
     let get = |key: &[u8]| db.get(key).map_err(Error::from);
     let Some(cs_bytes) = get(CONF_STATE)? else {
-        let storage = MemStorage::new();
-        let mut applied = 0;
-        if !voters.is_empty() {
-            // Every initial member starts from the same snapshot at index 1 holding the
-            // configuration, so a member added later always catches up from a snapshot and
-            // learns the configuration from it rather than from a log that lacks it.
-            let mut snap = Snapshot::default();
-            let meta = snap.mut_metadata();
-            meta.index = 1;
-            meta.term = 1;
-            meta.set_conf_state(ConfState::from((voters.to_vec(), vec![])));
-            let mut batch = WriteBatch::default();
-            batch.put(SNAP_META, encode("~raft/snap", meta)?);
-            batch.put(CONF_STATE, encode("~raft/cs", meta.get_conf_state())?);
-            let hs = HardState {
-                term: 1,
-                commit: 1,
-                ..Default::default()
-            };
-            batch.put(HARD_STATE, encode("~raft/hs", &hs)?);
-            set_applied(&mut batch, 1);
-            store.write_batch(batch, true)?;
-            storage
-                .wl()
-                .apply_snapshot(snap)
-                .map_err(|e| corrupt("~raft/snap", e))?;
-            storage.wl().set_hardstate(hs);
-            applied = 1;
-        }
-        return Ok(Restored {
-            storage,
-            applied,
-            existed: false,
-        });
+        return start_new(store, voters);
     };
     let cs = ConfState::parse_from_bytes(&cs_bytes).map_err(|e| corrupt("~raft/cs", e))?;
     let storage = MemStorage::new();
     if let Some(v) = get(SNAP_META)? {
-        let meta = SnapshotMetadata::parse_from_bytes(&v).map_err(|e| corrupt("~raft/snap", e))?;
-        let mut snap = Snapshot::default();
-        snap.set_metadata(meta);
-        storage
-            .wl()
-            .apply_snapshot(snap)
-            .map_err(|e| corrupt("~raft/snap", e))?;
+        restore_snapshot_meta(&storage, &v)?;
     }
-    let mut entries = Vec::new();
-    let mode = IteratorMode::From(LOG_PREFIX.as_bytes(), Direction::Forward);
-    for item in db.iterator(mode) {
-        let (k, v) = item?;
-        if !k.starts_with(LOG_PREFIX.as_bytes()) {
-            break;
-        }
-        entries.push(Entry::parse_from_bytes(&v).map_err(|e| corrupt("~raft/log", e))?);
-    }
+    let mut entries = read_log(store)?;
     let first = storage.first_index()?;
     entries.retain(|e| e.index >= first);
     let mut core = storage.wl();
@@ -139,20 +92,95 @@ pub fn restore(store: &MetaStore, voters: &[u64]) -> Result<Restored> {
     }
     core.set_conf_state(cs);
     drop(core);
-    let applied = match get(APPLIED)? {
-        Some(v) => u64::from_be_bytes(
-            v.as_slice()
-                .try_into()
-                .map_err(|_| corrupt("~raft/applied", "expected 8 bytes"))?,
-        ),
-        None => 0,
-    };
+    let applied = decode_applied(get(APPLIED)?)?;
     let snap_index = storage.first_index()?.saturating_sub(1);
     Ok(Restored {
         storage,
         applied: applied.max(snap_index),
         existed: true,
     })
+}
+
+/// Starts the raft state of a member whose directory holds none: from the initial snapshot
+/// when `voters` is not empty, blank otherwise.
+fn start_new(store: &MetaStore, voters: &[u64]) -> Result<Restored> {
+    let storage = MemStorage::new();
+    let mut applied = 0;
+    if !voters.is_empty() {
+        let (snap, hs) = write_initial_snapshot(store, voters)?;
+        storage
+            .wl()
+            .apply_snapshot(snap)
+            .map_err(|e| corrupt("~raft/snap", e))?;
+        storage.wl().set_hardstate(hs);
+        applied = 1;
+    }
+    Ok(Restored {
+        storage,
+        applied,
+        existed: false,
+    })
+}
+
+/// Persists the initial snapshot holding `voters` and its hard state, and returns both.
+fn write_initial_snapshot(store: &MetaStore, voters: &[u64]) -> Result<(Snapshot, HardState)> {
+    // Every initial member starts from the same snapshot at index 1 holding the
+    // configuration, so a member added later always catches up from a snapshot and
+    // learns the configuration from it rather than from a log that lacks it.
+    let mut snap = Snapshot::default();
+    let meta = snap.mut_metadata();
+    meta.index = 1;
+    meta.term = 1;
+    meta.set_conf_state(ConfState::from((voters.to_vec(), vec![])));
+    let mut batch = WriteBatch::default();
+    batch.put(SNAP_META, encode("~raft/snap", meta)?);
+    batch.put(CONF_STATE, encode("~raft/cs", meta.get_conf_state())?);
+    let hs = HardState {
+        term: 1,
+        commit: 1,
+        ..Default::default()
+    };
+    batch.put(HARD_STATE, encode("~raft/hs", &hs)?);
+    set_applied(&mut batch, 1);
+    store.write_batch(batch, true)?;
+    Ok((snap, hs))
+}
+
+/// Applies the stored snapshot metadata `bytes` to `storage`.
+fn restore_snapshot_meta(storage: &MemStorage, bytes: &[u8]) -> Result<()> {
+    let meta = SnapshotMetadata::parse_from_bytes(bytes).map_err(|e| corrupt("~raft/snap", e))?;
+    let mut snap = Snapshot::default();
+    snap.set_metadata(meta);
+    storage
+        .wl()
+        .apply_snapshot(snap)
+        .map_err(|e| corrupt("~raft/snap", e))
+}
+
+/// Reads every stored log entry, in index order.
+fn read_log(store: &MetaStore) -> Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    let mode = IteratorMode::From(LOG_PREFIX.as_bytes(), Direction::Forward);
+    for item in store.db().iterator(mode) {
+        let (k, v) = item?;
+        if !k.starts_with(LOG_PREFIX.as_bytes()) {
+            break;
+        }
+        entries.push(Entry::parse_from_bytes(&v).map_err(|e| corrupt("~raft/log", e))?);
+    }
+    Ok(entries)
+}
+
+/// Decodes the stored applied index (big endian), 0 when none is stored.
+fn decode_applied(stored: Option<Vec<u8>>) -> Result<u64> {
+    match stored {
+        Some(v) => {
+            Ok(u64::from_be_bytes(v.as_slice().try_into().map_err(
+                |_| corrupt("~raft/applied", "expected 8 bytes"),
+            )?))
+        }
+        None => Ok(0),
+    }
 }
 
 /// Adds new log entries (replacing any conflicting suffix) to `batch` and the cache.

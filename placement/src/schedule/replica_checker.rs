@@ -128,73 +128,123 @@ pub fn check_region(
         return Checked::default();
     }
     if in_joint_state(region) {
-        let op = Operator::new(
-            "leave-joint-state",
-            REPLICA,
-            region,
-            vec![Step::LeaveJoint],
-            ctx.now_ms,
-        );
-        return Some(op).into();
+        return Some(leave_joint(region, ctx)).into();
     }
-    let peers = &region.meta.peers;
-    let health: Vec<(metapb::Peer, PeerHealth)> = peers
+    let health: Vec<(metapb::Peer, PeerHealth)> = region
+        .meta
+        .peers
         .iter()
         .map(|p| (*p, ctx.peer_health(region, p)))
         .collect();
-    let healthy = |(_, h): &&(metapb::Peer, PeerHealth)| *h == PeerHealth::Healthy;
-    let descs = |h: PeerHealth| match h {
+    if let Some(checked) = check_learners(region, ctx, ops, &health) {
+        return checked;
+    }
+    let max = ctx.max_replicas();
+    if let Some(checked) = check_sick_voters(region, ctx, ops, ids, &health, max) {
+        return checked;
+    }
+    check_replica_count(region, ctx, ops, ids, max)
+}
+
+/// The operator taking a region out of a joint state an unfinished operator left it in.
+fn leave_joint(region: &RegionInfo, ctx: &Context<'_>) -> Operator {
+    Operator::new(
+        "leave-joint-state",
+        REPLICA,
+        region,
+        vec![Step::LeaveJoint],
+        ctx.now_ms,
+    )
+}
+
+/// Whether a peer, paired with its health, is healthy.
+fn is_healthy((_, h): &&(metapb::Peer, PeerHealth)) -> bool {
+    *h == PeerHealth::Healthy
+}
+
+/// The operator descriptions for removing and for replacing a peer in health `h`.
+fn removal_descs(h: PeerHealth) -> (&'static str, &'static str) {
+    match h {
         PeerHealth::Offline => ("remove-offline-replica", "replace-offline-replica"),
         PeerHealth::Pending => ("remove-pending-replica", "replace-pending-replica"),
         _ => ("remove-down-replica", "replace-down-replica"),
-    };
-    let urgency = |h: PeerHealth| match h {
+    }
+}
+
+/// How urgently a voter in health `h` must be replaced: lower first.
+fn urgency(h: PeerHealth) -> u8 {
+    match h {
         PeerHealth::Down => 0,
         PeerHealth::Pending => 1,
         PeerHealth::Offline | PeerHealth::Healthy => 2,
-    };
+    }
+}
 
+/// Steps 1 and 2: removes a learner that must go, or promotes one that has caught up.
+fn check_learners(
+    region: &RegionInfo,
+    ctx: &Context<'_>,
+    ops: &Operators,
+    health: &[(metapb::Peer, PeerHealth)],
+) -> Option<Checked> {
     // 1. A learner that must go.
     if let Some((p, h)) = health
         .iter()
         .find(|(p, h)| is_learner(p) && *h != PeerHealth::Healthy)
     {
-        return remove(region, ctx, ops, p, descs(*h).0).into();
+        return Some(remove(region, ctx, ops, p, removal_descs(*h).0).into());
     }
     // 2. A learner that has caught up.
-    if let Some((p, _)) = health
+    let (p, _) = health
         .iter()
-        .filter(healthy)
-        .find(|(p, _)| is_learner(p) && !is_pending(region, p))
-    {
-        let step = Step::PromoteLearner {
-            store_id: p.store_id,
-            peer_id: p.id,
-        };
-        let op = Operator::new("promote-learner", REPLICA, region, vec![step], ctx.now_ms);
-        return Some(op).into();
-    }
-    let max = ctx.max_replicas();
+        .filter(is_healthy)
+        .find(|(p, _)| is_learner(p) && !is_pending(region, p))?;
+    let step = Step::PromoteLearner {
+        store_id: p.store_id,
+        peer_id: p.id,
+    };
+    let op = Operator::new("promote-learner", REPLICA, region, vec![step], ctx.now_ms);
+    Some(Some(op).into())
+}
+
+/// Step 3: removes or replaces the voter that most urgently must be replaced, if any.
+fn check_sick_voters(
+    region: &RegionInfo,
+    ctx: &Context<'_>,
+    ops: &Operators,
+    ids: &mut dyn PeerIds,
+    health: &[(metapb::Peer, PeerHealth)],
+    max: usize,
+) -> Option<Checked> {
     let healthy_voters = health
         .iter()
-        .filter(healthy)
+        .filter(is_healthy)
         .filter(|(p, _)| is_voter(p))
         .count();
     // 3. A voter that must be replaced: down first, then stuck pending, then offline.
-    let sick = health
+    let (p, h) = health
         .iter()
         .filter(|(p, h)| is_voter(p) && *h != PeerHealth::Healthy)
-        .min_by_key(|(p, h)| (urgency(*h), p.store_id));
-    if let Some((p, h)) = sick {
-        let (remove_desc, replace_desc) = descs(*h);
-        if healthy_voters >= max {
-            return remove(region, ctx, ops, p, remove_desc).into();
-        }
-        if peers.iter().any(is_learner) {
-            return Checked::default(); // A replacement is catching up.
-        }
-        return replace(region, ctx, ops, ids, p, replace_desc);
+        .min_by_key(|(p, h)| (urgency(*h), p.store_id))?;
+    let (remove_desc, replace_desc) = removal_descs(*h);
+    if healthy_voters >= max {
+        return Some(remove(region, ctx, ops, p, remove_desc).into());
     }
+    if region.meta.peers.iter().any(is_learner) {
+        return Some(Checked::default()); // A replacement is catching up.
+    }
+    Some(replace(region, ctx, ops, ids, p, replace_desc))
+}
+
+/// Steps 4 to 6: makes up missing replicas, removes extra voters, or improves isolation.
+fn check_replica_count(
+    region: &RegionInfo,
+    ctx: &Context<'_>,
+    ops: &Operators,
+    ids: &mut dyn PeerIds,
+    max: usize,
+) -> Checked {
+    let peers = &region.meta.peers;
     // 4. Too few replicas.
     if peers.len() < max {
         return add(region, ctx, ops, ids, "make-up-replica");

@@ -36,6 +36,24 @@ struct Applied {
     compact_to: Option<u64>,
 }
 
+/// What applying a batch leaves for after its engine write, across regions.
+#[derive(Default)]
+struct FollowUps {
+    /// The splits applied, each with whether this replica led the parent region.
+    splits: Vec<(bool, split::SplitOutcome)>,
+    /// The regions whose replica here a membership change removed.
+    removed: Vec<u64>,
+}
+
+/// What applying one region's entries adds to the batch's engine write.
+#[derive(Default)]
+struct RegionWrites {
+    /// The engine writes of the entries applied.
+    modifies: Vec<Modify>,
+    /// The log truncation the leader decided, if one applied.
+    compact_to: Option<u64>,
+}
+
 impl RaftStore {
     /// Applies committed entries of every region in one write batch, then
     /// answers their proposals, starts regions splits created and drops
@@ -74,8 +92,7 @@ impl RaftStore {
         mut wb: WriteBatch,
     ) -> Result<Vec<u64>, RaftStateError> {
         let mut applied = Vec::with_capacity(to_apply.len());
-        let mut splits = Vec::new();
-        let mut removed = Vec::new();
+        let mut follow_ups = FollowUps::default();
         for (region_id, entries) in to_apply {
             let Some(p) = self.peers.get_mut(&region_id) else {
                 continue;
@@ -85,65 +102,59 @@ impl RaftStore {
                 p.held.extend(entries);
                 continue;
             }
-            let mut modifies: Vec<Modify> = Vec::new();
+            let mut writes = RegionWrites::default();
             let mut results = Vec::with_capacity(entries.len());
-            let mut compact_to = None;
             for e in &entries {
-                let result = match e.get_entry_type() {
-                    EntryType::EntryNormal => match p.entry_cmd(e) {
-                        Some(RaftCmd::CompactLog { index, .. }) => {
-                            compact_to = Some(index);
-                            Ok(())
-                        }
-                        cmd => apply_normal(p, e, cmd, &mut modifies, &mut splits)?,
-                    },
-                    EntryType::EntryConfChange => {
-                        self.dirty = true;
-                        let r = apply_conf_change(p, e, &mut modifies);
-                        if let Ok(true) = r {
-                            removed.push(region_id);
-                        }
-                        r.map(|_| ())
-                    }
-                    EntryType::EntryConfChangeV2 => {
-                        self.dirty = true;
-                        let r = apply_conf_change_v2(p, e, &mut modifies);
-                        if let Ok(true) = r {
-                            removed.push(region_id);
-                        }
-                        r.map(|_| ())
-                    }
-                };
+                let result = apply_entry(
+                    p,
+                    region_id,
+                    e,
+                    &mut self.dirty,
+                    &mut writes,
+                    &mut follow_ups,
+                )?;
                 results.push(result);
                 p.set_applied(e.index);
             }
-            modifies.push(p.ps.apply_state_modify());
-            self.engine.fill_batch(&mut wb, &modifies)?;
+            writes.modifies.push(p.ps.apply_state_modify());
+            self.engine.fill_batch(&mut wb, &writes.modifies)?;
             applied.push(Applied {
                 region_id,
                 entries,
                 results,
-                compact_to,
+                compact_to: writes.compact_to,
             });
         }
-        {
-            let _gate = self.gate.write();
-            if !wb.is_empty() {
-                self.engine.write_batch(wb, false)?;
-            }
-            for a in &applied {
-                if let Some(p) = self.peers.get(&a.region_id) {
-                    p.publish();
-                }
-            }
-        }
+        self.write_applied(wb, &applied)?;
         // New regions are routable before the split's proposer hears back.
-        if !splits.is_empty() {
-            for (was_leader, outcome) in splits {
+        if !follow_ups.splits.is_empty() {
+            for (was_leader, outcome) in follow_ups.splits {
                 self.start_split_regions(was_leader, outcome)?;
             }
             self.refresh_meta();
         }
+        self.finish_applied(applied)?;
+        Ok(follow_ups.removed)
+    }
+
+    /// Writes the apply batch `wb` and publishes the new applied states of `applied` together,
+    /// under the apply gate.
+    fn write_applied(&self, wb: WriteBatch, applied: &[Applied]) -> Result<(), RaftStateError> {
+        let _gate = self.gate.write();
+        if !wb.is_empty() {
+            self.engine.write_batch(wb, false)?;
+        }
+        for a in applied {
+            if let Some(p) = self.peers.get(&a.region_id) {
+                p.publish();
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers the proposals of `applied`, reports their progress to raft, serves the reads
+    /// waiting for it and truncates the logs the leaders decided to (in one write).
+    fn finish_applied(&mut self, applied: Vec<Applied>) -> Result<(), RaftStateError> {
         let mut gc_wb = WriteBatch::default();
         for a in applied {
             let p = self.peers.get_mut(&a.region_id).expect("peer with entries");
@@ -162,7 +173,7 @@ impl RaftStore {
         if !gc_wb.is_empty() {
             self.engine.write_batch(gc_wb, false)?;
         }
-        Ok(removed)
+        Ok(())
     }
 
     /// Creates the replicas of regions a split produced on this store; on the
@@ -252,6 +263,50 @@ impl RaftStore {
         self.dirty = true;
         Ok(())
     }
+}
+
+/// Applies one committed entry of `p`, the replica of `region_id`, by its type: the outer error is a local failure (the
+/// store must stop), the inner one the entry's own outcome.
+fn apply_entry(
+    p: &mut Peer,
+    region_id: u64,
+    e: &Entry,
+    dirty: &mut bool,
+    writes: &mut RegionWrites,
+    follow_ups: &mut FollowUps,
+) -> Result<Result<(), ProposeError>, RaftStateError> {
+    Ok(match e.get_entry_type() {
+        EntryType::EntryNormal => match p.entry_cmd(e) {
+            Some(RaftCmd::CompactLog { index, .. }) => {
+                writes.compact_to = Some(index);
+                Ok(())
+            }
+            cmd => apply_normal(p, e, cmd, &mut writes.modifies, &mut follow_ups.splits)?,
+        },
+        EntryType::EntryConfChange => {
+            *dirty = true;
+            let r = apply_conf_change(p, e, &mut writes.modifies);
+            note_removal(r, region_id, &mut follow_ups.removed)
+        }
+        EntryType::EntryConfChangeV2 => {
+            *dirty = true;
+            let r = apply_conf_change_v2(p, e, &mut writes.modifies);
+            note_removal(r, region_id, &mut follow_ups.removed)
+        }
+    })
+}
+
+/// The outcome of a membership change `r`, noting `region_id` in `removed` if it removed
+/// this replica.
+fn note_removal(
+    r: Result<bool, ProposeError>,
+    region_id: u64,
+    removed: &mut Vec<u64>,
+) -> Result<(), ProposeError> {
+    if let Ok(true) = r {
+        removed.push(region_id);
+    }
+    r.map(|_| ())
 }
 
 /// Applies one normal entry: the outer error is a local failure (the store
@@ -367,27 +422,9 @@ fn apply_conf_change_v2(
     let changes = membership::decode_context(&e.context).map_err(reject)?;
     let leave = cc.leave_joint();
     let (region, removes_me) = if leave {
-        if !changes.is_empty() {
-            return Err(reject("a leave-joint entry names changes".into()));
-        }
-        (membership::leave_joint(&p.region).map_err(reject)?, false)
+        (region_leaving_joint(p, &changes).map_err(reject)?, false)
     } else {
-        if cc.get_transition() != ConfChangeTransition::Explicit {
-            return Err(reject(format!(
-                "joint changes are left explicitly; {:?} transition refused",
-                cc.get_transition()
-            )));
-        }
-        if !membership::matches(&cc, &changes) {
-            return Err(reject(
-                "the raft change does not match the peers its entry names".into(),
-            ));
-        }
-        let region = membership::enter_joint(&p.region, &changes).map_err(reject)?;
-        let removes_me = changes
-            .iter()
-            .any(|(t, peer)| *t == ConfChangeType::RemoveNode && peer.id == p.peer_id);
-        (region, removes_me)
+        region_entering_joint(p, &cc, &changes).map_err(reject)?
     };
     let cs = p
         .node
@@ -401,17 +438,8 @@ fn apply_conf_change_v2(
     });
     let conf_ver = region.region_epoch.map(|ep| ep.conf_ver).unwrap_or(0);
     if leave {
-        let roles: Vec<String> = region
-            .peers
-            .iter()
-            .map(|x| format!("{}@{}:{:?}", x.id, x.store_id, x.role()))
-            .collect();
-        tracing::info!(region_id, conf_ver, ?roles, "left joint state");
-        let demoted_me = region
-            .peers
-            .iter()
-            .any(|x| x.id == p.peer_id && x.role() == metapb::PeerRole::Learner);
-        if demoted_me && p.is_leader() {
+        log_left_joint(region_id, conf_ver, &region);
+        if leader_demoted(p, &region) {
             // Proposed under another leader, applied under this one (a demoting voter elected
             // meanwhile): raft-rs keeps a demoted leader in office; hand it to a voter.
             p.set_region(region);
@@ -424,19 +452,77 @@ fn apply_conf_change_v2(
             return Ok(false);
         }
     } else {
-        let changes: Vec<String> = changes
-            .iter()
-            .map(|(t, x)| format!("{t:?} {}@{}", x.id, x.store_id))
-            .collect();
-        tracing::info!(
-            region_id,
-            conf_ver,
-            ?changes,
-            "membership changed: joint state entered"
-        );
+        log_entered_joint(region_id, conf_ver, &changes);
     }
     p.set_region(region);
     Ok(removes_me)
+}
+
+/// `p`'s region once it left its joint state, or why the leave-joint entry is refused.
+fn region_leaving_joint(
+    p: &Peer,
+    changes: &[membership::PeerChange],
+) -> Result<metapb::Region, String> {
+    if !changes.is_empty() {
+        return Err("a leave-joint entry names changes".into());
+    }
+    membership::leave_joint(&p.region)
+}
+
+/// `p`'s region once it entered the joint state `cc` and `changes` describe, and whether that
+/// removes this replica; or why the entry is refused.
+fn region_entering_joint(
+    p: &Peer,
+    cc: &ConfChangeV2,
+    changes: &[membership::PeerChange],
+) -> Result<(metapb::Region, bool), String> {
+    if cc.get_transition() != ConfChangeTransition::Explicit {
+        return Err(format!(
+            "joint changes are left explicitly; {:?} transition refused",
+            cc.get_transition()
+        ));
+    }
+    if !membership::matches(cc, changes) {
+        return Err("the raft change does not match the peers its entry names".into());
+    }
+    let region = membership::enter_joint(&p.region, changes)?;
+    let removes_me = changes
+        .iter()
+        .any(|(t, peer)| *t == ConfChangeType::RemoveNode && peer.id == p.peer_id);
+    Ok((region, removes_me))
+}
+
+/// Whether `p` leads while `region`, just out of its joint state, made it a learner.
+fn leader_demoted(p: &Peer, region: &metapb::Region) -> bool {
+    let demoted_me = region
+        .peers
+        .iter()
+        .any(|x| x.id == p.peer_id && x.role() == metapb::PeerRole::Learner);
+    demoted_me && p.is_leader()
+}
+
+/// Logs the peer roles of `region` once it left its joint state.
+fn log_left_joint(region_id: u64, conf_ver: u64, region: &metapb::Region) {
+    let roles: Vec<String> = region
+        .peers
+        .iter()
+        .map(|x| format!("{}@{}:{:?}", x.id, x.store_id, x.role()))
+        .collect();
+    tracing::info!(region_id, conf_ver, ?roles, "left joint state");
+}
+
+/// Logs the `changes` a region entered its joint state with.
+fn log_entered_joint(region_id: u64, conf_ver: u64, changes: &[membership::PeerChange]) {
+    let changes: Vec<String> = changes
+        .iter()
+        .map(|(t, x)| format!("{t:?} {}@{}", x.id, x.store_id))
+        .collect();
+    tracing::info!(
+        region_id,
+        conf_ver,
+        ?changes,
+        "membership changed: joint state entered"
+    );
 }
 
 /// On a leader, proposes truncating the log when [`gc_index`] says so; every

@@ -126,6 +126,29 @@ pub fn enter_joint(
     region: &metapb::Region,
     changes: &[PeerChange],
 ) -> Result<metapb::Region, String> {
+    check_can_enter_joint(region, changes)?;
+    let mut out = region.clone();
+    let mut seen = HashSet::new();
+    let mut voters_change = false;
+    for (ty, peer) in changes {
+        check_change_ids(peer)?;
+        if !seen.insert(peer.id) {
+            return Err(format!("more than one change for peer {}", peer.id));
+        }
+        let existing = locate_change_target(&out, *ty, peer)?;
+        let changes_voters = match existing {
+            None => add_joint_peer(&mut out, *ty, peer)?,
+            Some(i) => change_joint_peer(&mut out, i, *ty, peer)?,
+        };
+        voters_change |= changes_voters;
+    }
+    check_joint_outcome(&out, voters_change)?;
+    bump_conf_ver(&mut out, changes.len() as u64);
+    Ok(out)
+}
+
+/// Refuses a joint change without changes, or on a region already in a joint state.
+fn check_can_enter_joint(region: &metapb::Region, changes: &[PeerChange]) -> Result<(), String> {
     if changes.is_empty() {
         return Err("a joint membership change needs at least one change".into());
     }
@@ -135,82 +158,113 @@ pub fn enter_joint(
                 .into(),
         );
     }
-    let mut out = region.clone();
-    let mut seen = HashSet::new();
-    let mut voters_change = false;
-    for (ty, peer) in changes {
-        if peer.id == 0 || peer.store_id == 0 {
+    Ok(())
+}
+
+/// Refuses a change whose peer lacks a peer id or a store id.
+fn check_change_ids(peer: &metapb::Peer) -> Result<(), String> {
+    if peer.id == 0 || peer.store_id == 0 {
+        return Err(format!(
+            "peer {} on store {}: a change needs a peer id and a store id",
+            peer.id, peer.store_id
+        ));
+    }
+    Ok(())
+}
+
+/// Where `peer` is among `region`'s peers, if there; refuses a store clashing with theirs.
+fn locate_change_target(
+    region: &metapb::Region,
+    ty: ConfChangeType,
+    peer: &metapb::Peer,
+) -> Result<Option<usize>, String> {
+    let existing = region.peers.iter().position(|p| p.id == peer.id);
+    if let Some(i) = existing {
+        if region.peers[i].store_id != peer.store_id {
             return Err(format!(
-                "peer {} on store {}: a change needs a peer id and a store id",
-                peer.id, peer.store_id
+                "peer {} is on store {}, not store {}",
+                peer.id, region.peers[i].store_id, peer.store_id
             ));
         }
-        if !seen.insert(peer.id) {
-            return Err(format!("more than one change for peer {}", peer.id));
-        }
-        let existing = out.peers.iter().position(|p| p.id == peer.id);
-        if let Some(i) = existing {
-            if out.peers[i].store_id != peer.store_id {
-                return Err(format!(
-                    "peer {} is on store {}, not store {}",
-                    peer.id, out.peers[i].store_id, peer.store_id
-                ));
-            }
-        } else if *ty != ConfChangeType::RemoveNode {
-            if let Some(other) = out.peers.iter().find(|p| p.store_id == peer.store_id) {
-                return Err(format!(
-                    "store {} already holds peer {} of the region",
-                    peer.store_id, other.id
-                ));
-            }
-        }
-        let new_peer = |role: PeerRole| metapb::Peer {
-            id: peer.id,
-            store_id: peer.store_id,
-            role: role as i32,
-            is_witness: peer.is_witness,
-        };
-        match (ty, existing.map(|i| out.peers[i].role())) {
-            (ConfChangeType::AddNode, None) => {
-                out.peers.push(new_peer(PeerRole::IncomingVoter));
-                voters_change = true;
-            }
-            (ConfChangeType::AddLearnerNode, None) => out.peers.push(new_peer(PeerRole::Learner)),
-            (ConfChangeType::RemoveNode, None) => {
-                return Err(format!("peer {} to remove is not in the region", peer.id));
-            }
-            (ConfChangeType::AddNode, Some(PeerRole::Learner)) => {
-                if let Some(i) = existing {
-                    out.peers[i].role = PeerRole::IncomingVoter as i32;
-                }
-                voters_change = true;
-            }
-            (ConfChangeType::AddLearnerNode, Some(PeerRole::Voter)) => {
-                if let Some(i) = existing {
-                    out.peers[i].role = PeerRole::DemotingVoter as i32;
-                }
-                voters_change = true;
-            }
-            (ConfChangeType::RemoveNode, Some(PeerRole::Learner)) => {
-                out.peers.retain(|p| p.id != peer.id);
-            }
-            (ConfChangeType::RemoveNode, Some(PeerRole::Voter)) => {
-                return Err(format!(
-                    "peer {} is a voter: a joint change removes only learners (demote it first)",
-                    peer.id
-                ));
-            }
-            (ConfChangeType::AddNode, Some(PeerRole::Voter)) => {
-                return Err(format!("peer {} is already a voter", peer.id));
-            }
-            (ConfChangeType::AddLearnerNode, Some(PeerRole::Learner)) => {
-                return Err(format!("peer {} is already a learner", peer.id));
-            }
-            (_, Some(role)) => {
-                return Err(format!("peer {} is {role:?}", peer.id));
-            }
+    } else if ty != ConfChangeType::RemoveNode {
+        if let Some(other) = region.peers.iter().find(|p| p.store_id == peer.store_id) {
+            return Err(format!(
+                "store {} already holds peer {} of the region",
+                peer.store_id, other.id
+            ));
         }
     }
+    Ok(existing)
+}
+
+/// `peer` with `role`, as a joint change puts it in the region.
+fn peer_with_role(peer: &metapb::Peer, role: PeerRole) -> metapb::Peer {
+    metapb::Peer {
+        id: peer.id,
+        store_id: peer.store_id,
+        role: role as i32,
+        is_witness: peer.is_witness,
+    }
+}
+
+/// Applies a `ty` change for `peer`, not yet in `out`; Ok(true) if it changed the voters.
+fn add_joint_peer(
+    out: &mut metapb::Region,
+    ty: ConfChangeType,
+    peer: &metapb::Peer,
+) -> Result<bool, String> {
+    match ty {
+        ConfChangeType::AddNode => {
+            out.peers
+                .push(peer_with_role(peer, PeerRole::IncomingVoter));
+            Ok(true)
+        }
+        ConfChangeType::AddLearnerNode => {
+            out.peers.push(peer_with_role(peer, PeerRole::Learner));
+            Ok(false)
+        }
+        ConfChangeType::RemoveNode => {
+            Err(format!("peer {} to remove is not in the region", peer.id))
+        }
+    }
+}
+
+/// Applies a `ty` change for `peer`, `out.peers[i]`; Ok(true) if it changed the voters.
+fn change_joint_peer(
+    out: &mut metapb::Region,
+    i: usize,
+    ty: ConfChangeType,
+    peer: &metapb::Peer,
+) -> Result<bool, String> {
+    match (ty, out.peers[i].role()) {
+        (ConfChangeType::AddNode, PeerRole::Learner) => {
+            out.peers[i].role = PeerRole::IncomingVoter as i32;
+            Ok(true)
+        }
+        (ConfChangeType::AddLearnerNode, PeerRole::Voter) => {
+            out.peers[i].role = PeerRole::DemotingVoter as i32;
+            Ok(true)
+        }
+        (ConfChangeType::RemoveNode, PeerRole::Learner) => {
+            out.peers.retain(|p| p.id != peer.id);
+            Ok(false)
+        }
+        (ConfChangeType::RemoveNode, PeerRole::Voter) => Err(format!(
+            "peer {} is a voter: a joint change removes only learners (demote it first)",
+            peer.id
+        )),
+        (ConfChangeType::AddNode, PeerRole::Voter) => {
+            Err(format!("peer {} is already a voter", peer.id))
+        }
+        (ConfChangeType::AddLearnerNode, PeerRole::Learner) => {
+            Err(format!("peer {} is already a learner", peer.id))
+        }
+        (_, role) => Err(format!("peer {} is {role:?}", peer.id)),
+    }
+}
+
+/// Refuses a joint state that changes no voter or leaves the region without one.
+fn check_joint_outcome(out: &metapb::Region, voters_change: bool) -> Result<(), String> {
     if !voters_change {
         return Err(
             "the changes touch only learners: they need no joint state (use single changes)".into(),
@@ -223,8 +277,7 @@ pub fn enter_joint(
     {
         return Err("the new configuration would have no voter".into());
     }
-    bump_conf_ver(&mut out, changes.len() as u64);
-    Ok(out)
+    Ok(())
 }
 
 /// `region` once it left its joint state, or why it cannot.

@@ -16,7 +16,7 @@
 //! hands the data to the apply worker; the replica's committed entries wait
 //! until the install is done ([`RaftStore::finish_install`]).
 
-use raft::prelude::{Entry, EntryType, Snapshot};
+use raft::prelude::{Entry, EntryType, Ready, Snapshot};
 use raft::StateRole;
 use rocksdb::WriteBatch;
 
@@ -29,14 +29,58 @@ use super::snap::{SnapDescriptor, SnapKey};
 use super::snapshot::{install_writes, PendingInstall};
 use proto::storepb;
 
+/// What one round takes from the regions' readies before its log write.
+#[derive(Default)]
+struct Round {
+    /// The round's log write: new entries, hard states, received snapshots' raft state.
+    log_wb: WriteBatch,
+    /// The readies taken, by region, to advance once the log write is durable.
+    readies: Vec<(u64, Ready)>,
+    /// The committed entries to apply, by region.
+    to_apply: Vec<(u64, Vec<Entry>)>,
+    /// The messages that need no persistence first.
+    early: Vec<storepb::RaftMessage>,
+    /// The received snapshots to hand to the apply worker once the log write is durable.
+    installs: Vec<PendingInstall>,
+}
+
 impl RaftStore {
     /// Persists, sends, applies and advances every region that has a ready.
     pub(super) fn on_ready(&mut self) -> Result<(), RaftStateError> {
-        let mut log_wb = WriteBatch::default();
-        let mut readies = Vec::new();
-        let mut to_apply: Vec<(u64, Vec<Entry>)> = Vec::new();
-        let mut early: Vec<storepb::RaftMessage> = Vec::new();
-        let mut installs = Vec::new();
+        let Round {
+            log_wb,
+            readies,
+            mut to_apply,
+            early,
+            installs,
+        } = self.take_readies()?;
+        if !early.is_empty() {
+            self.transport.send(early, &self.feedback);
+        }
+        if readies.is_empty() {
+            return Ok(());
+        }
+        // A restart after this apply but before the log write below reaches disk finds an
+        // applied index above the persisted commit index; loading raises the commit index to it.
+        let early = self.apply_data_writes_early(&mut to_apply)?;
+        if !log_wb.is_empty() {
+            self.engine.write_batch(log_wb, true)?;
+        }
+        for pending in installs {
+            self.dispatch_install(pending);
+        }
+        let (apply_wb, late) = self.advance_readies(readies, &mut to_apply)?;
+        if !late.is_empty() {
+            self.transport.send(late, &self.feedback);
+        }
+        self.propose_compactions(&early);
+        self.apply(to_apply, apply_wb)
+    }
+
+    /// Takes the ready of every region that has one: notes role changes, gathers the messages
+    /// that need no persistence and the committed entries, and fills the round's log write.
+    fn take_readies(&mut self) -> Result<Round, RaftStateError> {
+        let mut round = Round::default();
         for (id, p) in self.peers.iter_mut() {
             if !p.node.has_ready() {
                 continue;
@@ -50,46 +94,50 @@ impl RaftStore {
                     p.fail_reads();
                 }
             }
-            early.extend(p.wrap_messages(self.store_id, rd.take_messages()));
+            round
+                .early
+                .extend(p.wrap_messages(self.store_id, rd.take_messages()));
             if !rd.snapshot().is_empty() {
-                let pending = begin_install(p, rd.snapshot(), &self.engine, &mut log_wb)?;
-                installs.push(pending);
+                let pending = begin_install(p, rd.snapshot(), &self.engine, &mut round.log_wb)?;
+                round.installs.push(pending);
                 self.dirty = true;
             }
             let committed = rd.take_committed_entries();
             if !committed.is_empty() {
-                to_apply.push((*id, committed));
+                round.to_apply.push((*id, committed));
             }
-            p.ps.append(rd.entries(), &self.engine, &mut log_wb)?;
+            p.ps.append(rd.entries(), &self.engine, &mut round.log_wb)?;
             if let Some(hs) = rd.hs() {
-                p.ps.set_hard_state(hs, &self.engine, &mut log_wb)?;
+                p.ps.set_hard_state(hs, &self.engine, &mut round.log_wb)?;
             }
             p.on_read_states(rd.take_read_states());
-            readies.push((*id, rd));
+            round.readies.push((*id, rd));
         }
-        if !early.is_empty() {
-            self.transport.send(early, &self.feedback);
+        Ok(round)
+    }
+
+    /// When the committed entries of `to_apply` are all data writes, applies them (taking them
+    /// out) and returns their regions; otherwise applies nothing and returns none.
+    fn apply_data_writes_early(
+        &mut self,
+        to_apply: &mut Vec<(u64, Vec<Entry>)>,
+    ) -> Result<Vec<u64>, RaftStateError> {
+        if to_apply.is_empty() || !only_data_writes(to_apply) {
+            return Ok(Vec::new());
         }
-        if readies.is_empty() {
-            return Ok(());
-        }
-        // A restart after this apply but before the log write below reaches disk finds an
-        // applied index above the persisted commit index; loading raises the commit index to it.
-        let early: Vec<u64> = if !to_apply.is_empty() && only_data_writes(&to_apply) {
-            let regions = to_apply.iter().map(|(id, _)| *id).collect();
-            let removed =
-                self.apply_entries(std::mem::take(&mut to_apply), WriteBatch::default())?;
-            debug_assert!(removed.is_empty(), "data writes removed a replica");
-            regions
-        } else {
-            Vec::new()
-        };
-        if !log_wb.is_empty() {
-            self.engine.write_batch(log_wb, true)?;
-        }
-        for pending in installs {
-            self.dispatch_install(pending);
-        }
+        let regions = to_apply.iter().map(|(id, _)| *id).collect();
+        let removed = self.apply_entries(std::mem::take(to_apply), WriteBatch::default())?;
+        debug_assert!(removed.is_empty(), "data writes removed a replica");
+        Ok(regions)
+    }
+
+    /// Advances the persisted `readies`, adding the entries they newly committed to `to_apply`;
+    /// returns the commit index writes and the messages that waited for the log write.
+    fn advance_readies(
+        &mut self,
+        readies: Vec<(u64, Ready)>,
+        to_apply: &mut Vec<(u64, Vec<Entry>)>,
+    ) -> Result<(WriteBatch, Vec<storepb::RaftMessage>), RaftStateError> {
         let mut apply_wb = WriteBatch::default();
         let mut late = Vec::new();
         for (id, mut rd) in readies {
@@ -107,11 +155,7 @@ impl RaftStore {
                 to_apply.push((id, committed));
             }
         }
-        if !late.is_empty() {
-            self.transport.send(late, &self.feedback);
-        }
-        self.propose_compactions(&early);
-        self.apply(to_apply, apply_wb)
+        Ok((apply_wb, late))
     }
 
     /// Marks `p` as installing `pending` (its raft state already durable)

@@ -175,6 +175,58 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
     let meta = Arc::new(RwLock::new(StoreMeta::default()));
     let filters = Filters::default();
     let changed = Arc::new(Notify::new());
+    let (router, raft_thread) =
+        start_raftstore(&cfg, store_id, &pd, &local, &meta, &changed, &filters).await?;
+
+    let grpc_stop = serve_grpc(listener, &cfg, &pd, &local, &router, &meta, store_id).await?;
+    let (status_stop, status_stop_rx) = oneshot::channel::<()>();
+    let debug = cfg
+        .debug
+        .fault_injection
+        .then(|| (filters.clone(), local.engine.clone()));
+    tokio::spawn(status::serve(
+        status_listener,
+        meta.clone(),
+        debug,
+        status_stop_rx,
+    ));
+
+    let hb = heartbeat::Heartbeat {
+        pd,
+        store,
+        engine: local.engine.clone(),
+        router: router.clone(),
+        meta,
+        changed,
+        cfg: heartbeat::HeartbeatConfig::of(&cfg),
+        reporting_splits: Default::default(),
+        disk: local.disk,
+    };
+    let (hb_stop, hb_stop_rx) = oneshot::channel::<()>();
+    tokio::spawn(hb.run(hb_stop_rx));
+
+    Ok(RunningStore {
+        store_id,
+        addr,
+        status_addr,
+        router,
+        stop_tx: vec![grpc_stop, status_stop, hb_stop],
+        raft_thread: Some(raft_thread),
+        _disk_monitor: local.disk_monitor,
+        engine: local.engine,
+    })
+}
+
+/// Loads this store's replicas and starts the raftstore thread.
+async fn start_raftstore(
+    cfg: &Config,
+    store_id: u64,
+    pd: &PdClient,
+    local: &Local,
+    meta: &Arc<RwLock<StoreMeta>>,
+    changed: &Arc<Notify>,
+    filters: &Filters,
+) -> Result<(Router, std::thread::JoinHandle<()>), ServerError> {
     let fatal = abort_on_fatal();
     let parts = RaftStoreParts {
         store_id,
@@ -198,44 +250,7 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
             thread: "raftstore",
             source,
         })?;
-
-    let grpc_stop = serve_grpc(listener, &cfg, &pd, &local, &router, &meta, store_id).await?;
-    let (status_stop, status_stop_rx) = oneshot::channel::<()>();
-    let debug = cfg
-        .debug
-        .fault_injection
-        .then(|| (filters.clone(), local.engine.clone()));
-    tokio::spawn(status::serve(
-        status_listener,
-        meta.clone(),
-        debug,
-        status_stop_rx,
-    ));
-
-    let (hb_stop, hb_stop_rx) = oneshot::channel::<()>();
-    let hb = heartbeat::Heartbeat {
-        pd,
-        store,
-        engine: local.engine.clone(),
-        router: router.clone(),
-        meta,
-        changed,
-        cfg: heartbeat::HeartbeatConfig::of(&cfg),
-        reporting_splits: Default::default(),
-        disk: local.disk,
-    };
-    tokio::spawn(hb.run(hb_stop_rx));
-
-    Ok(RunningStore {
-        store_id,
-        addr,
-        status_addr,
-        router,
-        stop_tx: vec![grpc_stop, status_stop, hb_stop],
-        raft_thread: Some(raft_thread),
-        _disk_monitor: local.disk_monitor,
-        engine: local.engine,
-    })
+    Ok((router, raft_thread))
 }
 
 fn local_addr(listener: &TcpListener, configured: &str) -> Result<SocketAddr, ServerError> {

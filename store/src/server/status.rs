@@ -25,35 +25,21 @@ use tokio::sync::oneshot;
 use crate::raftstore::transport::{BlockStores, Filter, Filters};
 use crate::raftstore::StoreMeta;
 
+/// Serves the status port on `listener` until `stop` fires; the debug routes only
+/// when `debug` carries the fault-injection handles.
 pub async fn serve(
     listener: TcpListener,
     meta: Arc<RwLock<StoreMeta>>,
     debug: Option<(Filters, crate::engine::Engine)>,
     stop: oneshot::Receiver<()>,
 ) {
-    let status_meta = meta.clone();
     let app = Router::new()
         .route("/metrics", get(|| async { super::metrics::render() }))
         .route("/health", get(|| async { "ok" }))
         .route(
             "/status",
             get(move || {
-                let m = status_meta.read();
-                let mut leaders: Vec<u64> = m
-                    .regions
-                    .iter()
-                    .filter(|(_, r)| r.is_leader)
-                    .map(|(&id, _)| id)
-                    .collect();
-                leaders.sort_unstable();
-                let list: Vec<String> = leaders.iter().map(u64::to_string).collect();
-                let body = format!(
-                    "{{\"store_id\":{},\"region_count\":{},\"leader_count\":{},\"leader_regions\":[{}]}}",
-                    m.store_id,
-                    m.regions.len(),
-                    leaders.len(),
-                    list.join(",")
-                );
+                let body = status_json(&meta.read());
                 async move {
                     (
                         [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -63,53 +49,7 @@ pub async fn serve(
             }),
         );
     let app = match debug {
-        Some((f, engine)) => app
-            .route(
-                "/debug/clock-offset/{ms}",
-                axum::routing::post(|Path(ms): Path<String>| async move {
-                    match parse_clock_offset(&ms) {
-                        Ok(offset) => {
-                            tracing::warn!(
-                                offset_ms = offset,
-                                "fault injection: wall clock offset"
-                            );
-                            crate::clock::set_offset_ms(offset);
-                            (StatusCode::OK, format!("clock offset {offset} ms"))
-                        }
-                        Err(e) => (StatusCode::BAD_REQUEST, e),
-                    }
-                }),
-            )
-            .route(
-                "/debug/engine/sync-delay/{ms}",
-                axum::routing::post({
-                    let engine = engine.clone();
-                    move |Path(ms): Path<String>| async move { sync_delay(&engine, &ms) }
-                }),
-            )
-            .route(
-                "/debug/engine/fail-writes",
-                axum::routing::post(move || {
-                    tracing::warn!("fault injection: every engine write fails from now on");
-                    engine.inject_write_failure(true);
-                    async { "engine writes fail" }
-                }),
-            )
-            .route(
-                "/debug/raft/filters",
-                get({
-                    let f = f.clone();
-                    move || async move { f.describe().join("\n") }
-                })
-                .delete({
-                    let f = f.clone();
-                    move || async move {
-                        f.clear();
-                        "cleared"
-                    }
-                })
-                .post(move |q: Query<HashMap<String, String>>| async move { add_block(&f, &q) }),
-            ),
+        Some((filters, engine)) => with_debug_routes(app, filters, engine),
         None => app,
     };
     use axum::serve::ListenerExt;
@@ -124,6 +64,72 @@ pub async fn serve(
     if let Err(e) = served.await {
         tracing::error!(error = %e, "status server failed");
     }
+}
+
+/// `/status`: the store id, its replica and leader counts and the regions it leads.
+fn status_json(m: &StoreMeta) -> String {
+    let mut leaders: Vec<u64> = m
+        .regions
+        .iter()
+        .filter(|(_, r)| r.is_leader)
+        .map(|(&id, _)| id)
+        .collect();
+    leaders.sort_unstable();
+    let list: Vec<String> = leaders.iter().map(u64::to_string).collect();
+    format!(
+        "{{\"store_id\":{},\"region_count\":{},\"leader_count\":{},\"leader_regions\":[{}]}}",
+        m.store_id,
+        m.regions.len(),
+        leaders.len(),
+        list.join(",")
+    )
+}
+
+/// The fault-injection routes: wall clock, slow and failing disk, raft filters.
+fn with_debug_routes(app: Router, f: Filters, engine: crate::engine::Engine) -> Router {
+    app.route(
+        "/debug/clock-offset/{ms}",
+        axum::routing::post(|Path(ms): Path<String>| async move {
+            match parse_clock_offset(&ms) {
+                Ok(offset) => {
+                    tracing::warn!(offset_ms = offset, "fault injection: wall clock offset");
+                    crate::clock::set_offset_ms(offset);
+                    (StatusCode::OK, format!("clock offset {offset} ms"))
+                }
+                Err(e) => (StatusCode::BAD_REQUEST, e),
+            }
+        }),
+    )
+    .route(
+        "/debug/engine/sync-delay/{ms}",
+        axum::routing::post({
+            let engine = engine.clone();
+            move |Path(ms): Path<String>| async move { sync_delay(&engine, &ms) }
+        }),
+    )
+    .route(
+        "/debug/engine/fail-writes",
+        axum::routing::post(move || {
+            tracing::warn!("fault injection: every engine write fails from now on");
+            engine.inject_write_failure(true);
+            async { "engine writes fail" }
+        }),
+    )
+    .route(
+        "/debug/raft/filters",
+        get({
+            let f = f.clone();
+            move || async move { f.describe().join("\n") }
+        })
+        .delete({
+            let f = f.clone();
+            move || async move {
+                f.clear();
+                "cleared"
+            }
+        })
+        .post(move |q: Query<HashMap<String, String>>| async move { add_block(&f, &q) }),
+    )
 }
 
 fn add_block(filters: &Filters, q: &HashMap<String, String>) -> (StatusCode, String) {
