@@ -29,6 +29,7 @@ pub mod id;
 pub mod member;
 pub mod meta;
 pub mod metrics;
+pub mod region_heartbeat;
 pub mod schedule;
 pub mod server;
 pub mod service;

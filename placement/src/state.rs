@@ -2,6 +2,7 @@
 //! front ends, and its startup from the data directory.
 //!
 //! It wires the pure core (the [`ClusterView`], TSO, id allocator) to the [`MetaWriter`].
+//! The view is private: readers take [`Placement::view`], and it changes in two ways only.
 //! [`Placement::commit`] is the one path for durable changes: plan against the view, persist,
 //! then apply, all under a lock so that changes are applied in the order they were persisted.
 
@@ -43,7 +44,9 @@ pub struct Placement {
     /// Advertised client URLs (with the real port when listening on port 0).
     pub client_urls: Vec<String>,
     pub peer_urls: Vec<String>,
-    pub view: RwLock<ClusterView>,
+    /// Read through [`Placement::view`]; changed only by [`Placement::commit`],
+    /// [`Placement::observe`] and a new leader's reload.
+    view: RwLock<ClusterView>,
     pub tso: TimestampOracle,
     pub ids: IdAllocator,
     pub writer: Arc<MetaWriter>,
@@ -213,17 +216,15 @@ impl Placement {
     /// A new leader gets its lease within one probe round: requests wait that long (up to
     /// 1 s) before failing, unless this member stopped leading or is handing over.
     async fn wait_for_lease(&self, term: u64) -> Result<()> {
-        for _ in 0..50 {
-            let member = &self.member;
-            if member.may_hand_out_timestamps(term)
-                || !member.is_raft_leader()
-                || member.is_handing_over()
-                || member.serving_term() != term
-            {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let settled = |m: &Shared| {
+            m.may_hand_out_timestamps(term)
+                || !m.is_raft_leader()
+                || m.is_handing_over()
+                || m.serving_term() != term
+        };
+        self.member
+            .wait_for(std::time::Duration::from_secs(1), settled)
+            .await;
         self.may_hand_out_timestamps(term)
     }
 
@@ -239,6 +240,28 @@ impl Placement {
         } else {
             Err(self.member.not_leader())
         }
+    }
+
+    /// The cluster view, read-locked. Lock order: the view first, then `scheduler`.
+    pub fn view(&self) -> parking_lot::RwLockReadGuard<'_, ClusterView> {
+        self.view.read()
+    }
+
+    /// Applies what a store reported at once, then runs `then` on the view it made (still
+    /// locked, so it sees exactly this change); the records the change made are persisted
+    /// behind, never waited for.
+    pub fn observe<T>(
+        &self,
+        change: crate::cluster::Observed,
+        then: impl FnOnce(&ClusterView) -> T,
+    ) -> Result<T> {
+        let mut view = self.view.write();
+        let writes = view.observe(change)?;
+        let view = parking_lot::RwLockWriteGuard::downgrade(view);
+        let out = then(&view);
+        drop(view);
+        self.persist_behind(writes);
+        Ok(out)
     }
 
     /// Plans a change against the view, persists it, then applies it. `plan` runs under the
@@ -260,8 +283,8 @@ impl Placement {
         Ok(out)
     }
 
-    /// Applies heartbeat-driven writes already applied in memory: persist them behind.
-    pub fn persist_behind(&self, writes: Vec<MetaWrite>) {
+    /// Persists records of changes already applied in memory, without waiting.
+    fn persist_behind(&self, writes: Vec<MetaWrite>) {
         if !writes.is_empty() {
             self.revision.fetch_add(1, Ordering::Relaxed);
             self.writer.write_behind(writes);

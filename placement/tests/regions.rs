@@ -247,7 +247,7 @@ async fn heartbeats_split_and_lookups() {
         .collect();
     assert_eq!(ids, vec![region_id, a.new_region_id]);
 
-    let region_count = server.state().view.read().regions().len();
+    let region_count = server.state().view().regions().len();
     assert_eq!(region_count, 3);
     drop(tx);
     server.stop().await.unwrap();

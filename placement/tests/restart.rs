@@ -114,13 +114,7 @@ async fn restart_keeps_metadata_and_tso_order() {
         .unwrap()
         .into_inner();
     assert_eq!(gc.safe_point, 77);
-    assert!(server
-        .state()
-        .view
-        .read()
-        .keyspaces()
-        .by_name("kept")
-        .is_some());
+    assert!(server.state().view().keyspaces().by_name("kept").is_some());
     let ts = tso(&mut pd, cid).await.unwrap();
     assert!(ts > last_ts, "tso {ts} after restart must exceed {last_ts}");
     let id = pd

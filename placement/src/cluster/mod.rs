@@ -26,6 +26,22 @@ pub use regions::{RegionInfo, RegionMap, RegionUpdate, StoreCount};
 pub use safepoint::{SafePoints, ServiceUpdate};
 pub use stores::{Liveness, StoreInfo};
 
+/// What the stores report, as a change to the view: applied at once by
+/// [`ClusterView::observe`], its records (if any) persisted behind it (a record lost in a
+/// crash is reported again by the next heartbeat).
+#[derive(Debug)]
+pub enum Observed {
+    /// A region heartbeat: the region, its leader and statistics.
+    Region(RegionInfo),
+    /// The regions a store reports after a split.
+    Split(Vec<metapb::Region>),
+    /// A store's statistics (not persisted).
+    StoreStats {
+        stats: pdpb::StoreStats,
+        now_ms: u64,
+    },
+}
+
 /// Everything placement knows about the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterView {
@@ -203,6 +219,17 @@ impl ClusterView {
     /// Every store, tombstones included, by id.
     pub fn stores(&self) -> impl Iterator<Item = &StoreInfo> {
         self.stores.values()
+    }
+
+    /// Applies what a store reported; returns the records to persist behind it.
+    pub fn observe(&mut self, change: Observed) -> Result<Vec<MetaWrite>> {
+        match change {
+            Observed::Region(info) => self.region_heartbeat(info),
+            Observed::Split(regions) => self.report_split(&regions),
+            Observed::StoreStats { stats, now_ms } => {
+                self.store_heartbeat(stats, now_ms).map(|()| Vec::new())
+            }
+        }
     }
 
     /// Applied immediately; store statistics are not persisted.

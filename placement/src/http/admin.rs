@@ -115,7 +115,7 @@ pub async fn remove_tombstones(State(state): AppState) -> ApiResult {
 
 /// `GET /pd/api/v1/schedulers`: the enabled schedulers' names, as PD lists them.
 pub async fn schedulers(State(state): AppState) -> Json<Value> {
-    let set = SchedulerSet::from_names(state.view.read().scheduler_names());
+    let set = SchedulerSet::from_names(state.view().scheduler_names());
     Json(json!(set.names()))
 }
 
@@ -129,7 +129,7 @@ pub struct AddScheduler {
 /// `POST /pd/api/v1/schedulers` with `{"name": "evict-leader-scheduler", "store_id": N}`.
 pub async fn add_scheduler(State(state): AppState, Json(body): Json<AddScheduler>) -> ApiResult {
     if let Some(id) = body.store_id {
-        state.view.read().store(id)?;
+        state.view().store(id)?;
     }
     change_schedulers(&state, |set| set.add(&body.name, body.store_id)).await?;
     tracing::info!(scheduler = %body.name, store_id = body.store_id, "scheduler added");
@@ -160,7 +160,7 @@ async fn change_schedulers(
 /// `GET /pd/api/v1/fault-tolerance`: `{"regions": N, "levels": [LevelReport...]}`, one level
 /// per location label, outermost first, then `store` ([`fault_tolerance::report`]).
 pub async fn fault_tolerance(State(state): AppState) -> ApiResult {
-    let view = state.view.read();
+    let view = state.view();
     view.meta()?;
     let levels = fault_tolerance::report(&view, &state.settings(&view).location_labels);
     Ok(Json(
@@ -211,7 +211,7 @@ pub async fn create_operator(
         AdminRequest::TransferPeer { .. } => state.ids.alloc().await?,
         AdminRequest::TransferLeader { .. } => 0,
     };
-    let view = state.view.read();
+    let view = state.view();
     let region = view
         .regions()
         .get(req.region_id)

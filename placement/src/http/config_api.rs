@@ -109,7 +109,7 @@ pub fn plan_change(
 }
 
 fn replication(state: &Placement) -> Value {
-    let view = state.view.read();
+    let view = state.view();
     let max = view
         .meta()
         .map(|m| u64::from(m.max_peer_count))
@@ -125,7 +125,7 @@ fn replication(state: &Placement) -> Value {
 }
 
 fn settings(state: &Placement) -> Settings {
-    state.settings(&state.view.read())
+    state.settings(&state.view())
 }
 
 /// `GET /pd/api/v1/config/replicate`.

@@ -100,13 +100,11 @@ async fn hand_over(state: &Placement, to: Option<u64>) -> ApiResult {
         ));
     };
     state.writer.transfer_leader(first)?;
-    for _ in 0..100 {
-        if state.member.leader_id() == first {
-            return Ok(Json(Value::String(
-                "The transfer command is submitted.".into(),
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let moved = |m: &crate::member::Shared| m.leader_id() == first;
+    if state.member.wait_for(Duration::from_secs(10), moved).await {
+        return Ok(Json(Value::String(
+            "The transfer command is submitted.".into(),
+        )));
     }
     Err(ApiError(
         StatusCode::INTERNAL_SERVER_ERROR,

@@ -151,7 +151,7 @@ pub(crate) type ApiResult = Result<Json<Value>, ApiError>;
 
 async fn metrics(State(state): AppState) -> impl IntoResponse {
     let (by_state, regions) = {
-        let view = state.view.read();
+        let view = state.view();
         let mut counts: Vec<(&str, i64)> = Vec::new();
         for s in view.stores() {
             let name = liveness(&state, &view, s).name();
@@ -187,7 +187,7 @@ async fn stores(State(state): AppState, Query(query): Query<Vec<(String, String)
         .filter(|(k, _)| k == "state")
         .map(|(_, v)| v.as_str())
         .collect();
-    let view = state.view.read();
+    let view = state.view();
     view.meta()?;
     let now = now_ms();
     let list: Vec<Value> = view
@@ -206,7 +206,7 @@ async fn stores(State(state): AppState, Query(query): Query<Vec<(String, String)
 }
 
 async fn store(State(state): AppState, Path(id): Path<u64>) -> ApiResult {
-    let view = state.view.read();
+    let view = state.view();
     let s = view.store(id)?;
     let ctx = views::StoreContext {
         regions: view.regions(),
@@ -217,20 +217,20 @@ async fn store(State(state): AppState, Path(id): Path<u64>) -> ApiResult {
 }
 
 async fn regions(State(state): AppState) -> ApiResult {
-    let view = state.view.read();
+    let view = state.view();
     view.meta()?;
     Ok(Json(views::regions(view.regions().iter())))
 }
 
 async fn region_by_id(State(state): AppState, Path(id): Path<u64>) -> ApiResult {
-    let view = state.view.read();
+    let view = state.view();
     view.meta()?;
     let r = view.regions().get(id).ok_or(Error::RegionNotFound(id))?;
     Ok(Json(views::region(r)))
 }
 
 async fn cluster(State(state): AppState) -> ApiResult {
-    let meta = state.view.read().meta()?;
+    let meta = state.view().meta()?;
     Ok(Json(
         json!({ "id": meta.id, "max_peer_count": meta.max_peer_count }),
     ))
@@ -291,8 +291,7 @@ async fn status(State(state): AppState) -> Json<Value> {
 
 async fn keyspaces(State(state): AppState) -> Json<Value> {
     let list: Vec<Value> = state
-        .view
-        .read()
+        .view()
         .keyspaces()
         .list(0, 0)
         .iter()
@@ -302,7 +301,7 @@ async fn keyspaces(State(state): AppState) -> Json<Value> {
 }
 
 async fn keyspace(State(state): AppState, Path(name): Path<String>) -> ApiResult {
-    let view = state.view.read();
+    let view = state.view();
     let k = view
         .keyspaces()
         .by_name(&name)

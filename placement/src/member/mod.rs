@@ -166,6 +166,9 @@ pub struct Shared {
     lease: parking_lot::Mutex<lease::Lease>,
     /// This leader is handing leadership over (the transferee may be elected any moment).
     handing_over: AtomicBool,
+    /// Bumped on every change of role, lease, hand-over or serving term: what
+    /// [`Shared::wait_for`] waits on instead of polling.
+    changes: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -184,6 +187,35 @@ impl Shared {
             serving: watch::channel(0).0,
             lease: parking_lot::Mutex::new(lease::Lease::default()),
             handing_over: AtomicBool::new(false),
+            changes: watch::channel(0).0,
+        }
+    }
+
+    /// Wakes [`Shared::wait_for`]ers to look again.
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Waits until `done` holds, looking at once and after every change of role, lease,
+    /// hand-over or serving term, for at most `within`; whether it holds in the end.
+    pub async fn wait_for(
+        &self,
+        within: std::time::Duration,
+        done: impl Fn(&Shared) -> bool,
+    ) -> bool {
+        let mut rx = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            rx.borrow_and_update();
+            if done(self) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return done(self);
+            }
         }
     }
 
@@ -304,6 +336,7 @@ impl Shared {
         if !raft_leader {
             self.set_handing_over(false);
         }
+        self.changed();
     }
 
     /// A quorum confirmed this leader's leadership in a round sent at `sent`: it may hand
@@ -311,16 +344,19 @@ impl Shared {
     pub(crate) fn extend_lease(&self, sent: std::time::Instant, until: std::time::Instant) {
         if self.is_raft_leader() {
             self.lease.lock().extend(sent, until);
+            self.changed();
         }
     }
 
     /// Ends the lease at once (a leadership transfer starts, leadership is lost).
     pub(crate) fn revoke_lease(&self) {
         self.lease.lock().revoke(std::time::Instant::now());
+        self.changed();
     }
 
     pub(crate) fn set_handing_over(&self, handing_over: bool) {
         self.handing_over.store(handing_over, Ordering::Release);
+        self.changed();
     }
 
     /// This leader is handing leadership over to another member.
@@ -368,6 +404,7 @@ impl Shared {
     pub fn start_serving(&self, term: u64) -> bool {
         if self.is_raft_leader() && self.term() == term {
             self.serving.send_replace(term);
+            self.changed();
             true
         } else {
             false

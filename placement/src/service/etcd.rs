@@ -58,7 +58,7 @@ impl Kv for EtcdService {
     ) -> Result<Response<RangeResponse>, Status> {
         let start = std::time::Instant::now();
         let req = request.into_inner();
-        let safe_point = self.state.view.read().safe_points().gc();
+        let safe_point = self.state.view().safe_points().gc();
         let mut kvs = Vec::new();
         if safe_point > 0 && range_selects(&req.key, &req.range_end, GC_SAFE_POINT_KEY) {
             let revision = self.state.revision();

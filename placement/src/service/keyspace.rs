@@ -36,7 +36,7 @@ impl Keyspace for KeyspaceService {
         let call = Call::new(&self.state, "LoadKeyspace");
         call.check_header(request.get_ref().header.as_ref())?;
         let name = &request.get_ref().name;
-        let found = self.state.view.read().keyspaces().by_name(name).cloned();
+        let found = self.state.view().keyspaces().by_name(name).cloned();
         let result = found
             .map(|k| LoadKeyspaceResponse {
                 keyspace: Some(k),
@@ -56,8 +56,7 @@ impl Keyspace for KeyspaceService {
         let req = request.get_ref();
         let keyspaces = self
             .state
-            .view
-            .read()
+            .view()
             .keyspaces()
             .list(req.start_id, req.limit as usize);
         call.reply(Ok(GetAllKeyspacesResponse {

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::region_ops::{self, apply_split, region_response, scan_entry, split_ids};
 use super::{Call, WithHeader};
+use crate::cluster::Observed;
 use crate::error::{Error, Result};
 use crate::state::{now_ms, now_secs, Placement, VERSION};
 
@@ -109,7 +110,7 @@ impl Pd for PdService {
     ) -> Rpc<IsBootstrappedResponse> {
         let call = self.call("IsBootstrapped");
         call.check_header(request.get_ref().header.as_ref())?;
-        let bootstrapped = self.state.view.read().is_bootstrapped();
+        let bootstrapped = self.state.view().is_bootstrapped();
         call.reply(ok(IsBootstrappedResponse {
             bootstrapped,
             ..Default::default()
@@ -195,7 +196,11 @@ impl Pd for PdService {
         let req = request.into_inner();
         call.check_header(req.header.as_ref())?;
         let result = match req.stats {
-            Some(stats) => self.state.view.write().store_heartbeat(stats, now_ms()),
+            Some(stats) => {
+                let now_ms = now_ms();
+                let change = Observed::StoreStats { stats, now_ms };
+                self.state.observe(change, |_| ())
+            }
             None => Err(Error::invalid("store heartbeat without stats")),
         };
         call.reply(result.map(|()| StoreHeartbeatResponse {

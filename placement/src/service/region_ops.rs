@@ -4,7 +4,7 @@
 use proto::metapb;
 use proto::pdpb::{GetRegionResponse, Region, SplitId};
 
-use crate::cluster::{ClusterView, RegionInfo};
+use crate::cluster::{ClusterView, Observed, RegionInfo};
 use crate::error::{Error, Result};
 use crate::state::Placement;
 
@@ -13,7 +13,7 @@ const MAX_SPLIT_COUNT: u32 = 4096;
 
 /// Runs a read against a bootstrapped view (`NotBootstrapped` otherwise).
 pub fn read<T>(state: &Placement, f: impl FnOnce(&ClusterView) -> Result<T>) -> Result<T> {
-    let view = state.view.read();
+    let view = state.view();
     view.meta()?;
     f(&view)
 }
@@ -84,8 +84,7 @@ pub async fn split_ids(
 
 /// Applies a split report to the view at once; the records are persisted behind.
 pub fn apply_split(state: &Placement, regions: &[metapb::Region]) -> Result<()> {
-    let writes = state.view.write().report_split(regions)?;
+    state.observe(Observed::Split(regions.to_vec()), |_| ())?;
     tracing::info!(regions = regions.len(), "split reported");
-    state.persist_behind(writes);
     Ok(())
 }

@@ -28,9 +28,10 @@ use tracing::Instrument;
 
 use super::scheduling::{put_command, schedule_region};
 use super::{check_cluster_id, error_header, ok_header, typed_error_header};
-use crate::cluster::RegionInfo;
+use crate::cluster::Observed;
 use crate::error::Error;
 use crate::heartbeat::ResponseSender;
+use crate::region_heartbeat::{self, Carry, Verdict};
 use crate::state::Placement;
 
 /// Serves one TSO stream.
@@ -193,7 +194,7 @@ async fn refill_and_reschedule(
     if reply.split_region.is_some() {
         return;
     }
-    let view = state.view.read();
+    let view = state.view();
     if let Some(command) = schedule_region(state, &view, region_id, true).command {
         put_command(reply, command);
     }
@@ -218,7 +219,8 @@ impl From<(RegionHeartbeatResponse, bool)> for Applied {
     }
 }
 
-/// Applies one heartbeat to the view, then asks the scheduler for a command.
+/// Applies one heartbeat as [`region_heartbeat::judge`] says, asks the scheduler for a
+/// command, and answers with what [`region_heartbeat::carry`] picks.
 fn apply_heartbeat(
     state: &Placement,
     stream_id: u64,
@@ -230,50 +232,40 @@ fn apply_heartbeat(
         header: Some(error_header(cluster_id, e)),
         ..Default::default()
     };
-    let Some(info) = RegionInfo::from_heartbeat(request, crate::state::now_ms()) else {
-        return (fail(&Error::invalid("heartbeat without region")), true).into();
+    let verdict = region_heartbeat::judge(&state.view(), request, crate::state::now_ms());
+    let (info, leader, split_keys) = match verdict {
+        Verdict::Refuse { error, close } => return (fail(&error), !close).into(),
+        Verdict::Apply {
+            info,
+            leader,
+            split_keys,
+        } => (info, leader, split_keys),
     };
-    let Some(leader) = info.leader else {
-        return (fail(&Error::invalid("heartbeat without leader")), true).into();
-    };
-    let mut view = state.view.write();
-    if !view.is_bootstrapped() {
-        // PD answers NOT_BOOTSTRAPPED once and closes the stream.
-        return (fail(&Error::NotBootstrapped), false).into();
-    }
-    if let Err(e) = view.store(leader.store_id) {
-        return (fail(&e), true).into();
-    }
     state.streams.bind(leader.store_id, stream_id, tx);
     let epoch = info.meta.region_epoch;
     let region_id = info.id();
-    let split_keys = view.keyspaces().split_keys(&info.meta);
-    match view.region_heartbeat(info) {
-        Ok(writes) => {
-            // One command per response: a running operator finishes first, then a due
-            // keyspace split goes before any new operator.
-            let view = parking_lot::RwLockWriteGuard::downgrade(view);
-            let scheduled = schedule_region(state, &view, region_id, split_keys.is_empty());
-            drop(view);
-            let split_region =
-                (!split_keys.is_empty() && !scheduled.running).then_some(SplitRegion {
-                    policy: CheckPolicy::Usekey as i32,
-                    keys: split_keys,
-                });
-            if !writes.is_empty() {
-                tracing::debug!(region_id, "region metadata changed");
-            }
-            state.persist_behind(writes);
+    let new_operators = region_heartbeat::wants_new_operators(&split_keys);
+    let scheduled = state.observe(Observed::Region(info), |view| {
+        schedule_region(state, view, region_id, new_operators)
+    });
+    match scheduled {
+        Ok(scheduled) => {
             let mut reply = RegionHeartbeatResponse {
                 header: Some(ok_header(cluster_id)),
                 region_id,
                 region_epoch: epoch,
                 target_peer: Some(leader),
-                split_region,
                 ..Default::default()
             };
-            if let Some(command) = scheduled.command {
-                put_command(&mut reply, command);
+            match region_heartbeat::carry(split_keys, &scheduled) {
+                Carry::Command(command) => put_command(&mut reply, command),
+                Carry::Split(keys) => {
+                    reply.split_region = Some(SplitRegion {
+                        policy: CheckPolicy::Usekey as i32,
+                        keys,
+                    })
+                }
+                Carry::Nothing => {}
             }
             Applied {
                 reply,

@@ -95,7 +95,7 @@ impl TopologySync {
     }
 
     fn live_stores(&self) -> Vec<metapb::Store> {
-        let view = self.state.view.read();
+        let view = self.state.view();
         if !view.is_bootstrapped() {
             return Vec::new();
         }
@@ -394,8 +394,7 @@ mod tests {
 
     fn stored_labels(state: &Placement, id: u64) -> Labels {
         state
-            .view
-            .read()
+            .view()
             .store(id)
             .unwrap()
             .meta
@@ -552,7 +551,7 @@ mod tests {
         assert_eq!(stored_labels(&state, 2), labels(&[("zone", "z1")]));
 
         // A tombstone is left alone.
-        let mut tomb = state.view.read().store(2).unwrap().meta.clone();
+        let mut tomb = state.view().store(2).unwrap().meta.clone();
         tomb.state = metapb::StoreState::Tombstone as i32;
         state
             .commit(|_| Ok(((), vec![MetaWrite::Store(tomb)])))
