@@ -41,7 +41,7 @@ use tracing::{info, instrument, warn};
 use crate::builders::{self, Component, MANAGER};
 use crate::crd::{PvReclaimPolicy, TikvCluster, UpgradeStatus, FINALIZER};
 use crate::members::{plan_member_upgrade, plan_members, MemberStep};
-use crate::placement::{HttpPlacementClient, PlacementClient, PlacementView};
+use crate::placement::{HttpPlacementAdmin, PlacementAdmin, PlacementView};
 use crate::scale::{plan_store_replicas, ScaleStep};
 use crate::server::Metrics;
 use crate::status::{self, Observation};
@@ -54,7 +54,7 @@ pub struct Context {
     pub client: Client,
     /// Publishes the stateful steps as Kubernetes Events on the TikvCluster.
     pub recorder: Recorder,
-    pub placement: Arc<dyn PlacementClient>,
+    pub placement: Arc<dyn PlacementAdmin>,
     pub metrics: Metrics,
     /// The ClusterRole (installed by the chart) each cluster's placement ServiceAccount is bound
     /// to for store topology; `None` binds nothing.
@@ -427,7 +427,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
-        placement: Arc::new(HttpPlacementClient::default()),
+        placement: Arc::new(HttpPlacementAdmin::default()),
         metrics,
         topology_cluster_role,
     });

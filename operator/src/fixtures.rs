@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 
 use crate::crd::TikvCluster;
-use crate::placement::{PlacementClient, PlacementView};
+use crate::placement::{PlacementAdmin, PlacementView};
 use crate::Error;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -167,7 +167,7 @@ fn not_found(path: &str) -> Value {
     })
 }
 
-/// A [`PlacementClient`] answering from a script: one fixed view, or "not answering". Records
+/// A [`PlacementAdmin`] answering from a script: one fixed view, or "not answering". Records
 /// the endpoints it was asked.
 pub struct ScriptedPlacement {
     view: Option<PlacementView>,
@@ -202,7 +202,7 @@ impl ScriptedPlacement {
     }
 }
 
-impl PlacementClient for ScriptedPlacement {
+impl PlacementAdmin for ScriptedPlacement {
     fn view<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, crate::Result<PlacementView>> {
         self.asked.lock().unwrap().push(endpoint.to_owned());
         let answer = self

@@ -4,7 +4,7 @@
 //! (`/pd/api/v1/fault-tolerance`); store drains, evict-leader schedulers, member leader
 //! transfer and member removal.
 //!
-//! [`PlacementClient`] is the seam: [`HttpPlacementClient`] talks HTTP, reconcile tests use a
+//! [`PlacementAdmin`] is the seam: [`HttpPlacementAdmin`] talks HTTP, reconcile tests use a
 //! scripted one. The JSON is turned into status types by pure functions tested on PD-shaped
 //! documents.
 
@@ -30,7 +30,7 @@ pub struct PlacementView {
 }
 
 /// Reads a cluster's state from placement's PD-compatible HTTP API.
-pub trait PlacementClient: Send + Sync {
+pub trait PlacementAdmin: Send + Sync {
     /// `endpoint` is a base URL such as `http://basic-placement.db.svc:2379`.
     fn view<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<PlacementView>>;
 
@@ -54,22 +54,22 @@ pub trait PlacementClient: Send + Sync {
     fn delete_member<'a>(&'a self, endpoint: &'a str, name: &'a str) -> BoxFuture<'a, Result<()>>;
 }
 
-/// [`PlacementClient`] over HTTP with reqwest.
-pub struct HttpPlacementClient {
+/// [`PlacementAdmin`] over HTTP with reqwest.
+pub struct HttpPlacementAdmin {
     http: reqwest::Client,
 }
 
-impl Default for HttpPlacementClient {
+impl Default for HttpPlacementAdmin {
     fn default() -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
             .expect("a reqwest client without TLS always builds");
-        HttpPlacementClient { http }
+        HttpPlacementAdmin { http }
     }
 }
 
-impl HttpPlacementClient {
+impl HttpPlacementAdmin {
     async fn get(&self, endpoint: &str, path: &str) -> Result<Value> {
         let url = format!("{endpoint}{path}");
         let placement = |source| Error::Placement {
@@ -82,7 +82,7 @@ impl HttpPlacementClient {
     }
 }
 
-impl HttpPlacementClient {
+impl HttpPlacementAdmin {
     async fn send(&self, req: reqwest::RequestBuilder, url: String) -> Result<()> {
         let placement = |source| Error::Placement {
             url: url.clone(),
@@ -94,7 +94,7 @@ impl HttpPlacementClient {
     }
 }
 
-impl PlacementClient for HttpPlacementClient {
+impl PlacementAdmin for HttpPlacementAdmin {
     fn view<'a>(&'a self, endpoint: &'a str) -> BoxFuture<'a, Result<PlacementView>> {
         Box::pin(async move {
             let members = self.get(endpoint, "/pd/api/v1/members").await?;
@@ -318,7 +318,7 @@ mod tests {
     #[tokio::test]
     async fn member_calls_use_pds_paths_and_report_errors() {
         let (endpoint, seen) = member_api().await;
-        let client = HttpPlacementClient::default();
+        let client = HttpPlacementAdmin::default();
         client
             .transfer_leader(&endpoint, "basic-placement-0")
             .await

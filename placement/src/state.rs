@@ -21,7 +21,6 @@ use crate::cluster::ClusterView;
 use crate::config::{split_urls, Config};
 use crate::error::{Error, Result};
 use crate::fault::Faults;
-use crate::heartbeat::HeartbeatStreams;
 use crate::id::IdAllocator;
 use crate::member::log::Restored;
 use crate::member::transport::Entry;
@@ -30,6 +29,7 @@ use crate::meta::{MetaWrite, StoredMeta};
 use crate::metrics::Metrics;
 use crate::schedule::{Scheduler, Settings};
 use crate::storage::MetaStore;
+use crate::stream_registry::HeartbeatStreams;
 use crate::tso::{Timestamp, TimestampOracle};
 use crate::writer::MetaWriter;
 

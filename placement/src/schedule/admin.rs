@@ -8,7 +8,7 @@ use proto::metapb::PeerRole;
 
 use super::context::Context;
 use super::operator::{OpKind, Operator, Step};
-use super::operators::Operators;
+use super::operator_controller::Operators;
 use super::replica_checker::move_steps;
 use crate::cluster::{Liveness, RegionInfo};
 

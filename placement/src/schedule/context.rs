@@ -17,7 +17,7 @@ use proto::metapb;
 
 use super::evict_leader::SchedulerSet;
 use super::operator::Step;
-use super::operators::Operators;
+use super::operator_controller::Operators;
 use crate::cluster::{ClusterView, Liveness, RegionInfo, StoreCount, StoreInfo};
 use crate::config::Config;
 use crate::meta::ConfigRecord;

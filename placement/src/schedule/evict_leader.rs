@@ -12,7 +12,7 @@ use proto::metapb::PeerRole;
 
 use super::context::{Context, PeerHealth};
 use super::operator::{OpKind, Operator, Step};
-use super::operators::Operators;
+use super::operator_controller::Operators;
 use crate::cluster::{Liveness, RegionInfo};
 use crate::error::{Error, Result};
 

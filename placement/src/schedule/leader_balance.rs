@@ -15,7 +15,7 @@ use proto::metapb::PeerRole;
 
 use super::context::{Context, PeerHealth};
 use super::operator::{OpKind, Operator, Step};
-use super::operators::Operators;
+use super::operator_controller::Operators;
 use crate::cluster::{Liveness, RegionInfo};
 
 /// Leader count difference worth a transfer: with 1 a transfer would only swap the roles.

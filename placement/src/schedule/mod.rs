@@ -2,7 +2,7 @@
 //! `pkg/schedule`. No tokio, no I/O: events in, operators out.
 //!
 //! - [`operator`]: [`Operator`], its [`Step`]s and the [`Command`] each sends;
-//! - [`operators`]: [`Operators`], the running operators (one per region) and their limits;
+//! - [`operator_controller`]: [`Operators`], the running operators (one per region) and their limits;
 //! - [`context`]: [`Context`], the cluster as the checkers see it, and [`Settings`];
 //! - [`replica_checker`]: adds, promotes, replaces and removes replicas;
 //! - [`leader_balance`]: moves leaders from the busiest store to the idlest;
@@ -24,14 +24,14 @@ pub mod evict_leader;
 pub mod fault_tolerance;
 pub mod leader_balance;
 pub mod operator;
-pub mod operators;
+pub mod operator_controller;
 pub mod region_balance;
 pub mod replica_checker;
 
 pub use context::{Context, PeerHealth, Settings};
 pub use evict_leader::SchedulerSet;
 pub use operator::{Command, OpKind, OpStatus, Operator, Step};
-pub use operators::{Dispatch, OpEvent, Operators, Rejected};
+pub use operator_controller::{Dispatch, OpEvent, Operators, Rejected};
 pub use replica_checker::{Blocked, PeerIds};
 
 use crate::cluster::RegionInfo;

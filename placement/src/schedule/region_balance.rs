@@ -25,7 +25,7 @@ use proto::metapb::PeerRole;
 
 use super::context::{Context, PeerHealth};
 use super::operator::Operator;
-use super::operators::Operators;
+use super::operator_controller::Operators;
 use super::replica_checker::{move_steps, PeerIds};
 use crate::cluster::{Liveness, RegionInfo};
 

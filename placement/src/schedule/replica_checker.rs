@@ -43,7 +43,7 @@ use proto::metapb::{self, PeerRole};
 
 use super::context::{Context, PeerHealth};
 use super::operator::{in_joint_state, OpKind, Operator, Step};
-use super::operators::Operators;
+use super::operator_controller::Operators;
 use crate::cluster::{Liveness, RegionInfo};
 
 /// Where new peer ids come from (the id allocator in the server, a counter in tests).

@@ -9,7 +9,7 @@
 //! step of the region's running operator ([`super::scheduling`]: `change_peer` to add a
 //! learner, promote it or remove a peer, `transfer_leader`), else a split at keyspace
 //! boundaries when one is due, else the first step of a new operator. The stream is bound to the leader's store in
-//! [`crate::heartbeat::HeartbeatStreams`] so that scheduling can push operators down it.
+//! [`crate::stream_registry::HeartbeatStreams`] so that scheduling can push operators down it.
 //! Both streams end when the server shuts down, and with `Unavailable` when this member stops
 //! serving as leader (the stores and clients then reconnect to the new leader).
 
@@ -30,9 +30,9 @@ use super::scheduling::{put_command, schedule_region};
 use super::{check_cluster_id, error_header, ok_header, typed_error_header};
 use crate::cluster::Observed;
 use crate::error::Error;
-use crate::heartbeat::ResponseSender;
 use crate::region_heartbeat::{self, Carry, Verdict};
 use crate::state::Placement;
+use crate::stream_registry::ResponseSender;
 
 /// Serves one TSO stream.
 pub fn tso(state: Arc<Placement>, mut inbound: Streaming<TsoRequest>) -> BoxStream<TsoResponse> {

@@ -5,7 +5,7 @@ mod checkers;
 mod drive;
 mod isolation;
 mod low_space;
-mod operators;
+mod operator_controller;
 mod pending;
 mod size_balance;
 mod steps;
