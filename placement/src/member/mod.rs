@@ -474,32 +474,10 @@ pub fn describe(members: &[MemberInfo]) -> String {
         .join(",")
 }
 
-/// raft-rs logs through slog; this sends its records to `tracing` (target `raft`), with
-/// elections and membership at info.
+/// raft-rs's logger for the member group: its records in `tracing` (target `raft`), with
+/// elections and membership at info (one group, so they are worth reading).
 pub fn raft_logger() -> slog::Logger {
-    use slog::Drain;
-
-    struct ToTracing;
-    impl Drain for ToTracing {
-        type Ok = ();
-        type Err = slog::Never;
-        fn log(
-            &self,
-            record: &slog::Record<'_>,
-            _: &slog::OwnedKVList,
-        ) -> std::result::Result<(), slog::Never> {
-            match record.level() {
-                slog::Level::Critical | slog::Level::Error => {
-                    tracing::error!(target: "raft", "{}", record.msg())
-                }
-                slog::Level::Warning => tracing::warn!(target: "raft", "{}", record.msg()),
-                slog::Level::Info => tracing::info!(target: "raft", "{}", record.msg()),
-                _ => tracing::trace!(target: "raft", "{}", record.msg()),
-            }
-            Ok(())
-        }
-    }
-    slog::Logger::root(ToTracing.fuse(), slog::o!())
+    raftkit::raft_logger(tracing::Level::INFO)
 }
 
 #[cfg(test)]

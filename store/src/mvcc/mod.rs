@@ -3,23 +3,24 @@
 //! Key types: [`Lock`] (lock CF), [`Write`] (write CF), the key codec in
 //! [`codec`], [`MvccReader`] (point and range reads over one engine snapshot:
 //! locks, commit records, values visible at a timestamp), [`Scanner`] (a
-//! snapshot-isolation range read) and [`MvccTxn`] (collects the `Modify`s one
-//! command produces). This layer sits on `engine` and under `txn`, which
-//! implements the Percolator actions with it. It shares `txn`'s error enum
-//! ([`crate::txn::TxnError`]): both form one layer.
+//! snapshot-isolation range read) and [`MvccTxn`] in [`write_set`] (collects
+//! the `Modify`s one command produces). This layer sits on `engine` and under
+//! `percolator`, which implements the Percolator actions with it. It shares
+//! `percolator`'s error enum ([`crate::percolator::TxnError`]): both form one
+//! layer.
 
 pub mod codec;
 pub mod lock;
 pub mod reader;
 pub mod scanner;
-pub mod txn;
 pub mod write;
+pub mod write_set;
 
 pub use lock::{Lock, LockType};
 pub use reader::{MvccReader, TxnCommitRecord};
 pub use scanner::Scanner;
-pub use txn::MvccTxn;
 pub use write::{Write, WriteType, SHORT_VALUE_MAX_LEN};
+pub use write_set::MvccTxn;
 
 /// Bits of a TSO timestamp that hold the logical counter.
 pub const TSO_LOGICAL_BITS: u32 = 18;

@@ -11,7 +11,7 @@ use std::ops::ControlFlow;
 use super::codec::{lock_key, prefix_end, split_ts, txn_range, user_key_of, versioned_key};
 use super::{Lock, Write, WriteType};
 use crate::engine::{Cursor, Snapshot, CF_DEFAULT, CF_LOCK, CF_WRITE};
-use crate::txn::{Result, TxnError};
+use crate::percolator::{Result, TxnError};
 
 /// What the write CF says about txn `start_ts` on one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,7 +181,7 @@ impl<'a, 's> MvccReader<'a, 's> {
         let mut cursor = self.snap.cursor(CF_LOCK, Some(start), Some(end))?;
         cursor.seek_to_first();
         let mut locks = Vec::new();
-        let mut budget = crate::txn::ResponseBudget::default();
+        let mut budget = crate::percolator::ResponseBudget::default();
         while cursor.valid()? && (limit == 0 || locks.len() < limit) {
             let lock = parse_lock(cursor.key(), cursor.value())?;
             if filter(&lock) {
@@ -223,7 +223,7 @@ pub(crate) fn decode_user_key(engine_key: &[u8]) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::txn::test_util::*;
+    use crate::percolator::test_util::*;
 
     #[test]
     fn visibility_newest_version_at_or_below_ts() {

@@ -11,7 +11,7 @@ use super::codec::{prefix_end, split_ts, txn_range};
 use super::reader::{decode_user_key, parse_lock, MvccReader};
 use super::{Lock, LockType, WriteType};
 use crate::engine::{Cursor, CF_LOCK, CF_WRITE};
-use crate::txn::{Result, TxnError};
+use crate::percolator::{Result, TxnError};
 use proto::kvrpcpb::LockInfo;
 
 /// How a transactional read treats locks.

@@ -20,7 +20,7 @@ use rocksdb::WriteBatch;
 
 use super::cmd::RaftCmd;
 use super::driver::{RaftStore, RaftStoreConfig};
-use super::keys;
+use super::local_keys;
 use super::peer::Peer;
 use super::peer_storage::{self, RaftStateError};
 use super::{membership, split, ProposeError};
@@ -238,7 +238,7 @@ impl RaftStore {
                 .values()
                 .filter(|o| o.is_initialized())
                 .map(|o| &o.region);
-            crate::keys::exclusive_data_ranges(&p.region, others)
+            crate::data_keys::exclusive_data_ranges(&p.region, others)
         } else {
             Vec::new()
         };
@@ -397,7 +397,7 @@ fn apply_conf_change(
     region.region_epoch = Some(epoch);
     modifies.push(Modify::Put {
         cf: CF_RAFT,
-        key: keys::region_state_key(region_id),
+        key: local_keys::region_state_key(region_id),
         value: region.encode_to_vec(),
     });
     tracing::info!(region_id, change = ?cc.get_change_type(), peer_id = peer.id, store_id = peer.store_id, "membership changed");
@@ -433,7 +433,7 @@ fn apply_conf_change_v2(
     p.ps.mem.wl().set_conf_state(cs);
     modifies.push(Modify::Put {
         cf: CF_RAFT,
-        key: keys::region_state_key(region_id),
+        key: local_keys::region_state_key(region_id),
         value: region.encode_to_vec(),
     });
     let conf_ver = region.region_epoch.map(|ep| ep.conf_ver).unwrap_or(0);

@@ -10,8 +10,8 @@
 use proto::metapb;
 
 use super::ProposeError;
+use crate::data_keys::region_data_ranges;
 use crate::engine::{CfName, Modify, ALL_CFS, DATA_CFS};
-use crate::keys::region_data_ranges;
 
 /// A write from before writes carried their epoch (still decoded: it may sit
 /// in the log of a store that was upgraded).

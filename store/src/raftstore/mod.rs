@@ -6,15 +6,15 @@
 //! `storage` to validate requests), [`RaftStore`] (the loop: ticks, proposals,
 //! readies of all regions persisted with one synced write, then applied in one
 //! batch). Below it: `peer` (one replica), `peer_storage` (its durable log),
-//! `cmd` (what log entries carry), `keys` (local metadata keys), `membership`
+//! `cmd` (what log entries carry), `local_keys` (keys of local metadata), `membership`
 //! (joint-consensus membership changes).
 
 mod apply;
 pub mod cmd;
 mod driver;
 mod incoming;
-pub mod keys;
 pub mod lease;
+pub mod local_keys;
 mod logger;
 pub mod membership;
 pub mod peer;

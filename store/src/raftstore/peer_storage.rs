@@ -16,7 +16,7 @@ use raft::storage::MemStorage;
 use raft::Storage as _;
 use rocksdb::WriteBatch;
 
-use super::keys::{self, ApplyState};
+use super::local_keys::{self, ApplyState};
 use crate::engine::{Engine, EngineError, Modify, CF_RAFT};
 use proto::metapb;
 
@@ -89,17 +89,17 @@ pub fn bootstrap_writes(region: &metapb::Region) -> Result<Vec<Modify>, RaftStat
     Ok(vec![
         Modify::Put {
             cf: CF_RAFT,
-            key: keys::region_state_key(region.id),
+            key: local_keys::region_state_key(region.id),
             value: region.encode_to_vec(),
         },
         Modify::Put {
             cf: CF_RAFT,
-            key: keys::raft_state_key(region.id),
+            key: local_keys::raft_state_key(region.id),
             value: encode_pb(&hs, region.id, "hard state")?,
         },
         Modify::Put {
             cf: CF_RAFT,
-            key: keys::apply_state_key(region.id),
+            key: local_keys::apply_state_key(region.id),
             value: apply.encode(),
         },
     ])
@@ -200,28 +200,28 @@ pub fn destroy_writes(region: &metapb::Region, peer_id: u64, removed_at: u64) ->
     vec![
         Modify::DeleteRange {
             cf: CF_RAFT,
-            start: keys::raft_log_key(region.id, 0),
-            end: keys::raft_log_key(region.id, u64::MAX),
+            start: local_keys::raft_log_key(region.id, 0),
+            end: local_keys::raft_log_key(region.id, u64::MAX),
         },
         Modify::Delete {
             cf: CF_RAFT,
-            key: keys::raft_state_key(region.id),
+            key: local_keys::raft_state_key(region.id),
         },
         Modify::Delete {
             cf: CF_RAFT,
-            key: keys::apply_state_key(region.id),
+            key: local_keys::apply_state_key(region.id),
         },
         Modify::Delete {
             cf: CF_RAFT,
-            key: keys::region_state_key(region.id),
+            key: local_keys::region_state_key(region.id),
         },
         Modify::Delete {
             cf: CF_RAFT,
-            key: keys::snapshot_install_key(region.id),
+            key: local_keys::snapshot_install_key(region.id),
         },
         Modify::Put {
             cf: CF_RAFT,
-            key: keys::tombstone_key(region.id),
+            key: local_keys::tombstone_key(region.id),
             value: tombstone.encode(),
         },
     ]
@@ -230,7 +230,7 @@ pub fn destroy_writes(region: &metapb::Region, peer_id: u64, removed_at: u64) ->
 /// The tombstone this store's removed replica of `region_id` left, if any.
 pub fn tombstone(engine: &Engine, region_id: u64) -> Result<Option<Tombstone>, RaftStateError> {
     Ok(engine
-        .get_cf(CF_RAFT, &keys::tombstone_key(region_id))?
+        .get_cf(CF_RAFT, &local_keys::tombstone_key(region_id))?
         .and_then(|v| Tombstone::decode(&v)))
 }
 
@@ -239,7 +239,7 @@ pub fn pending_install(
     engine: &Engine,
     region_id: u64,
 ) -> Result<Option<super::snapshot::PendingInstall>, RaftStateError> {
-    let Some(v) = engine.get_cf(CF_RAFT, &keys::snapshot_install_key(region_id))? else {
+    let Some(v) = engine.get_cf(CF_RAFT, &local_keys::snapshot_install_key(region_id))? else {
         return Ok(None);
     };
     super::snapshot::PendingInstall::decode(region_id, &v)
@@ -253,10 +253,10 @@ pub fn pending_install(
 /// Every region whose state is stored in the engine.
 pub fn load_regions(engine: &Engine) -> Result<Vec<metapb::Region>, RaftStateError> {
     let mut cursor = engine.raw_cursor(CF_RAFT)?;
-    cursor.seek(&[keys::REGION_STATE_PREFIX]);
+    cursor.seek(&[local_keys::REGION_STATE_PREFIX]);
     let mut regions = vec![];
     while cursor.valid()? {
-        let Some(region_id) = keys::region_id_of_state_key(cursor.key()) else {
+        let Some(region_id) = local_keys::region_id_of_state_key(cursor.key()) else {
             break;
         };
         let region =
@@ -275,10 +275,10 @@ pub fn load(engine: &Engine, region: &metapb::Region) -> Result<PeerStorage, Raf
     let region_id = region.id;
     let corrupt = |what| RaftStateError::Corrupt { region_id, what };
     let apply_state = engine
-        .get_cf(CF_RAFT, &keys::apply_state_key(region_id))?
+        .get_cf(CF_RAFT, &local_keys::apply_state_key(region_id))?
         .and_then(|v| ApplyState::decode(&v))
         .ok_or_else(|| corrupt("apply state"))?;
-    let mut hard_state = match engine.get_cf(CF_RAFT, &keys::raft_state_key(region_id))? {
+    let mut hard_state = match engine.get_cf(CF_RAFT, &local_keys::raft_state_key(region_id))? {
         Some(v) => HardState::parse_from_bytes(&v).map_err(|_| corrupt("raft state"))?,
         None => return Err(corrupt("missing raft state")),
     };
@@ -294,8 +294,8 @@ pub fn load(engine: &Engine, region: &metapb::Region) -> Result<PeerStorage, Raf
 
     let mut entries = vec![];
     let mut cursor = engine.raw_cursor(CF_RAFT)?;
-    let end = keys::raft_log_key(region_id, u64::MAX);
-    cursor.seek(&keys::raft_log_key(
+    let end = local_keys::raft_log_key(region_id, u64::MAX);
+    cursor.seek(&local_keys::raft_log_key(
         region_id,
         apply_state.truncated_index + 1,
     ));
@@ -373,7 +373,7 @@ impl PeerStorage {
         for e in entries {
             modifies.push(Modify::Put {
                 cf: CF_RAFT,
-                key: keys::raft_log_key(self.region_id, e.index),
+                key: local_keys::raft_log_key(self.region_id, e.index),
                 value: encode_pb(e, self.region_id, "log entry")?,
             });
         }
@@ -382,8 +382,8 @@ impl PeerStorage {
             // A new leader overwrote our tail: drop the stale entries after it.
             modifies.push(Modify::DeleteRange {
                 cf: CF_RAFT,
-                start: keys::raft_log_key(self.region_id, last_new + 1),
-                end: keys::raft_log_key(self.region_id, last_before + 1),
+                start: local_keys::raft_log_key(self.region_id, last_new + 1),
+                end: local_keys::raft_log_key(self.region_id, last_before + 1),
             });
         }
         debug_assert!(first.index > 0);
@@ -405,7 +405,7 @@ impl PeerStorage {
             wb,
             &[Modify::Put {
                 cf: CF_RAFT,
-                key: keys::raft_state_key(self.region_id),
+                key: local_keys::raft_state_key(self.region_id),
                 value: encode_pb(hs, self.region_id, "hard state")?,
             }],
         )?;
@@ -426,7 +426,7 @@ impl PeerStorage {
     pub fn apply_state_modify(&self) -> Modify {
         Modify::Put {
             cf: CF_RAFT,
-            key: keys::apply_state_key(self.region_id),
+            key: local_keys::apply_state_key(self.region_id),
             value: self.apply_state.encode(),
         }
     }
@@ -442,8 +442,8 @@ impl PeerStorage {
             return Ok(());
         }
         let term = self.mem.term(index)?;
-        let start = keys::raft_log_key(self.region_id, 0);
-        let end = keys::raft_log_key(self.region_id, index + 1);
+        let start = local_keys::raft_log_key(self.region_id, 0);
+        let end = local_keys::raft_log_key(self.region_id, index + 1);
         engine.fill_batch(
             wb,
             &[Modify::DeleteRange {

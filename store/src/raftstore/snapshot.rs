@@ -24,7 +24,7 @@ use raft::prelude::{Entry, HardState, Snapshot};
 use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RaftState, Storage, StorageError as RaftStorageError};
 
-use super::keys::{self, ApplyState};
+use super::local_keys::{self, ApplyState};
 use super::peer_storage::{encode_pb, RaftStateError};
 use super::snap::worker::{GenState, GenTask, SnapSource};
 use super::snap::{SnapDescriptor, SnapKey};
@@ -181,27 +181,27 @@ pub fn install_writes(
     Ok(vec![
         Modify::DeleteRange {
             cf: CF_RAFT,
-            start: keys::raft_log_key(region.id, 0),
-            end: keys::raft_log_key(region.id, u64::MAX),
+            start: local_keys::raft_log_key(region.id, 0),
+            end: local_keys::raft_log_key(region.id, u64::MAX),
         },
         Modify::Put {
             cf: CF_RAFT,
-            key: keys::region_state_key(region.id),
+            key: local_keys::region_state_key(region.id),
             value: region.encode_to_vec(),
         },
         Modify::Put {
             cf: CF_RAFT,
-            key: keys::apply_state_key(region.id),
+            key: local_keys::apply_state_key(region.id),
             value: apply.encode(),
         },
         Modify::Put {
             cf: CF_RAFT,
-            key: keys::raft_state_key(region.id),
+            key: local_keys::raft_state_key(region.id),
             value: encode_pb(hs, region.id, "hard state")?,
         },
         Modify::Put {
             cf: CF_RAFT,
-            key: keys::snapshot_install_key(region.id),
+            key: local_keys::snapshot_install_key(region.id),
             value: pending.encode(),
         },
     ])

@@ -9,7 +9,7 @@ use prost::Message as _;
 use proto::metapb;
 
 use super::cmd::BatchSplit;
-use super::keys;
+use super::local_keys;
 use super::peer_storage::{bootstrap_writes, RaftStateError};
 use crate::engine::{Modify, CF_RAFT};
 
@@ -106,7 +106,7 @@ pub fn exec_batch_split(
 pub fn split_writes(outcome: &SplitOutcome) -> Result<Vec<Modify>, RaftStateError> {
     let mut m = vec![Modify::Put {
         cf: CF_RAFT,
-        key: keys::region_state_key(outcome.left.id),
+        key: local_keys::region_state_key(outcome.left.id),
         value: outcome.left.encode_to_vec(),
     }];
     for r in &outcome.new_regions {

@@ -3,13 +3,13 @@
 //! [`check`] measures a region's data (bytes and keys, every namespace it
 //! owns) and, when it is over the limits, picks split points cutting it into
 //! pieces of two thirds of the limits, converted to a region boundary valid for every
-//! client (`crate::keys::boundary_of`). It reads the engine and is meant for
+//! client (`crate::data_keys::boundary_of`). It reads the engine and is meant for
 //! a blocking thread, not the raftstore loop.
 
 use proto::metapb;
 
+use crate::data_keys::{boundary_of, region_data_ranges};
 use crate::engine::{Engine, EngineError, CF_DEFAULT, CF_WRITE};
-use crate::keys::{boundary_of, region_data_ranges};
 
 /// Most split keys proposed at once.
 const MAX_SPLIT_KEYS: usize = 512;
@@ -99,8 +99,8 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data_keys::RawSpace;
     use crate::engine::Modify;
-    use crate::keys::RawSpace;
 
     #[test]
     fn splits_big_regions_into_pieces_in_one_pass() {

@@ -16,8 +16,8 @@ use super::peer_storage;
 use super::snap::{SnapKey, SnapManager};
 use super::transport::{BlockStores, Feedback, FilteredTransport, Filters, Transport};
 use super::{ProposeError, RaftStore, RaftStoreConfig, RaftStoreParts, Router, StoreMeta};
+use crate::data_keys::RawSpace;
 use crate::engine::{Engine, Modify, CF_DEFAULT};
-use crate::keys::RawSpace;
 
 type Routers = Arc<RwLock<HashMap<u64, (Router, Arc<SnapManager>)>>>;
 

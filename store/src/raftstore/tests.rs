@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 use raft::prelude::{ConfChangeType, MessageType};
 
 use super::cmd::RaftCmd;
-use super::keys::{self, ApplyState};
+use super::local_keys::{self, ApplyState};
 use super::peer_storage::INIT_INDEX;
 use super::test_cluster::{must_until, put_cmd, region_on, TestCluster};
 use super::transport::{BlockStores, DropFirst, DropTypes, Filter};
 use super::{ProposeError, RaftStoreConfig};
+use crate::data_keys::RawSpace;
 use crate::engine::{Modify, CF_DEFAULT, CF_RAFT};
-use crate::keys::RawSpace;
 use proto::metapb;
 
 /// A learner replica `id` on store `store_id`.
@@ -51,7 +51,7 @@ async fn single_replica_writes_survive_restart_and_log_is_truncated() {
     let engine = c.engine(1).clone();
     let apply_state = move || {
         engine
-            .get_cf(CF_RAFT, &keys::apply_state_key(1))
+            .get_cf(CF_RAFT, &local_keys::apply_state_key(1))
             .unwrap()
             .and_then(|v| ApplyState::decode(&v))
             .unwrap()

@@ -9,11 +9,11 @@ use std::net::SocketAddr;
 
 use proto::metapb;
 
-use super::pd::{PdClient, PdError};
+use super::placement_client::{PlacementClient, PlacementError};
 use super::ServerError;
 use crate::config::Config;
 use crate::engine::{Engine, Modify, CF_RAFT};
-use crate::raftstore::{keys, peer_storage};
+use crate::raftstore::{local_keys, peer_storage};
 
 pub fn store_meta(cfg: &Config, status_addr: SocketAddr, id: u64) -> metapb::Store {
     let status = if cfg.status_addr.ends_with(":0") {
@@ -47,7 +47,7 @@ pub fn store_meta(cfg: &Config, status_addr: SocketAddr, id: u64) -> metapb::Sto
 }
 
 fn load_ident(engine: &Engine) -> Result<Option<(u64, u64)>, ServerError> {
-    let Some(v) = engine.get_cf(CF_RAFT, keys::STORE_IDENT_KEY)? else {
+    let Some(v) = engine.get_cf(CF_RAFT, local_keys::STORE_IDENT_KEY)? else {
         return Ok(None);
     };
     if v.len() != 16 {
@@ -62,26 +62,26 @@ fn load_ident(engine: &Engine) -> Result<Option<(u64, u64)>, ServerError> {
 /// cluster if nobody has, and returns the store id.
 pub async fn join_cluster(
     engine: &Engine,
-    pd: &PdClient,
+    placement: &PlacementClient,
     mut store: metapb::Store,
 ) -> Result<u64, ServerError> {
     let store_id = match load_ident(engine)? {
         Some((cluster_id, store_id)) => {
-            if cluster_id != pd.cluster_id() {
+            if cluster_id != placement.cluster_id() {
                 return Err(ServerError::WrongCluster {
                     data_dir: cluster_id,
-                    placement: pd.cluster_id(),
+                    placement: placement.cluster_id(),
                 });
             }
             store_id
         }
         None => {
-            let store_id = pd.alloc_id().await?;
-            let mut v = pd.cluster_id().to_be_bytes().to_vec();
+            let store_id = placement.alloc_id().await?;
+            let mut v = placement.cluster_id().to_be_bytes().to_vec();
             v.extend_from_slice(&store_id.to_be_bytes());
             let m = Modify::Put {
                 cf: CF_RAFT,
-                key: keys::STORE_IDENT_KEY.to_vec(),
+                key: local_keys::STORE_IDENT_KEY.to_vec(),
                 value: v,
             };
             engine.write(&[m], true)?;
@@ -89,16 +89,16 @@ pub async fn join_cluster(
         }
     };
     store.id = store_id;
-    if !pd.is_bootstrapped().await? {
-        bootstrap_cluster(engine, pd, store.clone()).await?;
+    if !placement.is_bootstrapped().await? {
+        bootstrap_cluster(engine, placement, store.clone()).await?;
     }
-    pd.put_store(store).await?;
+    placement.put_store(store).await?;
     Ok(store_id)
 }
 
 async fn bootstrap_cluster(
     engine: &Engine,
-    pd: &PdClient,
+    placement: &PlacementClient,
     store: metapb::Store,
 ) -> Result<(), ServerError> {
     let existing = peer_storage::load_regions(engine)?;
@@ -107,7 +107,7 @@ async fn bootstrap_cluster(
         Some(r) => r,
         None => {
             let region = metapb::Region {
-                id: pd.alloc_id().await?,
+                id: placement.alloc_id().await?,
                 start_key: vec![],
                 end_key: vec![],
                 region_epoch: Some(metapb::RegionEpoch {
@@ -115,7 +115,7 @@ async fn bootstrap_cluster(
                     version: 1,
                 }),
                 peers: vec![metapb::Peer {
-                    id: pd.alloc_id().await?,
+                    id: placement.alloc_id().await?,
                     store_id: store.id,
                     ..Default::default()
                 }],
@@ -125,26 +125,30 @@ async fn bootstrap_cluster(
             region
         }
     };
-    match pd.bootstrap(store, region.clone()).await {
+    match placement.bootstrap(store, region.clone()).await {
         Ok(()) => {
             tracing::info!(region_id = region.id, "bootstrapped the cluster");
             Ok(())
         }
-        Err(PdError::Header {
+        Err(PlacementError::Header {
             kind: proto::pdpb::ErrorType::AlreadyBootstrapped,
             ..
         }) => {
             // A bootstrap retried across a placement leader change can meet
             // its own earlier success: keep the region then.
-            if pd.get_region(b"").await?.is_some_and(|r| r.id == region.id) {
+            if placement
+                .get_region(b"")
+                .await?
+                .is_some_and(|r| r.id == region.id)
+            {
                 tracing::info!(region_id = region.id, "bootstrapped the cluster");
                 return Ok(());
             }
             tracing::info!("another store bootstrapped the cluster first");
             let undo: Vec<Modify> = [
-                keys::region_state_key(region.id),
-                keys::raft_state_key(region.id),
-                keys::apply_state_key(region.id),
+                local_keys::region_state_key(region.id),
+                local_keys::raft_state_key(region.id),
+                local_keys::apply_state_key(region.id),
             ]
             .into_iter()
             .map(|key| Modify::Delete { cf: CF_RAFT, key })

@@ -25,7 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::pd::PdClient;
+use super::placement_client::PlacementClient;
 use crate::lock_manager::{LeaderLink, LockManager, NotLeader};
 
 /// Requests queued for the leader before new ones are dropped.
@@ -101,9 +101,9 @@ impl LeaderLink for GrpcLeaderLink {
 
 impl GrpcLeaderLink {
     /// Starts the link task on the current runtime.
-    pub fn start(pd: PdClient, store_id: u64, lm: LockManager) -> Self {
+    pub fn start(placement: PlacementClient, store_id: u64, lm: LockManager) -> Self {
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
-        tokio::spawn(run_link(pd, store_id, lm, rx));
+        tokio::spawn(run_link(placement, store_id, lm, rx));
         GrpcLeaderLink { tx }
     }
 }
@@ -115,7 +115,7 @@ struct LeaderStream {
 }
 
 async fn run_link(
-    pd: PdClient,
+    placement: PlacementClient,
     store_id: u64,
     lm: LockManager,
     mut rx: mpsc::Receiver<DeadlockRequest>,
@@ -126,7 +126,7 @@ async fn run_link(
             stream = None;
         }
         if stream.is_none() {
-            match open_stream(&pd, store_id, &lm).await {
+            match open_stream(&placement, store_id, &lm).await {
                 Ok(s) => stream = Some(s),
                 Err(e) => {
                     tracing::warn!(error = %e, "no deadlock detector leader; request dropped");
@@ -148,11 +148,11 @@ async fn run_link(
 
 /// Looks the leader up and opens a `Detect` stream to it.
 async fn open_stream(
-    pd: &PdClient,
+    placement: &PlacementClient,
     store_id: u64,
     lm: &LockManager,
 ) -> Result<LeaderStream, String> {
-    let leader = pd
+    let leader = placement
         .get_region_leader(b"")
         .await
         .map_err(|e| e.to_string())?
@@ -160,7 +160,7 @@ async fn open_stream(
     if leader.store_id == store_id {
         return Err("placement names this store, which does not lead (yet)".into());
     }
-    let store = pd
+    let store = placement
         .get_store(leader.store_id)
         .await
         .map_err(|e| e.to_string())?;

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::fake_placement::{base, Event, FakeGroup, CLUSTER_ID};
 use super::heartbeat::{Heartbeat, HeartbeatConfig};
-use super::pd::{PdClient, PdError};
+use super::placement_client::{PlacementClient, PlacementError};
 use crate::engine::Engine;
 use crate::raftstore::split_check::SplitLimits;
 use crate::raftstore::{RegionMeta, Router, StoreMeta, StoreMsg};
@@ -30,8 +30,8 @@ async fn must_wait(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-async fn must_connect(endpoints: &[String], call_deadline: Duration) -> PdClient {
-    PdClient::connect_with_deadline(endpoints, Duration::from_secs(10), call_deadline)
+async fn must_connect(endpoints: &[String], call_deadline: Duration) -> PlacementClient {
+    PlacementClient::connect_with_deadline(endpoints, Duration::from_secs(10), call_deadline)
         .await
         .unwrap()
 }
@@ -39,14 +39,14 @@ async fn must_connect(endpoints: &[String], call_deadline: Duration) -> PdClient
 #[tokio::test]
 async fn a_follower_endpoint_leads_the_client_to_the_leader() {
     let group = FakeGroup::start(3, Some(1)).await;
-    let pd = must_connect(&group.urls[..1], Duration::from_secs(10)).await;
-    assert_eq!(pd.cluster_id(), CLUSTER_ID);
-    assert_eq!(pd.leader_url(), group.urls[1]);
-    let id = pd.alloc_id().await.unwrap();
+    let placement = must_connect(&group.urls[..1], Duration::from_secs(10)).await;
+    assert_eq!(placement.cluster_id(), CLUSTER_ID);
+    assert_eq!(placement.leader_url(), group.urls[1]);
+    let id = placement.alloc_id().await.unwrap();
     assert_eq!(id, base(1), "the id comes from the leader");
     assert!(group.saw(&Event::Served(1, "alloc_id")));
     assert!(!group.saw(&Event::Refused(0, "alloc_id")));
-    let known = pd.endpoints();
+    let known = placement.endpoints();
     for url in &group.urls {
         assert!(
             known.contains(url),
@@ -58,20 +58,20 @@ async fn a_follower_endpoint_leads_the_client_to_the_leader() {
 #[tokio::test]
 async fn calls_in_flight_on_a_dead_leader_finish_on_the_new_one() {
     let group = FakeGroup::start(3, Some(1)).await;
-    let pd = must_connect(&group.urls[..1], Duration::from_secs(10)).await;
+    let placement = must_connect(&group.urls[..1], Duration::from_secs(10)).await;
     group.members[1].stall.store(true, Ordering::SeqCst);
     let mut allocs = Vec::new();
     for _ in 0..4 {
-        let pd = pd.clone();
-        allocs.push(tokio::spawn(async move { pd.alloc_id().await }));
+        let placement = placement.clone();
+        allocs.push(tokio::spawn(async move { placement.alloc_id().await }));
     }
     let ts = tokio::spawn({
-        let pd = pd.clone();
-        async move { pd.get_ts().await }
+        let placement = placement.clone();
+        async move { placement.get_ts().await }
     });
     let store_hb = tokio::spawn({
-        let pd = pd.clone();
-        async move { pd.store_heartbeat(StoreStats::default()).await }
+        let placement = placement.clone();
+        async move { placement.store_heartbeat(StoreStats::default()).await }
     });
     must_wait("six calls hanging on the old leader", || {
         group.count(|e| matches!(e, Event::Stalled(1, _))) == 6
@@ -97,10 +97,10 @@ async fn calls_in_flight_on_a_dead_leader_finish_on_the_new_one() {
     assert_eq!(ts >> 18, base(2) + 1, "timestamp from the new leader");
     store_hb.await.unwrap().unwrap();
     assert!(group.saw(&Event::Served(2, "store_heartbeat")));
-    assert_eq!(pd.leader_url(), group.urls[2]);
+    assert_eq!(placement.leader_url(), group.urls[2]);
     // Six callers failed on one connection: it was replaced once, by one
     // round of GetMembers over the members still alive.
-    assert_eq!(pd.leader_generation(), 1);
+    assert_eq!(placement.leader_generation(), 1);
     let asked = survivors_asked() - members_before;
     assert!(
         (1..=2).contains(&asked),
@@ -111,12 +111,12 @@ async fn calls_in_flight_on_a_dead_leader_finish_on_the_new_one() {
 #[tokio::test]
 async fn a_not_leader_answer_moves_the_client() {
     let group = FakeGroup::start(3, Some(1)).await;
-    let pd = must_connect(&group.urls, Duration::from_secs(10)).await;
+    let placement = must_connect(&group.urls, Duration::from_secs(10)).await;
     group.set_leader(Some(2));
-    assert_eq!(pd.alloc_id().await.unwrap(), base(2));
+    assert_eq!(placement.alloc_id().await.unwrap(), base(2));
     assert!(group.saw(&Event::Refused(1, "alloc_id")));
-    assert_eq!(pd.leader_generation(), 1);
-    let ts = pd.get_ts().await.unwrap();
+    assert_eq!(placement.leader_generation(), 1);
+    let ts = placement.get_ts().await.unwrap();
     assert_eq!(ts >> 18, base(2) + 1);
 }
 
@@ -124,15 +124,15 @@ async fn a_not_leader_answer_moves_the_client() {
 async fn without_a_leader_calls_fail_after_the_deadline() {
     let group = FakeGroup::start(3, Some(1)).await;
     let deadline = Duration::from_millis(600);
-    let pd = must_connect(&group.urls, deadline).await;
+    let placement = must_connect(&group.urls, deadline).await;
     group.set_leader(None);
     let started = Instant::now();
-    let err = pd.alloc_id().await.unwrap_err();
+    let err = placement.alloc_id().await.unwrap_err();
     let took = started.elapsed();
     assert!(
         matches!(
             err,
-            PdError::GaveUp {
+            PlacementError::GaveUp {
                 call: "alloc_id",
                 ..
             }
@@ -146,34 +146,34 @@ async fn without_a_leader_calls_fail_after_the_deadline() {
         "gave up after {took:?}, before the deadline"
     );
     assert!(
-        took < super::pd::CALL_DEADLINE,
+        took < super::placement_client::CALL_DEADLINE,
         "the client's own deadline applies, took {took:?}"
     );
 
     // Connecting while nobody leads fails too, saying why.
-    let err = PdClient::connect(&group.urls, Duration::from_millis(300))
+    let err = PlacementClient::connect(&group.urls, Duration::from_millis(300))
         .await
         .err()
         .expect("no leader, no client");
-    assert!(matches!(err, PdError::Unreachable { .. }), "{err:?}");
+    assert!(matches!(err, PlacementError::Unreachable { .. }), "{err:?}");
     assert!(err.to_string().contains("no placement leader yet"), "{err}");
 }
 
 #[tokio::test]
 async fn answers_that_retrying_cannot_fix_are_returned_at_once() {
     let group = FakeGroup::start(1, Some(0)).await;
-    let pd = must_connect(&group.urls, Duration::from_secs(10)).await;
+    let placement = must_connect(&group.urls, Duration::from_secs(10)).await;
     // The fake does not implement GetStore.
-    match pd.get_store(1).await {
-        Err(PdError::Rpc(s)) => assert_eq!(s.code(), tonic::Code::Unimplemented),
+    match placement.get_store(1).await {
+        Err(PlacementError::Rpc(s)) => assert_eq!(s.code(), tonic::Code::Unimplemented),
         other => panic!("expected Unimplemented, got {other:?}"),
     }
-    assert_eq!(pd.leader_generation(), 0, "no leader change for it");
+    assert_eq!(placement.leader_generation(), 0, "no leader change for it");
 }
 
 #[tokio::test]
 async fn bad_endpoints_are_an_error_not_a_panic() {
-    let err = PdClient::connect(&["http://bad host:1".into()], Duration::from_millis(100))
+    let err = PlacementClient::connect(&["http://bad host:1".into()], Duration::from_millis(100))
         .await
         .err()
         .expect("no client from a bad url");
@@ -228,7 +228,7 @@ fn drain_for_transfer(
 #[tokio::test]
 async fn region_heartbeats_follow_the_leader_and_its_operators_still_run() {
     let group = FakeGroup::start(3, Some(1)).await;
-    let pd = must_connect(&group.urls[..1], Duration::from_secs(10)).await;
+    let placement = must_connect(&group.urls[..1], Duration::from_secs(10)).await;
     let dir = tempfile::tempdir().unwrap();
     let engine = must_open_engine(&dir).await;
     let (router, inbox) = Router::detached(1024);
@@ -239,7 +239,7 @@ async fn region_heartbeats_follow_the_leader_and_its_operators_still_run() {
     // stream's reopening can send region heartbeats.
     let hour = Duration::from_secs(3600);
     let hb = Heartbeat {
-        pd,
+        placement,
         store: metapb::Store {
             id: 1,
             ..Default::default()
@@ -311,7 +311,7 @@ async fn a_bootstrap_retried_after_a_lost_answer_keeps_its_region() {
     group.members[1]
         .lose_bootstrap_answer
         .store(true, Ordering::SeqCst);
-    let pd = must_connect(&group.urls[..1], Duration::from_secs(10)).await;
+    let placement = must_connect(&group.urls[..1], Duration::from_secs(10)).await;
     let dir = tempfile::tempdir().unwrap();
     let engine = must_open_engine(&dir).await;
     let join = tokio::spawn({
@@ -321,7 +321,7 @@ async fn a_bootstrap_retried_after_a_lost_answer_keeps_its_region() {
                 address: "127.0.0.1:1".into(),
                 ..Default::default()
             };
-            super::bootstrap::join_cluster(&engine, &pd, store).await
+            super::bootstrap::join_cluster(&engine, &placement, store).await
         }
     });
     must_wait(

@@ -15,7 +15,7 @@ mod heartbeat;
 #[cfg(test)]
 mod leader_change_tests;
 pub use crate::metrics;
-pub mod pd;
+pub mod placement_client;
 mod raft_transport;
 mod respond;
 mod service;
@@ -35,6 +35,7 @@ use crate::disk::monitor::{DiskMonitor, MonitorConfig};
 use crate::disk::DiskState;
 use crate::engine::{Engine, EngineError};
 use crate::lock_manager::LockManager;
+use crate::percolator::ConcurrencyManager;
 use crate::raftstore::peer_storage::RaftStateError;
 use crate::raftstore::snap::SnapManager;
 use crate::raftstore::transport::{FilteredTransport, Filters};
@@ -42,8 +43,7 @@ use crate::raftstore::{
     abort_on_fatal, FatalHandler, RaftStore, RaftStoreParts, Router, StoreMeta,
 };
 use crate::storage::{Storage, TsoSource};
-use crate::txn::ConcurrencyManager;
-use pd::{PdClient, PdError};
+use placement_client::{PlacementClient, PlacementError};
 use proto::deadlock::deadlock_server::DeadlockServer;
 use proto::storepb::store_raft_server::StoreRaftServer;
 use proto::tikvpb::tikv_server::TikvServer;
@@ -57,7 +57,7 @@ pub enum ServerError {
     #[error("raft storage: {0}")]
     RaftStorage(#[from] RaftStateError),
     #[error("placement: {0}")]
-    Pd(#[from] PdError),
+    Placement(#[from] PlacementError),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: String,
@@ -166,19 +166,22 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
     }
 
     let local = open_local(&cfg).await?;
-    let pd = PdClient::connect(&cfg.pd_endpoints, Duration::from_secs(60)).await?;
+    let placement = PlacementClient::connect(&cfg.pd_endpoints, Duration::from_secs(60)).await?;
     let store = bootstrap::store_meta(&cfg, status_addr, 0);
-    let store_id = bootstrap::join_cluster(&local.engine, &pd, store).await?;
+    let store_id = bootstrap::join_cluster(&local.engine, &placement, store).await?;
     let store = bootstrap::store_meta(&cfg, status_addr, store_id);
     tracing::info!(store_id, addr = %cfg.advertise_addr, "store joined the cluster");
 
     let meta = Arc::new(RwLock::new(StoreMeta::default()));
     let filters = Filters::default();
     let changed = Arc::new(Notify::new());
-    let (router, raft_thread) =
-        start_raftstore(&cfg, store_id, &pd, &local, &meta, &changed, &filters).await?;
+    let (router, raft_thread) = start_raftstore(
+        &cfg, store_id, &placement, &local, &meta, &changed, &filters,
+    )
+    .await?;
 
-    let grpc_stop = serve_grpc(listener, &cfg, &pd, &local, &router, &meta, store_id).await?;
+    let grpc_stop =
+        serve_grpc(listener, &cfg, &placement, &local, &router, &meta, store_id).await?;
     let (status_stop, status_stop_rx) = oneshot::channel::<()>();
     let debug = cfg
         .debug
@@ -192,7 +195,7 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
     ));
 
     let hb = heartbeat::Heartbeat {
-        pd,
+        placement,
         store,
         engine: local.engine.clone(),
         router: router.clone(),
@@ -221,7 +224,7 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
 async fn start_raftstore(
     cfg: &Config,
     store_id: u64,
-    pd: &PdClient,
+    placement: &PlacementClient,
     local: &Local,
     meta: &Arc<RwLock<StoreMeta>>,
     changed: &Arc<Notify>,
@@ -234,7 +237,7 @@ async fn start_raftstore(
         meta: meta.clone(),
         changed: changed.clone(),
         transport: Box::new(FilteredTransport::new(
-            raft_transport::GrpcTransport::start(pd.clone(), local.snaps.clone()),
+            raft_transport::GrpcTransport::start(placement.clone(), local.snaps.clone()),
             filters.clone(),
         )),
         snap_mgr: local.snaps.clone(),
@@ -316,7 +319,7 @@ async fn open_local(cfg: &Config) -> Result<Local, ServerError> {
 async fn serve_grpc(
     listener: TcpListener,
     cfg: &Config,
-    pd: &PdClient,
+    placement: &PlacementClient,
     local: &Local,
     router: &Router,
     meta: &Arc<RwLock<StoreMeta>>,
@@ -324,13 +327,13 @@ async fn serve_grpc(
 ) -> Result<oneshot::Sender<()>, ServerError> {
     // Reads served before a restart may have pushed max_ts up to now; start
     // above any of them so async-commit and 1PC timestamps stay safe.
-    let cm = Arc::new(ConcurrencyManager::new(pd.get_ts().await?));
-    let tso: Arc<dyn TsoSource> = Arc::new(pd.clone());
+    let cm = Arc::new(ConcurrencyManager::new(placement.get_ts().await?));
+    let tso: Arc<dyn TsoSource> = Arc::new(placement.clone());
     let lock_manager = LockManager::new(cfg.pessimistic_txn.clone(), meta.clone());
     lock_manager
         .detector()
         .set_link(Arc::new(deadlock::GrpcLeaderLink::start(
-            pd.clone(),
+            placement.clone(),
             store_id,
             lock_manager.clone(),
         )));

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::pd::{PdClient, PdError};
+use super::placement_client::{PlacementClient, PlacementError};
 use crate::raftstore::snap::{file, SnapDescriptor, SnapError, SnapKey, SnapManager};
 use crate::raftstore::transport::{Feedback, Transport};
 use crate::raftstore::{ProposeError, Router};
@@ -53,9 +53,9 @@ impl Transport for GrpcTransport {
 
 impl GrpcTransport {
     /// Starts the dispatcher on the current runtime.
-    pub fn start(pd: PdClient, snaps: Arc<SnapManager>) -> Self {
+    pub fn start(placement: PlacementClient, snaps: Arc<SnapManager>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(dispatch(pd, snaps, rx));
+        tokio::spawn(dispatch(placement, snaps, rx));
         GrpcTransport { tx }
     }
 }
@@ -63,7 +63,7 @@ impl GrpcTransport {
 type Outbox = mpsc::Sender<(RaftMessage, Feedback)>;
 
 async fn dispatch(
-    pd: PdClient,
+    placement: PlacementClient,
     snaps: Arc<SnapManager>,
     mut rx: mpsc::UnboundedReceiver<(Vec<RaftMessage>, Feedback)>,
 ) {
@@ -73,13 +73,13 @@ async fn dispatch(
         for m in msgs {
             let store_id = m.to_peer.map(|p| p.store_id).unwrap_or(0);
             if m.is_snapshot {
-                let (pd, snaps, fb) = (pd.clone(), snaps.clone(), feedback.clone());
+                let (placement, snaps, fb) = (placement.clone(), snaps.clone(), feedback.clone());
                 let sending = sending.clone();
                 tokio::spawn(async move {
                     let Ok(_permit) = sending.acquire_owned().await else {
                         return;
                     };
-                    let delivered = match send_snapshot(&pd, &snaps, store_id, &m).await {
+                    let delivered = match send_snapshot(&placement, &snaps, store_id, &m).await {
                         Ok(()) => true,
                         Err(e) => {
                             tracing::warn!(region_id = m.region_id, store_id, error = %e, "sending snapshot failed");
@@ -92,7 +92,7 @@ async fn dispatch(
             }
             let q = queues.entry(store_id).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(QUEUE_PER_STORE);
-                tokio::spawn(connection(pd.clone(), store_id, rx));
+                tokio::spawn(connection(placement.clone(), store_id, rx));
                 tx
             });
             if q.try_send((m, feedback.clone())).is_err() {
@@ -114,9 +114,13 @@ fn report_unreachable(rx: &mut mpsc::Receiver<(RaftMessage, Feedback)>) {
 }
 
 /// Keeps a stream to `store_id` open and feeds it batches from `rx`.
-async fn connection(pd: PdClient, store_id: u64, mut rx: mpsc::Receiver<(RaftMessage, Feedback)>) {
+async fn connection(
+    placement: PlacementClient,
+    store_id: u64,
+    mut rx: mpsc::Receiver<(RaftMessage, Feedback)>,
+) {
     loop {
-        let mut client = match connect(&pd, store_id).await {
+        let mut client = match connect(&placement, store_id).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(store_id, error = %e, "raft connection failed");
@@ -155,7 +159,7 @@ async fn connection(pd: PdClient, store_id: u64, mut rx: mpsc::Receiver<(RaftMes
 #[derive(Debug, thiserror::Error)]
 enum SendError {
     #[error("looking the store up: {0}")]
-    Pd(#[from] PdError),
+    Placement(#[from] PlacementError),
     #[error("store address {address:?}: {source}")]
     Address {
         address: String,
@@ -183,10 +187,10 @@ enum SendError {
 }
 
 async fn connect(
-    pd: &PdClient,
+    placement: &PlacementClient,
     store_id: u64,
 ) -> Result<StoreRaftClient<tonic::transport::Channel>, SendError> {
-    let store = pd.get_store(store_id).await?;
+    let store = placement.get_store(store_id).await?;
     let address = format!("http://{}", store.address);
     let channel = tonic::transport::Channel::from_shared(address.clone())
         .map_err(|source| SendError::Address { address, source })?
@@ -213,7 +217,7 @@ fn snapshot_of(m: &RaftMessage) -> Result<(SnapKey, SnapDescriptor), SendError> 
 
 /// Streams a snapshot message and then its file to `store_id`.
 async fn send_snapshot(
-    pd: &PdClient,
+    placement: &PlacementClient,
     snaps: &SnapManager,
     store_id: u64,
     m: &RaftMessage,
@@ -224,7 +228,7 @@ async fn send_snapshot(
         Ok(f) => f,
         Err(source) => return Err(SendError::File { path, source }),
     };
-    let mut client = connect(pd, store_id).await?;
+    let mut client = connect(placement, store_id).await?;
     let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);
     let head = SnapshotChunk {
         message: Some(m.clone()),

@@ -68,7 +68,7 @@ pub fn respond<R: ErrorResponse>(result: Result<R, Error>) -> Result<R, Status> 
             Ok(r)
         }
         Err(Error::Invalid(e)) => invalid(e.to_string()),
-        Err(Error::Txn(e @ crate::txn::TxnError::ResponseTooLarge { .. })) => {
+        Err(Error::Txn(e @ crate::percolator::TxnError::ResponseTooLarge { .. })) => {
             invalid(e.to_string())
         }
         Err(Error::Unavailable) => Err(Status::unavailable("store is shutting down")),

@@ -16,7 +16,7 @@ pub enum Error {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
-    Txn(#[from] crate::txn::TxnError),
+    Txn(#[from] crate::percolator::TxnError),
     #[error("store is shutting down")]
     Unavailable,
     /// A blocking task the request ran on the blocking pool panicked or was cancelled.

@@ -13,9 +13,9 @@ use tokio::task::JoinHandle as TaskHandle;
 use super::tests::{raft_cfg, MockTso};
 use super::{Storage, StorageConfig};
 use crate::lock_manager::{LockManager, PessimisticTxnConfig};
+use crate::percolator::test_util::{mutation, pessimistic_lock_req, pessimistic_prewrite_req};
+use crate::percolator::ConcurrencyManager;
 use crate::raftstore::test_cluster::{region_on, TestCluster};
-use crate::txn::test_util::{mutation, pessimistic_lock_req, pessimistic_prewrite_req};
-use crate::txn::ConcurrencyManager;
 
 /// Longest wait the store allows; a waiter that is not woken answers only then.
 const WAIT_CAP_MS: u64 = 10_000;
@@ -172,7 +172,7 @@ async fn woken_waiter_meets_the_newer_commit_as_a_write_conflict() {
 async fn resolving_an_abandoned_lock_wakes_its_waiter() {
     let t = TestStorage::must_start().await;
     let mut prewrite =
-        crate::txn::test_util::prewrite_req(vec![mutation(Op::Put, b"k", b"v")], b"k", 10);
+        crate::percolator::test_util::prewrite_req(vec![mutation(Op::Put, b"k", b"v")], b"k", 10);
     prewrite.context = ctx();
     assert!(t
         .storage

@@ -4,11 +4,13 @@
 //! API version, sizes), reads through an engine snapshot on the blocking pool
 //! and writes by proposing engine modifies through the region's raft group.
 //! Write commands hold [`latch::Latches`] from their read to their apply.
-//! `raw` holds the RawKV commands, `txn` the Percolator ones (the actions
-//! themselves are in `crate::txn`), `region` the request checks. Writes that
-//! add data (raw puts, CAS, prewrites, pessimistic locks) are refused with
-//! `errorpb.disk_full` while the disk monitor says the disk is full
-//! ([`crate::disk`]); deletes and the rest of a transaction's life go on.
+//! `raw` holds the RawKV commands, `txn_commands` the transactional ones and
+//! `range_txn` the transactional commands over whole ranges (the Percolator
+//! actions themselves are in `crate::percolator`), `region` the request
+//! checks. Writes that add data (raw puts, CAS, prewrites, pessimistic locks)
+//! are refused with `errorpb.disk_full` while the disk monitor says the disk
+//! is full ([`crate::disk`]); deletes and the rest of a transaction's life go
+//! on.
 
 #[cfg(test)]
 mod disk_full_tests;
@@ -20,8 +22,10 @@ mod range_txn;
 mod raw;
 mod region;
 #[cfg(test)]
+mod region_tests;
+#[cfg(test)]
 mod tests;
-mod txn;
+mod txn_commands;
 
 use std::sync::Arc;
 
@@ -34,9 +38,9 @@ pub use region::KeyMode;
 use crate::disk::{self, DiskState, WriteKind};
 use crate::engine::{Engine, Modify, Snapshot};
 use crate::lock_manager::LockManager;
+use crate::percolator::ConcurrencyManager;
 use crate::raftstore::cmd::RaftCmd;
 use crate::raftstore::{Router, StoreMeta};
-use crate::txn::ConcurrencyManager;
 use latch::Latches;
 use proto::kvrpcpb::{self, DiskFullOpt};
 use proto::{errorpb, metapb};

@@ -16,10 +16,10 @@ use proto::kvrpcpb;
 
 use super::region::{Checked, KeyMode};
 use super::{InvalidRequest, Result, Storage};
+use crate::data_keys::RawSpace;
 use crate::engine::{Modify, DATA_CFS};
-use crate::keys::RawSpace;
 use crate::lock_manager::ReleasedLocks;
-use crate::txn;
+use crate::percolator;
 
 /// Keys one GC batch covers.
 pub const GC_BATCH_KEYS: usize = 256;
@@ -51,7 +51,7 @@ impl Storage {
             let (lo, hi) = (from.clone(), upper.clone());
             let keys = self
                 .read(checked.region.id, move |snap| {
-                    Ok(txn::scan_write_keys(
+                    Ok(percolator::scan_write_keys(
                         snap,
                         &lo,
                         hi.as_deref(),
@@ -69,7 +69,8 @@ impl Storage {
                 .await;
             let (term, batch) = self
                 .read_in_term(checked.region.id, move |snap| {
-                    let batch = txn::gc_keys(snap, safe_point, &keys, GC_BATCH_RECORDS, max_bytes);
+                    let batch =
+                        percolator::gc_keys(snap, safe_point, &keys, GC_BATCH_RECORDS, max_bytes);
                     Ok(batch?)
                 })
                 .await?;
@@ -88,7 +89,7 @@ impl Storage {
         checked: Checked,
         req: kvrpcpb::ResolveLockRequest,
     ) -> Result<kvrpcpb::ResolveLockResponse> {
-        let statuses: HashMap<u64, u64> = txn::txn_statuses(&req);
+        let statuses: HashMap<u64, u64> = percolator::txn_statuses(&req);
         let (mut from, upper) = checked.user_range();
         let max_bytes = self.batch_bytes();
         loop {
@@ -96,8 +97,14 @@ impl Storage {
             let keys = self
                 .read(checked.region.id, move |snap| {
                     let limit = RESOLVE_BATCH_KEYS;
-                    let found =
-                        txn::scan_resolvable_keys(snap, &st, &lo, hi.as_deref(), limit, max_bytes);
+                    let found = percolator::scan_resolvable_keys(
+                        snap,
+                        &st,
+                        &lo,
+                        hi.as_deref(),
+                        limit,
+                        max_bytes,
+                    );
                     Ok(found?)
                 })
                 .await?;
@@ -108,7 +115,7 @@ impl Storage {
             let batch = keys.clone();
             let resp = self
                 .txn_write(checked.clone(), keys, false, move |snap, _| {
-                    txn::resolve_locks_of(snap, &st, &batch)
+                    percolator::resolve_locks_of(snap, &st, &batch)
                 })
                 .await?;
             if resp.error.is_some() || resp.region_error.is_some() {
@@ -125,7 +132,7 @@ impl Storage {
         let checked = self.check_context(req.context.as_ref(), KeyMode::Txn)?;
         checked.check_range(&req.start_key, &req.end_key)?;
         let _latch = self.inner.latches.acquire_all().await;
-        let modifies = txn::delete_range(&req);
+        let modifies = percolator::delete_range(&req);
         let released = ReleasedLocks::of(&modifies);
         self.propose(&checked.region, None, modifies).await?;
         self.inner.lock_manager.on_released(&released);
@@ -147,7 +154,7 @@ impl Storage {
         }
         let _latch = self.inner.latches.acquire_all().await;
         let upper = (!req.end_key.is_empty()).then_some(req.end_key.as_slice());
-        let mut modifies = txn::delete_range(&kvrpcpb::DeleteRangeRequest {
+        let mut modifies = percolator::delete_range(&kvrpcpb::DeleteRangeRequest {
             start_key: req.start_key.clone(),
             end_key: req.end_key.clone(),
             ..Default::default()

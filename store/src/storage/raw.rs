@@ -1,7 +1,7 @@
 //! RawKV commands: plain key-value pairs, optionally with a TTL.
 //!
 //! Raw keys live in the column family the client names, in the namespace of
-//! their API version (`crate::keys::RawSpace`), apart from transactional data.
+//! their API version (`crate::data_keys::RawSpace`), apart from transactional data.
 //! A stored raw value is `[flags][expire-at secs, if flagged][value]`.
 
 use proto::kvrpcpb;
@@ -9,10 +9,10 @@ use proto::kvrpcpb;
 use super::region::{Checked, KeyMode};
 use super::{InvalidRequest, Result, Storage};
 use crate::clock::now_secs;
+use crate::data_keys::RawSpace;
 use crate::disk::WriteKind;
 use crate::engine::{cf_from_name, CfName, Modify, Snapshot};
-use crate::keys::RawSpace;
-use crate::txn::ResponseBudget;
+use crate::percolator::ResponseBudget;
 
 const FLAG_TTL: u8 = 1;
 /// Most pairs one scan may ask for (the clients' own limit, as TiKV's).

@@ -9,9 +9,9 @@ use proto::kvrpcpb::{self, Context, Mutation, Op};
 
 use super::{Storage, StorageConfig, TsoSource};
 use crate::lock_manager::{LockManager, PessimisticTxnConfig};
+use crate::percolator::ConcurrencyManager;
 use crate::raftstore::test_cluster::{region_on, TestCluster};
 use crate::raftstore::RaftStoreConfig;
-use crate::txn::ConcurrencyManager;
 
 /// MOCK timestamp oracle: strictly increasing numbers from a counter.
 pub(crate) struct MockTso(AtomicU64);

@@ -21,10 +21,10 @@ use raft::prelude::Snapshot;
 use rocksdb::WriteBatch;
 
 use super::{SnapDescriptor, SnapError, SnapKey, SnapManager, SnapReader, SnapWriter};
+use crate::data_keys::region_data_ranges;
 use crate::engine::{Engine, Modify, CF_RAFT, DATA_CFS};
-use crate::keys::region_data_ranges;
 use crate::raftstore::driver::ControlMsg;
-use crate::raftstore::keys;
+use crate::raftstore::local_keys;
 use crate::raftstore::peer_storage::conf_state_of;
 
 /// Most bytes one write batch of a snapshot install carries.
@@ -252,7 +252,7 @@ pub fn install(engine: &Engine, mgr: &SnapManager, task: &ApplyTask) -> Result<(
         &mut wb,
         &[Modify::Delete {
             cf: CF_RAFT,
-            key: keys::snapshot_install_key(task.key.region_id),
+            key: local_keys::snapshot_install_key(task.key.region_id),
         }],
     )?;
     engine.write_batch(wb, true)?;

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::pd::{PdClient, PdError};
+use super::placement_client::{PlacementClient, PlacementError};
 use crate::disk::DiskState;
 use crate::engine::{Engine, CF_DEFAULT, CF_WRITE};
 use crate::raftstore::cmd::{BatchSplit, RaftCmd, SplitSpec};
@@ -42,7 +42,7 @@ pub struct HeartbeatConfig {
 
 /// What the heartbeat task works with.
 pub struct Heartbeat {
-    pub pd: PdClient,
+    pub placement: PlacementClient,
     pub store: metapb::Store,
     pub engine: Engine,
     pub router: Router,
@@ -132,7 +132,7 @@ impl Driver {
             };
             // None: a round of region heartbeats is due.
             let event = wake.unwrap_or_else(|| Event::Round {
-                leader_generation: self.hb.pd.leader_generation(),
+                leader_generation: self.hb.placement.leader_generation(),
                 closed: self.stream.as_ref().is_none_or(|s| s.tx.is_closed()),
             });
             let mut actions: VecDeque<Action> = machine.on(event, Instant::now()).into();
@@ -152,14 +152,14 @@ impl Driver {
             Action::Open => {
                 let opened = tokio::select! {
                     _ = &mut self.stop => return Err(Stopped),
-                    r = hb.pd.region_heartbeat_stream() => r,
+                    r = hb.placement.region_heartbeat_stream() => r,
                 };
                 return Ok(Some(match opened {
                     Ok((tx, rx)) => {
-                        tracing::info!(leader = %hb.pd.leader_url(), "region heartbeat stream open");
+                        tracing::info!(leader = %hb.placement.leader_url(), "region heartbeat stream open");
                         self.stream = Some(Stream { tx, rx });
                         Event::Opened {
-                            generation: hb.pd.leader_generation(),
+                            generation: hb.placement.leader_generation(),
                         }
                     }
                     Err(e) => {
@@ -224,7 +224,7 @@ impl Heartbeat {
             used_size: disk.used,
             ..Default::default()
         };
-        if let Err(e) = self.pd.store_heartbeat(stats).await {
+        if let Err(e) = self.placement.store_heartbeat(stats).await {
             tracing::warn!(store_id = self.store.id, error = %e, "store heartbeat failed");
         }
     }
@@ -253,7 +253,7 @@ impl Heartbeat {
                 })
                 .collect();
             let req = pdpb::RegionHeartbeatRequest {
-                header: self.pd.request_header(),
+                header: self.placement.request_header(),
                 approximate_size: approximate_size(&self.engine, &r.region),
                 leader: r.leader_peer(),
                 region: Some(r.region),
@@ -415,7 +415,10 @@ impl Heartbeat {
         if keys.is_empty() {
             return Ok(());
         }
-        let ids = self.pd.ask_batch_split(region.clone(), keys.len()).await?;
+        let ids = self
+            .placement
+            .ask_batch_split(region.clone(), keys.len())
+            .await?;
         if ids.len() != keys.len() {
             return Err(SplitError::Ids(ids.len(), keys.len()));
         }
@@ -438,7 +441,7 @@ impl Heartbeat {
             self.router.propose(region_id, cmd).await?;
             let regions = self.regions_from(region_id, &region);
             tracing::info!(region_id, new_regions = regions.len() - 1, "region split");
-            self.pd.report_batch_split(regions).await?;
+            self.placement.report_batch_split(regions).await?;
             Ok::<(), SplitError>(())
         }
         .await;
@@ -517,7 +520,7 @@ fn change_peer_v2_needed(region: &metapb::Region, changes: &[membership::PeerCha
 #[derive(Debug, thiserror::Error)]
 enum SplitError {
     #[error(transparent)]
-    Pd(#[from] PdError),
+    Placement(#[from] PlacementError),
     #[error(transparent)]
     Propose(#[from] ProposeError),
     #[error("placement gave {0} split ids for {1} keys")]

@@ -156,7 +156,7 @@ pub fn delete_range(req: &DeleteRangeRequest) -> Vec<Modify> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::txn::test_util::*;
+    use crate::percolator::test_util::*;
 
     fn put(t: &TestEngine, k: &[u8], v: &[u8], start: u64, commit: u64) {
         t.must_prewrite_put(k, v, k, start);

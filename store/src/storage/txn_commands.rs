@@ -1,5 +1,5 @@
 //! Transactional (Percolator) commands: checks, latches, snapshot, action,
-//! replication. The actions themselves live in `crate::txn`.
+//! replication. The actions themselves live in `crate::percolator`.
 //!
 //! Every write that removes locks from the lock column family tells the
 //! lock manager once it is applied, so requests waiting for those locks
@@ -15,7 +15,7 @@ use super::{Result, Storage};
 use crate::disk::WriteKind;
 use crate::engine::Snapshot;
 use crate::lock_manager::{ReleasedLocks, WaitHandle, Wake};
-use crate::txn::{self, ConcurrencyManager, WriteOutcome};
+use crate::percolator::{self, ConcurrencyManager, WriteOutcome};
 
 impl Storage {
     fn txn_check<'a>(
@@ -32,7 +32,7 @@ impl Storage {
     async fn txn_read<T, F>(&self, region_id: u64, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Snapshot<'_>, &ConcurrencyManager) -> txn::Result<T> + Send + 'static,
+        F: FnOnce(&Snapshot<'_>, &ConcurrencyManager) -> percolator::Result<T> + Send + 'static,
     {
         let cm = self.inner.cm.clone();
         self.read(region_id, move |snap| Ok(f(snap, &cm)?)).await
@@ -50,7 +50,7 @@ impl Storage {
     ) -> Result<R>
     where
         R: Send + 'static,
-        F: FnOnce(&Snapshot<'_>, &ConcurrencyManager) -> txn::Result<WriteOutcome<R>>
+        F: FnOnce(&Snapshot<'_>, &ConcurrencyManager) -> percolator::Result<WriteOutcome<R>>
             + Send
             + 'static,
     {
@@ -67,7 +67,7 @@ impl Storage {
     async fn txn_write_latched<R, F>(&self, checked: &Checked, sync_max_ts: bool, f: F) -> Result<R>
     where
         R: Send + 'static,
-        F: FnOnce(&Snapshot<'_>, &ConcurrencyManager) -> txn::Result<WriteOutcome<R>>
+        F: FnOnce(&Snapshot<'_>, &ConcurrencyManager) -> percolator::Result<WriteOutcome<R>>
             + Send
             + 'static,
     {
@@ -90,7 +90,8 @@ impl Storage {
         let checked = self.txn_check(req.context.as_ref(), [req.key.as_slice()], true)?;
         // Bump max_ts and meet in-flight async-commit locks before the snapshot.
         let ctx = req.context.as_ref();
-        if let Err(e) = txn::read_check_keys(&self.inner.cm, ctx, req.version, [req.key.as_slice()])
+        if let Err(e) =
+            percolator::read_check_keys(&self.inner.cm, ctx, req.version, [req.key.as_slice()])
         {
             return Ok(kvrpcpb::GetResponse {
                 error: Some(*e),
@@ -98,7 +99,7 @@ impl Storage {
             });
         }
         self.txn_read(checked.region.id, move |snap, cm| {
-            txn::kv_get(snap, cm, &req)
+            percolator::kv_get(snap, cm, &req)
         })
         .await
     }
@@ -114,7 +115,7 @@ impl Storage {
         )?;
         let keys = req.keys.iter().map(Vec::as_slice);
         if let Err(e) =
-            txn::read_check_keys(&self.inner.cm, req.context.as_ref(), req.version, keys)
+            percolator::read_check_keys(&self.inner.cm, req.context.as_ref(), req.version, keys)
         {
             return Ok(kvrpcpb::BatchGetResponse {
                 error: Some(*e),
@@ -122,7 +123,7 @@ impl Storage {
             });
         }
         self.txn_read(checked.region.id, move |snap, cm| {
-            txn::kv_batch_get(snap, cm, &req)
+            percolator::kv_batch_get(snap, cm, &req)
         })
         .await
     }
@@ -137,7 +138,7 @@ impl Storage {
         let (lower, upper) = checked.clip(lo, hi);
         let ctx = req.context.as_ref();
         if let Err(e) =
-            txn::read_check_range(&self.inner.cm, ctx, req.version, &lower, upper.as_deref())
+            percolator::read_check_range(&self.inner.cm, ctx, req.version, &lower, upper.as_deref())
         {
             return Ok(kvrpcpb::ScanResponse {
                 error: Some(*e),
@@ -145,7 +146,7 @@ impl Storage {
             });
         }
         self.txn_read(checked.region.id, move |snap, cm| {
-            txn::kv_scan(snap, cm, &req, &lower, upper.as_deref())
+            percolator::kv_scan(snap, cm, &req, &lower, upper.as_deref())
         })
         .await
     }
@@ -157,7 +158,7 @@ impl Storage {
         let checked = self.check_context(req.context.as_ref(), KeyMode::Txn)?;
         let (lower, upper) = checked.clip(&req.start_key, &req.end_key);
         self.txn_read(checked.region.id, move |snap, _| {
-            txn::kv_scan_lock(snap, &req, &lower, upper.as_deref())
+            percolator::kv_scan_lock(snap, &req, &lower, upper.as_deref())
         })
         .await
     }
@@ -173,7 +174,7 @@ impl Storage {
         self.check_disk(req.context.as_ref(), WriteKind::Grow)?;
         let sync = req.use_async_commit || req.try_one_pc;
         self.txn_write(checked, keys, sync, move |snap, cm| {
-            txn::prewrite(snap, cm, &req)
+            percolator::prewrite(snap, cm, &req)
         })
         .await
     }
@@ -186,7 +187,7 @@ impl Storage {
         )?;
         let keys = req.keys.clone();
         self.txn_write(checked, keys, false, move |snap, cm| {
-            txn::commit(snap, cm, &req)
+            percolator::commit(snap, cm, &req)
         })
         .await
     }
@@ -198,7 +199,7 @@ impl Storage {
         let checked = self.txn_check(req.context.as_ref(), [req.key.as_slice()], false)?;
         let keys = vec![req.key.clone()];
         self.txn_write(checked, keys, false, move |snap, cm| {
-            txn::cleanup(snap, cm, &req)
+            percolator::cleanup(snap, cm, &req)
         })
         .await
     }
@@ -214,7 +215,7 @@ impl Storage {
         )?;
         let keys = req.keys.clone();
         self.txn_write(checked, keys, false, move |snap, _| {
-            txn::batch_rollback(snap, &req)
+            percolator::batch_rollback(snap, &req)
         })
         .await
     }
@@ -226,7 +227,7 @@ impl Storage {
         let checked = self.txn_check(req.context.as_ref(), [req.primary_key.as_slice()], false)?;
         let keys = vec![req.primary_key.clone()];
         self.txn_write(checked, keys, false, move |snap, cm| {
-            txn::check_txn_status(snap, cm, &req)
+            percolator::check_txn_status(snap, cm, &req)
         })
         .await
     }
@@ -242,7 +243,7 @@ impl Storage {
         )?;
         let keys = req.keys.clone();
         self.txn_write(checked, keys, false, move |snap, cm| {
-            txn::check_secondary_locks(snap, cm, &req)
+            percolator::check_secondary_locks(snap, cm, &req)
         })
         .await
     }
@@ -261,7 +262,7 @@ impl Storage {
         }
         let keys = req.keys.clone();
         self.txn_write(checked, keys, false, move |snap, _| {
-            txn::resolve_lock(snap, &req)
+            percolator::resolve_lock(snap, &req)
         })
         .await
     }
@@ -289,7 +290,7 @@ impl Storage {
             let attempt = req.clone();
             let resp = self
                 .txn_write_latched(&checked, false, move |snap, cm| {
-                    txn::pessimistic_lock(snap, cm, &attempt)
+                    percolator::pessimistic_lock(snap, cm, &attempt)
                 })
                 .await?;
             let Some(waiter) = self.register_waiter(&req, &resp, deadline) else {
@@ -301,7 +302,7 @@ impl Storage {
                 Wake::TimedOut => return Ok(resp),
                 Wake::Deadlock(deadlock) => {
                     return Ok(kvrpcpb::PessimisticLockResponse {
-                        errors: vec![txn::key_error::deadlock(deadlock)],
+                        errors: vec![percolator::key_error::deadlock(deadlock)],
                         ..Default::default()
                     })
                 }
@@ -346,7 +347,7 @@ impl Storage {
         )?;
         let keys = req.keys.clone();
         self.txn_write(checked, keys, false, move |snap, _| {
-            txn::pessimistic_rollback(snap, &req)
+            percolator::pessimistic_rollback(snap, &req)
         })
         .await
     }
@@ -358,7 +359,7 @@ impl Storage {
         let checked = self.txn_check(req.context.as_ref(), [req.primary_lock.as_slice()], false)?;
         let keys = vec![req.primary_lock.clone()];
         self.txn_write(checked, keys, false, move |snap, _| {
-            txn::txn_heartbeat(snap, &req)
+            percolator::txn_heartbeat(snap, &req)
         })
         .await
     }

@@ -1,7 +1,7 @@
 //! The store's client of the placement service (`pdpb.PD`).
 //!
 //! Placement runs as a raft group; only its leader serves requests other
-//! than `GetMembers`. [`PdClient`] finds the leader by asking every member it
+//! than `GetMembers`. [`PlacementClient`] finds the leader by asking every member it
 //! knows for `GetMembers` (the endpoints it was given plus the client URLs of
 //! every member it has heard of) and talks to the first leader named that it
 //! can reach. The connection lives behind a lock shared by all clones, so a
@@ -41,7 +41,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
-pub enum PdError {
+pub enum PlacementError {
     #[error("placement unreachable at {endpoints}: {reason}")]
     Unreachable { endpoints: String, reason: String },
     #[error("placement rpc failed: {0}")]
@@ -81,7 +81,7 @@ struct Shared {
 
 /// Client of the placement leader; clones share the connection.
 #[derive(Clone)]
-pub struct PdClient {
+pub struct PlacementClient {
     shared: Arc<Shared>,
 }
 
@@ -94,9 +94,9 @@ fn with_scheme(url: &str) -> String {
     }
 }
 
-fn check(header: Option<ResponseHeader>) -> Result<(), PdError> {
+fn check(header: Option<ResponseHeader>) -> Result<(), PlacementError> {
     match header.and_then(|h| h.error) {
-        Some(e) if e.r#type != pdpb::ErrorType::Ok as i32 => Err(PdError::Header {
+        Some(e) if e.r#type != pdpb::ErrorType::Ok as i32 => Err(PlacementError::Header {
             kind: pdpb::ErrorType::try_from(e.r#type).unwrap_or(pdpb::ErrorType::Unknown),
             message: e.message,
         }),
@@ -223,19 +223,22 @@ fn merge(into: &mut Vec<String>, more: impl IntoIterator<Item = String>) {
     }
 }
 
-impl PdClient {
+impl PlacementClient {
     /// Connects to the placement leader, retrying until `timeout` passes;
     /// later calls retry across leader changes for up to [`CALL_DEADLINE`].
-    pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<PdClient, PdError> {
+    pub async fn connect(
+        endpoints: &[String],
+        timeout: Duration,
+    ) -> Result<PlacementClient, PlacementError> {
         Self::connect_with_deadline(endpoints, timeout, CALL_DEADLINE).await
     }
 
-    /// [`PdClient::connect`] with another per-call deadline.
+    /// [`PlacementClient::connect`] with another per-call deadline.
     pub async fn connect_with_deadline(
         endpoints: &[String],
         timeout: Duration,
         call_deadline: Duration,
-    ) -> Result<PdClient, PdError> {
+    ) -> Result<PlacementClient, PlacementError> {
         let mut known = Vec::new();
         merge(&mut known, endpoints.iter().map(|e| with_scheme(e)));
         let deadline = Instant::now() + timeout;
@@ -252,7 +255,7 @@ impl PdClient {
                         url: r.url,
                         client: r.client,
                     };
-                    return Ok(PdClient {
+                    return Ok(PlacementClient {
                         shared: Arc::new(Shared {
                             cluster_id: r.cluster_id,
                             call_deadline,
@@ -268,7 +271,7 @@ impl PdClient {
                 Err(_) => {}
             }
             if Instant::now() >= deadline {
-                return Err(PdError::Unreachable {
+                return Err(PlacementError::Unreachable {
                     endpoints: known.join(","),
                     reason,
                 });
@@ -360,7 +363,7 @@ impl PdClient {
 
     /// Runs `attempt` against the leader until it succeeds, fails for good,
     /// or the call deadline passes; see the module docs.
-    async fn call<T, F, Fut>(&self, name: &'static str, mut attempt: F) -> Result<T, PdError>
+    async fn call<T, F, Fut>(&self, name: &'static str, mut attempt: F) -> Result<T, PlacementError>
     where
         F: FnMut(GrpcPd<Channel>) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
@@ -374,7 +377,7 @@ impl PdClient {
             let attempt_end = deadline.min(Instant::now() + ATTEMPT_TIMEOUT);
             let last = match timeout_at(attempt_end, attempt(leader.client.clone())).await {
                 Ok(Ok(v)) => return Ok(v),
-                Ok(Err(s)) if !retryable(&s) => return Err(PdError::Rpc(s)),
+                Ok(Err(s)) if !retryable(&s) => return Err(PlacementError::Rpc(s)),
                 Ok(Err(s)) => format!("{}: {:?}: {}", leader.url, s.code(), s.message()),
                 Err(_) => format!("{}: no answer in time", leader.url),
             };
@@ -391,7 +394,7 @@ impl PdClient {
                     Some(e) => format!("{last}; finding the leader: {e}"),
                     None => last,
                 };
-                return Err(PdError::GaveUp {
+                return Err(PlacementError::GaveUp {
                     call: name,
                     after: now - started,
                     last,
@@ -402,7 +405,7 @@ impl PdClient {
         }
     }
 
-    pub async fn alloc_id(&self) -> Result<u64, PdError> {
+    pub async fn alloc_id(&self) -> Result<u64, PlacementError> {
         let header = self.header();
         let resp = self
             .call("alloc_id", |mut c| {
@@ -416,7 +419,7 @@ impl PdClient {
         Ok(resp.id)
     }
 
-    pub async fn is_bootstrapped(&self) -> Result<bool, PdError> {
+    pub async fn is_bootstrapped(&self) -> Result<bool, PlacementError> {
         let header = self.header();
         let resp = self
             .call("is_bootstrapped", |mut c| {
@@ -431,12 +434,12 @@ impl PdClient {
     }
 
     /// Bootstraps the cluster. A retry after a lost answer may report
-    /// `AlreadyBootstrapped` for this very request; see [`PdClient::get_region`].
+    /// `AlreadyBootstrapped` for this very request; see [`PlacementClient::get_region`].
     pub async fn bootstrap(
         &self,
         store: metapb::Store,
         region: metapb::Region,
-    ) -> Result<(), PdError> {
+    ) -> Result<(), PlacementError> {
         let req = pdpb::BootstrapRequest {
             header: self.header(),
             store: Some(store),
@@ -452,17 +455,20 @@ impl PdClient {
     }
 
     /// The region placement holds for `key` (`None` if it knows none).
-    pub async fn get_region(&self, key: &[u8]) -> Result<Option<metapb::Region>, PdError> {
+    pub async fn get_region(&self, key: &[u8]) -> Result<Option<metapb::Region>, PlacementError> {
         Ok(self.region_by_key(key).await?.region)
     }
 
     /// The leader placement knows for the region holding `key` (`None` if
     /// it knows no region or no leader there).
-    pub async fn get_region_leader(&self, key: &[u8]) -> Result<Option<metapb::Peer>, PdError> {
+    pub async fn get_region_leader(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<metapb::Peer>, PlacementError> {
         Ok(self.region_by_key(key).await?.leader)
     }
 
-    async fn region_by_key(&self, key: &[u8]) -> Result<pdpb::GetRegionResponse, PdError> {
+    async fn region_by_key(&self, key: &[u8]) -> Result<pdpb::GetRegionResponse, PlacementError> {
         let req = pdpb::GetRegionRequest {
             header: self.header(),
             region_key: key.to_vec(),
@@ -478,7 +484,7 @@ impl PdClient {
         Ok(resp)
     }
 
-    pub async fn get_store(&self, store_id: u64) -> Result<metapb::Store, PdError> {
+    pub async fn get_store(&self, store_id: u64) -> Result<metapb::Store, PlacementError> {
         let header = self.header();
         let resp = self
             .call("get_store", |mut c| {
@@ -490,13 +496,13 @@ impl PdClient {
             })
             .await?;
         check(resp.header)?;
-        resp.store.ok_or(PdError::Header {
+        resp.store.ok_or(PlacementError::Header {
             kind: pdpb::ErrorType::Unknown,
             message: format!("store {store_id} not found"),
         })
     }
 
-    pub async fn put_store(&self, store: metapb::Store) -> Result<(), PdError> {
+    pub async fn put_store(&self, store: metapb::Store) -> Result<(), PlacementError> {
         let req = pdpb::PutStoreRequest {
             header: self.header(),
             store: Some(store),
@@ -510,7 +516,7 @@ impl PdClient {
         check(resp.header)
     }
 
-    pub async fn store_heartbeat(&self, stats: pdpb::StoreStats) -> Result<(), PdError> {
+    pub async fn store_heartbeat(&self, stats: pdpb::StoreStats) -> Result<(), PlacementError> {
         let req = pdpb::StoreHeartbeatRequest {
             header: self.header(),
             stats: Some(stats),
@@ -535,7 +541,7 @@ impl PdClient {
             mpsc::Sender<pdpb::RegionHeartbeatRequest>,
             mpsc::Receiver<pdpb::RegionHeartbeatResponse>,
         ),
-        PdError,
+        PlacementError,
     > {
         let (tx, mut responses) = self
             .call("region_heartbeat", |mut c| async move {
@@ -574,7 +580,7 @@ impl PdClient {
         &self,
         region: metapb::Region,
         count: usize,
-    ) -> Result<Vec<pdpb::SplitId>, PdError> {
+    ) -> Result<Vec<pdpb::SplitId>, PlacementError> {
         let req = pdpb::AskBatchSplitRequest {
             header: self.header(),
             region: Some(region),
@@ -590,7 +596,10 @@ impl PdClient {
         Ok(resp.ids)
     }
 
-    pub async fn report_batch_split(&self, regions: Vec<metapb::Region>) -> Result<(), PdError> {
+    pub async fn report_batch_split(
+        &self,
+        regions: Vec<metapb::Region>,
+    ) -> Result<(), PlacementError> {
         let req = pdpb::ReportBatchSplitRequest {
             header: self.header(),
             regions,
@@ -605,7 +614,7 @@ impl PdClient {
     }
 
     /// One fresh timestamp (`physical << 18 | logical`) from the oracle.
-    pub async fn get_ts(&self) -> Result<u64, PdError> {
+    pub async fn get_ts(&self) -> Result<u64, PlacementError> {
         let req = pdpb::TsoRequest {
             header: self.header(),
             count: 1,
@@ -629,8 +638,8 @@ impl PdClient {
     }
 }
 
-impl crate::storage::TsoSource for PdClient {
+impl crate::storage::TsoSource for PlacementClient {
     fn get_ts(&self) -> futures::future::BoxFuture<'_, Result<u64, crate::storage::TsoError>> {
-        Box::pin(async move { Ok(PdClient::get_ts(self).await?) })
+        Box::pin(async move { Ok(PlacementClient::get_ts(self).await?) })
     }
 }

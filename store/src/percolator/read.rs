@@ -223,7 +223,7 @@ mod tests {
     use proto::kvrpcpb::{IsolationLevel, Op};
 
     use super::*;
-    use crate::txn::test_util::*;
+    use crate::percolator::test_util::*;
 
     fn setup() -> TestEngine {
         let t = TestEngine::new();
@@ -356,7 +356,7 @@ mod tests {
         t.cm.update_max_ts(50);
         let mut req = prewrite_req(vec![mutation(Op::Put, b"k", b"v")], b"k", 10);
         req.use_async_commit = true;
-        let out = t.with_snap(|s| crate::txn::prewrite(s, &t.cm, &req).unwrap());
+        let out = t.with_snap(|s| crate::percolator::prewrite(s, &t.cm, &req).unwrap());
         assert_eq!(out.response.min_commit_ts, 51);
         assert_eq!(out.guards.len(), 1);
         // Not applied yet: only the memory table knows the lock.
@@ -385,7 +385,7 @@ mod tests {
         assert!(resp.not_found);
         let mut prewrite = prewrite_req(vec![mutation(Op::Put, b"k", b"v")], b"k", 10);
         prewrite.use_async_commit = true;
-        let out = t.with_snap(|s| crate::txn::prewrite(s, &t.cm, &prewrite).unwrap());
+        let out = t.with_snap(|s| crate::percolator::prewrite(s, &t.cm, &prewrite).unwrap());
         assert!(
             out.response.min_commit_ts > 100,
             "async commit at {} would rewrite what the stale read at 100 saw",
@@ -397,7 +397,7 @@ mod tests {
     fn a_scan_over_the_response_budget_fails_clearly() {
         let t = TestEngine::new();
         let big = vec![b'v'; 1 << 20];
-        let n = crate::txn::MAX_READ_RESPONSE_BYTES / big.len() + 2;
+        let n = crate::percolator::MAX_READ_RESPONSE_BYTES / big.len() + 2;
         for i in 0..n {
             let key = format!("k{i:03}");
             t.must_prewrite_put(key.as_bytes(), &big, key.as_bytes(), 5);
@@ -408,7 +408,7 @@ mod tests {
             .with_snap(|s| kv_scan(s, &t.cm, &req, b"", None))
             .unwrap_err();
         assert!(
-            matches!(err, crate::txn::TxnError::ResponseTooLarge { .. }),
+            matches!(err, crate::percolator::TxnError::ResponseTooLarge { .. }),
             "{err}"
         );
         let mut key_only = scan_req(10, u32::MAX, false);

@@ -252,7 +252,7 @@ pub fn txn_heartbeat(
 mod tests {
     use proto::kvrpcpb::{Assertion, Op, PessimisticRollbackRequest, TxnHeartBeatRequest};
 
-    use crate::txn::test_util::*;
+    use crate::percolator::test_util::*;
 
     #[test]
     fn lock_conflict_locked_and_relock() {

@@ -80,7 +80,7 @@ pub(crate) fn commit_key(
 #[cfg(test)]
 mod tests {
     use crate::mvcc::WriteType;
-    use crate::txn::test_util::*;
+    use crate::percolator::test_util::*;
 
     #[test]
     fn commit_put_delete_lock_and_recommit() {
