@@ -10,7 +10,7 @@ use raft::prelude::{ConfChangeType, ConfState, MessageType};
 use super::membership::{self, test_peer as peer, PeerChange};
 use super::peer_storage::conf_state_of;
 use super::test_cluster::{region_on, TestCluster};
-use super::transport::DropTypes;
+use super::test_filters::RegionPacketFilter;
 use super::{ProposeError, RaftStoreConfig};
 use PeerRole::{DemotingVoter as D, IncomingVoter as I, Learner as L, Voter as V};
 
@@ -295,12 +295,12 @@ async fn a_demoting_voter_elected_after_the_leader_stops_hands_over_before_leavi
         must_config(&c, s, &JOINT, &joint_conf()).await;
     }
     // Once store 1 stops, only store 3 (the demoting voter) gets its vote requests out.
-    let votes = [
-        MessageType::MsgRequestPreVote as i32,
-        MessageType::MsgRequestVote as i32,
-    ];
-    c.add_filter(2, Box::new(DropTypes(votes.into_iter().collect())));
-    c.add_filter(4, Box::new(DropTypes(votes.into_iter().collect())));
+    for s in [2, 4] {
+        let votes = RegionPacketFilter::new(1, s)
+            .msg_type(MessageType::MsgRequestPreVote)
+            .msg_type(MessageType::MsgRequestVote);
+        c.add_send_filter(&votes);
+    }
     c.stop(1);
     c.must_leader(1, &[3]).await;
     c.heal();

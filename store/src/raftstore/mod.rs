@@ -31,6 +31,8 @@ mod joint_tests;
 #[cfg(test)]
 pub mod test_cluster;
 #[cfg(test)]
+pub mod test_filters;
+#[cfg(test)]
 mod tests;
 
 pub use driver::{

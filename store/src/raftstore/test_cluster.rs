@@ -2,7 +2,7 @@
 //! real raft, and a local transport whose per-store [`Filters`] partition,
 //! isolate or drop traffic. Assertions wait on conditions with deadlines.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,7 +14,8 @@ use tokio::sync::Notify;
 use super::cmd::RaftCmd;
 use super::peer_storage;
 use super::snap::{SnapKey, SnapManager};
-use super::transport::{BlockStores, Feedback, FilteredTransport, Filters, Transport};
+use super::test_filters::{FilterFactory, Isolation, Partition};
+use super::transport::{Feedback, FilteredTransport, Filters, Transport};
 use super::{ProposeError, RaftStore, RaftStoreConfig, RaftStoreParts, Router, StoreMeta};
 use crate::data_keys::RawSpace;
 use crate::engine::{Engine, Modify, CF_DEFAULT};
@@ -236,18 +237,23 @@ impl TestCluster {
 
     /// Cuts `store_id` off from every other store, both ways.
     pub fn isolate(&self, store_id: u64) {
-        let others: HashSet<u64> = self
-            .nodes
-            .keys()
-            .copied()
-            .filter(|s| *s != store_id)
-            .collect();
-        self.nodes[&store_id]
-            .filters
-            .add(Box::new(BlockStores(others)));
+        let stores = self.nodes.keys().copied().collect();
+        self.add_send_filter(&Isolation { store_id, stores });
+    }
+
+    /// Cuts stores `left` off from stores `right`, both ways.
+    pub fn partition(&self, left: &[u64], right: &[u64]) {
+        self.add_send_filter(&Partition {
+            left: left.to_vec(),
+            right: right.to_vec(),
+        });
+    }
+
+    /// Installs on every store the filters `factory` makes for it.
+    pub fn add_send_filter(&self, factory: &dyn FilterFactory) {
         for (id, n) in &self.nodes {
-            if *id != store_id {
-                n.filters.add(Box::new(BlockStores([store_id].into())));
+            for f in factory.generate(*id) {
+                n.filters.add(f);
             }
         }
     }

@@ -9,6 +9,7 @@ use super::cmd::RaftCmd;
 use super::local_keys::{self, ApplyState};
 use super::peer_storage::INIT_INDEX;
 use super::test_cluster::{must_until, put_cmd, region_on, TestCluster};
+use super::test_filters::RegionPacketFilter;
 use super::transport::{BlockStores, DropFirst, DropTypes, Filter};
 use super::{ProposeError, RaftStoreConfig};
 use crate::data_keys::RawSpace;
@@ -465,9 +466,8 @@ async fn a_membership_change_raft_ignores_is_reported_as_failed() {
     let follower = 3 - leader;
     // Nothing commits while the follower's acks are lost (its heartbeat
     // answers still keep the leader in office).
-    c.add_filter(
-        follower,
-        Box::new(DropTypes([MessageType::MsgAppendResponse as i32].into())),
+    c.add_send_filter(
+        &RegionPacketFilter::new(1, follower).msg_type(MessageType::MsgAppendResponse),
     );
     let learner = |id| metapb::Peer {
         id,
@@ -712,12 +712,7 @@ async fn a_write_the_next_leader_commits_is_reported_applied_not_failed() {
     // The followers take the entry but their answers never reach the leader, so it cannot
     // know the entry is committed before it is cut off.
     for &s in &others {
-        let no_acks = DropTypes(
-            [MessageType::MsgAppendResponse as i32]
-                .into_iter()
-                .collect(),
-        );
-        c.add_filter(s, Box::new(no_acks));
+        c.add_send_filter(&RegionPacketFilter::new(1, s).msg_type(MessageType::MsgAppendResponse));
     }
     let router = c.router(old);
     let put = tokio::spawn(async move { router.propose(1, put_cmd("k", "v")).await });
@@ -789,9 +784,8 @@ async fn a_late_message_to_a_removed_replica_does_not_bring_it_back() {
             held: held.clone(),
         }),
     );
-    c.add_filter(3, Box::new(BlockStores([1, 2, 4].into())));
-    c.add_filter(2, Box::new(BlockStores([3].into())));
-    c.add_filter(4, Box::new(BlockStores([3].into())));
+    c.partition(&[3], &[2, 4]);
+    c.add_filter(3, Box::new(BlockStores([1].into())));
     let r1 = c.router(1);
     r1.change_peer(1, ConfChangeType::AddLearnerNode, learner_on(104, 4))
         .await
