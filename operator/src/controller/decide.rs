@@ -341,7 +341,7 @@ fn upgrade_step(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use k8s_openapi::api::apps::v1::StatefulSetStatus;
 
     use super::*;
@@ -378,7 +378,13 @@ mod tests {
             .collect()
     }
 
-    fn running(tc: &TikvCluster, c: Component, replicas: i32) -> StatefulSet {
+    /// The StatefulSet of `c` rendered from `tc`, running `replicas` pods, all ready and
+    /// updated.
+    pub(in crate::controller) fn running(
+        tc: &TikvCluster,
+        c: Component,
+        replicas: i32,
+    ) -> StatefulSet {
         let mut sts = builders::stateful_set(tc, c, 0).unwrap();
         sts.spec.replicas = Some(replicas);
         sts.status = Some(StatefulSetStatus {

@@ -538,16 +538,10 @@ fn finalized(spec: TikvClusterSpec) -> TikvCluster {
     tc
 }
 
-/// The StatefulSet of `c` rendered from `tc`, running `replicas` pods, all ready and updated.
+/// The seed of `c`'s StatefulSet rendered from `tc`, running `replicas` pods, all ready and
+/// updated.
 fn running(tc: &TikvCluster, c: Component, replicas: i32) -> (String, serde_json::Value) {
-    let mut sts = builders::stateful_set(tc, c, 0).unwrap();
-    sts.spec.replicas = Some(replicas);
-    sts.status = Some(StatefulSetStatus {
-        replicas,
-        ready_replicas: Some(replicas),
-        updated_replicas: Some(replicas),
-        ..Default::default()
-    });
+    let sts = super::decide::tests::running(tc, c, replicas);
     let path = format!("{STS}/{}", builders::name(tc, c));
     (path, serde_json::to_value(&sts).unwrap())
 }
