@@ -1,12 +1,15 @@
 //! Waiting on conditions with a deadline, never on bare sleeps.
 //!
-//! [`wait_for`] polls an async probe until it yields a value or the deadline passes, and then
-//! reports what it waited for and the last thing the probe saw. [`must_eventually`] is the
-//! panicking form for tests, [`with_deadline`] bounds a whole test body and [`must_within`] a
-//! single call.
+//! The polling itself is [`testkit::wait`]'s; [`wait_for`] runs it at the harness's pace and
+//! turns a timeout into the harness's [`Error::Timeout`] with process logs attached.
+//! [`must_eventually`] is the panicking form for tests. [`with_deadline`] (a whole test body)
+//! and [`must_within`] (a single call) are not condition waits: they bound a future that must
+//! finish by itself.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use testkit::wait::Wait;
 
 use crate::error::{Error, Result};
 
@@ -16,40 +19,29 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Polls `probe` every [`POLL_INTERVAL`] until it returns `Ok`, for at most `timeout`.
 ///
 /// `probe` returns `Err(observation)` while the condition does not hold; the last observation
-/// goes into the timeout error together with `what`. `logs` is called once on timeout to attach
-/// process logs.
+/// goes into the timeout error together with `what`. A probe still running at the deadline is
+/// cut off. `logs` is called once on timeout to attach process logs.
 pub async fn wait_for<T, F, Fut>(
     what: &str,
     timeout: Duration,
-    mut probe: F,
+    probe: F,
     logs: impl FnOnce() -> String,
 ) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
 {
-    let start = Instant::now();
-    let deadline = start + timeout;
-    let mut last = String::from("(never probed)");
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        // A probe that hangs must not outlive the deadline.
-        match tokio::time::timeout(remaining.max(POLL_INTERVAL), probe()).await {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(observation)) => last = observation,
-            Err(_) => last = format!("probe still running at the deadline (after: {last})"),
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::Timeout {
-                what: what.to_owned(),
-                waited: start.elapsed(),
-                last,
-                logs: logs(),
-            });
-        }
-        tokio::time::sleep(POLL_INTERVAL.min(deadline.saturating_duration_since(Instant::now())))
-            .await;
-    }
+    Wait::new(what)
+        .within(timeout)
+        .every(POLL_INTERVAL)
+        .until_ok(probe)
+        .await
+        .map_err(|timeout| Error::Timeout {
+            what: timeout.what,
+            waited: timeout.waited,
+            last: timeout.last.unwrap_or_else(|| "(none)".to_owned()),
+            logs: logs(),
+        })
 }
 
 /// Polls `probe` until it returns `Ok`, panicking after `timeout` with `what` and the last

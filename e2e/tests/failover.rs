@@ -30,6 +30,7 @@ use e2e::{
 use proto::kvrpcpb::{self, Context};
 use proto::metapb;
 use proto::tikvpb::tikv_client::TikvClient;
+use testkit::wait;
 use tikv_client::RawClient;
 
 /// Bound on waits for replication, elections and restarts.
@@ -434,11 +435,11 @@ async fn a_store_whose_engine_fails_exits_and_the_others_carry_on() {
         // The next write reaches the failing leader: it must stop, and the
         // others must elect a leader and take the write.
         must_put_eventually(&client, "fail/after", "2").await;
-        let deadline = Instant::now() + CONVERGE;
-        while let Ok(()) = cluster.check_alive() {
-            assert!(Instant::now() < deadline, "the failed store still runs");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait::for_("the failed store to exit")
+            .within(CONVERGE)
+            .every(Duration::from_millis(100))
+            .until(|| cluster.check_alive().is_err())
+            .await;
         assert!(!cluster.store_running(failed), "another process exited");
         assert_eq!(must_get_eventually(&client, "fail/before").await, v("1"));
         assert_eq!(must_get_eventually(&client, "fail/after").await, v("2"));

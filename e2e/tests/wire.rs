@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use e2e::{must_single_store_cluster, with_deadline};
+use e2e::{must_eventually, must_single_store_cluster, with_deadline};
 use proto::kvrpcpb::{self, Context};
 use proto::pdpb::pd_client::PdClient;
 use proto::pdpb::{GetMembersRequest, GetRegionRequest, RequestHeader};
@@ -28,18 +28,19 @@ async fn connect(addr: &str) -> Channel {
 /// splits have cut it at the DEFAULT keyspace's first boundary, and its leader.
 async fn must_region(pd_addr: &str, key: &[u8]) -> (metapb::Region, metapb::Peer) {
     let boundary = proto::codec::keyspace_boundaries(0)[0].clone();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (region, leader) = region_of(pd_addr, key).await;
-        if region.end_key == boundary {
-            return (region, leader);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first region was never split: {region:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    must_eventually(
+        "the first region to be split at the DEFAULT keyspace's boundary",
+        Duration::from_secs(30),
+        || async {
+            let (region, leader) = region_of(pd_addr, key).await;
+            if region.end_key == boundary {
+                Ok((region, leader))
+            } else {
+                Err(format!("{region:?}"))
+            }
+        },
+    )
+    .await
 }
 
 async fn region_of(pd_addr: &str, key: &[u8]) -> (metapb::Region, metapb::Peer) {

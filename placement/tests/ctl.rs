@@ -4,24 +4,16 @@ mod common;
 
 use common::*;
 use placement::ctl::{run, Command, ConfigCommand, SchedulerCommand, StoreCommand};
-use proto::pdpb;
 
 #[tokio::test]
 async fn ctl_commands_against_a_server() {
     let dir = tempfile::tempdir().unwrap();
     let server = must_start(dir.path()).await;
-    let cid = server.cluster_id();
     let pd = server.url();
-    let mut client = must_pd_client(&server).await;
-    let (first, region_id, _) = must_bootstrap(&mut client, cid).await;
+    let mut client = TestPd::connect(&server).await;
+    let (first, region_id, _) = client.must_bootstrap_cluster().await;
     let extra = first + 10;
-    client
-        .put_store(pdpb::PutStoreRequest {
-            header: header(cid),
-            store: Some(store(extra)),
-        })
-        .await
-        .unwrap();
+    client.must_put_store(store(extra)).await;
 
     let out = run(&pd, &Command::Stores).await.unwrap();
     assert!(out.starts_with("ID  ADDRESS"), "{out}");

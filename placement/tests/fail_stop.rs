@@ -6,7 +6,9 @@
 
 use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use testkit::wait;
 
 struct Member {
     child: Child,
@@ -54,18 +56,15 @@ async fn must_start_member() -> Member {
         url,
         _dir: dir,
     };
-    let started = Instant::now();
-    loop {
-        let members = reqwest::get(format!("{}/pd/api/v1/leader", member.url)).await;
-        if members.is_ok_and(|r| r.status().is_success()) {
-            return member;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "placement did not serve within 30s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait::for_("placement to serve")
+        .within(Duration::from_secs(30))
+        .every(Duration::from_millis(100))
+        .until_async(|| async {
+            let members = reqwest::get(format!("{}/pd/api/v1/leader", member.url)).await;
+            members.is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+    member
 }
 
 /// Injects `fault`, then waits (at most 20 s) for the process to end; returns its status
@@ -77,19 +76,24 @@ async fn must_stop_after(mut member: Member, fault: &str) -> (ExitStatus, String
         .await
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = member.child.try_wait().unwrap() {
-            break status;
-        }
-        let health = reqwest::get(format!("{}/health", member.url)).await;
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "placement still runs 20s after `{fault}` (health answers: {})",
-            health.is_ok_and(|r| r.status().is_success())
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let health = format!("{}/health", member.url);
+    let status = wait::for_(format!("placement to exit after `{fault}`"))
+        .within(Duration::from_secs(20))
+        .every(Duration::from_millis(100))
+        .until_ok(|| {
+            let exited = member.child.try_wait().unwrap();
+            let health = health.clone();
+            async move {
+                if let Some(status) = exited {
+                    return Ok(status);
+                }
+                let health = reqwest::get(health).await;
+                let answers = health.is_ok_and(|r| r.status().is_success());
+                Err(format!("still runs (health answers: {answers})"))
+            }
+        })
+        .await
+        .unwrap_or_else(|timeout| panic!("{timeout}"));
     let mut stderr = String::new();
     if let Some(mut err) = member.child.stderr.take() {
         let _ = err.read_to_string(&mut stderr);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::group::*;
 use common::*;
 use proto::pdpb;
+use testkit::wait;
 
 /// GetMembers from one member once it names a leader. The leader may serve a few
 /// milliseconds before the slowest member has heard from it; until then that member answers
@@ -55,40 +56,24 @@ async fn three_members_replicate_fail_over_and_rejoin() {
         assert_eq!(members.members.len(), 3);
         assert_eq!(members.leader.unwrap().name, format!("pd{leader}"));
         if i != leader {
-            let err = pd
-                .alloc_id(pdpb::AllocIdRequest {
-                    header: header(cid),
-                })
-                .await
-                .unwrap_err();
+            let mut follower = TestPd::new(pd, cid);
+            let err = follower.alloc_id().await.unwrap_err();
             assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
             assert!(err.message().contains("not leader"), "{err}");
         }
     }
 
     // Metadata through the leader, and timestamps.
-    let mut pd = client(group.server(leader)).await;
-    let (store_id, _region_id, _peer) = must_bootstrap(&mut pd, cid).await;
-    pd.put_store(pdpb::PutStoreRequest {
-        header: header(cid),
-        store: Some(store(77)),
-    })
-    .await
-    .unwrap();
+    let mut pd = TestPd::connect(group.server(leader)).await;
+    let (store_id, _region_id, _peer) = pd.must_bootstrap_cluster().await;
+    pd.must_put_store(store(77)).await;
     let mut last_ts = 0;
     for _ in 0..20 {
-        let ts = tso(&mut pd, cid).await.unwrap();
+        let ts = pd.tso().await.unwrap();
         assert!(ts > last_ts);
         last_ts = ts;
     }
-    let id_before = pd
-        .alloc_id(pdpb::AllocIdRequest {
-            header: header(cid),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
+    let id_before = pd.must_alloc_id().await;
 
     // The leader goes; another member takes over with the same metadata.
     let took = Instant::now();
@@ -97,38 +82,15 @@ async fn three_members_replicate_fail_over_and_rejoin() {
     let failover = took.elapsed();
     assert_ne!(new_leader, leader);
     eprintln!("PLACEMENT_FAILOVER_MS={}", failover.as_millis());
-    let mut pd = client(group.server(new_leader)).await;
-    let got = pd
-        .get_store(pdpb::GetStoreRequest {
-            header: header(cid),
-            store_id: 77,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_ok_header(&got.header, cid);
-    assert_eq!(got.store.unwrap().id, 77);
-    let boot = pd
-        .is_bootstrapped(pdpb::IsBootstrappedRequest {
-            header: header(cid),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(boot.bootstrapped);
-    let ts = tso(&mut pd, cid).await.unwrap();
+    let mut pd = TestPd::connect(group.server(new_leader)).await;
+    assert_eq!(pd.must_get_store(77).await.id, 77);
+    assert!(pd.must_is_bootstrapped().await);
+    let ts = pd.tso().await.unwrap();
     assert!(
         ts > last_ts,
         "TSO went backwards across failover: {ts} <= {last_ts}"
     );
-    let id_after = pd
-        .alloc_id(pdpb::AllocIdRequest {
-            header: header(cid),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
+    let id_after = pd.must_alloc_id().await;
     assert!(id_after > id_before, "ids repeat across failover");
     let _ = store_id;
 
@@ -136,46 +98,44 @@ async fn three_members_replicate_fail_over_and_rejoin() {
     // been silent for the health window, the dead one as down.
     let follower = (0..3).find(|i| *i != leader && *i != new_leader).unwrap();
     let url = group.server(follower).url();
-    let start = Instant::now();
-    loop {
-        let table = placement::ctl::run(&url, &placement::ctl::Command::Members)
-            .await
-            .unwrap();
-        let row = |name: String| {
-            table
-                .lines()
-                .find(|l| l.starts_with(&name))
-                .unwrap_or_else(|| panic!("{name} missing from\n{table}"))
-                .to_owned()
-        };
-        assert!(row(format!("pd{new_leader}")).contains("leader"), "{table}");
-        if row(format!("pd{leader}")).ends_with("down") {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "{table}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait::for_(format!("`members` to show pd{leader} down"))
+        .within(Duration::from_secs(10))
+        .every(Duration::from_millis(200))
+        .until_ok(|| async {
+            let table = placement::ctl::run(&url, &placement::ctl::Command::Members)
+                .await
+                .unwrap();
+            let row = |name: String| {
+                table
+                    .lines()
+                    .find(|l| l.starts_with(&name))
+                    .unwrap_or_else(|| panic!("{name} missing from\n{table}"))
+                    .to_owned()
+            };
+            assert!(row(format!("pd{new_leader}")).contains("leader"), "{table}");
+            if row(format!("pd{leader}")).ends_with("down") {
+                Ok(())
+            } else {
+                Err(table)
+            }
+        })
+        .await
+        .unwrap_or_else(|timeout| panic!("{timeout}"));
 
     // The old leader comes back as a follower and catches up.
     group.restart(leader).await;
-    pd.put_store(pdpb::PutStoreRequest {
-        header: header(cid),
-        store: Some(store(78)),
-    })
-    .await
-    .unwrap();
+    pd.must_put_store(store(78)).await;
     let back = group.leader(Duration::from_secs(10)).await;
     assert_eq!(
         back, new_leader,
         "a returning member does not disturb the leader"
     );
     let rejoined = group.server(leader).state().clone();
-    eventually(
-        "the restarted member learns the leader",
-        Duration::from_secs(10),
-        || rejoined.member.leader_id() == group.server(new_leader).state().member_id,
-    )
-    .await;
+    wait::for_("the restarted member to learn the leader")
+        .within(Duration::from_secs(10))
+        .every(Duration::from_millis(50))
+        .until(|| rejoined.member.leader_id() == group.server(new_leader).state().member_id)
+        .await;
 
     // Leadership moves back on request, with the metadata written while it was away.
     let resp = reqwest::Client::new()
@@ -189,17 +149,9 @@ async fn three_members_replicate_fail_over_and_rejoin() {
     assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
     let now = group.leader(Duration::from_secs(10)).await;
     assert_eq!(now, leader);
-    let mut pd = client(group.server(leader)).await;
-    let got = pd
-        .get_store(pdpb::GetStoreRequest {
-            header: header(cid),
-            store_id: 78,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_ok_header(&got.header, cid);
-    let ts2 = tso(&mut pd, cid).await.unwrap();
+    let mut pd = TestPd::connect(group.server(leader)).await;
+    pd.must_get_store(78).await;
+    let ts2 = pd.tso().await.unwrap();
     assert!(ts2 > ts);
 
     // A follower forwards HTTP API calls to the leader.
@@ -222,8 +174,8 @@ async fn a_member_is_removed_and_a_new_one_joins() {
     let mut group = Group::start(3).await;
     let leader = group.leader(Duration::from_secs(20)).await;
     let cid = group.server(leader).cluster_id();
-    let mut pd = client(group.server(leader)).await;
-    must_bootstrap(&mut pd, cid).await;
+    let mut pd = TestPd::connect(group.server(leader)).await;
+    pd.must_bootstrap_cluster().await;
     let http = reqwest::Client::new();
     let victim = (0..3).find(|i| *i != leader).unwrap();
     let resp = http
@@ -236,12 +188,7 @@ async fn a_member_is_removed_and_a_new_one_joins() {
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
     group.stop(victim).await;
-    let members = pd
-        .get_members(pdpb::GetMembersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .members;
+    let members = pd.get_members().await.unwrap().members;
     assert_eq!(members.len(), 2, "{members:?}");
 
     // The leader cannot remove itself.
@@ -269,20 +216,14 @@ async fn a_member_is_removed_and_a_new_one_joins() {
         .await
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
-    eventually("the new member leads", Duration::from_secs(15), || {
-        state.is_leader()
-    })
-    .await;
-    let mut c = client(&joined).await;
-    let boot = c
-        .is_bootstrapped(pdpb::IsBootstrappedRequest {
-            header: header(cid),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_ok_header(&boot.header, cid);
-    assert!(boot.bootstrapped, "the joined member lacks the metadata");
+    wait::for_("the new member to lead")
+        .within(Duration::from_secs(15))
+        .every(Duration::from_millis(50))
+        .until(|| state.is_leader())
+        .await;
+    let mut c = TestPd::new(client(&joined).await, cid);
+    let bootstrapped = c.must_is_bootstrapped().await;
+    assert!(bootstrapped, "the joined member lacks the metadata");
     joined.stop().await.unwrap();
     group.stop_all().await;
 }
@@ -293,7 +234,7 @@ async fn a_leader_cut_off_from_its_quorum_stops_handing_out_timestamps() {
     let leader = group.leader(Duration::from_secs(20)).await;
     let cid = group.server(leader).cluster_id();
     let mut pd = client(group.server(leader)).await;
-    must_bootstrap(&mut pd, cid).await;
+    TestPd::new(pd.clone(), cid).must_bootstrap_cluster().await;
     tso(&mut pd, cid)
         .await
         .expect("timestamps while the quorum is there");
@@ -326,12 +267,8 @@ async fn a_leader_cut_off_from_its_quorum_stops_handing_out_timestamps() {
 async fn reported_urls(
     server: &placement::RunningServer,
 ) -> Result<Vec<(String, Vec<String>)>, String> {
-    let mut pd = client(server).await;
-    let resp = pd
-        .get_members(pdpb::GetMembersRequest::default())
-        .await
-        .map_err(|s| s.to_string())?
-        .into_inner();
+    let mut pd = TestPd::connect(server).await;
+    let resp = pd.get_members().await.map_err(|s| s.to_string())?;
     let mut urls: Vec<(String, Vec<String>)> = resp
         .members
         .into_iter()
@@ -353,18 +290,19 @@ async fn every_member_lists_every_members_urls_and_serves_grpc_health() {
         .map(|i| (format!("pd{i}"), vec![group.server(i).url()]))
         .collect();
     for i in 0..3 {
-        let start = Instant::now();
-        loop {
-            let got = reported_urls(group.server(i)).await;
-            if got.as_ref() == Ok(&want) {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "member pd{i} reports {got:?}, want {want:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait::for_(format!("member pd{i} to report {want:?}"))
+            .within(Duration::from_secs(10))
+            .every(Duration::from_millis(100))
+            .until_ok(|| async {
+                let got = reported_urls(group.server(i)).await;
+                if got.as_ref() == Ok(&want) {
+                    Ok(())
+                } else {
+                    Err(format!("reports {got:?}"))
+                }
+            })
+            .await
+            .unwrap_or_else(|timeout| panic!("{timeout}"));
         let channel = tonic::transport::Channel::from_shared(group.server(i).url())
             .unwrap()
             .connect()
@@ -394,8 +332,8 @@ async fn a_one_member_group_grows_by_joins() {
     let leader = group.leader(Duration::from_secs(20)).await;
     assert_eq!(leader, 0);
     let cid = group.server(0).cluster_id();
-    let mut pd = client(group.server(0)).await;
-    must_bootstrap(&mut pd, cid).await;
+    let mut pd = TestPd::connect(group.server(0)).await;
+    pd.must_bootstrap_cluster().await;
 
     let (joined, _dir) = must_join(&group, 0, "pd1", &mut pd, 2).await;
     assert_eq!(
@@ -413,7 +351,7 @@ async fn must_join(
     group: &Group,
     leader: usize,
     name: &str,
-    pd: &mut proto::pdpb::pd_client::PdClient<tonic::transport::Channel>,
+    pd: &mut TestPd,
     voters: usize,
 ) -> (placement::RunningServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -424,18 +362,12 @@ async fn must_join(
     let joined = placement::start(config).await.unwrap();
     let state = joined.state().clone();
     let leader_id = group.server(leader).state().member_id;
-    eventually(
-        "the new member follows the leader",
-        Duration::from_secs(15),
-        || state.member.leader_id() == leader_id && state.member.voters().len() == voters,
-    )
-    .await;
-    let members = pd
-        .get_members(pdpb::GetMembersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .members;
+    wait::for_("the new member to follow the leader")
+        .within(Duration::from_secs(15))
+        .every(Duration::from_millis(50))
+        .until(|| state.member.leader_id() == leader_id && state.member.voters().len() == voters)
+        .await;
+    let members = pd.get_members().await.unwrap().members;
     assert!(members.iter().any(|m| m.name == name), "{members:?}");
     assert_eq!(members.len(), voters, "{members:?}");
     (joined, dir)

@@ -38,21 +38,18 @@ async fn http_endpoints_in_pd_shapes() {
         .unwrap();
     assert_eq!(r.status(), 500);
 
-    let mut pd = must_pd_client(&server).await;
-    let (store_id, region_id, peer_id) = must_bootstrap(&mut pd, cid).await;
-    pd.store_heartbeat(pdpb::StoreHeartbeatRequest {
-        header: header(cid),
-        stats: Some(pdpb::StoreStats {
-            store_id,
-            capacity: 10 << 30,
-            available: 5 << 30,
-            ..Default::default()
-        }),
+    let mut pd = TestPd::connect(&server).await;
+    let (store_id, region_id, peer_id) = pd.must_bootstrap_cluster().await;
+    pd.must_store_heartbeat(pdpb::StoreStats {
+        store_id,
+        capacity: 10 << 30,
+        available: 5 << 30,
+        ..Default::default()
     })
-    .await
-    .unwrap();
+    .await;
     let (tx, rx) = mpsc::channel(4);
     let mut replies = pd
+        .raw()
         .region_heartbeat(ReceiverStream::new(rx))
         .await
         .unwrap()

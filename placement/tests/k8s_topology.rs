@@ -21,8 +21,8 @@ use placement::topology::{
     KubernetesTopology, NamespaceHint, PodLocator, TopologyError, TopologySource,
 };
 use proto::metapb;
-use proto::pdpb;
 use serde_json::{json, Value};
+use testkit::wait;
 
 /// The mocked Kubernetes API server: pods by (namespace, name), nodes by name.
 #[derive(Clone, Default)]
@@ -320,40 +320,11 @@ async fn kubernetes_topology_reads_pods_and_nodes_from_the_mocked_api() {
     assert_eq!(api.requests().len(), before);
 }
 
-/// Registers `store` through the gRPC PutStore.
-async fn put_store(
-    pd: &mut proto::pdpb::pd_client::PdClient<tonic::transport::Channel>,
-    cid: u64,
-    store: metapb::Store,
-) {
-    let resp = pd
-        .put_store(pdpb::PutStoreRequest {
-            header: header(cid),
-            store: Some(store),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_ok_header(&resp.header, cid);
-}
-
 /// Bootstraps the cluster with `first` as store 1, as a store would.
-async fn bootstrap_with(
-    pd: &mut proto::pdpb::pd_client::PdClient<tonic::transport::Channel>,
-    cid: u64,
-    first: metapb::Store,
-) {
-    let resp = pd
-        .bootstrap(pdpb::BootstrapRequest {
-            header: header(cid),
-            store: Some(first.clone()),
-            region: Some(region(100, b"", b"", 1, &[peer(101, first.id)])),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_ok_header(&resp.header, cid);
-    put_store(pd, cid, first).await;
+async fn bootstrap_with(pd: &mut TestPd, first: metapb::Store) {
+    let whole = region(100, b"", b"", 1, &[peer(101, first.id)]);
+    pd.must_bootstrap(first.clone(), whole).await;
+    pd.must_put_store(first).await;
 }
 
 /// Store labels by store id, as `GET /pd/api/v1/stores` shows them.
@@ -388,11 +359,13 @@ async fn http_store_labels(base: &str) -> BTreeMap<u64, BTreeMap<String, String>
 /// Waits until `GET /pd/api/v1/stores` shows `want` for store `id` (10 s at most).
 async fn wait_for_labels(base: &str, id: u64, want: &[(&str, &str)]) {
     let want = labels_of(want);
-    wait_until(&format!("store {id} labels {want:?}"), || {
-        let want = want.clone();
-        async move { http_store_labels(base).await.get(&id) == Some(&want) }
-    })
-    .await;
+    wait::for_(format!("store {id} labels {want:?}"))
+        .within(Duration::from_secs(10))
+        .until_async(|| {
+            let want = want.clone();
+            async move { http_store_labels(base).await.get(&id) == Some(&want) }
+        })
+        .await;
 }
 
 #[tokio::test]
@@ -418,18 +391,17 @@ async fn sync_loop_labels_stores_of_an_in_process_placement() {
     .await
     .unwrap();
     let base = server.url();
-    let cid = server.cluster_id();
-    let mut pd = must_pd_client(&server).await;
+    let mut pd = TestPd::connect(&server).await;
 
     // Store 1 advertises its pod DNS name; store 2 an IP; store 3 sets its own zone.
-    bootstrap_with(&mut pd, cid, store_at(1, "s-1.store-peer.db.svc:20160")).await;
-    put_store(&mut pd, cid, store_at(2, "10.0.0.2:20160")).await;
+    bootstrap_with(&mut pd, store_at(1, "s-1.store-peer.db.svc:20160")).await;
+    pd.must_put_store(store_at(2, "10.0.0.2:20160")).await;
     let mut own = store_at(3, "s-3.store-peer.db.svc:20160");
     own.labels = vec![metapb::StoreLabel {
         key: "zone".into(),
         value: "rack-7".into(),
     }];
-    put_store(&mut pd, cid, own.clone()).await;
+    pd.must_put_store(own.clone()).await;
 
     wait_for_labels(
         &base,
@@ -461,10 +433,10 @@ async fn sync_loop_labels_stores_of_an_in_process_placement() {
         &[("region", "r1"), ("zone", "z2"), ("host", "host-b")],
     )
     .await;
-    wait_until("the move counted", || async move {
-        metrics.topology_label_updates.get() > updates
-    })
-    .await;
+    wait::for_("the move counted")
+        .within(Duration::from_secs(10))
+        .until_async(|| async move { metrics.topology_label_updates.get() > updates })
+        .await;
     let text = reqwest::get(format!("{base}/metrics"))
         .await
         .unwrap()
@@ -480,7 +452,7 @@ async fn sync_loop_labels_stores_of_an_in_process_placement() {
     assert!(rendered > updates, "{rendered} updates after {updates}");
 
     // Store 3 restarts and registers again with only its own labels: they are filled again.
-    put_store(&mut pd, cid, own).await;
+    pd.must_put_store(own).await;
     wait_for_labels(
         &base,
         3,
@@ -491,10 +463,10 @@ async fn sync_loop_labels_stores_of_an_in_process_placement() {
     // Store 2's pod disappears: two more rounds find nothing and leave its labels alone.
     api.remove_pod("db", "s-2");
     let seen = metrics.topology_lookups("not_found");
-    wait_until("two rounds without store 2's pod", || async move {
-        metrics.topology_lookups("not_found") >= seen + 2
-    })
-    .await;
+    wait::for_("two rounds without store 2's pod")
+        .within(Duration::from_secs(10))
+        .until_async(|| async move { metrics.topology_lookups("not_found") >= seen + 2 })
+        .await;
     assert_eq!(
         http_store_labels(&base).await[&2],
         labels_of(&[("region", "r1"), ("zone", "z2"), ("host", "host-b")])

@@ -7,7 +7,7 @@ use proto::etcdserverpb::cluster_client::ClusterClient;
 use proto::etcdserverpb::kv_client::KvClient;
 use proto::etcdserverpb::{MemberListRequest, RangeRequest};
 use proto::keyspacepb::{GetAllKeyspacesRequest, KeyspaceState, LoadKeyspaceRequest};
-use proto::pdpb::{self, ErrorType};
+use proto::pdpb::ErrorType;
 
 const SAFE_POINT_KEY: &[u8] = b"/tidb/store/gcworker/saved_safe_point";
 
@@ -83,14 +83,9 @@ async fn etcd_member_list_and_safe_point_range() {
     assert!(empty.kvs.is_empty(), "unset safe point reads as absent");
     assert_eq!(empty.count, 0);
 
-    let mut pd = must_pd_client(&server).await;
-    must_bootstrap(&mut pd, cid).await;
-    pd.update_gc_safe_point(pdpb::UpdateGcSafePointRequest {
-        header: header(cid),
-        safe_point: 4242,
-    })
-    .await
-    .unwrap();
+    let mut pd = TestPd::connect(&server).await;
+    pd.must_bootstrap_cluster().await;
+    pd.must_update_gc_safe_point(4242).await;
     let got = kv.range(range(SAFE_POINT_KEY)).await.unwrap().into_inner();
     assert_eq!(got.header.unwrap().cluster_id, cid);
     assert_eq!(got.count, 1);

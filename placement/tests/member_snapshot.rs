@@ -11,14 +11,14 @@ use common::group::*;
 use common::*;
 use placement::member::filter::DropFirst;
 use raft::eraftpb::MessageType;
+use testkit::wait;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_joining_member_catches_up_after_its_first_snapshot_is_lost() {
     let mut group = Group::start(3).await;
     let leader = group.leader(Duration::from_secs(20)).await;
-    let cid = group.server(leader).cluster_id();
-    let mut pd = client(group.server(leader)).await;
-    must_bootstrap(&mut pd, cid).await;
+    let mut pd = TestPd::connect(group.server(leader)).await;
+    pd.must_bootstrap_cluster().await;
     let lost = Arc::new(DropFirst::new(MessageType::MsgSnapshot, 1));
     group
         .server(leader)
@@ -35,19 +35,17 @@ async fn a_joining_member_catches_up_after_its_first_snapshot_is_lost() {
     let config = member_config(dir.path(), "pd9", client_port, peer_port, &initial);
     let joined = placement::start(config).await.unwrap();
     let state = joined.state().clone();
-    eventually(
-        "the leader sending its first snapshot (which is lost)",
-        Duration::from_secs(15),
-        || lost.left() == 0,
-    )
-    .await;
+    wait::for_("the leader sending its first snapshot (which is lost)")
+        .within(Duration::from_secs(15))
+        .every(Duration::from_millis(50))
+        .until(|| lost.left() == 0)
+        .await;
     // The configuration reaches a blank member only through a snapshot.
-    eventually(
-        "the new member installing a snapshot after the lost one",
-        Duration::from_secs(15),
-        || state.member.voters().len() == 4,
-    )
-    .await;
+    wait::for_("the new member installing a snapshot after the lost one")
+        .within(Duration::from_secs(15))
+        .every(Duration::from_millis(50))
+        .until(|| state.member.voters().len() == 4)
+        .await;
     let leader_id = group.server(leader).state().member_id;
     assert_eq!(state.member.leader_id(), leader_id);
     joined.stop().await.unwrap();

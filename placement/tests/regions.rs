@@ -24,89 +24,48 @@ fn heartbeat(
     }
 }
 
-async fn must_get_region(
-    pd: &mut proto::pdpb::pd_client::PdClient<tonic::transport::Channel>,
-    cid: u64,
-    key: &[u8],
-) -> pdpb::GetRegionResponse {
-    let resp = pd
-        .get_region(pdpb::GetRegionRequest {
-            header: header(cid),
-            region_key: key.to_vec(),
-            need_buckets: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_ok_header(&resp.header, cid);
-    resp
-}
-
 #[tokio::test]
 async fn heartbeats_split_and_lookups() {
     let dir = tempfile::tempdir().unwrap();
     let server = must_start(dir.path()).await;
     let cid = server.cluster_id();
-    let mut pd = must_pd_client(&server).await;
-    let (store_id, region_id, peer_id) = must_bootstrap(&mut pd, cid).await;
+    let mut pd = TestPd::connect(&server).await;
+    let (store_id, region_id, peer_id) = pd.must_bootstrap_cluster().await;
     let leader = peer(peer_id, store_id);
 
     // The bootstrap region routes every key, with its single peer as leader.
-    let r = must_get_region(&mut pd, cid, b"anything").await;
-    assert_eq!(r.region.as_ref().unwrap().id, region_id);
-    assert_eq!(r.leader, Some(leader));
+    let (r, l) = pd.must_get_region(b"anything").await;
+    assert_eq!(r.as_ref().unwrap().id, region_id);
+    assert_eq!(l, Some(leader));
 
     // Ask for ids for a split into three.
     let parent = region(region_id, b"", b"", 1, &[leader]);
-    let split = pd
-        .ask_batch_split(pdpb::AskBatchSplitRequest {
-            header: header(cid),
-            region: Some(parent.clone()),
-            split_count: 2,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_ok_header(&split.header, cid);
-    assert_eq!(split.ids.len(), 2);
-    for id in &split.ids {
+    let split = pd.must_ask_batch_split(parent.clone(), 2).await;
+    assert_eq!(split.len(), 2);
+    for id in &split {
         assert_eq!(id.new_peer_ids.len(), 1, "one new peer per existing peer");
         assert!(id.new_region_id > peer_id);
     }
-    let single = pd
-        .ask_split(pdpb::AskSplitRequest {
-            header: header(cid),
-            region: Some(parent.clone()),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_ok_header(&single.header, cid);
+    let single = pd.must_ask_split(parent.clone()).await;
     assert_eq!(single.new_peer_ids.len(), 1);
 
     // The store reports the split: [..g) keeps the id, [g..p) and [p..) are new.
-    let (a, b) = (&split.ids[0], &split.ids[1]);
+    let (a, b) = (&split[0], &split[1]);
     let left = region(region_id, b"", b"g", 3, &[leader]);
     let mid_leader = peer(a.new_peer_ids[0], store_id);
     let mid = region(a.new_region_id, b"g", b"p", 3, &[mid_leader]);
     let right_leader = peer(b.new_peer_ids[0], store_id);
     let right = region(b.new_region_id, b"p", b"", 3, &[right_leader]);
-    let report = pd
-        .report_batch_split(pdpb::ReportBatchSplitRequest {
-            header: header(cid),
-            regions: vec![mid.clone(), right.clone(), left.clone()],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_ok_header(&report.header, cid);
-    let r = must_get_region(&mut pd, cid, b"h").await;
-    assert_eq!(r.region.unwrap().id, a.new_region_id);
-    assert_eq!(r.leader, Some(mid_leader), "leader guessed from the parent");
+    pd.must_report_batch_split(vec![mid.clone(), right.clone(), left.clone()])
+        .await;
+    let (r, l) = pd.must_get_region(b"h").await;
+    assert_eq!(r.unwrap().id, a.new_region_id);
+    assert_eq!(l, Some(mid_leader), "leader guessed from the parent");
 
     // Heartbeats: every one is answered with an empty response on the same stream.
     let (tx, rx) = mpsc::channel(16);
     let mut replies = pd
+        .raw()
         .region_heartbeat(ReceiverStream::new(rx))
         .await
         .unwrap()
@@ -149,56 +108,21 @@ async fn heartbeats_split_and_lookups() {
         (b"zzz", b.new_region_id),
     ];
     for (key, want) in cases {
-        let r = must_get_region(&mut pd, cid, key).await;
-        assert_eq!(r.region.unwrap().id, *want, "key {key:?}");
+        let (r, _) = pd.must_get_region(key).await;
+        assert_eq!(r.unwrap().id, *want, "key {key:?}");
     }
-    let by_id = pd
-        .get_region_by_id(pdpb::GetRegionByIdRequest {
-            header: header(cid),
-            region_id: b.new_region_id,
-            need_buckets: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(by_id.region, Some(right.clone()));
-    assert_eq!(by_id.leader, Some(right_leader));
-    let none = pd
-        .get_region_by_id(pdpb::GetRegionByIdRequest {
-            header: header(cid),
-            region_id: 123_456,
-            need_buckets: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_ok_header(&none.header, cid);
+    let (by_id, by_id_leader) = pd.must_get_region_by_id(b.new_region_id).await;
+    assert_eq!(by_id, Some(right.clone()));
+    assert_eq!(by_id_leader, Some(right_leader));
+    let (none, _) = pd.must_get_region_by_id(123_456).await;
     assert!(
-        none.region.is_none(),
+        none.is_none(),
         "unknown region: None with an ok header, as PD"
     );
-    let prev = pd
-        .get_prev_region(pdpb::GetRegionRequest {
-            header: header(cid),
-            region_key: b"q".to_vec(),
-            need_buckets: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(prev.region.unwrap().id, a.new_region_id);
+    let (prev, _) = pd.must_get_prev_region(b"q").await;
+    assert_eq!(prev.unwrap().id, a.new_region_id);
 
-    let scan = pd
-        .scan_regions(pdpb::ScanRegionsRequest {
-            header: header(cid),
-            start_key: b"a".to_vec(),
-            limit: 0,
-            end_key: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_ok_header(&scan.header, cid);
+    let scan = pd.must_scan_regions(b"a", b"", 0).await;
     let ids: Vec<u64> = scan
         .regions
         .iter()
@@ -207,41 +131,21 @@ async fn heartbeats_split_and_lookups() {
     assert_eq!(ids, vec![region_id, a.new_region_id, b.new_region_id]);
     assert_eq!(scan.region_metas.len(), 3);
     assert_eq!(scan.leaders.len(), 3);
-    let limited = pd
-        .scan_regions(pdpb::ScanRegionsRequest {
-            header: header(cid),
-            start_key: b"h".to_vec(),
-            limit: 1,
-            end_key: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let limited = pd.must_scan_regions(b"h", b"", 1).await;
     assert_eq!(limited.regions.len(), 1);
 
-    let batch = pd
-        .batch_scan_regions(pdpb::BatchScanRegionsRequest {
-            header: header(cid),
-            need_buckets: false,
-            ranges: vec![
-                pdpb::KeyRange {
-                    start_key: b"a".to_vec(),
-                    end_key: b"b".to_vec(),
-                },
-                pdpb::KeyRange {
-                    start_key: b"c".to_vec(),
-                    end_key: b"h".to_vec(),
-                },
-            ],
-            limit: 0,
-            contain_all_key_range: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_ok_header(&batch.header, cid);
+    let ranges = vec![
+        pdpb::KeyRange {
+            start_key: b"a".to_vec(),
+            end_key: b"b".to_vec(),
+        },
+        pdpb::KeyRange {
+            start_key: b"c".to_vec(),
+            end_key: b"h".to_vec(),
+        },
+    ];
+    let batch = pd.must_batch_scan_regions(ranges, 0, true).await;
     let ids: Vec<u64> = batch
-        .regions
         .iter()
         .map(|r| r.region.as_ref().unwrap().id)
         .collect();
@@ -258,9 +162,10 @@ async fn heartbeat_before_bootstrap_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let server = must_start(dir.path()).await;
     let cid = server.cluster_id();
-    let mut pd = must_pd_client(&server).await;
+    let mut pd = TestPd::connect(&server).await;
     let (tx, rx) = mpsc::channel(4);
     let mut replies = pd
+        .raw()
         .region_heartbeat(ReceiverStream::new(rx))
         .await
         .unwrap()

@@ -13,18 +13,14 @@ async fn restart_keeps_metadata_and_tso_order() {
     let dir = tempfile::tempdir().unwrap();
     let server = must_start(dir.path()).await;
     let cid = server.cluster_id();
-    let mut pd = must_pd_client(&server).await;
-    let (store_id, region_id, peer_id) = must_bootstrap(&mut pd, cid).await;
-    pd.put_store(pdpb::PutStoreRequest {
-        header: header(cid),
-        store: Some(store(50)),
-    })
-    .await
-    .unwrap();
+    let mut pd = TestPd::connect(&server).await;
+    let (store_id, region_id, peer_id) = pd.must_bootstrap_cluster().await;
+    pd.must_put_store(store(50)).await;
     // A split applied through heartbeats (persisted behind).
     let leader = peer(peer_id, store_id);
     let (tx, rx) = mpsc::channel(4);
     let mut replies = pd
+        .raw()
         .region_heartbeat(ReceiverStream::new(rx))
         .await
         .unwrap()
@@ -44,87 +40,35 @@ async fn restart_keeps_metadata_and_tso_order() {
         .unwrap();
         replies.message().await.unwrap().unwrap();
     }
-    pd.update_gc_safe_point(pdpb::UpdateGcSafePointRequest {
-        header: header(cid),
-        safe_point: 77,
-    })
-    .await
-    .unwrap();
+    pd.must_update_gc_safe_point(77).await;
     let now = placement::state::now_secs();
     server
         .state()
         .commit(|view| view.plan_create_keyspace("kept", now))
         .await
         .unwrap();
-    let last_ts = tso(&mut pd, cid).await.unwrap();
-    let last_id = pd
-        .alloc_id(pdpb::AllocIdRequest {
-            header: header(cid),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
+    let last_ts = pd.tso().await.unwrap();
+    let last_id = pd.must_alloc_id().await;
     drop(tx);
     server.stop().await.unwrap();
 
     let server = must_start(dir.path()).await;
     assert_eq!(server.cluster_id(), cid, "cluster id survives");
-    let mut pd = must_pd_client(&server).await;
-    let b = pd
-        .is_bootstrapped(pdpb::IsBootstrappedRequest {
-            header: header(cid),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(b.bootstrapped);
-    let stores = pd
-        .get_all_stores(pdpb::GetAllStoresRequest {
-            header: header(cid),
-            exclude_tombstone_stores: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let ids: Vec<u64> = stores.stores.iter().map(|s| s.id).collect();
+    let mut pd = TestPd::connect(&server).await;
+    assert!(pd.must_is_bootstrapped().await);
+    let stores = pd.must_get_all_stores(false).await;
+    let ids: Vec<u64> = stores.iter().map(|s| s.id).collect();
     assert_eq!(ids, vec![store_id, 50]);
     for (key, want, want_leader) in [(&b"a"[..], region_id, peer_id), (&b"x"[..], 500, 501)] {
-        let r = pd
-            .get_region(pdpb::GetRegionRequest {
-                header: header(cid),
-                region_key: key.to_vec(),
-                need_buckets: false,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(r.region.unwrap().id, want);
-        assert_eq!(
-            r.leader.unwrap().id,
-            want_leader,
-            "last leader is remembered"
-        );
+        let (r, l) = pd.must_get_region(key).await;
+        assert_eq!(r.unwrap().id, want);
+        assert_eq!(l.unwrap().id, want_leader, "last leader is remembered");
     }
-    let gc = pd
-        .get_gc_safe_point(pdpb::GetGcSafePointRequest {
-            header: header(cid),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(gc.safe_point, 77);
+    assert_eq!(pd.must_get_gc_safe_point().await, 77);
     assert!(server.state().view().keyspaces().by_name("kept").is_some());
-    let ts = tso(&mut pd, cid).await.unwrap();
+    let ts = pd.tso().await.unwrap();
     assert!(ts > last_ts, "tso {ts} after restart must exceed {last_ts}");
-    let id = pd
-        .alloc_id(pdpb::AllocIdRequest {
-            header: header(cid),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
+    let id = pd.must_alloc_id().await;
     assert!(id > last_id, "id {id} after restart must exceed {last_id}");
     server.stop().await.unwrap();
 }

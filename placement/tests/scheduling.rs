@@ -11,10 +11,9 @@ use std::time::Duration;
 use common::*;
 use proto::eraftpb::ConfChangeType;
 use proto::metapb::{self, PeerRole};
-use proto::pdpb::{self, pd_client::PdClient, RegionHeartbeatRequest, RegionHeartbeatResponse};
+use proto::pdpb::{self, RegionHeartbeatRequest, RegionHeartbeatResponse};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 /// The region as its leader's store sees it, and what it was asked to do.
 struct FakeStore {
@@ -138,48 +137,20 @@ impl FakeStore {
     }
 }
 
-async fn must_alloc(pd: &mut PdClient<Channel>, cid: u64) -> u64 {
-    let resp = pd
-        .alloc_id(pdpb::AllocIdRequest {
-            header: header(cid),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    resp.id
-}
-
-async fn must_put_store(pd: &mut PdClient<Channel>, cid: u64, id: u64) {
-    let resp = pd
-        .put_store(pdpb::PutStoreRequest {
-            header: header(cid),
-            store: Some(store(id)),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_ok_header(&resp.header, cid);
-}
-
-async fn must_store_heartbeat(pd: &mut PdClient<Channel>, cid: u64, id: u64) {
-    let resp = pd
-        .store_heartbeat(pdpb::StoreHeartbeatRequest {
-            header: header(cid),
-            stats: Some(pdpb::StoreStats {
-                store_id: id,
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_ok_header(&resp.header, cid);
+/// A heartbeat of store `id` with empty statistics; `cid` is `pd`'s cluster id.
+async fn must_store_heartbeat(pd: &mut TestPd, cid: u64, id: u64) {
+    assert_eq!(cid, pd.cluster_id());
+    pd.must_store_heartbeat(pdpb::StoreStats {
+        store_id: id,
+        ..Default::default()
+    })
+    .await;
 }
 
 /// Heartbeats `live` stores and the region until `done` holds, then reports the final state
 /// once more; a learner catches up when placement has nothing to say.
 async fn drive(
-    pd: &mut PdClient<Channel>,
+    pd: &mut TestPd,
     fake: &mut FakeStore,
     live: &[u64],
     what: &str,
@@ -187,6 +158,7 @@ async fn drive(
 ) {
     let (tx, rx) = mpsc::channel(4);
     let mut replies = pd
+        .raw()
         .region_heartbeat(ReceiverStream::new(rx))
         .await
         .unwrap()
@@ -231,14 +203,11 @@ async fn fake_store_reaches_three_voters_then_replaces_a_down_store() {
     let server = placement::start(config).await.unwrap();
     let cid = server.cluster_id();
     let base = server.url();
-    let mut pd = must_pd_client(&server).await;
-    let (s1, region_id, p1) = must_bootstrap(&mut pd, cid).await;
-    let (s2, s3) = (
-        must_alloc(&mut pd, cid).await,
-        must_alloc(&mut pd, cid).await,
-    );
-    must_put_store(&mut pd, cid, s2).await;
-    must_put_store(&mut pd, cid, s3).await;
+    let mut pd = TestPd::connect(&server).await;
+    let (s1, region_id, p1) = pd.must_bootstrap_cluster().await;
+    let (s2, s3) = (pd.must_alloc_id().await, pd.must_alloc_id().await);
+    pd.must_put_store(store(s2)).await;
+    pd.must_put_store(store(s3)).await;
     let mut fake = FakeStore {
         cid,
         region: region(region_id, b"", b"", 1, &[peer(p1, s1)]),
@@ -287,14 +256,7 @@ async fn fake_store_reaches_three_voters_then_replaces_a_down_store() {
         .await
         .unwrap();
     assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
-    let running = pd
-        .get_operator(pdpb::GetOperatorRequest {
-            header: header(cid),
-            region_id,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let running = pd.must_get_operator(region_id).await;
     assert_eq!(running.status(), pdpb::OperatorStatus::Running);
     assert_eq!(running.desc, b"make-up-replica");
 
@@ -317,8 +279,8 @@ async fn fake_store_reaches_three_voters_then_replaces_a_down_store() {
     // Store 3 stops heartbeating; store 4 joins. After max-store-down-time the peer on store
     // 3 is replaced by one on store 4 by joint consensus (a learner on store 4, promoted while
     // store 3's voter is demoted), then removed.
-    let s4 = must_alloc(&mut pd, cid).await;
-    must_put_store(&mut pd, cid, s4).await;
+    let s4 = pd.must_alloc_id().await;
+    pd.must_put_store(store(s4)).await;
     fake.commands.clear();
     drive(&mut pd, &mut fake, &[s1, s2, s4], "store 3 replaced", |f| {
         f.voter_stores() == [s1, s2, s4] && f.region.peers.len() == 3
@@ -342,14 +304,7 @@ async fn fake_store_reaches_three_voters_then_replaces_a_down_store() {
         .await
         .unwrap();
     assert_eq!(r["peers"].as_array().map(Vec::len), Some(3));
-    let done = pd
-        .get_operator(pdpb::GetOperatorRequest {
-            header: header(cid),
-            region_id,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let done = pd.must_get_operator(region_id).await;
     assert_eq!(
         done.desc, b"replace-down-replica",
         "the move removes the replaced peer itself"

@@ -3,9 +3,12 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use proto::pdpb::{self, ErrorType};
 use serde_json::Value;
+use testkit::wait;
 
 async fn state_names(base: &str, query: &str) -> Vec<(u64, String)> {
     let v: Value = reqwest::get(format!("{base}/pd/api/v1/stores{query}"))
@@ -30,21 +33,12 @@ async fn state_names(base: &str, query: &str) -> Vec<(u64, String)> {
 async fn drain_tombstone_and_purge() {
     let dir = tempfile::tempdir().unwrap();
     let server = must_start(dir.path()).await;
-    let cid = server.cluster_id();
     let base = server.url();
     let http = reqwest::Client::new();
-    let mut pd = must_pd_client(&server).await;
-    let (first, _, _) = must_bootstrap(&mut pd, cid).await;
+    let mut pd = TestPd::connect(&server).await;
+    let (first, _, _) = pd.must_bootstrap_cluster().await;
     for id in [first + 10, first + 11, first + 12] {
-        let resp = pd
-            .put_store(pdpb::PutStoreRequest {
-                header: header(cid),
-                store: Some(store(id)),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_ok_header(&resp.header, cid);
+        pd.must_put_store(store(id)).await;
     }
     let (a, b, c) = (first + 10, first + 11, first + 12);
 
@@ -67,10 +61,10 @@ async fn drain_tombstone_and_purge() {
     assert_eq!(del(9999, "").await.unwrap().status(), 404);
 
     // Store a holds no replica: it becomes Tombstone on its own.
-    wait_until("store a tombstone", || async {
-        !state_names(&base, "").await.iter().any(|(id, _)| *id == a)
-    })
-    .await;
+    wait::for_("store a tombstone")
+        .within(Duration::from_secs(10))
+        .until_async(|| async { !state_names(&base, "").await.iter().any(|(id, _)| *id == a) })
+        .await;
     let tomb = state_names(&base, "?state=Tombstone").await;
     assert_eq!(tomb, [(a, "Tombstone".to_owned())]);
     let up_or_offline = state_names(&base, "?state=0&state=1").await;
@@ -78,41 +72,18 @@ async fn drain_tombstone_and_purge() {
     assert!(up_or_offline.iter().all(|(_, n)| n == "Up"));
 
     // gRPC: excluded on request; a tombstone may not come back or heartbeat.
-    let all = |exclude| {
-        let mut pd = pd.clone();
-        async move {
-            pd.get_all_stores(pdpb::GetAllStoresRequest {
-                header: header(cid),
-                exclude_tombstone_stores: exclude,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .stores
-            .len()
-        }
-    };
-    assert_eq!((all(false).await, all(true).await), (4, 3));
-    let again = pd
-        .put_store(pdpb::PutStoreRequest {
-            header: header(cid),
-            store: Some(store(a)),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let with_tombstones = pd.get_all_stores(false).await.unwrap().stores.len();
+    let without = pd.get_all_stores(true).await.unwrap().stores.len();
+    assert_eq!((with_tombstones, without), (4, 3));
+    let again = pd.put_store(store(a)).await.unwrap();
     assert_eq!(error_type(&again.header), ErrorType::StoreTombstone);
     let hb = pd
-        .store_heartbeat(pdpb::StoreHeartbeatRequest {
-            header: header(cid),
-            stats: Some(pdpb::StoreStats {
-                store_id: a,
-                ..Default::default()
-            }),
+        .store_heartbeat(pdpb::StoreStats {
+            store_id: a,
+            ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(error_type(&hb.header), ErrorType::StoreTombstone);
     let bad = http
         .post(format!("{base}/pd/api/v1/store/{c}/state?state=Tombstone"))
@@ -145,11 +116,10 @@ async fn drain_tombstone_and_purge() {
 async fn schedulers_and_fault_tolerance() {
     let dir = tempfile::tempdir().unwrap();
     let server = must_start(dir.path()).await;
-    let cid = server.cluster_id();
     let base = server.url();
     let http = reqwest::Client::new();
-    let mut pd = must_pd_client(&server).await;
-    let (store_id, region_id, _) = must_bootstrap(&mut pd, cid).await;
+    let mut pd = TestPd::connect(&server).await;
+    let (store_id, region_id, _) = pd.must_bootstrap_cluster().await;
 
     let list = |base: String| async move {
         let v: Vec<String> = reqwest::get(format!("{base}/pd/api/v1/schedulers"))

@@ -19,6 +19,7 @@ use placement::config::ReadableDuration;
 use placement::member::filter::{BlockPeers, DropFirst};
 use proto::pdpb::{self, pd_client::PdClient, TsoRequest, TsoResponse};
 use raft::eraftpb::MessageType;
+use testkit::wait;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 use tonic::Streaming;
@@ -91,17 +92,15 @@ async fn must_tso(group: &Group, i: usize, cid: u64, timeout: Duration) -> u64 {
 
 /// Waits until a member other than `old` serves as leader; returns it.
 async fn must_successor(group: &Group, old: usize, timeout: Duration) -> usize {
-    let start = Instant::now();
-    loop {
-        let serving = (0..group.servers.len())
-            .filter(|i| *i != old && group.servers[*i].is_some())
-            .find(|i| group.server(*i).state().is_leader());
-        if let Some(i) = serving {
-            return i;
-        }
-        assert!(start.elapsed() < timeout, "no successor within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait::for_(format!("a successor of pd{old} to lead"))
+        .within(timeout)
+        .every(Duration::from_millis(50))
+        .until_some(|| {
+            (0..group.servers.len())
+                .filter(|i| *i != old && group.servers[*i].is_some())
+                .find(|i| group.server(*i).state().is_leader())
+        })
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -2,10 +2,12 @@
 //! RocksDB), for the high-availability tests: start, find the leader, stop and restart
 //! members.
 
-use std::time::{Duration, Instant};
+use std::future;
+use std::time::Duration;
 
 use placement::{Config, RunningServer};
 use proto::pdpb::pd_client::PdClient;
+use testkit::wait;
 use tonic::transport::Channel;
 
 /// A free loopback port (bound once, then released).
@@ -84,24 +86,24 @@ impl Group {
 
     /// Waits until exactly one running member serves as leader; returns its index.
     pub async fn leader(&self, timeout: Duration) -> usize {
-        let start = Instant::now();
-        loop {
-            let leaders: Vec<usize> = self
-                .servers
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.as_ref().is_some_and(|s| s.state().is_leader()))
-                .map(|(i, _)| i)
-                .collect();
-            if leaders.len() == 1 {
-                return leaders[0];
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "no single leader after {timeout:?}: {leaders:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait::for_("a single leader among the running members")
+            .within(timeout)
+            .every(Duration::from_millis(50))
+            .until_ok(|| {
+                let leaders: Vec<usize> = self
+                    .servers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.as_ref().is_some_and(|s| s.state().is_leader()))
+                    .map(|(i, _)| i)
+                    .collect();
+                future::ready(match leaders[..] {
+                    [leader] => Ok(leader),
+                    _ => Err(format!("leaders {leaders:?}")),
+                })
+            })
+            .await
+            .unwrap_or_else(|timeout| panic!("{timeout}"))
     }
 
     pub fn server(&self, i: usize) -> &RunningServer {
@@ -139,13 +141,4 @@ pub async fn client(server: &RunningServer) -> PdClient<Channel> {
     PdClient::connect(server.url())
         .await
         .expect("connect to a placement member")
-}
-
-/// Polls `check` every 50 ms until it holds; panics naming `what` after `timeout`.
-pub async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < timeout, "{what} not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -4,9 +4,12 @@
 #![allow(dead_code)]
 
 pub mod group;
+pub mod pd;
+
+#[allow(unused_imports)] // not every test file talks to PD
+pub use pd::TestPd;
 
 use std::path::Path;
-use std::time::Duration;
 
 use placement::{Config, RunningServer};
 use proto::keyspacepb::keyspace_client::KeyspaceClient;
@@ -139,52 +142,5 @@ pub fn region(
         }),
         peers: peers.to_vec(),
         ..Default::default()
-    }
-}
-
-/// Bootstraps like a store would: alloc ids, bootstrap store 1 with one region over all keys.
-/// Returns (store id, region id, peer id).
-pub async fn must_bootstrap(pd: &mut PdClient<Channel>, cluster_id: u64) -> (u64, u64, u64) {
-    let alloc = || {
-        let mut pd = pd.clone();
-        async move {
-            let resp = pd
-                .alloc_id(pdpb::AllocIdRequest {
-                    header: header(cluster_id),
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            assert_ok_header(&resp.header, cluster_id);
-            resp.id
-        }
-    };
-    let (store_id, region_id, peer_id) = (alloc().await, alloc().await, alloc().await);
-    let resp = pd
-        .bootstrap(pdpb::BootstrapRequest {
-            header: header(cluster_id),
-            store: Some(store(store_id)),
-            region: Some(region(region_id, b"", b"", 1, &[peer(peer_id, store_id)])),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_ok_header(&resp.header, cluster_id);
-    (store_id, region_id, peer_id)
-}
-
-/// Polls `cond` until it holds or `what` times out after 10 s.
-pub async fn wait_until<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use proto::metapb::PeerRole;
 use raft::prelude::{ConfChangeType, ConfState, MessageType};
+use testkit::wait;
 
 use super::membership::{self, test_peer as peer, PeerChange};
 use super::peer_storage::conf_state_of;
@@ -72,8 +73,10 @@ fn left_conf() -> ConfState {
 /// region heartbeats report) and runs raft configuration `expected`, which is also what the
 /// roles stand for (what a restart or a snapshot rebuilds).
 async fn must_config(c: &TestCluster, store: u64, roles: &[(u64, PeerRole)], expected: &ConfState) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    wait::for_(format!(
+        "store {store}'s replica to have roles {roles:?} and run {expected:?}"
+    ))
+    .until_ok(|| async {
         let region = c.region(store, 1);
         let meta_roles = region.as_ref().map(|r| {
             let mut v: Vec<(u64, PeerRole)> = r.peers.iter().map(|p| (p.id, p.role())).collect();
@@ -86,15 +89,14 @@ async fn must_config(c: &TestCluster, store: u64, roles: &[(u64, PeerRole)], exp
             && running.as_ref() == Some(expected)
             && derived.as_ref() == Some(expected)
         {
-            return;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
-            "store {store}: roles {meta_roles:?}, running {running:?}, derived {derived:?}; \
-             expected roles {roles:?} and {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Err(format!(
+            "roles {meta_roles:?}, running {running:?}, derived {derived:?}"
+        ))
+    })
+    .await
+    .unwrap_or_else(|timeout| panic!("{timeout}"));
 }
 
 fn conf_ver(c: &TestCluster, store: u64) -> u64 {
@@ -130,24 +132,22 @@ async fn three_voters_and_a_learner(stores: u64) -> TestCluster {
 
 /// Asks whichever store leads region 1 to leave the joint state until one has left it.
 async fn must_leave_joint(c: &TestCluster) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        for s in c.leaders(1) {
-            let left = c.region(s, 1).is_some_and(|r| !membership::in_joint(&r));
-            if left {
-                return;
+    wait::for_("region 1 to leave its joint state")
+        .every(Duration::from_millis(100))
+        .until_async(|| async {
+            for s in c.leaders(1) {
+                let left = c.region(s, 1).is_some_and(|r| !membership::in_joint(&r));
+                if left {
+                    return true;
+                }
+                if let Some(r) = c.try_router(s) {
+                    let leave = r.change_peer_v2(1, vec![]);
+                    let _ = tokio::time::timeout(Duration::from_secs(2), leave).await;
+                }
             }
-            if let Some(r) = c.try_router(s) {
-                let leave = r.change_peer_v2(1, vec![]);
-                let _ = tokio::time::timeout(Duration::from_secs(2), leave).await;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "region 1 never left its joint state"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            false
+        })
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,10 +183,9 @@ async fn a_joint_change_moves_a_voter_then_is_left_and_the_demoted_learner_remov
     r1.change_peer(1, ConfChangeType::RemoveNode, peer(103, 3, L))
         .await
         .unwrap();
-    super::test_cluster::must_until("store 3 to drop its replica", || {
-        c.region(3, 1).is_none().then_some(())
-    })
-    .await;
+    wait::for_("store 3 to drop its replica")
+        .until(|| c.region(3, 1).is_none())
+        .await;
     let rest = [(101, V), (102, V), (104, V)];
     for s in [1, 2, 4] {
         must_config(&c, s, &rest, &conf(&[101, 102, 104], &[], &[], &[])).await;

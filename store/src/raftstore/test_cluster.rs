@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::RwLock;
 use proto::{metapb, storepb};
+use testkit::wait;
 use tokio::sync::Notify;
 
 use super::cmd::RaftCmd;
@@ -219,16 +220,17 @@ impl TestCluster {
             .region(to, region_id)
             .and_then(|r| r.peers.iter().find(|p| p.store_id == to).map(|p| p.id))
             .expect("a replica on the target store");
-        must_until(&format!("store {to} to lead region {region_id}"), || {
-            if self.leaders(region_id) == [to] {
-                return Some(());
-            }
-            for s in self.leaders(region_id) {
-                let _ = self.router(s).transfer_leader(region_id, peer_id);
-            }
-            None
-        })
-        .await
+        wait::for_(format!("store {to} to lead region {region_id}"))
+            .until(|| {
+                if self.leaders(region_id) == [to] {
+                    return true;
+                }
+                for s in self.leaders(region_id) {
+                    let _ = self.router(s).transfer_leader(region_id, peer_id);
+                }
+                false
+            })
+            .await
     }
 
     pub fn engine(&self, store_id: u64) -> &Engine {
@@ -295,39 +297,35 @@ impl TestCluster {
 
     /// Waits for exactly one leader of `region_id` among `among`.
     pub async fn must_leader(&self, region_id: u64, among: &[u64]) -> u64 {
-        must_until(
-            &format!("one leader of region {region_id} among {among:?}"),
-            || {
+        wait::for_(format!("one leader of region {region_id} among {among:?}"))
+            .until_some(|| {
                 let l: Vec<_> = self
                     .leaders(region_id)
                     .into_iter()
                     .filter(|s| among.contains(s))
                     .collect();
                 (l.len() == 1).then(|| l[0])
-            },
-        )
-        .await
+            })
+            .await
     }
 
     /// Proposes through whichever store leads, retrying until applied there.
     pub async fn must_put(&self, region_id: u64, key: &str, value: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            for s in self.leaders(region_id) {
-                let Some(r) = self.routers.read().get(&s).map(|(r, _)| r.clone()) else {
-                    continue;
-                };
-                let put = r.propose(region_id, put_cmd(key, value));
-                if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(2), put).await {
-                    return;
+        wait::for_(format!("the put of {key} to region {region_id} to apply"))
+            .every(Duration::from_millis(50))
+            .until_async(|| async {
+                for s in self.leaders(region_id) {
+                    let Some(r) = self.routers.read().get(&s).map(|(r, _)| r.clone()) else {
+                        continue;
+                    };
+                    let put = r.propose(region_id, put_cmd(key, value));
+                    if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(2), put).await {
+                        return true;
+                    }
                 }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "put {key} to region {region_id} never applied"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+                false
+            })
+            .await
     }
 
     pub fn get(&self, store_id: u64, key: &str) -> Option<String> {
@@ -338,10 +336,9 @@ impl TestCluster {
     }
 
     pub async fn must_get_on(&self, store_id: u64, key: &str, value: &str) {
-        must_until(&format!("{key}={value} on store {store_id}"), || {
-            (self.get(store_id, key).as_deref() == Some(value)).then_some(())
-        })
-        .await
+        wait::for_(format!("{key}={value} on store {store_id}"))
+            .until(|| self.get(store_id, key).as_deref() == Some(value))
+            .await
     }
 
     /// The raft configuration `store_id`'s replica of `region_id` runs with, every list
@@ -370,17 +367,5 @@ impl Drop for TestCluster {
         for id in ids {
             self.stop(id);
         }
-    }
-}
-
-/// Polls `f` until it yields a value; panics naming `what` after 20 s.
-pub async fn must_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -4,11 +4,12 @@
 use std::time::{Duration, Instant};
 
 use raft::prelude::{ConfChangeType, MessageType};
+use testkit::wait;
 
 use super::cmd::RaftCmd;
 use super::local_keys::{self, ApplyState};
 use super::peer_storage::INIT_INDEX;
-use super::test_cluster::{must_until, put_cmd, region_on, TestCluster};
+use super::test_cluster::{put_cmd, region_on, TestCluster};
 use super::test_filters::RegionPacketFilter;
 use super::transport::{BlockStores, DropFirst, DropTypes, Filter};
 use super::{ProposeError, RaftStoreConfig};
@@ -58,10 +59,9 @@ async fn single_replica_writes_survive_restart_and_log_is_truncated() {
             .unwrap()
     };
     // The leader proposes the truncation once the writes applied.
-    must_until("the log to be truncated", || {
-        (apply_state().truncated_index > INIT_INDEX).then_some(())
-    })
-    .await;
+    wait::for_("the log to be truncated")
+        .until(|| apply_state().truncated_index > INIT_INDEX)
+        .await;
     c.stop(1);
     let apply = apply_state();
     assert!(apply.applied_index > 100, "{apply:?}");
@@ -85,10 +85,9 @@ async fn three_replicas_replicate_and_survive_leader_isolation() {
     assert_ne!(new, old);
     c.must_put(1, "b", "2").await;
     // The isolated old leader steps down and refuses reads; nothing new reached it.
-    must_until("the isolated leader to step down", || {
-        (!c.leaders(1).contains(&old)).then_some(())
-    })
-    .await;
+    wait::for_("the isolated leader to step down")
+        .until(|| !c.leaders(1).contains(&old))
+        .await;
     assert!(c.read_index(old, 1).await.is_err());
     assert_eq!(c.get(old, "b"), None);
     assert!(c.read_index(new, 1).await.is_ok());
@@ -167,10 +166,9 @@ async fn a_leader_publishes_its_lease_for_local_reads_and_a_transfer_withdraws_i
     let old = c.must_leader(1, &[1, 2, 3]).await;
     c.must_put(1, "a", "1").await;
     // Published in the round that applied the write, just after its callback fired.
-    let term = must_until("the leader's lease, once it applied in its term", || {
-        local(old)
-    })
-    .await;
+    let term = wait::for_("the leader's lease, once it applied in its term")
+        .until_some(|| local(old))
+        .await;
     let to = (1..=3).find(|s| *s != old).expect("a follower");
     for f in (1..=3).filter(|s| *s != old) {
         assert_eq!(local(f), None, "follower {f} publishes no lease");
@@ -178,7 +176,9 @@ async fn a_leader_publishes_its_lease_for_local_reads_and_a_transfer_withdraws_i
     c.must_transfer_leader(1, to).await;
     assert_eq!(local(old), None, "the old leader's lease is withdrawn");
     c.must_put(1, "a", "2").await;
-    let new_term = must_until("the new leader's lease", || local(to)).await;
+    let new_term = wait::for_("the new leader's lease")
+        .until_some(|| local(to))
+        .await;
     assert!(new_term > term, "{new_term} after {term}");
 }
 
@@ -197,15 +197,16 @@ async fn a_leader_stalled_past_its_lease_answers_no_read_when_it_wakes() {
     c.isolate(old);
     c.router(old).stall(Duration::from_secs(3));
     let rest: Vec<u64> = (1..=3).filter(|s| *s != old).collect();
-    must_until("a new leader among the others", || {
-        let l: Vec<u64> = c
-            .leaders(1)
-            .into_iter()
-            .filter(|s| rest.contains(s))
-            .collect();
-        (l.len() == 1).then_some(())
-    })
-    .await;
+    wait::for_("a new leader among the others")
+        .until(|| {
+            let l: Vec<u64> = c
+                .leaders(1)
+                .into_iter()
+                .filter(|s| rest.contains(s))
+                .collect();
+            l.len() == 1
+        })
+        .await;
     let new = c.must_leader(1, &rest).await;
     let router = c.router(new);
     tokio::time::timeout(Duration::from_secs(2), router.propose(1, put_cmd("a", "2")))
@@ -271,14 +272,12 @@ async fn learner_added_by_snapshot_promoted_and_old_replica_removed() {
         .change_peer(1, ConfChangeType::RemoveNode, first)
         .await
         .unwrap();
-    must_until("store 1 to drop its replica", || {
-        c.region(1, 1).is_none().then_some(())
-    })
-    .await;
-    must_until("store 1 data to be cleared", || {
-        c.get(1, "k00").is_none().then_some(())
-    })
-    .await;
+    wait::for_("store 1 to drop its replica")
+        .until(|| c.region(1, 1).is_none())
+        .await;
+    wait::for_("store 1 data to be cleared")
+        .until(|| c.get(1, "k00").is_none())
+        .await;
     c.must_put(1, "after-remove", "v").await;
     c.must_get_on(2, "after-remove", "v").await;
 }
@@ -392,7 +391,9 @@ async fn an_engine_write_failure_stops_the_store_for_good() {
     .await
     .expect("a proposal on a failed store never answered");
     assert!(put.is_err(), "{put:?}");
-    let reason = must_until("the failure to be reported as fatal", || c.fatal(1)).await;
+    let reason = wait::for_("the failure to be reported as fatal")
+        .until_some(|| c.fatal(1))
+        .await;
     assert!(
         reason.contains("write refused by fault injection"),
         "{reason}"
@@ -499,11 +500,12 @@ async fn a_membership_change_raft_ignores_is_reported_as_failed() {
         matches!(second, Err(ProposeError::Rejected { .. })),
         "a change raft dropped was reported as {second:?}"
     );
-    let peers = must_until("the region to show the first learner", || {
-        let peers: Vec<u64> = c.region(leader, 1)?.peers.iter().map(|p| p.id).collect();
-        peers.contains(&103).then_some(peers)
-    })
-    .await;
+    let peers = wait::for_("the region to show the first learner")
+        .until_some(|| {
+            let peers: Vec<u64> = c.region(leader, 1)?.peers.iter().map(|p| p.id).collect();
+            peers.contains(&103).then_some(peers)
+        })
+        .await;
     assert!(!peers.contains(&104), "{peers:?}");
 }
 
@@ -579,7 +581,9 @@ async fn entries_committed_while_a_snapshot_installs_apply_after_it() {
         .change_peer(1, ConfChangeType::AddLearnerNode, learner)
         .await
         .unwrap();
-    must_until("store 2 to start installing", || c.region(2, 1)).await;
+    wait::for_("store 2 to start installing")
+        .until(|| c.region(2, 1).is_some())
+        .await;
     for i in 0..10 {
         c.must_put(1, &format!("late{i}"), "v").await;
     }
@@ -664,10 +668,9 @@ async fn replacing_a_replica_still_waiting_for_its_snapshot_keeps_other_regions_
     )
     .await
     .unwrap();
-    must_until("store 2 to drop its replica of region 2", || {
-        c.region(2, 2).is_none().then_some(())
-    })
-    .await;
+    wait::for_("store 2 to drop its replica of region 2")
+        .until(|| c.region(2, 2).is_none())
+        .await;
     // Store 2 is added back twice; no snapshot reaches it the first time, so that replica is
     // still uninitialized (no range yet) when the second one replaces it.
     let no_snapshots = DropTypes([MessageType::MsgSnapshot as i32].into_iter().collect());
@@ -790,10 +793,9 @@ async fn a_late_message_to_a_removed_replica_does_not_bring_it_back() {
     r1.change_peer(1, ConfChangeType::AddLearnerNode, learner_on(104, 4))
         .await
         .unwrap();
-    must_until("a heartbeat to store 3 after the learner joined", || {
-        (!held.lock().is_empty()).then_some(())
-    })
-    .await;
+    wait::for_("a heartbeat to store 3 after the learner joined")
+        .until(|| !held.lock().is_empty())
+        .await;
     let gone = c
         .region(1, 1)
         .unwrap()
@@ -805,10 +807,9 @@ async fn a_late_message_to_a_removed_replica_does_not_bring_it_back() {
         .await
         .unwrap();
     c.heal();
-    must_until("store 3 to destroy its removed replica", || {
-        c.region(3, 1).is_none().then_some(())
-    })
-    .await;
+    wait::for_("store 3 to destroy its removed replica")
+        .until(|| c.region(3, 1).is_none())
+        .await;
     let late = held.lock().clone();
     for m in late {
         c.router(3).send_raft_message(m).unwrap();

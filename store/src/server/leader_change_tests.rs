@@ -8,6 +8,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use proto::metapb;
 use proto::pdpb::StoreStats;
+use testkit::wait;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
@@ -18,17 +19,8 @@ use crate::engine::Engine;
 use crate::raftstore::split_check::SplitLimits;
 use crate::raftstore::{RegionMeta, Router, StoreMeta, StoreMsg};
 
-/// Bound on every wait for a condition in these tests.
+/// Bound on the heartbeat task's exit (condition waits use [`wait`]'s default, also 20 s).
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Polls `cond` every 20 ms until it holds; panics naming `what` after [`WAIT`].
-async fn must_wait(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 async fn must_connect(endpoints: &[String], call_deadline: Duration) -> PlacementClient {
     PlacementClient::connect_with_deadline(endpoints, Duration::from_secs(10), call_deadline)
@@ -73,10 +65,9 @@ async fn calls_in_flight_on_a_dead_leader_finish_on_the_new_one() {
         let placement = placement.clone();
         async move { placement.store_heartbeat(StoreStats::default()).await }
     });
-    must_wait("six calls hanging on the old leader", || {
-        group.count(|e| matches!(e, Event::Stalled(1, _))) == 6
-    })
-    .await;
+    wait::for_("six calls hanging on the old leader")
+        .until(|| group.count(|e| matches!(e, Event::Stalled(1, _))) == 6)
+        .await;
     // GetMembers answered by the survivors (the dying member may still
     // finish a request it accepted before stopping).
     let survivors_asked = || group.count(|e| matches!(e, Event::Members(i) if *i != 1));
@@ -263,34 +254,29 @@ async fn region_heartbeats_follow_the_leader_and_its_operators_still_run() {
     let (stop, stop_rx) = oneshot::channel();
     let task = tokio::spawn(hb.run(stop_rx));
 
-    must_wait("both regions reported to the first leader", || {
-        group.saw(&Event::Heartbeat(1, 5)) && group.saw(&Event::Heartbeat(1, 8))
-    })
-    .await;
-    must_wait("the first leader's operator run", || {
-        drain_for_transfer(&inbox, 5, base(1))
-    })
-    .await;
+    wait::for_("both regions reported to the first leader")
+        .until(|| group.saw(&Event::Heartbeat(1, 5)) && group.saw(&Event::Heartbeat(1, 8)))
+        .await;
+    wait::for_("the first leader's operator run")
+        .until(|| drain_for_transfer(&inbox, 5, base(1)))
+        .await;
 
     group.kill(1);
     group.set_leader(Some(2));
 
-    must_wait("both regions reported to the new leader", || {
-        group.saw(&Event::Heartbeat(2, 5)) && group.saw(&Event::Heartbeat(2, 8))
-    })
-    .await;
-    must_wait("the new leader's operator run", || {
-        drain_for_transfer(&inbox, 8, base(2))
-    })
-    .await;
+    wait::for_("both regions reported to the new leader")
+        .until(|| group.saw(&Event::Heartbeat(2, 5)) && group.saw(&Event::Heartbeat(2, 8)))
+        .await;
+    wait::for_("the new leader's operator run")
+        .until(|| drain_for_transfer(&inbox, 8, base(2)))
+        .await;
     assert!(!task.is_finished(), "the heartbeat task survived");
 
     // And once more, this time by a "not leader" answer from a live member.
     group.set_leader(Some(0));
-    must_wait("both regions reported to the third leader", || {
-        group.saw(&Event::Heartbeat(0, 5)) && group.saw(&Event::Heartbeat(0, 8))
-    })
-    .await;
+    wait::for_("both regions reported to the third leader")
+        .until(|| group.saw(&Event::Heartbeat(0, 5)) && group.saw(&Event::Heartbeat(0, 8)))
+        .await;
     assert!(!task.is_finished(), "the heartbeat task survived");
 
     stop.send(()).unwrap();
@@ -324,11 +310,9 @@ async fn a_bootstrap_retried_after_a_lost_answer_keeps_its_region() {
             super::bootstrap::join_cluster(&engine, &placement, store).await
         }
     });
-    must_wait(
-        "the bootstrap applied on the old leader, answer lost",
-        || group.saw(&Event::Stalled(1, "bootstrap")),
-    )
-    .await;
+    wait::for_("the bootstrap applied on the old leader, answer lost")
+        .until(|| group.saw(&Event::Stalled(1, "bootstrap")))
+        .await;
     group.set_leader(Some(2));
     group.kill(1);
     join.await.unwrap().unwrap();
