@@ -21,9 +21,10 @@ use rocksdb::WriteBatch;
 use super::cmd::RaftCmd;
 use super::driver::{RaftStore, RaftStoreConfig};
 use super::local_keys;
+use super::membership::{self, JointRefused};
 use super::peer::Peer;
 use super::peer_storage::{self, RaftStateError};
-use super::{membership, split, ProposeError};
+use super::{split, ProposeError};
 use crate::engine::{Modify, CF_RAFT, DATA_CFS};
 use proto::metapb;
 
@@ -419,12 +420,13 @@ fn apply_conf_change_v2(
         ProposeError::Rejected { region_id, reason }
     };
     let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| reject(err.to_string()))?;
-    let changes = membership::decode_context(&e.context).map_err(reject)?;
+    let refused = |why: JointRefused| reject(why.to_string());
+    let changes = membership::decode_context(&e.context).map_err(refused)?;
     let leave = cc.leave_joint();
     let (region, removes_me) = if leave {
-        (region_leaving_joint(p, &changes).map_err(reject)?, false)
+        (region_leaving_joint(p, &changes).map_err(refused)?, false)
     } else {
-        region_entering_joint(p, &cc, &changes).map_err(reject)?
+        region_entering_joint(p, &cc, &changes).map_err(refused)?
     };
     let cs = p
         .node
@@ -462,9 +464,9 @@ fn apply_conf_change_v2(
 fn region_leaving_joint(
     p: &Peer,
     changes: &[membership::PeerChange],
-) -> Result<metapb::Region, String> {
+) -> Result<metapb::Region, JointRefused> {
     if !changes.is_empty() {
-        return Err("a leave-joint entry names changes".into());
+        return Err(JointRefused::LeaveWithChanges);
     }
     membership::leave_joint(&p.region)
 }
@@ -475,15 +477,12 @@ fn region_entering_joint(
     p: &Peer,
     cc: &ConfChangeV2,
     changes: &[membership::PeerChange],
-) -> Result<(metapb::Region, bool), String> {
+) -> Result<(metapb::Region, bool), JointRefused> {
     if cc.get_transition() != ConfChangeTransition::Explicit {
-        return Err(format!(
-            "joint changes are left explicitly; {:?} transition refused",
-            cc.get_transition()
-        ));
+        return Err(JointRefused::Transition(cc.get_transition()));
     }
     if !membership::matches(cc, changes) {
-        return Err("the raft change does not match the peers its entry names".into());
+        return Err(JointRefused::Mismatch);
     }
     let region = membership::enter_joint(&p.region, changes)?;
     let removes_me = changes

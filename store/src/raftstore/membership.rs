@@ -77,11 +77,53 @@ pub fn encode_context(changes: &[PeerChange]) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// Why a joint membership change cannot be made (the same on every replica).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JointRefused {
+    #[error("undecodable joint change context: {0}")]
+    Undecodable(#[from] prost::DecodeError),
+    #[error("joint change context names an invalid change")]
+    InvalidChange,
+    #[error("a joint membership change needs at least one change")]
+    NoChanges,
+    #[error("the region is already in a joint state: leave it before another membership change")]
+    AlreadyJoint,
+    #[error("the region is not in a joint state: there is nothing to leave")]
+    NotJoint,
+    #[error("peer {peer_id} on store {store_id}: a change needs a peer id and a store id")]
+    MissingIds { peer_id: u64, store_id: u64 },
+    #[error("more than one change for peer {0}")]
+    Repeated(u64),
+    #[error("peer {peer_id} is on store {on}, not store {named}")]
+    WrongStore { peer_id: u64, on: u64, named: u64 },
+    #[error("store {store_id} already holds peer {peer_id} of the region")]
+    StoreTaken { store_id: u64, peer_id: u64 },
+    #[error("peer {0} to remove is not in the region")]
+    RemoveMissing(u64),
+    #[error("peer {0} is a voter: a joint change removes only learners (demote it first)")]
+    RemoveVoter(u64),
+    #[error("peer {0} is already a voter")]
+    AlreadyVoter(u64),
+    #[error("peer {0} is already a learner")]
+    AlreadyLearner(u64),
+    #[error("peer {peer_id} is {role:?}")]
+    InTransition { peer_id: u64, role: PeerRole },
+    #[error("the changes touch only learners: they need no joint state (use single changes)")]
+    LearnersOnly,
+    #[error("the new configuration would have no voter")]
+    NoVoter,
+    #[error("a leave-joint entry names changes")]
+    LeaveWithChanges,
+    #[error("joint changes are left explicitly; {0:?} transition refused")]
+    Transition(ConfChangeTransition),
+    #[error("the raft change does not match the peers its entry names")]
+    Mismatch,
+}
+
 /// The changes [`encode_context`] wrote.
-pub fn decode_context(context: &[u8]) -> Result<Vec<PeerChange>, String> {
-    let cp = pdpb::ChangePeerV2::decode(context)
-        .map_err(|e| format!("undecodable joint change context: {e}"))?;
-    changes_from_pd(&cp).ok_or_else(|| "joint change context names an invalid change".to_string())
+pub fn decode_context(context: &[u8]) -> Result<Vec<PeerChange>, JointRefused> {
+    let cp = pdpb::ChangePeerV2::decode(context)?;
+    changes_from_pd(&cp).ok_or(JointRefused::InvalidChange)
 }
 
 /// The raft change entering a joint state with `changes` (or leaving it, if empty).
@@ -125,7 +167,7 @@ fn bump_conf_ver(region: &mut metapb::Region, by: u64) {
 pub fn enter_joint(
     region: &metapb::Region,
     changes: &[PeerChange],
-) -> Result<metapb::Region, String> {
+) -> Result<metapb::Region, JointRefused> {
     check_can_enter_joint(region, changes)?;
     let mut out = region.clone();
     let mut seen = HashSet::new();
@@ -133,7 +175,7 @@ pub fn enter_joint(
     for (ty, peer) in changes {
         check_change_ids(peer)?;
         if !seen.insert(peer.id) {
-            return Err(format!("more than one change for peer {}", peer.id));
+            return Err(JointRefused::Repeated(peer.id));
         }
         let existing = locate_change_target(&out, *ty, peer)?;
         let changes_voters = match existing {
@@ -148,26 +190,26 @@ pub fn enter_joint(
 }
 
 /// Refuses a joint change without changes, or on a region already in a joint state.
-fn check_can_enter_joint(region: &metapb::Region, changes: &[PeerChange]) -> Result<(), String> {
+fn check_can_enter_joint(
+    region: &metapb::Region,
+    changes: &[PeerChange],
+) -> Result<(), JointRefused> {
     if changes.is_empty() {
-        return Err("a joint membership change needs at least one change".into());
+        return Err(JointRefused::NoChanges);
     }
     if in_joint(region) {
-        return Err(
-            "the region is already in a joint state: leave it before another membership change"
-                .into(),
-        );
+        return Err(JointRefused::AlreadyJoint);
     }
     Ok(())
 }
 
 /// Refuses a change whose peer lacks a peer id or a store id.
-fn check_change_ids(peer: &metapb::Peer) -> Result<(), String> {
+fn check_change_ids(peer: &metapb::Peer) -> Result<(), JointRefused> {
     if peer.id == 0 || peer.store_id == 0 {
-        return Err(format!(
-            "peer {} on store {}: a change needs a peer id and a store id",
-            peer.id, peer.store_id
-        ));
+        return Err(JointRefused::MissingIds {
+            peer_id: peer.id,
+            store_id: peer.store_id,
+        });
     }
     Ok(())
 }
@@ -177,21 +219,22 @@ fn locate_change_target(
     region: &metapb::Region,
     ty: ConfChangeType,
     peer: &metapb::Peer,
-) -> Result<Option<usize>, String> {
+) -> Result<Option<usize>, JointRefused> {
     let existing = region.peers.iter().position(|p| p.id == peer.id);
     if let Some(i) = existing {
         if region.peers[i].store_id != peer.store_id {
-            return Err(format!(
-                "peer {} is on store {}, not store {}",
-                peer.id, region.peers[i].store_id, peer.store_id
-            ));
+            return Err(JointRefused::WrongStore {
+                peer_id: peer.id,
+                on: region.peers[i].store_id,
+                named: peer.store_id,
+            });
         }
     } else if ty != ConfChangeType::RemoveNode {
         if let Some(other) = region.peers.iter().find(|p| p.store_id == peer.store_id) {
-            return Err(format!(
-                "store {} already holds peer {} of the region",
-                peer.store_id, other.id
-            ));
+            return Err(JointRefused::StoreTaken {
+                store_id: peer.store_id,
+                peer_id: other.id,
+            });
         }
     }
     Ok(existing)
@@ -212,7 +255,7 @@ fn add_joint_peer(
     out: &mut metapb::Region,
     ty: ConfChangeType,
     peer: &metapb::Peer,
-) -> Result<bool, String> {
+) -> Result<bool, JointRefused> {
     match ty {
         ConfChangeType::AddNode => {
             out.peers
@@ -223,9 +266,7 @@ fn add_joint_peer(
             out.peers.push(peer_with_role(peer, PeerRole::Learner));
             Ok(false)
         }
-        ConfChangeType::RemoveNode => {
-            Err(format!("peer {} to remove is not in the region", peer.id))
-        }
+        ConfChangeType::RemoveNode => Err(JointRefused::RemoveMissing(peer.id)),
     }
 }
 
@@ -235,7 +276,7 @@ fn change_joint_peer(
     i: usize,
     ty: ConfChangeType,
     peer: &metapb::Peer,
-) -> Result<bool, String> {
+) -> Result<bool, JointRefused> {
     match (ty, out.peers[i].role()) {
         (ConfChangeType::AddNode, PeerRole::Learner) => {
             out.peers[i].role = PeerRole::IncomingVoter as i32;
@@ -249,43 +290,39 @@ fn change_joint_peer(
             out.peers.retain(|p| p.id != peer.id);
             Ok(false)
         }
-        (ConfChangeType::RemoveNode, PeerRole::Voter) => Err(format!(
-            "peer {} is a voter: a joint change removes only learners (demote it first)",
-            peer.id
-        )),
-        (ConfChangeType::AddNode, PeerRole::Voter) => {
-            Err(format!("peer {} is already a voter", peer.id))
-        }
+        (ConfChangeType::RemoveNode, PeerRole::Voter) => Err(JointRefused::RemoveVoter(peer.id)),
+        (ConfChangeType::AddNode, PeerRole::Voter) => Err(JointRefused::AlreadyVoter(peer.id)),
         (ConfChangeType::AddLearnerNode, PeerRole::Learner) => {
-            Err(format!("peer {} is already a learner", peer.id))
+            Err(JointRefused::AlreadyLearner(peer.id))
         }
-        (_, role) => Err(format!("peer {} is {role:?}", peer.id)),
+        (_, role) => Err(JointRefused::InTransition {
+            peer_id: peer.id,
+            role,
+        }),
     }
 }
 
 /// Refuses a joint state that changes no voter or leaves the region without one.
-fn check_joint_outcome(out: &metapb::Region, voters_change: bool) -> Result<(), String> {
+fn check_joint_outcome(out: &metapb::Region, voters_change: bool) -> Result<(), JointRefused> {
     if !voters_change {
-        return Err(
-            "the changes touch only learners: they need no joint state (use single changes)".into(),
-        );
+        return Err(JointRefused::LearnersOnly);
     }
     if !out
         .peers
         .iter()
         .any(|p| matches!(p.role(), PeerRole::Voter | PeerRole::IncomingVoter))
     {
-        return Err("the new configuration would have no voter".into());
+        return Err(JointRefused::NoVoter);
     }
     Ok(())
 }
 
 /// `region` once it left its joint state, or why it cannot.
-pub fn leave_joint(region: &metapb::Region) -> Result<metapb::Region, String> {
+pub fn leave_joint(region: &metapb::Region) -> Result<metapb::Region, JointRefused> {
     let mut out = region.clone();
     let changed = proto::membership::settle_joint_roles(&mut out.peers);
     if changed == 0 {
-        return Err("the region is not in a joint state: there is nothing to leave".into());
+        return Err(JointRefused::NotJoint);
     }
     bump_conf_ver(&mut out, changed);
     Ok(out)
@@ -394,7 +431,8 @@ mod tests {
 
     #[test]
     fn invalid_joint_changes_are_refused_with_their_reason() {
-        let refused = |changes: &[PeerChange]| enter_joint(&region(), changes).unwrap_err();
+        let refused =
+            |changes: &[PeerChange]| enter_joint(&region(), changes).unwrap_err().to_string();
         let remove_voter = refused(&[
             (ConfChangeType::AddNode, peer(104, 4, PeerRole::Voter)),
             (ConfChangeType::RemoveNode, peer(103, 3, PeerRole::Voter)),
@@ -444,8 +482,8 @@ mod tests {
             )],
         )
         .unwrap_err();
-        assert!(again.contains("already in a joint state"), "{again}");
-        let not_joint = leave_joint(&region()).unwrap_err();
+        assert_eq!(again, JointRefused::AlreadyJoint);
+        let not_joint = leave_joint(&region()).unwrap_err().to_string();
         assert!(not_joint.contains("not in a joint state"), "{not_joint}");
     }
 

@@ -423,7 +423,7 @@ impl Peer {
                 return;
             }
             if let Err(reason) = membership::enter_joint(&self.region, &changes) {
-                self.reject(cb, reason);
+                self.reject(cb, reason.to_string());
                 return;
             }
         }
