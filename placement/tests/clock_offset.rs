@@ -5,9 +5,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{must_pd_client, test_config, tso};
+use testkit::wait;
 
 fn real_now_ms() -> u64 {
     SystemTime::now()
@@ -35,19 +36,24 @@ async fn timestamps_follow_a_clock_jumping_forward_and_never_go_back_when_it_jum
     let first = tso(&mut pd, cid).await.expect("a timestamp");
 
     assert!(set_offset(&url, "60000").await.status().is_success());
-    let started = Instant::now();
-    let ahead = loop {
-        let ts = tso(&mut pd, cid).await.expect("a timestamp");
-        assert!(ts > first);
-        if ts >> 18 >= real_now_ms() + 50_000 {
-            break ts;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "timestamps did not follow the clock a minute ahead"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let client = pd.clone();
+    let ahead = wait::for_("timestamps to follow the clock a minute ahead")
+        .within(Duration::from_secs(20))
+        .every(Duration::from_millis(100))
+        .until_ok(|| {
+            let mut pd = client.clone();
+            async move {
+                let ts = tso(&mut pd, cid).await.expect("a timestamp");
+                assert!(ts > first);
+                if ts >> 18 >= real_now_ms() + 50_000 {
+                    Ok(ts)
+                } else {
+                    Err(format!("timestamp at {} ms", ts >> 18))
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 
     assert!(set_offset(&url, "-60000").await.status().is_success());
     let mut last = ahead;

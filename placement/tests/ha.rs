@@ -20,20 +20,23 @@ use testkit::wait;
 async fn must_name_a_leader(
     pd: &mut proto::pdpb::pd_client::PdClient<tonic::transport::Channel>,
 ) -> pdpb::GetMembersResponse {
-    let start = Instant::now();
-    loop {
-        match pd.get_members(pdpb::GetMembersRequest::default()).await {
-            Ok(resp) => return resp.into_inner(),
-            Err(status) => {
-                assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
-                assert!(
-                    start.elapsed() < Duration::from_secs(5),
-                    "no leader named within 5s: {status}"
-                );
+    let client = pd.clone();
+    wait::for_("a leader named in GetMembers")
+        .within(Duration::from_secs(5))
+        .until_ok(|| {
+            let mut pd = client.clone();
+            async move {
+                match pd.get_members(pdpb::GetMembersRequest::default()).await {
+                    Ok(resp) => Ok(resp.into_inner()),
+                    Err(status) => {
+                        assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+                        Err(status.to_string())
+                    }
+                }
             }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -76,18 +76,16 @@ fn now_ms() -> i64 {
 
 /// A timestamp from member `i`, retried until it serves (at most `timeout`).
 async fn must_tso(group: &Group, i: usize, cid: u64, timeout: Duration) -> u64 {
-    let start = Instant::now();
-    let mut pd = client(group.server(i)).await;
-    loop {
-        match tso(&mut pd, cid).await {
-            Ok(ts) => return ts,
-            Err(status) => assert!(
-                start.elapsed() < timeout,
-                "pd{i} gave no timestamp within {timeout:?}: {status}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let pd = client(group.server(i)).await;
+    wait::for_(format!("a timestamp from pd{i}"))
+        .within(timeout)
+        .every(Duration::from_millis(50))
+        .until_ok(|| {
+            let mut pd = pd.clone();
+            async move { tso(&mut pd, cid).await.map_err(|status| status.to_string()) }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Waits until a member other than `old` serves as leader; returns it.
