@@ -10,4 +10,6 @@ cargo build --workspace --bins
 cargo clippy --workspace --all-targets -- -D warnings
 # The suites for Go, Java, Python, namespaces and mounts must run here, not skip.
 export FERROKV_REQUIRE_TOOLS=1
+# A failing test's own message is the last thing it prints (CI keeps the tail).
+export RUST_BACKTRACE=0
 cargo test --workspace -- --test-threads 2

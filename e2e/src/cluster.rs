@@ -98,6 +98,13 @@ impl Member {
     }
 }
 
+/// The capacity every store reports (`--capacity`, which overrides a test's config file), as a
+/// volume of that size would. Without it a store reports the whole shared disk of the test
+/// machine, where a few GiB free out of hundreds is under placement's low-space ratio, so
+/// replicas stop being placed whenever other work fills the disk; and each store keeps a
+/// space placeholder of a fiftieth of its capacity (here 164 MiB) instead of 1 GiB.
+pub const STORE_CAPACITY: &str = "8GiB";
+
 /// A running cluster. See the module docs.
 #[derive(Debug)]
 pub struct Cluster {
@@ -241,6 +248,8 @@ impl Cluster {
                 m.addr(0),
                 "--status-addr".into(),
                 m.addr(1),
+                "--capacity".into(),
+                STORE_CAPACITY.into(),
             ],
         };
         args.extend(["--data-dir".into(), m.data_dir.display().to_string()]);

@@ -38,8 +38,12 @@ pub enum Error {
         log_tail: String,
     },
 
-    /// A condition did not become true before its deadline.
-    #[error("timed out after {waited:?} waiting for {what}; last observation: {last}\n{logs}")]
+    /// A condition did not become true before its deadline. The summary comes again after the
+    /// logs, so it survives when only the head and tail of a long failure are kept.
+    #[error(
+        "timed out after {waited:?} waiting for {what}; last observation: {last}\n{logs}\n\
+         (end of logs) timed out after {waited:?} waiting for {what}; last observation: {last}"
+    )]
     Timeout {
         what: String,
         waited: Duration,

@@ -1007,9 +1007,14 @@ async fn user_path(run: &Run) {
     let class =
         serde_json::to_string(&e2e::k8s::provisioner::class_named("fast-ssd", "Delete")).unwrap();
     plane.apply(&class).await.unwrap();
-    let zones = repo_root().join("manifests/tikvcluster-zones.yaml");
+    // As written, but with store volumes of 4Gi instead of 500Gi: the six share the test
+    // machine's disk, and a store reports its volume's size as its capacity, so their free
+    // space is judged against what they were given rather than the whole disk.
+    let zones =
+        std::fs::read_to_string(repo_root().join("manifests/tikvcluster-zones.yaml")).unwrap();
+    assert!(zones.contains("size: 500Gi"), "{zones}");
     plane
-        .kubectl(&["apply", "-f", &zones.display().to_string()])
+        .apply(&zones.replace("size: 500Gi", "size: 4Gi"))
         .await
         .unwrap();
     run.wait_ready_in("tikv", "prod", 6).await;
@@ -1024,6 +1029,20 @@ async fn user_path(run: &Run) {
                 .map(|(id, _, labels)| (*id, labels.get("zone").cloned().unwrap_or_default()))
                 .collect();
             let regions = run.http.regions(&pd).await?;
+            // Placement places no replica on a store low on space: say what they report.
+            let space = || async {
+                let infos = run.http.all_store_infos(&pd).await.unwrap_or_default();
+                let each: Vec<String> = infos
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} {} of {}",
+                            s.store.id, s.status.available, s.status.capacity
+                        )
+                    })
+                    .collect();
+                each.join(", ")
+            };
             for r in &regions {
                 let mut zones: Vec<&str> = r
                     .peers
@@ -1034,9 +1053,10 @@ async fn user_path(run: &Run) {
                 zones.dedup();
                 if r.peers.len() != 3 || zones.len() != 3 || zones.contains(&"") {
                     return Err(format!(
-                        "region {} on zones {zones:?} ({} peers)",
+                        "region {} on zones {zones:?} ({} peers); stores' available space: {}",
                         r.id,
-                        r.peers.len()
+                        r.peers.len(),
+                        space().await
                     ));
                 }
             }

@@ -254,9 +254,60 @@ pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, ConfigError> {
     Ok(out)
 }
 
+/// Parses a byte size as TiKV's `--capacity` takes it: plain bytes (`1073741824`) or a number
+/// with a binary unit, TiKV's (`512MB`, `1.5GB`, `1TB`) or Kubernetes' (`10Gi`, `500Mi`).
+pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let shift =
+        match unit.trim().to_ascii_uppercase().as_str() {
+            "" | "B" => 0,
+            "K" | "KB" | "KI" | "KIB" => 10,
+            "M" | "MB" | "MI" | "MIB" => 20,
+            "G" | "GB" | "GI" | "GIB" => 30,
+            "T" | "TB" | "TI" | "TIB" => 40,
+            "P" | "PB" | "PI" | "PIB" => 50,
+            other => return Err(invalid(
+                "capacity",
+                format!(
+                    "{s:?}: unknown unit {other:?} (B, KB, MB, GB, TB, PB or Ki, Mi, Gi, Ti, Pi)"
+                ),
+            )),
+        };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| invalid("capacity", format!("{s:?} is not a size such as 10GB")))?;
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(invalid("capacity", format!("{s:?} is too large")));
+    }
+    Ok(bytes as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_in_tikv_and_kubernetes_units() {
+        for (text, bytes) in [
+            ("1073741824", 1 << 30),
+            ("512MB", 512 << 20),
+            ("1.5GB", 3 << 29),
+            ("10Gi", 10 << 30),
+            (" 2 TiB ", 2 << 40),
+            ("0", 0),
+        ] {
+            assert_eq!(parse_size(text).unwrap(), bytes, "{text}");
+        }
+        for bad in ["", "GB", "ten", "5XB", "-1GB", "1e3", "99999999999PB"] {
+            let err = parse_size(bad).unwrap_err().to_string();
+            assert!(err.contains("capacity"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn defaults_validate_and_bad_fields_are_named() {

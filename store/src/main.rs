@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use store::config::{parse_labels, Config};
+use store::config::{parse_labels, parse_size, Config};
 
 #[derive(Parser, Debug)]
 #[command(name = "store", about = "TiKV-compatible storage node", version)]
@@ -30,6 +30,10 @@ struct Args {
     /// Location labels, e.g. zone=z1,host=h1.
     #[arg(long)]
     labels: Option<String>,
+    /// Capacity reported to placement (`raftstore.capacity`), e.g. `10GB` or `10Gi`; at most
+    /// the file system's size.
+    #[arg(long)]
+    capacity: Option<String>,
     /// Log filter (overridden by RUST_LOG).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -57,6 +61,9 @@ fn load_config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = &args.labels {
         cfg.labels = parse_labels(v)?;
+    }
+    if let Some(v) = &args.capacity {
+        cfg.raftstore.capacity = parse_size(v)?;
     }
     cfg.validate()?;
     Ok(cfg)
