@@ -262,21 +262,18 @@ pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let shift =
-        match unit.trim().to_ascii_uppercase().as_str() {
-            "" | "B" => 0,
-            "K" | "KB" | "KI" | "KIB" => 10,
-            "M" | "MB" | "MI" | "MIB" => 20,
-            "G" | "GB" | "GI" | "GIB" => 30,
-            "T" | "TB" | "TI" | "TIB" => 40,
-            "P" | "PB" | "PI" | "PIB" => 50,
-            other => return Err(invalid(
-                "capacity",
-                format!(
-                    "{s:?}: unknown unit {other:?} (B, KB, MB, GB, TB, PB or Ki, Mi, Gi, Ti, Pi)"
-                ),
-            )),
-        };
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KI" | "KIB" => 10,
+        "M" | "MB" | "MI" | "MIB" => 20,
+        "G" | "GB" | "GI" | "GIB" => 30,
+        "T" | "TB" | "TI" | "TIB" => 40,
+        "P" | "PB" | "PI" | "PIB" => 50,
+        other => {
+            let reason = format!("{s:?}: unknown unit {other:?} (KB, MB, GB, TB, PB or Ki..Pi)");
+            return Err(invalid("capacity", reason));
+        }
+    };
     let value: f64 = number
         .parse()
         .map_err(|_| invalid("capacity", format!("{s:?} is not a size such as 10GB")))?;
