@@ -82,8 +82,15 @@ fn go_command(bin: &PathBuf, cluster: &Cluster, args: &[&str]) -> Command {
         .arg(format!("-test.timeout={GO_TEST_TIMEOUT}"))
         .args(args)
         .env("FERROKV_PD", cluster.pd_endpoints().join(","))
-        .env("FERROKV_STORES", stores(cluster).join(","));
+        .env("FERROKV_STORES", stores(cluster).join(","))
+        .env("FERROKV_STORE_STATUS", store_statuses(cluster).join(","));
     cmd
+}
+
+fn store_statuses(cluster: &Cluster) -> Vec<String> {
+    (0..cluster.store_count())
+        .map(|i| cluster.store_status_addr(i))
+        .collect()
 }
 
 fn stores(cluster: &Cluster) -> Vec<String> {
@@ -133,7 +140,12 @@ async fn go_client_suite() {
         );
         must_have_passed(
             &text,
-            &["TestArticleProgram", "TestRawKV", "TestTxnOptimistic"],
+            &[
+                "TestArticleProgram",
+                "TestRawKV",
+                "TestTxnOptimistic",
+                "TestFollowerRead",
+            ],
         );
     })
     .await

@@ -1,9 +1,13 @@
 //! What the store and placement share around raft-rs, written once.
 //!
+//! - [`raft_log`]: the raft log on disk with raft-rs's `MemStorage` as its cache, and the
+//!   `Storage` raft-rs reads, over either user's engine, key layout and snapshots.
 //! - [`raft_logger`]: raft-rs logs through slog; this sends its records to `tracing`
 //!   (target `raft`), with raft-rs's info records at the level each user chooses (the store
 //!   runs thousands of groups and keeps them at debug; placement's one group logs its
 //!   elections and membership at info).
+
+pub mod raft_log;
 
 use slog::{Drain, Level, OwnedKVList, Record};
 

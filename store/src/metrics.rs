@@ -47,6 +47,22 @@ pub static SNAPSHOTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     c
 });
 
+/// Reads this store served as a follower or learner (`replica_read`), by outcome.
+pub static REPLICA_READS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let c = IntCounterVec::new(
+        Opts::new(
+            "store_replica_reads_total",
+            "reads served by a follower or learner replica after a read index round",
+        ),
+        &["outcome"],
+    )
+    .expect("valid metric");
+    REGISTRY
+        .register(Box::new(c.clone()))
+        .expect("register once");
+    c
+});
+
 /// Raft messages from other stores dropped because the raftstore inbox was full.
 pub static RAFT_MESSAGES_DROPPED: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
     let c = prometheus::IntCounter::new(

@@ -8,8 +8,10 @@
 //! | `~raft/applied` | u64, big endian |
 //! | `~raft/log/{index:020}` | `eraftpb.Entry` |
 //!
-//! [`MetaRaftStorage`] is what raft-rs reads: the log kept in a [`MemStorage`] (placement's log
-//! is small and compacted), with snapshots made on demand from the applied metadata.
+//! The log is raftkit's `CachedLog` (a `MemStorage` cache raft-rs reads and these records,
+//! kept in step; placement's log is small and compacted) under these keys ([`MetaLogKeys`]);
+//! the rest of the table is placement's own. [`MetaRaftStorage`] is what raft-rs reads: the
+//! log, with snapshots made on demand from the applied metadata ([`MetaSnapshots`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,8 +19,9 @@ use std::sync::Arc;
 use prost::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
-use raft::storage::MemStorage;
-use raft::{GetEntriesContext, RaftState, Storage};
+use raft::Storage as _;
+use raftkit::raft_log::SnapshotSource;
+use raftkit::raft_log::{CachedLog, LogBatch, LogError, LogKeys, LogReader, LogStorage};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use crate::error::{Error, Result};
@@ -32,6 +35,53 @@ const LOG_PREFIX: &str = "~raft/log/";
 
 fn log_key(index: u64) -> String {
     format!("{LOG_PREFIX}{index:020}")
+}
+
+/// Where the member's log lives in the metadata database.
+pub struct MetaLogKeys;
+
+impl LogKeys for MetaLogKeys {
+    fn entry(&self, index: u64) -> Vec<u8> {
+        log_key(index).into_bytes()
+    }
+    fn hard_state(&self) -> Vec<u8> {
+        HARD_STATE.to_vec()
+    }
+}
+
+/// The member's log.
+pub type MetaLog = CachedLog<MetaLogKeys>;
+
+/// A metadata write batch taking the log's records.
+struct MetaBatch<'a>(&'a mut WriteBatch);
+
+impl LogBatch for MetaBatch<'_> {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.0.put(key, value);
+    }
+    fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) {
+        self.0.delete_range(start, end);
+    }
+}
+
+impl From<LogError> for Error {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::Encode { what, source } => Error::Encode {
+                key: format!("~raft ({what})"),
+                source,
+            },
+            LogError::Corrupt { what, source } => corrupt(&format!("~raft ({what})"), source),
+            LogError::CompactBeyondLog { .. } => Error::RaftLog {
+                what: "compaction",
+                source: raft::Error::Store(raft::StorageError::Unavailable),
+            },
+            LogError::Cache(source) => Error::RaftLog {
+                what: "log cache",
+                source,
+            },
+        }
+    }
 }
 
 /// Encodes a raft record for the disk. A record that cannot be encoded fails the write: an
@@ -61,7 +111,7 @@ pub fn has_state(store: &MetaStore) -> Result<bool> {
 
 /// What a restarted member finds on disk.
 pub struct Restored {
-    pub storage: MemStorage,
+    pub log: MetaLog,
     pub applied: u64,
     /// False when the directory held no raft state (a new member).
     pub existed: bool,
@@ -76,27 +126,20 @@ pub fn restore(store: &MetaStore, voters: &[u64]) -> Result<Restored> {
         return start_new(store, voters);
     };
     let cs = ConfState::parse_from_bytes(&cs_bytes).map_err(|e| corrupt("~raft/cs", e))?;
-    let storage = MemStorage::new();
-    if let Some(v) = get(SNAP_META)? {
-        restore_snapshot_meta(&storage, &v)?;
-    }
-    let mut entries = read_log(store)?;
-    let first = storage.first_index()?;
-    entries.retain(|e| e.index >= first);
-    let mut core = storage.wl();
-    if !entries.is_empty() {
-        core.append(&entries).map_err(|e| corrupt("~raft/log", e))?;
-    }
-    if let Some(v) = get(HARD_STATE)? {
-        core.set_hardstate(HardState::parse_from_bytes(&v).map_err(|e| corrupt("~raft/hs", e))?);
-    }
-    core.set_conf_state(cs);
-    drop(core);
+    let base = match get(SNAP_META)? {
+        Some(v) => SnapshotMetadata::parse_from_bytes(&v).map_err(|e| corrupt("~raft/snap", e))?,
+        None => SnapshotMetadata::default(),
+    };
+    let hs = match get(HARD_STATE)? {
+        Some(v) => HardState::parse_from_bytes(&v).map_err(|e| corrupt("~raft/hs", e))?,
+        None => HardState::default(),
+    };
+    let log = CachedLog::restore(MetaLogKeys, &base, read_log(store)?, hs)?;
+    log.mem().wl().set_conf_state(cs);
     let applied = decode_applied(get(APPLIED)?)?;
-    let snap_index = storage.first_index()?.saturating_sub(1);
     Ok(Restored {
-        storage,
-        applied: applied.max(snap_index),
+        log,
+        applied: applied.max(base.index),
         existed: true,
     })
 }
@@ -104,20 +147,17 @@ pub fn restore(store: &MetaStore, voters: &[u64]) -> Result<Restored> {
 /// Starts the raft state of a member whose directory holds none: from the initial snapshot
 /// when `voters` is not empty, blank otherwise.
 fn start_new(store: &MetaStore, voters: &[u64]) -> Result<Restored> {
-    let storage = MemStorage::new();
-    let mut applied = 0;
-    if !voters.is_empty() {
-        let (snap, hs) = write_initial_snapshot(store, voters)?;
-        storage
-            .wl()
-            .apply_snapshot(snap)
-            .map_err(|e| corrupt("~raft/snap", e))?;
-        storage.wl().set_hardstate(hs);
-        applied = 1;
+    if voters.is_empty() {
+        return Ok(Restored {
+            log: CachedLog::new(MetaLogKeys),
+            applied: 0,
+            existed: false,
+        });
     }
+    let (snap, hs) = write_initial_snapshot(store, voters)?;
     Ok(Restored {
-        storage,
-        applied,
+        log: CachedLog::restore(MetaLogKeys, snap.get_metadata(), Vec::new(), hs)?,
+        applied: 1,
         existed: false,
     })
 }
@@ -144,17 +184,6 @@ fn write_initial_snapshot(store: &MetaStore, voters: &[u64]) -> Result<(Snapshot
     set_applied(&mut batch, 1);
     store.write_batch(batch, true)?;
     Ok((snap, hs))
-}
-
-/// Applies the stored snapshot metadata `bytes` to `storage`.
-fn restore_snapshot_meta(storage: &MemStorage, bytes: &[u8]) -> Result<()> {
-    let meta = SnapshotMetadata::parse_from_bytes(bytes).map_err(|e| corrupt("~raft/snap", e))?;
-    let mut snap = Snapshot::default();
-    snap.set_metadata(meta);
-    storage
-        .wl()
-        .apply_snapshot(snap)
-        .map_err(|e| corrupt("~raft/snap", e))
 }
 
 /// Reads every stored log entry, in index order.
@@ -184,38 +213,19 @@ fn decode_applied(stored: Option<Vec<u8>>) -> Result<u64> {
 }
 
 /// Adds new log entries (replacing any conflicting suffix) to `batch` and the cache.
-pub fn append(storage: &MemStorage, batch: &mut WriteBatch, entries: &[Entry]) -> Result<()> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let last = storage.last_index()?;
-    for e in entries {
-        batch.put(log_key(e.index), encode("~raft/log", e)?);
-    }
-    let new_last = entries[entries.len() - 1].index;
-    if new_last < last {
-        batch.delete_range(log_key(new_last + 1), log_key(last + 1));
-    }
-    storage
-        .wl()
-        .append(entries)
-        .map_err(|source| Error::RaftLog {
-            what: "log append",
-            source,
-        })
+pub fn append(log: &MetaLog, batch: &mut WriteBatch, entries: &[Entry]) -> Result<()> {
+    Ok(log.append(&mut MetaBatch(batch), entries)?)
 }
 
 /// Records the hard state in `batch` and the cache.
-pub fn set_hard_state(storage: &MemStorage, batch: &mut WriteBatch, hs: &HardState) -> Result<()> {
-    batch.put(HARD_STATE, encode("~raft/hs", hs)?);
-    storage.wl().set_hardstate(hs.clone());
-    Ok(())
+pub fn set_hard_state(log: &MetaLog, batch: &mut WriteBatch, hs: &HardState) -> Result<()> {
+    Ok(log.set_hard_state(&mut MetaBatch(batch), hs)?)
 }
 
 /// Records the configuration in `batch` and the cache.
-pub fn set_conf_state(storage: &MemStorage, batch: &mut WriteBatch, cs: &ConfState) -> Result<()> {
+pub fn set_conf_state(log: &MetaLog, batch: &mut WriteBatch, cs: &ConfState) -> Result<()> {
     batch.put(CONF_STATE, encode("~raft/cs", cs)?);
-    storage.wl().set_conf_state(cs.clone());
+    log.mem().wl().set_conf_state(cs.clone());
     Ok(())
 }
 
@@ -227,93 +237,53 @@ pub fn set_applied(batch: &mut WriteBatch, applied: u64) {
 /// Installs a snapshot: its metadata replaces the log and the configuration.
 pub fn install_snapshot(
     store: &MetaStore,
-    storage: &MemStorage,
+    log: &MetaLog,
     batch: &mut WriteBatch,
     snap: &Snapshot,
 ) -> Result<()> {
     let meta = snap.get_metadata();
     let payload = proto::placementpb::MetaOps::decode(snap.get_data())
         .map_err(|e| corrupt("raft snapshot", e))?;
+    log.install(&mut MetaBatch(batch), snap)?;
     store.replace_all(batch, &payload)?;
-    let last = storage.last_index()?;
-    batch.delete_range(log_key(0), log_key(last.max(meta.index) + 1));
     batch.put(SNAP_META, encode("~raft/snap", meta)?);
     batch.put(CONF_STATE, encode("~raft/cs", meta.get_conf_state())?);
     set_applied(batch, meta.index);
-    storage
-        .wl()
-        .apply_snapshot(snap.clone())
-        .map_err(|source| Error::RaftLog {
-            what: "snapshot",
-            source,
-        })
+    Ok(())
 }
 
-/// Drops log entries before `index` (which must be applied) from disk and cache.
-pub fn compact(storage: &MemStorage, store: &MetaStore, index: u64) -> Result<()> {
-    let first = storage.first_index()?;
-    if index <= first {
+/// Drops log entries before `index` (which must be applied) from cache and disk.
+pub fn compact(log: &MetaLog, store: &MetaStore, index: u64) -> Result<()> {
+    let mut batch = WriteBatch::default();
+    let Some(term) = log.compact(&mut MetaBatch(&mut batch), index)? else {
         return Ok(());
-    }
-    let term = storage.term(index - 1)?;
+    };
     let mut meta = SnapshotMetadata {
         index: index - 1,
         term,
         ..Default::default()
     };
-    meta.set_conf_state(storage.initial_state()?.conf_state);
-    let mut batch = WriteBatch::default();
-    batch.delete_range(log_key(0), log_key(index));
+    meta.set_conf_state(log.mem().initial_state()?.conf_state);
     batch.put(SNAP_META, encode("~raft/snap", &meta)?);
     store.write_batch(batch, false)?;
-    storage
-        .wl()
-        .compact(index)
-        .map_err(|source| Error::RaftLog {
-            what: "compaction",
-            source,
-        })
+    Ok(())
 }
 
-/// The storage raft-rs reads: the cached log, and snapshots of the applied metadata.
-pub struct MetaRaftStorage {
-    pub mem: MemStorage,
+/// Where placement's raft-rs `Storage` gets its snapshots: the applied metadata.
+pub struct MetaSnapshots {
     pub store: MetaStore,
     pub applied: Arc<AtomicU64>,
 }
 
-impl Storage for MetaRaftStorage {
-    fn initial_state(&self) -> raft::Result<RaftState> {
-        self.mem.initial_state()
-    }
+/// The storage raft-rs reads: the cached log, and snapshots of the applied metadata.
+pub type MetaRaftStorage = LogStorage<MetaSnapshots>;
 
-    fn entries(
-        &self,
-        low: u64,
-        high: u64,
-        max_size: impl Into<Option<u64>>,
-        context: GetEntriesContext,
-    ) -> raft::Result<Vec<Entry>> {
-        self.mem.entries(low, high, max_size, context)
-    }
-
-    fn term(&self, idx: u64) -> raft::Result<u64> {
-        self.mem.term(idx)
-    }
-
-    fn first_index(&self) -> raft::Result<u64> {
-        self.mem.first_index()
-    }
-
-    fn last_index(&self) -> raft::Result<u64> {
-        self.mem.last_index()
-    }
-
+impl SnapshotSource for MetaSnapshots {
     /// Built on the raft thread, which is also the one applying: the dump is exactly the
     /// state at the applied index.
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, log: &LogReader, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let applied = self.applied.load(Ordering::Acquire);
-        let term = self.mem.term(applied)?;
+        let term = log.term(applied)?;
         let data = self
             .store
             .dump()
@@ -323,7 +293,7 @@ impl Storage for MetaRaftStorage {
         let meta = snap.mut_metadata();
         meta.index = applied;
         meta.term = term;
-        meta.set_conf_state(self.mem.initial_state()?.conf_state);
+        meta.set_conf_state(log.initial_state()?.conf_state);
         Ok(snap)
     }
 }

@@ -17,12 +17,11 @@ use prost::Message as _;
 use proto::placementpb::{MemberInfo, MetaOps};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message};
-use raft::storage::MemStorage;
 use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 use rocksdb::WriteBatch;
 use tokio::sync::{mpsc, oneshot};
 
-use super::log::{self, MetaRaftStorage, Restored};
+use super::log::{self, MetaLog, MetaRaftStorage, MetaSnapshots, Restored};
 use super::transport::Transport;
 use super::{Event, Shared};
 use crate::error::{Error, Result};
@@ -96,7 +95,7 @@ struct Pending {
 
 pub struct Node {
     raw: RawNode<MetaRaftStorage>,
-    mem: MemStorage,
+    log: MetaLog,
     store: MetaStore,
     applied: Arc<AtomicU64>,
     shared: Arc<Shared>,
@@ -134,15 +133,25 @@ impl Node {
             ..Default::default()
         };
         let storage = MetaRaftStorage {
-            mem: restored.storage.clone(),
-            store: store.clone(),
-            applied: applied.clone(),
+            log: restored.log.reader(),
+            snapshots: MetaSnapshots {
+                store: store.clone(),
+                applied: applied.clone(),
+            },
         };
         let raw = RawNode::new(&cfg, storage, logger)?;
-        shared.set_voters(restored.storage.initial_state()?.conf_state.voters.clone());
+        shared.set_voters(
+            restored
+                .log
+                .mem()
+                .initial_state()?
+                .conf_state
+                .voters
+                .clone(),
+        );
         Ok(Node {
             raw,
-            mem: restored.storage,
+            log: restored.log,
             store,
             applied,
             shared,
@@ -343,7 +352,7 @@ impl Node {
         let mut batch = WriteBatch::default();
         if !ready.snapshot().is_empty() {
             let snap = ready.snapshot().clone();
-            log::install_snapshot(&self.store, &self.mem, &mut batch, &snap)?;
+            log::install_snapshot(&self.store, &self.log, &mut batch, &snap)?;
             let meta = snap.get_metadata();
             self.applied.store(meta.index, Ordering::Release);
             self.shared.set_voters(meta.get_conf_state().voters.clone());
@@ -351,9 +360,9 @@ impl Node {
         }
         let mut acks = Vec::new();
         self.apply(ready.take_committed_entries(), &mut batch, &mut acks)?;
-        log::append(&self.mem, &mut batch, ready.entries())?;
+        log::append(&self.log, &mut batch, ready.entries())?;
         if let Some(hs) = ready.hs() {
-            log::set_hard_state(&self.mem, &mut batch, hs)?;
+            log::set_hard_state(&self.log, &mut batch, hs)?;
         }
         let sync =
             !ready.snapshot().is_empty() || !ready.entries().is_empty() || ready.hs().is_some();
@@ -365,9 +374,9 @@ impl Node {
         let mut light = self.raw.advance(ready);
         let mut batch = WriteBatch::default();
         if let Some(commit) = light.commit_index() {
-            let mut hs = self.mem.rl().hard_state().clone();
+            let mut hs = self.log.mem().rl().hard_state().clone();
             hs.commit = commit;
-            log::set_hard_state(&self.mem, &mut batch, &hs)?;
+            log::set_hard_state(&self.log, &mut batch, &hs)?;
         }
         self.transport.send(light.take_messages());
         let mut acks = Vec::new();
@@ -460,7 +469,7 @@ impl Node {
             self.shared.learn(&info);
         }
         let cs = self.raw.apply_conf_change(&cc)?;
-        log::set_conf_state(&self.mem, batch, &cs)?;
+        log::set_conf_state(&self.log, batch, &cs)?;
         self.shared.set_voters(cs.voters.clone());
         tracing::info!(
             change = ?cc.get_change_type(),
@@ -512,9 +521,9 @@ impl Node {
 
     fn maybe_compact(&mut self) -> Result<()> {
         let applied = self.applied.load(Ordering::Acquire);
-        let first = self.mem.first_index()?;
+        let first = self.log.mem().first_index()?;
         if applied > first + COMPACT_AFTER {
-            log::compact(&self.mem, &self.store, applied - KEEP_ENTRIES)?;
+            log::compact(&self.log, &self.store, applied - KEEP_ENTRIES)?;
         }
         Ok(())
     }

@@ -392,7 +392,7 @@ fn apply_conf_change(
         .node
         .apply_conf_change(&cc)
         .map_err(|err| reject(err.to_string()))?;
-    p.ps.mem.wl().set_conf_state(cs);
+    p.ps.mem().wl().set_conf_state(cs);
     let mut epoch = region.region_epoch.unwrap_or_default();
     epoch.conf_ver += 1;
     region.region_epoch = Some(epoch);
@@ -432,7 +432,7 @@ fn apply_conf_change_v2(
         .node
         .apply_conf_change(&cc)
         .map_err(|err| reject(err.to_string()))?;
-    p.ps.mem.wl().set_conf_state(cs);
+    p.ps.mem().wl().set_conf_state(cs);
     modifies.push(Modify::Put {
         cf: CF_RAFT,
         key: local_keys::region_state_key(region_id),
@@ -533,7 +533,7 @@ fn propose_compaction(p: &mut Peer, cfg: &RaftStoreConfig) {
     if index <= p.compact_proposed {
         return;
     }
-    let Ok(term) = p.ps.mem.term(index) else {
+    let Ok(term) = p.ps.mem().term(index) else {
         return;
     };
     let cmd = RaftCmd::CompactLog { index, term };

@@ -28,7 +28,8 @@ use super::snap::SnapManager;
 use super::transport::{Feedback, Transport};
 use super::ProposeError;
 use crate::engine::Engine;
-use proto::{metapb, storepb};
+use crate::percolator::ConcurrencyManager;
+use proto::{kvrpcpb, metapb, storepb};
 
 /// What the store knows of one region it holds, shared with upper layers.
 #[derive(Debug, Clone)]
@@ -90,6 +91,12 @@ pub enum StoreMsg {
     },
     ReadIndex {
         region_id: u64,
+        cb: ReadCallback,
+    },
+    /// A follower's or learner's read ([`Peer::replica_read_index`]).
+    ReplicaReadIndex {
+        region_id: u64,
+        check: kvrpcpb::ReadIndexRequest,
         cb: ReadCallback,
     },
     Raft(storepb::RaftMessage),
@@ -245,6 +252,21 @@ impl Router {
         self.call(|cb| StoreMsg::ReadIndex { region_id, cb }).await
     }
 
+    /// Resolves once this replica (not the leader) may serve a read: it has applied what the
+    /// leader had committed when it confirmed the read, after the leader checked `check`.
+    pub async fn replica_read_index(
+        &self,
+        region_id: u64,
+        check: kvrpcpb::ReadIndexRequest,
+    ) -> Result<u64, ProposeError> {
+        self.call(|cb| StoreMsg::ReplicaReadIndex {
+            region_id,
+            check,
+            cb,
+        })
+        .await
+    }
+
     /// Asks the region's leader here to hand leadership to `peer_id`; a
     /// full inbox refuses it (placement asks again).
     pub fn transfer_leader(&self, region_id: u64, peer_id: u64) -> Result<(), ProposeError> {
@@ -370,6 +392,9 @@ pub struct RaftStoreParts {
     pub transport: Box<dyn Transport>,
     pub snap_mgr: Arc<SnapManager>,
     pub fatal: FatalHandler,
+    /// The store's max ts and in-memory locks, shared with `storage`: a leader checks them
+    /// for its followers' reads.
+    pub cm: ConcurrencyManager,
 }
 
 impl RaftStore {
@@ -387,6 +412,7 @@ impl RaftStore {
             transport,
             snap_mgr,
             fatal,
+            cm,
         } = parts;
         let (tx, rx) = crossbeam_channel::bounded(cfg.inbox_capacity);
         let (ctl, ctl_rx) = crossbeam_channel::unbounded();
@@ -399,6 +425,7 @@ impl RaftStore {
             logger: raft_logger(),
             gen_tx: workers.gen.clone(),
             max_lease: super::lease::max_lease(cfg.base_tick, cfg.peer.election_tick),
+            cm,
         };
         let mut store = RaftStore {
             engine,
@@ -508,8 +535,10 @@ impl RaftStore {
             if last_tick.elapsed() >= self.cfg.base_tick {
                 last_tick = Instant::now();
                 ticks += 1;
+                let now = Instant::now();
                 for p in self.peers.values_mut() {
                     p.node.tick();
+                    p.expire_reads(now);
                 }
                 // Refresh pending/down peers for heartbeats about once a second.
                 if ticks.is_multiple_of(10) {
@@ -566,7 +595,7 @@ impl RaftStore {
                 | StoreMsg::ChangePeerV2 { cb, .. } => {
                     let _ = cb.send(Err(ProposeError::Shutdown));
                 }
-                StoreMsg::ReadIndex { cb, .. } => {
+                StoreMsg::ReadIndex { cb, .. } | StoreMsg::ReplicaReadIndex { cb, .. } => {
                     let _ = cb.send(Err(ProposeError::Shutdown));
                 }
                 StoreMsg::TransferLeader { .. } | StoreMsg::Raft(_) => {}
@@ -615,6 +644,11 @@ impl RaftStore {
             StoreMsg::ReadIndex { region_id, cb } => {
                 self.with_peer(region_id, cb, |p, cb| p.read_index(cb))
             }
+            StoreMsg::ReplicaReadIndex {
+                region_id,
+                check,
+                cb,
+            } => self.with_peer(region_id, cb, |p, cb| p.replica_read_index(check, cb)),
             StoreMsg::TransferLeader { region_id, peer_id } => {
                 if let Some(p) = self.peers.get_mut(&region_id) {
                     if !p.transfer_leader(peer_id) {

@@ -19,6 +19,7 @@ mod logger;
 pub mod membership;
 pub mod peer;
 pub mod peer_storage;
+pub mod read_context;
 mod ready;
 pub mod snap;
 pub mod snapshot;
@@ -28,6 +29,8 @@ pub mod transport;
 
 #[cfg(test)]
 mod joint_tests;
+#[cfg(test)]
+mod replica_read_tests;
 #[cfg(test)]
 pub mod test_cluster;
 #[cfg(test)]
@@ -63,6 +66,9 @@ pub enum ProposeError {
     Stale { region_id: u64 },
     #[error("region {region_id}: read index not ready")]
     ReadIndexNotReady { region_id: u64 },
+    /// A replica read the leader answered with an in-memory lock the read must see.
+    #[error("key is locked by an async-commit prewrite at ts {}", .0.lock_version)]
+    ReplicaReadLocked(Box<proto::kvrpcpb::LockInfo>),
     #[error("region {region_id}: {reason}")]
     Rejected { region_id: u64, reason: String },
     #[error("region {region_id}: split rejected: {reason}")]

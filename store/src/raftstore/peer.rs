@@ -19,14 +19,40 @@ use super::cmd::RaftCmd;
 use super::lease::{Lease, LocalLease};
 use super::membership;
 use super::peer_storage::{PeerStorage, RaftStateError};
+use super::read_context::{ReadBody, ReadContext};
 use super::snap::worker::{GenState, GenTask, SnapSource};
-use super::snapshot::{PeerRaftStorage, PendingInstall};
+use super::snapshot::{PeerRaftStorage, PendingInstall, RegionSnapshots};
 use super::ProposeError;
-use proto::{metapb, storepb};
+use crate::percolator::ConcurrencyManager;
+use proto::{kvrpcpb, metapb, storepb};
 
 pub type Callback = oneshot::Sender<Result<(), ProposeError>>;
 /// Answers a read with the leader term it was confirmed in.
 pub type ReadCallback = oneshot::Sender<Result<u64, ProposeError>>;
+
+/// Reads sent for a read index under one request id.
+struct SentRead {
+    id: u64,
+    /// The term it was sent in.
+    term: u64,
+    sent_at: Instant,
+    /// A follower's or learner's read (else a leader's, which only completes while it leads).
+    replica: bool,
+    cbs: Vec<ReadCallback>,
+}
+
+/// Reads whose read index is known.
+struct ReadyRead {
+    index: u64,
+    term: u64,
+    replica: bool,
+    cbs: Vec<ReadCallback>,
+}
+
+/// How long a read waits for its read index before it fails with `ReadIndexNotReady` (the
+/// client backs off and retries): a forwarded request the leader dropped, or a leader that
+/// cannot reach a quorum, is answered rather than waited on forever.
+pub const READ_INDEX_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Proposal {
     index: u64,
@@ -55,15 +81,15 @@ pub struct Peer {
     /// The highest log truncation this replica proposed as leader.
     pub compact_proposed: u64,
     proposals: VecDeque<Proposal>,
-    /// Reads not yet sent for a read index, and those waiting for one
-    /// (request id, term it was sent in).
+    /// A leader's reads not yet sent for a read index (sent together), and the reads
+    /// waiting for one (a leader's batches and single replica reads, by request id).
     reads_to_send: Vec<ReadCallback>,
-    /// (request id, term, when sent, reads).
-    reads_sent: VecDeque<(u64, u64, Instant, Vec<ReadCallback>)>,
-    /// Reads whose read index is known, waiting for it to be applied
-    /// (read index, term).
-    reads_ready: VecDeque<(u64, u64, Vec<ReadCallback>)>,
+    reads_sent: VecDeque<SentRead>,
+    /// Reads whose read index is known, waiting for it to be applied.
+    reads_ready: VecDeque<ReadyRead>,
     next_read_id: u64,
+    /// The store's max ts and in-memory locks, which a leader checks for a replica read.
+    cm: ConcurrencyManager,
     /// The leader lease (`lease.rs`): reads answered without a ReadIndex round.
     lease: Lease,
     /// The lease as published for reads on request threads ([`Peer::publish_lease`]).
@@ -100,6 +126,8 @@ pub struct PeerCtx {
     /// The leader lease's length (`lease::max_lease`; zero: every read takes a ReadIndex
     /// round).
     pub max_lease: Duration,
+    /// The store's max ts and in-memory locks (`percolator`).
+    pub cm: ConcurrencyManager,
 }
 
 impl Peer {
@@ -123,11 +151,12 @@ impl Peer {
         };
         let src = Arc::new(Mutex::new(SnapSource::default()));
         let storage = PeerRaftStorage {
-            mem: ps.mem.clone(),
-            truncated: ps.truncated.clone(),
-            src: src.clone(),
-            gen: Arc::new(Mutex::new(GenState::Idle)),
-            gen_tx: ctx.gen_tx.clone(),
+            log: ps.log.reader(),
+            snapshots: RegionSnapshots {
+                src: src.clone(),
+                gen: Arc::new(Mutex::new(GenState::Idle)),
+                gen_tx: ctx.gen_tx.clone(),
+            },
         };
         let node = RawNode::new(&raft_cfg, storage, &ctx.logger)?;
         let mut peer = Peer {
@@ -144,6 +173,7 @@ impl Peer {
             reads_sent: VecDeque::new(),
             reads_ready: VecDeque::new(),
             next_read_id: 1,
+            cm: ctx.cm.clone(),
             lease: Lease::new(ctx.max_lease),
             local_lease: Arc::default(),
             applied_term: 0,
@@ -502,6 +532,33 @@ impl Peer {
         self.refuse_votes_until = Some(until);
     }
 
+    /// Queues a replica read (this replica a follower or learner): `cb` fires once this
+    /// replica has applied everything the leader had committed when it confirmed the read, or
+    /// with the lock the leader's check met (`ProposeError::ReplicaReadLocked`). Each is its own
+    /// read index request, carrying its check to the leader ([`ReadContext`]).
+    pub fn replica_read_index(&mut self, check: kvrpcpb::ReadIndexRequest, cb: ReadCallback) {
+        if self.node.raft.leader_id == raft::INVALID_ID {
+            // raft-rs would drop the request: say so now, the client tries another replica.
+            let _ = cb.send(Err(self.not_leader()));
+            return;
+        }
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        let ctx = ReadContext {
+            peer_id: self.peer_id,
+            id,
+            body: ReadBody::Check(check),
+        };
+        self.node.read_index(ctx.encode());
+        self.reads_sent.push_back(SentRead {
+            id,
+            term: self.node.raft.term,
+            sent_at: Instant::now(),
+            replica: true,
+            cbs: vec![cb],
+        });
+    }
+
     /// Sends one read-index request for every read queued this round.
     pub fn flush_reads(&mut self) {
         // raft-rs silently drops read-index requests until the leader has
@@ -512,62 +569,154 @@ impl Peer {
         let id = self.next_read_id;
         self.next_read_id += 1;
         let sent_at = Instant::now();
-        self.node.read_index(id.to_be_bytes().to_vec());
-        let cbs = std::mem::take(&mut self.reads_to_send);
-        self.reads_sent
-            .push_back((id, self.node.raft.term, sent_at, cbs));
+        let ctx = ReadContext {
+            peer_id: self.peer_id,
+            id,
+            body: ReadBody::Plain,
+        };
+        self.node.read_index(ctx.encode());
+        self.reads_sent.push_back(SentRead {
+            id,
+            term: self.node.raft.term,
+            sent_at,
+            replica: false,
+            cbs: std::mem::take(&mut self.reads_to_send),
+        });
+    }
+
+    /// As leader, before raft-rs answers a replica's read index request: raises `max_ts` to
+    /// the read's start ts and checks the in-memory locks of its ranges. A lock the read must
+    /// see is answered at once with the lock (a `MsgReadIndexResp` carrying it, index 0), and
+    /// the request is not stepped.
+    fn check_replica_read(&mut self, msg: &Message) -> bool {
+        let Some(ctx) = msg
+            .entries
+            .first()
+            .and_then(|e| ReadContext::decode(&e.data))
+        else {
+            return false;
+        };
+        let ReadBody::Check(check) = &ctx.body else {
+            return false;
+        };
+        if check.start_ts == 0 {
+            return false;
+        }
+        self.cm.update_max_ts(check.start_ts);
+        let mut found = None;
+        for r in &check.ranges {
+            let upper = (!r.end_key.is_empty()).then_some(r.end_key.as_slice());
+            let checked = self.cm.read_range_check(&r.start_key, upper, |key, lock| {
+                lock.check_ts_conflict(key, check.start_ts, &[])
+            });
+            if let Err(lock) = checked {
+                found = Some(*lock);
+                break;
+            }
+        }
+        let Some(lock) = found else {
+            return false;
+        };
+        let entry = Entry {
+            data: ctx.locked(lock).encode().into(),
+            ..Default::default()
+        };
+        let mut resp = Message {
+            from: self.peer_id,
+            to: msg.from,
+            term: self.node.raft.term,
+            index: 0,
+            entries: vec![entry].into(),
+            ..Default::default()
+        };
+        resp.set_msg_type(MessageType::MsgReadIndexResp);
+        self.node.raft.msgs.push(resp);
+        true
     }
 
     /// Records read indexes raft confirmed.
     pub fn on_read_states(&mut self, states: Vec<raft::ReadState>) {
         for rs in states {
-            let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+            let Some(ctx) = ReadContext::decode(&rs.request_ctx) else {
                 continue;
             };
-            let id = u64::from_be_bytes(bytes);
-            while let Some((sent_id, _, _, _)) = self.reads_sent.front() {
-                if *sent_id > id {
+            if ctx.peer_id != self.peer_id {
+                continue;
+            }
+            if let ReadBody::Locked(lock) = ctx.body {
+                // Answered ahead of the others: only this one is done.
+                if let Some(i) = self.reads_sent.iter().position(|r| r.id == ctx.id) {
+                    let read = self.reads_sent.remove(i).expect("position is in range");
+                    let err = ProposeError::ReplicaReadLocked(Box::new(lock));
+                    for cb in read.cbs {
+                        let _ = cb.send(Err(err.clone()));
+                    }
+                }
+                continue;
+            }
+            while let Some(front) = self.reads_sent.front() {
+                if front.id > ctx.id {
                     break;
                 }
-                let (sent_id, term, sent_at, cbs) =
-                    self.reads_sent.pop_front().expect("front exists");
-                if sent_id == id {
+                let read = self.reads_sent.pop_front().expect("front exists");
+                if read.id == ctx.id {
                     // A quorum answered heartbeats sent after `sent_at` in `term`.
-                    if term == self.node.raft.term && self.is_leader() {
-                        self.lease.renew(term, sent_at);
+                    if !read.replica && read.term == self.node.raft.term && self.is_leader() {
+                        self.lease.renew(read.term, read.sent_at);
                     }
-                    self.reads_ready.push_back((rs.index, term, cbs));
+                    self.reads_ready.push_back(ReadyRead {
+                        index: rs.index,
+                        term: read.term,
+                        replica: read.replica,
+                        cbs: read.cbs,
+                    });
                 } else {
                     // Raft dropped that request (e.g. no commit in this term yet).
-                    for cb in cbs {
-                        let _ = cb.send(Err(ProposeError::ReadIndexNotReady {
-                            region_id: self.region.id,
-                        }));
-                    }
+                    self.fail_read(read.cbs);
                 }
             }
         }
         self.complete_reads();
     }
 
-    /// Answers reads whose read index has been applied.
+    fn fail_read(&self, cbs: Vec<ReadCallback>) {
+        for cb in cbs {
+            let _ = cb.send(Err(ProposeError::ReadIndexNotReady {
+                region_id: self.region.id,
+            }));
+        }
+    }
+
+    /// Fails the reads that waited longer than [`READ_INDEX_TIMEOUT`] for their read index.
+    pub fn expire_reads(&mut self, now: Instant) {
+        while self
+            .reads_sent
+            .front()
+            .is_some_and(|r| now.duration_since(r.sent_at) >= READ_INDEX_TIMEOUT)
+        {
+            let read = self.reads_sent.pop_front().expect("front exists");
+            self.fail_read(read.cbs);
+        }
+    }
+
+    /// Answers reads whose read index has been applied: a leader's while it still leads in
+    /// the term it confirmed them in, a replica's in any case (the index is a point the
+    /// leader confirmed after the read arrived).
     pub fn complete_reads(&mut self) {
         if self.installing.is_some() {
             return;
         }
         let applied = self.ps.apply_state.applied_index;
-        while self
-            .reads_ready
-            .front()
-            .is_some_and(|(i, _, _)| *i <= applied)
-        {
-            let (_, term, cbs) = self.reads_ready.pop_front().expect("front exists");
-            let res = if term == self.node.raft.term && self.is_leader() {
-                Ok(term)
+        while self.reads_ready.front().is_some_and(|r| r.index <= applied) {
+            let read = self.reads_ready.pop_front().expect("front exists");
+            let res = if read.replica {
+                Ok(self.node.raft.term)
+            } else if read.term == self.node.raft.term && self.is_leader() {
+                Ok(read.term)
             } else {
                 Err(self.not_leader())
             };
-            for cb in cbs {
+            for cb in read.cbs {
                 let _ = cb.send(res.clone());
             }
         }
@@ -649,8 +798,8 @@ impl Peer {
     pub fn fail_reads(&mut self) {
         let err = self.not_leader();
         let reads = self.reads_to_send.drain(..);
-        let sent = self.reads_sent.drain(..).flat_map(|(_, _, _, cbs)| cbs);
-        let ready = self.reads_ready.drain(..).flat_map(|(_, _, cbs)| cbs);
+        let sent = self.reads_sent.drain(..).flat_map(|r| r.cbs);
+        let ready = self.reads_ready.drain(..).flat_map(|r| r.cbs);
         for cb in reads.chain(sent).chain(ready) {
             let _ = cb.send(Err(err.clone()));
         }
@@ -673,6 +822,12 @@ impl Peer {
                 from = from.id,
                 "vote refused: just restarted"
             );
+            return;
+        }
+        if msg.get_msg_type() == MessageType::MsgReadIndex
+            && self.is_leader()
+            && self.check_replica_read(&msg)
+        {
             return;
         }
         if let Err(e) = self.node.step(msg) {
@@ -762,6 +917,7 @@ mod tests {
             logger: crate::raftstore::logger::raft_logger(),
             gen_tx,
             max_lease: Duration::ZERO,
+            cm: ConcurrencyManager::new(0),
         };
         Peer::new(region, 101, ps, &ctx).unwrap()
     }

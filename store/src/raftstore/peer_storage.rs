@@ -1,19 +1,18 @@
 //! Durable raft state of one region replica, over the engine's `raft` CF.
 //!
-//! raft-rs reads its log through [`MemStorage`], which holds the entries since
-//! the last truncation; this module keeps that cache and the disk in step:
-//! [`load`] rebuilds it at start, [`PeerStorage::append`] and
-//! [`PeerStorage::set_hard_state`] stage writes into the round's shared write
-//! batch, so one synced RocksDB write persists the ready of every region.
+//! The log itself is raftkit's `CachedLog` (the cache raft-rs reads and the
+//! records on disk, kept in step) under this store's key layout
+//! ([`RegionLogKeys`]); this module adds what is a region's own: its apply
+//! state and the size of its log. [`load`] rebuilds it at start,
+//! [`PeerStorage::append`] and [`PeerStorage::set_hard_state`] stage writes
+//! into the round's shared write batch, so one synced RocksDB write persists
+//! the ready of every region.
 
-use std::sync::Arc;
-
-use parking_lot::Mutex;
 use prost::Message as _;
 use protobuf::Message as _;
-use raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::storage::MemStorage;
-use raft::Storage as _;
+use raftkit::raft_log::{self, CachedLog, LogBatch, LogError, LogKeys};
 use rocksdb::WriteBatch;
 
 use super::local_keys::{self, ApplyState};
@@ -43,6 +42,8 @@ pub enum RaftStateError {
         what: &'static str,
         source: protobuf::ProtobufError,
     },
+    #[error("region {region_id}: {source}")]
+    Log { region_id: u64, source: LogError },
 }
 
 /// Encodes a raft record bound for disk; an encoding failure is an error,
@@ -60,15 +61,45 @@ pub fn encode_pb(
         })
 }
 
+/// Where a region's log lives: `raft` column family keys under the region's prefix.
+pub struct RegionLogKeys(pub u64);
+
+impl LogKeys for RegionLogKeys {
+    fn entry(&self, index: u64) -> Vec<u8> {
+        local_keys::raft_log_key(self.0, index)
+    }
+    fn hard_state(&self) -> Vec<u8> {
+        local_keys::raft_state_key(self.0)
+    }
+}
+
+/// Stages a log's records as engine writes to the `raft` column family.
+#[derive(Default)]
+struct RaftCf(Vec<Modify>);
+
+impl LogBatch for RaftCf {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.0.push(Modify::Put {
+            cf: CF_RAFT,
+            key,
+            value,
+        });
+    }
+    fn delete_range(&mut self, start: Vec<u8>, end: Vec<u8>) {
+        self.0.push(Modify::DeleteRange {
+            cf: CF_RAFT,
+            start,
+            end,
+        });
+    }
+}
+
 pub struct PeerStorage {
     pub region_id: u64,
-    pub mem: MemStorage,
+    /// The raft log, its cache and the truncation point raft-rs reads.
+    pub log: CachedLog<RegionLogKeys>,
     pub apply_state: ApplyState,
     pub hard_state: HardState,
-    /// `(truncated index, its term)`, shared with the raft-rs storage:
-    /// `MemStorage` forgets the term at the truncation point when it
-    /// compacts, and raft needs it to send the entries after it.
-    pub truncated: Arc<Mutex<(u64, u64)>>,
     /// Data size of each entry in the log cache, by index, and their sum.
     sizes: std::collections::VecDeque<(u64, u64)>,
     bytes: u64,
@@ -137,10 +168,9 @@ pub fn conf_state_of(region: &metapb::Region) -> ConfState {
 pub fn empty(region_id: u64) -> PeerStorage {
     PeerStorage {
         region_id,
-        mem: MemStorage::new(),
+        log: CachedLog::new(RegionLogKeys(region_id)),
         apply_state: ApplyState::default(),
         hard_state: HardState::default(),
-        truncated: Arc::default(),
         sizes: Default::default(),
         bytes: 0,
     }
@@ -285,12 +315,12 @@ pub fn load(engine: &Engine, region: &metapb::Region) -> Result<PeerStorage, Raf
     // An entry may have been applied before its commit index reached disk.
     hard_state.commit = hard_state.commit.max(apply_state.applied_index);
 
-    let mem = MemStorage::new();
-    let mut snap = Snapshot::default();
-    snap.mut_metadata().index = apply_state.truncated_index;
-    snap.mut_metadata().term = apply_state.truncated_term;
-    snap.mut_metadata().set_conf_state(conf_state_of(region));
-    mem.wl().apply_snapshot(snap)?;
+    let mut base = SnapshotMetadata {
+        index: apply_state.truncated_index,
+        term: apply_state.truncated_term,
+        ..Default::default()
+    };
+    base.set_conf_state(conf_state_of(region));
 
     let mut entries = vec![];
     let mut cursor = engine.raw_cursor(CF_RAFT)?;
@@ -300,31 +330,36 @@ pub fn load(engine: &Engine, region: &metapb::Region) -> Result<PeerStorage, Raf
         apply_state.truncated_index + 1,
     ));
     while cursor.valid()? && cursor.key() < end.as_slice() {
-        let e = Entry::parse_from_bytes(cursor.value()).map_err(|_| corrupt("entry"))?;
+        let e: Entry = raft_log::decode("log entry", cursor.value())
+            .map_err(|source| RaftStateError::Log { region_id, source })?;
         entries.push(e);
         cursor.next();
     }
-    mem.wl().append(&entries)?;
-    mem.wl().set_hardstate(hard_state.clone());
-    let mut ps = PeerStorage {
+    let sizes: std::collections::VecDeque<(u64, u64)> = entries
+        .iter()
+        .map(|e| (e.index, e.data.len() as u64))
+        .collect();
+    let bytes = sizes.iter().map(|(_, n)| n).sum();
+    let log = CachedLog::restore(RegionLogKeys(region_id), &base, entries, hard_state.clone())
+        .map_err(|source| RaftStateError::Log { region_id, source })?;
+    Ok(PeerStorage {
         region_id,
-        mem,
+        log,
         apply_state,
         hard_state,
-        truncated: Arc::new(Mutex::new((
-            apply_state.truncated_index,
-            apply_state.truncated_term,
-        ))),
-        sizes: Default::default(),
-        bytes: 0,
-    };
-    ps.track_sizes(&entries);
-    Ok(ps)
+        sizes,
+        bytes,
+    })
 }
 
 impl PeerStorage {
+    /// The log cache raft-rs reads.
+    pub fn mem(&self) -> &MemStorage {
+        self.log.mem()
+    }
+
     pub fn last_index(&self) -> u64 {
-        self.mem.last_index().unwrap_or(0)
+        self.log.last_index()
     }
 
     /// Bytes of entry data in the log cache.
@@ -332,16 +367,40 @@ impl PeerStorage {
         self.bytes
     }
 
-    /// Resets the log to start after a snapshot at `(index, term)`.
-    pub fn reset_to_snapshot(&mut self, index: u64, term: u64) {
+    /// Stages `f`'s log records into `wb`.
+    fn stage<T>(
+        &self,
+        engine: &Engine,
+        wb: &mut WriteBatch,
+        f: impl FnOnce(&mut RaftCf) -> Result<T, LogError>,
+    ) -> Result<T, RaftStateError> {
+        let mut staged = RaftCf::default();
+        let out = f(&mut staged).map_err(|source| RaftStateError::Log {
+            region_id: self.region_id,
+            source,
+        })?;
+        engine.fill_batch(wb, &staged.0)?;
+        Ok(out)
+    }
+
+    /// Restarts the log after a received snapshot (its records into `wb`): the
+    /// old entries go, and the log and apply state start at the snapshot.
+    pub fn install(
+        &mut self,
+        snap: &Snapshot,
+        engine: &Engine,
+        wb: &mut WriteBatch,
+    ) -> Result<(), RaftStateError> {
+        self.stage(engine, wb, |b| self.log.install(b, snap))?;
+        let meta = snap.get_metadata();
         self.apply_state = ApplyState {
-            applied_index: index,
-            truncated_index: index,
-            truncated_term: term,
+            applied_index: meta.index,
+            truncated_index: meta.index,
+            truncated_term: meta.term,
         };
-        *self.truncated.lock() = (index, term);
         self.sizes.clear();
         self.bytes = 0;
+        Ok(())
     }
 
     fn track_sizes(&mut self, entries: &[Entry]) {
@@ -365,30 +424,7 @@ impl PeerStorage {
         engine: &Engine,
         wb: &mut WriteBatch,
     ) -> Result<(), RaftStateError> {
-        let Some(first) = entries.first() else {
-            return Ok(());
-        };
-        let last_before = self.last_index();
-        let mut modifies = Vec::with_capacity(entries.len() + 1);
-        for e in entries {
-            modifies.push(Modify::Put {
-                cf: CF_RAFT,
-                key: local_keys::raft_log_key(self.region_id, e.index),
-                value: encode_pb(e, self.region_id, "log entry")?,
-            });
-        }
-        let last_new = entries[entries.len() - 1].index;
-        if last_new < last_before {
-            // A new leader overwrote our tail: drop the stale entries after it.
-            modifies.push(Modify::DeleteRange {
-                cf: CF_RAFT,
-                start: local_keys::raft_log_key(self.region_id, last_new + 1),
-                end: local_keys::raft_log_key(self.region_id, last_before + 1),
-            });
-        }
-        debug_assert!(first.index > 0);
-        engine.fill_batch(wb, &modifies)?;
-        self.mem.wl().append(entries)?;
+        self.stage(engine, wb, |b| self.log.append(b, entries))?;
         self.track_sizes(entries);
         Ok(())
     }
@@ -399,16 +435,8 @@ impl PeerStorage {
         engine: &Engine,
         wb: &mut WriteBatch,
     ) -> Result<(), RaftStateError> {
+        self.stage(engine, wb, |b| self.log.set_hard_state(b, hs))?;
         self.hard_state = hs.clone();
-        self.mem.wl().set_hardstate(hs.clone());
-        engine.fill_batch(
-            wb,
-            &[Modify::Put {
-                cf: CF_RAFT,
-                key: local_keys::raft_state_key(self.region_id),
-                value: encode_pb(hs, self.region_id, "hard state")?,
-            }],
-        )?;
         Ok(())
     }
 
@@ -441,25 +469,15 @@ impl PeerStorage {
         if index <= self.apply_state.truncated_index || index > self.apply_state.applied_index {
             return Ok(());
         }
-        let term = self.mem.term(index)?;
-        let start = local_keys::raft_log_key(self.region_id, 0);
-        let end = local_keys::raft_log_key(self.region_id, index + 1);
-        engine.fill_batch(
-            wb,
-            &[Modify::DeleteRange {
-                cf: CF_RAFT,
-                start,
-                end,
-            }],
-        )?;
-        self.mem.wl().compact(index + 1)?;
+        let Some(term) = self.stage(engine, wb, |b| self.log.compact(b, index + 1))? else {
+            return Ok(());
+        };
         while self.sizes.front().is_some_and(|(i, _)| *i <= index) {
             let (_, n) = self.sizes.pop_front().expect("front exists");
             self.bytes -= n;
         }
         self.apply_state.truncated_index = index;
         self.apply_state.truncated_term = term;
-        *self.truncated.lock() = (index, term);
         engine.fill_batch(wb, &[self.apply_state_modify()])?;
         Ok(())
     }
@@ -467,6 +485,8 @@ impl PeerStorage {
 
 #[cfg(test)]
 mod tests {
+    use raft::Storage as _;
+
     use super::*;
 
     fn region() -> metapb::Region {
@@ -513,7 +533,7 @@ mod tests {
 
         let ps = load(&engine, &region()).unwrap();
         assert_eq!(ps.last_index(), 8);
-        assert_eq!(ps.mem.term(8).unwrap(), 7);
+        assert_eq!(ps.mem().term(8).unwrap(), 7);
         assert_eq!(ps.hard_state.commit, 8);
         assert_eq!(load_regions(&engine).unwrap(), vec![region()]);
 
@@ -523,7 +543,7 @@ mod tests {
         ps.compact_to(7, &engine, &mut wb).unwrap();
         engine.write_batch(wb, true).unwrap();
         let ps = load(&engine, &region()).unwrap();
-        assert_eq!(ps.mem.first_index().unwrap(), 8);
+        assert_eq!(ps.mem().first_index().unwrap(), 8);
         assert_eq!(ps.apply_state.truncated_term, 6);
     }
 
@@ -643,7 +663,7 @@ mod tests {
             .unwrap();
         assert_eq!(load_regions(&engine).unwrap(), vec![joint.clone()]);
         let ps = load(&engine, &joint).unwrap();
-        let cs = ps.mem.initial_state().unwrap().conf_state;
+        let cs = ps.mem().initial_state().unwrap().conf_state;
         assert_eq!(
             sorted(cs),
             ConfState {

@@ -244,10 +244,9 @@ fn begin_install(
     let mut hs = p.ps.hard_state.clone();
     hs.commit = hs.commit.max(meta.index);
     hs.term = hs.term.max(meta.term);
+    p.ps.install(snap, engine, wb)?;
     engine.fill_batch(wb, &install_writes(&pending, &hs)?)?;
-    p.ps.mem.wl().apply_snapshot(snap.clone())?;
     p.ps.hard_state = hs;
-    p.ps.reset_to_snapshot(meta.index, meta.term);
     p.set_region(pending.desc.region.clone());
     p.installing = Some(pending.clone());
     p.publish();

@@ -1,28 +1,28 @@
 //! A replica's raft-rs `Storage`, and the raft-state side of installing a
 //! received snapshot.
 //!
-//! [`PeerRaftStorage`] serves the log from the replica's [`MemStorage`]
-//! cache. When raft asks for a snapshot it hands back the one the
-//! generation worker last built (`snap::worker`) if that is still recent
+//! [`PeerRaftStorage`] serves the log from the replica's cache (raftkit's
+//! `CachedLog`, kept by `peer_storage`). When raft asks for a snapshot,
+//! [`RegionSnapshots`] hands back the one the generation worker last built (`snap::worker`) if that is still recent
 //! enough (at or after the log's truncation point), else queues a build and
 //! answers `SnapshotTemporarilyUnavailable`: raft asks again on the
 //! follower's next heartbeat answer. Nothing here reads region data.
 //!
 //! [`install_writes`] are the raft-state writes a ready carrying a received
-//! snapshot adds to the round's synced log batch: the log reset to the
-//! snapshot, the new region and apply state, and a [`PendingInstall`]
-//! marker. The data itself is installed by the apply worker, which removes
-//! the marker when done; a restart finds a leftover marker and installs
-//! again from the kept file.
+//! snapshot adds to the round's synced log batch, beside the log's reset to
+//! the snapshot (`PeerStorage::install`): the new region and apply state,
+//! and a [`PendingInstall`] marker. The data itself is installed by the apply
+//! worker, which removes the marker when done; a restart finds a leftover
+//! marker and installs again from the kept file.
 
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use prost::Message as _;
-use raft::prelude::{Entry, HardState, Snapshot};
-use raft::storage::MemStorage;
-use raft::{GetEntriesContext, RaftState, Storage, StorageError as RaftStorageError};
+use raft::prelude::{HardState, Snapshot};
+use raft::StorageError as RaftStorageError;
+use raftkit::raft_log::{LogReader, LogStorage, SnapshotSource};
 
 use super::local_keys::{self, ApplyState};
 use super::peer_storage::{encode_pb, RaftStateError};
@@ -31,15 +31,16 @@ use super::snap::{SnapDescriptor, SnapKey};
 use crate::engine::{Modify, CF_RAFT};
 use proto::metapb;
 
-#[derive(Clone)]
-pub struct PeerRaftStorage {
-    pub mem: MemStorage,
-    /// The log's truncation point `(index, term)`, kept by `PeerStorage`.
-    pub truncated: Arc<Mutex<(u64, u64)>>,
+/// Where a replica's raft-rs `Storage` ([`PeerRaftStorage`]) gets its snapshots: the one the
+/// generation worker built last, or a new build.
+pub struct RegionSnapshots {
     pub src: Arc<Mutex<SnapSource>>,
     pub gen: Arc<Mutex<GenState>>,
     pub gen_tx: Sender<GenTask>,
 }
+
+/// A replica's raft-rs `Storage`: the log from its cache, snapshots from [`RegionSnapshots`].
+pub type PeerRaftStorage = LogStorage<RegionSnapshots>;
 
 fn temporarily_unavailable<T>() -> raft::Result<T> {
     Err(raft::Error::Store(
@@ -47,42 +48,11 @@ fn temporarily_unavailable<T>() -> raft::Result<T> {
     ))
 }
 
-impl Storage for PeerRaftStorage {
-    fn initial_state(&self) -> raft::Result<RaftState> {
-        self.mem.initial_state()
-    }
-
-    fn entries(
-        &self,
-        low: u64,
-        high: u64,
-        max_size: impl Into<Option<u64>>,
-        context: GetEntriesContext,
-    ) -> raft::Result<Vec<Entry>> {
-        self.mem.entries(low, high, max_size, context)
-    }
-
-    fn term(&self, idx: u64) -> raft::Result<u64> {
-        let (index, term) = *self.truncated.lock();
-        if idx == index {
-            return Ok(term);
-        }
-        self.mem.term(idx)
-    }
-
-    fn first_index(&self) -> raft::Result<u64> {
-        let (index, _) = *self.truncated.lock();
-        Ok(self.mem.first_index()?.max(index + 1))
-    }
-
-    fn last_index(&self) -> raft::Result<u64> {
-        self.mem.last_index()
-    }
-
+impl SnapshotSource for RegionSnapshots {
     /// Never an error but `SnapshotTemporarilyUnavailable`: raft-rs panics on
     /// any other.
-    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
-        let (truncated, _) = *self.truncated.lock();
+    fn snapshot(&self, log: &LogReader, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let (truncated, _) = log.truncated();
         let mut gen = self.gen.lock();
         match &*gen {
             GenState::Generating => return temporarily_unavailable(),
@@ -165,9 +135,9 @@ impl PendingInstall {
     }
 }
 
-/// The raft-state writes of a ready that carries a received snapshot:
-/// the old log dropped, the new region, apply state and hard state, and
-/// the pending-install marker.
+/// The raft-state writes of a ready that carries a received snapshot besides
+/// the log's own reset (`PeerStorage::install`): the new region, apply state
+/// and hard state, and the pending-install marker.
 pub fn install_writes(
     pending: &PendingInstall,
     hs: &HardState,
@@ -179,11 +149,6 @@ pub fn install_writes(
         truncated_term: pending.key.term,
     };
     Ok(vec![
-        Modify::DeleteRange {
-            cf: CF_RAFT,
-            start: local_keys::raft_log_key(region.id, 0),
-            end: local_keys::raft_log_key(region.id, u64::MAX),
-        },
         Modify::Put {
             cf: CF_RAFT,
             key: local_keys::region_state_key(region.id),

@@ -20,6 +20,7 @@ use super::transport::{Feedback, FilteredTransport, Filters, Transport};
 use super::{ProposeError, RaftStore, RaftStoreConfig, RaftStoreParts, Router, StoreMeta};
 use crate::data_keys::RawSpace;
 use crate::engine::{Engine, Modify, CF_DEFAULT};
+use crate::percolator::ConcurrencyManager;
 
 type Routers = Arc<RwLock<HashMap<u64, (Router, Arc<SnapManager>)>>>;
 
@@ -84,6 +85,8 @@ struct Node {
     /// Why the raftstore stopped for good, if it did.
     fatal: Arc<parking_lot::Mutex<Option<String>>>,
     thread: Option<JoinHandle<()>>,
+    /// The store's max ts and in-memory locks (kept across restarts, as a test sees fit).
+    cm: ConcurrencyManager,
 }
 
 pub struct TestCluster {
@@ -144,6 +147,7 @@ impl TestCluster {
                 filters: Filters::default(),
                 fatal: Arc::default(),
                 thread: None,
+                cm: ConcurrencyManager::new(0),
             };
             nodes.insert(id, node);
         }
@@ -174,6 +178,7 @@ impl TestCluster {
             transport: Box::new(FilteredTransport::new(local, node.filters.clone())),
             snap_mgr: node.snaps.clone(),
             fatal: Arc::new(move |reason: &str| *fatal.lock() = Some(reason.to_string())),
+            cm: node.cm.clone(),
         };
         let (store, router) = RaftStore::new(node.engine.clone(), parts).unwrap();
         node.thread = Some(std::thread::spawn(move || store.run()));
@@ -189,6 +194,24 @@ impl TestCluster {
         if let Some(t) = self.nodes.get_mut(&store_id).and_then(|n| n.thread.take()) {
             t.join().unwrap();
         }
+    }
+
+    /// `store_id`'s max ts and in-memory locks.
+    pub fn cm(&self, store_id: u64) -> ConcurrencyManager {
+        self.nodes[&store_id].cm.clone()
+    }
+
+    /// A replica read on `store_id` (a follower or learner there), checked by the leader
+    /// with `check`.
+    pub async fn replica_read_index(
+        &self,
+        store_id: u64,
+        region_id: u64,
+        check: proto::kvrpcpb::ReadIndexRequest,
+    ) -> Result<u64, ProposeError> {
+        self.router(store_id)
+            .replica_read_index(region_id, check)
+            .await
     }
 
     pub fn router(&self, store_id: u64) -> Router {

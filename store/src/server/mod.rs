@@ -175,13 +175,19 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
     let meta = Arc::new(RwLock::new(StoreMeta::default()));
     let filters = Filters::default();
     let changed = Arc::new(Notify::new());
-    let (router, raft_thread) = start_raftstore(
-        &cfg, store_id, &placement, &local, &meta, &changed, &filters,
-    )
-    .await?;
+    // Reads served before a restart may have pushed max_ts up to now; start
+    // above any of them so async-commit and 1PC timestamps stay safe.
+    let cm = ConcurrencyManager::new(placement.get_ts().await?);
+    let shared = Shared {
+        store_id,
+        meta: meta.clone(),
+        changed: changed.clone(),
+        filters: filters.clone(),
+        cm,
+    };
+    let (router, raft_thread) = start_raftstore(&cfg, &placement, &local, &shared).await?;
 
-    let grpc_stop =
-        serve_grpc(listener, &cfg, &placement, &local, &router, &meta, store_id).await?;
+    let grpc_stop = serve_grpc(listener, &cfg, &placement, &local, &router, &shared).await?;
     let (status_stop, status_stop_rx) = oneshot::channel::<()>();
     let debug = cfg
         .debug
@@ -220,28 +226,35 @@ pub async fn start(cfg: Config) -> Result<RunningStore, ServerError> {
     })
 }
 
+/// What the raftstore and the gRPC services of one store share.
+struct Shared {
+    store_id: u64,
+    meta: Arc<RwLock<StoreMeta>>,
+    changed: Arc<Notify>,
+    filters: Filters,
+    cm: ConcurrencyManager,
+}
+
 /// Loads this store's replicas and starts the raftstore thread.
 async fn start_raftstore(
     cfg: &Config,
-    store_id: u64,
     placement: &PlacementClient,
     local: &Local,
-    meta: &Arc<RwLock<StoreMeta>>,
-    changed: &Arc<Notify>,
-    filters: &Filters,
+    shared: &Shared,
 ) -> Result<(Router, std::thread::JoinHandle<()>), ServerError> {
     let fatal = abort_on_fatal();
     let parts = RaftStoreParts {
-        store_id,
+        store_id: shared.store_id,
         cfg: cfg.raftstore_config(),
-        meta: meta.clone(),
-        changed: changed.clone(),
+        meta: shared.meta.clone(),
+        changed: shared.changed.clone(),
         transport: Box::new(FilteredTransport::new(
             raft_transport::GrpcTransport::start(placement.clone(), local.snaps.clone()),
-            filters.clone(),
+            shared.filters.clone(),
         )),
         snap_mgr: local.snaps.clone(),
         fatal: fatal.clone(),
+        cm: shared.cm.clone(),
     };
     let raft_engine = local.engine.clone();
     let (raftstore, router) =
@@ -322,12 +335,10 @@ async fn serve_grpc(
     placement: &PlacementClient,
     local: &Local,
     router: &Router,
-    meta: &Arc<RwLock<StoreMeta>>,
-    store_id: u64,
+    shared: &Shared,
 ) -> Result<oneshot::Sender<()>, ServerError> {
-    // Reads served before a restart may have pushed max_ts up to now; start
-    // above any of them so async-commit and 1PC timestamps stay safe.
-    let cm = Arc::new(ConcurrencyManager::new(placement.get_ts().await?));
+    let (meta, store_id) = (&shared.meta, shared.store_id);
+    let cm = Arc::new(shared.cm.clone());
     let tso: Arc<dyn TsoSource> = Arc::new(placement.clone());
     let lock_manager = LockManager::new(cfg.pessimistic_txn.clone(), meta.clone());
     lock_manager

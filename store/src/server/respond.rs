@@ -13,6 +13,10 @@ pub trait ErrorResponse: Default {
     fn set_region_error(&mut self, e: errorpb::Error);
     /// Puts a bad-input message in the response; false if it has no field for it.
     fn set_invalid(&mut self, msg: String) -> bool;
+    /// Puts a key error in the response; false if it has no field for one.
+    fn set_key_error(&mut self, _e: kvrpcpb::KeyError) -> bool {
+        false
+    }
 }
 
 fn abort(msg: String) -> kvrpcpb::KeyError {
@@ -33,12 +37,14 @@ macro_rules! impl_error_response {
         impl ErrorResponse for kvrpcpb::$t {
             fn set_region_error(&mut self, e: errorpb::Error) { self.region_error = Some(e); }
             fn set_invalid(&mut self, msg: String) -> bool { self.error = Some(abort(msg)); true }
+            fn set_key_error(&mut self, e: kvrpcpb::KeyError) -> bool { self.error = Some(e); true }
         }
     )*};
     (key_errors: $($t:ident),*) => {$(
         impl ErrorResponse for kvrpcpb::$t {
             fn set_region_error(&mut self, e: errorpb::Error) { self.region_error = Some(e); }
             fn set_invalid(&mut self, msg: String) -> bool { self.errors = vec![abort(msg)]; true }
+            fn set_key_error(&mut self, e: kvrpcpb::KeyError) -> bool { self.errors = vec![e]; true }
         }
     )*};
     (none: $($t:ident),*) => {$(
@@ -68,6 +74,20 @@ pub fn respond<R: ErrorResponse>(result: Result<R, Error>) -> Result<R, Status> 
             Ok(r)
         }
         Err(Error::Invalid(e)) => invalid(e.to_string()),
+        Err(Error::Locked(lock)) => {
+            let mut r = R::default();
+            let e = kvrpcpb::KeyError {
+                locked: Some(*lock),
+                ..Default::default()
+            };
+            if r.set_key_error(e) {
+                Ok(r)
+            } else {
+                Err(Status::internal(
+                    "a lock answered a request without a key error field",
+                ))
+            }
+        }
         Err(Error::Txn(e @ crate::percolator::TxnError::ResponseTooLarge { .. })) => {
             invalid(e.to_string())
         }

@@ -17,6 +17,10 @@ pub enum Error {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Txn(#[from] crate::percolator::TxnError),
+    /// A replica read met a lock on the leader: the response's `KeyError.locked` (the client
+    /// resolves it and reads again).
+    #[error("key is locked at ts {}", .0.lock_version)]
+    Locked(Box<proto::kvrpcpb::LockInfo>),
     #[error("store is shutting down")]
     Unavailable,
     /// A blocking task the request ran on the blocking pool panicked or was cancelled.
@@ -110,6 +114,7 @@ impl From<ProposeError> for Error {
                 ..Default::default()
             },
             ProposeError::Shutdown => return Error::Unavailable,
+            ProposeError::ReplicaReadLocked(lock) => return Error::Locked(lock),
         };
         Error::region(errorpb::Error { message, ..err })
     }

@@ -33,6 +33,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
 pub use error::{Error, InvalidRequest, Result};
+use region::Checked;
 pub use region::KeyMode;
 
 use crate::disk::{self, DiskState, WriteKind};
@@ -40,7 +41,7 @@ use crate::engine::{Engine, Modify, Snapshot};
 use crate::lock_manager::LockManager;
 use crate::percolator::ConcurrencyManager;
 use crate::raftstore::cmd::RaftCmd;
-use crate::raftstore::{Router, StoreMeta};
+use crate::raftstore::{ProposeError, Router, StoreMeta};
 use latch::Latches;
 use proto::kvrpcpb::{self, DiskFullOpt};
 use proto::{errorpb, metapb};
@@ -202,12 +203,36 @@ impl Storage {
     /// runtime threads, once this replica is known to lead and to have
     /// applied everything committed before the call (read index): a deposed
     /// leader never serves a stale read.
-    async fn read<T, F>(&self, region_id: u64, f: F) -> Result<T>
+    ///
+    /// A replica read (`checked.replica`: the client asked for `replica_read` and this replica
+    /// follows) is served here instead once a read index round to the leader, which checks
+    /// `check` (the transaction's start ts and key ranges; the default: nothing), is done and
+    /// applied here: linearizable too, and off the leader.
+    async fn read<T, F>(
+        &self,
+        checked: &Checked,
+        check: kvrpcpb::ReadIndexRequest,
+        f: F,
+    ) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Snapshot<'_>) -> Result<T> + Send + 'static,
     {
-        Ok(self.read_in_term(region_id, f).await?.1)
+        if !checked.replica {
+            return Ok(self.read_in_term(checked.region.id, f).await?.1);
+        }
+        let router = &self.inner.router;
+        let outcome = router.replica_read_index(checked.region.id, check).await;
+        let label = match &outcome {
+            Ok(_) => "served",
+            Err(ProposeError::ReplicaReadLocked(_)) => "locked",
+            Err(_) => "refused",
+        };
+        crate::metrics::REPLICA_READS
+            .with_label_values(&[label])
+            .inc();
+        outcome?;
+        self.read_local(f).await
     }
 
     /// [`Storage::read`], also returning the leader term the read was

@@ -1,6 +1,7 @@
 //! Request checks shared by every command: the region named in the
-//! `kvrpcpb::Context` must be here, led by this replica, at the epoch the
-//! client believes, and every key must lie in it and fit the API version.
+//! `kvrpcpb::Context` must be here, led by this replica (or followed by it,
+//! for a `replica_read`), at the epoch the client believes, and every key must
+//! lie in it and fit the API version.
 
 use proto::{errorpb, kvrpcpb, metapb};
 
@@ -20,6 +21,9 @@ pub struct Checked {
     pub region: metapb::Region,
     pub v2: bool,
     pub mode: KeyMode,
+    /// This replica follows and the client asked for a replica read: a read is served here
+    /// after a read index round (`Storage::read`); a write still fails with `NotLeader`.
+    pub replica: bool,
 }
 
 impl Checked {
@@ -175,7 +179,8 @@ impl Storage {
             }
         }
         check_epoch(rm, ctx.region_epoch.as_ref())?;
-        if !rm.is_leader {
+        let replica = !rm.is_leader && ctx.replica_read;
+        if !rm.is_leader && !replica {
             let leader = rm.leader_peer();
             return Err(region_error(
                 format!("peer is not leader for region {region_id}"),
@@ -186,6 +191,7 @@ impl Storage {
             region: rm.region.clone(),
             v2,
             mode,
+            replica,
         })
     }
 

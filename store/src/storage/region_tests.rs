@@ -73,6 +73,7 @@ fn checked(v2: bool, mode: KeyMode, start_key: &[u8], end_key: &[u8]) -> Checked
         region: region(LED, start_key, end_key),
         v2,
         mode,
+        replica: false,
     }
 }
 
@@ -348,6 +349,25 @@ fn passed(v2: bool, mode: KeyMode) -> Result<Checked> {
         region: region(LED, b"", b""),
         v2,
         mode,
+        replica: false,
+    })
+}
+
+/// `context` asking for a replica read.
+fn replica_read(context: Option<kvrpcpb::Context>) -> Option<kvrpcpb::Context> {
+    context.map(|c| kvrpcpb::Context {
+        replica_read: true,
+        ..c
+    })
+}
+
+/// Passed on the follower of `region_id`, as a replica read.
+fn passed_as_replica(region_id: u64, mode: KeyMode) -> Result<Checked> {
+    Ok(Checked {
+        region: region(region_id, b"", b""),
+        v2: false,
+        mode,
+        replica: true,
     })
 }
 
@@ -402,6 +422,14 @@ fn check_context_gives_the_region_error_clients_retry_on() {
         ("follower not knowing the leader", Mixed, ctx(LEADERLESS, current, Some(1), false), Raw,
             not_leader(LEADERLESS, None)),
         ("epoch before leadership", Mixed, ctx(FOLLOWED, Some((3, 4)), Some(1), false), Txn,
+            epoch_not_match(FOLLOWED, "epoch not match: request 3/4, current 3/5")),
+        ("replica read on a follower", Mixed, replica_read(ctx(FOLLOWED, current, Some(1), false)), Txn,
+            passed_as_replica(FOLLOWED, Txn)),
+        ("replica read on a follower not knowing the leader (the read index says)", Mixed,
+            replica_read(ctx(LEADERLESS, current, Some(1), false)), Raw, passed_as_replica(LEADERLESS, Raw)),
+        ("replica read on the leader: a leader read", Mixed, replica_read(ctx(LED, current, Some(1), false)), Txn,
+            passed(false, Txn)),
+        ("replica read at a stale epoch", Mixed, replica_read(ctx(FOLLOWED, Some((3, 4)), Some(1), false)), Txn,
             epoch_not_match(FOLLOWED, "epoch not match: request 3/4, current 3/5")),
     ];
     for (case, api, context, mode, want) in rows {

@@ -17,6 +17,20 @@ use crate::engine::Snapshot;
 use crate::lock_manager::{ReleasedLocks, WaitHandle, Wake};
 use crate::percolator::{self, ConcurrencyManager, WriteOutcome};
 
+/// The ranges `[key, key + \0)` of point reads of `keys`.
+fn point_ranges<'a>(keys: impl IntoIterator<Item = &'a [u8]>) -> Vec<kvrpcpb::KeyRange> {
+    keys.into_iter()
+        .map(|k| {
+            let mut end = k.to_vec();
+            end.push(0);
+            kvrpcpb::KeyRange {
+                start_key: k.to_vec(),
+                end_key: end,
+            }
+        })
+        .collect()
+}
+
 impl Storage {
     fn txn_check<'a>(
         &self,
@@ -29,13 +43,27 @@ impl Storage {
         Ok(checked)
     }
 
-    async fn txn_read<T, F>(&self, region_id: u64, f: F) -> Result<T>
+    /// Reads at `start_ts` over `ranges` of user keys (what a replica read has the leader
+    /// check: [`Storage::read`]).
+    async fn txn_read<T, F>(
+        &self,
+        checked: &Checked,
+        start_ts: u64,
+        ranges: Vec<kvrpcpb::KeyRange>,
+        f: F,
+    ) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Snapshot<'_>, &ConcurrencyManager) -> percolator::Result<T> + Send + 'static,
     {
         let cm = self.inner.cm.clone();
-        self.read(region_id, move |snap| Ok(f(snap, &cm)?)).await
+        let check = kvrpcpb::ReadIndexRequest {
+            start_ts,
+            ranges,
+            ..Default::default()
+        };
+        self.read(checked, check, move |snap| Ok(f(snap, &cm)?))
+            .await
     }
 
     /// Runs a write action under latches and replicates what it produced in
@@ -98,7 +126,8 @@ impl Storage {
                 ..Default::default()
             });
         }
-        self.txn_read(checked.region.id, move |snap, cm| {
+        let ranges = point_ranges([req.key.as_slice()]);
+        self.txn_read(&checked, req.version, ranges, move |snap, cm| {
             percolator::kv_get(snap, cm, &req)
         })
         .await
@@ -122,7 +151,8 @@ impl Storage {
                 ..Default::default()
             });
         }
-        self.txn_read(checked.region.id, move |snap, cm| {
+        let ranges = point_ranges(req.keys.iter().map(Vec::as_slice));
+        self.txn_read(&checked, req.version, ranges, move |snap, cm| {
             percolator::kv_batch_get(snap, cm, &req)
         })
         .await
@@ -145,7 +175,11 @@ impl Storage {
                 ..Default::default()
             });
         }
-        self.txn_read(checked.region.id, move |snap, cm| {
+        let ranges = vec![kvrpcpb::KeyRange {
+            start_key: lower.clone(),
+            end_key: upper.clone().unwrap_or_default(),
+        }];
+        self.txn_read(&checked, req.version, ranges, move |snap, cm| {
             percolator::kv_scan(snap, cm, &req, &lower, upper.as_deref())
         })
         .await
@@ -157,7 +191,7 @@ impl Storage {
     ) -> Result<kvrpcpb::ScanLockResponse> {
         let checked = self.check_context(req.context.as_ref(), KeyMode::Txn)?;
         let (lower, upper) = checked.clip(&req.start_key, &req.end_key);
-        self.txn_read(checked.region.id, move |snap, _| {
+        self.txn_read(&checked, 0, Vec::new(), move |snap, _| {
             percolator::kv_scan_lock(snap, &req, &lower, upper.as_deref())
         })
         .await

@@ -200,8 +200,8 @@ fn a_snapshot_interrupted_by_a_failed_write_leaves_a_member_that_restarts() {
             panic!("restart failed after {writes_before_failure} successful write(s)")
         });
         // Either nothing of the snapshot was kept, or all of it.
-        let hs = node.mem.initial_state().unwrap().hard_state;
-        let first = node.mem.first_index().unwrap();
+        let hs = node.log.mem().initial_state().unwrap().hard_state;
+        let first = node.log.mem().first_index().unwrap();
         let tso = h.store.load().unwrap().tso_limit;
         match first {
             2 => assert_eq!((hs.commit, tso), (1, 0), "nothing kept"),
