@@ -67,8 +67,8 @@ func TestFollowerRead(t *testing.T) {
 		if err != nil {
 			t.Fatalf("follower Get %d: %v", i, err)
 		}
-		if string(got) != want {
-			t.Fatalf("follower read %d returned %q, want %q (stale)", i, got, want)
+		if string(got.Value) != want {
+			t.Fatalf("follower read %d returned %q, want %q (stale)", i, got.Value, want)
 		}
 	}
 	served := replicaReadsServed(t) - before
