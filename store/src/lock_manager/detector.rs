@@ -184,6 +184,7 @@ mod tests {
             down_peers: vec![],
             written: Default::default(),
             lease: Default::default(),
+            progress: Default::default(),
         }
     }
 

@@ -29,6 +29,7 @@ fn meta(leads_first_region: bool) -> Arc<RwLock<StoreMeta>> {
         down_peers: vec![],
         written: Default::default(),
         lease: Default::default(),
+        progress: Default::default(),
     };
     let mut m = StoreMeta {
         store_id: 1,

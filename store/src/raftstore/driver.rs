@@ -23,6 +23,7 @@ use super::logger::raft_logger;
 use super::membership::PeerChange;
 use super::peer::{Callback, Peer, PeerConfig, PeerCtx, ReadCallback};
 use super::peer_storage::{self, RaftStateError};
+use super::read_progress::{ReadProgress, RESOLVED_TS_INTERVAL};
 use super::snap::worker::{ApplyGate, SnapWorkers};
 use super::snap::SnapManager;
 use super::transport::{Feedback, Transport};
@@ -46,6 +47,8 @@ pub struct RegionMeta {
     pub written: Arc<std::sync::atomic::AtomicU64>,
     /// The replica's leader lease as published for reads on request threads.
     pub lease: Arc<LocalLease>,
+    /// Its applied index and safe ts (stale reads), and as leader its resolved ts.
+    pub progress: Arc<ReadProgress>,
 }
 
 impl RegionMeta {
@@ -544,6 +547,15 @@ impl RaftStore {
                 if ticks.is_multiple_of(10) {
                     self.dirty = true;
                 }
+                // Followers ask their leaders for the resolved ts as often as it moves.
+                let safe_ts_every = (RESOLVED_TS_INTERVAL.as_millis()
+                    / self.cfg.base_tick.as_millis().max(1))
+                .max(1) as u64;
+                if ticks.is_multiple_of(safe_ts_every) {
+                    for p in self.peers.values_mut() {
+                        p.request_safe_ts();
+                    }
+                }
                 if last_snap_gc.elapsed() >= SNAP_GC_INTERVAL {
                     last_snap_gc = Instant::now();
                     self.gc_received_snapshots();
@@ -745,5 +757,6 @@ fn region_meta(p: &Peer, down_after: Duration) -> RegionMeta {
         down_peers: p.down_peers(down_after),
         written: p.written.clone(),
         lease: p.local_lease.clone(),
+        progress: p.progress.clone(),
     }
 }

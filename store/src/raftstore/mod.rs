@@ -20,6 +20,7 @@ pub mod membership;
 pub mod peer;
 pub mod peer_storage;
 pub mod read_context;
+pub mod read_progress;
 mod ready;
 pub mod snap;
 pub mod snapshot;

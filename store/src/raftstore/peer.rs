@@ -20,6 +20,7 @@ use super::lease::{Lease, LocalLease};
 use super::membership;
 use super::peer_storage::{PeerStorage, RaftStateError};
 use super::read_context::{ReadBody, ReadContext};
+use super::read_progress::ReadProgress;
 use super::snap::worker::{GenState, GenTask, SnapSource};
 use super::snapshot::{PeerRaftStorage, PendingInstall, RegionSnapshots};
 use super::ProposeError;
@@ -90,6 +91,10 @@ pub struct Peer {
     next_read_id: u64,
     /// The store's max ts and in-memory locks, which a leader checks for a replica read.
     cm: ConcurrencyManager,
+    /// Applied index and safe ts for stale reads, published; as leader, the resolved ts.
+    pub progress: Arc<ReadProgress>,
+    /// Follower: resolved ts the leader sent, with the index each waits for `(index, ts)`.
+    pending_safe_ts: VecDeque<(u64, u64)>,
     /// The leader lease (`lease.rs`): reads answered without a ReadIndex round.
     lease: Lease,
     /// The lease as published for reads on request threads ([`Peer::publish_lease`]).
@@ -174,6 +179,8 @@ impl Peer {
             reads_ready: VecDeque::new(),
             next_read_id: 1,
             cm: ctx.cm.clone(),
+            progress: Arc::default(),
+            pending_safe_ts: VecDeque::new(),
             lease: Lease::new(ctx.max_lease),
             local_lease: Arc::default(),
             applied_term: 0,
@@ -209,6 +216,7 @@ impl Peer {
     /// only once the applied data is in the engine, under the apply gate.
     pub fn publish(&self) {
         let applied = self.ps.apply_state.applied_index;
+        self.progress.set_applied(applied);
         let term = self.node.store().term(applied).unwrap_or(0);
         *self.src.lock() = SnapSource {
             region: self.region.clone(),
@@ -559,6 +567,70 @@ impl Peer {
         });
     }
 
+    /// Follower: asks the leader for its resolved ts (answered at once, not through a quorum
+    /// round; see `read_progress`). Nothing to do without a known leader.
+    pub fn request_safe_ts(&mut self) {
+        if self.is_leader()
+            || self.node.raft.leader_id == raft::INVALID_ID
+            || !self.is_initialized()
+        {
+            return;
+        }
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        let ctx = ReadContext {
+            peer_id: self.peer_id,
+            id,
+            body: ReadBody::SafeTsRequest,
+        };
+        self.node.read_index(ctx.encode());
+    }
+
+    /// Takes the resolved ts the leader sent once this replica has applied what it goes with.
+    fn advance_safe_ts(&mut self) {
+        let applied = self.ps.apply_state.applied_index;
+        while self
+            .pending_safe_ts
+            .front()
+            .is_some_and(|(index, _)| *index <= applied)
+        {
+            let (_, ts) = self.pending_safe_ts.pop_front().expect("front exists");
+            self.progress.advance_safe_ts(ts);
+        }
+    }
+
+    /// As leader, answers a follower's ask for the resolved ts: a `MsgReadIndexResp` carrying
+    /// it, with the index it goes with (nothing while none is resolved yet).
+    fn answer_safe_ts(&mut self, msg: &Message, ctx: &ReadContext) {
+        let Some((ts, index)) = self.progress.last_resolved() else {
+            return;
+        };
+        let answer = ReadContext {
+            body: ReadBody::SafeTs(ts),
+            ..ctx.clone()
+        };
+        self.send_read_answer(msg.from, answer, index);
+    }
+
+    /// Sends a read index answer of our own making to `to` (raft-rs's follower takes a
+    /// `MsgReadIndexResp` with one entry holding the context as a read state).
+    fn send_read_answer(&mut self, to: u64, ctx: ReadContext, index: u64) {
+        let entry = Entry {
+            data: ctx.encode().into(),
+            ..Default::default()
+        };
+        let mut resp = Message {
+            from: self.peer_id,
+            to,
+            term: self.node.raft.term,
+            index,
+            entries: vec![entry].into(),
+            ..Default::default()
+        };
+        resp.set_msg_type(MessageType::MsgReadIndexResp);
+        self.node.raft.msgs.push(resp);
+    }
+
     /// Sends one read-index request for every read queued this round.
     pub fn flush_reads(&mut self) {
         // raft-rs silently drops read-index requests until the leader has
@@ -587,7 +659,7 @@ impl Peer {
     /// As leader, before raft-rs answers a replica's read index request: raises `max_ts` to
     /// the read's start ts and checks the in-memory locks of its ranges. A lock the read must
     /// see is answered at once with the lock (a `MsgReadIndexResp` carrying it, index 0), and
-    /// the request is not stepped.
+    /// the request is not stepped; so is an ask for the resolved ts. True when answered here.
     fn check_replica_read(&mut self, msg: &Message) -> bool {
         let Some(ctx) = msg
             .entries
@@ -596,12 +668,14 @@ impl Peer {
         else {
             return false;
         };
-        let ReadBody::Check(check) = &ctx.body else {
-            return false;
+        let check = match &ctx.body {
+            ReadBody::Check(check) if check.start_ts != 0 => check,
+            ReadBody::SafeTsRequest => {
+                self.answer_safe_ts(msg, &ctx);
+                return true;
+            }
+            _ => return false,
         };
-        if check.start_ts == 0 {
-            return false;
-        }
         self.cm.update_max_ts(check.start_ts);
         let mut found = None;
         for r in &check.ranges {
@@ -617,20 +691,8 @@ impl Peer {
         let Some(lock) = found else {
             return false;
         };
-        let entry = Entry {
-            data: ctx.locked(lock).encode().into(),
-            ..Default::default()
-        };
-        let mut resp = Message {
-            from: self.peer_id,
-            to: msg.from,
-            term: self.node.raft.term,
-            index: 0,
-            entries: vec![entry].into(),
-            ..Default::default()
-        };
-        resp.set_msg_type(MessageType::MsgReadIndexResp);
-        self.node.raft.msgs.push(resp);
+        let answer = ctx.locked(lock);
+        self.send_read_answer(msg.from, answer, 0);
         true
     }
 
@@ -641,6 +703,17 @@ impl Peer {
                 continue;
             };
             if ctx.peer_id != self.peer_id {
+                continue;
+            }
+            if let ReadBody::SafeTs(ts) = ctx.body {
+                if self
+                    .pending_safe_ts
+                    .back()
+                    .is_none_or(|(i, t)| rs.index >= *i && ts >= *t)
+                {
+                    self.pending_safe_ts.push_back((rs.index, ts));
+                }
+                self.advance_safe_ts();
                 continue;
             }
             if let ReadBody::Locked(lock) = ctx.body {
@@ -706,6 +779,7 @@ impl Peer {
         if self.installing.is_some() {
             return;
         }
+        self.advance_safe_ts();
         let applied = self.ps.apply_state.applied_index;
         while self.reads_ready.front().is_some_and(|r| r.index <= applied) {
             let read = self.reads_ready.pop_front().expect("front exists");

@@ -10,8 +10,12 @@
 //! yet applied; one that the read must see is answered at once, with the lock, instead of an
 //! index.
 //!
+//! A follower also asks its leader this way for the leader's resolved ts (`read_progress`):
+//! the leader answers at once with it, and the index it goes with.
+//!
 //! Encoding: peer id and read id (8 bytes each, big endian), a tag byte, then for a check a
-//! `kvrpcpb.ReadIndexRequest` (start ts and ranges) and for a lock a `kvrpcpb.LockInfo`.
+//! `kvrpcpb.ReadIndexRequest` (start ts and ranges), for a lock a `kvrpcpb.LockInfo`, for a
+//! resolved ts the ts (8 bytes).
 
 use prost::Message as _;
 use proto::kvrpcpb;
@@ -35,11 +39,17 @@ pub enum ReadBody {
     Check(kvrpcpb::ReadIndexRequest),
     /// The leader's answer to a check that met an in-memory lock.
     Locked(kvrpcpb::LockInfo),
+    /// A follower asks for the leader's last resolved ts (`read_progress`).
+    SafeTsRequest,
+    /// The leader's answer: its resolved ts (the response's index is the one it goes with).
+    SafeTs(u64),
 }
 
 const PLAIN: u8 = 0;
 const CHECK: u8 = 1;
 const LOCKED: u8 = 2;
+const SAFE_TS_REQUEST: u8 = 3;
+const SAFE_TS: u8 = 4;
 
 impl ReadContext {
     pub fn encode(&self) -> Vec<u8> {
@@ -56,6 +66,11 @@ impl ReadContext {
                 out.push(LOCKED);
                 out.extend_from_slice(&lock.encode_to_vec());
             }
+            ReadBody::SafeTsRequest => out.push(SAFE_TS_REQUEST),
+            ReadBody::SafeTs(ts) => {
+                out.push(SAFE_TS);
+                out.extend_from_slice(&ts.to_be_bytes());
+            }
         }
         out
     }
@@ -69,6 +84,8 @@ impl ReadContext {
             PLAIN if rest.is_empty() => ReadBody::Plain,
             CHECK => ReadBody::Check(kvrpcpb::ReadIndexRequest::decode(rest).ok()?),
             LOCKED => ReadBody::Locked(kvrpcpb::LockInfo::decode(rest).ok()?),
+            SAFE_TS_REQUEST if rest.is_empty() => ReadBody::SafeTsRequest,
+            SAFE_TS => ReadBody::SafeTs(u64::from_be_bytes(rest.try_into().ok()?)),
             _ => return None,
         };
         Some(ReadContext { peer_id, id, body })
@@ -111,7 +128,21 @@ mod tests {
             body: ReadBody::Check(check),
             ..plain.clone()
         };
-        for ctx in [plain.clone(), checked.clone(), checked.locked(lock)] {
+        let ask = ReadContext {
+            body: ReadBody::SafeTsRequest,
+            ..plain.clone()
+        };
+        let answer = ReadContext {
+            body: ReadBody::SafeTs(99),
+            ..plain.clone()
+        };
+        for ctx in [
+            plain.clone(),
+            checked.clone(),
+            checked.locked(lock),
+            ask,
+            answer,
+        ] {
             assert_eq!(ReadContext::decode(&ctx.encode()), Some(ctx));
         }
         // Two replicas' reads with the same id differ: the leader keys requests by context.

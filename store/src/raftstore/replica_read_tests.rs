@@ -1,6 +1,8 @@
 //! Replica reads on in-process clusters (`test_cluster`): a follower serves a read only once
 //! it has applied what the leader had committed when it confirmed the read; a cut-off
-//! follower refuses; the leader checks the read's start ts and ranges first.
+//! follower refuses; the leader checks the read's start ts and ranges first. And stale reads'
+//! safe ts: a follower takes its leader's resolved ts only once it has applied the index that
+//! goes with it.
 
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use super::test_filters::{Direction, RegionPacketFilter};
 use super::{ProposeError, RaftStoreConfig};
 use crate::mvcc::{Lock, LockType};
 use proto::kvrpcpb;
+use testkit::wait;
 
 fn cfg() -> RaftStoreConfig {
     RaftStoreConfig {
@@ -130,4 +133,49 @@ async fn the_leader_checks_a_replica_reads_start_ts_and_memory_locks() {
         .unwrap();
     // A leader's own read with nothing to check is not disturbed by the lock.
     c.read_index(leader, 1).await.unwrap();
+}
+
+/// The leader's resolved ts reaches a follower (it asks about once a second), but only once
+/// the follower has applied the index the ts was resolved at: a lagging follower keeps its
+/// old safe ts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_takes_the_resolved_ts_once_it_has_applied_its_index() {
+    let c = TestCluster::new(3, &region_on(1, &[1, 2, 3]), cfg());
+    let leader = c.must_leader(1, &[1, 2, 3]).await;
+    let follower = (1..=3).find(|s| *s != leader).unwrap();
+    c.must_put(1, "a", "1").await;
+    c.must_get_on(follower, "a", "1").await;
+    let (lead, follow) = (c.progress(leader, 1).await, c.progress(follower, 1).await);
+    lead.resolved(100, lead.applied());
+    assert_eq!(
+        lead.safe_ts(),
+        100,
+        "the leader serves up to its resolved ts at once"
+    );
+    wait::for_("the follower's safe ts to reach the leader's resolved ts")
+        .within(Duration::from_secs(10))
+        .until(|| follow.safe_ts() == 100)
+        .await;
+
+    // The follower lags: a ts resolved with the leader's newer index must wait for it.
+    c.add_send_filter(
+        &RegionPacketFilter::new(1, follower)
+            .direction(Direction::Recv)
+            .msg_type(MessageType::MsgAppend),
+    );
+    c.must_put(1, "b", "2").await;
+    lead.resolved(200, lead.applied());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        follow.safe_ts(),
+        100,
+        "a follower that has not applied index {} must not take ts 200",
+        lead.applied()
+    );
+    c.heal();
+    wait::for_("the follower's safe ts to move on once it caught up")
+        .within(Duration::from_secs(10))
+        .until(|| follow.safe_ts() == 200)
+        .await;
+    assert_eq!(c.get(follower, "b").as_deref(), Some("2"));
 }

@@ -196,6 +196,24 @@ impl TestCluster {
         }
     }
 
+    /// The read progress (applied index, safe ts) of `store_id`'s replica of `region_id`, once
+    /// it is published.
+    pub async fn progress(
+        &self,
+        store_id: u64,
+        region_id: u64,
+    ) -> std::sync::Arc<super::read_progress::ReadProgress> {
+        let meta = self.nodes[&store_id].meta.clone();
+        wait::for_(format!("store {store_id}'s replica of region {region_id}"))
+            .until_some(|| {
+                meta.read()
+                    .regions
+                    .get(&region_id)
+                    .map(|r| r.progress.clone())
+            })
+            .await
+    }
+
     /// `store_id`'s max ts and in-memory locks.
     pub fn cm(&self, store_id: u64) -> ConcurrencyManager {
         self.nodes[&store_id].cm.clone()

@@ -193,6 +193,7 @@ fn led_region(id: u64) -> RegionMeta {
         down_peers: vec![],
         written: Default::default(),
         lease: Default::default(),
+        progress: Default::default(),
     }
 }
 

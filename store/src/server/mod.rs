@@ -367,6 +367,8 @@ async fn serve_grpc(
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     let (grpc_stop, grpc_stop_rx) = oneshot::channel::<()>();
+    let (resolver_stop, resolver_stop_rx) = oneshot::channel::<()>();
+    tokio::spawn(resolve_regions(storage.clone(), resolver_stop_rx));
     let kv = TikvServer::new(service::KvService::new(storage))
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20)
@@ -389,6 +391,7 @@ async fn serve_grpc(
         )
         .serve_with_incoming_shutdown(no_delay(listener), async {
             let _ = grpc_stop_rx.await;
+            let _ = resolver_stop.send(());
         });
     tokio::spawn(async move {
         if let Err(e) = grpc.await {
@@ -396,4 +399,20 @@ async fn serve_grpc(
         }
     });
     Ok(grpc_stop)
+}
+
+/// The resolver of the regions this store leads (stale reads, `storage::resolved_ts`), a
+/// round every `RESOLVED_TS_INTERVAL` until `stop` fires.
+async fn resolve_regions(storage: Storage, mut stop: oneshot::Receiver<()>) {
+    let mut every = tokio::time::interval(crate::raftstore::read_progress::RESOLVED_TS_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = every.tick() => {}
+        }
+        if let Err(e) = storage.resolve_round().await {
+            tracing::warn!(error = %e, "resolving the regions led here failed");
+        }
+    }
 }

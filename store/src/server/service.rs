@@ -83,14 +83,15 @@ macro_rules! tikv_service {
                 call!(self, req.into_inner(), unsafe_destroy_range).map(Response::new)
             }
 
-            /// This store keeps no resolved ts per region, so no stale read is ever known to
-            /// be safe: it answers 0, as TiKV does for regions whose safe ts has not advanced.
-            /// Clients then read at a fresh timestamp (client-go polls this every few seconds).
+            /// The smallest safe ts of this store's replicas in the range (client-go polls it
+            /// to pick stale read timestamps every replica can serve).
             async fn get_store_safe_ts(
                 &self,
-                _req: Request<StoreSafeTsRequest>,
+                req: Request<StoreSafeTsRequest>,
             ) -> Result<Response<StoreSafeTsResponse>, Status> {
-                Ok(Response::new(StoreSafeTsResponse { safe_ts: 0 }))
+                let req = req.into_inner();
+                let safe_ts = self.storage.store_safe_ts(req.key_range.as_ref());
+                Ok(Response::new(StoreSafeTsResponse { safe_ts }))
             }
 
             async fn batch_commands(

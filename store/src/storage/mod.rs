@@ -23,6 +23,7 @@ mod raw;
 mod region;
 #[cfg(test)]
 mod region_tests;
+mod resolved_ts;
 #[cfg(test)]
 mod tests;
 mod txn_commands;
@@ -221,6 +222,10 @@ impl Storage {
         if !checked.replica {
             return Ok(self.read_in_term(checked.region.id, f).await?.1);
         }
+        if checked.stale && check.start_ts != 0 {
+            self.check_safe_ts(checked, check.start_ts)?;
+            return self.read_local(f).await;
+        }
         let router = &self.inner.router;
         let outcome = router.replica_read_index(checked.region.id, check).await;
         let label = match &outcome {
@@ -233,6 +238,42 @@ impl Storage {
             .inc();
         outcome?;
         self.read_local(f).await
+    }
+
+    /// A stale read at `read_ts` on this follower: served from its own data when `read_ts` is
+    /// at or below its safe ts, else `DataIsNotReady` (the client reads from the leader).
+    fn check_safe_ts(&self, checked: &Checked, read_ts: u64) -> Result<()> {
+        let region_id = checked.region.id;
+        let meta = self.inner.meta.read();
+        let safe_ts = meta
+            .regions
+            .get(&region_id)
+            .map_or(0, |r| r.progress.safe_ts());
+        let stale = crate::metrics::REPLICA_READS.with_label_values(&["stale"]);
+        if read_ts <= safe_ts {
+            stale.inc();
+            return Ok(());
+        }
+        crate::metrics::REPLICA_READS
+            .with_label_values(&["data_not_ready"])
+            .inc();
+        let peer_id = checked
+            .region
+            .peers
+            .iter()
+            .find(|p| p.store_id == meta.store_id)
+            .map_or(0, |p| p.id);
+        Err(Error::region(errorpb::Error {
+            message: format!(
+                "stale read at {read_ts} above region {region_id}'s safe ts {safe_ts}"
+            ),
+            data_is_not_ready: Some(errorpb::DataIsNotReady {
+                region_id,
+                peer_id,
+                safe_ts,
+            }),
+            ..Default::default()
+        }))
     }
 
     /// [`Storage::read`], also returning the leader term the read was

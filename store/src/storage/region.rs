@@ -1,6 +1,6 @@
 //! Request checks shared by every command: the region named in the
 //! `kvrpcpb::Context` must be here, led by this replica (or followed by it,
-//! for a `replica_read`), at the epoch the client believes, and every key must
+//! for a `replica_read` or `stale_read`), at the epoch the client believes, and every key must
 //! lie in it and fit the API version.
 
 use proto::{errorpb, kvrpcpb, metapb};
@@ -24,6 +24,8 @@ pub struct Checked {
     /// This replica follows and the client asked for a replica read: a read is served here
     /// after a read index round (`Storage::read`); a write still fails with `NotLeader`.
     pub replica: bool,
+    /// The client asked for a stale read: on a follower, served at or below its safe ts.
+    pub stale: bool,
 }
 
 impl Checked {
@@ -179,7 +181,7 @@ impl Storage {
             }
         }
         check_epoch(rm, ctx.region_epoch.as_ref())?;
-        let replica = !rm.is_leader && ctx.replica_read;
+        let replica = !rm.is_leader && (ctx.replica_read || ctx.stale_read);
         if !rm.is_leader && !replica {
             let leader = rm.leader_peer();
             return Err(region_error(
@@ -192,6 +194,7 @@ impl Storage {
             v2,
             mode,
             replica,
+            stale: ctx.stale_read,
         })
     }
 

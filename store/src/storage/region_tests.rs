@@ -74,6 +74,7 @@ fn checked(v2: bool, mode: KeyMode, start_key: &[u8], end_key: &[u8]) -> Checked
         v2,
         mode,
         replica: false,
+        stale: false,
     }
 }
 
@@ -256,6 +257,7 @@ impl Fixture {
             down_peers: vec![],
             written: Default::default(),
             lease: Default::default(),
+            progress: Default::default(),
         };
         let mut meta = StoreMeta {
             store_id: STORE,
@@ -350,6 +352,7 @@ fn passed(v2: bool, mode: KeyMode) -> Result<Checked> {
         v2,
         mode,
         replica: false,
+        stale: false,
     })
 }
 
@@ -368,6 +371,7 @@ fn passed_as_replica(region_id: u64, mode: KeyMode) -> Result<Checked> {
         v2: false,
         mode,
         replica: true,
+        stale: false,
     })
 }
 
@@ -497,4 +501,41 @@ fn check_keys_refuses_the_first_empty_unprefixed_or_outside_key() {
     for (case, c, keys, allow_empty, want) in rows {
         same(case, s.check_keys(c, keys, allow_empty), want);
     }
+}
+
+#[test]
+fn a_stale_read_above_the_followers_safe_ts_is_data_is_not_ready() {
+    let f = Fixture::new();
+    let s = f.storage(ApiMode::Mixed, 8192);
+    f.meta.read().regions[&FOLLOWED]
+        .progress
+        .advance_safe_ts(100);
+    let context = kvrpcpb::Context {
+        stale_read: true,
+        ..ctx(FOLLOWED, Some((3, 5)), Some(1), false).unwrap()
+    };
+    let checked = s.check_context(Some(&context), KeyMode::Txn).unwrap();
+    assert!(checked.replica && checked.stale, "{checked:?}");
+    s.check_safe_ts(&checked, 100).unwrap();
+    s.check_safe_ts(&checked, 99).unwrap();
+    let not_ready: Result<()> = Err(super::Error::region(errorpb::Error {
+        message: format!("stale read at 101 above region {FOLLOWED}'s safe ts 100"),
+        data_is_not_ready: Some(errorpb::DataIsNotReady {
+            region_id: FOLLOWED,
+            peer_id: FOLLOWED * 10 + 1,
+            safe_ts: 100,
+        }),
+        ..Default::default()
+    }));
+    same(
+        "above the safe ts",
+        s.check_safe_ts(&checked, 101),
+        not_ready,
+    );
+    // Store-wide, the smallest safe ts of the replicas here (the others have none yet).
+    assert_eq!(s.store_safe_ts(None), 0);
+    for id in [LED, LEADERLESS] {
+        f.meta.read().regions[&id].progress.advance_safe_ts(300);
+    }
+    assert_eq!(s.store_safe_ts(None), 100);
 }
