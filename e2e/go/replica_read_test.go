@@ -14,8 +14,14 @@ import (
 )
 
 // replicaReadsServed sums, over every store, the reads served by a follower or learner
-// (`store_replica_reads_total{outcome="served"}` on the status port).
+// after a read index round (`store_replica_reads_total{outcome="served"}`).
 func replicaReadsServed(t *testing.T) int {
+	t.Helper()
+	return replicaReads(t, "served")
+}
+
+// replicaReads sums `store_replica_reads_total{outcome=...}` over every store's status port.
+func replicaReads(t *testing.T, outcome string) int {
 	t.Helper()
 	raw := os.Getenv("FERROKV_STORE_STATUS")
 	if raw == "" {
@@ -31,7 +37,7 @@ func replicaReadsServed(t *testing.T) int {
 		scanner := bufio.NewScanner(resp.Body)
 		for scanner.Scan() {
 			line := scanner.Text()
-			if !strings.HasPrefix(line, `store_replica_reads_total{outcome="served"} `) {
+			if !strings.HasPrefix(line, `store_replica_reads_total{outcome="`+outcome+`"} `) {
 				continue
 			}
 			n, err := strconv.Atoi(strings.Fields(line)[1])
@@ -76,4 +82,49 @@ func TestFollowerRead(t *testing.T) {
 		t.Fatalf("followers served %d of %d replica reads (the rest went to the leader)", served, rounds)
 	}
 	t.Logf("followers served %d replica reads", served)
+}
+
+// TestStaleRead: client-go's stale read (KVSnapshot.SetIsStalenessReadOnly) at a timestamp a
+// few seconds old is served by whichever replica it picks, followers from their own data
+// below their safe ts, and returns exactly what was committed by then, not the later write;
+// at the present timestamp (above the followers' safe ts: DataIsNotReady, then the leader)
+// it returns the latest write.
+func TestStaleRead(t *testing.T) {
+	c := mustTxnClient(t)
+	key := []byte(prefix("stale-read") + "k")
+	commit := func(v string) {
+		txn := mustBegin(t, c)
+		mustSet(t, txn, string(key), v)
+		if err := txn.Commit(ctxTimeout(t)); err != nil {
+			t.Fatalf("Commit %s: %v", v, err)
+		}
+	}
+	staleGet := func(ts uint64) string {
+		snap := c.GetSnapshot(ts)
+		snap.SetIsStalenessReadOnly(true)
+		got, err := snap.Get(ctxTimeout(t), key)
+		if err != nil {
+			t.Fatalf("stale Get at %d: %v", ts, err)
+		}
+		return string(got.Value)
+	}
+	commit("old")
+	at := mustTS(t, c)
+	commit("new")
+	before := replicaReads(t, "stale")
+	// Followers learn a resolved ts about once a second.
+	time.Sleep(3 * time.Second)
+	for i := 0; i < 10; i++ {
+		if got := staleGet(at); got != "old" {
+			t.Fatalf("stale read %d at %d returned %q, want the value committed by then", i, at, got)
+		}
+	}
+	if got := staleGet(mustTS(t, c)); got != "new" {
+		t.Fatalf("stale read at the present returned %q, want the latest write", got)
+	}
+	served := replicaReads(t, "stale") - before
+	if served < 1 {
+		t.Fatalf("no stale read was served by a follower from its own data")
+	}
+	t.Logf("followers served %d of 11 stale reads locally", served)
 }

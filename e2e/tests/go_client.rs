@@ -145,6 +145,7 @@ async fn go_client_suite() {
                 "TestRawKV",
                 "TestTxnOptimistic",
                 "TestFollowerRead",
+                "TestStaleRead",
             ],
         );
     })
