@@ -99,16 +99,6 @@ impl LogReader {
         self.mem.initial_state()
     }
 
-    pub fn entries(
-        &self,
-        low: u64,
-        high: u64,
-        max_size: impl Into<Option<u64>>,
-        context: GetEntriesContext,
-    ) -> raft::Result<Vec<Entry>> {
-        self.mem.entries(low, high, max_size, context)
-    }
-
     pub fn term(&self, idx: u64) -> raft::Result<u64> {
         let (index, term) = self.truncated();
         if idx == index {
@@ -120,10 +110,6 @@ impl LogReader {
     pub fn first_index(&self) -> raft::Result<u64> {
         let (index, _) = self.truncated();
         Ok(self.mem.first_index()?.max(index + 1))
-    }
-
-    pub fn last_index(&self) -> raft::Result<u64> {
-        self.mem.last_index()
     }
 }
 
@@ -152,7 +138,7 @@ impl<S: SnapshotSource> Storage for LogStorage<S> {
         max_size: impl Into<Option<u64>>,
         context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        self.log.entries(low, high, max_size, context)
+        self.log.mem.entries(low, high, max_size, context)
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
@@ -164,7 +150,7 @@ impl<S: SnapshotSource> Storage for LogStorage<S> {
     }
 
     fn last_index(&self) -> raft::Result<u64> {
-        self.log.last_index()
+        self.log.mem.last_index()
     }
 
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
@@ -425,7 +411,7 @@ mod tests {
 
         let back = disk.restore(&base(5, 5));
         let r = back.reader();
-        assert_eq!((r.first_index().unwrap(), r.last_index().unwrap()), (6, 8));
+        assert_eq!((r.first_index().unwrap(), back.last_index()), (6, 8));
         assert_eq!(r.term(5).unwrap(), 5);
         assert_eq!(r.term(8).unwrap(), 6);
         assert_eq!(r.initial_state().unwrap().hard_state, hs);
@@ -477,10 +463,7 @@ mod tests {
         disk.write(batch);
         assert!(disk.indexes().is_empty());
         let r = log.reader();
-        assert_eq!(
-            (r.first_index().unwrap(), r.last_index().unwrap()),
-            (21, 20)
-        );
+        assert_eq!((r.first_index().unwrap(), log.last_index()), (21, 20));
         assert_eq!(r.term(20).unwrap(), 3);
         // An older snapshot is refused by the cache.
         snap.set_metadata(base(10, 2));
@@ -498,7 +481,7 @@ mod tests {
         disk.write(batch);
         let back = disk.restore(&base(0, 0));
         let r = back.reader();
-        assert_eq!((r.first_index().unwrap(), r.last_index().unwrap()), (1, 2));
+        assert_eq!((r.first_index().unwrap(), back.last_index()), (1, 2));
         assert_eq!(r.initial_state().unwrap().conf_state.voters, [1, 2, 3]);
     }
 

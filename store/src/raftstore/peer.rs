@@ -550,14 +550,7 @@ impl Peer {
             let _ = cb.send(Err(self.not_leader()));
             return;
         }
-        let id = self.next_read_id;
-        self.next_read_id += 1;
-        let ctx = ReadContext {
-            peer_id: self.peer_id,
-            id,
-            body: ReadBody::Check(check),
-        };
-        self.node.read_index(ctx.encode());
+        let id = self.send_read_index(ReadBody::Check(check));
         self.reads_sent.push_back(SentRead {
             id,
             term: self.node.raft.term,
@@ -576,14 +569,20 @@ impl Peer {
         {
             return;
         }
+        self.send_read_index(ReadBody::SafeTsRequest);
+    }
+
+    /// Hands raft-rs a read index request under this replica's next read id; the id.
+    fn send_read_index(&mut self, body: ReadBody) -> u64 {
         let id = self.next_read_id;
         self.next_read_id += 1;
         let ctx = ReadContext {
             peer_id: self.peer_id,
             id,
-            body: ReadBody::SafeTsRequest,
+            body,
         };
         self.node.read_index(ctx.encode());
+        id
     }
 
     /// Takes the resolved ts the leader sent once this replica has applied what it goes with.
@@ -638,15 +637,8 @@ impl Peer {
         if self.reads_to_send.is_empty() || !self.node.raft.commit_to_current_term() {
             return;
         }
-        let id = self.next_read_id;
-        self.next_read_id += 1;
         let sent_at = Instant::now();
-        let ctx = ReadContext {
-            peer_id: self.peer_id,
-            id,
-            body: ReadBody::Plain,
-        };
-        self.node.read_index(ctx.encode());
+        let id = self.send_read_index(ReadBody::Plain);
         self.reads_sent.push_back(SentRead {
             id,
             term: self.node.raft.term,
