@@ -22,6 +22,19 @@ fn cfg() -> RaftStoreConfig {
     }
 }
 
+/// Three replicas of region 1, "a" = "1" written and applied everywhere: the cluster, the
+/// leader's store and a follower's.
+async fn cluster_with_a_follower() -> (TestCluster, u64, u64) {
+    let c = TestCluster::new(3, &region_on(1, &[1, 2, 3]), cfg());
+    let leader = c.must_leader(1, &[1, 2, 3]).await;
+    let follower = (1..=3).find(|s| *s != leader).unwrap();
+    c.must_put(1, "a", "1").await;
+    for s in 1..=3 {
+        c.must_get_on(s, "a", "1").await;
+    }
+    (c, leader, follower)
+}
+
 /// A check of the point `key` at `start_ts`.
 fn check(start_ts: u64, key: &[u8]) -> kvrpcpb::ReadIndexRequest {
     let mut end = key.to_vec();
@@ -40,11 +53,7 @@ fn check(start_ts: u64, key: &[u8]) -> kvrpcpb::ReadIndexRequest {
 /// read; once appends flow again, it answers, and it then holds the write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_follower_waits_for_the_leaders_commit_before_it_reads() {
-    let c = TestCluster::new(3, &region_on(1, &[1, 2, 3]), cfg());
-    let leader = c.must_leader(1, &[1, 2, 3]).await;
-    let follower = (1..=3).find(|s| *s != leader).unwrap();
-    c.must_put(1, "a", "1").await;
-    c.must_get_on(follower, "a", "1").await;
+    let (c, _leader, follower) = cluster_with_a_follower().await;
     c.add_send_filter(
         &RegionPacketFilter::new(1, follower)
             .direction(Direction::Recv)
@@ -72,11 +81,7 @@ async fn a_lagging_follower_waits_for_the_leaders_commit_before_it_reads() {
 /// client tries elsewhere).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_follower_refuses_a_replica_read() {
-    let c = TestCluster::new(3, &region_on(1, &[1, 2, 3]), cfg());
-    let leader = c.must_leader(1, &[1, 2, 3]).await;
-    let follower = (1..=3).find(|s| *s != leader).unwrap();
-    c.must_put(1, "a", "1").await;
-    c.must_get_on(follower, "a", "1").await;
+    let (c, _leader, follower) = cluster_with_a_follower().await;
     c.isolate(follower);
     let read = tokio::time::timeout(
         super::peer::READ_INDEX_TIMEOUT * 2,
@@ -98,10 +103,7 @@ async fn a_partitioned_follower_refuses_a_replica_read() {
 /// see an in-memory (async-commit) lock with the lock; a read below the lock goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_checks_a_replica_reads_start_ts_and_memory_locks() {
-    let c = TestCluster::new(3, &region_on(1, &[1, 2, 3]), cfg());
-    let leader = c.must_leader(1, &[1, 2, 3]).await;
-    let follower = (1..=3).find(|s| *s != leader).unwrap();
-    c.must_put(1, "a", "1").await;
+    let (c, leader, follower) = cluster_with_a_follower().await;
     let cm = c.cm(leader);
     assert!(cm.max_ts() < 100);
     c.replica_read_index(follower, 1, check(100, b"a"))
@@ -140,11 +142,7 @@ async fn the_leader_checks_a_replica_reads_start_ts_and_memory_locks() {
 /// old safe ts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_takes_the_resolved_ts_once_it_has_applied_its_index() {
-    let c = TestCluster::new(3, &region_on(1, &[1, 2, 3]), cfg());
-    let leader = c.must_leader(1, &[1, 2, 3]).await;
-    let follower = (1..=3).find(|s| *s != leader).unwrap();
-    c.must_put(1, "a", "1").await;
-    c.must_get_on(follower, "a", "1").await;
+    let (c, leader, follower) = cluster_with_a_follower().await;
     let (lead, follow) = (c.progress(leader, 1).await, c.progress(follower, 1).await);
     lead.resolved(100, lead.applied());
     assert_eq!(
