@@ -128,3 +128,34 @@ func TestStaleRead(t *testing.T) {
 	}
 	t.Logf("followers served %d of 11 stale reads locally", served)
 }
+
+// TestStaleReadMeetsAsyncCommitLock: a client dies right after its async-commit transaction's
+// prewrites succeeded, leaving locks (unless its commit messages got out first). A stale read
+// at a later ts cannot be served by a follower (its safe ts stays below the oldest lock:
+// DataIsNotReady), so client-go reads from the leader, meets the lock, resolves it as TiKV's
+// clients do (every prewrite succeeded: committed) and returns the dead writer's value.
+func TestStaleReadMeetsAsyncCommitLock(t *testing.T) {
+	c := mustTxnClient(t)
+	p := prefix("stale-async")
+	names := make([]string, 3)
+	for i := range names {
+		names[i] = fmt.Sprintf("%sk%d", p, i)
+	}
+	notReady := replicaReads(t, "data_not_ready")
+	mustRunDyingClient(t, names, true)
+	at := mustTS(t, c)
+	// Long enough for followers to have learnt a resolved ts past `at`, were there no lock.
+	time.Sleep(3 * time.Second)
+	for _, name := range names {
+		snap := c.GetSnapshot(at)
+		snap.SetIsStalenessReadOnly(true)
+		got, err := snap.Get(ctxTimeout(t), []byte(name))
+		if err != nil {
+			t.Fatalf("stale Get %s at %d: %v", name, at, err)
+		}
+		if string(got.Value) != "dead-writer" {
+			t.Fatalf("stale read of %s at %d returned %q, want the committed async-commit value", name, at, got.Value)
+		}
+	}
+	t.Logf("followers answered DataIsNotReady %d times", replicaReads(t, "data_not_ready")-notReady)
+}

@@ -146,6 +146,7 @@ async fn go_client_suite() {
                 "TestTxnOptimistic",
                 "TestFollowerRead",
                 "TestStaleRead",
+                "TestStaleReadMeetsAsyncCommitLock",
             ],
         );
     })

@@ -310,24 +310,41 @@ async fn scans_over_the_limits_are_refused_not_cut_short() {
 }
 
 /// client-go polls every store with `GetStoreSafeTS` (no region context): the store answers
-/// it (0: no stale read is known safe here) instead of `Unimplemented`, while a call it does
-/// not serve, `RawChecksum`, is refused with `Unimplemented` at once.
+/// it with the smallest safe ts of its replicas (a leader's resolved ts, a recent TSO ts here:
+/// no lock is held), instead of `Unimplemented`, while a call it does not serve, `RawChecksum`,
+/// is refused with `Unimplemented` at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_safe_ts_is_answered_and_unserved_calls_are_unimplemented() {
     e2e::init_test_tracing();
     with_deadline(Duration::from_secs(120), async {
         let cluster = must_single_store_cluster().await;
         let mut kv = TikvClient::new(connect(&cluster.store_addr(0)).await);
-        let resp = kv
-            .get_store_safe_ts(kvrpcpb::StoreSafeTsRequest {
-                key_range: Some(kvrpcpb::KeyRange::default()),
-            })
-            .await
-            .expect("GetStoreSafeTS is served")
-            .into_inner();
-        assert_eq!(
-            resp.safe_ts, 0,
-            "no resolved ts is kept, so none is claimed"
+        let safe_ts = e2e::must_eventually("a safe ts above 0", Duration::from_secs(30), || {
+            let mut kv = kv.clone();
+            async move {
+                let resp = kv
+                    .get_store_safe_ts(kvrpcpb::StoreSafeTsRequest {
+                        key_range: Some(kvrpcpb::KeyRange::default()),
+                    })
+                    .await
+                    .map_err(|e| format!("GetStoreSafeTS failed: {e}"))?
+                    .into_inner();
+                match resp.safe_ts {
+                    0 => Err("safe ts 0".to_owned()),
+                    ts => Ok(ts),
+                }
+            }
+        })
+        .await;
+        // A TSO timestamp: milliseconds since the epoch above 18 logical bits.
+        let physical_ms = safe_ts >> 18;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(
+            physical_ms <= now_ms && now_ms - physical_ms < 60_000,
+            "safe ts {safe_ts} is {physical_ms} ms, now is {now_ms}"
         );
         let status = kv
             .raw_checksum(kvrpcpb::RawChecksumRequest::default())
