@@ -7,9 +7,9 @@
 //! range together, forward or backward, one user key at a time, and yields a
 //! value or the blocking lock per key, as TiKV's scanners do.
 
-use super::codec::{prefix_end, split_ts, txn_range};
-use super::reader::{decode_user_key, parse_lock, MvccReader};
-use super::{Lock, LockType, WriteType};
+use super::codec::{append_ts, prefix_end, split_ts, txn_range};
+use super::reader::{decode_user_key, parse_lock, parse_write_entry, MvccReader};
+use super::{Lock, LockType, Write, WriteType};
 use crate::engine::{Cursor, CF_LOCK, CF_WRITE};
 use crate::percolator::{Result, TxnError};
 use proto::kvrpcpb::LockInfo;
@@ -53,6 +53,21 @@ fn read_with_lock(
     opts: &ReadOpts,
     want_value: bool,
 ) -> Result<ReadResult> {
+    read_with_lock_or(reader, key, lock, opts, want_value, || {
+        Ok(reader.data_write(key, opts.ts)?.map(|(_, w)| w))
+    })
+}
+
+/// [`read_with_lock`], with `find` looking up the newest Put or Delete at `opts.ts` (a
+/// scanner walks its own cursor for it).
+fn read_with_lock_or(
+    reader: &MvccReader<'_, '_>,
+    key: &[u8],
+    lock: Option<Lock>,
+    opts: &ReadOpts,
+    want_value: bool,
+    find: impl FnOnce() -> Result<Option<Write>>,
+) -> Result<ReadResult> {
     if let Some(lock) = lock.filter(|_| opts.check_locks) {
         if let Err(info) = lock.check_ts_conflict(key, opts.ts, &opts.bypass_locks) {
             if !opts.access_locks.contains(&lock.ts) {
@@ -61,8 +76,8 @@ fn read_with_lock(
             return Ok(Ok(value_from_lock(reader, key, &lock, want_value)?));
         }
     }
-    match reader.data_write(key, opts.ts)? {
-        Some((_, w)) if w.write_type == WriteType::Put => {
+    match find()? {
+        Some(w) if w.write_type == WriteType::Put => {
             let value = if want_value {
                 reader.load_data(key, &w)?
             } else {
@@ -135,13 +150,19 @@ impl<'r, 'a, 's> Scanner<'r, 'a, 's> {
             } else {
                 None
             };
-            self.advance(&cur, has_lock, has_write);
             let key = decode_user_key(&cur)?;
-            let result = if has_write || lock.is_some() {
+            let result = if has_write && !self.reverse {
+                // The write cursor is on this key: look there, not through a new iterator.
+                let (reader, opts, cursor) = (self.reader, &self.opts, &mut self.write_cursor);
+                read_with_lock_or(reader, &key, lock, opts, want_value, || {
+                    data_write_at(cursor, &cur, opts.ts)
+                })?
+            } else if has_write || lock.is_some() {
                 read_with_lock(self.reader, &key, lock, &self.opts, want_value)?
             } else {
                 Ok(None)
             };
+            self.advance(&cur, has_lock, has_write);
             if !matches!(result, Ok(None)) {
                 return Ok(Some((key, result)));
             }
@@ -189,6 +210,26 @@ impl<'r, 'a, 's> Scanner<'r, 'a, 's> {
             }
         }
     }
+}
+
+/// The newest Put or Delete of the user key whose lock-key is `lock_key` with
+/// `commit_ts <= ts`, read by moving `cursor` (on that key's versions, in a forward scan);
+/// Lock and Rollback records are skipped. Where the cursor ends is the caller's to fix.
+fn data_write_at(cursor: &mut Cursor<'_>, lock_key: &[u8], ts: u64) -> Result<Option<Write>> {
+    cursor.seek(&append_ts(lock_key.to_vec(), ts));
+    while cursor.valid()? {
+        let key = cursor.key();
+        let (prefix, _) = split_ts(key).map_err(|_| corrupt_write(key))?;
+        if prefix != lock_key {
+            return Ok(None);
+        }
+        let (_, write) = parse_write_entry(cursor)?;
+        if write.is_data() {
+            return Ok(Some(write));
+        }
+        cursor.next();
+    }
+    Ok(None)
 }
 
 fn corrupt_write(key: &[u8]) -> TxnError {
