@@ -104,6 +104,9 @@ fn value_from_lock(
     }
 }
 
+/// Versions a forward scan steps over with `next` before it seeks to the next key.
+const STEPS_BEFORE_SEEK: usize = 4;
+
 /// A range read over `[lower, upper)` in user-key space.
 pub struct Scanner<'r, 'a, 's> {
     reader: &'r MvccReader<'a, 's>,
@@ -206,6 +209,16 @@ impl<'r, 'a, 's> Scanner<'r, 'a, 's> {
                 // Every version of `cur` sorts after `cur` itself.
                 self.write_cursor.seek_for_prev(cur);
             } else {
+                // Most keys have a version or two: step past them, seek only past many.
+                for _ in 0..STEPS_BEFORE_SEEK {
+                    if !self.write_cursor.valid().unwrap_or(false) {
+                        return;
+                    }
+                    match split_ts(self.write_cursor.key()) {
+                        Ok((prefix, _)) if prefix == cur => self.write_cursor.next(),
+                        _ => return,
+                    }
+                }
                 self.write_cursor.seek(&prefix_end(cur));
             }
         }
@@ -216,7 +229,15 @@ impl<'r, 'a, 's> Scanner<'r, 'a, 's> {
 /// `commit_ts <= ts`, read by moving `cursor` (on that key's versions, in a forward scan);
 /// Lock and Rollback records are skipped. Where the cursor ends is the caller's to fix.
 fn data_write_at(cursor: &mut Cursor<'_>, lock_key: &[u8], ts: u64) -> Result<Option<Write>> {
-    cursor.seek(&append_ts(lock_key.to_vec(), ts));
+    // Usually the newest version is already visible: no seek then.
+    let newest_visible = cursor.valid()? && {
+        let key = cursor.key();
+        let (prefix, commit_ts) = split_ts(key).map_err(|_| corrupt_write(key))?;
+        prefix == lock_key && commit_ts <= ts
+    };
+    if !newest_visible {
+        cursor.seek(&append_ts(lock_key.to_vec(), ts));
+    }
     while cursor.valid()? {
         let key = cursor.key();
         let (prefix, _) = split_ts(key).map_err(|_| corrupt_write(key))?;
