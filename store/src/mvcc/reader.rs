@@ -103,15 +103,11 @@ impl<'a, 's> MvccReader<'a, 's> {
     /// The newest Put or Delete of `key` with `commit_ts <= ts`; Lock and
     /// Rollback records are skipped.
     pub fn data_write(&self, key: &[u8], ts: u64) -> Result<Option<(u64, Write)>> {
-        let mut found = None;
-        self.for_each_write(key, ts, |commit_ts, write| {
-            if write.is_data() {
-                found = Some((commit_ts, write));
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        })?;
-        Ok(found)
+        let lk = lock_key(key);
+        let upper = prefix_end(&lk);
+        let mut cursor = self.snap.cursor(CF_WRITE, Some(lk.clone()), Some(upper))?;
+        cursor.seek(&versioned_key(key, ts));
+        next_data_write(&mut cursor, &lk)
     }
 
     /// The value of `key` visible at `ts`, ignoring locks.
@@ -202,6 +198,30 @@ pub(crate) fn parse_lock(engine_key: &[u8], value: &[u8]) -> Result<Lock> {
 }
 
 /// `(commit_ts, Write)` of the write-CF entry under `cursor`.
+/// From where `cursor` stands, the first Put or Delete among the versions of the key whose
+/// lock-key is `lock_key` (Lock and Rollback records are skipped), with its commit ts; `None`
+/// once the cursor leaves that key's versions. The scanner uses it on its own cursor.
+pub(crate) fn next_data_write(
+    cursor: &mut Cursor<'_>,
+    lock_key: &[u8],
+) -> Result<Option<(u64, Write)>> {
+    while cursor.valid()? {
+        let (prefix, _) = split_ts(cursor.key()).map_err(|_| TxnError::Corrupt {
+            cf: CF_WRITE,
+            key: cursor.key().to_vec(),
+        })?;
+        if prefix != lock_key {
+            return Ok(None);
+        }
+        let (commit_ts, write) = parse_write_entry(cursor)?;
+        if write.is_data() {
+            return Ok(Some((commit_ts, write)));
+        }
+        cursor.next();
+    }
+    Ok(None)
+}
+
 pub(crate) fn parse_write_entry(cursor: &Cursor<'_>) -> Result<(u64, Write)> {
     let corrupt = || TxnError::Corrupt {
         cf: CF_WRITE,

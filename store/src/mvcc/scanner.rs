@@ -8,7 +8,7 @@
 //! value or the blocking lock per key, as TiKV's scanners do.
 
 use super::codec::{append_ts, prefix_end, split_ts, txn_range};
-use super::reader::{decode_user_key, parse_lock, parse_write_entry, MvccReader};
+use super::reader::{decode_user_key, next_data_write, parse_lock, MvccReader};
 use super::{Lock, LockType, Write, WriteType};
 use crate::engine::{Cursor, CF_LOCK, CF_WRITE};
 use crate::percolator::{Result, TxnError};
@@ -238,19 +238,7 @@ fn data_write_at(cursor: &mut Cursor<'_>, lock_key: &[u8], ts: u64) -> Result<Op
     if !newest_visible {
         cursor.seek(&append_ts(lock_key.to_vec(), ts));
     }
-    while cursor.valid()? {
-        let key = cursor.key();
-        let (prefix, _) = split_ts(key).map_err(|_| corrupt_write(key))?;
-        if prefix != lock_key {
-            return Ok(None);
-        }
-        let (_, write) = parse_write_entry(cursor)?;
-        if write.is_data() {
-            return Ok(Some(write));
-        }
-        cursor.next();
-    }
-    Ok(None)
+    Ok(next_data_write(cursor, lock_key)?.map(|(_, w)| w))
 }
 
 fn corrupt_write(key: &[u8]) -> TxnError {

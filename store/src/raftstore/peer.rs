@@ -24,7 +24,7 @@ use super::read_progress::ReadProgress;
 use super::snap::worker::{GenState, GenTask, SnapSource};
 use super::snapshot::{PeerRaftStorage, PendingInstall, RegionSnapshots};
 use super::ProposeError;
-use crate::percolator::ConcurrencyManager;
+use crate::percolator::{self, ConcurrencyManager};
 use proto::{kvrpcpb, metapb, storepb};
 
 pub type Callback = oneshot::Sender<Result<(), ProposeError>>;
@@ -668,18 +668,14 @@ impl Peer {
             }
             _ => return false,
         };
+        // What a leader read does before its snapshot, for the follower's read.
         self.cm.update_max_ts(check.start_ts);
-        let mut found = None;
-        for r in &check.ranges {
+        let found = check.ranges.iter().find_map(|r| {
             let upper = (!r.end_key.is_empty()).then_some(r.end_key.as_slice());
-            let checked = self.cm.read_range_check(&r.start_key, upper, |key, lock| {
-                lock.check_ts_conflict(key, check.start_ts, &[])
-            });
-            if let Err(lock) = checked {
-                found = Some(*lock);
-                break;
-            }
-        }
+            percolator::read_check_range(&self.cm, None, check.start_ts, &r.start_key, upper)
+                .err()
+                .and_then(|e| e.locked)
+        });
         let Some(lock) = found else {
             return false;
         };

@@ -206,13 +206,15 @@ impl Storage {
     /// leader never serves a stale read.
     ///
     /// A replica read (`checked.replica`: the client asked for `replica_read` and this replica
-    /// follows) is served here instead once a read index round to the leader, which checks
-    /// `check` (the transaction's start ts and key ranges; the default: nothing), is done and
-    /// applied here: linearizable too, and off the leader.
+    /// follows) is served here instead once a read index round to the leader, which checks the
+    /// transaction's `start_ts` (0: nothing to check) and the key `ranges` (callers build them
+    /// only for a replica read), is done and applied here: linearizable too, and off the leader. A stale read at or below
+    /// this replica's safe ts needs no round.
     async fn read<T, F>(
         &self,
         checked: &Checked,
-        check: kvrpcpb::ReadIndexRequest,
+        start_ts: u64,
+        ranges: Vec<kvrpcpb::KeyRange>,
         f: F,
     ) -> Result<T>
     where
@@ -222,10 +224,15 @@ impl Storage {
         if !checked.replica {
             return Ok(self.read_in_term(checked.region.id, f).await?.1);
         }
-        if checked.stale && check.start_ts != 0 {
-            self.check_safe_ts(checked, check.start_ts)?;
+        if checked.stale && start_ts != 0 {
+            self.check_safe_ts(checked, start_ts)?;
             return self.read_local(f).await;
         }
+        let check = kvrpcpb::ReadIndexRequest {
+            start_ts,
+            ranges,
+            ..Default::default()
+        };
         let router = &self.inner.router;
         let outcome = router.replica_read_index(checked.region.id, check).await;
         let label = match &outcome {
@@ -249,14 +256,14 @@ impl Storage {
             .regions
             .get(&region_id)
             .map_or(0, |r| r.progress.safe_ts());
-        let stale = crate::metrics::REPLICA_READS.with_label_values(&["stale"]);
-        if read_ts <= safe_ts {
-            stale.inc();
+        let ready = read_ts <= safe_ts;
+        let label = if ready { "stale" } else { "data_not_ready" };
+        crate::metrics::REPLICA_READS
+            .with_label_values(&[label])
+            .inc();
+        if ready {
             return Ok(());
         }
-        crate::metrics::REPLICA_READS
-            .with_label_values(&["data_not_ready"])
-            .inc();
         let peer_id = checked
             .region
             .peers

@@ -50,7 +50,7 @@ impl Storage {
         loop {
             let (lo, hi) = (from.clone(), upper.clone());
             let keys = self
-                .read(&checked, Default::default(), move |snap| {
+                .read(&checked, 0, Vec::new(), move |snap| {
                     Ok(percolator::scan_write_keys(
                         snap,
                         &lo,
@@ -95,7 +95,7 @@ impl Storage {
         loop {
             let (lo, hi, st) = (from.clone(), upper.clone(), statuses.clone());
             let keys = self
-                .read(&checked, Default::default(), move |snap| {
+                .read(&checked, 0, Vec::new(), move |snap| {
                     let limit = RESOLVE_BATCH_KEYS;
                     let found = percolator::scan_resolvable_keys(
                         snap,

@@ -148,7 +148,7 @@ impl Storage {
     pub async fn raw_get(&self, req: kvrpcpb::RawGetRequest) -> Result<kvrpcpb::RawGetResponse> {
         let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
         let (cf, space) = Self::raw_place(&checked, &req.cf)?;
-        self.read(&checked, Default::default(), move |snap| {
+        self.read(&checked, 0, Vec::new(), move |snap| {
             let v = get_value(snap, space, cf, &req.key)?;
             Ok(kvrpcpb::RawGetResponse {
                 not_found: v.is_none(),
@@ -169,7 +169,7 @@ impl Storage {
             true,
         )?;
         let (cf, space) = Self::raw_place(&checked, &req.cf)?;
-        self.read(&checked, Default::default(), move |snap| {
+        self.read(&checked, 0, Vec::new(), move |snap| {
             let mut pairs = Vec::with_capacity(req.keys.len());
             let mut budget = ResponseBudget::default();
             for key in req.keys {
@@ -196,7 +196,7 @@ impl Storage {
     ) -> Result<kvrpcpb::RawGetKeyTtlResponse> {
         let checked = self.raw_check(req.context.as_ref(), [req.key.as_slice()], true)?;
         let (cf, space) = Self::raw_place(&checked, &req.cf)?;
-        self.read(&checked, Default::default(), move |snap| {
+        self.read(&checked, 0, Vec::new(), move |snap| {
             let v = get_value(snap, space, cf, &req.key)?;
             Ok(kvrpcpb::RawGetKeyTtlResponse {
                 not_found: v.is_none(),
@@ -217,7 +217,7 @@ impl Storage {
         };
         let (lower, upper) = checked.clip(lower, upper);
         let limit = check_scan_limit(req.limit)?;
-        self.read(&checked, Default::default(), move |snap| {
+        self.read(&checked, 0, Vec::new(), move |snap| {
             let kvs = scan(
                 snap,
                 space,
@@ -263,7 +263,7 @@ impl Storage {
                 checked.clip(lo, hi)
             })
             .collect();
-        self.read(&checked, Default::default(), move |snap| {
+        self.read(&checked, 0, Vec::new(), move |snap| {
             let mut kvs = Vec::new();
             let mut budget = ResponseBudget::default();
             for (lo, hi) in ranges {

@@ -31,6 +31,19 @@ fn point_ranges<'a>(keys: impl IntoIterator<Item = &'a [u8]>) -> Vec<kvrpcpb::Ke
         .collect()
 }
 
+/// The ranges a replica read has the leader check (`make`), none for a leader read: reads on
+/// the leader copy no keys for it.
+fn replica_ranges(
+    checked: &Checked,
+    make: impl FnOnce() -> Vec<kvrpcpb::KeyRange>,
+) -> Vec<kvrpcpb::KeyRange> {
+    if checked.replica {
+        make()
+    } else {
+        Vec::new()
+    }
+}
+
 impl Storage {
     fn txn_check<'a>(
         &self,
@@ -57,12 +70,7 @@ impl Storage {
         F: FnOnce(&Snapshot<'_>, &ConcurrencyManager) -> percolator::Result<T> + Send + 'static,
     {
         let cm = self.inner.cm.clone();
-        let check = kvrpcpb::ReadIndexRequest {
-            start_ts,
-            ranges,
-            ..Default::default()
-        };
-        self.read(checked, check, move |snap| Ok(f(snap, &cm)?))
+        self.read(checked, start_ts, ranges, move |snap| Ok(f(snap, &cm)?))
             .await
     }
 
@@ -126,7 +134,7 @@ impl Storage {
                 ..Default::default()
             });
         }
-        let ranges = point_ranges([req.key.as_slice()]);
+        let ranges = replica_ranges(&checked, || point_ranges([req.key.as_slice()]));
         self.txn_read(&checked, req.version, ranges, move |snap, cm| {
             percolator::kv_get(snap, cm, &req)
         })
@@ -151,7 +159,9 @@ impl Storage {
                 ..Default::default()
             });
         }
-        let ranges = point_ranges(req.keys.iter().map(Vec::as_slice));
+        let ranges = replica_ranges(&checked, || {
+            point_ranges(req.keys.iter().map(Vec::as_slice))
+        });
         self.txn_read(&checked, req.version, ranges, move |snap, cm| {
             percolator::kv_batch_get(snap, cm, &req)
         })
@@ -175,10 +185,12 @@ impl Storage {
                 ..Default::default()
             });
         }
-        let ranges = vec![kvrpcpb::KeyRange {
-            start_key: lower.clone(),
-            end_key: upper.clone().unwrap_or_default(),
-        }];
+        let ranges = replica_ranges(&checked, || {
+            vec![kvrpcpb::KeyRange {
+                start_key: lower.clone(),
+                end_key: upper.clone().unwrap_or_default(),
+            }]
+        });
         self.txn_read(&checked, req.version, ranges, move |snap, cm| {
             percolator::kv_scan(snap, cm, &req, &lower, upper.as_deref())
         })
